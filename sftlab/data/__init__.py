@@ -1,0 +1,1 @@
+"""The data flow: load → Conversation → Example → pack → collate."""

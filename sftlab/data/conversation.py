@@ -1,0 +1,62 @@
+"""Conversation and Message: what every input format becomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    # None means "follow the train_on mode"; False/True force it for this message.
+    train: bool | None = None
+    weight: float | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    name: str | None = None
+    # Alpaca keeps instruction and input apart so its template can write "### Input:" on its own.
+    parts: dict[str, str] | None = None
+
+    def to_template_dict(self) -> dict[str, Any]:
+        """The dict a chat template sees (the shape `apply_chat_template` takes)."""
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            d["tool_calls"] = self.tool_calls
+        if self.name:
+            d["name"] = self.name
+        if self.parts:
+            d.update(self.parts)
+        return d
+
+
+@dataclass
+class Conversation:
+    messages: list[Message]
+    tools: list[dict[str, Any]] | None = None
+    # Provenance: every error and every dropped example can be traced to its row.
+    source: str = "<memory>"
+    row: int = 0
+    # Continued pre-training text: every token trained, EOS appended, no template.
+    is_text: bool = False
+
+    @property
+    def assistant_indices(self) -> list[int]:
+        return [i for i, m in enumerate(self.messages) if m.role == "assistant"]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"messages": [_message_dict(m) for m in self.messages]}
+        if self.tools:
+            d["tools"] = self.tools
+        return d
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    d = m.to_template_dict()
+    if m.train is not None:
+        d["train"] = m.train
+    if m.weight is not None:
+        d["weight"] = m.weight
+    return d

@@ -1,0 +1,139 @@
+"""Chat templates: the built-in ones, resolving which one to use, and rendering.
+
+Rendering goes through the same compiled Jinja environment that `tokenizer.apply_chat_template`
+uses (same filters, same globals, same special-token variables), so a template renders here
+exactly as it renders in transformers; we only skip the per-call overhead, because masking renders
+every conversation several times.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sftlab.errors import SftlabError
+
+log = logging.getLogger("sftlab")
+
+BUILTIN_TEMPLATES = ("chatml", "qwen", "llama2", "llama3", "phi3", "alpaca", "plain")
+
+# Literal markers that must be one token of the tokenizer for the template to fit the model.
+# ([INST] and <<SYS>> are plain text even in Llama 2's own vocabulary, so they are not checked.)
+_MARKER = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+
+
+def builtin_template(name: str) -> str:
+    return resources.files("sftlab").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
+
+
+@dataclass
+class ChatTemplate:
+    """A Jinja chat template bound to a tokenizer's special tokens."""
+
+    source: str
+    name: str
+    special_tokens: dict[str, str]
+
+    @cached_property
+    def _compiled(self):  # noqa: ANN202 - a jinja2.Template
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        return _compiled_or_error(_compile_jinja_template, self.source, self.name)
+
+    @cached_property
+    def handles_tool_calls(self) -> bool:
+        return "tool_calls" in self.source
+
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> str:
+        try:
+            return self._compiled.render(
+                messages=messages,
+                tools=tools,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **self.special_tokens,
+            )
+        except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
+            raise SftlabError(f"chat template '{self.name}' failed to render: {e}") from None
+
+    def markers(self) -> list[str]:
+        """Special-looking literals the template writes (for the does-it-fit-the-model check)."""
+        return sorted(set(_MARKER.findall(self.source)))
+
+
+def _compiled_or_error(compile_fn, source: str, name: str):  # noqa: ANN001, ANN202
+    try:
+        return compile_fn(source)
+    except Exception as e:  # noqa: BLE001
+        raise SftlabError(f"chat template '{name}' is not valid Jinja: {e}") from None
+
+
+def resolve_template(template: str | None, tokenizer: Any) -> ChatTemplate:
+    """The template to use: a built-in name, a .jinja file, or (None) the tokenizer's own."""
+    if template is None:
+        source = getattr(tokenizer, "chat_template", None)
+        if isinstance(source, dict):  # several named templates; 'default' is the chat one
+            source = source.get("default")
+        if not source:
+            raise SftlabError(
+                "the tokenizer has no chat template; set template to one of "
+                f"{', '.join(BUILTIN_TEMPLATES)} or a path to a .jinja file"
+            )
+        name = "tokenizer's own"
+    elif template in BUILTIN_TEMPLATES:
+        source, name = builtin_template(template), template
+    elif template.endswith(".jinja"):
+        path = Path(template)
+        if not path.is_file():
+            raise SftlabError(f"{template}: template file not found")
+        source, name = path.read_text(encoding="utf-8"), template
+    else:
+        raise SftlabError(
+            f"unknown template '{template}'; use one of {', '.join(BUILTIN_TEMPLATES)} or a path to a .jinja file"
+        )
+    chat = ChatTemplate(source=source, name=name, special_tokens=special_token_variables(tokenizer))
+    warn_if_mismatched(chat, tokenizer)
+    return chat
+
+
+def special_token_variables(tokenizer: Any) -> dict[str, str]:
+    """bos_token, eos_token, … as apply_chat_template passes them to the template."""
+    out = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+        value = getattr(tokenizer, key, None)
+        if value is not None:
+            out[key] = str(value)
+    return out
+
+
+def mismatched_markers(chat: ChatTemplate, tokenizer: Any) -> dict[str, int]:
+    """Markers of the template that the tokenizer does not know as one token, with their token counts."""
+    bad = {}
+    for marker in chat.markers():
+        ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            bad[marker] = len(ids)
+    return bad
+
+
+def warn_if_mismatched(chat: ChatTemplate, tokenizer: Any) -> None:
+    bad = mismatched_markers(chat, tokenizer)
+    if bad:
+        listed = ", ".join(f"'{m}' ({n} tokens)" for m, n in bad.items())
+        log.warning(
+            "template '%s' does not match this tokenizer: %s %s not single tokens; "
+            "the model will not recognise its turn markers",
+            chat.name,
+            listed,
+            "is" if len(bad) == 1 else "are",
+        )

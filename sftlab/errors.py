@@ -1,0 +1,31 @@
+"""The one error type a user sees: a sentence naming the file, the row and the field."""
+
+from __future__ import annotations
+
+
+class SftlabError(Exception):
+    """Bad input or configuration; the CLI prints the message and exits non-zero, without a traceback."""
+
+
+class RowError(SftlabError):
+    """One input row cannot be converted. `reason` is the sentence without the location."""
+
+    def __init__(self, reason: str, source: str | None = None, row: int | None = None, field: str | None = None):
+        self.reason = reason
+        self.source = source
+        self.row = row
+        self.field = field
+        super().__init__(self._sentence())
+
+    def located(self, source: str, row: int) -> "RowError":
+        return RowError(self.reason, source, row, self.field)
+
+    def _sentence(self) -> str:
+        where = []
+        if self.source is not None:
+            where.append(str(self.source))
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        return f"{', '.join(where)}: {self.reason}" if where else self.reason

@@ -149,6 +149,9 @@ def load_conversations(
             if require_assistant and not conv.is_text and not conv.assistant_indices:
                 raise RowError("conversation has no assistant turn to train on")
         except RowError as e:
+            if fmt is None and e.reason == "missing field":
+                e = RowError(f"missing field (the format '{out.format}' was detected from the first row; "
+                             "set format to override)", field=e.field)
             located = e.located(source, number)
             if on_error == "raise":
                 raise located from None

@@ -1,0 +1,128 @@
+"""The command line: parses arguments and calls library functions; nothing else."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from sftlab.errors import SftlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template.",
+)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template."""
+
+
+def _setup_logging() -> None:
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("sftlab").setLevel(logging.INFO)
+
+
+@app.command(
+    "inspect",
+    help="""Show how examples are tokenized and which tokens are trained.
+
+Example: `sftlab inspect --model smollm2-135m-instruct --data data.json --limit 3`
+
+`--json` prints one object per example: `{"input_ids": [...], "labels": [...]}` (labels -100 are not trained).""",
+)
+def inspect_cmd(
+    data: Path = typer.Option(..., "--data", help="Input file (.json, .jsonl, .csv, .parquet or a saved datasets folder)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
+    max_length: int = typer.Option(4096, "--max-length", help="Truncate examples to this many tokens (keeping the start)."),
+    train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per example on stdout."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page of the view."),
+    on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
+    rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
+) -> None:
+    from sftlab.data.encode import special_token_ids
+    from sftlab.data.inspect import render_html, render_json, render_terminal
+    from sftlab.data.pipeline import Source, build_examples
+    from sftlab.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    examples, report = build_examples(
+        [Source(str(data), fmt)],
+        tokenizer,
+        template,
+        max_length=max_length,
+        train_on=train_on,
+        on_error=on_error,
+        rejects_path=rejects,
+        limit=limit,
+    )
+    special = special_token_ids(tokenizer)
+    if as_json:
+        for line in render_json(examples):
+            sys.stdout.write(line + "\n")
+    elif html_out is None:
+        render_terminal(examples, tokenizer, special, Console())
+    summary = _summary(report)
+    if html_out is not None:
+        html_out.write_text(render_html(examples, tokenizer, special, summary=summary), encoding="utf-8")
+        err.print(f"wrote {html_out}")
+    err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()))
+    for d in report.encoded.dropped[:20]:
+        err.print(f"[yellow]dropped[/] {d.source}, row {d.row}: {d.reason}")
+
+
+def _summary(report) -> dict[str, object]:  # noqa: ANN001
+    d = report.to_dict()
+    out: dict[str, object] = {
+        "rows": d["rows_read"],
+        "examples": d["examples"],
+        "tokens": d["tokens"],
+        "trained tokens": f"{d['trained_tokens']} ({d['trained_token_fraction']:.1%})",
+        "rejected": d["rejected"],
+        "dropped": d["dropped"],
+    }
+    if d["split_conversations"]:
+        out["split (prefix-unstable template)"] = d["split_conversations"]
+    if d["truncated"]:
+        out["truncated"] = d["truncated"]
+    return out
+
+
+def main() -> None:
+    _setup_logging()
+    try:
+        app(standalone_mode=False)
+    except SftlabError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:
+        # Usage errors (click's, vendored by typer) arrive here because of standalone_mode=False.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

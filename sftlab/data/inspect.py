@@ -1,0 +1,119 @@
+"""Terminal and HTML views of examples: every token, the trained ones highlighted."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from sftlab.data.encode import IGNORE_INDEX, Example
+
+
+@dataclass
+class Segment:
+    """The text of one token (or of a few byte tokens that only decode together) and whether it is trained."""
+
+    text: str
+    ids: list[int]
+    trained: bool
+    special: bool
+
+
+def segments(example: Example, tokenizer: Any, special_ids: set[int]) -> list[Segment]:
+    """Split an example into displayable pieces. Byte-level tokenizers cut a Chinese character or an
+    emoji into several tokens that decode to U+FFFD on their own; those are joined until they decode."""
+    out: list[Segment] = []
+    buf: list[int] = []
+    trained = False
+    for tid, label in zip(example.input_ids, example.labels):
+        buf.append(tid)
+        trained = trained or label != IGNORE_INDEX
+        text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\ufffd" in text and len(buf) < 4:
+            continue
+        out.append(Segment(text, buf, trained, len(buf) == 1 and tid in special_ids))
+        buf, trained = [], False
+    if buf:
+        text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        out.append(Segment(text, buf, trained, False))
+    return out
+
+
+def _visible(text: str) -> str:
+    return text.replace("\n", "↵\n").replace("\t", "→")
+
+
+def render_terminal(examples: Sequence[Example], tokenizer: Any, special_ids: set[int], console: Any) -> None:
+    from rich.rule import Rule
+    from rich.text import Text
+
+    for ex in examples:
+        console.print(Rule(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained", style="cyan"))
+        text = Text()
+        for k, seg in enumerate(segments(ex, tokenizer, special_ids)):
+            if seg.trained:
+                style = "bold black on green3" if k % 2 == 0 else "bold black on green1"
+            else:
+                style = "grey62 on grey19" if k % 2 == 0 else "grey70 on grey23"
+            if seg.special:
+                style += " underline"
+            text.append(_visible(seg.text), style=style)
+        console.print(text)
+
+
+def render_json(examples: Iterable[Example]) -> Iterable[str]:
+    for ex in examples:
+        yield json.dumps(ex.to_dict(), ensure_ascii=False)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','PingFang SC',sans-serif;margin:2rem;color:#222;background:#fafafa}
+h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8rem .1rem 0}
+.ex{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 1.2rem;padding:.8rem 1rem}
+.ex h2{font-size:.95rem;margin:0 0 .6rem;color:#555;font-weight:600}
+.toks{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;line-height:1.9}
+.toks span{border-radius:3px;padding:1px 0}.u{background:#eceff1;color:#78909c}.u.alt{background:#e1e6e9}
+.t{background:#a5d6a7;color:#102a12}.t.alt{background:#81c784}.s{outline:1px solid #546e7a}
+.nl{color:#b0bec5}.legend span{padding:2px 6px;border-radius:3px;margin-right:.6rem}
+"""
+
+
+def render_html(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    special_ids: set[int],
+    title: str = "sftlab · trained tokens",
+    summary: dict[str, Any] | None = None,
+) -> str:
+    """A self-contained page (no network): trained tokens green, the rest grey, token boundaries shaded."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
+        "<span class='u s'>special token</span></p>",
+    ]
+    if summary:
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
+        parts.append(f"<table class='summary'>{rows}</table>")
+    parts.append(examples_html(examples, tokenizer, special_ids))
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def examples_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[int]) -> str:
+    """The token view of examples as an HTML fragment (also embedded in the data-check report)."""
+    parts = []
+    for ex in examples:
+        parts.append(
+            f"<div class='ex'><h2>{html.escape(ex.source)} · row {ex.row} · {len(ex)} tokens · "
+            f"{ex.trained_tokens} trained</h2><div class='toks'>"
+        )
+        for k, seg in enumerate(segments(ex, tokenizer, special_ids)):
+            cls = ("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
+            tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")
+            text = html.escape(seg.text).replace("\n", "<span class='nl'>↵</span>\n")
+            parts.append(f"<span class='{cls}' title='{html.escape(tip)}'>{text}</span>")
+        parts.append("</div></div>")
+    return "".join(parts)

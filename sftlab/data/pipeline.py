@@ -1,0 +1,174 @@
+"""Files → Examples (and packed rows), with the data report: every row read is accounted for as
+converted, rejected (bad input) or dropped (no trained tokens left), with reasons and row numbers."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from sftlab.data.conversation import Conversation
+from sftlab.data.encode import Encoded, Encoder, Example
+from sftlab.data.load import Reject, load_conversations, write_rejects
+from sftlab.data.packing import PackedRow, pack, packing_efficiency
+from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.errors import SftlabError
+
+
+@dataclass
+class Source:
+    """One input file and its sampling weight when several are mixed."""
+
+    path: str
+    format: str | None = None
+    weight: float | None = None
+
+
+@dataclass
+class DataReport:
+    files: list[dict[str, Any]] = field(default_factory=list)
+    rows_read: int = 0
+    converted: int = 0
+    rejected: list[Reject] = field(default_factory=list)
+    encoded: Encoded = field(default_factory=Encoded)
+    examples: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    packed_rows: int | None = None
+    packing_efficiency: float | None = None
+    mixture: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        enc = self.encoded
+        return {
+            "files": self.files,
+            "rows_read": self.rows_read,
+            "converted": self.converted,
+            "rejected": len(self.rejected),
+            "rejected_reasons": _reasons(r.reason.split(": ", 1)[-1] for r in self.rejected),
+            "rejected_rows": [{"source": r.source, "row": r.row, "reason": r.reason} for r in self.rejected],
+            "dropped": len(enc.dropped),
+            "dropped_reasons": enc.drop_reasons(),
+            "dropped_rows": [d.to_dict() for d in enc.dropped],
+            "split_conversations": enc.split_conversations,
+            "truncated": enc.truncated,
+            "mixture": self.mixture,
+            "examples": self.examples,
+            "tokens": self.tokens,
+            "trained_tokens": self.trained_tokens,
+            "trained_token_fraction": (self.trained_tokens / self.tokens) if self.tokens else 0.0,
+            "packed_rows": self.packed_rows,
+            "packing_efficiency": self.packing_efficiency,
+        }
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _reasons(reasons: Any) -> dict[str, int]:
+    return dict(Counter(reasons))
+
+
+def load_sources(
+    sources: Sequence[Source],
+    *,
+    on_error: str = "raise",
+    require_assistant: bool = True,
+    seed: int = 0,
+) -> tuple[list[Conversation], DataReport]:
+    """Read and convert every source; mix them by weight when weights are given."""
+    report = DataReport()
+    per_source: list[list[Conversation]] = []
+    for src in sources:
+        loaded = load_conversations(src.path, src.format, on_error=on_error, require_assistant=require_assistant)
+        report.files.append(
+            {"path": src.path, "format": loaded.format, "rows": loaded.rows, "converted": len(loaded.conversations),
+             "rejected": len(loaded.rejects)}
+        )
+        report.rows_read += loaded.rows
+        report.converted += len(loaded.conversations)
+        report.rejected += loaded.rejects
+        per_source.append(loaded.conversations)
+    weights = [s.weight for s in sources]
+    if len(sources) > 1 and any(w is not None for w in weights):
+        conversations, report.mixture = mix(per_source, [1.0 if w is None else w for w in weights], sources, seed)
+    else:
+        conversations = [c for group in per_source for c in group]
+    return conversations, report
+
+
+def mix(
+    groups: Sequence[Sequence[Conversation]], weights: Sequence[float], sources: Sequence[Source], seed: int
+) -> tuple[list[Conversation], dict[str, int]]:
+    """Sample the sources in the ratio of their weights, keeping the total number of rows.
+
+    Source k contributes round(w_k / sum(w) * total) rows: without repetition while it has enough,
+    then repeated in a fresh shuffled order (a small domain set weighted up is seen several times).
+    """
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise SftlabError("dataset weights must be non-negative and not all zero")
+    total = sum(len(g) for g in groups)
+    rng = random.Random(seed)
+    out: list[Conversation] = []
+    counts: dict[str, int] = {}
+    norm = sum(weights)
+    for group, w, src in zip(groups, weights, sources):
+        want = round(w / norm * total)
+        picked: list[Conversation] = []
+        while group and len(picked) < want:
+            order = list(group)
+            rng.shuffle(order)
+            picked += order[: want - len(picked)]
+        counts[src.path] = len(picked)
+        out += picked
+    rng.shuffle(out)
+    return out, counts
+
+
+def build_examples(
+    sources: Sequence[Source],
+    tokenizer: Any,
+    template: str | ChatTemplate | None = None,
+    *,
+    max_length: int = 4096,
+    train_on: str = "all_assistant",
+    on_error: str = "raise",
+    rejects_path: str | Path | None = None,
+    packing: bool = False,
+    seed: int = 0,
+    limit: int | None = None,
+) -> tuple[list[Example] | list[PackedRow], DataReport]:
+    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
+    chat = template if isinstance(template, ChatTemplate) else None
+    conversations, report = load_sources(
+        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed
+    )
+    if limit is not None:
+        conversations = conversations[:limit]
+    if chat is None and any(not c.is_text for c in conversations):
+        chat = resolve_template(template, tokenizer)  # type: ignore[arg-type]
+    if rejects_path is not None and on_error == "skip":
+        write_rejects(report.rejected, rejects_path)
+    encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on)
+    report.encoded = encoder.encode(conversations)
+    examples = report.encoded.examples
+    report.examples = len(examples)
+    report.tokens = sum(len(e) for e in examples)
+    report.trained_tokens = sum(e.trained_tokens for e in examples)
+    if not examples:
+        raise SftlabError(_nothing_left(report))
+    if packing:
+        rows = pack(examples, max_length)
+        report.packed_rows = len(rows)
+        report.packing_efficiency = packing_efficiency(rows, max_length)
+        return rows, report
+    return examples, report
+
+
+def _nothing_left(report: DataReport) -> str:
+    reasons = {**_reasons(r.reason for r in report.rejected), **report.encoded.drop_reasons()}
+    listed = "; ".join(f"{n}× {r}" for r, n in reasons.items()) or "the input holds no rows"
+    return f"no example left to train on out of {report.rows_read} rows ({listed})"

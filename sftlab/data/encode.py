@@ -211,9 +211,11 @@ class Encoder:
         conv = piece.conv
         input_ids = np.asarray(ids, dtype=np.int64)
         if piece.train_all:
+            # Raw text gets the tokenizer's usual BOS and an EOS that marks the document's end; a
+            # conversation trained whole (train_on: all) is trained exactly as its template writes it.
             if conv.is_text and self._adds_bos and self.bos_id is not None:
                 input_ids = np.concatenate([[self.bos_id], input_ids])
-            if self.eos_id is not None and (len(input_ids) == 0 or int(input_ids[-1]) not in self.special_ids):
+            if conv.is_text and self.eos_id is not None and (len(input_ids) == 0 or int(input_ids[-1]) != self.eos_id):
                 input_ids = np.concatenate([input_ids, [self.eos_id]])
             labels = input_ids.copy()
             weights = None

@@ -1,0 +1,328 @@
+"""The masking contract (SPEC.md) token for token, on real tokenizers and their templates.
+
+Expected token lists are literals, checked by hand against the rendered text: every trained run
+decodes to exactly the answer (and its end-of-turn token) and nothing else.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import tokenizer
+from sftlab.data.conversation import Conversation, Message
+from sftlab.data.encode import IGNORE_INDEX, Encoder
+from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.errors import SftlabError
+
+
+def conversation() -> Conversation:
+    # Multi-turn, a system prompt, Chinese, emoji, leading and trailing spaces.
+    return Conversation(
+        [
+            Message("system", "You are 小助手. "),
+            Message("user", " 你好，介绍一下自己 😀"),
+            Message("assistant", " 我是小助手 🤖 "),
+            Message("user", "Say hi in English."),
+            Message("assistant", "Hi there! 👋"),
+        ]
+    )
+
+
+def encode(name, template, conv=None, **kw):
+    tok = tokenizer(name)
+    return Encoder(tok, resolve_template(template, tok), **kw).encode_one(conv or conversation())
+
+
+def trained_runs(example, tok):
+    """Decoded text of each maximal run of trained tokens."""
+    runs, cur = [], []
+    for tid, label in zip(example.input_ids, example.labels):
+        if label != IGNORE_INDEX:
+            assert label == tid
+            cur.append(tid)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tok.decode(r, skip_special_tokens=False) for r in runs]
+
+
+def trained_positions(example):
+    return [i for i, label in enumerate(example.labels) if label != IGNORE_INDEX]
+
+
+# --- Qwen2 + chatml -------------------------------------------------------------------------------
+
+QWEN_IDS = [
+    151644, 8948, 198, 2610, 525, 58230, 237, 110498, 13, 220, 151645, 198,  # system
+    151644, 872, 198, 220, 108386, 3837, 109432, 99283, 90316, 151645, 198,  # user
+    151644, 77091, 198, 49434, 239, 20412, 30709, 110498, 11162, 97, 244, 220, 151645, 198,  # assistant
+    151644, 872, 198, 45764, 15588, 304, 6364, 13, 151645, 198,  # user
+    151644, 77091, 198, 13048, 1052, 0, 61804, 233, 151645, 198,  # assistant
+]
+
+
+def test_qwen2_chatml_token_for_token():
+    ex = encode("qwen2", "chatml")
+    assert ex.input_ids == QWEN_IDS
+    # " 我是小助手 🤖 <|im_end|>" (positions 26-35) and "Hi there! 👋<|im_end|>" (50-55); the "\n"
+    # after <|im_end|> and the "<|im_start|>assistant\n" header are not trained.
+    assert trained_positions(ex) == list(range(26, 36)) + list(range(50, 56))
+    assert trained_runs(ex, tokenizer("qwen2")) == [" 我是小助手 🤖 <|im_end|>", "Hi there! 👋<|im_end|>"]
+    assert ex.input_ids[0] == 151644  # no BOS added: the template writes none
+
+
+def test_qwen2_own_template_matches_builtin_chatml_here():
+    # The Qwen2 tokenizer's own template is ChatML too (with a default system prompt we do not hit here).
+    assert encode("qwen2", None).input_ids == QWEN_IDS
+
+
+def test_qwen_template_adds_default_system():
+    conv = Conversation([Message("user", "hi"), Message("assistant", "hello")])
+    tok = tokenizer("qwen2")
+    ex = Encoder(tok, resolve_template("qwen", tok)).encode_one(conv)
+    assert tok.decode(ex.input_ids).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    assert trained_runs(ex, tok) == ["hello<|im_end|>"]
+
+
+# --- Llama 3 + llama3 -----------------------------------------------------------------------------
+
+LLAMA3_IDS = [
+    128000, 128006, 9125, 128007, 271, 2675, 527, 103036, 103129, 46034, 13, 128009,
+    128006, 882, 128007, 271, 57668, 53901, 3922, 117814, 111230, 102099, 91416, 128009,
+    128006, 78191, 128007, 271, 37046, 21043, 31809, 103129, 46034, 11410, 97, 244, 128009,
+    128006, 882, 128007, 271, 46864, 15960, 304, 6498, 13, 128009,
+    128006, 78191, 128007, 271, 13347, 1070, 0, 62904, 233, 128009,
+]
+
+
+def test_llama3_token_for_token():
+    ex = encode("llama3", "llama3")
+    assert ex.input_ids == LLAMA3_IDS
+    assert ex.input_ids.count(128000) == 1  # exactly one <|begin_of_text|>: the template's
+    assert trained_positions(ex) == list(range(28, 37)) + list(range(51, 57))
+    # Llama 3's template trims message content, so the spaces around the first answer are gone.
+    assert trained_runs(ex, tokenizer("llama3")) == ["我是小助手 🤖<|eot_id|>", "Hi there! 👋<|eot_id|>"]
+
+
+# --- Llama 2 + llama2 -----------------------------------------------------------------------------
+
+LLAMA2_IDS = [
+    1, 29961, 25580, 29962, 3532, 14816, 29903, 6778, 13, 3492, 526, 29871, 30446, 31931, 30880, 29889,
+    29871, 13, 29966, 829, 14816, 29903, 6778, 13, 13, 29871, 30919, 31076, 30214, 31633, 234, 190, 144,
+    30287, 30557, 30688, 232, 186, 180, 29871, 243, 162, 155, 131, 518, 29914, 25580, 29962,
+    29871, 30672, 30392, 30446, 31931, 30880, 29871, 243, 162, 167, 153, 29871, 2,
+    1, 29961, 25580, 29962, 14891, 7251, 297, 4223, 29889, 518, 29914, 25580, 29962,
+    6324, 727, 29991, 29871, 243, 162, 148, 142, 29871, 2,
+]
+
+
+def test_llama2_token_for_token():
+    ex = encode("llama2", "llama2")
+    assert ex.input_ids == LLAMA2_IDS
+    # Each answer starts right after "[/INST]" with its space ("▁") and ends with " </s>", which the
+    # template writes, so no EOS is inserted. The second turn's <s> is the template's, not trained.
+    assert trained_positions(ex) == list(range(48, 61)) + list(range(74, 84))
+    assert ex.input_ids[61] == 1 and ex.labels[61] == IGNORE_INDEX
+    runs = trained_runs(ex, tokenizer("llama2"))
+    assert [r.strip() for r in runs] == ["我是小助手 🤖 </s>", "Hi there! 👋 </s>"]
+
+
+# --- GPT-2 + alpaca ------------------------------------------------------------------------------
+
+GPT2_IDS = [
+    1639, 389, 10263, 108, 237, 27950, 102, 33699, 233, 13, 220, 198, 198,  # system (replaces the preamble)
+    21017, 46486, 25, 198, 220, 19526, 254, 25001, 121, 171, 120, 234, 20015, 233, 163, 119, 235, 31660,
+    10310, 233, 164, 229, 103, 32432, 109, 30325, 222, 198, 198,  # ### Instruction: …
+    21017, 18261, 25, 198,  # ### Response:
+    10545, 230, 239, 42468, 22887, 237, 27950, 102, 33699, 233, 12520, 97, 244, 50256,  # answer + EOS
+    220, 198, 198, 21017, 46486, 25, 198, 25515, 23105, 287, 3594, 13, 198, 198,
+    21017, 18261, 25, 198, 17250, 612, 0, 50169, 233, 50256,
+]
+
+
+def test_gpt2_alpaca_token_for_token():
+    ex = encode("gpt2", "alpaca")
+    assert ex.input_ids == GPT2_IDS
+    # Alpaca writes no end-of-turn token: EOS (<|endoftext|>, 50256) is inserted right after each
+    # answer (before the trailing space that the span excludes) and trained.
+    assert trained_positions(ex) == list(range(46, 60)) + list(range(78, 84))
+    assert trained_runs(ex, tokenizer("gpt2")) == [" 我是小助手 🤖<|endoftext|>", "Hi there! 👋<|endoftext|>"]
+
+
+def test_alpaca_stanford_preamble_with_input():
+    from sftlab.data.formats import from_alpaca
+
+    tok = tokenizer("gpt2")
+    conv = from_alpaca({"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"})
+    ex = Encoder(tok, resolve_template("alpaca", tok)).encode_one(conv)
+    assert tok.decode(ex.input_ids) == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nAdd the numbers.\n\n### Input:\n2 and 3\n\n### Response:\n5<|endoftext|>"
+    )
+    assert trained_runs(ex, tok) == ["5<|endoftext|>"]
+
+
+# --- modes and per-message flags -------------------------------------------------------------------
+
+
+def test_last_assistant_trains_only_the_final_turn():
+    ex = encode("qwen2", "chatml", train_on="last_assistant")
+    assert trained_positions(ex) == list(range(50, 56))
+
+
+def test_all_trains_every_token():
+    ex = encode("qwen2", "chatml", train_on="all")
+    assert ex.labels == ex.input_ids == QWEN_IDS
+
+
+def test_per_message_train_false_and_weight():
+    conv = conversation()
+    conv.messages[2].train = False
+    conv.messages[4].weight = 0.5
+    ex = encode("qwen2", "chatml", conv)
+    assert trained_positions(ex) == list(range(50, 56))
+    assert ex.weights is not None
+    assert [ex.weights[i] for i in range(50, 56)] == [0.5] * 6
+    assert sum(ex.weights) == pytest.approx(3.0)
+
+
+def test_per_message_train_true_overrides_last_assistant():
+    conv = conversation()
+    conv.messages[2].train = True
+    ex = encode("qwen2", "chatml", conv, train_on="last_assistant")
+    assert trained_positions(ex) == list(range(26, 36)) + list(range(50, 56))
+
+
+def test_prompt_tokens_are_never_trained_even_when_bpe_could_merge_across_the_boundary():
+    # "ASSISTANT:" + " 5" : the answer's first token carries the leading space and is trained whole.
+    tok = tokenizer("gpt2")
+    conv = Conversation([Message("user", "2+3?"), Message("assistant", "5")])
+    ex = Encoder(tok, resolve_template("plain", tok)).encode_one(conv)
+    assert tok.decode(ex.input_ids) == "USER: 2+3?\nASSISTANT: 5<|endoftext|>\n"
+    assert trained_runs(ex, tok) == [" 5<|endoftext|>"]
+
+
+# --- truncation, drops, text ---------------------------------------------------------------------
+
+
+def test_truncation_keeps_the_start_and_drops_an_answer_lost_entirely():
+    tok = tokenizer("qwen2")
+    enc = Encoder(tok, resolve_template("chatml", tok), max_length=30)
+    result = enc.encode([conversation()])
+    (ex,) = result.examples
+    assert ex.input_ids == QWEN_IDS[:30]
+    assert trained_positions(ex) == list(range(26, 30))
+    assert result.truncated == 1
+    short = Encoder(tok, resolve_template("chatml", tok), max_length=20).encode([conversation()])
+    assert short.examples == []
+    assert [d.reason for d in short.dropped] == ["answer lost to truncation at max_length=20"]
+
+
+def test_empty_answer_is_dropped_and_counted():
+    tok = tokenizer("qwen2")
+    conv = Conversation([Message("user", "hi"), Message("assistant", "   ")], source="f.json", row=7)
+    result = Encoder(tok, resolve_template("chatml", tok)).encode([conv])
+    assert result.examples == []
+    assert (result.dropped[0].source, result.dropped[0].row) == ("f.json", 7)
+    assert "no trained tokens" in result.dropped[0].reason
+
+
+def test_text_for_continued_pretraining_trains_everything_and_appends_eos():
+    tok = tokenizer("llama2")
+    conv = Conversation([Message("assistant", "Hello world")], is_text=True)
+    ex = Encoder(tok, None).encode_one(conv)
+    # Llama 2's tokenizer puts BOS before plain text; EOS (</s> = 2) is appended.
+    assert ex.input_ids == [1, 15043, 3186, 2]
+    assert ex.labels == ex.input_ids
+
+
+# --- prefix-unstable templates ---------------------------------------------------------------------
+
+# Like templates that strip reasoning from earlier turns: only the last assistant turn keeps its <think>.
+UNSTABLE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and not loop.last %}{{ m.content.split('</think>')[-1] }}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_prefix_unstable_template_is_split_into_one_example_per_turn():
+    tok = tokenizer("qwen2")
+    chat = ChatTemplate(UNSTABLE, "unstable", {"eos_token": "<|endoftext|>"})
+    conv = Conversation(
+        [
+            Message("user", "a"),
+            Message("assistant", "<think>r1</think>x"),
+            Message("user", "b"),
+            Message("assistant", "<think>r2</think>y"),
+        ]
+    )
+    result = Encoder(tok, chat).encode([conv])
+    assert result.split_conversations == 1
+    assert [trained_runs(e, tok) for e in result.examples] == [
+        ["<think>r1</think>x<|im_end|>"],
+        ["<think>r2</think>y<|im_end|>"],
+    ]
+    # The second example holds the first answer as the template rewrites it, untrained.
+    assert tok.decode(result.examples[1].input_ids).startswith("<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nx<|im_end|>")
+
+
+# --- templates -------------------------------------------------------------------------------------
+
+
+def test_tokenizer_without_template_is_a_clear_error():
+    with pytest.raises(SftlabError, match="no chat template.*chatml, qwen, llama2, llama3, phi3, alpaca, plain"):
+        resolve_template(None, tokenizer("gpt2"))
+
+
+def test_mismatched_template_warns(caplog):
+    with caplog.at_level("WARNING", logger="sftlab"):
+        resolve_template("chatml", tokenizer("gpt2"))
+    assert "'<|im_start|>'" in caplog.text and "does not match" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sftlab"):
+        resolve_template("chatml", tokenizer("qwen2"))
+    assert caplog.text == ""
+
+
+def test_jinja_file_template(tmp_path):
+    path = tmp_path / "t.jinja"
+    path.write_text("{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok = tokenizer("gpt2")
+    conv = Conversation([Message("user", "hi"), Message("assistant", "yo")])
+    ex = Encoder(tok, resolve_template(str(path), tok)).encode_one(conv)
+    assert trained_runs(ex, tok) == ["yo<|endoftext|>"]
+
+
+def test_phi3_template_renders_end_tokens():
+    tok = tokenizer("qwen2")
+    chat = resolve_template("phi3", tok)
+    text = chat.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+    assert text == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>\n"
+
+
+def test_tools_are_passed_to_the_template_and_tool_calls_rendered():
+    from sftlab.data.formats import from_sharegpt
+
+    tok = tokenizer("qwen2")
+    row = {
+        "conversations": [
+            {"from": "human", "value": "Weather in Paris?"},
+            {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Paris"}}'},
+            {"from": "observation", "value": '{"temp": 21}'},
+            {"from": "gpt", "value": "21 °C."},
+        ],
+        "tools": '[{"name": "weather", "description": "Get weather", "parameters": {"type": "object"}}]',
+    }
+    ex = Encoder(tok, resolve_template("chatml", tok)).encode_one(from_sharegpt(row))
+    text = tok.decode(ex.input_ids)
+    assert '<tools>\n{"type": "function", "function": {"name": "weather"' in text
+    assert "<|im_start|>tool\n{\"temp\": 21}<|im_end|>" in text
+    assert trained_runs(ex, tok) == [
+        '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+        "21 °C.<|im_end|>",
+    ]

@@ -18,6 +18,8 @@ class Collator:
     position_ids) get none: transformers then derives a block-diagonal mask from the restarting
     position_ids, which keeps examples from attending to each other; the padding of a packed row
     gets positions 0, 1, … of its own, so it forms a block nobody attends to, and labels -100.
+    (transformers only looks for packed sequences when the forward pass has no KV cache: call the
+    model with use_cache=False.)
     """
 
     pad_token_id: int

@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(VENV)/bin/sftlab inspect --model tests/fixtures/tokenizers/qwen2 --template chatml --data examples/demo_zh_en.jsonl
+	$(VENV)/bin/sftlab inspect --data examples/demo_zh_en.jsonl
 
 bench: setup
 	$(PY) benchmarks/encode_speed.py

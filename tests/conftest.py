@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA = FIXTURES / "data"
+# Real instruction data, copied from shared/data so a fresh clone tests on its own.
+SHARED_DATA = FIXTURES / "data"
 
 
 @lru_cache(maxsize=None)

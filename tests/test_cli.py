@@ -1,0 +1,96 @@
+"""`sftlab inspect` end to end, as a user runs it (a subprocess), and the pipeline's data report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import FIXTURES, SHARED_DATA, tokenizer
+from sftlab.data.pipeline import Source, build_examples
+
+QWEN = str(FIXTURES / "tokenizers" / "qwen2")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "sftlab", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_inspect_json_one_object_per_example_in_input_order(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"instruction": "你好", "input": "", "output": "世界"}\n'
+        '{"instruction": "1+1", "input": "", "output": "2"}\n'
+    )
+    r = run("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    # <|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n世界<|im_end|>\n
+    assert first["input_ids"] == [151644, 872, 198, 108386, 151645, 198, 151644, 77091, 198, 99489, 151645, 198]
+    assert first["labels"] == [-100] * 9 + [99489, 151645, -100]
+    assert json.loads(lines[1])["row"] == 2
+
+
+def test_inspect_html_is_self_contained(tmp_path):
+    out = tmp_path / "view.html"
+    r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "alpaca_zh_demo.json"), "--limit", "2", "--html", str(out))
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "<span class='t" in page
+    assert "http://" not in page and "https://" not in page and "<script src" not in page
+
+
+def test_inspect_terminal_view_and_counts():
+    r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "identity.json"), "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    assert "<|im_start|>assistant" in r.stdout
+    assert "examples: 1" in r.stderr
+
+
+def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n')
+    r = run("inspect", "--model", QWEN, "--data", str(bad))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert f"{bad}, row 1, field 'messages[1].role': unknown role 'bot'" in " ".join(r.stderr.split())
+
+
+def test_gpt2_without_template_lists_the_choices(tmp_path):
+    r = run("inspect", "--model", str(FIXTURES / "tokenizers" / "gpt2"), "--data", str(SHARED_DATA / "identity.json"))
+    assert r.returncode == 2
+    assert "no chat template" in r.stderr and "alpaca" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pipeline_report_accounts_for_every_row(tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}\n'
+        '{"messages": [{"role": "user", "content": "q"}]}\n'
+        "not json\n"
+    )
+    rejects = tmp_path / "rejects.jsonl"
+    rows, report = build_examples(
+        [Source(str(data))], tokenizer("qwen2"), "chatml", on_error="skip", rejects_path=rejects, packing=True, max_length=64
+    )
+    d = report.to_dict()
+    assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
+    assert [json.loads(x)["row"] for x in rejects.read_text().splitlines()] == [3, 4]
+    assert d["dropped_rows"] == [{"source": str(data), "row": 2, "reason": "no trained tokens (no non-empty assistant answer to train)"}]
+    assert d["packed_rows"] == 1 and d["packing_efficiency"] == len(rows[0].input_ids) / 64
+
+
+def test_mixing_by_weight(tmp_path):
+    a = tmp_path / "general.jsonl"
+    b = tmp_path / "domain.jsonl"
+    a.write_text("".join(f'{{"prompt": "g{i}", "completion": "x"}}\n' for i in range(30)))
+    b.write_text("".join(f'{{"prompt": "d{i}", "completion": "y"}}\n' for i in range(10)))
+    _, report = build_examples(
+        [Source(str(a), weight=0.3), Source(str(b), weight=0.7)], tokenizer("qwen2"), "chatml"
+    )
+    # 40 rows in all, sampled 30 % / 70 %: the small domain set is repeated.
+    assert report.mixture == {str(a): 12, str(b): 28}
+    assert report.examples == 40

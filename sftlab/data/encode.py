@@ -122,7 +122,7 @@ class Encoder:
             pieces.extend(conv_pieces)
         encodings = self._backend.encode_batch([p.text for p in pieces], add_special_tokens=False)
         for piece, enc in zip(pieces, encodings):
-            example, reason = self._mask(piece, enc.ids, enc.offsets)
+            example, reason = self._mask(piece, enc)
             if example is None:
                 out.dropped.append(Dropped(piece.conv.source, piece.conv.row, reason))
                 continue
@@ -207,9 +207,9 @@ class Encoder:
 
     # --- masking: tokens + offsets + spans → labels ---------------------------------------------------
 
-    def _mask(self, piece: _Piece, ids: list[int], offsets: list[tuple[int, int]]) -> tuple[Example | None, str]:
+    def _mask(self, piece: _Piece, enc: Any) -> tuple[Example | None, str]:
         conv = piece.conv
-        input_ids = np.asarray(ids, dtype=np.int64)
+        input_ids = np.asarray(enc.ids, dtype=np.int64)
         if piece.train_all:
             # Raw text gets the tokenizer's usual BOS and an EOS that marks the document's end; a
             # conversation trained whole (train_on: all) is trained exactly as its template writes it.
@@ -220,7 +220,7 @@ class Encoder:
             labels = input_ids.copy()
             weights = None
         else:
-            input_ids, labels, weights = self._mask_spans(input_ids, offsets, piece.spans)
+            input_ids, labels, weights = self._mask_spans(input_ids, enc, len(piece.text), piece.spans)
         reason = ""
         if len(input_ids) > self.max_length:
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
@@ -238,16 +238,21 @@ class Encoder:
         return example, reason
 
     def _mask_spans(
-        self, input_ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int, float]]
+        self, input_ids: np.ndarray, enc: Any, text_length: int, spans: list[tuple[int, int, float]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
         trained = np.zeros(len(input_ids), dtype=bool)
         token_weights = np.ones(len(input_ids), dtype=np.float32)
         eos_after: list[int] = []
         eos_weights: list[float] = []
+        starts: np.ndarray | None = None
         for start, end, weight in spans:
-            lo = int(np.searchsorted(starts, start, side="left"))
-            hi = int(np.searchsorted(starts, end, side="left"))
+            # Tokens [lo, hi) are those whose first character lies in [start, end).
+            lo, hi = _first_token_at(enc, start, text_length), _first_token_at(enc, end, text_length)
+            if lo is None or hi is None:  # a character no token covers (a normalizer removed it)
+                if starts is None:
+                    starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(input_ids))
+                lo = int(np.searchsorted(starts, start, side="left"))
+                hi = int(np.searchsorted(starts, end, side="left"))
             if hi <= lo:
                 continue
             trained[lo:hi] = True
@@ -263,6 +268,18 @@ class Encoder:
             token_weights = np.insert(token_weights, eos_after, eos_weights)
         has_weights = any(w != 1.0 for _, _, w in spans)
         return input_ids, labels, (np.where(labels != IGNORE_INDEX, token_weights, 0.0) if has_weights else None)
+
+
+def _first_token_at(enc: Any, char: int, text_length: int) -> int | None:
+    """Index of the first token whose first character is at or after `char`, asking the tokenizer's
+    own char→token map for one position instead of converting every offset to Python."""
+    if char >= text_length:
+        return len(enc.ids)
+    token = enc.char_to_token(char)
+    if token is None:
+        return None
+    token_start = enc.token_to_chars(token)[0]
+    return token if token_start >= char else token + 1
 
 
 def _span(prompt: str, upto: str, weight: float) -> tuple[int, int, float]:

@@ -6,6 +6,7 @@ GGUF vocabulary takes tens of seconds and a saved tokenizer.json loads in one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import importlib.util
 import os
 import shutil
@@ -108,3 +109,59 @@ def load_tokenizer(model: str | None) -> Any:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def converted_checkpoint(gguf: Path) -> Path:
+    """A plain safetensors checkpoint (with tokenizer and chat template) of a GGUF model, converted once
+    into the cache. transformers dequantizes GGUF on load but marks the model as quantized, and the
+    Trainer refuses to fine-tune (or save) such a model; a fresh model built from the same config and
+    given the dequantized weights is an ordinary one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target = sftlab_home() / "models" / _cache_key(gguf)
+    if (target / "config.json").is_file():
+        return target
+    log = logging.getLogger("sftlab")
+    log.info("converting %s into a safetensors checkpoint at %s (once)", gguf.name, target)
+    try:
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{gguf}: cannot load the GGUF model ({_first_line(e)})") from None
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    tokenizer = load_tokenizer(str(gguf))
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if not target.exists():
+        try:
+            tmp.replace(target)  # atomic publish: a killed conversion leaves only a .tmp folder
+        except OSError:
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def model_path(model: str | None) -> str:
+    """What to hand to `from_pretrained` for a model argument: a directory (GGUF converted) or a hub name."""
+    ref = resolve_model(model)
+    if ref.kind == "gguf":
+        return str(converted_checkpoint(ref.path))
+    return str(ref.path) if ref.kind == "dir" else ref.name
+
+
+def load_model(model: str | None, dtype: Any = None) -> Any:
+    """An ordinary (trainable, saveable) transformers causal LM for a model argument."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = model_path(model)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None

@@ -29,3 +29,25 @@ def test_default_model_tokenizer_from_gguf_is_converted_once(tmp_path, monkeypat
     assert (cached / "tokenizer.json").is_file()
     again = load_tokenizer(DEFAULT_MODEL)
     assert again("你好 world", add_special_tokens=False)["input_ids"] == tok("你好 world", add_special_tokens=False)["input_ids"]
+
+
+def test_default_model_converts_once_to_a_plain_trainable_checkpoint(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sftlab.models import load_model, model_path
+
+    monkeypatch.setenv("SFTLAB_HOME", str(tmp_path))
+    path = model_path(None)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert not hasattr(model.config, "quantization_config") and not getattr(model, "is_quantized", False)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model_path(DEFAULT_MODEL) == path  # cached: no second conversion
+    # The dequantized weights are the real model: it knows the capital of France.
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = load_model(path).generate(**prompt, max_new_tokens=16, do_sample=False)
+    answer = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer

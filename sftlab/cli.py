@@ -87,6 +87,49 @@ def inspect_cmd(
         err.print(f"[yellow]dropped[/] {d.source}, row {d.row}: {d.reason}")
 
 
+@app.command(
+    "chat",
+    help="""Chat with a model (streaming, multi-turn, the model's own chat template).
+
+Example: `sftlab chat --model runs/identity` · one answer for scripts: `sftlab chat --prompt "Who are you?"`
+
+Type `/reset` to start over, `/exit` (or Ctrl-D) to leave.""",
+)
+def chat_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this once and exit."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+) -> None:
+    from sftlab.chat import open_session
+
+    session = open_session(model, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+    out = Console(highlight=False)
+    if prompt is not None:
+        for piece in session.reply(prompt):
+            out.print(piece, end="", markup=False)
+        out.print()
+        return
+    while True:
+        try:
+            text = out.input("[bold cyan]you>[/] ")
+        except EOFError:
+            out.print()
+            return
+        if text.strip() in ("/exit", "/quit"):
+            return
+        if text.strip() == "/reset":
+            session.history.clear()
+            continue
+        if not text.strip():
+            continue
+        out.print("[bold green]model>[/] ", end="")
+        for piece in session.reply(text):
+            out.print(piece, end="", markup=False)
+        out.print()
+
+
 def _summary(report) -> dict[str, object]:  # noqa: ANN001
     d = report.to_dict()
     out: dict[str, object] = {

@@ -119,6 +119,15 @@ def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float |
     return train, weight
 
 
+def _role(turn: dict[str, Any], key: str, allowed: Any, field: str) -> str:
+    role = turn.get(key)
+    if role is None:
+        raise RowError("missing field", field=f"{field}.{key}")
+    if role not in allowed:
+        raise RowError(f"unknown role '{role}'; expected one of {', '.join(allowed)}", field=f"{field}.{key}")
+    return role
+
+
 def _check_not_empty(messages: list[Message], field: str) -> None:
     if not messages:
         raise RowError("empty conversation", field=field)
@@ -166,13 +175,7 @@ def from_sharegpt(row: dict[str, Any]) -> Conversation:
         field = f"conversations[{i}]"
         if not isinstance(turn, dict):
             raise RowError("must be an object with 'from' and 'value'", field=field)
-        who = turn.get("from")
-        if who is None:
-            raise RowError("missing field", field=f"{field}.from")
-        if who not in SHAREGPT_ROLES:
-            raise RowError(
-                f"unknown role '{who}'; expected one of {', '.join(SHAREGPT_ROLES)}", field=f"{field}.from"
-            )
+        who = _role(turn, "from", SHAREGPT_ROLES, field)
         value = _string(turn, "value", label=f"{field}.value")
         train, weight = _train_weight(turn, field)
         if who == "function_call":
@@ -208,11 +211,7 @@ def from_messages(row: dict[str, Any]) -> Conversation:
         field = f"messages[{i}]"
         if not isinstance(msg, dict):
             raise RowError("must be an object with 'role' and 'content'", field=field)
-        role = msg.get("role")
-        if role is None:
-            raise RowError("missing field", field=f"{field}.role")
-        if role not in ROLES:
-            raise RowError(f"unknown role '{role}'; expected one of {', '.join(ROLES)}", field=f"{field}.role")
+        role = _role(msg, "role", ROLES, field)
         tool_calls = _drop_nones(msg.get("tool_calls")) or None
         content = _content(msg.get("content"), f"{field}.content", allow_missing=bool(tool_calls))
         train, weight = _train_weight(msg, field)

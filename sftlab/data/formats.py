@@ -119,6 +119,15 @@ def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float |
     return train, weight
 
 
+def _turn_list(row: dict[str, Any], key: str, shape: str) -> list[Any]:
+    turns = _maybe_json(row.get(key), key)
+    if turns is None:
+        raise RowError("missing field", field=key)
+    if not isinstance(turns, list):
+        raise RowError(f"must be a list of {shape}", field=key)
+    return turns
+
+
 def _role(turn: dict[str, Any], key: str, allowed: Any, field: str) -> str:
     role = turn.get(key)
     if role is None:
@@ -162,11 +171,7 @@ def from_alpaca(row: dict[str, Any]) -> Conversation:
 
 
 def from_sharegpt(row: dict[str, Any]) -> Conversation:
-    turns = _maybe_json(row.get("conversations"), "conversations")
-    if turns is None:
-        raise RowError("missing field", field="conversations")
-    if not isinstance(turns, list):
-        raise RowError("must be a list of {from, value} turns", field="conversations")
+    turns = _turn_list(row, "conversations", "{from, value} turns")
     messages: list[Message] = []
     system = _string(row, "system", required=False)
     if system:
@@ -201,11 +206,7 @@ def _parse_call(value: str, field: str) -> list[dict[str, Any]]:
 
 
 def from_messages(row: dict[str, Any]) -> Conversation:
-    raw = _maybe_json(row.get("messages"), "messages")
-    if raw is None:
-        raise RowError("missing field", field="messages")
-    if not isinstance(raw, list):
-        raise RowError("must be a list of {role, content} messages", field="messages")
+    raw = _turn_list(row, "messages", "{role, content} messages")
     messages: list[Message] = []
     for i, msg in enumerate(raw):
         field = f"messages[{i}]"

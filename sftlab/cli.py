@@ -33,6 +33,12 @@ def _setup_logging() -> None:
     for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("sftlab").setLevel(logging.INFO)
+    try:  # "Loading weights" / "Writing model shards" bars: noise next to our own progress bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 @app.command(
@@ -128,6 +134,49 @@ def chat_cmd(
         for piece in session.reply(text):
             out.print(piece, end="", markup=False)
         out.print()
+
+
+@app.command(
+    "train",
+    help="""Fine-tune a model as CONFIG.yaml (and any --set key=value) describes.
+
+Example: `sftlab train examples/identity.yaml --set method=lora --set epochs=2`
+
+Without a config file, --set gives everything:
+`sftlab train --set "datasets=[{path: general.json, weight: 0.3}, {path: domain.json, weight: 0.7}]"`
+
+Values of --set are YAML. Writes config.yaml, data_report.json, metrics.jsonl, loss.png,
+checkpoint-N/ and the final model into output_dir. `resume: true` continues the newest checkpoint.""",
+)
+def train_cmd(
+    config: Optional[Path] = typer.Argument(None, help="YAML configuration file (optional when --set gives everything)."),
+    sets: list[str] = typer.Option([], "--set", help="key=value override, value parsed as YAML; repeatable."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    from sftlab.config import load_config
+    from sftlab.train.run import train
+
+    cfg = load_config(config, sets)
+    result = train(cfg, quiet=quiet)
+    last = next((r for r in reversed(result.metrics) if r.get("loss") is not None), None)
+    final = f" (final loss {last['loss']:.4f})" if last else ""
+    err.print(f"done{final}: model, metrics.jsonl and loss.png in {result.output_dir}")
+
+
+@app.command(
+    "merge",
+    help="""Merge a LoRA/DoRA run's adapter into its base model and write a full model.
+
+Example: `sftlab merge --model runs/lora --out runs/lora-merged`""",
+)
+def merge_cmd(
+    model: Path = typer.Option(..., "--model", help="The output_dir of a lora/dora run (holds adapter_config.json)."),
+    out: Path = typer.Option(..., "--out", help="Where the merged model goes."),
+) -> None:
+    from sftlab.train.merge import merge_adapter
+
+    merge_adapter(model, out)
+    err.print(f"merged model written to {out}")
 
 
 def _summary(report) -> dict[str, object]:  # noqa: ANN001

@@ -155,13 +155,14 @@ def model_path(model: str | None) -> str:
     return str(ref.path) if ref.kind == "dir" else ref.name
 
 
-def load_model(model: str | None, dtype: Any = None) -> Any:
+def load_model(model: str | None, dtype: Any = None, attn_implementation: str | None = None) -> Any:
     """An ordinary (trainable, saveable) transformers causal LM for a model argument."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = model_path(model)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None

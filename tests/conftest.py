@@ -21,3 +21,25 @@ def tokenizer(name: str):
 @pytest.fixture
 def tok():
     return tokenizer
+
+
+def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2, seed: int = 0) -> Path:
+    """A tiny randomly initialised Llama with a real tokenizer, saved like any model directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer(tokenizer_name)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -40,6 +40,9 @@ class DataReport:
     packed_rows: int | None = None
     packing_efficiency: float | None = None
     mixture: dict[str, int] | None = None
+    # Set by a training run that holds some examples out for evaluation.
+    train_examples: int | None = None
+    eval_examples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         enc = self.encoded
@@ -62,6 +65,8 @@ class DataReport:
             "trained_token_fraction": (self.trained_tokens / self.tokens) if self.tokens else 0.0,
             "packed_rows": self.packed_rows,
             "packing_efficiency": self.packing_efficiency,
+            "train_examples": self.train_examples,
+            "eval_examples": self.eval_examples,
         }
 
     def write(self, path: str | Path) -> None:

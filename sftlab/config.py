@@ -1,0 +1,187 @@
+"""The one validated training configuration: a YAML file and `--set key=value` overrides (values
+parsed as YAML), checked once, with messages a person can act on."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sftlab.errors import SftlabError
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Optional[Literal["alpaca", "sharegpt", "messages", "prompt-completion", "text"]] = None
+    weight: Optional[float] = Field(default=None, ge=0)
+
+
+class TrainConfig(BaseModel):
+    """Every key of a training run. Defaults suit a small model on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # What to train
+    model: Optional[str] = None  # model directory, .gguf file, or "smollm2-135m-instruct" (default)
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    template: Optional[str] = None  # built-in name or .jinja file; default: the tokenizer's own
+    train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
+    max_length: int = Field(default=1024, gt=0)
+    packing: bool = True
+    on_error: Literal["raise", "skip"] = "raise"
+    limit: Optional[int] = Field(default=None, gt=0)  # only the first N conversations (quick trials)
+
+    # How
+    method: Literal["full", "freeze", "lora", "dora", "hybrid"] = "full"
+    lora_r: int = Field(default=16, gt=0)
+    lora_alpha: float = Field(default=32, gt=0)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_targets: Union[str, list[str]] = "all-linear"
+    freeze_trainable_layers: int = Field(default=2, gt=0)
+    freeze_train_embeddings: bool = False  # with method=freeze: also train the input embeddings and the head
+    hybrid_full_fraction: float = Field(default=0.2, gt=0, lt=1)
+    neftune_alpha: Optional[float] = Field(default=None, ge=0)
+
+    # Optimisation
+    learning_rate: float = Field(default=2e-5, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    epochs: float = Field(default=3, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(default=4, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    gradient_checkpointing: bool = False
+
+    # Evaluation
+    eval_split: float = Field(default=0.0, ge=0, lt=1)
+    eval_datasets: list[DatasetSpec] = Field(default_factory=list)
+    eval_steps: Optional[int] = Field(default=None, gt=0)
+
+    # Bookkeeping
+    logging_steps: int = Field(default=10, gt=0)
+    save_steps: Optional[int] = Field(default=None, gt=0)  # default: once per epoch
+    save_total_limit: Optional[int] = Field(default=2, gt=0)
+    resume: Union[bool, str] = False
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    output_dir: str = "runs/sft"
+    report_to: Union[str, list[str]] = "none"
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if v not in names:
+            raise ValueError(f"unknown scheduler {v!r}; choose one of {', '.join(names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> "TrainConfig":
+        if not self.datasets:
+            raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
+        if self.eval_split and self.eval_datasets:
+            raise ValueError("set `eval_split` or `eval_datasets`, not both")
+        return self
+
+    @property
+    def method_uses_adapters(self) -> bool:
+        return self.method in ("lora", "dora")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise SftlabError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise SftlabError(f"--set {key}: the value is not valid YAML ({_yaml_problem(e)})") from None
+    return key.strip(), value
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    return str(getattr(e, "problem", None) or e).splitlines()[0]
+
+
+def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """`--set a.b=1` sets data["a"]["b"] (only for mappings; lists are given whole)."""
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SftlabError(f"--set {dotted}: {p} is not a mapping")
+    node[last] = value
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def _explain(e: ValidationError, origin: str, fields: dict[str, Any]) -> str:
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    where = _location(loc)
+    if err["type"] == "extra_forbidden":
+        known = fields if len(loc) == 1 else DatasetSpec.model_fields
+        hint = difflib.get_close_matches(str(loc[-1]), list(known), n=1, cutoff=0.6)
+        did = f"; did you mean `{hint[0]}`?" if hint else ""
+        return f"{origin}: unknown key `{where}`{did}"
+    if err["type"] == "missing":
+        return f"{origin}: `{where}` is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"{origin}: {msg}"
+    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {err.get('input')!r})"
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:
+    """The configuration of a run: YAML file (optional) + `--set` overrides, validated once."""
+    data: dict[str, Any] = {}
+    origin = str(path) if path else "--set"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise SftlabError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" on line {mark.line + 1}" if mark is not None else ""
+            raise SftlabError(f"{path}: invalid YAML{line} ({_yaml_problem(e)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SftlabError(f"{path}: the config must be a mapping of keys to values")
+        data = loaded or {}
+    for item in sets or []:
+        key, value = _parse_set(item)
+        _set_nested(data, key, value)
+    if isinstance(data.get("datasets"), (str, dict)):
+        data["datasets"] = [data["datasets"]]  # one file may be given without the list
+    for key in ("datasets", "eval_datasets"):
+        if isinstance(data.get(key), list):
+            data[key] = [{"path": d} if isinstance(d, str) else d for d in data[key]]
+    try:
+        config = TrainConfig(**data)
+    except ValidationError as e:
+        raise SftlabError(_explain(e, origin, TrainConfig.model_fields)) from None
+    if check_files:
+        for i, d in enumerate(config.datasets + config.eval_datasets):
+            if not Path(d.path).exists():
+                key = "datasets" if i < len(config.datasets) else "eval_datasets"
+                raise SftlabError(f"{origin}: {key} file {d.path} not found")
+    return config

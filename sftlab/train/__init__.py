@@ -1,0 +1,1 @@
+"""Training: methods, NEFTune, the trained-tokens-only loss, the Trainer, and the run that wires them."""

@@ -1,0 +1,172 @@
+"""Cross-entropy over trained tokens only, without evaluating the output head anywhere else.
+
+The model's forward pass is run with `logits_to_keep=1` (so the head sees one position per row),
+the decoder's final hidden states are captured with a hook, the positions whose next token is
+trained are selected, and the head + cross-entropy run on those rows in chunks. Gradients of a
+chunk are computed as soon as its logits exist, so at most one chunk of logits (about 32 M floats)
+is alive at a time, whatever the batch — the full [tokens × vocabulary] logits never exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from sftlab.data.encode import IGNORE_INDEX
+
+# Logit elements per chunk (fp32): 2**25 floats = 128 MiB.
+CHUNK_ELEMENTS = 2**25
+
+
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under DDP / accelerate / peft wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        elif hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        else:
+            return model
+
+
+def _softcap(model: torch.nn.Module) -> float | None:
+    return getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum_i w_i · CE(h_i · Wᵀ, y_i) · scale, with the gradients of each chunk computed in forward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, token_weights, scale, softcap, need_h, need_w):  # type: ignore[override]
+        n, vocab = hidden.shape[0], weight.shape[0]
+        chunk = max(1, CHUNK_ELEMENTS // vocab)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk):
+            h, y = hidden[s : s + chunk], targets[s : s + chunk]
+            z = torch.matmul(h, weight.t()).float()
+            if softcap:
+                t = torch.tanh(z / softcap)
+                z = softcap * t
+            lse = torch.logsumexp(z, dim=-1)
+            per_token = lse - z.gather(1, y[:, None]).squeeze(1)
+            w = token_weights[s : s + chunk] * scale
+            total += (per_token * w).sum()
+            if need_h or need_w:
+                d = torch.softmax(z, dim=-1)  # reuse memory: z is no longer needed
+                d[torch.arange(d.shape[0], device=d.device), y] -= 1
+                d *= w[:, None]
+                if softcap:
+                    d *= 1 - t * t
+                d = d.to(h.dtype if not torch.is_autocast_enabled(h.device.type) else torch.get_autocast_dtype(h.device.type))
+                if need_h:
+                    grad_h[s : s + chunk] = torch.matmul(d, weight.to(d.dtype))
+                if need_w:
+                    grad_w += torch.matmul(d.t(), h.to(d.dtype)).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None, None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Weighted sum of token cross-entropies of `hidden @ weight.T` against `targets`, times `scale`."""
+    if token_weights is None:
+        token_weights = torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
+    need_h = torch.is_grad_enabled() and hidden.requires_grad
+    need_w = torch.is_grad_enabled() and weight.requires_grad
+    return _LinearCrossEntropy.apply(hidden, weight, targets, token_weights.float(), scale, softcap, need_h, need_w)
+
+
+@contextlib.contextmanager
+def _capture_final_hidden(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Captures the decoder's last hidden state (what the head would see) during a forward pass."""
+    decoder = base_model(model).get_decoder()
+    box: dict[str, torch.Tensor] = {}
+
+    def hook(_module: Any, _args: Any, output: Any) -> None:
+        box["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    handle = decoder.register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # weighted CE sum × scale (what backward runs on)
+    summed: torch.Tensor  # unscaled weighted CE sum (detached), for reporting
+    tokens: torch.Tensor  # trained targets in this batch
+
+
+def trained_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], scale: float | torch.Tensor = 1.0) -> LossParts:
+    """Forward pass through `model` (DDP/peft wrappers included) and cross-entropy over trained targets.
+
+    Labels are unshifted (label t is the token at t, predicted from position t-1), as transformers expects.
+    """
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    with _capture_final_hidden(model) as box:
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    hidden = box["hidden"]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    h = hidden[:, :-1][keep]
+    y = targets[keep]
+    weights = batch["weights"][:, 1:][keep] if "weights" in batch else None
+    base = base_model(model)
+    head = base.get_output_embeddings().weight
+    if torch.is_tensor(scale):
+        scale = float(scale)
+    loss = linear_cross_entropy(h, head, y, weights, scale, _softcap(base))
+    summed = loss.detach() / scale if scale else loss.detach()
+    return LossParts(loss=loss, summed=summed, tokens=keep.sum())
+
+
+def reference_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The plain way (full logits, mean CE over trained targets): what the fast path must equal."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, use_cache=False).logits.float()
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, batches: Any, *, device: Any = None, autocast_dtype: Any = None) -> tuple[float, int]:
+    """Mean cross-entropy over every trained token of the batches (token-weighted, not batch-averaged)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for batch in batches:
+            if device is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            dev = next(iter(batch.values())).device.type
+            with torch.autocast(dev, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                parts = trained_token_loss(model, batch)
+            total += float(parts.summed)
+            count += int(parts.tokens)
+    finally:
+        model.train(was_training)
+    return (total / count if count else float("nan")), count

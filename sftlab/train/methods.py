@@ -1,0 +1,122 @@
+"""Which parameters a method trains: full, freeze (top layers), LoRA, DoRA, and hybrid (full, then LoRA).
+
+Hybrid: full fine-tuning moves the whole model toward the new data early, when the updates are
+largest; LoRA then continues at a fraction of the optimizer memory and with less drift from what the
+model already knew. The LoRA layers are injected at the start (with B = 0 they change nothing) and
+switched off until the switch step, so one optimizer and one learning-rate schedule cover the run:
+parameters that get no gradient are skipped by the optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sftlab.config import TrainConfig
+from sftlab.errors import SftlabError
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of decoder blocks (the longest ModuleList in the model)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise SftlabError(f"{type(model).__name__}: cannot find its decoder layers for method=freeze")
+    return max(lists, key=len)
+
+
+def lora_config(config: TrainConfig) -> Any:
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets,
+        use_dora=config.method == "dora",
+    )
+
+
+def apply_method(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """The model to hand to the Trainer, with exactly the method's parameters trainable."""
+    method = config.method
+    if method == "full":
+        model.requires_grad_(True)
+        return model
+    if method == "freeze":
+        model.requires_grad_(False)
+        layers = decoder_layers(model)
+        n = config.freeze_trainable_layers
+        if n > len(layers):
+            raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
+        for layer in layers[len(layers) - n :]:
+            layer.requires_grad_(True)
+        decoder = model.get_decoder()
+        norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
+        if norm is not None:  # the final norm sits between the top layer and the head
+            norm.requires_grad_(True)
+        if config.freeze_train_embeddings:
+            model.get_input_embeddings().requires_grad_(True)
+            model.get_output_embeddings().requires_grad_(True)
+        return model
+    if method in ("lora", "dora"):
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, lora_config(config))
+        except ValueError as e:
+            raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+    if method == "hybrid":
+        from peft import inject_adapter_in_model
+
+        try:
+            model = inject_adapter_in_model(lora_config(config), model)
+        except ValueError as e:
+            raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+        # Everything trainable while the optimizer is built; HybridSwitch decides per phase.
+        model.requires_grad_(True)
+        return model
+    raise SftlabError(f"unknown method {method!r}")
+
+
+def _adapter_layers(model: torch.nn.Module) -> list[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def is_adapter_param(name: str) -> bool:
+    return "lora_" in name
+
+
+def set_hybrid_phase(model: torch.nn.Module, phase: str) -> None:
+    """phase "full": base weights train, adapters off. phase "lora": base frozen, adapters on."""
+    full = phase == "full"
+    for name, p in model.named_parameters():
+        if is_adapter_param(name):
+            p.requires_grad_(not full)
+        else:
+            p.requires_grad_(full)
+            if not full:
+                p.grad = None
+    for layer in _adapter_layers(model):
+        # enable_adapters() also flips requires_grad of the adapter weights; keep ours.
+        layer._disable_adapters = full
+
+
+def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold injected LoRA/DoRA layers into their base weights and put the plain layers back."""
+    adapters = {id(m) for m in _adapter_layers(model)}
+    for name, module in list(model.named_modules()):
+        if id(module) in adapters and hasattr(module, "get_base_layer"):
+            if not module.disable_adapters:
+                module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    return model
+
+
+def trainable_parameter_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]

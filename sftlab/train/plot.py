@@ -1,0 +1,29 @@
+"""loss.png: training loss per logging step, and eval loss where evaluated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def plot_metrics(records: Sequence[dict[str, Any]], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="#1f77b4")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss", color="#d62728")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (trained tokens)")
+    ax.grid(alpha=0.3)
+    if train or evals:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

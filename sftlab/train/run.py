@@ -1,0 +1,264 @@
+"""A training run, top to bottom: config → data → model + method → Trainer → outputs.
+
+OUTPUT_DIR gets config.yaml, data_report.json, metrics.jsonl, loss.png, checkpoint-N/ and the final
+model (full weights, or the adapter for lora/dora) with its tokenizer and chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from sftlab.config import TrainConfig
+from sftlab.data.collate import Collator
+from sftlab.data.encode import Example
+from sftlab.data.packing import pack, packing_efficiency
+from sftlab.data.pipeline import DataReport, Source, build_examples
+from sftlab.data.templates import resolve_template
+from sftlab.errors import SftlabError
+from sftlab.models import load_model, load_tokenizer
+
+log = logging.getLogger("sftlab")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    report: DataReport | None = None
+
+
+def bf16_available(device: str) -> bool:
+    """bf16 autocast only where the hardware computes it natively: elsewhere it is many times slower."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def pick_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        if device == "mps":
+            raise SftlabError("precision: bf16 autocast is not supported on mps; use auto or fp32")
+        return True
+    return bf16_available(device)
+
+
+def _sources(specs: Sequence[Any]) -> list[Source]:
+    return [Source(d.path, d.format, d.weight) for d in specs]
+
+
+def _dicts(items: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        if isinstance(item, Example):
+            d: dict[str, Any] = {"input_ids": item.input_ids, "labels": item.labels}
+            if item.weights is not None:
+                d["weights"] = item.weights
+            out.append(d)
+        else:
+            out.append(item.to_dict())
+    return out
+
+
+def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None) -> tuple[list[dict], list[dict], DataReport]:
+    """Training rows (packed or not) and eval examples, with the data report."""
+    examples, report = build_examples(
+        _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
+        train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
+        packing=False, seed=config.seed, limit=config.limit,
+    )
+    eval_examples: list[Example] = []
+    if config.eval_split:
+        order = list(range(len(examples)))
+        random.Random(config.seed).shuffle(order)
+        n_eval = max(1, round(config.eval_split * len(examples)))
+        if n_eval >= len(examples):
+            raise SftlabError(f"eval_split={config.eval_split} leaves no training examples out of {len(examples)}")
+        held = set(order[:n_eval])
+        eval_examples = [e for i, e in enumerate(examples) if i in held]
+        examples = [e for i, e in enumerate(examples) if i not in held]
+    elif config.eval_datasets:
+        eval_examples, _ = build_examples(
+            _sources(config.eval_datasets), tokenizer, config.template, max_length=config.max_length,
+            train_on=config.train_on, on_error=config.on_error, seed=config.seed,
+        )
+    rows: Sequence[Any] = examples
+    if config.packing:
+        rows = pack(examples, config.max_length)
+        report.packed_rows = len(rows)
+        report.packing_efficiency = packing_efficiency(rows, config.max_length)
+    report.train_examples = len(examples)
+    report.eval_examples = len(eval_examples)
+    return _dicts(rows), _dicts(eval_examples), report
+
+
+def _existing_checkpoints(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
+
+
+def resume_checkpoint(config: TrainConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(config.output_dir)
+    if isinstance(config.resume, str):
+        path = Path(config.resume)
+        if not (path / "trainer_state.json").is_file():
+            raise SftlabError(f"resume: {config.resume} is not a checkpoint folder (no trainer_state.json)")
+        return str(path)
+    if config.resume:
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
+        return last
+    if out.is_dir() and _existing_checkpoints(out):
+        raise SftlabError(
+            f"output_dir {out} already holds checkpoints; set `resume: true` to continue that run "
+            "or choose another output_dir"
+        )
+    return None
+
+
+def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval: bool, quiet: bool) -> Any:
+    from transformers import TrainingArguments
+
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if config.eval_steps else "epoch"
+    report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to]
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # below 1: a fraction of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=config.eval_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        use_cpu=device == "cpu",
+        report_to=[r for r in report_to if r != "none"] or "none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=config.method == "hybrid",
+        dataloader_num_workers=0,
+        save_only_model=False,
+        log_level="warning" if quiet else "passive",
+    )
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
+    """Run the training that `config` describes; returns where everything was written."""
+    from transformers import set_seed
+
+    from sftlab.train.methods import apply_method, merge_adapters
+    from sftlab.train.neftune import NEFTune
+    from sftlab.train.plot import plot_metrics
+    from sftlab.train.trainer import HybridSwitch, MetricsLog, RichProgress, SftTrainer
+
+    out = Path(config.output_dir)
+    checkpoint = resume_checkpoint(config)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    device = pick_device()
+    bf16 = use_bf16(config.precision, device)
+
+    tokenizer = load_tokenizer(config.model)
+    if config.template is not None:
+        # The saved tokenizer carries the template the model was trained with.
+        tokenizer.chat_template = resolve_template(config.template, tokenizer).source
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
+    train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects)
+    model = load_model(config.model, attn_implementation=_attention(device, config.packing))
+    model.config.use_cache = False
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = apply_method(model, config)
+    neftune = None
+    if config.neftune_alpha:
+        neftune = NEFTune(model.get_input_embeddings(), config.neftune_alpha)
+
+    args = training_arguments(config, bf16=bf16, device=device, has_eval=bool(eval_rows), quiet=quiet)
+    metrics_log = MetricsLog(out / "metrics.jsonl")
+    trainer_callbacks: list[Any] = [metrics_log, *callbacks]
+    if config.method == "hybrid":
+        trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction))
+    if not quiet:
+        trainer_callbacks.append(RichProgress())
+    trainer = SftTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=trainer_callbacks,
+        neftune=neftune,
+    )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        report.write(out / "data_report.json")
+        log.info(
+            "training %s (%s, %s) on %d rows (%d trained tokens), %s",
+            config.model or "smollm2-135m-instruct", config.method, "bf16" if bf16 else "fp32",
+            len(train_rows), report.trained_tokens, device,
+        )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if neftune is not None:
+        neftune.remove()
+
+    final = trainer.model
+    if config.method == "hybrid":
+        final = merge_adapters(final)
+        trainer.model = final
+    trainer.save_model(str(out))
+    if is_main:
+        tokenizer.save_pretrained(str(out))
+        plot_metrics(metrics_log.records, out / "loss.png")
+    return TrainResult(out, metrics_log.records, report)
+
+
+def _attention(device: str, packing: bool) -> str | None:
+    """Flash-attention (variable-length kernels for packed rows) on CUDA when installed; sdpa elsewhere."""
+    if device == "cuda" and packing:
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return None

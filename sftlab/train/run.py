@@ -202,6 +202,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     model = load_model(config.model, attn_implementation=_attention(device, config.packing))
     model.config.use_cache = False
     model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -1,0 +1,76 @@
+"""The trained-tokens-only loss equals plain cross-entropy over full logits, values and gradients."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sftlab.data.collate import Collator
+from sftlab.data.encode import Example
+from sftlab.data.packing import pack
+from sftlab.train import loss as loss_mod
+from sftlab.train.loss import linear_cross_entropy, reference_loss, trained_token_loss
+
+
+def _model(tie=True):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie)
+    return LlamaForCausalLM(cfg)
+
+
+def _examples():
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for n, prompt in [(9, 4), (5, 2), (12, 7), (7, 3)]:
+        ids = torch.randint(3, 97, (n,), generator=g).tolist()
+        out.append(Example(ids, [-100] * prompt + ids[prompt:]))
+    return out
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_loss_and_gradients_equal_full_logits_cross_entropy(tie):
+    model = _model(tie)
+    batch = Collator(0)([{"input_ids": e.input_ids, "labels": e.labels} for e in _examples()])
+    ref = reference_loss(model, batch)
+    ref.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    parts = trained_token_loss(model, batch)
+    assert int(parts.tokens) == 5 + 3 + 5 + 4 - 0  # labels[1:] that are trained: (9-4)+(5-2)+(12-7)+(7-3)
+    (parts.loss / parts.tokens).backward()
+    assert torch.allclose(parts.loss / parts.tokens, ref, atol=1e-6)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[n], atol=1e-6), n
+
+
+def test_chunks_do_not_change_the_result(monkeypatch):
+    torch.manual_seed(0)
+    h = torch.randn(50, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    y = torch.randint(0, 40, (50,))
+    full = torch.nn.functional.cross_entropy(h @ w.t(), y, reduction="sum")
+    gh, gw = torch.autograd.grad(full, (h, w))
+    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", 40 * 7)  # 7 rows per chunk, last chunk partial
+    mine = linear_cross_entropy(h, w, y)
+    mh, mw = torch.autograd.grad(mine, (h, w))
+    assert torch.allclose(mine, full, atol=1e-5)
+    assert torch.allclose(mh, gh, atol=1e-5) and torch.allclose(mw, gw, atol=1e-5)
+
+
+def test_token_weights_scale_each_token():
+    torch.manual_seed(0)
+    h, w, y = torch.randn(3, 8), torch.randn(11, 8), torch.tensor([1, 5, 7])
+    per = torch.nn.functional.cross_entropy(h @ w.t(), y, reduction="none")
+    got = linear_cross_entropy(h, w, y, torch.tensor([1.0, 0.5, 0.0]))
+    assert torch.allclose(got, per[0] + 0.5 * per[1], atol=1e-6)
+
+
+def test_packed_batch_loss_equals_unpacked():
+    model = _model()
+    examples = _examples()
+    unpacked = Collator(0)([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    packed = Collator(0)([r.to_dict() for r in pack(examples, 20)])
+    assert packed["input_ids"].shape[0] < len(examples)
+    a, b = trained_token_loss(model, unpacked), trained_token_loss(model, packed)
+    assert int(a.tokens) == int(b.tokens)
+    assert torch.allclose(a.loss / a.tokens, b.loss / b.tokens, atol=1e-5)

@@ -1,0 +1,166 @@
+"""Training runs with a tiny random Llama and the real Llama 2 tokenizer (seconds each)."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from conftest import SHARED_DATA
+from sftlab.config import load_config
+from sftlab.errors import SftlabError
+from sftlab.train.run import train
+
+DATA = str(SHARED_DATA / "alpaca_en_demo.json")
+
+
+def config(tiny_model, out, **over):
+    sets = {
+        "model": str(tiny_model), "datasets": f"[{DATA}]", "template": "llama2", "limit": 24,
+        "max_length": 256, "batch_size": 4, "epochs": 1, "logging_steps": 1, "learning_rate": 1e-3,
+        "output_dir": str(out), "precision": "fp32", "seed": 7,
+    }
+    sets.update({k: str(v) for k, v in over.items()})
+    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+def losses(result):
+    return [r["loss"] for r in result.metrics if "loss" in r]
+
+
+def test_output_layout_and_the_model_loads_with_transformers(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = train(config(tiny_model, out, eval_split=0.2, eval_steps=2, save_steps=2, packing="false"), quiet=True)
+    for name in ("config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "config.json",
+                 "model.safetensors", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]  # limit 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    for r in records:
+        assert {"step", "epoch", "loss", "learning_rate", "grad_norm", "trained_tokens", "tokens_per_second"} <= set(r)
+    assert [("eval_loss" in r) for r in records] == [False, True, False, True, True]
+    counts = [r["trained_tokens"] for r in records]
+    assert counts == sorted(counts) and 0 < counts[-1] < result.report.trained_tokens  # eval held out
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["rows_read"] == 999 and report["examples"] == 24
+    assert report["train_examples"] == 19 and report["eval_examples"] == 5
+    assert report["packing_efficiency"] is None  # not packed
+    saved = load_config(out / "config.yaml")
+    assert saved.model_dump() == result_config(out).model_dump()
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert "[INST]" in tok.chat_template  # the template it was trained with travels with it
+    assert model.config.num_hidden_layers == 2
+
+
+def result_config(out):
+    return load_config(out / "config.yaml")
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    train(config(tiny_model, out, max_steps=2, save_steps=2), quiet=True)
+    with pytest.raises(SftlabError, match="already holds checkpoints; set `resume: true`"):
+        train(config(tiny_model, out, max_steps=2, save_steps=2), quiet=True)
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_gradient_accumulation_does_not_change_loss_or_update(tiny_model, tmp_path):
+    common = dict(packing="false", max_steps=1, limit=8, max_grad_norm=0)
+    one = train(config(tiny_model, tmp_path / "a", batch_size=8, grad_accum=1, **common), quiet=True)
+    acc = train(config(tiny_model, tmp_path / "b", batch_size=2, grad_accum=4, **common), quiet=True)
+    assert losses(one) == pytest.approx(losses(acc), rel=1e-5)
+    assert one.metrics[0]["trained_tokens"] == acc.metrics[0]["trained_tokens"] == one.report.trained_tokens
+    assert one.metrics[0]["grad_norm"] == pytest.approx(acc.metrics[0]["grad_norm"], rel=1e-4)
+    a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a"))
+    b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "b"))
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
+    common = dict(max_steps=1, limit=8, batch_size=8)
+    unpacked = train(config(tiny_model, tmp_path / "u", packing="false", **common), quiet=True)
+    packed = train(config(tiny_model, tmp_path / "p", packing="true", **common), quiet=True)
+    assert packed.report.packed_rows < 8 and 0.5 < packed.report.packing_efficiency <= 1
+    assert losses(packed) == pytest.approx(losses(unpacked), rel=1e-5)
+    assert packed.metrics[0]["grad_norm"] == pytest.approx(unpacked.metrics[0]["grad_norm"], rel=1e-4)
+
+
+class Snapshot(TrainerCallback):
+    """Which parameters changed during each optimizer step."""
+
+    def __init__(self):
+        self.changed = []
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        self.before = _params(model)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        after = _params(model)
+        self.changed.append({n for n in after if not torch.equal(after[n], self.before[n])})
+
+
+LAYER1 = "model.layers.1."
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora", "dora"])
+def test_each_method_trains_exactly_its_parameters(tiny_model, tmp_path, method):
+    snap = Snapshot()
+    train(config(tiny_model, tmp_path / method, method=method, max_steps=2, freeze_trainable_layers=1,
+                 lora_r=4, learning_rate=1e-2), callbacks=[snap], quiet=True)
+    changed = snap.changed[-1]
+    if method == "full":
+        assert changed == {n for n in _params(AutoModelForCausalLM.from_pretrained(str(tiny_model)))}
+    elif method == "freeze":
+        assert changed and all(n.startswith(LAYER1) or n == "model.norm.weight" for n in changed)
+        assert any(n.startswith(LAYER1) for n in changed) and "model.norm.weight" in changed
+    else:
+        assert changed and all("lora_" in n for n in changed)
+        assert any("lora_B" in n for n in changed)
+        if method == "dora":
+            assert any("lora_magnitude_vector" in n for n in changed)
+        assert (tmp_path / method / "adapter_config.json").is_file()
+
+
+def test_hybrid_switches_from_full_to_lora_at_the_right_step(tiny_model, tmp_path):
+    snap = Snapshot()
+    out = tmp_path / "hybrid"
+    train(config(tiny_model, out, method="hybrid", max_steps=5, hybrid_full_fraction=0.4, lora_r=4,
+                 learning_rate=1e-2, warmup_ratio=0), callbacks=[snap], quiet=True)
+    assert len(snap.changed) == 5
+    for step, changed in enumerate(snap.changed, start=1):
+        base = {n for n in changed if "lora_" not in n}
+        adapter = changed - base
+        if step <= 2:  # 40 % of 5 steps: full fine-tuning, adapters untouched
+            assert "model.embed_tokens.weight" in base and not adapter, step
+        else:
+            assert not base and any("lora_B" in n for n in adapter), step
+    merged = AutoModelForCausalLM.from_pretrained(str(out))  # a plain model: adapters merged
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+
+
+def test_lora_adapter_loads_and_merges_into_the_same_model(tiny_model, tmp_path):
+    from peft import PeftModel
+
+    from sftlab.train.merge import merge_adapter
+
+    out = tmp_path / "lora"
+    train(config(tiny_model, out, method="lora", max_steps=3, lora_r=4, learning_rate=5e-2), quiet=True)
+    ids = torch.tensor([[1, 450, 4996, 17354, 1701]])
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    with_adapter = PeftModel.from_pretrained(base, str(out)).eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(merge_adapter(out, tmp_path / "merged"))).eval()
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
+    with torch.no_grad():
+        a, b, c = with_adapter(ids).logits, merged(ids).logits, plain(ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-4)  # the adapter did change the model
+    loaded = AutoModelForCausalLM.from_pretrained(str(out))  # transformers + peft load an adapter dir
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(ids).logits, a, atol=1e-5)

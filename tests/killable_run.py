@@ -1,0 +1,46 @@
+"""Helper for test_resume: trains, and when told dies abruptly (os._exit: no cleanup, no final save)
+either right after optimizer step N or in the middle of writing checkpoint N."""
+
+import os
+import sys
+
+from transformers import TrainerCallback
+
+from sftlab.config import load_config
+from sftlab.train import trainer as trainer_mod
+from sftlab.train.run import train
+
+
+class DieAfterStep(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os._exit(17)
+
+
+def die_while_saving(step: int) -> None:
+    """The model of checkpoint `step` is written, its optimizer state not yet."""
+    original = trainer_mod.SftTrainer._save_optimizer_and_scheduler
+
+    def save(self, output_dir):
+        if self.state.global_step == step:
+            os._exit(17)
+        original(self, output_dir)
+
+    trainer_mod.SftTrainer._save_optimizer_and_scheduler = save
+
+
+def main() -> None:
+    mode, step, sets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    callbacks = []
+    if mode == "step":
+        callbacks.append(DieAfterStep(step))
+    elif mode == "save":
+        die_while_saving(step)
+    train(load_config(None, sets), callbacks=callbacks, quiet=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ class TrainResult:
     output_dir: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)
     report: DataReport | None = None
+    main_process: bool = True  # False on the other ranks of a distributed run
 
 
 def bf16_available(device: str) -> bool:
@@ -253,7 +254,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if is_main:
         tokenizer.save_pretrained(str(out))
         plot_metrics(metrics_log.records, out / "loss.png")
-    return TrainResult(out, metrics_log.records, report)
+    return TrainResult(out, metrics_log.records, report, is_main)
 
 
 def _attention(device: str, packing: bool) -> str | None:

@@ -22,11 +22,15 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# Teaches the default model a new identity and prints its answers before and after training.
 demo: setup
-	$(VENV)/bin/sftlab inspect --data examples/demo_zh_en.jsonl
+	$(PY) examples/demo.py
 
+# TRL is only needed to compare with it.
 bench: setup
+	$(PIP) install -e '.[bench]'
 	$(PY) benchmarks/encode_speed.py
+	$(PY) benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

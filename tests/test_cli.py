@@ -94,3 +94,22 @@ def test_mixing_by_weight(tmp_path):
     # 40 rows in all, sampled 30 % / 70 %: the small domain set is repeated.
     assert report.mixture == {str(a): 12, str(b): 28}
     assert report.examples == 40
+
+
+def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"datasets: [{SHARED_DATA / 'identity.json'}]\nlearning_rat: 1e-4\n")
+    r = run("train", str(cfg))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "unknown key `learning_rat`; did you mean `learning_rate`?" in " ".join(r.stderr.split())
+    r = run("train", "--set", "datasets=[nowhere.json]")
+    assert r.returncode == 2 and "datasets file nowhere.json not found" in " ".join(r.stderr.split())
+
+
+def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]}\n')
+    r = run("train", "--set", f"model={tiny_model}", "--set", f"datasets=[{bad}]", "--set", "template=llama2",
+            "--set", f"output_dir={tmp_path / 'out'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{bad}, row 1" in " ".join(r.stderr.split()) and "content" in r.stderr

@@ -181,6 +181,25 @@ def merge_cmd(
     err.print(f"merged model written to {out}")
 
 
+@app.command(
+    "serve",
+    help="""Serve a model behind an OpenAI-compatible API (/v1/models, /v1/chat/completions, streaming).
+
+Example: `sftlab serve --model runs/demo/model --port 8000`, then any OpenAI client with
+`base_url="http://127.0.0.1:8000/v1"`.""",
+)
+def serve_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise)."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY`."),
+) -> None:
+    from sftlab.serve import serve
+
+    err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1")
+    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=api_key)
+
+
 def _summary(report) -> dict[str, object]:  # noqa: ANN001
     d = report.to_dict()
     out: dict[str, object] = {

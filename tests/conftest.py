@@ -43,3 +43,9 @@ def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2,
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory) -> Path:
+    """A tiny random model with the Qwen2 tokenizer and its chat template (for chat, serve, eval)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tinychat") / "model", tokenizer_name="qwen2")

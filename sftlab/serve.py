@@ -1,0 +1,293 @@
+"""`sftlab serve`: an OpenAI-compatible chat-completions server (FastAPI + uvicorn) for a model.
+
+One model, one generation at a time: requests wait on a lock, so concurrent requests are all served
+and never share generation state. Errors use OpenAI's shape {"error": {"message", "type", "code"}}.
+"""
+
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sftlab.errors import SftlabError
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: Optional[str] = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: Union[str, list[ContentPart], None] = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: Optional[str] = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Optional[int] = Field(default=None, gt=0)
+    max_completion_tokens: Optional[int] = Field(default=None, gt=0)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    stop: Union[str, list[str], None] = None
+    stream: bool = False
+    seed: Optional[int] = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": None}}
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+
+
+class StopTrimmer:
+    """Streams text while holding back what could be the start of a stop string; cuts at a stop."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=0)
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.buffer += piece
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.buffer, self.stopped = self.buffer[:cut], "", True
+            return out
+        keep = self.hold - 1 if self.hold else 0
+        out = self.buffer[: len(self.buffer) - keep] if keep else self.buffer
+        self.buffer = self.buffer[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out
+
+
+class Generator:
+    """Renders messages with the model's chat template and generates, one request at a time."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str):
+        if not getattr(tokenizer, "chat_template", None):
+            raise SftlabError(f"{name}: the tokenizer has no chat template; the server needs one")
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.lock = threading.Lock()
+        self.context = getattr(model.config, "max_position_embeddings", None) or 2048
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self.eos_ids = sorted(i for i in eos if i is not None)
+
+    def _inputs(self, req: ChatRequest) -> tuple[Any, int]:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)
+        except Exception as e:  # a template that rejects the conversation (e.g. roles out of order)
+            raise ApiError(400, f"the chat template rejected the messages: {str(e).splitlines()[0]}") from None
+        n = ids["input_ids"].shape[1]
+        max_new = req.max_completion_tokens or req.max_tokens or max(1, min(512, self.context - n))
+        if n + max_new > self.context:
+            raise ApiError(400, f"this model's maximum context length is {self.context} tokens; the messages have "
+                           f"{n} and max_tokens asks for {max_new} more", code="context_length_exceeded")
+        return ids, max_new
+
+    def _kwargs(self, req: ChatRequest, ids: Any, max_new: int) -> dict[str, Any]:
+        import torch
+
+        sample = req.temperature > 0
+        kwargs: dict[str, Any] = dict(**ids, max_new_tokens=max_new, do_sample=sample,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.eos_ids[0],
+                                      eos_token_id=self.eos_ids)
+        if sample:
+            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+            if req.seed is not None:
+                torch.manual_seed(req.seed)
+        stops = _stops(req.stop)
+        if stops:
+            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return kwargs
+
+    def complete(self, req: ChatRequest) -> Completion:
+        import torch
+
+        ids, max_new = self._inputs(req)
+        n = ids["input_ids"].shape[1]
+        with self.lock, torch.no_grad():
+            out = self.model.generate(**self._kwargs(req, ids, max_new))
+        new = out[0, n:].tolist()
+        ended = bool(new) and new[-1] in self.eos_ids
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        trimmer = StopTrimmer(_stops(req.stop))
+        text = trimmer.feed(text) + trimmer.flush()
+        reason = "stop" if ended or trimmer.stopped or len(new) < max_new else "length"
+        return Completion(text, n, len(new), reason)
+
+    def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any]]:
+        """Text pieces as they are generated; `info` gets usage and finish_reason once done."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        ids, max_new = self._inputs(req)
+        n = ids["input_ids"].shape[1]
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        info: dict[str, Any] = {"prompt_tokens": n}
+        kwargs = self._kwargs(req, ids, max_new)
+
+        def work() -> None:
+            with self.lock, torch.no_grad():
+                try:
+                    out = self.model.generate(**kwargs, streamer=streamer)
+                    new = out[0, n:].tolist()
+                    info["completion_tokens"] = len(new)
+                    ended = bool(new) and new[-1] in self.eos_ids
+                    info["finish_reason"] = "stop" if ended or len(new) < max_new else "length"
+                except Exception:  # the stream must still end
+                    streamer.end()
+                    info["finish_reason"] = "error"
+                    raise
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def pieces() -> Iterator[str]:
+            trimmer = StopTrimmer(_stops(req.stop))
+            for piece in streamer:
+                text = trimmer.feed(piece)
+                if text:
+                    yield text
+            tail = trimmer.flush()
+            if tail:
+                yield tail
+            worker.join()
+            if trimmer.stopped:
+                info["finish_reason"] = "stop"
+
+        return pieces(), info
+
+
+def create_app(generator: Generator, api_key: str | None = None) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI(title="sftlab serve", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, _e: Exception) -> JSONResponse:
+        return JSONResponse(ApiError(404, f"no route {request.url.path}", code="not_found").body(), status_code=404)
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if given != f"Bearer {api_key}":
+            raise ApiError(401, "missing or incorrect API key (send `Authorization: Bearer KEY`)",
+                           code="invalid_api_key")
+
+    @app.get("/v1/models")
+    def models(request: Request) -> dict[str, Any]:
+        check_key(request)
+        return {"object": "list", "data": [{"id": generator.name, "object": "model", "created": 0, "owned_by": "sftlab"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        check_key(request)
+        raw = await request.body()
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"the request body is not valid JSON ({e.__class__.__name__}: {e})") from None
+        if not isinstance(payload, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        try:
+            req = ChatRequest(**payload)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ApiError(400, f"{where}: {err['msg']}", code="invalid_value" if where else None) from None
+        return await _respond(req)
+
+    async def _respond(req: ChatRequest) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        name = req.model or generator.name
+        if not req.stream:
+            c = await run_in_threadpool(generator.complete, req)
+            return {
+                "id": rid, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                             "finish_reason": c.finish_reason, "logprobs": None}],
+                "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                          "total_tokens": c.prompt_tokens + c.completion_tokens},
+            }
+        pieces, info = await run_in_threadpool(generator.stream, req)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> str:
+            body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            if usage is not None:
+                body["usage"] = usage
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        def events() -> Iterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            for text in pieces:
+                yield chunk({"content": text})
+            p, c = info["prompt_tokens"], info.get("completion_tokens", 0)
+            usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+            yield chunk({}, info.get("finish_reason", "stop"), usage)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    import uvicorn
+    from transformers import AutoTokenizer
+
+    from sftlab.models import load_model, model_path
+
+    path = model_path(model)
+    generator = Generator(load_model(path), AutoTokenizer.from_pretrained(path), name=model)
+    uvicorn.run(create_app(generator, api_key), host=host, port=port, log_level="warning")

@@ -200,6 +200,64 @@ def serve_cmd(
     serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=api_key)
 
 
+@app.command(
+    "eval",
+    help="""Evaluate a model on held-out data: loss, generations, reference metrics, optional LLM judge.
+
+Example: `sftlab eval --model runs/demo/model --data test.json --out runs/eval --baseline smollm2-135m-instruct`
+
+Judge through any OpenAI-compatible endpoint: `--judge-url http://127.0.0.1:11434/v1 --judge-model qwen2.5:7b`.
+Writes responses.jsonl, summary.json (and judge_scores.png, probe.jsonl, baseline/) into --out.""",
+)
+def eval_cmd(
+    model: str = typer.Option(..., "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct'."),
+    data: Path = typer.Option(..., "--data", help="Held-out data in any supported format."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format (default: detected)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's own)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_length: int = typer.Option(2048, "--max-length", help="Truncation for the loss (keeps the start)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N conversations."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model's name at that endpoint."),
+    judge_api_key: Optional[str] = typer.Option(None, "--judge-api-key"),
+    judge_concurrency: int = typer.Option(4, "--judge-concurrency", help="Judge requests in flight at once."),
+    judge_retries: int = typer.Option(3, "--judge-retries", help="Retries per response on errors or unparsable replies."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="A second model evaluated on the same data (e.g. before fine-tuning)."),
+    probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
+) -> None:
+    from sftlab.evaluate.judge import Judge
+    from sftlab.evaluate.run import EvalOptions, evaluate
+
+    if (judge_url is None) != (judge_model is None):
+        raise SftlabError("--judge-url and --judge-model go together")
+    judge = Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries) if judge_url else None
+    options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe)
+    summary = evaluate(model, data, out, options, baseline)
+    _print_eval(summary)
+    err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
+
+
+def _print_eval(summary: dict) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    runs = [summary] + ([summary["baseline"]] if "baseline" in summary else [])
+    table = Table("metric", *[str(r["model"]) for r in runs])
+
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("—" if v is None else str(v))
+
+    for key in ("loss", "perplexity", "exact_match", "rouge_l", "bleu"):
+        table.add_row(key, *[fmt(r.get(key)) for r in runs])
+    if "judge" in summary:
+        for key in ("mean", "median", "scored", "unscored"):
+            table.add_row(f"judge {key}", *[fmt(r.get("judge", {}).get(key)) for r in runs])
+    if "probe" in summary:
+        table.add_row("probe regurgitation rate", *[fmt(r.get("probe", {}).get("rate")) for r in runs])
+    Console().print(table)
+
+
 def _summary(report) -> dict[str, object]:  # noqa: ANN001
     d = report.to_dict()
     out: dict[str, object] = {

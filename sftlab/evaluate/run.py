@@ -1,0 +1,242 @@
+"""`sftlab eval`: held-out loss, generations saved to disk, reference metrics, judge scores, mask probe.
+
+OUT/ gets responses.jsonl (prompt, reference, response, row; generated once and reused while model,
+data and generation settings stay the same), summary.json, judge_scores.png when a judge ran,
+probe.jsonl with --probe, and baseline/ with the same for --baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from sftlab.data.load import load_conversations
+from sftlab.errors import SftlabError
+from sftlab.evaluate.judge import Judge, summarize
+from sftlab.evaluate.metrics import _lcs, bleu, exact_match, rouge_l, units
+
+log = logging.getLogger("sftlab")
+
+
+@dataclass
+class EvalItem:
+    row: int
+    source: str
+    messages: list[dict[str, Any]]  # the conversation up to its last assistant turn
+    reference: str
+    input: str | None = None  # alpaca's input field, for the mask probe
+
+    @property
+    def instruction(self) -> str:
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = None) -> list[EvalItem]:
+    loaded = load_conversations(data, fmt, require_assistant=True)
+    items = []
+    for conv in loaded.conversations[:limit]:
+        last = conv.assistant_indices[-1]
+        prompt = [m.to_template_dict() for m in conv.messages[:last]]
+        user = next((m for m in reversed(conv.messages[:last]) if m.role == "user"), None)
+        extra = user.parts.get("input") if user is not None and user.parts else None
+        items.append(EvalItem(conv.row, conv.source, prompt, conv.messages[last].content, extra or None))
+    return items
+
+
+@dataclass
+class Loaded:
+    name: str
+    model: Any
+    tokenizer: Any
+    autocast: Any  # torch dtype for autocast, or None
+
+
+def load_for_eval(model: str) -> Loaded:
+    import torch
+
+    from sftlab.models import load_model, load_tokenizer, model_path
+    from sftlab.train.run import pick_device, use_bf16
+
+    device = pick_device()
+    path = model_path(model)
+    tok = load_tokenizer(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    net = load_model(path).to(device).eval()
+    return Loaded(model, net, tok, torch.bfloat16 if use_bf16("auto", device) else None)
+
+
+def held_out_loss(m: Loaded, data: str | Path, fmt: str | None, template: str | None, max_length: int,
+                  batch_size: int, limit: int | None) -> tuple[float, int]:
+    """Mean cross-entropy over every trained token: the same masking and function as training's evaluation."""
+    from sftlab.data.collate import Collator
+    from sftlab.data.pipeline import Source, build_examples
+    from sftlab.train.loss import evaluate_loss
+
+    examples, _ = build_examples([Source(str(data), fmt)], m.tokenizer, template, max_length=max_length, limit=limit)
+    collate = Collator(m.tokenizer.pad_token_id)
+    batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + batch_size]])
+               for i in range(0, len(examples), batch_size))
+    device = next(m.model.parameters()).device
+    return evaluate_loss(m.model, batches, device=device, autocast_dtype=m.autocast)
+
+
+def _eos_ids(m: Loaded) -> list[int]:
+    ids = {m.tokenizer.eos_token_id}
+    gen = getattr(m.model.generation_config, "eos_token_id", None)
+    ids |= set(gen if isinstance(gen, list) else [gen])
+    return sorted(i for i in ids if i is not None)
+
+
+def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str | None, max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy answers, batched (left padding; prompts sorted by length so batches pad little)."""
+    import torch
+
+    from sftlab.data.templates import resolve_template
+
+    chat = resolve_template(template, m.tokenizer)
+    texts = [chat.render(p, add_generation_prompt=True) for p in prompts]
+    lengths = [len(m.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out: list[str] = [""] * len(texts)
+    device = next(m.model.parameters()).device
+    side = m.tokenizer.padding_side
+    m.tokenizer.padding_side = "left"
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = m.tokenizer([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=m.autocast, enabled=m.autocast is not None):
+                gen = m.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=m.tokenizer.pad_token_id, eos_token_id=_eos_ids(m))
+            for i, seq in zip(idx, gen[:, enc["input_ids"].shape[1] :]):
+                out[i] = m.tokenizer.decode(seq, skip_special_tokens=True).strip()
+    finally:
+        m.tokenizer.padding_side = side
+    return out
+
+
+def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, template: str | None,
+               max_new_tokens: int, batch_size: int) -> list[dict[str, Any]]:
+    """responses.jsonl, generated once: reused while model, data and settings are unchanged."""
+    meta = {"model": m.name, "data": str(data), "template": template, "max_new_tokens": max_new_tokens,
+            "rows": [it.row for it in items]}
+    meta_file, file = out / "generation.json", out / "responses.jsonl"
+    if meta_file.is_file() and file.is_file() and json.loads(meta_file.read_text()) == meta:
+        log.info("reusing %s (same model, data and settings)", file)
+        return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+    answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size)
+    records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": it.messages,
+                "reference": it.reference, "response": a} for it, a in zip(items, answers)]
+    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    meta_file.write_text(json.dumps(meta))
+    return records
+
+
+def regurgitates(response: str, given_input: str, threshold: float = 0.8) -> bool:
+    """Whether the response reproduces (at least `threshold` of) the input text in order."""
+    target = units(given_input)
+    return bool(target) and _lcs(target, units(response)) / len(target) >= threshold
+
+
+def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | None, max_new_tokens: int,
+               batch_size: int) -> dict[str, Any]:
+    """Give the model only the instruction of rows that have an input; count answers that regurgitate it.
+    A model trained on prompt tokens (a wrong mask) tends to continue with the input it always saw next."""
+    probed = [it for it in items if it.input]
+    if not probed:
+        return {"rows": 0, "regurgitated": 0, "rate": None}
+    prompts = []
+    for it in probed:
+        msgs = [dict(mm) for mm in it.messages]
+        last_user = max(i for i, mm in enumerate(msgs) if mm["role"] == "user")
+        instruction = msgs[last_user].get("instruction") or it.instruction.replace(it.input, "").strip()
+        msgs[last_user] = {"role": "user", "content": instruction, "instruction": instruction, "input": ""}
+        prompts.append(msgs)
+    answers = generate(m, prompts, template, max_new_tokens, batch_size)
+    flags = [regurgitates(a, it.input) for a, it in zip(answers, probed)]
+    (out / "probe.jsonl").write_text("".join(
+        json.dumps({"row": it.row, "instruction": p[-1]["content"], "input": it.input, "response": a, "regurgitated": f},
+                   ensure_ascii=False) + "\n" for it, p, a, f in zip(probed, prompts, answers, flags)), encoding="utf-8")
+    return {"rows": len(probed), "regurgitated": sum(flags), "rate": sum(flags) / len(probed)}
+
+
+@dataclass
+class EvalOptions:
+    fmt: str | None = None
+    template: str | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    max_length: int = 2048
+    limit: int | None = None
+    judge: Judge | None = None
+    probe: bool = False
+
+
+def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = eval_items(data, options.fmt, options.limit)
+    if not items:
+        raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
+    m = load_for_eval(model)
+    loss, tokens = held_out_loss(m, data, options.fmt, options.template, options.max_length, options.batch_size,
+                                 options.limit)
+    records = _responses(m, items, out, str(data), options.template, options.max_new_tokens, options.batch_size)
+    preds, refs = [r["response"] for r in records], [r["reference"] for r in records]
+    summary: dict[str, Any] = {
+        "model": model, "data": str(data), "examples": len(records),
+        "loss": loss, "perplexity": math.exp(loss) if loss == loss and loss < 700 else None, "loss_tokens": tokens,
+        "exact_match": statistics.fmean(exact_match(p, r) for p, r in zip(preds, refs)),
+        "rouge_l": statistics.fmean(rouge_l(p, r) for p, r in zip(preds, refs)),
+        "bleu": bleu(preds, refs),
+    }
+    if options.judge is not None:
+        verdicts = options.judge.score_all([(r["prompt"], r["reference"], r["response"]) for r in records])
+        summary["judge"] = summarize(verdicts, [r["row"] for r in records])
+        for r, v in zip(records, verdicts):
+            r["judge_score"] = v.score
+        (out / "responses.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        summary["_scores"] = [v.score for v in verdicts if v.score is not None]
+    if options.probe:
+        summary["probe"] = mask_probe(m, items, out, options.template, options.max_new_tokens, options.batch_size)
+    return summary
+
+
+def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions, baseline: str | None = None) -> dict[str, Any]:
+    """Evaluate `model` (and `baseline` on the same data into OUT/baseline); writes summary.json."""
+    out = Path(out)
+    summary = evaluate_model(model, data, out, options)
+    scores = {model: summary.pop("_scores", None)}
+    if baseline is not None:
+        base = evaluate_model(baseline, data, out / "baseline", options)
+        scores[baseline] = base.pop("_scores", None)
+        summary["baseline"] = base
+    if any(s is not None for s in scores.values()):
+        plot_scores({k: v for k, v in scores.items() if v is not None}, out / "judge_scores.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.hist(list(scores.values()), bins=range(0, 110, 10), label=[Path(k).name or k for k in scores], alpha=0.8)
+    ax.set_xlabel("judge score (0-100)")
+    ax.set_ylabel("responses")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

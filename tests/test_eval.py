@@ -1,0 +1,134 @@
+"""sftlab eval: judge counting against a flaky fake judge, loss equal to training's evaluation, outputs."""
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import SHARED_DATA
+from sftlab.config import load_config
+from sftlab.evaluate.judge import Judge, parse_score
+from sftlab.evaluate.run import EvalOptions, evaluate, regurgitates
+from sftlab.train.run import train
+
+
+class FakeJudge(BaseHTTPRequestHandler):
+    """Behaviour keyed on the instruction inside the judge prompt:
+    ask-N → "N"; ask-garbage → never a number in range; ask-error → always HTTP 500;
+    ask-flaky-N → HTTP 503 on the first request for it, then "Score: N/100"."""
+
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        key = re.search(r"ask-[\w-]+", prompt).group()
+        with self.lock:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            n = self.seen[key]
+        if key == "ask-error" or (key.startswith("ask-flaky") and n == 1):
+            return self._send(503 if key.startswith("ask-flaky") else 500, {"error": {"message": "boom"}})
+        if key == "ask-garbage":
+            text = "I would rate it highly, maybe 150 or 7.5"
+        elif key.startswith("ask-flaky"):
+            text = f"Score: {key.rsplit('-', 1)[1]}/100"
+        else:
+            text = key.rsplit("-", 1)[1]
+        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                      "finish_reason": "stop"}]})
+
+    def _send(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def fake_judge():
+    FakeJudge.seen = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_parse_score_takes_the_first_integer_in_range():
+    assert parse_score("85") == 85
+    assert parse_score("Score: 7.5, final 150, so 40") == 40
+    assert parse_score("100/100") == 100
+    assert parse_score("no idea") is None and parse_score(None) is None
+
+
+def _data(tmp_path):
+    rows = [
+        {"instruction": "ask-80", "input": "", "output": "a"},
+        {"instruction": "ask-garbage", "input": "", "output": "b"},
+        {"instruction": "ask-30", "input": "", "output": "c"},
+        {"instruction": "ask-error", "input": "", "output": "d"},
+        {"instruction": "ask-flaky-55", "input": "", "output": "e"},
+    ]
+    path = tmp_path / "held.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_eval_with_a_flaky_judge_counts_exactly(tiny_chat_model, tmp_path, fake_judge):
+    judge = Judge(fake_judge, "fake", concurrency=3, retries=2, backoff=0.01)
+    out = tmp_path / "eval"
+    summary = evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=4, judge=judge))
+    j = summary["judge"]
+    assert (j["scored"], j["unscored"]) == (3, 2)
+    assert j["mean"] == pytest.approx((80 + 30 + 55) / 3) and j["median"] == 55
+    assert sorted(u["row"] for u in j["unscored_rows"]) == [2, 4]
+    assert FakeJudge.seen["ask-error"] == 3 and FakeJudge.seen["ask-garbage"] == 3  # 1 + 2 retries, then given up
+    assert FakeJudge.seen["ask-flaky-55"] == 2
+    records = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["judge_score"] for r in records] == [80, None, 30, None, 55]
+    assert set(records[0]) >= {"prompt", "reference", "response", "row"}
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("loss", "perplexity", "exact_match", "rouge_l", "bleu", "judge"):
+        assert key in saved
+    assert (out / "judge_scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generations_are_reused_not_generated_twice(tiny_chat_model, tmp_path, monkeypatch):
+    from sftlab.evaluate import run as run_mod
+
+    out = tmp_path / "eval"
+    evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
+    monkeypatch.setattr(run_mod, "generate", lambda *a, **k: pytest.fail("generated twice"))
+    again = evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
+    assert again["examples"] == 5
+
+
+def test_held_out_loss_equals_trainings_evaluation(tiny_model, tmp_path):
+    held = SHARED_DATA / "alpaca_zh_demo.json"
+    run = tmp_path / "run"
+    cfg = load_config(None, [f"model={tiny_model}", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]",
+                             f"eval_datasets=[{held}]", "template=llama2", "limit=16", "max_length=256",
+                             "epochs=1", "batch_size=4", "learning_rate=1e-3", "precision=fp32",
+                             f"output_dir={run}", "logging_steps=1"])
+    result = train(cfg, quiet=True)
+    reported = [r["eval_loss"] for r in result.metrics if "eval_loss" in r][-1]
+    # The full eval file (999 rows) in training; the same file here.
+    summary = evaluate(str(run), held, tmp_path / "eval", EvalOptions(max_new_tokens=1, template="llama2",
+                                                                     max_length=256, batch_size=3))
+    assert summary["loss"] == pytest.approx(reported, rel=1e-5)
+    assert summary["perplexity"] == pytest.approx(2.718281828 ** reported, rel=1e-4)
+
+
+def test_regurgitation_detector():
+    assert regurgitates("Sure: The quick brown fox jumps", "the quick brown fox jumps")
+    assert not regurgitates("A fox is an animal.", "the quick brown fox jumps over the lazy dog")
+    assert regurgitates("翻译：我喜欢吃苹果", "我喜欢吃苹果")

@@ -74,3 +74,23 @@ def test_packed_batch_loss_equals_unpacked():
     a, b = trained_token_loss(model, unpacked), trained_token_loss(model, packed)
     assert int(a.tokens) == int(b.tokens)
     assert torch.allclose(a.loss / a.tokens, b.loss / b.tokens, atol=1e-5)
+
+
+def test_per_example_attention_equals_the_block_diagonal_mask():
+    from sftlab.train.attention import register
+
+    examples = _examples()
+    packed = Collator(0)([r.to_dict() for r in pack(examples, 20)])
+    unpacked = Collator(0)([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    ref = _model()
+    fast = _model()
+    fast.config._attn_implementation = register()
+    for batch in (packed, unpacked):
+        ref.zero_grad()
+        fast.zero_grad()
+        a, b = trained_token_loss(ref, batch), trained_token_loss(fast, batch)
+        (a.loss / a.tokens).backward()
+        (b.loss / b.tokens).backward()
+        assert torch.allclose(a.loss, b.loss, atol=1e-5)
+        for (n, p), q in zip(ref.named_parameters(), fast.parameters()):
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), n

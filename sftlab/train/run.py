@@ -144,6 +144,11 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
     if has_eval:
         eval_strategy = "steps" if config.eval_steps else "epoch"
     report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to]
+    if "tensorboard" in report_to:
+        import importlib.util
+
+        if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+            raise SftlabError("report_to: tensorboard needs the tensorboard package (pip install tensorboard)")
     return TrainingArguments(
         output_dir=config.output_dir,
         per_device_train_batch_size=config.batch_size,
@@ -257,11 +262,14 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     return TrainResult(out, metrics_log.records, report, is_main)
 
 
-def _attention(device: str, packing: bool) -> str | None:
-    """Flash-attention (variable-length kernels for packed rows) on CUDA when installed; sdpa elsewhere."""
+def _attention(device: str, packing: bool) -> str:
+    """Flash-attention (variable-length kernels for packed rows) on CUDA when installed; elsewhere causal
+    sdpa per example in training (sftlab/train/attention.py) and plain sdpa in evaluation."""
     if device == "cuda" and packing:
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
-    return None
+    from sftlab.train.attention import register
+
+    return register()

@@ -35,7 +35,7 @@ def fill(src: Path, dst: Path) -> int:
 
 
 def answers(model: str | None, console: Console, title: str) -> None:
-    session = open_session(model, max_new_tokens=60)
+    session = open_session(model, max_new_tokens=100)
     console.rule(title)
     for q in QUESTIONS:
         session.history.clear()

@@ -166,3 +166,12 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end an answer: the tokenizer's EOS and the generation config's (e.g. ChatML's
+    <|im_end|> next to <|endoftext|>)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids |= set(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sftlab.errors import SftlabError
+from sftlab.models import stop_token_ids
 
 
 class ContentPart(BaseModel):
@@ -107,10 +108,7 @@ class Generator:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
         self.lock = threading.Lock()
         self.context = getattr(model.config, "max_position_embeddings", None) or 2048
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        self.eos_ids = sorted(i for i in eos if i is not None)
+        self.eos_ids = stop_token_ids(model, tokenizer)
 
     def _inputs(self, req: ChatRequest) -> tuple[Any, int]:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
@@ -142,6 +140,10 @@ class Generator:
             kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
         return kwargs
 
+    def _finish_reason(self, new: list[int], max_new: int) -> str:
+        ended = bool(new) and new[-1] in self.eos_ids
+        return "stop" if ended or len(new) < max_new else "length"
+
     def complete(self, req: ChatRequest) -> Completion:
         import torch
 
@@ -150,11 +152,10 @@ class Generator:
         with self.lock, torch.no_grad():
             out = self.model.generate(**self._kwargs(req, ids, max_new))
         new = out[0, n:].tolist()
-        ended = bool(new) and new[-1] in self.eos_ids
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         trimmer = StopTrimmer(_stops(req.stop))
         text = trimmer.feed(text) + trimmer.flush()
-        reason = "stop" if ended or trimmer.stopped or len(new) < max_new else "length"
+        reason = "stop" if trimmer.stopped else self._finish_reason(new, max_new)
         return Completion(text, n, len(new), reason)
 
     def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any]]:
@@ -174,8 +175,7 @@ class Generator:
                     out = self.model.generate(**kwargs, streamer=streamer)
                     new = out[0, n:].tolist()
                     info["completion_tokens"] = len(new)
-                    ended = bool(new) and new[-1] in self.eos_ids
-                    info["finish_reason"] = "stop" if ended or len(new) < max_new else "length"
+                    info["finish_reason"] = self._finish_reason(new, max_new)
                 except Exception:  # the stream must still end
                     streamer.end()
                     info["finish_reason"] = "error"

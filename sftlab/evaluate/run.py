@@ -19,6 +19,7 @@ from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 from sftlab.evaluate.judge import Judge, summarize
 from sftlab.evaluate.metrics import _lcs, bleu, exact_match, rouge_l, units
+from sftlab.models import stop_token_ids
 
 log = logging.getLogger("sftlab")
 
@@ -87,11 +88,8 @@ def held_out_loss(m: Loaded, data: str | Path, fmt: str | None, template: str | 
     return evaluate_loss(m.model, batches, device=device, autocast_dtype=m.autocast)
 
 
-def _eos_ids(m: Loaded) -> list[int]:
-    ids = {m.tokenizer.eos_token_id}
-    gen = getattr(m.model.generation_config, "eos_token_id", None)
-    ids |= set(gen if isinstance(gen, list) else [gen])
-    return sorted(i for i in ids if i is not None)
+def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
 def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str | None, max_new_tokens: int,
@@ -115,7 +113,7 @@ def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str |
             enc = m.tokenizer([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
             with torch.no_grad(), torch.autocast(device.type, dtype=m.autocast, enabled=m.autocast is not None):
                 gen = m.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=m.tokenizer.pad_token_id, eos_token_id=_eos_ids(m))
+                                       pad_token_id=m.tokenizer.pad_token_id, eos_token_id=stop_token_ids(m.model, m.tokenizer))
             for i, seq in zip(idx, gen[:, enc["input_ids"].shape[1] :]):
                 out[i] = m.tokenizer.decode(seq, skip_special_tokens=True).strip()
     finally:
@@ -135,7 +133,7 @@ def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, templ
     answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size)
     records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": it.messages,
                 "reference": it.reference, "response": a} for it, a in zip(items, answers)]
-    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    _write_jsonl(file, records)
     meta_file.write_text(json.dumps(meta))
     return records
 
@@ -162,9 +160,9 @@ def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | 
         prompts.append(msgs)
     answers = generate(m, prompts, template, max_new_tokens, batch_size)
     flags = [regurgitates(a, it.input) for a, it in zip(answers, probed)]
-    (out / "probe.jsonl").write_text("".join(
-        json.dumps({"row": it.row, "instruction": p[-1]["content"], "input": it.input, "response": a, "regurgitated": f},
-                   ensure_ascii=False) + "\n" for it, p, a, f in zip(probed, prompts, answers, flags)), encoding="utf-8")
+    _write_jsonl(out / "probe.jsonl", [
+        {"row": it.row, "instruction": p[-1]["content"], "input": it.input, "response": a, "regurgitated": f}
+        for it, p, a, f in zip(probed, prompts, answers, flags)])
     return {"rows": len(probed), "regurgitated": sum(flags), "rate": sum(flags) / len(probed)}
 
 
@@ -203,8 +201,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
         summary["judge"] = summarize(verdicts, [r["row"] for r in records])
         for r, v in zip(records, verdicts):
             r["judge_score"] = v.score
-        (out / "responses.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        _write_jsonl(out / "responses.jsonl", records)
         summary["_scores"] = [v.score for v in verdicts if v.score is not None]
     if options.probe:
         summary["probe"] = mask_probe(m, items, out, options.template, options.max_new_tokens, options.batch_size)

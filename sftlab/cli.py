@@ -239,6 +239,125 @@ def eval_cmd(
     err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
 
 
+data_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="Look at training data before training on it: `data check` reports problems, `data clean` removes them.",
+)
+app.add_typer(data_app, name="data")
+_CHECK_LIST = "invalid_row, exact_duplicate, near_duplicate, empty_response, response_copies_prompt, too_long, language_mismatch, truncated_response, placeholder, refusal"
+
+
+@data_app.command(
+    "check",
+    help=f"""Report what is wrong with data files, and what they cover.
+
+Example: `sftlab data check data.json --html report.html`
+
+Checks: {_CHECK_LIST}. Also distinct-1/2 of prompts, leading words, length distributions (tokens, with the
+model's template) and semantic clusters of prompts. `--json` prints one object:
+`{{"rows": N, "findings": [{{"check", "rows", "files", "details"}}], "stats": {{...}}}}`.""",
+)
+def data_check_cmd(
+    files: list[Path] = typer.Argument(..., help="One or more data files (any supported format)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for lengths: model directory, .gguf or 'smollm2-135m-instruct' (default)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
+    max_length: int = typer.Option(4096, "--max-length", help="Rows longer than this many tokens are too_long."),
+    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
+    checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
+    clusters: bool = typer.Option(True, "--clusters/--no-clusters", help="Sentence-embedding clusters of prompts (the slow part on big files)."),
+    n_clusters: Optional[int] = typer.Option(None, "--n-clusters", help="Number of clusters (default: about sqrt(rows/2), at most 20)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
+) -> None:
+    import json
+
+    from sftlab.quality.checks import CHECKS
+    from sftlab.quality.clean import parse_drop
+    from sftlab.quality.run import check_data
+
+    chosen = CHECKS if checks is None else ["invalid_row", *[c for c in parse_drop(checks) if c != "invalid_row"]]
+    result = check_data(
+        [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
+        checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters, show_progress=True,
+    )
+    if html_out is not None:
+        from sftlab.quality.html import render_report
+
+        html_out.write_text(render_report(result), encoding="utf-8")
+        err.print(f"wrote {html_out}")
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        return
+    _print_check(result.to_dict())
+
+
+def _print_check(data: dict) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    out = Console()
+    stats = data["stats"]
+    flagged = {(f, r) for x in data["findings"] for f, r in zip(x["files"], x["rows"])}
+    out.print(f"[bold]{data['rows']} rows[/] in {len(stats['files'])} file(s) · {stats['valid_rows']} valid · "
+              f"{len(flagged)} flagged")
+    table = Table("check", "rows", "first rows", "example")
+    for f in data["findings"]:
+        first = f["details"][0]
+        example = first.get("reason") or (
+            f"same as row {first['duplicate_of']['row']}" if "duplicate_of" in first else
+            f"Jaccard {first.get('similarity')} with row {first.get('near_duplicate_of', {}).get('row')}"
+        )
+        shown = ", ".join(map(str, f["rows"][:8])) + (" …" if len(f["rows"]) > 8 else "")
+        table.add_row(f["check"], str(len(f["rows"])), shown, example[:70])
+    if data["findings"]:
+        out.print(table)
+    else:
+        out.print("[green]no findings[/]")
+    p, a = stats["prompt_tokens"], stats["answer_tokens"]
+    if p.get("count"):
+        out.print(f"prompt tokens: median {p['p50']}, p90 {p['p90']}, max {p['max']} · "
+                  f"answer tokens: median {a['p50']}, p90 {a['p90']}, max {a['max']}")
+    out.print(f"distinct-1 {stats['distinct_1']} · distinct-2 {stats['distinct_2']} · leading words: "
+              + ", ".join(f"{w['word']} {w['fraction']:.0%}" for w in stats["leading_words"][:8]))
+    c = stats.get("clusters", {})
+    if "clusters" in c:
+        out.print(f"{c['k']} clusters (embeddings {c['embedding_seconds']} s); largest: "
+                  + "; ".join(f"{x['fraction']:.0%} {', '.join(x['top_words'][:3])}" for x in c["clusters"][:4]))
+    elif "skipped" in c:
+        out.print(f"clusters: {c['skipped']}")
+
+
+@data_app.command(
+    "clean",
+    help=f"""Split data into kept rows and rejected rows (with their reasons); every row lands in exactly one.
+
+Example: `sftlab data clean data.json --out clean.jsonl --rejects rejects.jsonl --drop exact_duplicate,empty_response`
+
+Kept rows are written as they were read (one JSON object per line, same format); exact and near duplicates keep
+their first occurrence. `--drop` takes checks from: {_CHECK_LIST} (default: all; invalid rows are always rejected).""",
+)
+def data_clean_cmd(
+    files: list[Path] = typer.Argument(..., help="Data file(s) of one format."),
+    out: Path = typer.Option(..., "--out", help="Kept rows (JSONL)."),
+    rejects: Path = typer.Option(..., "--rejects", help="Removed rows with their reasons (JSONL)."),
+    drop: Optional[str] = typer.Option(None, "--drop", help="Comma-separated checks whose rows are removed (default: all)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for too_long."),
+    template: Optional[str] = typer.Option(None, "--template"),
+    fmt: Optional[str] = typer.Option(None, "--format"),
+    max_length: int = typer.Option(4096, "--max-length"),
+    threshold: float = typer.Option(0.8, "--near-duplicate-threshold"),
+) -> None:
+    from sftlab.quality.clean import clean_files, parse_drop
+
+    result = clean_files(
+        [str(f) for f in files], out, rejects, parse_drop(drop), fmt=fmt, model=model, template=template,
+        max_length=max_length, threshold=threshold, show_progress=True,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts().items()) or "nothing"
+    err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})")
+
+
 def _print_eval(summary: dict) -> None:  # noqa: ANN001
     from rich.table import Table
 

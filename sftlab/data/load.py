@@ -34,9 +34,10 @@ class Loaded:
     format: str | None = None
 
 
-def read_rows(path: str | Path) -> tuple[list[dict[str, Any] | None], list[Reject]]:
+def read_rows(path: str | Path, *, exact: bool = False) -> tuple[list[dict[str, Any] | None], list[Reject]]:
     """The rows of a file, in order. Lines of a JSONL file that are not JSON come back as rejects
-    (their slot in the list is None) so the caller decides whether that is fatal."""
+    (their slot in the list is None) so the caller decides whether that is fatal. `exact` reads JSON
+    files as written (no Arrow schema, so no null fields added), for tools that write rows back."""
     path = Path(path)
     if not path.exists():
         raise SftlabError(f"{path}: no such file or directory")
@@ -46,7 +47,7 @@ def read_rows(path: str | Path) -> tuple[list[dict[str, Any] | None], list[Rejec
     if suffix not in SUFFIXES:
         raise SftlabError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)} or a saved datasets folder")
     if suffix in (".json", ".jsonl"):
-        return _read_json(path, suffix)
+        return _read_json_python(path, suffix) if exact else _read_json(path, suffix)
     return _read_with_datasets(path, suffix[1:]), []
 
 
@@ -138,29 +139,39 @@ def load_conversations(
         first = rejects[0]
         raise SftlabError(f"{source}: {first.reason}")
     out = Loaded(rows=len(rows), rejects=list(rejects))
-    out.format = fmt or _detect(source, rows)
+    out.format = fmt or detect_file_format(source, rows)
     if out.format not in FORMATS:
         raise SftlabError(f"{source}: unknown format '{out.format}'; choose one of {', '.join(FORMATS)}")
+    for number, row, conv, error in convert_rows(source, rows, out.format, fmt is None, require_assistant):
+        if error is not None:
+            if on_error == "raise":
+                raise error from None
+            out.rejects.append(Reject(source, number, str(error), row))
+        else:
+            out.conversations.append(conv)
+    out.rejects.sort(key=lambda r: r.row)
+    return out
+
+
+def convert_rows(
+    source: str, rows: list[dict[str, Any] | None], fmt: str, detected: bool, require_assistant: bool = True
+) -> Iterator[tuple[int, Any, Conversation | None, RowError | None]]:
+    """(row number, row, Conversation or None, the located error or None) for every row that was read."""
     for number, row in _numbered(rows):
         try:
             if not isinstance(row, dict):
                 raise RowError(f"must be an object, got {type(row).__name__}")
-            conv = convert_row(row, out.format)
+            conv = convert_row(row, fmt)
             if require_assistant and not conv.is_text and not conv.assistant_indices:
                 raise RowError("conversation has no assistant turn to train on")
         except RowError as e:
-            if fmt is None and e.reason == "missing field":
-                e = RowError(f"missing field (the format '{out.format}' was detected from the first row; "
+            if detected and e.reason == "missing field":
+                e = RowError(f"missing field (the format '{fmt}' was detected from the first row; "
                              "set format to override)", field=e.field)
-            located = e.located(source, number)
-            if on_error == "raise":
-                raise located from None
-            out.rejects.append(Reject(source, number, str(located), row))
+            yield number, row, None, e.located(source, number)
             continue
         conv.source, conv.row = source, number
-        out.conversations.append(conv)
-    out.rejects.sort(key=lambda r: r.row)
-    return out
+        yield number, row, conv, None
 
 
 def _numbered(rows: list[dict[str, Any] | None]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -169,7 +180,7 @@ def _numbered(rows: list[dict[str, Any] | None]) -> Iterator[tuple[int, dict[str
             yield i, row
 
 
-def _detect(source: str, rows: list[dict[str, Any] | None]) -> str:
+def detect_file_format(source: str, rows: list[dict[str, Any] | None]) -> str:
     first = next((r for r in rows if isinstance(r, dict)), None)
     if first is None:
         raise SftlabError(f"{source}: the file holds no rows")

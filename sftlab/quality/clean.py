@@ -1,0 +1,135 @@
+"""`sftlab data clean`: every input row lands in exactly one of two files, kept or rejected with its
+reasons; and the same cleaning on conversations already loaded (the `clean:` training option)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from sftlab.data.conversation import Conversation
+from sftlab.errors import SftlabError
+from sftlab.quality import checks as C
+from sftlab.quality.rows import Row, describe, read_files
+from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, run_checks
+
+# invalid_row is not optional: a row that is not a conversation cannot be kept.
+DEFAULT_DROP = tuple(c for c in C.CHECKS if c != "invalid_row")
+
+
+@dataclass
+class Cleaned:
+    kept: list[Row] = field(default_factory=list)
+    removed: list[tuple[Row, list[dict[str, Any]]]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, reasons in self.removed:
+            for r in reasons:
+                out[r["check"]] = out.get(r["check"], 0) + 1
+        return out
+
+
+def parse_drop(value: str | Sequence[str] | None) -> list[str]:
+    names = DEFAULT_DROP if value is None else value.split(",") if isinstance(value, str) else value
+    names = [n.strip() for n in names if n.strip()]
+    bad = C.unknown_checks(names)
+    if bad:
+        raise SftlabError(f"unknown check '{bad[0]}' in --drop; choose from {', '.join(C.CHECKS)}")
+    return names
+
+
+def clean_rows(
+    rows: Sequence[Row],
+    drop: Sequence[str],
+    *,
+    tokenizer: Any = None,
+    template: str | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
+    progress: Progress | None = None,
+) -> Cleaned:
+    progress = progress or Progress(False)
+    checks = ["invalid_row", *[d for d in drop if d != "invalid_row"]]
+    lengths = None
+    if "too_long" in checks:
+        if tokenizer is None:
+            raise SftlabError("the too_long check needs the model's tokenizer")
+        _, lengths, _ = encode_lengths(rows, tokenizer, template, progress)
+    findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress)
+    reasons: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for f in findings:
+        for h in f.hits:
+            reasons.setdefault((h.file, h.row), []).append({"check": f.check, **h.detail})
+    out = Cleaned()
+    for row in rows:
+        why = reasons.get(row.key)
+        if why:
+            out.removed.append((row, why))
+        else:
+            out.kept.append(row)
+    return out
+
+
+def clean_files(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    rejects: str | Path,
+    drop: Sequence[str],
+    *,
+    fmt: str | None = None,
+    model: str | None = None,
+    template: str | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
+    show_progress: bool = False,
+) -> Cleaned:
+    rows, formats = read_files(paths, fmt)
+    if len(set(formats.values())) > 1:
+        listed = ", ".join(f"{p} is {f}" for p, f in formats.items())
+        raise SftlabError(f"data clean writes one file, but the inputs have different formats ({listed}); clean them one at a time")
+    if Path(out).resolve() in {Path(p).resolve() for p in paths} or Path(rejects).resolve() == Path(out).resolve():
+        raise SftlabError("--out and --rejects must be new files, different from each other and from the input")
+    tokenizer = None
+    if "too_long" in drop:
+        from sftlab.models import load_tokenizer
+
+        tokenizer = load_tokenizer(model)
+    result = clean_rows(rows, drop, tokenizer=tokenizer, template=template, max_length=max_length,
+                        threshold=threshold, progress=Progress(show_progress))
+    for path in (out, rejects):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for row in result.kept:
+            f.write(json.dumps(row.record, ensure_ascii=False, default=str) + "\n")
+    with open(rejects, "w", encoding="utf-8") as f:
+        for row, why in result.removed:
+            f.write(json.dumps({"file": row.file, "row": row.row, "reasons": why, "record": row.record},
+                               ensure_ascii=False, default=str) + "\n")
+    return result
+
+
+def clean_conversations(
+    conversations: Sequence[Conversation],
+    drop: Sequence[str],
+    *,
+    tokenizer: Any = None,
+    template: str | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> tuple[list[Conversation], list[dict[str, Any]]]:
+    """The training option `clean: [checks]`: the conversations that pass, and one entry per removed
+    row (source, row, reasons) for the data report."""
+    rows = []
+    for conv in conversations:
+        row = Row(conv.source, conv.row, None, conv)
+        describe(row)
+        rows.append(row)
+    result = clean_rows(rows, parse_drop(list(drop)), tokenizer=tokenizer, template=template, max_length=max_length)
+    removed = [
+        {"source": row.file, "row": row.row, "reasons": [
+            {k: v for k, v in r.items() if k != "snippet"} for r in why
+        ]}
+        for row, why in result.removed
+    ]
+    return [r.conversation for r in result.kept], removed  # type: ignore[misc]

@@ -173,6 +173,7 @@ def check_data(
         "distinct_1": S.distinct_n(prompts, 1),
         "distinct_2": S.distinct_n(prompts, 2),
         "leading_words": S.leading_words([r.instruction for r in chat]),
+        "rows_without_trained_tokens": sum(r.key not in sizes for r in valid),
         "turns": S.distribution([len(r.answers) for r in chat]),
         "prompt_tokens": S.distribution([sizes[r.key][0] for r in valid if r.key in sizes]),
         "answer_tokens": S.distribution([sizes[r.key][1] for r in valid if r.key in sizes]),

@@ -1,0 +1,226 @@
+"""Data checks on real data (../shared/data, copied to tests/fixtures/data) with planted problems: every
+planted row is found, and the untouched rows report nothing but the genuine problems they have (each
+listed below was read and confirmed by hand)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, tokenizer
+from sftlab.quality.run import check_data
+
+MAX_LENGTH = 1024
+
+# Genuine problems in the first 150 rows of the real files, each confirmed by reading the row.
+EN_GENUINE = {
+    "placeholder": [34, 64],  # "Best regards, [Your Name]"; "[Salesperson's Name] from [Company Name]"
+    "refusal": [44, 68, 81, 96, 118],  # "As an AI, I don't …", "as an AI language model" …
+}
+ZH_GENUINE = {
+    "language_mismatch": [57],  # a Chinese request for code, answered entirely in English
+    "refusal": [77, 83, 102, 146],  # "很抱歉，您没有给出…", "很抱歉，我是个文本机器人，我无法…"
+}
+
+
+def _real(name: str) -> list[dict]:
+    return json.loads((SHARED_DATA / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    # Written independently of sftlab: lower-case words (CJK: characters), 3 at a time.
+    words = re.findall(r"[\u4e00-\u9fff]|[a-z0-9]+", text.lower())
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def _jaccard(a: dict, b: dict) -> float:
+    sa = _shingles(f"{a['instruction']} {a['input']} {a['output']}")
+    sb = _shingles(f"{b['instruction']} {b['input']} {b['output']}")
+    return len(sa & sb) / len(sa | sb)
+
+
+def _replace_words(text: str, every: int, start: int) -> str:
+    words = text.split(" ")
+    for i in range(start, len(words), every):
+        words[i] = f"zz{i}"
+    return " ".join(words)
+
+
+def _cut_mid_sentence(text: str) -> str:
+    end = text.index(". ") + 2
+    cut = text[:end] + " ".join(text[end:].split(" ")[:5])
+    assert cut[-1].isalnum(), cut
+    return cut
+
+
+def _planted_en() -> tuple[list[dict], dict[str, list[int]], dict[str, float]]:
+    real = _real("alpaca_en_demo")
+    rows = real[:150]
+    # Rows not in the file, as material for planted rows (no AI disclaimers among them).
+    spare = iter(r for r in real[400:] if " AI" not in r["output"] and "sorry" not in r["output"].lower())
+
+    def plant(row: dict) -> int:
+        rows.append(row)
+        return len(rows)
+
+    planted: dict[str, list[int]] = {}
+    dup = dict(rows[4], instruction="  " + rows[4]["instruction"].upper() + "  ", output=rows[4]["output"].replace(" ", "   "))
+    planted["exact_duplicate"] = [plant(dup)]
+
+    long_rows = [r for r in real[150:400] if len(r["output"].split(" ")) > 150]
+    near, far = long_rows[0], long_rows[1]
+    above = plant(near)
+    above_copy = plant(dict(near, output=_replace_words(near["output"], 60, 20)))
+    below = plant(far)
+    below_copy = plant(dict(far, output=_replace_words(far["output"], 20, 7)))
+    planted["near_duplicate"] = [above_copy]
+    similarity = {"above": _jaccard(near, rows[above_copy - 1]), "below": _jaccard(far, rows[below_copy - 1])}
+    del above, below
+
+    planted["empty_response"] = [plant(dict(next(spare), output="  \n "))]
+    with_input = next(r for r in spare if len(r["input"]) > 30)
+    no_input = next(r for r in spare if not r["input"])
+    planted["response_copies_prompt"] = [
+        plant(dict(with_input, output=with_input["input"])),
+        plant(dict(no_input, output=no_input["instruction"] + ".")),
+    ]
+    story = "".join(next(spare)["output"] + "\n\n" for _ in range(12))
+    planted["too_long"] = [plant({"instruction": "Write twelve short texts.", "input": "", "output": story})]
+    zh = _real("alpaca_zh_demo")[500]
+    planted["language_mismatch"] = [plant({"instruction": zh["instruction"], "input": "", "output": next(spare)["output"]})]
+    prose = next(r for r in spare if r["output"].count(". ") >= 2 and "```" not in r["output"])
+    planted["truncated_response"] = [
+        plant(dict(prose, output=_cut_mid_sentence(prose["output"]))),
+        plant({"instruction": "Print hello in Python.", "input": "", "output": "Here it is:\n\n```python\nprint('hel"}),
+    ]
+    planted["placeholder"] = [plant(dict(next(spare), output="Dear {{name}},\n\nThank you for your order."))]
+    planted["refusal"] = [
+        plant(dict(next(spare), output="As an AI language model, I cannot browse the internet.")),
+        plant(dict(next(spare), output="I'm sorry, but I cannot help with that request.")),
+    ]
+    return rows, planted, similarity
+
+
+@pytest.fixture(scope="module")
+def en_case(tmp_path_factory):
+    rows, planted, similarity = _planted_en()
+    path = tmp_path_factory.mktemp("quality") / "en.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return path, rows, planted, similarity
+
+
+def _by_check(result) -> dict[str, list[int]]:
+    return {f["check"]: f["rows"] for f in result.to_dict()["findings"]}
+
+
+def test_every_planted_english_problem_is_found_and_nothing_else(en_case):
+    path, rows, planted, similarity = en_case
+    assert similarity["above"] > 0.85 and similarity["below"] < 0.75  # the planted pairs straddle 0.8
+    result = check_data([path], tokenizer=tokenizer("qwen2"), max_length=MAX_LENGTH, clusters=False)
+    expected = {k: sorted(EN_GENUINE.get(k, []) + planted.get(k, [])) for k in {*EN_GENUINE, *planted}}
+    assert _by_check(result) == expected
+    assert result.to_dict()["rows"] == len(rows)
+
+
+def test_too_long_agrees_with_the_tokenizers_own_template(en_case):
+    path, rows, planted, _ = en_case
+    tok = tokenizer("qwen2")
+
+    def length(r: dict) -> int:
+        user = f"{r['instruction']}\n{r['input']}" if r["input"] else r["instruction"]
+        text = tok.apply_chat_template([{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}], tokenize=False)
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    too_long = planted["too_long"][0]
+    assert length(rows[too_long - 1]) > MAX_LENGTH
+    assert max(length(r) for i, r in enumerate(rows, 1) if i != too_long) <= MAX_LENGTH
+
+
+def test_near_duplicate_threshold_is_configurable(en_case):
+    path, rows, planted, similarity = en_case
+    result = check_data([path], tokenizer=tokenizer("qwen2"), checks=["near_duplicate"], threshold=0.7, clusters=False)
+    found = _by_check(result)["near_duplicate"]
+    assert len(found) == 2 and planted["near_duplicate"][0] in found  # the 0.72 pair now counts too
+    groups = result.to_dict()["findings"][0]["groups"]
+    assert [g["rows"] for g in groups] == [[f - 1, f] for f in sorted(found)]
+
+
+def test_chinese_problems_are_found(tmp_path):
+    real = _real("alpaca_zh_demo")
+    rows = real[:150]
+    planted: dict[str, list[int]] = {}
+
+    def plant(row: dict) -> int:
+        rows.append(row)
+        return len(rows)
+
+    planted["exact_duplicate"] = [plant(dict(rows[9], output=rows[9]["output"] + "  "))]
+    base = next(r for r in real[300:] if len(r["output"]) > 300 and "```" not in r["output"])
+    plant(base)
+    chars = list(base["output"])
+    for i in range(40, len(chars), 120):
+        chars[i] = "龘"
+    planted["near_duplicate"] = [plant(dict(base, output="".join(chars)))]
+    prose = next(r for r in real[700:] if r["output"].count("。") >= 2 and "```" not in r["output"])
+    cut = prose["output"][: prose["output"].index("。") + 9]
+    assert "\u4e00" <= cut[-1] <= "\u9fff"
+    planted["truncated_response"] = [plant(dict(prose, output=cut))]
+    planted["placeholder"] = [plant(dict(real[800], output="尊敬的[姓名]：\n\n感谢您的来信。"))]
+    planted["refusal"] = [plant(dict(real[801], output="抱歉，我无法回答这个问题。"))]
+    en = _real("alpaca_en_demo")[600]
+    planted["language_mismatch"] = [plant(dict(en, output=real[802]["output"]))]  # English prompt, Chinese answer
+    path = tmp_path / "zh.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    result = check_data([path], tokenizer=tokenizer("qwen2"), max_length=MAX_LENGTH, clusters=False)
+    expected = {k: sorted(ZH_GENUINE.get(k, []) + planted.get(k, [])) for k in {*ZH_GENUINE, *planted}}
+    assert _by_check(result) == expected
+
+
+def test_translation_requests_and_code_are_not_language_mismatches():
+    from sftlab.quality.text import language_mismatch
+
+    assert language_mismatch(["把下面的句子翻译成英文。", "我喜欢猫。"], "I like cats very much, and they like me.") is None
+    assert language_mismatch(["写一个函数，计算两个数的和。"], "```python\ndef add(a, b):\n    return a + b\n```") is None
+    assert language_mismatch(["用“serendipity”造一个英文句子。"], "Finding that book was pure serendipity for me.") is None
+    assert language_mismatch(["今天北京的天气怎么样？"], "The weather in Beijing is sunny and warm today.") == "prompt in han, answer in latin"
+
+
+def test_json_output_of_the_command(en_case, tmp_path):
+    import subprocess
+    import sys
+
+    path, rows, planted, _ = en_case
+    model = Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"
+    out = subprocess.run(
+        [sys.executable, "-m", "sftlab", "data", "check", str(path), "--model", str(model), "--max-length",
+         str(MAX_LENGTH), "--no-clusters", "--json", "--checks", "empty_response,refusal"],
+        capture_output=True, text=True, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["rows"] == len(rows)
+    assert [f["check"] for f in data["findings"]] == ["empty_response", "refusal"]
+    refusal = data["findings"][1]
+    assert refusal["rows"] == sorted(EN_GENUINE["refusal"] + planted["refusal"])
+    assert refusal["files"] == [str(path)] * len(refusal["rows"])
+    # The row with an empty answer has nothing to train: no example, no lengths.
+    assert data["stats"]["prompt_tokens"]["count"] == len(rows) - 1
+    assert data["stats"]["rows_without_trained_tokens"] == 1
+
+
+def test_bad_input_is_one_sentence(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"instruction": "hi", "output": "hello"}, {"instruction": 3, "output": "x"}', encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "check", str(bad), "--no-clusters"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "invalid JSON" in out.stderr and str(bad) in out.stderr
+    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "clean", str(bad), "--out", str(tmp_path / "o.jsonl"),
+                          "--rejects", str(tmp_path / "r.jsonl"), "--drop", "exact_duplicate,typo"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown check 'typo'" in out.stderr and "Traceback" not in out.stderr

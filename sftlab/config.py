@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     packing: bool = True
     on_error: Literal["raise", "skip"] = "raise"
     limit: Optional[int] = Field(default=None, gt=0)  # only the first N conversations (quick trials)
+    # Data checks whose rows are removed before training (`sftlab data check` names); listed in data_report.json.
+    clean: Optional[list[str]] = None
 
     # How
     method: Literal["full", "freeze", "lora", "dora", "hybrid"] = "full"
@@ -73,6 +75,17 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     output_dir: str = "runs/sft"
     report_to: Union[str, list[str]] = "none"
+
+    @field_validator("clean")
+    @classmethod
+    def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None:
+            from sftlab.quality.checks import CHECKS
+
+            for name in value:
+                if name not in CHECKS:
+                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(CHECKS)}")
+        return value
 
     @field_validator("lr_scheduler")
     @classmethod

@@ -40,6 +40,8 @@ class DataReport:
     packed_rows: int | None = None
     packing_efficiency: float | None = None
     mixture: dict[str, int] | None = None
+    # Rows removed by the data checks named in `clean` (source, row, reasons).
+    cleaned: list[dict[str, Any]] = field(default_factory=list)
     # Set by a training run that holds some examples out for evaluation.
     train_examples: int | None = None
     eval_examples: int | None = None
@@ -53,6 +55,9 @@ class DataReport:
             "rejected": len(self.rejected),
             "rejected_reasons": _reasons(r.reason.split(": ", 1)[-1] for r in self.rejected),
             "rejected_rows": [{"source": r.source, "row": r.row, "reason": r.reason} for r in self.rejected],
+            "cleaned": len(self.cleaned),
+            "cleaned_reasons": _reasons(r["check"] for c in self.cleaned for r in c["reasons"]),
+            "cleaned_rows": self.cleaned,
             "dropped": len(enc.dropped),
             "dropped_reasons": enc.drop_reasons(),
             "dropped_rows": [d.to_dict() for d in enc.dropped],
@@ -83,8 +88,14 @@ def load_sources(
     on_error: str = "raise",
     require_assistant: bool = True,
     seed: int = 0,
+    clean: Sequence[str] | None = None,
+    tokenizer: Any = None,
+    template: str | ChatTemplate | None = None,
+    max_length: int = 4096,
 ) -> tuple[list[Conversation], DataReport]:
-    """Read and convert every source; mix them by weight when weights are given."""
+    """Read and convert every source; remove the rows the `clean` checks flag (over all sources
+    together, before mixing, so a source weighted up is not taken for duplicates of itself); mix them
+    by weight when weights are given."""
     report = DataReport()
     per_source: list[list[Conversation]] = []
     for src in sources:
@@ -97,6 +108,15 @@ def load_sources(
         report.converted += len(loaded.conversations)
         report.rejected += loaded.rejects
         per_source.append(loaded.conversations)
+    if clean:
+        from sftlab.quality.clean import clean_conversations
+
+        kept, report.cleaned = clean_conversations(
+            [c for group in per_source for c in group], clean, tokenizer=tokenizer, template=template,
+            max_length=max_length,
+        )
+        keep = {id(c) for c in kept}
+        per_source = [[c for c in group if id(c) in keep] for group in per_source]
     weights = [s.weight for s in sources]
     if len(sources) > 1 and any(w is not None for w in weights):
         conversations, report.mixture = mix(per_source, [1.0 if w is None else w for w in weights], sources, seed)
@@ -145,11 +165,13 @@ def build_examples(
     packing: bool = False,
     seed: int = 0,
     limit: int | None = None,
+    clean: Sequence[str] | None = None,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
     chat = template if isinstance(template, ChatTemplate) else None
     conversations, report = load_sources(
-        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed
+        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
+        tokenizer=tokenizer, template=template, max_length=max_length,
     )
     if limit is not None:
         conversations = conversations[:limit]
@@ -174,6 +196,7 @@ def build_examples(
 
 
 def _nothing_left(report: DataReport) -> str:
-    reasons = {**_reasons(r.reason for r in report.rejected), **report.encoded.drop_reasons()}
+    reasons = {**_reasons(r.reason for r in report.rejected), **report.encoded.drop_reasons(),
+               **{f"removed by {k}": n for k, n in _reasons(r["check"] for c in report.cleaned for r in c["reasons"]).items()}}
     listed = "; ".join(f"{n}× {r}" for r, n in reasons.items()) or "the input holds no rows"
     return f"no example left to train on out of {report.rows_read} rows ({listed})"

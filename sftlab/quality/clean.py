@@ -45,7 +45,7 @@ def clean_rows(
     drop: Sequence[str],
     *,
     tokenizer: Any = None,
-    template: str | None = None,
+    template: Any = None,
     max_length: int = DEFAULT_MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
@@ -115,7 +115,7 @@ def clean_conversations(
     drop: Sequence[str],
     *,
     tokenizer: Any = None,
-    template: str | None = None,
+    template: Any = None,
     max_length: int = DEFAULT_MAX_LENGTH,
 ) -> tuple[list[Conversation], list[dict[str, Any]]]:
     """The training option `clean: [checks]`: the conversations that pass, and one entry per removed

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from sftlab.data.encode import Encoder, Example
-from sftlab.data.templates import resolve_template
+from sftlab.data.templates import ChatTemplate, resolve_template
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
 from sftlab.quality import stats as S
@@ -110,7 +110,9 @@ def encode_lengths(
     longest example per row (what max_length must hold) and (prompt, answer) tokens per row, where the
     answer tokens are the trained ones."""
     convs = [r.conversation for r in rows if r.conversation is not None]
-    chat = resolve_template(template, tokenizer) if any(not c.is_text for c in convs) else None
+    chat = template if isinstance(template, ChatTemplate) else None
+    if chat is None and any(not c.is_text for c in convs):
+        chat = resolve_template(template, tokenizer)
     encoder = Encoder(tokenizer, chat, max_length=10**9)
     examples: list[Example] = []
     with progress.step("tokenizing with the model's template", len(convs)) as advance:

@@ -12,6 +12,7 @@ from sftlab.evaluate.metrics import units
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _POLITE = re.compile(r"^(?:please|kindly|can you|could you|would you|请你|请您|请|帮我|麻烦你?)\s*[,，]?\s*", re.I)
+_MARKER = re.compile(r"^[\s\"'“”‘’#*\-–—:：.。,，!！?？]*(?:\d+[.)、]\s*)?[\s\"'“”‘’#*\-–—:：]*")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
 
@@ -35,7 +36,7 @@ def leading_word(instruction: str) -> str | None:
     """The first word of an instruction, after "please"/"请": for English the word ("write"), for
     Chinese (no spaces) its first two characters ("写一", "生成", "解释"), which is the verb in most
     instructions."""
-    s = _POLITE.sub("", instruction.strip().lstrip("\"'“”‘’#*-–—:：.。,，!！?？ \t\n"))
+    s = _POLITE.sub("", _MARKER.sub("", instruction))
     if not s:
         return None
     if _CJK.match(s[0]):

@@ -84,7 +84,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     examples, report = build_examples(
         _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
         train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
-        packing=False, seed=config.seed, limit=config.limit,
+        packing=False, seed=config.seed, limit=config.limit, clean=config.clean,
     )
     eval_examples: list[Example] = []
     if config.eval_split:

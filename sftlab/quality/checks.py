@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -141,11 +143,12 @@ def invalid_rows(rows: Sequence[Row]) -> Finding:
 def _exact_key(row: Row) -> bytes:
     conv = row.conversation
     assert conv is not None
-    turns = [
-        (m.role, text.normalize(m.content), json.dumps(m.tool_calls, sort_keys=True) if m.tool_calls else None)
+    blob = "\x1e".join(
+        f"{m.role}\x1f{text.normalize(m.content)}" + (f"\x1f{json.dumps(m.tool_calls, sort_keys=True)}" if m.tool_calls else "")
         for m in conv.messages
-    ]
-    blob = json.dumps([turns, conv.tools], sort_keys=True, ensure_ascii=False, default=str)
+    )
+    if conv.tools:
+        blob += "\x1e" + json.dumps(conv.tools, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).digest()
 
 
@@ -170,14 +173,16 @@ def exact_duplicates(rows: Sequence[Row]) -> tuple[Finding, list[Row]]:
     return finding, firsts
 
 
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_SHINGLE_WORDS = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+
+
 def shingles(value: str, n: int = SHINGLE) -> set[str]:
     """Overlapping n-grams of words (every CJK character is a word of its own), punctuation left out."""
-    from sftlab.evaluate.metrics import units
-
-    words = [u for u in units(value.casefold()) if u[0].isalnum() or "\u3040" <= u[0] <= "\uffff"]
+    words = _SHINGLE_WORDS.findall(value.casefold())
     if len(words) <= n:
         return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(gram) for gram in zip(*(words[i:] for i in range(n)))}
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -206,7 +211,9 @@ def near_duplicates(
 
     best: dict[int, float] = {}
     encoded = [[s.encode("utf-8") for s in shingle_set] for shingle_set in sets]
-    for i, mh in enumerate(MinHash.generator(encoded, num_perm=NUM_PERM)):
+    # crc32 (C) instead of datasketch's default sha1 wrapper: the same quality for MinHash, several
+    # times faster, and stable across runs.
+    for i, mh in enumerate(MinHash.generator(encoded, num_perm=NUM_PERM, hashfunc=zlib.crc32)):
         if progress is not None and i % 1000 == 999:
             progress(1000)
         if not sets[i]:

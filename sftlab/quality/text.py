@@ -13,7 +13,6 @@ import re
 # --- normalisation ---------------------------------------------------------------------------------
 
 _SPACE = re.compile(r"\s+")
-_EDGE_PUNCT = re.compile(r"^[\s\W_]+|[\s\W_]+$")
 
 
 def normalize(text: str) -> str:
@@ -29,7 +28,13 @@ def loose(text: str) -> str:
     """Case, spacing and the punctuation at both ends folded, paragraph breaks kept (splitting a text
     into paragraphs is a change): for "the answer is the prompt"."""
     paragraphs = _PARAGRAPH.split(text.strip().casefold())
-    return _EDGE_PUNCT.sub("", "\n\n".join(_SPACE.sub(" ", p).strip() for p in paragraphs))
+    folded = "\n\n".join(_SPACE.sub(" ", p).strip() for p in paragraphs)
+    start, end = 0, len(folded)
+    while start < end and not folded[start].isalnum():
+        start += 1
+    while end > start and not folded[end - 1].isalnum():
+        end -= 1
+    return folded[start:end]
 
 
 # --- scripts ---------------------------------------------------------------------------------------
@@ -78,6 +83,8 @@ def script(text: str) -> str | None:
     return dominant(script_counts(text))
 
 
+_OTHER_SCRIPT = re.compile(r"[^\x00-\u024f\u1e00-\u1eff\u2000-\u2bff\ufe00-\ufe0f\U0001f000-\U0001faff]")
+
 # A prompt that names a language or asks for a translation may well be answered in another script.
 _ASKS_FOR_LANGUAGE = re.compile(
     r"translat|interpret|in (?:english|chinese|mandarin|cantonese|japanese|korean|french|german|spanish|"
@@ -93,6 +100,8 @@ def language_mismatch(prompt_parts: list[str], answer: str) -> str | None:
     """The answer is written in a script the prompt does not use at all, and the prompt does not ask
     for another language. Deliberately strict: a Chinese prompt that quotes an English word may be
     answered in English, and an answer that mixes both scripts is not a mismatch."""
+    if not _OTHER_SCRIPT.search(answer) and not any(_OTHER_SCRIPT.search(p) for p in prompt_parts):
+        return None  # no letters but Latin ones on either side
     answer_counts = script_counts(answer)
     answer_script = dominant(answer_counts)
     if answer_script is None or any(_ASKS_FOR_LANGUAGE.search(p) for p in prompt_parts):
@@ -129,8 +138,14 @@ _REFUSAL_OPENING = re.compile(
 )
 
 
+_REFUSAL_HINTS = (" ai", "language model", "作为", "我只是")
+
+
 def refusal(answer: str) -> str | None:
-    m = _REFUSAL_ANYWHERE.search(answer) or _REFUSAL_OPENING.search(answer)
+    head = answer[:400]
+    lowered = answer.casefold()
+    m = _REFUSAL_ANYWHERE.search(answer) if any(h in lowered for h in _REFUSAL_HINTS) else None
+    m = m or _REFUSAL_OPENING.match(head)
     return f"refusal: “{m.group(0).strip()}”" if m else None
 
 
@@ -145,7 +160,12 @@ _PLACEHOLDER = re.compile(
 )
 
 
+_PLACEHOLDER_CHARS = re.compile(r"[{\[【〔<$]")
+
+
 def placeholder(text: str) -> str | None:
+    if not _PLACEHOLDER_CHARS.search(text):
+        return None
     prose = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)  # template syntax inside code is code
     m = _PLACEHOLDER.search(prose)
     return f"unreplaced placeholder {m.group(0)!r}" if m else None
@@ -153,8 +173,10 @@ def placeholder(text: str) -> str | None:
 
 # --- cut-off answers -------------------------------------------------------------------------------
 
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
 _OPEN_CLOSE = {"(": ")", "[": "]", "{": "}", "【": "】", "《": "》", "“": "”", "「": "」"}
-_HALF = {"(": "（", ")": "）"}  # a full-width bracket closed by a half-width one (or back) is closed
+_FULL_TO_HALF = {"（": "(", "）": ")"}  # a full-width bracket closed by a half-width one (or back) is closed
+_BRACKETS = re.compile(r"[()\[\]{}（）【】《》“”「」]")
 _LIST_OR_HEADING = re.compile(r"^\s*(?:[-*+•·]|\d+[.)、]|[a-zA-Z][.)]|#+|\||>|[一二三四五六七八九十]+、)\s*")
 _LATIN_OR_DIGIT = re.compile(r"[A-Za-z0-9\u00c0-\u024f]")
 _ENDS_SENTENCE = re.compile(r"[.!?。！？…]")
@@ -173,12 +195,14 @@ def truncated(answer: str) -> str | None:
         return None
     if text.count("```") % 2:
         return "unclosed code fence"
-    prose = re.sub(r"```.*?```|`[^`\n]*`", " ", text, flags=re.S)
+    prose = _CODE.sub(" ", text) if "`" in text else text
+    brackets = [_FULL_TO_HALF.get(b, b) for b in _BRACKETS.findall(prose)]  # one pass over the text
     for o, c in _OPEN_CLOSE.items():
-        opens, closes = prose.count(o) + prose.count(_HALF.get(o, "\0")), prose.count(c) + prose.count(_HALF.get(c, "\0"))
-        if opens > closes and max(prose.rfind(o), prose.rfind(_HALF.get(o, "\0"))) > max(prose.rfind(c), prose.rfind(_HALF.get(c, "\0"))):
-            return f"unclosed '{o}'"
-    last = text.splitlines()[-1].strip()
+        if o in brackets and brackets.count(o) > brackets.count(c):
+            last_open = len(brackets) - 1 - brackets[::-1].index(o)
+            if c not in brackets[last_open:]:
+                return f"unclosed '{o}'"
+    last = text.rpartition("\n")[2].strip()
     if text.endswith("```") or not last or _LIST_OR_HEADING.match(last):
         return None
     if _DANGLING.search(last):
@@ -200,6 +224,10 @@ def truncated(answer: str) -> str | None:
 def copies_prompt(instruction: str, inp: str, answer: str) -> str | None:
     """The answer is the instruction or the input again (case, spacing and end punctuation aside), or
     begins by repeating the whole request."""
+    # Cheap test first: an answer much longer than the whole prompt cannot be any of the cases below
+    # except "begins by repeating", which needs the prompt to be there verbatim.
+    if len(answer) > 2 * (len(instruction) + len(inp)) + 20 and instruction.strip()[:20].casefold() not in answer[:200].casefold():
+        return None
     a = loose(answer)
     if not a:
         return None

@@ -62,12 +62,16 @@ _STOP = set(
 )
 
 
+# Function characters that make poor cluster labels in Chinese ("一个", "的是").
+_STOP_CJK = set("的一个是了和在这那些以下请为与及或把被将对从向您你我他她它们之其给出于中有")
+
+
 def _terms(value: str) -> set[str]:
     """Words that describe a prompt: English words of 3+ letters (no stop words), and pairs of
     adjacent Chinese/Japanese/Korean characters (single characters say little)."""
     words = _words(value)
     out = {w for w in words if len(w) >= 3 and w.isascii() and w not in _STOP}
-    cjk = [w if len(w) == 1 and not w.isascii() else None for w in words]
+    cjk = [w if len(w) == 1 and not w.isascii() and w not in _STOP_CJK else None for w in words]
     out |= {a + b for a, b in zip(cjk, cjk[1:]) if a and b}
     return out
 

@@ -268,6 +268,7 @@ def data_check_cmd(
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
     clusters: bool = typer.Option(True, "--clusters/--no-clusters", help="Sentence-embedding clusters of prompts (the slow part on big files)."),
     n_clusters: Optional[int] = typer.Option(None, "--n-clusters", help="Number of clusters (default: about sqrt(rows/2), at most 20)."),
+    cluster_sample: int = typer.Option(5000, "--cluster-sample", help="Cluster a random sample of this many prompts on big files (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
 ) -> None:
@@ -280,7 +281,8 @@ def data_check_cmd(
     chosen = CHECKS if checks is None else ["invalid_row", *[c for c in parse_drop(checks) if c != "invalid_row"]]
     result = check_data(
         [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
-        checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters, show_progress=True,
+        checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,
+        cluster_sample=cluster_sample or None, show_progress=True,
     )
     if html_out is not None:
         from sftlab.quality.html import render_report
@@ -322,7 +324,8 @@ def _print_check(data: dict) -> None:  # noqa: ANN001
               + ", ".join(f"{w['word']} {w['fraction']:.0%}" for w in stats["leading_words"][:8]))
     c = stats.get("clusters", {})
     if "clusters" in c:
-        out.print(f"{c['k']} clusters (embeddings {c['embedding_seconds']} s); largest: "
+        sample = f" of a sample of {c['sampled']}" if c.get("sampled") else ""
+        out.print(f"{c['k']} clusters{sample} (embeddings {c['embedding_seconds']} s); largest: "
                   + "; ".join(f"{x['fraction']:.0%} {', '.join(x['top_words'][:3])}" for x in c["clusters"][:4]))
     elif "skipped" in c:
         out.print(f"clusters: {c['skipped']}")
@@ -391,6 +394,8 @@ def _summary(report) -> dict[str, object]:  # noqa: ANN001
         out["split (prefix-unstable template)"] = d["split_conversations"]
     if d["truncated"]:
         out["truncated"] = d["truncated"]
+    if d.get("cleaned"):
+        out["cleaned"] = f"{d['cleaned']} ({', '.join(f'{k} {v}' for k, v in d['cleaned_reasons'].items())})"
     return out
 
 

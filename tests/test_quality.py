@@ -224,3 +224,15 @@ def test_bad_input_is_one_sentence(tmp_path):
                           "--rejects", str(tmp_path / "r.jsonl"), "--drop", "exact_duplicate,typo"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown check 'typo'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_several_files_name_the_file_of_each_row(tmp_path):
+    real = _real("alpaca_en_demo")
+    a, b = tmp_path / "a.json", tmp_path / "b.jsonl"
+    a.write_text(json.dumps(real[200:210]), encoding="utf-8")
+    b.write_text("".join(json.dumps(r) + "\n" for r in [real[300], real[203], real[301]]), encoding="utf-8")
+    result = check_data([a, b], tokenizer=tokenizer("qwen2"), checks=["exact_duplicate"], clusters=False)
+    (finding,) = result.to_dict()["findings"]
+    assert (finding["rows"], finding["files"]) == ([2], [str(b)])  # row 2 of b is row 4 of a again
+    assert finding["details"][0]["duplicate_of"] == {"file": str(a), "row": 4}
+    assert result.to_dict()["rows"] == 13

@@ -154,7 +154,9 @@ def _histogram(label: str, dist: dict[str, Any], width: int = 520, height: int =
             f"<title>{edges[i]:.0f}–{edges[i + 1]:.0f}: {c}</title></rect>"
         )
     ticks = "".join(
-        f"<text x='{30 + i * bw:.1f}' y='{height - 8}'>{edges[i]:.0f}</text>" for i in range(0, len(edges), 5)
+        f"<text x='{30 + i * bw:.1f}' y='{height - 8}' text-anchor='{'end' if i == len(counts) else 'middle'}'>"
+        f"{edges[i]:.0f}{'+' if i == len(counts) and dist['max'] > edges[i] else ''}</text>"
+        for i in range(0, len(edges), 5)
     )
     caption = (f"{label}: min {dist['min']} · median {dist['p50']} · p90 {dist['p90']} · p99 {dist['p99']} · "
                f"max {dist['max']}")
@@ -180,7 +182,8 @@ def _leading(words: Sequence[dict[str, Any]]) -> str:
 def _clusters(info: dict[str, Any]) -> str:
     if "skipped" in info:
         return f"<p class='muted'>Not computed: {_e(info['skipped'])}.</p>"
-    out = [f"<p>{info['k']} clusters of prompt embeddings (all-MiniLM-L6-v2, k-means); the largest holds "
+    sampled = f" of a random sample of {info['sampled']} prompts" if info.get("sampled") else ""
+    out = [f"<p>{info['k']} clusters of prompt embeddings{sampled} (all-MiniLM-L6-v2, k-means); the largest holds "
            f"{info['largest_fraction']:.1%} of the rows. Embeddings took {info['embedding_seconds']} s.</p>",
            "<table class='f'><tr><th>size</th><th></th><th>typical words</th><th>prompts nearest the centre</th></tr>"]
     top = max(c["size"] for c in info["clusters"])

@@ -74,10 +74,12 @@ def test_drop_chooses_the_checks(messy, tmp_path):
 
 def test_training_option_clean_is_in_the_data_report(messy):
     from sftlab.data.pipeline import Source, build_examples
+    from sftlab.quality.clean import cleaner
 
     path, lines = messy
-    examples, report = build_examples([Source(str(path))], tokenizer("qwen2"), on_error="skip",
-                                      clean=["exact_duplicate", "refusal"])
+    tok = tokenizer("qwen2")
+    examples, report = build_examples([Source(str(path))], tok, on_error="skip",
+                                      clean=cleaner(["exact_duplicate", "refusal"], tokenizer=tok))
     d = report.to_dict()
     assert d["rejected"] == 1  # the line that is not JSON
     assert d["cleaned"] == 3
@@ -163,3 +165,13 @@ def test_html_report_renders_in_a_headless_browser(messy, tmp_path):
     # The histogram bars (#42a5f5) and the trained-token green (#a5d6a7 / #81c784) are on screen.
     assert (0x42, 0xA5, 0xF5) in pixels
     assert (0xA5, 0xD6, 0xA7) in pixels or (0x81, 0xC7, 0x84) in pixels
+
+
+def test_clean_option_names_are_checked_with_the_config():
+    from sftlab.config import load_config
+    from sftlab.errors import SftlabError
+
+    config = load_config(None, ["datasets=[a.json]", "clean=[exact_duplicate, refusal]"], check_files=False)
+    assert config.clean == ["exact_duplicate", "refusal"]
+    with pytest.raises(SftlabError, match="unknown check 'refusals'"):
+        load_config(None, ["datasets=[a.json]", "clean=[refusals]"], check_files=False)

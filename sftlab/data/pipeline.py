@@ -8,7 +8,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
 from sftlab.data.encode import Encoded, Encoder, Example
@@ -16,6 +16,11 @@ from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, resolve_template
 from sftlab.errors import SftlabError
+
+
+# Conversations → (the ones kept, one {source, row, reasons} per removed row): the `clean` option,
+# built by sftlab.quality.clean.cleaner from the names of data checks.
+Cleaner = Callable[[list[Conversation]], tuple[list[Conversation], list[dict[str, Any]]]]
 
 
 @dataclass
@@ -88,14 +93,11 @@ def load_sources(
     on_error: str = "raise",
     require_assistant: bool = True,
     seed: int = 0,
-    clean: Sequence[str] | None = None,
-    tokenizer: Any = None,
-    template: str | ChatTemplate | None = None,
-    max_length: int = 4096,
+    clean: Cleaner | None = None,
 ) -> tuple[list[Conversation], DataReport]:
-    """Read and convert every source; remove the rows the `clean` checks flag (over all sources
-    together, before mixing, so a source weighted up is not taken for duplicates of itself); mix them
-    by weight when weights are given."""
+    """Read and convert every source; let `clean` remove rows (over all sources together, before
+    mixing, so a source weighted up is not taken for duplicates of itself); mix them by weight when
+    weights are given."""
     report = DataReport()
     per_source: list[list[Conversation]] = []
     for src in sources:
@@ -108,13 +110,8 @@ def load_sources(
         report.converted += len(loaded.conversations)
         report.rejected += loaded.rejects
         per_source.append(loaded.conversations)
-    if clean:
-        from sftlab.quality.clean import clean_conversations
-
-        kept, report.cleaned = clean_conversations(
-            [c for group in per_source for c in group], clean, tokenizer=tokenizer, template=template,
-            max_length=max_length,
-        )
+    if clean is not None:
+        kept, report.cleaned = clean([c for group in per_source for c in group])
         keep = {id(c) for c in kept}
         per_source = [[c for c in group if id(c) in keep] for group in per_source]
     weights = [s.weight for s in sources]
@@ -165,13 +162,12 @@ def build_examples(
     packing: bool = False,
     seed: int = 0,
     limit: int | None = None,
-    clean: Sequence[str] | None = None,
+    clean: Cleaner | None = None,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
     chat = template if isinstance(template, ChatTemplate) else None
     conversations, report = load_sources(
-        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
-        tokenizer=tokenizer, template=template, max_length=max_length,
+        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean
     )
     if limit is not None:
         conversations = conversations[:limit]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
 from sftlab.errors import SftlabError
@@ -108,6 +108,15 @@ def clean_files(
             f.write(json.dumps({"file": row.file, "row": row.row, "reasons": why, "record": row.record},
                                ensure_ascii=False, default=str) + "\n")
     return result
+
+
+def cleaner(drop: Sequence[str], *, tokenizer: Any = None, template: Any = None,
+            max_length: int = DEFAULT_MAX_LENGTH) -> Callable[[list[Conversation]], tuple[list[Conversation], list[dict[str, Any]]]]:
+    """The `clean` step of the data pipeline for the checks named in `drop`."""
+    names = parse_drop(list(drop))
+    return lambda conversations: clean_conversations(
+        conversations, names, tokenizer=tokenizer, template=template, max_length=max_length
+    )
 
 
 def clean_conversations(

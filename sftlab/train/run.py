@@ -62,6 +62,14 @@ def use_bf16(precision: str, device: str) -> bool:
     return bf16_available(device)
 
 
+def _cleaner(config: TrainConfig, tokenizer: Any) -> Any:
+    if not config.clean:
+        return None
+    from sftlab.quality.clean import cleaner
+
+    return cleaner(config.clean, tokenizer=tokenizer, template=config.template, max_length=config.max_length)
+
+
 def _sources(specs: Sequence[Any]) -> list[Source]:
     return [Source(d.path, d.format, d.weight) for d in specs]
 
@@ -84,7 +92,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     examples, report = build_examples(
         _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
         train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
-        packing=False, seed=config.seed, limit=config.limit, clean=config.clean,
+        packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer),
     )
     eval_examples: list[Example] = []
     if config.eval_split:

@@ -60,6 +60,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=4, gt=0)
     grad_accum: int = Field(default=1, gt=0)
     gradient_checkpointing: bool = False
+    # Forward/backward passes of at most this many tokens (rows of a batch in turn, gradients summed):
+    # the same loss and update as the whole batch at once, with a fraction of the activation memory.
+    micro_batch_tokens: Optional[int] = Field(default=4096, gt=0)
 
     # Evaluation
     eval_split: float = Field(default=0.0, ge=0, lt=1)

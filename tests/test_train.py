@@ -83,6 +83,31 @@ def test_gradient_accumulation_does_not_change_loss_or_update(tiny_model, tmp_pa
         assert torch.allclose(p, q, atol=1e-6), n
 
 
+def test_micro_batches_give_the_loss_and_update_of_the_whole_batch(tiny_model, tmp_path):
+    common = dict(max_steps=2, limit=16, packing="false", batch_size=8, max_length=128)
+    whole = train(config(tiny_model, tmp_path / "a", micro_batch_tokens=10**6, **common), quiet=True)
+    # 8 rows of ≤ 128 tokens in slices of at most 2 rows: 4 forward/backward passes per step.
+    sliced = train(config(tiny_model, tmp_path / "b", micro_batch_tokens=256, **common), quiet=True)
+    assert losses(whole) == pytest.approx(losses(sliced), rel=1e-5)
+    assert [m["trained_tokens"] for m in whole.metrics] == [m["trained_tokens"] for m in sliced.metrics]
+    assert whole.metrics[0]["grad_norm"] == pytest.approx(sliced.metrics[0]["grad_norm"], rel=1e-4)
+    a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a"))
+    b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "b"))
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_row_slices_by_hand():
+    from sftlab.train.trainer import row_slices
+
+    batch = {"input_ids": torch.arange(12).view(4, 3), "labels": torch.arange(12).view(4, 3), "flag": 1}
+    parts = row_slices(batch, 7)  # 7 // 3 = 2 rows per slice
+    assert [p["input_ids"].tolist() for p in parts] == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
+    assert all(p["flag"] == 1 for p in parts)
+    assert row_slices(batch, 2)[0]["input_ids"].tolist() == [[0, 1, 2]]  # never less than one row
+    assert row_slices(batch, 100) == [batch] and row_slices(batch, None) == [batch]
+
+
 def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
     common = dict(max_steps=1, limit=8, batch_size=8)
     unpacked = train(config(tiny_model, tmp_path / "u", packing="false", **common), quiet=True)

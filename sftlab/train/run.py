@@ -242,6 +242,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         processing_class=tokenizer,
         callbacks=trainer_callbacks,
         neftune=neftune,
+        micro_batch_tokens=config.micro_batch_tokens,
     )
     from transformers import PrinterCallback
 

@@ -13,6 +13,8 @@ what changes here:
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -30,13 +32,29 @@ from sftlab.train.methods import set_hybrid_phase
 from sftlab.train.neftune import NEFTune
 
 STATE_FILE = "sftlab_state.json"
+
+
+def row_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
+    """The batch cut into consecutive groups of rows of at most max_tokens tokens (at least one row
+    each); tensors with a batch dimension are sliced, anything else is passed along as is."""
+    ids = inputs["input_ids"]
+    rows, width = ids.shape
+    per = rows if max_tokens is None else max(1, max_tokens // max(width, 1))
+    if per >= rows:
+        return [inputs]
+    return [
+        {k: v[i : i + per] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == rows else v for k, v in inputs.items()}
+        for i in range(0, rows, per)
+    ]
 STAGING_DIR = ".staging"
 
 
 class SftTrainer(Trainer):
-    def __init__(self, *args: Any, neftune: NEFTune | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, neftune: NEFTune | None = None, micro_batch_tokens: int | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.neftune = neftune
+        self.micro_batch_tokens = micro_batch_tokens
         # Our compute_loss normalises by the trained-target count of the accumulated batch
         # (`num_items_in_batch`), counted over labels[..., 1:] since labels are shifted in the loss.
         self.model_accepts_loss_kwargs = True
@@ -61,6 +79,22 @@ class SftTrainer(Trainer):
         if model.training:
             self._trained_since_log = self._trained_since_log.to(parts.tokens.device) + parts.tokens
         return (parts.loss, {"loss": parts.loss}) if return_outputs else parts.loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        """A batch larger than micro_batch_tokens goes through in slices of rows, one forward and
+        backward each. The loss of every slice is already divided by the trained-target count of the
+        whole batch, so the summed gradients and the summed loss are those of the whole batch."""
+        slices = row_slices(inputs, self.micro_batch_tokens)
+        if len(slices) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        total = None
+        for k, part in enumerate(slices):
+            # Under DDP only the last slice's backward all-reduces (the others accumulate locally).
+            sync = k == len(slices) - 1 or self.accelerator.num_processes == 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(model):
+                loss = super().training_step(model, part, num_items_in_batch)
+            total = loss if total is None else total + loss
+        return total
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # type: ignore[override]

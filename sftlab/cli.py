@@ -305,11 +305,7 @@ def _print_check(data: dict) -> None:  # noqa: ANN001
               f"{len(flagged)} flagged")
     table = Table("check", "rows", "first rows", "example")
     for f in data["findings"]:
-        first = f["details"][0]
-        example = first.get("reason") or (
-            f"same as row {first['duplicate_of']['row']}" if "duplicate_of" in first else
-            f"Jaccard {first.get('similarity')} with row {first.get('near_duplicate_of', {}).get('row')}"
-        )
+        example = f["details"][0]["reason"]
         shown = ", ".join(map(str, f["rows"][:8])) + (" …" if len(f["rows"]) > 8 else "")
         table.add_row(f["check"], str(len(f["rows"])), shown, example[:70])
     if data["findings"]:

@@ -14,7 +14,7 @@ from sftlab.data.conversation import Conversation
 from sftlab.data.encode import Encoded, Encoder, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
-from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.data.templates import ChatTemplate, template_for
 from sftlab.errors import SftlabError
 
 
@@ -165,14 +165,12 @@ def build_examples(
     clean: Cleaner | None = None,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
-    chat = template if isinstance(template, ChatTemplate) else None
     conversations, report = load_sources(
         sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean
     )
     if limit is not None:
         conversations = conversations[:limit]
-    if chat is None and any(not c.is_text for c in conversations):
-        chat = resolve_template(template, tokenizer)  # type: ignore[arg-type]
+    chat = template_for(template, tokenizer, conversations)
     if rejects_path is not None and on_error == "skip":
         write_rejects(report.rejected, rejects_path)
     encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on)

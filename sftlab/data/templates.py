@@ -78,6 +78,16 @@ def _compiled_or_error(compile_fn, source: str, name: str):  # noqa: ANN001, ANN
         raise SftlabError(f"chat template '{name}' is not valid Jinja: {e}") from None
 
 
+def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any) -> ChatTemplate | None:
+    """The template to encode these conversations with: the one given, else the resolved one; None
+    when every conversation is plain text (continued pre-training needs no template)."""
+    if isinstance(template, ChatTemplate):
+        return template
+    if any(not c.is_text for c in conversations):
+        return resolve_template(template, tokenizer)
+    return None
+
+
 def resolve_template(template: str | None, tokenizer: Any) -> ChatTemplate:
     """The template to use: a built-in name, a .jinja file, or (None) the tokenizer's own."""
     if template is None:

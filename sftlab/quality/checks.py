@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from sftlab.evaluate.metrics import CJK
 from sftlab.quality import text
 from sftlab.quality.rows import Row
 
@@ -83,28 +84,22 @@ def _language(row: Row) -> dict[str, Any] | None:
     return {"reason": reason} if reason else None
 
 
+def _first(check: Callable[[str], str | None], texts: Iterable[str]) -> dict[str, Any] | None:
+    """The reason of the first text the check flags."""
+    reason = next((r for r in map(check, texts) if r), None)
+    return {"reason": reason} if reason else None
+
+
 def _truncated(row: Row) -> dict[str, Any] | None:
-    for answer in row.answers:
-        reason = text.truncated(answer)
-        if reason:
-            return {"reason": reason}
-    return None
+    return _first(text.truncated, row.answers)
 
 
 def _placeholder(row: Row) -> dict[str, Any] | None:
-    for part in (*row.prompt_parts, *row.answers):
-        reason = text.placeholder(part)
-        if reason:
-            return {"reason": reason}
-    return None
+    return _first(text.placeholder, (*row.prompt_parts, *row.answers))
 
 
 def _refusal(row: Row) -> dict[str, Any] | None:
-    for answer in row.answers:
-        reason = text.refusal(answer)
-        if reason:
-            return {"reason": reason}
-    return None
+    return _first(text.refusal, row.answers)
 
 
 ROW_CHECKS: dict[str, Callable[[Row], dict[str, Any] | None]] = {
@@ -166,15 +161,15 @@ def exact_duplicates(rows: Sequence[Row]) -> tuple[Finding, list[Row]]:
             finding.groups.append([r.key for r in group])  # type: ignore[union-attr]
             first = group[0]
             finding.hits += [
-                Hit(r.file, r.row, {"duplicate_of": {"file": first.file, "row": first.row}, "snippet": r.snippet()})
+                Hit(r.file, r.row, {"reason": f"same as row {first.row}", "duplicate_of": {"file": first.file, "row": first.row},
+                                    "snippet": r.snippet()})
                 for r in group[1:]
             ]
     _sort(finding)
     return finding, firsts
 
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_SHINGLE_WORDS = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_SHINGLE_WORDS = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")
 
 
 def shingles(value: str, n: int = SHINGLE) -> set[str]:
@@ -209,7 +204,7 @@ def near_duplicates(
             i = parent[i]
         return i
 
-    best: dict[int, float] = {}
+    linked: set[int] = set()  # rows with at least one confirmed pair
     encoded = [[s.encode("utf-8") for s in shingle_set] for shingle_set in sets]
     # crc32 (C) instead of datasketch's default sha1 wrapper: the same quality for MinHash, several
     # times faster, and stable across runs.
@@ -223,11 +218,10 @@ def near_duplicates(
             if similarity >= threshold:
                 a, b = find(i), find(j)
                 parent[max(a, b)] = min(a, b)
-                best[i] = max(best.get(i, 0.0), similarity)
-                best[j] = max(best.get(j, 0.0), similarity)
+                linked.update((i, j))
         lsh.insert(i, mh)
     groups: dict[int, list[int]] = defaultdict(list)
-    for i in best:
+    for i in linked:
         groups[find(i)].append(i)
     finding = Finding("near_duplicate", groups=[])
     for members in groups.values():
@@ -235,10 +229,12 @@ def near_duplicates(
         first = rows[members[0]]
         finding.groups.append([rows[i].key for i in members])  # type: ignore[union-attr]
         for i in members[1:]:
+            similarity = round(max(jaccard(sets[i], sets[k]) for k in members if k != i), 3)
             finding.hits.append(
                 Hit(rows[i].file, rows[i].row, {
+                    "reason": f"Jaccard {similarity} with row {first.row}",
                     "near_duplicate_of": {"file": first.file, "row": first.row},
-                    "similarity": round(max(jaccard(sets[i], sets[k]) for k in members if k != i), 3),
+                    "similarity": similarity,
                     "snippet": rows[i].snippet(),
                 })
             )

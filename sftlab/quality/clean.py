@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from sftlab.data.conversation import Conversation
+from sftlab.data.pipeline import Cleaner
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
 from sftlab.quality.rows import Row, describe, read_files
-from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, run_checks
+from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, reasons, run_checks
 
 # invalid_row is not optional: a row that is not a conversation cannot be kept.
 DEFAULT_DROP = tuple(c for c in C.CHECKS if c != "invalid_row")
@@ -56,15 +57,12 @@ def clean_rows(
     if "too_long" in checks:
         if tokenizer is None:
             raise SftlabError("the too_long check needs the model's tokenizer")
-        _, lengths, _ = encode_lengths(rows, tokenizer, template, progress)
+        lengths, _ = encode_lengths(rows, tokenizer, template, progress)
     findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress)
-    reasons: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for f in findings:
-        for h in f.hits:
-            reasons.setdefault((h.file, h.row), []).append({"check": f.check, **h.detail})
+    flagged = reasons(findings)
     out = Cleaned()
     for row in rows:
-        why = reasons.get(row.key)
+        why = flagged.get(row.key)
         if why:
             out.removed.append((row, why))
         else:
@@ -111,7 +109,7 @@ def clean_files(
 
 
 def cleaner(drop: Sequence[str], *, tokenizer: Any = None, template: Any = None,
-            max_length: int = DEFAULT_MAX_LENGTH) -> Callable[[list[Conversation]], tuple[list[Conversation], list[dict[str, Any]]]]:
+            max_length: int = DEFAULT_MAX_LENGTH) -> Cleaner:
     """The `clean` step of the data pipeline for the checks named in `drop`."""
     names = parse_drop(list(drop))
     return lambda conversations: clean_conversations(

@@ -122,14 +122,9 @@ def _finding(f: dict[str, Any], files: list[str]) -> str:
         "<table class='f'><tr><th>file</th><th>row</th><th>why</th><th>snippet</th></tr>",
     ]
     for row, file, detail in list(zip(f["rows"], f["files"], f["details"]))[:SHOWN_PER_CHECK]:
-        why = detail.get("reason")
-        if why is None and "duplicate_of" in detail:
-            why = f"same as row {detail['duplicate_of']['row']}"
-        if why is None and "near_duplicate_of" in detail:
-            why = f"Jaccard {detail['similarity']} with row {detail['near_duplicate_of']['row']}"
         out.append(
             f"<tr><td>{_e(file.rsplit('/', 1)[-1])}</td><td><a href='#{_anchor(files, file, row)}'>{row}</a></td>"
-            f"<td>{_e(why or '')}</td><td>{_e(detail.get('snippet', ''))}</td></tr>"
+            f"<td>{_e(detail['reason'])}</td><td>{_e(detail.get('snippet', ''))}</td></tr>"
         )
     out.append("</table>")
     if n > SHOWN_PER_CHECK:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from sftlab.data.encode import Encoder, Example
-from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.data.templates import template_for
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
 from sftlab.quality import stats as S
@@ -26,7 +26,7 @@ class CheckResult:
     formats: dict[str, str]
     findings: list[C.Finding]
     stats: dict[str, Any] = field(default_factory=dict)
-    examples: list[Example] = field(default_factory=list)  # encoded rows (for the token view)
+    lengths: dict[tuple[str, int], int] = field(default_factory=dict)  # longest example per row, in tokens
     tokenizer: Any = None
     template: Any = None
 
@@ -34,16 +34,20 @@ class CheckResult:
         return {
             "rows": len(self.rows),
             "findings": [f.to_dict() for f in self.findings if f.hits],
-            "stats": {k: v for k, v in self.stats.items() if not k.startswith("_")},
+            "stats": self.stats,
         }
 
     def reasons(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
-        """Every flagged row → the checks that flagged it, with their details."""
-        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for f in self.findings:
-            for h in f.hits:
-                out.setdefault((h.file, h.row), []).append({"check": f.check, **h.detail})
-        return out
+        return reasons(self.findings)
+
+
+def reasons(findings: Sequence[C.Finding]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Every flagged row → the checks that flagged it, with their details."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for f in findings:
+        for h in f.hits:
+            out.setdefault((h.file, h.row), []).append({"check": f.check, **h.detail})
+    return out
 
 
 class Progress:
@@ -51,7 +55,6 @@ class Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self._bar: Any = None
 
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -105,30 +108,25 @@ def run_checks(
 
 
 def encode_lengths(
-    rows: Sequence[Row], tokenizer: Any, template: str | None, progress: Progress
-) -> tuple[list[Example], dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, int]]]:
-    """Each row tokenized with the model's template, never truncated: the encoded examples, the
-    longest example per row (what max_length must hold) and (prompt, answer) tokens per row, where the
-    answer tokens are the trained ones."""
+    rows: Sequence[Row], tokenizer: Any, template: Any, progress: Progress
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, int]]]:
+    """Each row tokenized with the model's template, never truncated: the longest example per row
+    (what max_length must hold) and (prompt, answer) tokens per row, where the answer tokens are the
+    trained ones."""
     convs = [r.conversation for r in rows if r.conversation is not None]
-    chat = template if isinstance(template, ChatTemplate) else None
-    if chat is None and any(not c.is_text for c in convs):
-        chat = resolve_template(template, tokenizer)
-    encoder = Encoder(tokenizer, chat, max_length=10**9)
-    examples: list[Example] = []
+    encoder = Encoder(tokenizer, template_for(template, tokenizer, convs), max_length=10**9)
+    longest: dict[tuple[str, int], int] = {}
+    sizes: dict[tuple[str, int], tuple[int, int]] = {}
     with progress.step("tokenizing with the model's template", len(convs)) as advance:
         for start in range(0, len(convs), _ENCODE_CHUNK):
             chunk = convs[start : start + _ENCODE_CHUNK]
-            examples += encoder.encode(chunk).examples
+            for ex in encoder.encode(chunk).examples:
+                key, trained = (ex.source, ex.row), ex.trained_tokens
+                longest[key] = max(longest.get(key, 0), len(ex))
+                prompt, answer = sizes.get(key, (0, 0))
+                sizes[key] = (prompt + len(ex) - trained, answer + trained)
             advance(len(chunk))
-    longest: dict[tuple[str, int], int] = {}
-    sizes: dict[tuple[str, int], tuple[int, int]] = {}
-    for ex in examples:
-        key = (ex.source, ex.row)
-        longest[key] = max(longest.get(key, 0), len(ex))
-        prompt, answer = sizes.get(key, (0, 0))
-        sizes[key] = (prompt + len(ex) - ex.trained_tokens, answer + ex.trained_tokens)
-    return examples, longest, sizes
+    return longest, sizes
 
 
 def check_data(
@@ -175,7 +173,6 @@ def check_data(
     chat = [r for r in valid if not r.conversation.is_text]  # type: ignore[union-attr]
     prompts = [r.prompt for r in chat]
     stats: dict[str, Any] = {
-        "_lengths": longest,
         "files": [{"path": p, "format": f, "rows": sum(r.file == p for r in rows)} for p, f in formats.items()],
         "valid_rows": len(valid),
         "checks": list(checks),
@@ -209,16 +206,13 @@ def check_data(
         stats["clusters"] = {"skipped": "disabled (--no-clusters)"}
     stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     stats["seconds"]["total"] = round(time.perf_counter() - started + timings["read"], 2)
-    result = CheckResult(rows, formats, findings, stats, [], tokenizer)
-    result.template = template
-    return result
+    return CheckResult(rows, formats, findings, stats, longest, tokenizer, template)
 
 
 def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Example]:
     """A few encoded rows for the token view: flagged rows first (what a reader wants to see), then
     random others; only rows short enough to take in at a glance."""
-    lengths = result.stats.get("_lengths", {})
-    fits = [r for r in result.rows if r.conversation is not None and 0 < lengths.get(r.key, 0) <= 600]
+    fits = [r for r in result.rows if r.conversation is not None and 0 < result.lengths.get(r.key, 0) <= 600]
     flagged = set(result.reasons())
     first = [r for r in fits if r.key in flagged][: max(1, n // 2)]
     rest = [r for r in fits if r.key not in flagged]
@@ -226,15 +220,13 @@ def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Exam
     picked = (first + rest)[:n]
     if not picked or result.tokenizer is None:
         return []
-    chat = None
-    if any(not r.conversation.is_text for r in picked):  # type: ignore[union-attr]
-        chat = resolve_template(result.template, result.tokenizer)
-    return Encoder(result.tokenizer, chat, max_length=10**9).encode([r.conversation for r in picked]).examples
+    convs = [r.conversation for r in picked]
+    chat = template_for(result.template, result.tokenizer, convs)
+    return Encoder(result.tokenizer, chat, max_length=10**9).encode(convs).examples
 
 
-def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: str | None) -> tuple[dict, dict]:
-    _, longest, sizes = encode_lengths(rows, tokenizer, template, Progress(False))
-    return longest, sizes
+def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any) -> tuple[dict, dict]:
+    return encode_lengths(rows, tokenizer, template, Progress(False))
 
 
 class _Background:

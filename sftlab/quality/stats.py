@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftlab.evaluate.metrics import units
+from sftlab.evaluate.metrics import CJK, units
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_CJK = re.compile(f"[{CJK}]")
 _POLITE = re.compile(r"^(?:please|kindly|can you|could you|would you|请你|请您|请|帮我|麻烦你?)\s*[,，]?\s*", re.I)
 _MARKER = re.compile(r"^[\s\"'“”‘’#*\-–—:：.。,，!！?？]*(?:\d+[.)、]\s*)?[\s\"'“”‘’#*\-–—:：]*")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")

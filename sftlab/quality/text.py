@@ -79,10 +79,6 @@ def dominant(counts: dict[str, int]) -> str | None:
     return best
 
 
-def script(text: str) -> str | None:
-    return dominant(script_counts(text))
-
-
 _OTHER_SCRIPT = re.compile(r"[^\x00-\u024f\u1e00-\u1eff\u2000-\u2bff\ufe00-\ufe0f\U0001f000-\U0001faff]")
 
 # A prompt that names a language or asks for a translation may well be answered in another script.

@@ -10,13 +10,17 @@ shift the boundary wherever BPE merges across it; character offsets cannot.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
+import weakref
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from sftlab.data.conversation import Conversation
+from sftlab.data.fastbpe import FastBPE, FastEncoding
 from sftlab.data.templates import ChatTemplate
 from sftlab.errors import SftlabError
 
@@ -88,7 +92,10 @@ class Encoder:
         template: ChatTemplate | None,
         max_length: int = 4096,
         train_on: str = "all_assistant",
+        fast: bool | None = None,
     ):
+        """`fast`: tokenize with the exact fast path (fastbpe.py) where it applies — None: for
+        batches big enough to repay building it; False: always with `tokenizers`."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")
         if max_length < 2:
@@ -103,12 +110,20 @@ class Encoder:
         # The Rust tokenizer directly: batch encoding with offsets, no Python work per token.
         self._backend = tokenizer.backend_tokenizer
         self._adds_bos = _tokenizer_adds_bos(tokenizer)
+        self.fast = fast
 
     # --- public -----------------------------------------------------------------------------------
 
     def encode(self, conversations: Iterable[Conversation]) -> Encoded:
+        conversations = list(conversations)
         out = Encoded()
-        pieces: list[_Piece] = []
+        lost: list[Dropped] = []  # examples dropped after tokenizing, reported after the others
+        use_fast = self.fast if self.fast is not None else len(conversations) >= _FAST_MIN_TEXTS
+        fast = _fast_path(self.tokenizer) if use_fast else None
+        # With the fast path, each chunk is tokenized in a worker thread while the next ones render,
+        # and masked as soon as its tokens are ready; chunks finish in input order.
+        chunk: list[_Piece] = []
+        queue: deque[tuple[list[_Piece], Any]] = deque()
         for conv in conversations:
             try:
                 conv_pieces, was_split = self._render(conv)
@@ -119,15 +134,43 @@ class Encoder:
                 out.dropped.append(Dropped(conv.source, conv.row, "no trained tokens (no non-empty assistant answer to train)"))
                 continue
             out.split_conversations += was_split
-            pieces.extend(conv_pieces)
-        encodings = self._backend.encode_batch([p.text for p in pieces], add_special_tokens=False)
-        for piece, enc in zip(pieces, encodings):
-            example, reason = self._mask(piece, enc)
+            chunk.extend(conv_pieces)
+            if fast is not None and len(chunk) >= _CHUNK:
+                queue.append((chunk, fast.start([p.text for p in chunk], _threads())))
+                chunk = []
+                while queue and queue[0][1].ready():
+                    self._finish(*queue.popleft(), fast, out, lost)
+        if chunk:
+            queue.append((chunk, fast.start([p.text for p in chunk], _threads()) if fast is not None else None))
+        while queue:
+            self._finish(*queue.popleft(), fast, out, lost)
+        out.dropped.extend(lost)
+        return out
+
+    def _finish(self, pieces: list[_Piece], job: Any, fast: FastBPE | None, out: Encoded, lost: list[Dropped]) -> None:
+        """Tokenize (or collect the fast path's tokens) and mask one chunk of pieces."""
+        texts = [p.text for p in pieces]
+        tokenized = fast.finish(texts, [job]) if fast is not None else [None] * len(texts)
+        for piece, (ids, locate) in zip(pieces, self._tokenize(texts, tokenized)):
+            example, reason = self._mask(piece, ids, locate)
             if example is None:
-                out.dropped.append(Dropped(piece.conv.source, piece.conv.row, reason))
+                lost.append(Dropped(piece.conv.source, piece.conv.row, reason))
                 continue
             out.truncated += reason == "truncated"
             out.examples.append(example)
+
+    def _tokenize(self, texts: list[str], fast: list[FastEncoding | None]) -> list[tuple[np.ndarray, Any]]:
+        """Token ids of each text and a function: character → index of the first token that starts
+        at or after it. The fast path's result where there is one, the Rust tokenizer for the rest."""
+        rest = [t for t, f in zip(texts, fast) if f is None]
+        slow = iter(self._backend.encode_batch(rest, add_special_tokens=False) if rest else [])
+        out = []
+        for text, f in zip(texts, fast):
+            if f is not None:
+                out.append((f.ids, f.starts.searchsorted))
+            else:
+                enc = next(slow)
+                out.append((np.asarray(enc.ids, dtype=np.int64), _locator(enc, len(text))))
         return out
 
     def encode_one(self, conversation: Conversation) -> Example:
@@ -207,79 +250,109 @@ class Encoder:
 
     # --- masking: tokens + offsets + spans → labels ---------------------------------------------------
 
-    def _mask(self, piece: _Piece, enc: Any) -> tuple[Example | None, str]:
+    def _mask(self, piece: _Piece, input_ids: np.ndarray, locate: Any) -> tuple[Example | None, str]:
+        # Plain lists from here: a few C-level list operations per example beat a dozen numpy calls
+        # on arrays of a few hundred tokens.
         conv = piece.conv
-        input_ids = np.asarray(enc.ids, dtype=np.int64)
+        ids: list[int] = input_ids.tolist()
+        weights: list[float] | None = None
         if piece.train_all:
             # Raw text gets the tokenizer's usual BOS and an EOS that marks the document's end; a
             # conversation trained whole (train_on: all) is trained exactly as its template writes it.
             if conv.is_text and self._adds_bos and self.bos_id is not None:
-                input_ids = np.concatenate([[self.bos_id], input_ids])
-            if conv.is_text and self.eos_id is not None and (len(input_ids) == 0 or int(input_ids[-1]) != self.eos_id):
-                input_ids = np.concatenate([input_ids, [self.eos_id]])
-            labels = input_ids.copy()
-            weights = None
+                ids.insert(0, self.bos_id)
+            if conv.is_text and self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+                ids.append(self.eos_id)
+            labels = ids[:]
         else:
-            input_ids, labels, weights = self._mask_spans(input_ids, enc, len(piece.text), piece.spans)
+            labels, weights = self._mask_spans(ids, locate, piece.spans)
         reason = ""
-        if len(input_ids) > self.max_length:
-            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
-            weights = None if weights is None else weights[: self.max_length]
+        if len(ids) > self.max_length:
+            del ids[self.max_length :], labels[self.max_length :]
+            if weights is not None:
+                del weights[self.max_length :]
             reason = "truncated"
-        if not (labels != IGNORE_INDEX).any():
+        if labels.count(IGNORE_INDEX) == len(labels):
             return None, f"answer lost to truncation at max_length={self.max_length}"
-        example = Example(
-            input_ids.tolist(),
-            labels.tolist(),
-            conv.source,
-            conv.row,
-            None if weights is None else weights.tolist(),
-        )
-        return example, reason
+        return Example(ids, labels, conv.source, conv.row, weights), reason
 
     def _mask_spans(
-        self, input_ids: np.ndarray, enc: Any, text_length: int, spans: list[tuple[int, int, float]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        trained = np.zeros(len(input_ids), dtype=bool)
-        token_weights = np.ones(len(input_ids), dtype=np.float32)
-        eos_after: list[int] = []
-        eos_weights: list[float] = []
-        starts: np.ndarray | None = None
+        self, ids: list[int], locate: Any, spans: list[tuple[int, int, float]]
+    ) -> tuple[list[int], list[float] | None]:
+        """Labels (and per-token weights when a span has a weight other than 1) for `ids`, which
+        gains the EOS tokens the contract inserts."""
+        labels = [IGNORE_INDEX] * len(ids)
+        weighted = any(w != 1.0 for _, _, w in spans)
+        weights = [0.0] * len(ids) if weighted else None
+        eos_after: list[tuple[int, float]] = []
         for start, end, weight in spans:
             # Tokens [lo, hi) are those whose first character lies in [start, end).
-            lo, hi = _first_token_at(enc, start, text_length), _first_token_at(enc, end, text_length)
-            if lo is None or hi is None:  # a character no token covers (a normalizer removed it)
-                if starts is None:
-                    starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(input_ids))
-                lo = int(np.searchsorted(starts, start, side="left"))
-                hi = int(np.searchsorted(starts, end, side="left"))
+            lo, hi = int(locate(start)), int(locate(end))
             if hi <= lo:
                 continue
-            trained[lo:hi] = True
-            token_weights[lo:hi] = weight
+            labels[lo:hi] = ids[lo:hi]
+            if weights is not None:
+                weights[lo:hi] = [weight] * (hi - lo)
             # The model must learn to stop: a span that ends without an end-of-turn token gets EOS.
-            if int(input_ids[hi - 1]) not in self.special_ids and self.eos_id is not None:
-                eos_after.append(hi)
-                eos_weights.append(weight)
-        labels = np.where(trained, input_ids, IGNORE_INDEX)
-        if eos_after:
-            input_ids = np.insert(input_ids, eos_after, self.eos_id)
-            labels = np.insert(labels, eos_after, self.eos_id)
-            token_weights = np.insert(token_weights, eos_after, eos_weights)
-        has_weights = any(w != 1.0 for _, _, w in spans)
-        return input_ids, labels, (np.where(labels != IGNORE_INDEX, token_weights, 0.0) if has_weights else None)
+            if ids[hi - 1] not in self.special_ids and self.eos_id is not None:
+                eos_after.append((hi, weight))
+        for hi, weight in reversed(eos_after):
+            ids.insert(hi, self.eos_id)
+            labels.insert(hi, self.eos_id)
+            if weights is not None:
+                weights.insert(hi, weight)
+        return labels, weights
 
 
-def _first_token_at(enc: Any, char: int, text_length: int) -> int | None:
-    """Index of the first token whose first character is at or after `char`, asking the tokenizer's
-    own char→token map for one position instead of converting every offset to Python."""
-    if char >= text_length:
-        return len(enc.ids)
-    token = enc.char_to_token(char)
-    if token is None:
-        return None
-    token_start = enc.token_to_chars(token)[0]
-    return token if token_start >= char else token + 1
+def _locator(enc: Any, text_length: int) -> Any:
+    """character → index of the first token whose first character is at or after it, for a
+    `tokenizers` Encoding: its own char→token map for one position instead of converting every
+    offset to Python, and the offsets only where no token covers the character (a normalizer
+    removed it)."""
+    starts: list[np.ndarray] = []
+
+    def locate(char: int) -> int:
+        if char >= text_length:
+            return len(enc.ids)
+        token = enc.char_to_token(char)
+        if token is None:
+            if not starts:
+                starts.append(np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(enc.ids)))
+            return int(np.searchsorted(starts[0], char, side="left"))
+        return token if enc.token_to_chars(token)[0] >= char else token + 1
+
+    return locate
+
+
+# Below this many texts, building the fast path (a second or two for a large vocabulary) costs more
+# than it saves.
+_FAST_MIN_TEXTS = 256
+_CHUNK = 128
+_FAST_PATHS: "weakref.WeakKeyDictionary[Any, FastBPE | None]" = weakref.WeakKeyDictionary()
+_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _fast_path(tokenizer: Any) -> FastBPE | None:
+    """The tokenizer's fast path, built once per tokenizer (None where it does not apply)."""
+    try:
+        return _FAST_PATHS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: build without caching
+        return FastBPE.for_tokenizer(tokenizer)[0]
+    fast, _ = FastBPE.for_tokenizer(tokenizer)
+    _FAST_PATHS[tokenizer] = fast
+    return fast
+
+
+def _threads() -> ThreadPoolExecutor:
+    """Worker threads for the fast path (tiktoken releases the GIL); one pool per process, because
+    a forked child inherits the pool object but not its threads."""
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    return _POOL[pid]
 
 
 def _span(prompt: str, upto: str, weight: float) -> tuple[int, int, float]:

@@ -40,7 +40,7 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 # on: blocks assigned long ago, and symbol blocks where a newly assigned character is "other" in
 # both. U+017F (long s) is left out because case-insensitive patterns fold it to "s".
 _SAFE = (
-    "\x00-\x7f\u00a0-\u017e\u0180-\u024f\u0370-\u03ff\u0400-\u04ff\u2000-\u206f\u2190-\u21ff"
+    "\x00-\x7f\u00a0-\u017e\u0180-\u024f\u0300-\u036f\u0370-\u03ff\u0400-\u04ff\u2000-\u206f\u2190-\u21ff"
     "\u2500-\u27bf\u3000-\u303f\u3040-\u30ff\u4e00-\u9fa5\ufe00-\ufe0f\uff00-\uffef\U0001f300-\U0001faff"
 )
 _UNSAFE = re.compile(f"[^{_SAFE}]")

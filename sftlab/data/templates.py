@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jinja2.runtime import new_context
+
 from sftlab.errors import SftlabError
 
 log = logging.getLogger("sftlab")
@@ -46,6 +48,12 @@ class ChatTemplate:
         return _compiled_or_error(_compile_jinja_template, self.source, self.name)
 
     @cached_property
+    def _variables(self) -> dict[str, Any]:
+        # What `Template.render` merges into every context: the environment's globals (a ChainMap,
+        # slow to copy on each call) and the special tokens. Flattened once.
+        return {**dict(self._compiled.globals), **self.special_tokens}
+
+    @cached_property
     def handles_tool_calls(self) -> bool:
         return "tool_calls" in self.source
 
@@ -55,14 +63,18 @@ class ChatTemplate:
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = False,
     ) -> str:
+        template = self._compiled
+        variables = {
+            **self._variables,
+            "messages": messages,
+            "tools": tools,
+            "documents": None,
+            "add_generation_prompt": add_generation_prompt,
+        }
         try:
-            return self._compiled.render(
-                messages=messages,
-                tools=tools,
-                documents=None,
-                add_generation_prompt=add_generation_prompt,
-                **self.special_tokens,
-            )
+            # Template.render without its per-call copy of the globals (same context, same output).
+            context = new_context(template.environment, template.name, template.blocks, variables, shared=True)
+            return template.environment.concat(template.root_render_func(context))
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
             raise SftlabError(f"chat template '{self.name}' failed to render: {e}") from None
 

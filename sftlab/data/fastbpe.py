@@ -40,8 +40,11 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 # on: blocks assigned long ago, and symbol blocks where a newly assigned character is "other" in
 # both. U+017F (long s) is left out because case-insensitive patterns fold it to "s".
 _SAFE = (
-    "\x00-\x7f\u00a0-\u017e\u0180-\u024f\u0300-\u036f\u0370-\u03ff\u0400-\u04ff\u2000-\u206f\u2190-\u21ff"
-    "\u2500-\u27bf\u3000-\u303f\u3040-\u30ff\u4e00-\u9fa5\ufe00-\ufe0f\uff00-\uffef\U0001f300-\U0001faff"
+    "\x00-\x7f\u00a0-\u017e\u0180-\u024f\u0250-\u02ff\u0300-\u036f\u0370-\u03ff\u0400-\u04ff"  # Latin, IPA, Greek, Cyrillic
+    "\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f"  # Hebrew, Arabic, Devanagari, Thai
+    "\u1100-\u11ff\u1e00-\u1eff\u2000-\u2bff"  # Hangul Jamo, Vietnamese Latin, punctuation and symbols
+    "\u3000-\u303f\u3040-\u30ff\u3130-\u318f\u4e00-\u9fa5\uac00-\ud7a3"  # CJK punctuation, kana, Hangul
+    "\ufb00-\ufb4f\ufe00-\ufe0f\uff00-\uffef\ufff0-\uffff\U0001f300-\U0001faff"  # ligatures, fullwidth, emoji
 )
 _UNSAFE = re.compile(f"[^{_SAFE}]")
 

@@ -142,6 +142,7 @@ class FastBPE:
             self._ids[r] = vocab.get(token, -1)
             self._byte_length[r] = len(token)
             self._bytes_of[r] = token
+        self._clean[self._ids < 0] = 0  # a merge result the vocabulary lacks: never vouched for
         for content, r in specials.items():
             self._ids[r] = added[content]
             self._byte_length[r] = len(content.encode("utf-8"))

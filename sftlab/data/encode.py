@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.fastbpe import FastBPE, FastEncoding
+from sftlab.data.fastbpe import CHUNK, FastBPE, FastEncoding
 from sftlab.data.templates import ChatTemplate
 from sftlab.errors import SftlabError
 
@@ -135,7 +135,7 @@ class Encoder:
                 continue
             out.split_conversations += was_split
             chunk.extend(conv_pieces)
-            if fast is not None and len(chunk) >= _CHUNK:
+            if fast is not None and len(chunk) >= CHUNK:
                 queue.append((chunk, fast.start([p.text for p in chunk], _threads())))
                 chunk = []
                 while queue and queue[0][1].ready():
@@ -327,7 +327,6 @@ def _locator(enc: Any, text_length: int) -> Any:
 # Below this many texts, building the fast path (a second or two for a large vocabulary) costs more
 # than it saves.
 _FAST_MIN_TEXTS = 256
-_CHUNK = 128
 _FAST_PATHS: "weakref.WeakKeyDictionary[Any, FastBPE | None]" = weakref.WeakKeyDictionary()
 _POOL: dict[int, ThreadPoolExecutor] = {}
 

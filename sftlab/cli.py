@@ -160,9 +160,8 @@ def train_cmd(
     result = train(cfg, quiet=quiet)
     if not result.main_process:
         return
-    last = next((r for r in reversed(result.metrics) if r.get("loss") is not None), None)
-    final = f" (final loss {last['loss']:.4f})" if last else ""
-    err.print(f"done{final}: model, metrics.jsonl and loss.png in {result.output_dir}")
+    err.print(f"done: {result.summary()}", highlight=False)
+    err.print(f"model, metrics.jsonl and loss.png in {result.output_dir}", highlight=False)
 
 
 @app.command(

@@ -21,6 +21,11 @@ class DatasetSpec(BaseModel):
     weight: Optional[float] = Field(default=None, ge=0)
 
 
+# What TRL, LLaMA-Factory and the peft docs recommend for small-to-medium models.
+FULL_LEARNING_RATE = 2e-5
+ADAPTER_LEARNING_RATE = 2e-4
+
+
 class TrainConfig(BaseModel):
     """Every key of a training run. Defaults suit a small model on a laptop CPU."""
 
@@ -32,7 +37,11 @@ class TrainConfig(BaseModel):
     template: Optional[str] = None  # built-in name or .jinja file; default: the tokenizer's own
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
     max_length: int = Field(default=1024, gt=0)
-    packing: bool = True
+    # Batch layout (TRL's names). padding_free: the members of a batch laid end to end in one row, no
+    # padding, no attention across examples; batch_size still counts examples. packing: the whole dataset
+    # packed into rows of max_length first, each packed row one batch member (fewer optimizer steps).
+    padding_free: bool = True
+    packing: bool = False
     on_error: Literal["raise", "skip"] = "raise"
     limit: Optional[int] = Field(default=None, gt=0)  # only the first N conversations (quick trials)
     # Data checks whose rows are removed before training (`sftlab data check` names); listed in data_report.json.
@@ -49,8 +58,10 @@ class TrainConfig(BaseModel):
     hybrid_full_fraction: float = Field(default=0.2, gt=0, lt=1)
     neftune_alpha: Optional[float] = Field(default=None, ge=0)
 
-    # Optimisation
-    learning_rate: float = Field(default=2e-5, gt=0)
+    # Optimisation. learning_rate default: 2e-4 for lora/dora, 2e-5 for full/freeze/hybrid (resolved,
+    # and written to config.yaml); hybrid's adapters train at hybrid_lora_learning_rate (default 10×).
+    learning_rate: Optional[float] = Field(default=None, gt=0)
+    hybrid_lora_learning_rate: Optional[float] = Field(default=None, gt=0)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -79,6 +90,24 @@ class TrainConfig(BaseModel):
     output_dir: str = "runs/sft"
     report_to: Union[str, list[str]] = "none"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learning_rates(cls, data: Any) -> Any:
+        """Fill in the learning rates the peers recommend for the method, when not given."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        method = data.get("method") or "full"
+        if data.get("learning_rate") is None:
+            data["learning_rate"] = ADAPTER_LEARNING_RATE if method in ("lora", "dora") else FULL_LEARNING_RATE
+        if method == "hybrid" and data.get("hybrid_lora_learning_rate") is None:
+            try:  # a malformed learning_rate is reported by its own field's validation
+                lr = float(data["learning_rate"])
+            except (TypeError, ValueError):
+                return data
+            data["hybrid_lora_learning_rate"] = lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE
+        return data
+
     @field_validator("clean")
     @classmethod
     def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
@@ -106,6 +135,8 @@ class TrainConfig(BaseModel):
             raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
         if self.eval_split and self.eval_datasets:
             raise ValueError("set `eval_split` or `eval_datasets`, not both")
+        if self.hybrid_lora_learning_rate is not None and self.method != "hybrid":
+            raise ValueError("`hybrid_lora_learning_rate` is for method: hybrid only")
         return self
 
     @property

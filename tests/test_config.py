@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from conftest import SHARED_DATA
 from sftlab.config import load_config
@@ -51,3 +52,31 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
     bad.write_text("datasets: [a.json\nepochs: 1\n")
     with pytest.raises(SftlabError, match=r"bad.yaml: invalid YAML on line \d"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "method, lr, hybrid_lora_lr",
+    [("full", 2e-5, None), ("freeze", 2e-5, None), ("lora", 2e-4, None), ("dora", 2e-4, None),
+     ("hybrid", 2e-5, 2e-4)],
+)
+def test_learning_rate_defaults_follow_the_method_and_are_written_out(method, lr, hybrid_lora_lr):
+    cfg = load_config(None, [f"datasets=[{DATA}]", f"method={method}"])
+    assert cfg.learning_rate == pytest.approx(lr)
+    assert cfg.hybrid_lora_learning_rate == (pytest.approx(hybrid_lora_lr) if hybrid_lora_lr else None)
+    written = yaml.safe_load(cfg.to_yaml())  # what config.yaml holds: the resolved values
+    assert written["learning_rate"] == pytest.approx(lr)
+    assert written["hybrid_lora_learning_rate"] == (pytest.approx(hybrid_lora_lr) if hybrid_lora_lr else None)
+
+
+def test_given_learning_rates_are_kept():
+    cfg = load_config(None, [f"datasets=[{DATA}]", "method=lora", "learning_rate=5e-5"])
+    assert cfg.learning_rate == 5e-5  # YAML reads 5e-5 as a string; it is still a number here
+    hybrid = load_config(None, [f"datasets=[{DATA}]", "method=hybrid", "learning_rate=5e-5"])
+    assert hybrid.hybrid_lora_learning_rate == pytest.approx(5e-4)  # 10× the full phase's rate
+    with pytest.raises(SftlabError, match="hybrid_lora_learning_rate"):
+        load_config(None, [f"datasets=[{DATA}]", "method=lora", "hybrid_lora_learning_rate=1e-3"])
+
+
+def test_layout_defaults_are_trls_names():
+    cfg = load_config(None, [f"datasets=[{DATA}]"])
+    assert cfg.padding_free is True and cfg.packing is False

@@ -94,3 +94,33 @@ def test_per_example_attention_equals_the_block_diagonal_mask():
         assert torch.allclose(a.loss, b.loss, atol=1e-5)
         for (n, p), q in zip(ref.named_parameters(), fast.parameters()):
             assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "sftlab"])
+def test_padding_free_batch_gives_the_padded_batch_loss_and_gradients(attention):
+    """Hand-made examples (prompt tokens -100): the trained targets are (9-4)+(5-2)+(12-7)+(7-3) = 17 in
+    both layouts, and the loss and every gradient agree to fp32 precision."""
+    from sftlab.train.attention import register
+
+    examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples()]
+    padded = Collator(0)(examples)
+    flat = Collator(0, padding_free=True)(examples)
+    assert padded["input_ids"].shape == (4, 12) and flat["input_ids"].shape == (1, 9 + 5 + 12 + 7)
+    model = _model()
+    if attention == "sftlab":
+        model.config._attn_implementation = register()
+    model.train()
+    a = trained_token_loss(model, padded)
+    (a.loss / a.tokens).backward()
+    want = _grads(model)
+    model.zero_grad()
+    b = trained_token_loss(model, flat)
+    (b.loss / b.tokens).backward()
+    assert int(a.tokens) == int(b.tokens) == 17
+    assert torch.allclose(a.loss / a.tokens, b.loss / b.tokens, atol=1e-6)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[n], atol=1e-6), n

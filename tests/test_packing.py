@@ -112,3 +112,25 @@ def test_loss_packed_equals_unpacked():
     with torch.no_grad():
         leaky = model(input_ids=packed["input_ids"], labels=packed["labels"], use_cache=False).loss
     assert abs(leaky.item() - loss_unpacked.item()) > 1e-4
+
+
+def test_padding_free_collator_literal():
+    """The batch's examples end to end in one row: no padding, positions restart, first labels -100."""
+    batch = Collator(pad_token_id=0, padding_free=True)(
+        [{"input_ids": [1, 2, 3], "labels": [X, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]},
+         {"input_ids": [6], "labels": [X]}]
+    )
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6]]
+    assert batch["labels"].tolist() == [[X, 2, 3, X, 5, X]]  # 4 would be predicted from 3: not a target
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0]]
+    assert set(batch) == {"input_ids", "labels", "position_ids"}  # no attention mask, no weights
+
+
+def test_padding_free_collator_weights_and_packed_rows():
+    rows = [
+        {"input_ids": [1, 2, 3], "labels": [X, 2, 3], "position_ids": [0, 0, 1], "weights": [0.0, 0.5, 1.0]},
+        {"input_ids": [4, 5], "labels": [X, 5], "position_ids": [0, 1]},
+    ]
+    batch = Collator(pad_token_id=0, padding_free=True)(rows)
+    assert batch["position_ids"].tolist() == [[0, 0, 1, 0, 1]]  # a packed row keeps its own restarts
+    assert batch["weights"].tolist() == [[0.0, 0.5, 1.0, 0.0, 1.0]]

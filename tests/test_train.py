@@ -97,21 +97,64 @@ def test_micro_batches_give_the_loss_and_update_of_the_whole_batch(tiny_model, t
         assert torch.allclose(p, q, atol=1e-6), n
 
 
-def test_row_slices_by_hand():
-    from sftlab.train.trainer import row_slices
+def test_batch_slices_by_hand():
+    from sftlab.train.trainer import batch_slices
 
     batch = {"input_ids": torch.arange(12).view(4, 3), "labels": torch.arange(12).view(4, 3), "flag": 1}
-    parts = row_slices(batch, 7)  # 7 // 3 = 2 rows per slice
+    parts = batch_slices(batch, 7)  # 7 // 3 = 2 rows per slice
     assert [p["input_ids"].tolist() for p in parts] == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
     assert all(p["flag"] == 1 for p in parts)
-    assert row_slices(batch, 2)[0]["input_ids"].tolist() == [[0, 1, 2]]  # never less than one row
-    assert row_slices(batch, 100) == [batch] and row_slices(batch, None) == [batch]
+    assert batch_slices(batch, 2)[0]["input_ids"].tolist() == [[0, 1, 2]]  # never less than one row
+    assert batch_slices(batch, 100) == [batch] and batch_slices(batch, None) == [batch]
+
+
+def test_padding_free_batch_slices_cut_between_examples():
+    from sftlab.train.trainer import batch_slices
+
+    # Examples of 3, 2, 4, 1 and 5 tokens end to end.
+    positions = [0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 0, 1, 2, 3, 4]
+    batch = {"input_ids": torch.arange(15)[None], "position_ids": torch.tensor([positions])}
+    parts = batch_slices(batch, 6)
+    assert [p["input_ids"][0].tolist() for p in parts] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
+    assert [p["position_ids"][0].tolist() for p in parts] == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0], [0, 1, 2, 3, 4]]
+    # An example longer than the limit is never split: it is a part of its own.
+    assert [p["input_ids"].shape[1] for p in batch_slices(batch, 4)] == [3, 2, 4, 1, 5]
+    assert batch_slices(batch, 15) == [batch]
+
+
+@pytest.mark.parametrize("micro_batch_tokens", [10**6, 200])
+def test_padding_free_and_padded_training_are_the_same_training(tiny_model, tmp_path, micro_batch_tokens):
+    """The same examples per step in the same order, so the same steps, losses, gradients and weights."""
+    common = dict(limit=22, batch_size=4, epochs=2, packing="false", max_grad_norm=0)
+    padded = train(config(tiny_model, tmp_path / "p", padding_free="false", **common), quiet=True)
+    flat = train(config(tiny_model, tmp_path / "f", padding_free="true", micro_batch_tokens=micro_batch_tokens,
+                        **common), quiet=True)
+    assert padded.steps == flat.steps == 12  # ceil(22 / 4) = 6 batches per epoch, 2 epochs
+    assert [m["step"] for m in flat.metrics] == list(range(1, 13))
+    assert losses(flat) == pytest.approx(losses(padded), rel=1e-4)
+    assert [m["trained_tokens"] for m in flat.metrics] == [m["trained_tokens"] for m in padded.metrics]
+    assert [m["grad_norm"] for m in flat.metrics] == pytest.approx([m["grad_norm"] for m in padded.metrics], rel=1e-3)
+    a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "p"))
+    b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "f"))
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_packing_is_opt_in_and_changes_the_number_of_steps(tiny_model, tmp_path):
+    common = dict(limit=22, batch_size=4, epochs=1)
+    default = train(config(tiny_model, tmp_path / "d", **common), quiet=True)
+    packed = train(config(tiny_model, tmp_path / "p", packing="true", **common), quiet=True)
+    assert default.steps == 6 and default.report.packed_rows is None
+    rows = packed.report.packed_rows
+    assert rows < 22 and packed.steps == -(-rows // 4) < 6
 
 
 def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
     common = dict(max_steps=1, limit=8, batch_size=8)
     unpacked = train(config(tiny_model, tmp_path / "u", packing="false", **common), quiet=True)
     packed = train(config(tiny_model, tmp_path / "p", packing="true", **common), quiet=True)
+    padded = train(config(tiny_model, tmp_path / "pp", packing="true", padding_free="false", **common), quiet=True)
+    assert losses(padded) == pytest.approx(losses(unpacked), rel=1e-5)
     assert packed.report.packed_rows < 8 and 0.5 < packed.report.packing_efficiency <= 1
     assert losses(packed) == pytest.approx(losses(unpacked), rel=1e-5)
     assert packed.metrics[0]["grad_norm"] == pytest.approx(unpacked.metrics[0]["grad_norm"], rel=1e-4)
@@ -189,3 +232,55 @@ def test_lora_adapter_loads_and_merges_into_the_same_model(tiny_model, tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(str(out))  # transformers + peft load an adapter dir
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(ids).logits, a, atol=1e-5)
+
+
+def test_a_run_shorter_than_logging_steps_is_still_logged(tiny_model, tmp_path):
+    out = tmp_path / "short"
+    result = train(config(tiny_model, out, limit=12, logging_steps=10), quiet=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 3]  # the first and the last step (3 steps of 4 examples)
+    assert all(isinstance(r["loss"], float) and r["loss"] > 0 for r in records)
+    assert records[-1]["trained_tokens"] == result.trained_tokens == result.report.trained_tokens
+    assert "nan" not in result.summary() and "3 steps" in result.summary()
+
+
+def test_progress_prints_plain_lines_when_not_on_a_terminal(tiny_model, tmp_path, capsys):
+    from sftlab.train.trainer import Progress
+
+    train(config(tiny_model, tmp_path / "p", limit=12, logging_steps=2), callbacks=[Progress(terminal=False)],
+          quiet=True)
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("step ")]
+    assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"]
+    assert all("loss " in l and "nan" not in l for l in lines)
+
+
+def test_warmup_ratio_is_a_fraction_of_the_steps(tiny_model, tmp_path):
+    lrs = []
+
+    class Rates(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kw):
+            lrs.append(optimizer.param_groups[0]["lr"])
+
+    train(config(tiny_model, tmp_path / "w", limit=40, warmup_ratio=0.25, lr_scheduler="linear",
+                 learning_rate=1e-3), callbacks=[Rates()], quiet=True)
+    # 10 steps, warmup ceil(0.25 × 10) = 3 steps: 0, 1/3, 2/3 of the rate, then linear decay from the top.
+    assert lrs[:4] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert lrs[4] == pytest.approx(1e-3 * 6 / 7)
+
+
+def test_hybrid_adapters_get_their_own_learning_rate_under_one_schedule(tiny_model, tmp_path):
+    seen = []
+
+    class Groups(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, model=None, **kw):
+            names = {id(p): n for n, p in model.named_parameters()}
+            seen.append(sorted((g["lr"], all("lora_" in names[id(p)] for p in g["params"]))
+                               for g in optimizer.param_groups))
+
+    train(config(tiny_model, tmp_path / "h", method="hybrid", max_steps=4, lora_r=4, learning_rate=1e-3,
+                 hybrid_lora_learning_rate=1e-2, warmup_ratio=0, lr_scheduler="constant"),
+          callbacks=[Groups()], quiet=True)
+    lrs = {lr for step in seen for lr, _ in step}
+    assert lrs == {1e-3, 1e-2}
+    for step in seen:
+        assert all(is_lora == (lr == 1e-2) for lr, is_lora in step)

@@ -1,4 +1,17 @@
-"""Padding collator: right padding, -100 labels on padding, optional pad_to_multiple_of."""
+"""Collators: a batch of examples (or packed rows) → tensors, in one of two layouts.
+
+- padding-free (the default): the batch's members laid end to end in one row of shape [1, T], no
+  padding at all. `position_ids` restart at 0 for every example, which keeps examples from attending
+  to each other (sftlab's training attention runs each example on its own; flash-attention takes the
+  restarts as variable-length boundaries), and the first label of every member is -100 so no example
+  is trained to predict the next one's first token. The loss equals the padded batch's (tested).
+- padded: right padding with label -100. Unpacked rows get an attention_mask (padding is not looked
+  at); packed rows get their position_ids and no mask, and their padding positions 0, 1, … of its
+  own, so it forms a block nobody attends to.
+
+(transformers only looks for packed sequences when the forward pass has no KV cache: call the model
+with use_cache=False.)
+"""
 
 from __future__ import annotations
 
@@ -10,22 +23,46 @@ import torch
 from sftlab.data.encode import IGNORE_INDEX
 
 
+def _member_weights(f: dict[str, Any]) -> list[float]:
+    w = f.get("weights")
+    return list(w) if w is not None else [float(x != IGNORE_INDEX) for x in f["labels"]]
+
+
 @dataclass
 class Collator:
-    """Batches examples ({input_ids, labels[, position_ids, weights]}) into padded tensors.
-
-    Unpacked batches get an attention_mask (padding is not looked at). Packed batches (rows with
-    position_ids) get none: transformers then derives a block-diagonal mask from the restarting
-    position_ids, which keeps examples from attending to each other; the padding of a packed row
-    gets positions 0, 1, … of its own, so it forms a block nobody attends to, and labels -100.
-    (transformers only looks for packed sequences when the forward pass has no KV cache: call the
-    model with use_cache=False.)
-    """
+    """Batches examples ({input_ids, labels[, position_ids, weights]}) into tensors (layouts above)."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.padding_free:
+            return self._flat(features)
+        return self._padded(features)
+
+    def _flat(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        weighted = any(f.get("weights") is not None for f in features)
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        weights: list[float] = []
+        for f in features:
+            ids += f["input_ids"]
+            labels += [IGNORE_INDEX] + list(f["labels"][1:])
+            positions += f["position_ids"] if "position_ids" in f else range(len(f["input_ids"]))
+            if weighted:
+                weights += [0.0] + _member_weights(f)[1:]
+        batch = {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+        }
+        if weighted:
+            batch["weights"] = torch.tensor([weights], dtype=torch.float32)
+        return batch
+
+    def _padded(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
         m = self.pad_to_multiple_of
         width = ((longest + m - 1) // m) * m if m else longest
@@ -46,8 +83,7 @@ class Collator:
                 positions[r, :k] = torch.as_tensor(f["position_ids"])
                 positions[r, k:] = torch.arange(width - k)
             if weighted:
-                w = f.get("weights")
-                weights[r, :k] = torch.as_tensor(w) if w is not None else (labels[r, :k] != IGNORE_INDEX).float()
+                weights[r, :k] = torch.as_tensor(_member_weights(f))
         batch = {"input_ids": input_ids, "labels": labels}
         if packed:
             batch["position_ids"] = positions

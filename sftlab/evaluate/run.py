@@ -62,7 +62,7 @@ def load_for_eval(model: str) -> Loaded:
     import torch
 
     from sftlab.models import load_model, load_tokenizer, model_path
-    from sftlab.train.run import pick_device, use_bf16
+    from sftlab.hardware import pick_device, use_bf16
 
     device = pick_device()
     path = model_path(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,7 @@ from sftlab.data.packing import pack, packing_efficiency
 from sftlab.data.pipeline import DataReport, Source, build_examples
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
+from sftlab.hardware import pick_device, use_bf16
 from sftlab.models import load_model, load_tokenizer
 
 log = logging.getLogger("sftlab")
@@ -33,33 +35,26 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     report: DataReport | None = None
     main_process: bool = True  # False on the other ranks of a distributed run
+    steps: int = 0  # optimizer steps taken (in total, a resumed run's earlier ones included)
+    trained_tokens: int = 0
+    train_seconds: float = 0.0  # the Trainer's training loop
+    wall_seconds: float = 0.0  # the whole call: data, model loading, training, saving
+
+    @property
+    def final_loss(self) -> float | None:
+        return next((r["loss"] for r in reversed(self.metrics) if r.get("loss") is not None), None)
+
+    def summary(self) -> str:
+        """The run's closing line: final loss, trained tokens, trained tokens/s and wall time."""
+        loss = f"final loss {self.final_loss:.4f}" if self.final_loss is not None else "no loss logged"
+        speed = self.trained_tokens / self.train_seconds if self.train_seconds else 0.0
+        return (f"{loss}, {self.steps} steps, {self.trained_tokens:,} trained tokens, {speed:,.1f} trained tokens/s, "
+                f"wall time {_duration(self.wall_seconds)}")
 
 
-def bf16_available(device: str) -> bool:
-    """bf16 autocast only where the hardware computes it natively: elsewhere it is many times slower."""
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
-
-
-def pick_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def use_bf16(precision: str, device: str) -> bool:
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        if device == "mps":
-            raise SftlabError("precision: bf16 autocast is not supported on mps; use auto or fp32")
-        return True
-    return bf16_available(device)
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
 
 
 def _cleaner(config: TrainConfig, tokenizer: Any) -> Any:
@@ -164,12 +159,15 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # below 1: a fraction of the total steps
+        # transformers ≥ 5 reads a warmup_steps below 1 as a fraction of the total steps (pinned in
+        # pyproject.toml; 4.x would take it as 0 steps).
+        warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         logging_steps=config.logging_steps,
+        logging_first_step=True,  # and LogLastStep logs the last one: every run has metrics
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,
         save_total_limit=config.save_total_limit,
@@ -196,8 +194,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     from sftlab.train.methods import apply_method, merge_adapters
     from sftlab.train.neftune import NEFTune
     from sftlab.train.plot import plot_metrics
-    from sftlab.train.trainer import HybridSwitch, MetricsLog, RichProgress, SftTrainer
+    from sftlab.train.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, SftTrainer
 
+    started = time.perf_counter()
     out = Path(config.output_dir)
     checkpoint = resume_checkpoint(config)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +212,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         tokenizer.pad_token = tokenizer.eos_token
     rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
     train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects)
-    model = load_model(config.model, attn_implementation=_attention(device, config.packing))
+    model = load_model(config.model, attn_implementation=_attention(device, config.packing or config.padding_free))
     model.config.use_cache = False
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
@@ -228,21 +227,22 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
 
     args = training_arguments(config, bf16=bf16, device=device, has_eval=bool(eval_rows), quiet=quiet)
     metrics_log = MetricsLog(out / "metrics.jsonl")
-    trainer_callbacks: list[Any] = [metrics_log, *callbacks]
+    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, *callbacks]
     if config.method == "hybrid":
         trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction))
     if not quiet:
-        trainer_callbacks.append(RichProgress())
+        trainer_callbacks.append(Progress())
     trainer = SftTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows or None,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=Collator(tokenizer.pad_token_id, padding_free=config.padding_free),
         processing_class=tokenizer,
         callbacks=trainer_callbacks,
         neftune=neftune,
         micro_batch_tokens=config.micro_batch_tokens,
+        adapter_learning_rate=config.hybrid_lora_learning_rate,
     )
     from transformers import PrinterCallback
 
@@ -252,11 +252,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         report.write(out / "data_report.json")
         log.info(
-            "training %s (%s, %s) on %d rows (%d trained tokens), %s",
-            config.model or "smollm2-135m-instruct", config.method, "bf16" if bf16 else "fp32",
-            len(train_rows), report.trained_tokens, device,
+            "training %s (%s, %s, lr %g) on %d %s (%d trained tokens), %s",
+            config.model or "smollm2-135m-instruct", config.method, "bf16" if bf16 else "fp32", config.learning_rate,
+            len(train_rows), "packed rows" if config.packing else "examples", report.trained_tokens, device,
         )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    outcome = trainer.train(resume_from_checkpoint=checkpoint)
     if neftune is not None:
         neftune.remove()
 
@@ -268,13 +268,16 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if is_main:
         tokenizer.save_pretrained(str(out))
         plot_metrics(metrics_log.records, out / "loss.png")
-    return TrainResult(out, metrics_log.records, report, is_main)
+    return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
+                       trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
+                       wall_seconds=time.perf_counter() - started)
 
 
-def _attention(device: str, packing: bool) -> str:
-    """Flash-attention (variable-length kernels for packed rows) on CUDA when installed; elsewhere causal
-    sdpa per example in training (sftlab/train/attention.py) and plain sdpa in evaluation."""
-    if device == "cuda" and packing:
+def _attention(device: str, flat: bool) -> str:
+    """Flash-attention (variable-length kernels over the restarting position_ids of padding-free or packed
+    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/train/attention.py)
+    and plain sdpa in evaluation."""
+    if device == "cuda" and flat:
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is not None:

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,27 +35,50 @@ from sftlab.train.neftune import NEFTune
 STATE_FILE = "sftlab_state.json"
 
 
-def row_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
-    """The batch cut into consecutive groups of rows of at most max_tokens tokens (at least one row
-    each); tensors with a batch dimension are sliced, anything else is passed along as is."""
+def batch_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
+    """The batch cut into consecutive parts of at most max_tokens tokens (never less than one member).
+
+    A padding-free batch (one row with restarting position_ids) is cut between examples; a padded
+    batch is cut into groups of rows. Tensors of the batch's shape are sliced, anything else is
+    passed along as is.
+    """
     ids = inputs["input_ids"]
     rows, width = ids.shape
-    per = rows if max_tokens is None else max(1, max_tokens // max(width, 1))
+    if max_tokens is None or rows * width <= max_tokens:
+        return [inputs]
+    if rows == 1 and "position_ids" in inputs:
+        starts = (inputs["position_ids"][0] == 0).nonzero().flatten().tolist()
+        if not starts or starts[0] != 0:
+            starts = [0] + starts
+        ends = starts[1:] + [width]
+        cuts = [0]
+        for start, end in zip(starts[1:], ends[1:]):
+            if end - cuts[-1] > max_tokens:  # this example would not fit: it opens the next part
+                cuts.append(start)
+        bounds = list(zip(cuts, cuts[1:] + [width]))
+        return [
+            {k: v[:, s:e] if torch.is_tensor(v) and v.dim() == 2 and v.shape == ids.shape else v for k, v in inputs.items()}
+            for s, e in bounds
+        ]
+    per = max(1, max_tokens // max(width, 1))
     if per >= rows:
         return [inputs]
     return [
         {k: v[i : i + per] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == rows else v for k, v in inputs.items()}
         for i in range(0, rows, per)
     ]
+
+
 STAGING_DIR = ".staging"
 
 
 class SftTrainer(Trainer):
     def __init__(self, *args: Any, neftune: NEFTune | None = None, micro_batch_tokens: int | None = None,
-                 **kwargs: Any):
+                 adapter_learning_rate: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.neftune = neftune
         self.micro_batch_tokens = micro_batch_tokens
+        self.adapter_learning_rate = adapter_learning_rate
         # Our compute_loss normalises by the trained-target count of the accumulated batch
         # (`num_items_in_batch`), counted over labels[..., 1:] since labels are shifted in the loss.
         self.model_accepts_loss_kwargs = True
@@ -81,10 +105,10 @@ class SftTrainer(Trainer):
         return (parts.loss, {"loss": parts.loss}) if return_outputs else parts.loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
-        """A batch larger than micro_batch_tokens goes through in slices of rows, one forward and
-        backward each. The loss of every slice is already divided by the trained-target count of the
+        """A batch larger than micro_batch_tokens goes through in slices (of examples, or of rows), one
+        forward and backward each. The loss of every slice is already divided by the trained-target count of the
         whole batch, so the summed gradients and the summed loss are those of the whole batch."""
-        slices = row_slices(inputs, self.micro_batch_tokens)
+        slices = batch_slices(inputs, self.micro_batch_tokens)
         if len(slices) == 1:
             return super().training_step(model, inputs, num_items_in_batch)
         total = None
@@ -95,6 +119,29 @@ class SftTrainer(Trainer):
                 loss = super().training_step(model, part, num_items_in_batch)
             total = loss if total is None else total + loss
         return total
+
+    # ---- optimizer --------------------------------------------------------------------------
+    def create_optimizer(self, model=None):  # type: ignore[override]
+        """method=hybrid: the LoRA parameters get their own learning rate (param groups of their own), under
+        the one schedule (the scheduler scales every group's initial rate by the same factor)."""
+        optimizer = super().create_optimizer(model)
+        if self.adapter_learning_rate is None or getattr(self, "_adapter_groups_done", False):
+            return optimizer
+        from sftlab.train.methods import is_adapter_param
+
+        named = {id(p): n for n, p in (model or self.model).named_parameters()}
+        groups = []
+        for group in optimizer.param_groups:
+            base = [p for p in group["params"] if not is_adapter_param(named.get(id(p), ""))]
+            adapters = [p for p in group["params"] if is_adapter_param(named.get(id(p), ""))]
+            rest = {k: v for k, v in group.items() if k != "params"}
+            groups += [{**rest, "params": base}, {**rest, "params": adapters, "lr": self.adapter_learning_rate}]
+        optimizer.param_groups = []  # nothing has stepped yet: the groups can be laid out anew
+        for group in groups:
+            if group["params"]:
+                optimizer.add_param_group(group)
+        self._adapter_groups_done = True
+        return optimizer
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # type: ignore[override]
@@ -117,6 +164,11 @@ class SftTrainer(Trainer):
         return metrics
 
     # ---- logging ----------------------------------------------------------------------------
+    @property
+    def trained_tokens(self) -> int:
+        """Trained targets so far (as logged; a resumed run counts those before its checkpoint too)."""
+        return self._trained_total
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # type: ignore[override]
         if "loss" in logs:
             tokens = self._trained_since_log.to(self.args.device)
@@ -240,20 +292,31 @@ def _clean(v: Any) -> Any:
     return v
 
 
-class RichProgress(TrainerCallback):
-    """A progress bar with loss, trained tokens/s and time left (replaces the Trainer's tqdm output)."""
+class LogLastStep(TrainerCallback):
+    """The last step is always logged (with step 1 and every logging_steps: the Trainer's own rule), so a
+    run shorter than logging_steps still has its metrics."""
 
-    def __init__(self) -> None:
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+
+class Progress(TrainerCallback):
+    """Progress on screen: a rich bar with loss, trained tokens/s and time left on a terminal; one plain
+    line per logging step elsewhere (logs, CI, nohup), so a run is never silent until its end."""
+
+    def __init__(self, terminal: bool | None = None) -> None:
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.progress: Any = None
         self.task: Any = None
-        self.last: dict[str, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
-        if not state.is_local_process_zero:
+        if not state.is_local_process_zero or not self.terminal:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-        self.progress = Progress(
+        self.progress = Bar(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
         )
@@ -265,14 +328,22 @@ class RichProgress(TrainerCallback):
             self.progress.update(self.task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
-        if self.progress is None or not logs:
+        if not state.is_local_process_zero or not logs:
             return
-        if "loss" in logs:
-            self.last = logs
-        info = f"loss {self.last.get('loss', float('nan')):.4f}  {self.last.get('tokens_per_second', 0):,.0f} tok/s"
+        lines = []
+        if logs.get("loss") is not None:
+            info = f"loss {logs['loss']:.4f}  {logs.get('tokens_per_second', 0):,.0f} trained tok/s"
+            if self.progress is not None:
+                self.progress.update(self.task, info=info)
+            else:
+                lines.append(f"step {state.global_step}/{state.max_steps}  {info}  lr {logs.get('learning_rate', 0):.3g}")
         if "eval_loss" in logs:
-            self.progress.console.print(f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f}")
-        self.progress.update(self.task, info=info)
+            lines.append(f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f}")
+        for line in lines:
+            if self.progress is not None:
+                self.progress.console.print(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
         if self.progress is not None:

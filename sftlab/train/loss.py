@@ -44,30 +44,40 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, token_weights, scale, softcap, need_h, need_w):  # type: ignore[override]
         n, vocab = hidden.shape[0], weight.shape[0]
         chunk = max(1, CHUNK_ELEMENTS // vocab)
+        # The matmuls run in autocast's dtype when it is on (the weight cast once, not once per chunk);
+        # logits, softmax and the loss are always fp32.
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        w_c = weight.to(dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for s in range(0, n, chunk):
-            h, y = hidden[s : s + chunk], targets[s : s + chunk]
-            z = torch.matmul(h, weight.t()).float()
-            if softcap:
-                t = torch.tanh(z / softcap)
-                z = softcap * t
-            lse = torch.logsumexp(z, dim=-1)
-            per_token = lse - z.gather(1, y[:, None]).squeeze(1)
-            w = token_weights[s : s + chunk] * scale
-            total += (per_token * w).sum()
-            if need_h or need_w:
-                d = torch.softmax(z, dim=-1)  # reuse memory: z is no longer needed
-                d[torch.arange(d.shape[0], device=d.device), y] -= 1
-                d *= w[:, None]
+        with torch.autocast(device, enabled=False):
+            for s in range(0, n, chunk):
+                h, y = hidden[s : s + chunk].to(dtype), targets[s : s + chunk]
+                z = torch.matmul(h, w_c.t()).float()
                 if softcap:
-                    d *= 1 - t * t
-                d = d.to(h.dtype if not torch.is_autocast_enabled(h.device.type) else torch.get_autocast_dtype(h.device.type))
-                if need_h:
-                    grad_h[s : s + chunk] = torch.matmul(d, weight.to(d.dtype))
-                if need_w:
-                    grad_w += torch.matmul(d.t(), h.to(d.dtype)).float()
+                    t = torch.tanh(z / softcap)
+                    z = softcap * t
+                # One pass of exp serves the loss and the gradient: z becomes exp(z - max), then softmax.
+                picked = z.gather(1, y[:, None]).squeeze(1)
+                top = z.amax(dim=-1, keepdim=True)
+                probs = z.sub_(top).exp_()
+                norm = probs.sum(dim=-1)
+                per_token = norm.log() + top.squeeze(1) - picked
+                w = token_weights[s : s + chunk] * scale
+                total += (per_token * w).sum()
+                if need_h or need_w:
+                    d = probs.div_(norm[:, None])
+                    d[torch.arange(d.shape[0], device=d.device), y] -= 1
+                    d *= w[:, None]
+                    if softcap:
+                        d *= 1 - t * t
+                    d = d.to(dtype)
+                    if need_h:
+                        grad_h[s : s + chunk] = torch.matmul(d, w_c)
+                    if need_w:
+                        grad_w += torch.matmul(d.t(), h).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return total

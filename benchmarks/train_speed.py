@@ -1,18 +1,25 @@
-"""Training throughput: sftlab vs TRL's SFTTrainer, same model, data, max_length, batch and learning rate.
+"""Training speed: sftlab vs TRL's SFTTrainer on the same recipe, and vs a minimal PyTorch loop.
 
-    .venv/bin/python benchmarks/train_speed.py            # 200 rows of alpaca_en_demo.json, one epoch
-    .venv/bin/python benchmarks/train_speed.py --rows 40  # a quicker look
+    .venv/bin/python benchmarks/train_speed.py                     # both recipes (about 30 min on 2 cores)
+    .venv/bin/python benchmarks/train_speed.py --recipes identity  # one of them
+    .venv/bin/python benchmarks/train_speed.py --rows 40           # a quicker look at the alpaca recipe
 
-Each engine trains in its own process (so peak memory is its own). Both use the default model
-(SmolLM2-135M-Instruct), max_length 1024, per-device batch 8, lr 2e-5, one epoch, no gradient
-checkpointing, and the precision sftlab's `auto` picks for this machine (bf16 autocast where the CPU
-or GPU computes bf16 natively, fp32 elsewhere: without avx512_bf16/AMX a bf16 matmul is hundreds of
-times slower, and a competent user would not pick it). TRL gets prompt-completion data (only answers
-trained) and no packing (its packing lets examples attend to each other without flash-attention).
+Recipes (the default model, SmolLM2-135M-Instruct, full fine-tuning):
+- alpaca: the first 200 rows of alpaca_en_demo.json, one epoch, batch 8, max_length 1024, lr 2e-5;
+- identity: the 91 identity rows of `make demo`, three epochs, batch 8, max_length 512, lr 5e-5.
 
-Printed: trained tokens per second of each (median over the steps after warm-up, and overall), the
-ratio, peak resident memory of each process, the final losses, and sftlab's model-FLOPs utilisation
-against the matrix-multiply peak measured here in the same run.
+Same training in every engine: the same rows, the same number of examples per optimizer step, the same
+number of steps, the same schedule (cosine, warmup 3 %), clipping at 1.0, AdamW, the same precision
+(what sftlab's `precision: auto` picks here). sftlab runs with its defaults (padding-free batches); TRL
+1.16 gets prompt-completion data (only answers trained), no packing. The minimal loop takes the very
+batches sftlab's Trainer draws (its dataloader) through forward on the padding-free rows, cross-entropy
+of the trained positions only (head on those rows, plain `F.cross_entropy`), backward, clipping and
+fused AdamW, with no Trainer around it: the ceiling for sftlab's overheads. Each engine runs in its own
+process, so peak memory (RSS) is its own.
+
+Printed per recipe: optimizer steps, training-loop wall time, trained tokens/s, peak RSS, mean step
+loss and both engines' step losses side by side; then the ratios (the targets: ≥ 3× TRL, peak RSS
+≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, and MFU.
 """
 
 from __future__ import annotations
@@ -28,22 +35,188 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "fixtures" / "data" / "alpaca_en_demo.json"
-MAX_LENGTH, BATCH, LR = 1024, 8, 2e-5
+ALPACA = ROOT / "tests" / "fixtures" / "data" / "alpaca_en_demo.json"
+RECIPES = {
+    "alpaca": {"rows": 200, "epochs": 1, "batch_size": 8, "max_length": 1024, "learning_rate": 2e-5},
+    "identity": {"rows": None, "epochs": 3, "batch_size": 8, "max_length": 512, "learning_rate": 5e-5},
+}
+SCHEDULE = {"lr_scheduler": "cosine", "warmup_ratio": 0.03, "max_grad_norm": 1.0, "seed": 42}
 
 
-def _rows(n: int) -> list[dict]:
-    return json.loads(DATA.read_text())[:n]
+def recipe_rows(name: str, rows: int | None, work: Path) -> Path:
+    """The recipe's data file (alpaca rows, or the identity rows filled as `make demo` fills them)."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}.json"
+    if name == "alpaca":
+        data = json.loads(ALPACA.read_text())[: rows or RECIPES["alpaca"]["rows"]]
+        path.write_text(json.dumps(data, ensure_ascii=False))
+    else:
+        sys.path.insert(0, str(ROOT / "examples"))
+        from demo import fill
+
+        fill(ROOT / "examples" / "identity.json", path)
+    return path
 
 
-def _precision() -> str:
-    from sftlab.train.run import bf16_available, pick_device
+def sftlab_config(name: str, data: Path, out: Path, precision: str):
+    from sftlab.config import load_config
 
-    return "bf16" if bf16_available(pick_device()) else "fp32"
+    r = RECIPES[name]
+    return load_config(None, [
+        f"datasets=[{data}]", f"max_length={r['max_length']}", f"batch_size={r['batch_size']}",
+        f"learning_rate={r['learning_rate']}", f"epochs={r['epochs']}", f"precision={precision}", "logging_steps=1",
+        f"lr_scheduler={SCHEDULE['lr_scheduler']}", f"warmup_ratio={SCHEDULE['warmup_ratio']}",
+        f"max_grad_norm={SCHEDULE['max_grad_norm']}", f"seed={SCHEDULE['seed']}", f"output_dir={out}",
+        "save_steps=100000", "save_total_limit=1",
+    ])
+
+
+def step_timer():
+    """A TrainerCallback that records each optimizer step's wall time (made lazily: transformers)."""
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self._t = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self._t)
+
+    return Timer()
+
+
+def run_sftlab(name: str, data: Path, work: Path, precision: str) -> dict:
+    import shutil
+
+    from sftlab.train.run import train
+
+    shutil.rmtree(work / "sftlab", ignore_errors=True)
+    timer = step_timer()
+    result = train(sftlab_config(name, data, work / "sftlab", precision), callbacks=[timer], quiet=True)
+    counts = [r["trained_tokens"] for r in result.metrics]
+    return {"steps": result.steps, "step_seconds": timer.times,
+            "step_trained_tokens": [b - a for a, b in zip([0] + counts[:-1], counts)],
+            "input_tokens": result.report.tokens * RECIPES[name]["epochs"], "examples": result.report.examples,
+            "losses": [r["loss"] for r in result.metrics]}
+
+
+def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
+    """The ceiling: sftlab's own batches (its Trainer's dataloader) through a plain PyTorch loop."""
+    import math
+    import shutil
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import get_scheduler, set_seed
+
+    from sftlab.train.loss import base_model
+    from sftlab.train.run import prepare_run
+
+    shutil.rmtree(work / "loop", ignore_errors=True)
+    run = prepare_run(sftlab_config(name, data, work / "loop", precision), quiet=True)
+    trainer, config = run.trainer, run.config
+    model = trainer.model
+    model.train()
+    loader = trainer.get_train_dataloader()
+    total_steps = math.ceil(len(loader) * config.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0, fused=True)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    decoder, head = base_model(model).get_decoder(), base_model(model).get_output_embeddings()
+    set_seed(config.seed)
+    times, tokens, losses = [], [], []
+    for _ in range(int(config.epochs)):
+        for batch in loader:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
+                hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                 use_cache=False).last_hidden_state
+                targets = batch["labels"][:, 1:]
+                keep = targets != -100
+                logits = head(hidden[:, :-1][keep]).float()
+                loss = F.cross_entropy(logits, targets[keep])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+            tokens.append(int(keep.sum()))
+            losses.append(float(loss))
+    return {"steps": len(times), "step_seconds": times, "step_trained_tokens": tokens, "losses": losses}
+
+
+def run_trl(name: str, data: Path, work: Path, precision: str) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from sftlab.models import model_path
+
+    r = RECIPES[name]
+    path = model_path(None)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    records = []
+    for row in json.loads(data.read_text()):
+        user = row["instruction"] + ("\n" + row["input"] if row.get("input") else "")
+        records.append({"prompt": [{"role": "user", "content": user}],
+                        "completion": [{"role": "assistant", "content": row["output"]}]})
+    args = SFTConfig(
+        output_dir=str(work / "trl"), max_length=r["max_length"], per_device_train_batch_size=r["batch_size"],
+        learning_rate=r["learning_rate"], num_train_epochs=r["epochs"], packing=False, completion_only_loss=True,
+        bf16=precision == "bf16", use_cpu=not torch.cuda.is_available(), logging_steps=1, report_to="none",
+        save_strategy="no", gradient_checkpointing=False, lr_scheduler_type=SCHEDULE["lr_scheduler"],
+        warmup_steps=SCHEDULE["warmup_ratio"], max_grad_norm=SCHEDULE["max_grad_norm"], seed=SCHEDULE["seed"],
+        disable_tqdm=True,
+    )
+    timer = step_timer()
+    step_tokens: list[int] = []
+
+    class Counting(SFTTrainer):
+        """Counts the trained targets of every batch TRL trains on (one batch per step here)."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            step_tokens.append(int((inputs["labels"][:, 1:] != -100).sum()))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    trainer = Counting(model=model, args=args, train_dataset=datasets.Dataset.from_list(records), processing_class=tok,
+                       callbacks=[timer])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"steps": trainer.state.global_step, "step_seconds": timer.times, "step_trained_tokens": step_tokens,
+            "losses": losses}
+
+
+ENGINES = {"sftlab": run_sftlab, "trl": run_trl, "loop": run_loop}
+
+
+def _child(engine: str, name: str, data: Path, work: Path, precision: str) -> None:
+    start = time.perf_counter()
+    result = ENGINES[engine](name, data, work, precision)
+    result["process_seconds"] = time.perf_counter() - start
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def _spawn(engine: str, name: str, data: Path, work: Path, precision: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", engine, "--recipes", name, "--data", str(data), "--work", str(work),
+         "--precision", precision],
+        capture_output=True, text=True,
+    )
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"{engine} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
 
 
 def matmul_peak(dtype_name: str) -> float:
-    """Sustained GFLOP/s of a large square matmul on all cores (the peak MFU is measured against)."""
+    """Best-of-15 GFLOP/s of a 2048² matmul on all cores (a shared host's median understates the peak)."""
     import torch
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
@@ -55,116 +228,12 @@ def matmul_peak(dtype_name: str) -> float:
         t = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t)
-    # The best of 15: the peak the hardware reaches here (a shared host's median understates it).
     return 2 * n**3 / min(times) / 1e9
 
 
-class StepTimer:
-    """Per-step wall times (a TrainerCallback, defined lazily so this file imports without transformers)."""
-
-    @staticmethod
-    def make():
-        from transformers import TrainerCallback
-
-        class _Timer(TrainerCallback):
-            def __init__(self):
-                self.times: list[float] = []
-                self._t = 0.0
-
-            def on_step_begin(self, args, state, control, **kw):
-                self._t = time.perf_counter()
-
-            def on_step_end(self, args, state, control, **kw):
-                self.times.append(time.perf_counter() - self._t)
-
-        return _Timer()
-
-
-def run_sftlab(rows: int, work: Path, precision: str) -> dict:
-    from sftlab.config import load_config
-    from sftlab.train.run import train
-
-    data = work / "alpaca.json"
-    data.write_text(json.dumps(_rows(rows)))
-    config = load_config(None, [
-        f"datasets=[{data}]", f"max_length={MAX_LENGTH}", f"batch_size={BATCH}", f"learning_rate={LR}",
-        "epochs=1", "packing=true", f"precision={precision}", "logging_steps=1", "warmup_ratio=0",
-        "lr_scheduler=linear", f"output_dir={work / 'sftlab'}", "save_steps=100000", "save_total_limit=1",
-    ])
-    timer = StepTimer.make()
-    result = train(config, callbacks=[timer], quiet=True)
-    per_step = [r["trained_tokens"] for r in result.metrics]
-    step_tokens = [b - a for a, b in zip([0] + per_step[:-1], per_step)]
-    rep = result.report
-    return {
-        "engine": "sftlab", "steps": len(timer.times), "step_seconds": timer.times, "step_trained_tokens": step_tokens,
-        "trained_tokens": per_step[-1], "input_tokens": rep.tokens, "final_loss": result.metrics[-1]["loss"],
-        "losses": [r["loss"] for r in result.metrics], "packing_efficiency": rep.packing_efficiency,
-    }
-
-
-def run_trl(rows: int, work: Path, precision: str) -> dict:
-    import datasets
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    from sftlab.models import model_path
-
-    path = model_path(None)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    records = []
-    for r in _rows(rows):
-        user = r["instruction"] + ("\n" + r["input"] if r.get("input") else "")
-        records.append({"prompt": [{"role": "user", "content": user}],
-                        "completion": [{"role": "assistant", "content": r["output"]}]})
-    ds = datasets.Dataset.from_list(records)
-    args = SFTConfig(
-        output_dir=str(work / "trl"), max_length=MAX_LENGTH, per_device_train_batch_size=BATCH, learning_rate=LR,
-        num_train_epochs=1, packing=False, completion_only_loss=True, bf16=precision == "bf16",
-        use_cpu=not torch.cuda.is_available(), logging_steps=1, report_to="none", save_strategy="no",
-        gradient_checkpointing=False, warmup_steps=0, lr_scheduler_type="linear", seed=42, disable_tqdm=True,
-    )
-    timer = StepTimer.make()
-    step_tokens: list[int] = []
-
-    class Counting(SFTTrainer):
-        """Counts the trained targets of every batch TRL trains on (one batch per step here)."""
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            step_tokens.append(int((inputs["labels"][:, 1:] != -100).sum()))
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    trainer = Counting(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[timer])
-    trainer.train()
-    trained = sum(step_tokens)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"engine": "trl", "steps": len(timer.times), "step_seconds": timer.times, "step_trained_tokens": step_tokens,
-            "trained_tokens": trained, "final_loss": losses[-1], "losses": losses}
-
-
-def _child(engine: str, rows: int, work: Path, precision: str) -> None:
-    result = run_sftlab(rows, work, precision) if engine == "sftlab" else run_trl(rows, work, precision)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result))
-
-
-def _spawn(engine: str, rows: int, work: Path, precision: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", engine, "--rows", str(rows), "--work", str(work), "--precision", precision],
-        capture_output=True, text=True,
-    )
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        sys.exit(f"{engine} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
-
-
-def _model_flops_per_token(trained_fraction: float) -> tuple[float, dict]:
-    """Forward + backward FLOPs per input token of the default model: 6 × (non-embedding weights) and the
-    output head's 6·V·d only where it is evaluated (trained tokens). Attention scores are not counted
-    (under 5 % for these lengths), so the MFU printed is slightly understated."""
+def model_flops(input_tokens: int, trained_tokens: int) -> float:
+    """Forward + backward FLOPs: 6 × non-embedding weights per input token, and the head's 6·V·d only at
+    trained tokens (where it is evaluated). Attention scores are left out (a few % at these lengths)."""
     from transformers import AutoConfig
 
     from sftlab.models import model_path
@@ -173,56 +242,78 @@ def _model_flops_per_token(trained_fraction: float) -> tuple[float, dict]:
     d, L, V, ff = c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size
     kv = d // c.num_attention_heads * c.num_key_value_heads
     per_layer = d * d * 2 + d * kv * 2 + 3 * d * ff
-    return 6 * L * per_layer + 6 * V * d * trained_fraction, {"layers": L, "hidden": d}
+    return 6 * L * per_layer * input_tokens + 6 * V * d * trained_tokens
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split(":", 1)[1].split()
+        model = next(l for l in open("/proc/cpuinfo") if l.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        return "unknown CPU"
+    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")]
+    return f"{model}; flags {' '.join(wanted)}"
+
+
+def report(name: str, runs: dict[str, dict], precision: str, peaks: dict[str, float]) -> None:
+    def seconds(r: dict) -> float:
+        return sum(r["step_seconds"])
+
+    def tok_s(r: dict) -> float:
+        return sum(r["step_trained_tokens"]) / seconds(r)
+
+    print(f"\n== recipe {name}: {json.dumps(RECIPES[name])}, {runs['sftlab']['examples']} examples, {precision}")
+    print(f"{'':8} {'steps':>5} {'loop wall s':>11} {'trained tok':>11} {'trained tok/s':>13} "
+          f"{'median step s':>13} {'peak RSS MiB':>12} {'mean step loss':>14}")
+    for engine, r in runs.items():
+        print(f"{engine:8} {r['steps']:>5} {seconds(r):>11.1f} {sum(r['step_trained_tokens']):>11} {tok_s(r):>13.1f} "
+              f"{statistics.median(r['step_seconds']):>13.2f} {r['peak_rss_mib']:>12.0f} "
+              f"{statistics.fmean(r['losses']):>14.4f}")
+    sft, trl, loop = runs["sftlab"], runs.get("trl"), runs["loop"]
+    if trl:
+        print("step losses (sftlab | TRL):")
+        for i, (a, b) in enumerate(zip(sft["losses"], trl["losses"]), start=1):
+            print(f"  {i:>3}  {a:.4f} | {b:.4f}")
+        print(f"speed sftlab/TRL (same steps): wall {seconds(trl) / seconds(sft):.2f}x, trained tokens/s "
+              f"{tok_s(sft) / tok_s(trl):.2f}x (target >= 3x)")
+        print(f"peak RSS sftlab/TRL: {sft['peak_rss_mib'] / trl['peak_rss_mib']:.2f} (target <= 0.5)")
+        diff = statistics.fmean(sft["losses"]) / statistics.fmean(trl["losses"]) - 1
+        print(f"mean step loss sftlab vs TRL: {diff:+.1%} (target within 3 %)")
+    print(f"sftlab / minimal loop throughput: {tok_s(sft) / tok_s(loop):.1%} (target >= 90 %)")
+    flops = model_flops(sft["input_tokens"], sum(sft["step_trained_tokens"]))
+    achieved = flops / seconds(sft) / 1e9
+    native = "bf16" if precision == "bf16" else "fp32"
+    print(f"sftlab model FLOPs {achieved:.1f} GFLOP/s; MFU {achieved / peaks[native]:.1%} of the {native} matmul peak "
+          f"({peaks[native]:.0f} GFLOP/s)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--recipes", default="alpaca,identity")
+    ap.add_argument("--rows", type=int, help="alpaca rows (default 200)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
+    ap.add_argument("--no-trl", action="store_true", help="sftlab and the loop only (TRL not installed)")
     ap.add_argument("--child")
+    ap.add_argument("--data", type=Path)
     ap.add_argument("--precision")
-    ap.add_argument("--reuse-trl", type=Path, help="results.json of an earlier run: take TRL's figures from it "
-                    "instead of training TRL again (they are then not from the same run: say so when quoting)")
     args = ap.parse_args()
     if args.child:
-        _child(args.child, args.rows, args.work, args.precision)
+        _child(args.child, args.recipes, args.data, args.work, args.precision)
         return
-    args.work.mkdir(parents=True, exist_ok=True)
-    import shutil
+    from sftlab.hardware import pick_device, use_bf16
 
-    shutil.rmtree(args.work / "sftlab", ignore_errors=True)
-    precision = _precision()
-    print(f"{args.rows} rows of {DATA.name}, max_length {MAX_LENGTH}, batch {BATCH}, lr {LR}, one epoch, {precision}, "
-          f"{os.cpu_count()} CPUs")
-    sft = _spawn("sftlab", args.rows, args.work, precision)
-    if args.reuse_trl:
-        trl = json.loads(args.reuse_trl.read_text())["trl"]
-        print(f"TRL figures reused from {args.reuse_trl} (an earlier run)")
-    else:
-        trl = _spawn("trl", args.rows, args.work, precision)
-    (args.work / "results.json").write_text(json.dumps({"sftlab": sft, "trl": trl}, indent=1))
-    peak = matmul_peak(precision)
-
-    def speed(r: dict) -> tuple[float, float]:
-        pairs = list(zip(r["step_trained_tokens"], r["step_seconds"]))
-        steady = [n / t for n, t in (pairs[1:] or pairs)]  # the first step warms up
-        return statistics.median(steady), sum(r["step_trained_tokens"]) / sum(r["step_seconds"])
-
-    (s_med, s_all), (t_med, t_all) = speed(sft), speed(trl)
-    flops_per_token, _ = _model_flops_per_token(sft["trained_tokens"] / sft["input_tokens"])
-    achieved = flops_per_token * sft["input_tokens"] / sum(sft["step_seconds"]) / 1e9
-    print(f"{'':8} {'steps':>5} {'trained tok':>11} {'tok/s median':>12} {'tok/s overall':>13} {'peak RSS MiB':>12} "
-          f"{'final loss':>10}")
-    for name, r, med, allv in (("sftlab", sft, s_med, s_all), ("TRL", trl, t_med, t_all)):
-        print(f"{name:8} {r['steps']:>5} {r['trained_tokens']:>11} {med:>12.1f} {allv:>13.1f} {r['peak_rss_mib']:>12.0f} "
-              f"{r['final_loss']:>10.4f}")
-    print(f"speed ratio sftlab/TRL (trained tokens/s): median {s_med / t_med:.2f}x, overall {s_all / t_all:.2f}x")
-    print(f"peak memory sftlab/TRL: {sft['peak_rss_mib'] / trl['peak_rss_mib']:.2f}")
-    print(f"mean step loss over the epoch: sftlab {statistics.fmean(sft['losses']):.4f}, "
-          f"TRL {statistics.fmean(trl['losses']):.4f}")
-    print(f"sftlab packing efficiency {sft['packing_efficiency']:.3f}; model FLOPs {achieved:.1f} GFLOP/s vs "
-          f"{precision} matmul peak {peak:.1f} GFLOP/s here: MFU {achieved / peak:.1%}")
+    precision = "bf16" if use_bf16("auto", pick_device()) else "fp32"
+    print(f"host: {cpu_flags()}; {os.cpu_count()} CPUs; precision auto -> {precision}")
+    results = {}
+    for name in args.recipes.split(","):
+        data = recipe_rows(name, args.rows, args.work)
+        engines = ["sftlab", "loop"] + ([] if args.no_trl else ["trl"])
+        results[name] = {e: _spawn(e, name, data, args.work, precision) for e in engines}
+    peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    print(f"matmul peak (2048², best of 15): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    for name, runs in results.items():
+        report(name, runs, precision, peaks)
+    (args.work / "results.json").write_text(json.dumps({"precision": precision, "peaks": peaks, **results}, indent=1))
 
 
 if __name__ == "__main__":

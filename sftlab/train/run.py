@@ -23,7 +23,7 @@ from sftlab.data.packing import pack, packing_efficiency
 from sftlab.data.pipeline import DataReport, Source, build_examples
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
-from sftlab.hardware import pick_device, use_bf16
+from sftlab.hardware import keep_freed_memory, pick_device, use_bf16
 from sftlab.models import load_model, load_tokenizer
 
 log = logging.getLogger("sftlab")
@@ -187,13 +187,28 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
     )
 
 
-def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-    """Run the training that `config` describes; returns where everything was written."""
-    from transformers import set_seed
+@dataclass
+class PreparedRun:
+    """Everything a run needs before its first step (the benchmark's plain loop reuses it, too)."""
 
-    from sftlab.train.methods import apply_method, merge_adapters
+    config: TrainConfig
+    trainer: Any  # SftTrainer
+    tokenizer: Any
+    report: DataReport
+    metrics_log: Any
+    neftune: Any
+    checkpoint: str | None
+    bf16: bool
+    device: str
+    started: float
+
+
+def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> PreparedRun:
+    """Data, model with its method, and the Trainer of the run `config` describes; nothing trained yet."""
+    from transformers import PrinterCallback, set_seed
+
+    from sftlab.train.methods import apply_method
     from sftlab.train.neftune import NEFTune
-    from sftlab.train.plot import plot_metrics
     from sftlab.train.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, SftTrainer
 
     started = time.perf_counter()
@@ -203,6 +218,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     set_seed(config.seed)
     device = pick_device()
     bf16 = use_bf16(config.precision, device)
+    if device == "cpu":
+        keep_freed_memory()
 
     tokenizer = load_tokenizer(config.model)
     if config.template is not None:
@@ -244,21 +261,31 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         micro_batch_tokens=config.micro_batch_tokens,
         adapter_learning_rate=config.hybrid_lora_learning_rate,
     )
-    from transformers import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)
+    return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started)
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
+    """Run the training that `config` describes; returns where everything was written."""
+    from sftlab.train.methods import merge_adapters
+    from sftlab.train.plot import plot_metrics
+
+    run = prepare_run(config, callbacks=callbacks, quiet=quiet)
+    trainer, tokenizer, report, metrics_log = run.trainer, run.tokenizer, run.report, run.metrics_log
+    out = Path(config.output_dir)
     is_main = trainer.is_world_process_zero()
     if is_main:
         (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         report.write(out / "data_report.json")
         log.info(
             "training %s (%s, %s, lr %g) on %d %s (%d trained tokens), %s",
-            config.model or "smollm2-135m-instruct", config.method, "bf16" if bf16 else "fp32", config.learning_rate,
-            len(train_rows), "packed rows" if config.packing else "examples", report.trained_tokens, device,
+            config.model or "smollm2-135m-instruct", config.method, "bf16" if run.bf16 else "fp32",
+            config.learning_rate, len(trainer.train_dataset), "packed rows" if config.packing else "examples",
+            report.trained_tokens, run.device,
         )
-    outcome = trainer.train(resume_from_checkpoint=checkpoint)
-    if neftune is not None:
-        neftune.remove()
+    outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
+    if run.neftune is not None:
+        run.neftune.remove()
 
     final = trainer.model
     if config.method == "hybrid":
@@ -270,7 +297,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         plot_metrics(metrics_log.records, out / "loss.png")
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
-                       wall_seconds=time.perf_counter() - started)
+                       wall_seconds=time.perf_counter() - run.started)
 
 
 def _attention(device: str, flat: bool) -> str:

@@ -56,7 +56,7 @@ def inspect_cmd(
     fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
     max_length: int = typer.Option(4096, "--max-length", help="Truncate examples to this many tokens (keeping the start)."),
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per example on stdout."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page of the view."),
     on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
@@ -191,12 +191,16 @@ def serve_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise)."),
     port: int = typer.Option(8000, "--port"),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY`."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (visible in `ps`: "
+                                          "prefer --api-key-file or $SFTLAB_API_KEY)."),
+    api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
 ) -> None:
-    from sftlab.serve import serve
+    from sftlab.serve import resolve_api_key, serve
 
-    err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1")
-    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=api_key)
+    key = resolve_api_key(api_key, api_key_file)
+    err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
+              + (" (API key required)" if key else ""))
+    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key)
 
 
 @app.command(
@@ -217,12 +221,13 @@ def eval_cmd(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     batch_size: int = typer.Option(8, "--batch-size"),
     max_length: int = typer.Option(2048, "--max-length", help="Truncation for the loss (keeps the start)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N conversations."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N conversations."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model's name at that endpoint."),
     judge_api_key: Optional[str] = typer.Option(None, "--judge-api-key"),
     judge_concurrency: int = typer.Option(4, "--judge-concurrency", help="Judge requests in flight at once."),
     judge_retries: int = typer.Option(3, "--judge-retries", help="Retries per response on errors or unparsable replies."),
+    judge_timeout: float = typer.Option(60.0, "--judge-timeout", min=0.1, help="Seconds per judge request attempt."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="A second model evaluated on the same data (e.g. before fine-tuning)."),
     probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
 ) -> None:
@@ -231,7 +236,8 @@ def eval_cmd(
 
     if (judge_url is None) != (judge_model is None):
         raise SftlabError("--judge-url and --judge-model go together")
-    judge = Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries) if judge_url else None
+    judge = (Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries, judge_timeout)
+             if judge_url else None)
     options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe)
     summary = evaluate(model, data, out, options, baseline)
     _print_eval(summary)
@@ -397,7 +403,13 @@ def _summary(report) -> dict[str, object]:  # noqa: ANN001
 def main() -> None:
     _setup_logging()
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer *returns* an exit code instead of exiting: 130 for Ctrl-C, and the
+        # code of any typer.Exit a command raised. It must reach the shell.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except SftlabError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)

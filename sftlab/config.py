@@ -214,9 +214,11 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
         if loaded is not None and not isinstance(loaded, dict):
             raise SftlabError(f"{path}: the config must be a mapping of keys to values")
         data = loaded or {}
+    from_set: set[str] = set()  # top-level keys given (or overridden) by --set: their mistakes are --set's
     for item in sets or []:
         key, value = _parse_set(item)
         _set_nested(data, key, value)
+        from_set.add(key.split(".")[0])
     if isinstance(data.get("datasets"), (str, dict)):
         data["datasets"] = [data["datasets"]]  # one file may be given without the list
     for key in ("datasets", "eval_datasets"):
@@ -225,7 +227,9 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
     try:
         config = TrainConfig(**data)
     except ValidationError as e:
-        raise SftlabError(_explain(e, origin, TrainConfig.model_fields)) from None
+        loc = e.errors()[0]["loc"]
+        blamed = "--set" if loc and loc[0] in from_set else origin
+        raise SftlabError(_explain(e, blamed, TrainConfig.model_fields)) from None
     if check_files:
         for i, d in enumerate(config.datasets + config.eval_datasets):
             if not Path(d.path).exists():

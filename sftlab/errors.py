@@ -17,6 +17,10 @@ class RowError(SftlabError):
         self.field = field
         super().__init__(self._sentence())
 
+    def unlocated(self) -> str:
+        """The reason with its field but without file and row (a reject record carries those itself)."""
+        return f"field '{self.field}': {self.reason}" if self.field else self.reason
+
     def located(self, source: str, row: int) -> "RowError":
         return RowError(self.reason, source, row, self.field)
 

@@ -5,7 +5,9 @@ and never share generation state. Errors use OpenAI's shape {"error": {"message"
 """
 
 
+import hmac
 import json
+import os
 import threading
 import time
 import uuid
@@ -31,7 +33,11 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type == "text")
+            other = [p.type for p in self.content if p.type != "text"]
+            if other:  # dropping them would answer a different question than the one asked
+                raise ApiError(400, f"content part type '{other[0]}' is not supported: this model reads text only",
+                               code="unsupported_content")
+            return "".join(p.text or "" for p in self.content)
         return self.content or ""
 
 
@@ -46,7 +52,8 @@ class ChatRequest(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     stop: Union[str, list[str], None] = None
     stream: bool = False
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
+    n: int = Field(default=1, ge=1, le=1)  # one choice per request (a larger n is refused, not ignored)
 
 
 class ApiError(Exception):
@@ -203,6 +210,7 @@ class Generator:
 def create_app(generator: Generator, api_key: str | None = None) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="sftlab serve", docs_url=None, redoc_url=None)
 
@@ -210,15 +218,27 @@ def create_app(generator: Generator, api_key: str | None = None) -> Any:
     async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status)
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, _e: Exception) -> JSONResponse:
-        return JSONResponse(ApiError(404, f"no route {request.url.path}", code="not_found").body(), status_code=404)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            error = ApiError(404, f"no route {request.url.path}", code="not_found")
+        elif e.status_code == 405:
+            error = ApiError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        else:
+            error = ApiError(e.status_code, str(e.detail))
+        return JSONResponse(error.body(), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _server_error(_request: Request, e: Exception) -> JSONResponse:
+        error = ApiError(500, f"the generation failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                         type_="server_error")
+        return JSONResponse(error.body(), status_code=500)
 
     def check_key(request: Request) -> None:
         if api_key is None:
             return
         given = request.headers.get("authorization", "")
-        if given != f"Bearer {api_key}":
+        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
             raise ApiError(401, "missing or incorrect API key (send `Authorization: Bearer KEY`)",
                            code="invalid_api_key")
 
@@ -243,6 +263,11 @@ def create_app(generator: Generator, api_key: str | None = None) -> Any:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise ApiError(400, f"{where}: {err['msg']}", code="invalid_value" if where else None) from None
+        if req.model is not None and req.model != generator.name:
+            raise ApiError(404, f"the model '{req.model}' does not exist; this server serves '{generator.name}'",
+                           code="model_not_found")
+        for m in req.messages:
+            m.text()  # refuses content it cannot read before any work starts
         return await _respond(req)
 
     async def _respond(req: ChatRequest) -> Any:
@@ -280,6 +305,25 @@ def create_app(generator: Generator, api_key: str | None = None) -> Any:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+API_KEY_ENV = "SFTLAB_API_KEY"
+
+
+def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None) -> str | None:
+    """The key from --api-key, else --api-key-file (first line), else $SFTLAB_API_KEY (a key on the
+    command line is visible to every user in `ps`; a file or the environment is not)."""
+    if api_key:
+        return api_key
+    if api_key_file:
+        try:
+            key = open(api_key_file, encoding="utf-8").readline().strip()
+        except OSError as e:
+            raise SftlabError(f"--api-key-file {api_key_file}: cannot read it ({e.strerror or e})") from None
+        if not key:
+            raise SftlabError(f"--api-key-file {api_key_file}: the file's first line is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:

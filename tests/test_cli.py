@@ -78,7 +78,13 @@ def test_pipeline_report_accounts_for_every_row(tmp_path):
     )
     d = report.to_dict()
     assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
-    assert [json.loads(x)["row"] for x in rejects.read_text().splitlines()] == [3, 4]
+    # Every row that is not an example is in the rejects file with its reason, dropped ones included.
+    written = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert [(r["row"], r["reason"].split(": ")[-1]) for r in written] == [
+        (2, "no trained tokens (no non-empty assistant answer to train)"),
+        (3, "conversation has no assistant turn to train on"),
+        (4, "Expecting value"),
+    ]
     assert d["dropped_rows"] == [{"source": str(data), "row": 2, "reason": "no trained tokens (no non-empty assistant answer to train)"}]
     assert d["packed_rows"] == 1 and d["packing_efficiency"] == len(rows[0].input_ids) / 64
 

@@ -43,6 +43,11 @@ def server(tiny_chat_model):
     proc.wait(timeout=30)
 
 
+def _name(client):
+    """The model the server serves (a request naming another is refused)."""
+    return client.models.list().data[0].id
+
+
 def _client(base, key=KEY):
     return openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
 
@@ -60,7 +65,7 @@ def _post(base, body: bytes, key=KEY):
 def test_models_and_a_completion_with_usage(server, tiny_chat_model):
     client = _client(server)
     assert [m.id for m in client.models.list().data] == [str(tiny_chat_model)]
-    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "你好"}], max_tokens=5)
+    r = client.chat.completions.create(model=_name(client), messages=[{"role": "user", "content": "你好"}], max_tokens=5)
     assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
     assert r.usage.completion_tokens <= 5 and r.usage.prompt_tokens > 3
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
@@ -70,8 +75,8 @@ def test_models_and_a_completion_with_usage(server, tiny_chat_model):
 def test_streaming_gives_the_same_text_as_a_plain_completion(server):
     client = _client(server)
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
-    plain = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0)
-    chunks = list(client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0, stream=True))
+    plain = client.chat.completions.create(model=_name(client), messages=msgs, max_tokens=8, temperature=0)
+    chunks = list(client.chat.completions.create(model=_name(client), messages=msgs, max_tokens=8, temperature=0, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == plain.choices[0].message.content
@@ -113,8 +118,10 @@ def test_wrong_or_missing_key_is_401(server):
 def test_twenty_concurrent_requests_all_succeed(server):
     client = _client(server)
 
+    name = _name(client)
+
     def ask(i):
-        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": f"question {i}"}],
+        r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": f"question {i}"}],
                                            max_tokens=4, temperature=0)
         return i, r.choices[0].message.content
 
@@ -133,3 +140,41 @@ def test_stop_trimmer_holds_back_a_possible_stop_and_cuts_at_it():
     assert [t.feed("hi"), t.feed(" there"), t.flush()] == ["", "hi the", "re"]  # holds back 2 chars
     t = StopTrimmer([])
     assert t.feed("abc") == "abc" and t.flush() == ""
+
+
+@pytest.mark.parametrize("body, status, code, fragment", [
+    ({"seed": 2**70, "temperature": 1}, 400, "invalid_value", "seed"),
+    ({"n": 2}, 400, "invalid_value", "n"),
+    ({"model": "gpt-4o"}, 404, "model_not_found", "'gpt-4o' does not exist"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+     400, "unsupported_content", "'image_url' is not supported"),
+])
+def test_requests_it_cannot_honour_are_refused_in_openais_shape(server, body, status, code, fragment):
+    payload = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, **body}
+    got, answer = _post(server, json.dumps(payload).encode())
+    assert got == status, answer
+    assert answer["error"]["code"] == code and fragment in answer["error"]["message"]
+
+
+def test_wrong_method_is_405_in_openais_shape(server):
+    req = urllib.request.Request(server + "/chat/completions", method="GET", headers={"Authorization": f"Bearer {KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 405
+    assert json.loads(e.value.read())["error"]["code"] == "method_not_allowed"
+
+
+def test_api_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from sftlab.errors import SftlabError
+    from sftlab.serve import resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file\n")
+    monkeypatch.setenv("SFTLAB_API_KEY", "sk-from-env")
+    assert resolve_api_key("sk-flag", str(key_file)) == "sk-flag"
+    assert resolve_api_key(None, str(key_file)) == "sk-from-file"
+    assert resolve_api_key(None, None) == "sk-from-env"
+    monkeypatch.delenv("SFTLAB_API_KEY")
+    assert resolve_api_key(None, None) is None
+    with pytest.raises(SftlabError, match="cannot read it"):
+        resolve_api_key(None, str(tmp_path / "missing"))

@@ -57,12 +57,17 @@ def _missing(value: Any) -> bool:
     return value is None
 
 
+def _absent(row: dict[str, Any], key: str) -> str:
+    """Why a required field has no value: not there at all, or there and null (an empty CSV cell)."""
+    return "missing field" if key not in row else "is null (or an empty cell)"
+
+
 def _string(row: dict[str, Any], key: str, *, required: bool = True, label: str | None = None) -> str:
     label = label or key
     value = row.get(key)
     if _missing(value):
         if required:
-            raise RowError("missing field", field=label)
+            raise RowError(_absent(row, key), field=label)
         return ""
     if not isinstance(value, str):
         raise RowError(f"content must be a string, got {_type_name(value)}", field=label)
@@ -122,7 +127,7 @@ def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float |
 def _turn_list(row: dict[str, Any], key: str, shape: str) -> list[Any]:
     turns = _maybe_json(row.get(key), key)
     if turns is None:
-        raise RowError("missing field", field=key)
+        raise RowError(_absent(row, key), field=key)
     if not isinstance(turns, list):
         raise RowError(f"must be a list of {shape}", field=key)
     return turns

@@ -34,10 +34,36 @@ class Loaded:
     format: str | None = None
 
 
-def read_rows(path: str | Path, *, exact: bool = False) -> tuple[list[dict[str, Any] | None], list[Reject]]:
-    """The rows of a file, in order. Lines of a JSONL file that are not JSON come back as rejects
-    (their slot in the list is None) so the caller decides whether that is fatal. `exact` reads JSON
-    files as written (no Arrow schema, so no null fields added), for tools that write rows back."""
+class InvalidLine:
+    """The slot of a JSONL line that could not be read (its Reject says why): never a row, never lost."""
+
+
+INVALID = InvalidLine()
+
+
+class _Object(dict):
+    """A JSON object as parsed, with the keys that appeared more than once (json keeps the last silently)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return obj
+
+
+def _parse(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_object)
+
+
+def read_rows(path: str | Path) -> tuple[list[Any], list[Reject]]:
+    """The rows of a file, in order, exactly as written (JSON is read as is: no fields added, nothing
+    dropped, a `null` row stays a row and is rejected later as not an object). Lines of a JSONL file
+    that cannot be read (not UTF-8, not JSON, nested too deeply) come back as rejects, their slot in
+    the list holding INVALID, so the caller decides whether that is fatal."""
     path = Path(path)
     if not path.exists():
         raise SftlabError(f"{path}: no such file or directory")
@@ -46,9 +72,14 @@ def read_rows(path: str | Path, *, exact: bool = False) -> tuple[list[dict[str, 
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise SftlabError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)} or a saved datasets folder")
-    if suffix in (".json", ".jsonl"):
-        return _read_json_python(path, suffix) if exact else _read_json(path, suffix)
-    return _read_with_datasets(path, suffix[1:]), []
+    if suffix == ".json":
+        return _read_json(path), []
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".csv":
+        # Only an empty cell is absent: "None", "NA", "NaN", "null" … are text (pandas would read them as missing).
+        return _read_with_datasets(path, "csv", keep_default_na=False, na_values=[""]), []
+    return _read_with_datasets(path, "parquet"), []
 
 
 def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -56,8 +87,16 @@ def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[st
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as e:  # noqa: BLE001 - whatever the builder says, as one sentence
+        raise SftlabError(f"{path}: cannot be read as {builder} ({_first_line(e)})") from None
     return [_clean_nan(r) for r in ds.to_list()]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
 
 
 def _clean_nan(row: dict[str, Any]) -> dict[str, Any]:
@@ -79,47 +118,75 @@ def _read_saved_dataset(path: Path) -> list[dict[str, Any]]:
     return ds.to_list()
 
 
-def _read_json(path: Path, suffix: str) -> tuple[list[dict[str, Any] | None], list[Reject]]:
-    # The fast path is datasets (Arrow). It fails on invalid JSON and on rows whose types Arrow cannot
-    # unify (e.g. content a string in one row, a number in another); then we read the file ourselves
-    # so the error names the line or the row and field.
+def _read_json(path: Path) -> list[Any]:
+    data = path.read_bytes()
     try:
-        rows = _read_with_datasets(path, "json")
-        if suffix == ".json" or _line_count(path) == len(rows):
-            return rows, []
-    except Exception:  # noqa: BLE001 - diagnosed below
-        pass
-    return _read_json_python(path, suffix)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SftlabError(f"{path}: not valid UTF-8 (byte {e.start}, line {line})") from None
+    try:
+        rows = _parse(text)
+    except json.JSONDecodeError as e:
+        raise SftlabError(f"{path}: invalid JSON on line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise SftlabError(f"{path}: the JSON is nested too deeply to read") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not isinstance(rows, list):
+        raise SftlabError(f"{path}: a .json file must hold a list of objects, found {_json_type(rows)}")
+    return rows
 
 
-def _line_count(path: Path) -> int:
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def _read_json_python(path: Path, suffix: str) -> tuple[list[dict[str, Any] | None], list[Reject]]:
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SftlabError(f"{path}: invalid JSON on line {e.lineno}, column {e.colno}: {e.msg}") from None
-        if isinstance(data, dict):
-            data = [data]
-        if not isinstance(data, list):
-            raise SftlabError(f"{path}: a .json file must hold a list of objects, found {type(data).__name__}")
-        return data, []
-    rows: list[dict[str, Any] | None] = []
+def _read_jsonl(path: Path) -> tuple[list[Any], list[Reject]]:
+    rows: list[Any] = []
     rejects: list[Reject] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            rows.append(None)
-            rejects.append(Reject(str(path), len(rows), f"invalid JSON on line {lineno}: {e.msg}", line))
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a byte-order mark
+            if not raw.strip():
+                continue
+            reason = None
+            try:
+                rows.append(_parse(raw.decode("utf-8")))
+            except UnicodeDecodeError as e:
+                reason = f"not valid UTF-8 (byte {e.start} of line {lineno})"
+            except json.JSONDecodeError as e:
+                reason = f"invalid JSON on line {lineno}, column {e.colno}: {e.msg}"
+            except RecursionError:
+                reason = f"line {lineno} is nested too deeply to read"
+            if reason is not None:
+                rows.append(INVALID)
+                rejects.append(Reject(str(path), len(rows), reason, raw.decode("utf-8", "replace").rstrip("\r\n")))
     return rows, rejects
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_row(row: Any) -> None:
+    """A row sftlab can read: an object, no key given twice, no text that is not Unicode (a lone
+    surrogate such as \\ud800 cannot be encoded). Raises RowError naming the field."""
+    if not isinstance(row, dict):
+        raise RowError(f"must be an object, got {_json_type(row)}")
+    stack: list[tuple[str, Any]] = [("", row)]
+    while stack:  # iterative: a row may nest deeper than Python's recursion limit
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            if getattr(value, "duplicates", ()):
+                raise RowError(f"key '{value.duplicates[0]}' is given more than once", field=where or None)
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise RowError(f"text holds a lone surrogate (U+{ord(value[e.start]):04X}), which is not Unicode",
+                               field=where or None) from None
 
 
 def load_conversations(
@@ -146,7 +213,7 @@ def load_conversations(
         if error is not None:
             if on_error == "raise":
                 raise error from None
-            out.rejects.append(Reject(source, number, str(error), row))
+            out.rejects.append(Reject(source, number, error.unlocated(), row))
         else:
             out.conversations.append(conv)
     out.rejects.sort(key=lambda r: r.row)
@@ -154,19 +221,18 @@ def load_conversations(
 
 
 def convert_rows(
-    source: str, rows: list[dict[str, Any] | None], fmt: str, detected: bool, require_assistant: bool = True
+    source: str, rows: list[Any], fmt: str, detected: bool, require_assistant: bool = True
 ) -> Iterator[tuple[int, Any, Conversation | None, RowError | None]]:
     """(row number, row, Conversation or None, the located error or None) for every row that was read."""
     for number, row in _numbered(rows):
         try:
-            if not isinstance(row, dict):
-                raise RowError(f"must be an object, got {type(row).__name__}")
+            check_row(row)
             conv = convert_row(row, fmt)
             if require_assistant and not conv.is_text and not conv.assistant_indices:
                 raise RowError("conversation has no assistant turn to train on")
         except RowError as e:
-            if detected and e.reason == "missing field":
-                e = RowError(f"missing field (the format '{fmt}' was detected from the first row; "
+            if detected and e.reason in ("missing field", "is null (or an empty cell)"):
+                e = RowError(f"{e.reason} (the format '{fmt}' was detected from the first row; "
                              "set format to override)", field=e.field)
             yield number, row, None, e.located(source, number)
             continue
@@ -174,17 +240,25 @@ def convert_rows(
         yield number, row, conv, None
 
 
-def _numbered(rows: list[dict[str, Any] | None]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _numbered(rows: list[Any]) -> Iterator[tuple[int, Any]]:
     for i, row in enumerate(rows, start=1):
-        if row is not None:  # None: a JSONL line already rejected as invalid JSON
+        if row is not INVALID:  # a JSONL line already rejected (its Reject carries the reason)
             yield i, row
 
 
-def detect_file_format(source: str, rows: list[dict[str, Any] | None]) -> str:
+def detect_file_format(source: str, rows: list[Any]) -> str:
+    """The format of the first row that is an object, from its keys that hold a value (a column that
+    Arrow gives every row of a CSV or parquet file, null in most, does not decide)."""
     first = next((r for r in rows if isinstance(r, dict)), None)
     if first is None:
-        raise SftlabError(f"{source}: the file holds no rows")
-    fmt = detect_format(first.keys())
+        readable = [r for r in rows if r is not INVALID]
+        if not rows:
+            raise SftlabError(f"{source}: the file holds no rows")
+        if not readable:
+            raise SftlabError(f"{source}: no row could be read (row 1 is not valid JSON)")
+        raise SftlabError(f"{source}: no row is a JSON object (row 1 is {_json_type(readable[0])}); "
+                          "a .jsonl file holds one object per line")
+    fmt = detect_format([k for k, v in first.items() if v is not None])
     if fmt is None:
         raise SftlabError(
             f"{source}: cannot tell the format from the columns {sorted(first.keys())}; "

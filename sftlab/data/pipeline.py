@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ class DataReport:
             "rows_read": self.rows_read,
             "converted": self.converted,
             "rejected": len(self.rejected),
-            "rejected_reasons": _reasons(r.reason.split(": ", 1)[-1] for r in self.rejected),
+            "rejected_reasons": _reasons(_reason_kind(r.reason) for r in self.rejected),
             "rejected_rows": [{"source": r.source, "row": r.row, "reason": r.reason} for r in self.rejected],
             "cleaned": len(self.cleaned),
             "cleaned_reasons": _reasons(r["check"] for c in self.cleaned for r in c["reasons"]),
@@ -81,6 +82,13 @@ class DataReport:
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _reason_kind(reason: str) -> str:
+    """A reject's reason without what is particular to its row (field, line, column, byte), for counting."""
+    if reason.startswith("field '"):
+        reason = reason.split("': ", 1)[-1]
+    return re.sub(r" on line \d+(, column \d+)?| \(byte \d+(, line \d+| of line \d+)\)", "", reason)
 
 
 def _reasons(reasons: Any) -> dict[str, int]:
@@ -171,10 +179,13 @@ def build_examples(
     if limit is not None:
         conversations = conversations[:limit]
     chat = template_for(template, tokenizer, conversations)
-    if rejects_path is not None and on_error == "skip":
-        write_rejects(report.rejected, rejects_path)
     encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on)
     report.encoded = encoder.encode(conversations)
+    if rejects_path is not None and on_error == "skip":
+        # Every row that does not become an example is findable here: bad input, and rows whose trained
+        # tokens were all lost in encoding (truncated away, empty answer), each with its reason.
+        lost = [Reject(d.source, d.row, d.reason) for d in report.encoded.dropped]
+        write_rejects(sorted(report.rejected + lost, key=lambda r: (r.source, r.row)), rejects_path)
     examples = report.encoded.examples
     report.examples = len(examples)
     report.tokens = sum(len(e) for e in examples)

@@ -55,7 +55,7 @@ def read_files(paths: Sequence[str | Path], fmt: str | None = None) -> tuple[lis
     formats: dict[str, str] = {}
     for path in paths:
         source = str(path)
-        rows, bad_lines = read_rows(path, exact=True)
+        rows, bad_lines = read_rows(path)
         file_fmt = fmt or detect_file_format(source, rows)
         if file_fmt not in FORMATS:
             raise SftlabError(f"{source}: unknown format '{file_fmt}'; choose one of {', '.join(FORMATS)}")

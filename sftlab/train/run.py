@@ -114,25 +114,95 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     return _dicts(rows), _dicts(eval_examples), report
 
 
+def make_output_dir(out: Path) -> None:
+    """Create output_dir (and its parents) and check that files can be written there, or say in one
+    sentence why not, before any time is spent on data or the model."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".sftlab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise SftlabError(f"output_dir {out}: a file of that name exists; choose a folder") from None
+    except NotADirectoryError:
+        raise SftlabError(f"output_dir {out}: a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise SftlabError(f"output_dir {out}: cannot write there ({e.strerror or e})") from None
+
+
 def _existing_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
 
 
-def resume_checkpoint(config: TrainConfig) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _safetensors_problem(path: Path) -> str | None:
+    """Whether a .safetensors file is whole: its header parses and its data ends where the file ends."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path.name} is unreadable"
+    if path.stat().st_size != 8 + size + end:
+        return f"{path.name} is truncated"
+    return None
 
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What keeps `path` from an exact resume (model, optimizer, scheduler, RNG, trainer and sftlab state),
+    or None when it is complete."""
+    import zipfile
+
+    from sftlab.train.trainer import STATE_FILE
+
+    for name in ("trainer_state.json", STATE_FILE):
+        try:
+            json.loads((path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, ValueError):
+            return f"{name} is unreadable"
+    rng = sorted(path.glob("rng_state*.pth"))
+    for name, found in (("optimizer.pt", [path / "optimizer.pt"]), ("scheduler.pt", [path / "scheduler.pt"]),
+                        ("rng_state.pth", rng)):
+        if not found or not found[0].is_file():
+            return f"{name} is missing"
+        if not all(zipfile.is_zipfile(f) for f in found):  # torch.save writes zip archives
+            return f"{found[0].name} is truncated"
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return "the model weights (*.safetensors) are missing"
+    return next((p for p in map(_safetensors_problem, weights) if p), None)
+
+
+def resume_checkpoint(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from: the one named, or with `resume: true` the newest complete one of
+    output_dir (an incomplete newer one is passed over, with a warning)."""
     out = Path(config.output_dir)
     if isinstance(config.resume, str):
         path = Path(config.resume)
         if not (path / "trainer_state.json").is_file():
             raise SftlabError(f"resume: {config.resume} is not a checkpoint folder (no trainer_state.json)")
+        problem = checkpoint_problem(path)
+        if problem:
+            raise SftlabError(f"resume: checkpoint {config.resume} is incomplete ({problem}); an exact resume needs "
+                              "model, optimizer, scheduler, RNG and trainer state")
         return str(path)
+    checkpoints = _existing_checkpoints(out) if out.is_dir() else []
     if config.resume:
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last is None:
+        if not checkpoints:
             log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
-        return last
-    if out.is_dir() and _existing_checkpoints(out):
+            return None
+        skipped = []
+        for path in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                if skipped:
+                    log.warning("resume: %s; resuming from %s", "; ".join(skipped), path.name)
+                return str(path)
+            skipped.append(f"{path.name} is incomplete ({problem})")
+        raise SftlabError(f"resume: no complete checkpoint in {out} ({'; '.join(skipped)})")
+    if checkpoints:
         raise SftlabError(
             f"output_dir {out} already holds checkpoints; set `resume: true` to continue that run "
             "or choose another output_dir"
@@ -214,7 +284,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     started = time.perf_counter()
     out = Path(config.output_dir)
     checkpoint = resume_checkpoint(config)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     set_seed(config.seed)
     device = pick_device()
     bf16 = use_bf16(config.precision, device)

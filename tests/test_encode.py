@@ -330,3 +330,33 @@ def test_tools_are_passed_to_the_template_and_tool_calls_rendered():
         '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
         "21 °C.<|im_end|>",
     ]
+
+
+@pytest.mark.parametrize("name, template", [("qwen2", "chatml"), ("gpt2", "alpaca")])
+def test_a_long_conversation_renders_only_what_survives_truncation(monkeypatch, name, template):
+    """Rendering stops past the truncation point; the examples (and the drops) are exactly those of
+    rendering every prefix."""
+    import sftlab.data.encode as enc
+
+    tok = tokenizer(name)
+    chat = resolve_template(template, tok)
+    long = Conversation([Message("user" if k % 2 == 0 else "assistant", f"turn {k} 第{k}轮") for k in range(400)])
+    short_answer_late = Conversation([Message("user", "q " * 600), *long.messages[1:80]])
+    renders = []
+    original = chat.render
+
+    def counting(*args, **kw):
+        renders.append(1)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(chat, "render", counting)
+    quick = Encoder(tok, chat, max_length=256).encode([long, short_answer_late])
+    quick_renders = len(renders)
+    monkeypatch.setattr(enc, "LONG_CONVERSATION_TURNS", 10**9)
+    renders.clear()
+    whole = Encoder(tok, chat, max_length=256).encode([long, short_answer_late])
+    assert [(e.input_ids, e.labels) for e in quick.examples] == [(e.input_ids, e.labels) for e in whole.examples]
+    assert [d.to_dict() for d in quick.dropped] == [d.to_dict() for d in whole.dropped]
+    assert quick.truncated == whole.truncated
+    assert len(quick.examples) == 1 and len(quick.dropped) == 1  # the late answers are lost to truncation
+    assert quick_renders < len(renders) / 4  # 2 + 2 per rendered turn; the whole has 2 per turn, 240 turns

@@ -83,6 +83,10 @@ class _Piece:
     train_all: bool = False
 
 
+# Conversations with more trained turns than this render only the turns that survive truncation.
+LONG_CONVERSATION_TURNS = 32
+
+
 class Encoder:
     """Turns Conversations into Examples for one tokenizer, template, max_length and train_on mode."""
 
@@ -196,6 +200,10 @@ class Encoder:
         if self.train_on == "all":
             return [_Piece(full, [], conv, train_all=True)], False
         trained = self._trained_turns(conv)
+        # Each turn's prefix is rendered whole, so the work grows with turns²; in a long conversation
+        # only the turns that start before the truncation point are rendered (the first one after it
+        # too, so its answer is reported as lost to truncation exactly as before).
+        cut = self._truncation_char(full) if len(trained) > LONG_CONVERSATION_TURNS else None
         spans: list[tuple[int, int, float]] = []
         stable = True
         for i, weight in trained:
@@ -205,6 +213,8 @@ class Encoder:
                 stable = False
                 break
             spans.append(_span(prompt, upto, weight))
+            if cut is not None and len(prompt) >= cut:
+                break
         if stable:
             spans = [s for s in spans if s[1] > s[0]]
             return ([_Piece(full, spans, conv)] if spans else []), False
@@ -223,6 +233,13 @@ class Encoder:
             if span[1] > span[0]:
                 pieces.append(_Piece(upto, [span], conv))
         return pieces, True
+
+    def _truncation_char(self, text: str) -> int | None:
+        """The character where truncation to max_length cuts `text`, or None when it fits."""
+        enc = self._backend.encode(text, add_special_tokens=False)
+        if len(enc.ids) <= self.max_length:
+            return None
+        return enc.offsets[self.max_length][0]
 
     def _template_message(self, m: Any) -> dict[str, Any]:
         d = m.to_template_dict()

@@ -113,29 +113,6 @@ def cpu_bf16_faster() -> bool:
     return float(known[key]["bf16_speedup"]) >= BF16_MIN_SPEEDUP
 
 
-def keep_freed_memory() -> bool:
-    """Training on CPU with glibc: serve large tensors from the heap and keep freed memory for reuse.
-
-    glibc hands every allocation above a threshold to mmap and returns it to the system when freed, so
-    each training step faults its activations in page by page anew (1.5 M page faults per 4 steps of the
-    default model). Turning that off (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD very high) cut them 3× and
-    made steps 10-15 % faster in an A/B run; peak memory stays within a few %. Returns whether it applied.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc (musl has no mallopt)
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def use_bf16(precision: str, device: str) -> bool:
     """bf16 autocast or not, for `precision` auto | bf16 | fp32."""
     if precision == "fp32":

@@ -23,7 +23,7 @@ from sftlab.data.packing import pack, packing_efficiency
 from sftlab.data.pipeline import DataReport, Source, build_examples
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
-from sftlab.hardware import keep_freed_memory, pick_device, use_bf16
+from sftlab.hardware import pick_device, use_bf16
 from sftlab.models import load_model, load_tokenizer
 
 log = logging.getLogger("sftlab")
@@ -288,8 +288,6 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     set_seed(config.seed)
     device = pick_device()
     bf16 = use_bf16(config.precision, device)
-    if device == "cpu":
-        keep_freed_memory()
 
     tokenizer = load_tokenizer(config.model)
     if config.template is not None:

@@ -260,3 +260,11 @@ def test_inspect_limit_must_be_positive(tmp_path):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), json.dumps(ALPACA))
     r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f), "--limit", "-1")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--limit" in r.stderr
+
+
+def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("instruction,input,output\nq,,a\nq,,a,extra,cells\n")
+    r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "ERROR" not in r.stderr and f"{f}: cannot be read as csv" in " ".join(r.stderr.split())

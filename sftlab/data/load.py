@@ -86,7 +86,8 @@ def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[st
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # A builder logs its own ERROR line before raising; the sentence below says it once, with the file.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as e:  # noqa: BLE001 - whatever the builder says, as one sentence

@@ -57,9 +57,13 @@ def _missing(value: Any) -> bool:
     return value is None
 
 
+MISSING = "missing field"
+NULL = "is null (or an empty cell)"
+
+
 def _absent(row: dict[str, Any], key: str) -> str:
     """Why a required field has no value: not there at all, or there and null (an empty CSV cell)."""
-    return "missing field" if key not in row else "is null (or an empty cell)"
+    return MISSING if key not in row else NULL
 
 
 def _string(row: dict[str, Any], key: str, *, required: bool = True, label: str | None = None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.formats import FORMATS, convert_row, detect_format
+from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format
 from sftlab.errors import RowError, SftlabError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -232,7 +232,7 @@ def convert_rows(
             if require_assistant and not conv.is_text and not conv.assistant_indices:
                 raise RowError("conversation has no assistant turn to train on")
         except RowError as e:
-            if detected and e.reason in ("missing field", "is null (or an empty cell)"):
+            if detected and e.reason in (MISSING, NULL):
                 e = RowError(f"{e.reason} (the format '{fmt}' was detected from the first row; "
                              "set format to override)", field=e.field)
             yield number, row, None, e.located(source, number)

@@ -140,7 +140,7 @@ def _turn_list(row: dict[str, Any], key: str, shape: str) -> list[Any]:
 def _role(turn: dict[str, Any], key: str, allowed: Any, field: str) -> str:
     role = turn.get(key)
     if role is None:
-        raise RowError("missing field", field=f"{field}.{key}")
+        raise RowError(MISSING, field=f"{field}.{key}")
     if role not in allowed:
         raise RowError(f"unknown role '{role}'; expected one of {', '.join(allowed)}", field=f"{field}.{key}")
     return role
@@ -235,7 +235,7 @@ def _content(value: Any, field: str, allow_missing: bool) -> str:
     if value is None:
         if allow_missing:
             return ""
-        raise RowError("missing field", field=field)
+        raise RowError(MISSING, field=field)
     if isinstance(value, str):
         return value
     if isinstance(value, list):

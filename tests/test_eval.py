@@ -3,6 +3,7 @@
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,7 +18,7 @@ from sftlab.train.run import train
 class FakeJudge(BaseHTTPRequestHandler):
     """Behaviour keyed on the instruction inside the judge prompt:
     ask-N → "N"; ask-garbage → never a number in range; ask-error → always HTTP 500;
-    ask-flaky-N → HTTP 503 on the first request for it, then "Score: N/100"."""
+    ask-flaky-N → HTTP 503 on the first request for it, then "Score: N/100"; ask-slow-N → "N" after 2 s."""
 
     seen: dict[str, int] = {}
     lock = threading.Lock()
@@ -34,6 +35,8 @@ class FakeJudge(BaseHTTPRequestHandler):
             n = self.seen[key]
         if key == "ask-error" or (key.startswith("ask-flaky") and n == 1):
             return self._send(503 if key.startswith("ask-flaky") else 500, {"error": {"message": "boom"}})
+        if key.startswith("ask-slow"):
+            time.sleep(2)
         if key == "ask-garbage":
             text = "I would rate it highly, maybe 150 or 7.5"
         elif key.startswith("ask-flaky"):
@@ -132,3 +135,14 @@ def test_regurgitation_detector():
     assert regurgitates("Sure: The quick brown fox jumps", "the quick brown fox jumps")
     assert not regurgitates("A fox is an animal.", "the quick brown fox jumps over the lazy dog")
     assert regurgitates("翻译：我喜欢吃苹果", "我喜欢吃苹果")
+
+
+def test_judge_timeout_bounds_each_attempt(fake_judge):
+    from sftlab.evaluate.judge import Judge
+
+    quick = Judge(fake_judge, "fake", retries=1, timeout=0.5, backoff=0.01)
+    start = time.perf_counter()
+    verdict = quick.score_one("ask-slow-70", "ref", "resp")
+    assert verdict.score is None and verdict.attempts == 2 and "Timeout" in verdict.error
+    assert time.perf_counter() - start < 1.9  # two attempts of 0.5 s, not one 2 s wait
+    assert Judge(fake_judge, "fake", timeout=5).score_one("ask-slow-70", "ref", "resp").score == 70

@@ -50,8 +50,9 @@ def resolve_model(model: str | None) -> ModelRef:
         return ModelRef("dir", path)
     if path.exists():
         raise SftlabError(f"{model}: not a model directory or a .gguf file")
-    if model.count("/") == 1 and not model.startswith((".", "/")):
-        # A hub name, named explicitly by the user: the only case that may reach the network.
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model.split("/")[0]).is_dir():
+        # A hub name, named explicitly by the user: the only case that may reach the network. ("runs/x" with a
+        # local folder runs/ is a mistyped path, said at once, not a hub name to retry for a minute.)
         return ModelRef("hub", None, model)
     raise SftlabError(f"{model}: no such model directory or .gguf file (the default model is '{DEFAULT_MODEL}')")
 

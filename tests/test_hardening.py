@@ -268,3 +268,8 @@ def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path):
     r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "ERROR" not in r.stderr and f"{f}: cannot be read as csv" in " ".join(r.stderr.split())
+
+
+def test_version_flag():
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "sftlab 0.1.0"

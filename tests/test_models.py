@@ -20,6 +20,14 @@ def test_resolve_forms(tmp_path):
         resolve_model(str(tmp_path / "nothing"))
 
 
+def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SftlabError, match="runs/nope: no such model directory"):
+        resolve_model("runs/nope")
+    assert resolve_model("Qwen/Qwen2.5-0.5B").kind == "hub"  # no local folder Qwen/: a hub name
+
+
 def test_default_model_tokenizer_from_gguf_is_converted_once(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTLAB_HOME", str(tmp_path))
     tok = load_tokenizer(None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,9 +120,9 @@ def make_output_dir(out: Path) -> None:
     sentence why not, before any time is spent on data or the model."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".sftlab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A file of its own (every process of a distributed run probes at once), removed on close.
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".sftlab-write-test-"):
+            pass
     except FileExistsError:
         raise SftlabError(f"output_dir {out}: a file of that name exists; choose a folder") from None
     except NotADirectoryError:

@@ -132,7 +132,9 @@ def make_output_dir(out: Path) -> None:
 
 
 def _existing_checkpoints(out: Path) -> list[Path]:
-    return sorted(p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
+    """checkpoint-N folders, oldest (smallest N) first."""
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -195,7 +197,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
             log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
             return None
         skipped = []
-        for path in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        for path in reversed(checkpoints):
             problem = checkpoint_problem(path)
             if problem is None:
                 if skipped:

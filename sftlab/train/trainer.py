@@ -79,6 +79,7 @@ class SftTrainer(Trainer):
         self.neftune = neftune
         self.micro_batch_tokens = micro_batch_tokens
         self.adapter_learning_rate = adapter_learning_rate
+        self._adapter_groups_done = False
         # Our compute_loss normalises by the trained-target count of the accumulated batch
         # (`num_items_in_batch`), counted over labels[..., 1:] since labels are shifted in the loss.
         self.model_accepts_loss_kwargs = True
@@ -125,7 +126,7 @@ class SftTrainer(Trainer):
         """method=hybrid: the LoRA parameters get their own learning rate (param groups of their own), under
         the one schedule (the scheduler scales every group's initial rate by the same factor)."""
         optimizer = super().create_optimizer(model)
-        if self.adapter_learning_rate is None or getattr(self, "_adapter_groups_done", False):
+        if self.adapter_learning_rate is None or self._adapter_groups_done:
             return optimizer
         from sftlab.train.methods import is_adapter_param
 

@@ -1,27 +1,25 @@
-"""Render + tokenize + mask speed on the 999 rows of alpaca_en_demo.json (target: ≥ 5,000 conversations/s).
+"""Render + tokenize + mask speed on the 999 rows of alpaca_en_demo.json, and what escaping costs.
 
 Loading the file is excluded (it happens once per run); the timed part is Encoder.encode: rendering
-every conversation and its prompt prefixes, tokenizing, and masking. Each tokenizer is timed two
-ways in alternation, so a noisy machine slows both alike:
+every conversation and its prompt prefixes, tokenizing, and masking. For each tokenizer three ways
+are timed in alternation, so a noisy machine slows them alike:
 
-- `fast`: the default — tiktoken's BPE checked token by token (sftlab/data/fastbpe.py), texts it
-  cannot vouch for go to `tokenizers`;
-- `tokenizers`: Hugging Face `tokenizers` batch encoding with offsets for every text (fast=False).
+- `default`: escaping on, on the data as it is (no row spells a special token, so nothing is escaped);
+- `no-escape`: escaping off, same data (the difference is the cost of looking for special-token text);
+- `escaped`: escaping on, every row's instruction carrying the tokenizer's EOS text (every row escaped).
 
-Both must give the same examples; the script checks it. The fast path is built once per tokenizer
-(printed as "setup") and learns which tokens are safe on the first pass (a warm-up run).
-
-    .venv/bin/python benchmarks/encode_speed.py [--repeats 15]
+    .venv/bin/python benchmarks/encode_speed.py [--repeats 9]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
 
-from sftlab.data.encode import Encoder, _fast_path
+from sftlab.data.encode import Encoder
 from sftlab.data.load import load_conversations
 from sftlab.data.templates import resolve_template
 from sftlab.models import load_tokenizer
@@ -36,47 +34,42 @@ def timed(encoder: Encoder, conversations) -> float:
     return time.perf_counter() - t0
 
 
-def bench(name: str, model: str | None, template: str | None, conversations, repeats: int) -> float:
+def with_special_text(conversations, text: str):
+    out = []
+    for conv in conversations:
+        first = dataclasses.replace(conv.messages[0], content=f"{conv.messages[0].content} {text} (quoted)")
+        out.append(dataclasses.replace(conv, messages=[first, *conv.messages[1:]]))
+    return out
+
+
+def bench(name: str, model: str | None, template: str | None, conversations, repeats: int) -> None:
     tok = load_tokenizer(model)
     chat = resolve_template(template, tok)
-    t0 = time.perf_counter()
-    fast_path = _fast_path(tok)
-    setup = time.perf_counter() - t0
-    fast = Encoder(tok, chat, max_length=4096)
-    plain = Encoder(tok, chat, max_length=4096, fast=False)
-    t0 = time.perf_counter()
-    a = fast.encode(conversations)  # warm-up: template compilation, which tokens are safe
-    first = time.perf_counter() - t0
-    b = plain.encode(conversations)
-    same = [e.to_dict() for e in a.examples] == [e.to_dict() for e in b.examples]
-    times = {"fast": [], "tokenizers": []}
+    ways = {
+        "default": (Encoder(tok, chat, max_length=4096), conversations),
+        "no-escape": (Encoder(tok, chat, max_length=4096, escape=False), conversations),
+        "escaped": (Encoder(tok, chat, max_length=4096), with_special_text(conversations, tok.eos_token)),
+    }
+    for encoder, convs in ways.values():  # warm-up: template compilation, the escaping tokenizer copies
+        encoder.encode(convs)
+    times: dict[str, list[float]] = {way: [] for way in ways}
     for _ in range(repeats):
-        times["fast"].append(timed(fast, conversations))
-        times["tokenizers"].append(timed(plain, conversations))
+        for way, (encoder, convs) in ways.items():
+            times[way].append(timed(encoder, convs))
     n = len(conversations)
-    tokens = sum(len(e) for e in a.examples)
-    print(f"{name}: {n} conversations, {tokens} tokens, identical examples both ways: {same}")
-    if fast_path is None:
-        print("  fast path does not apply to this tokenizer; both rows are `tokenizers`")
-    else:
-        print(f"  setup {setup:.2f} s once per tokenizer; first pass {first * 1000:.0f} ms")
+    print(f"{name}: {n} conversations")
     for way, ts in times.items():
         med = statistics.median(ts)
-        print(
-            f"  {way:<11} median {med * 1000:6.1f} ms (min {min(ts) * 1000:.1f}, max {max(ts) * 1000:.1f})"
-            f" → {n / med:7,.0f} conversations/s, {tokens / med:9,.0f} tokens/s"
-        )
-    ratio = statistics.median(times["tokenizers"]) / statistics.median(times["fast"])
-    rate = n / statistics.median(times["fast"])
-    print(f"  default path {rate:,.0f} conversations/s [{'meets' if rate >= 5000 else 'BELOW'} the 5,000/s target], {ratio:.2f}× `tokenizers`")
-    if not same:
-        raise SystemExit(f"{name}: the fast path changed the examples")
-    return rate
+        print(f"  {way:<10} median {med * 1000:6.1f} ms (min {min(ts) * 1000:.1f}, max {max(ts) * 1000:.1f})"
+              f" → {n / med:7,.0f} conversations/s")
+    base = statistics.median(times["no-escape"])
+    print(f"  looking for special-token text: {statistics.median(times['default']) / base:.2f}×; "
+          f"every row escaped: {statistics.median(times['escaped']) / base:.2f}×")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     conversations = load_conversations(DATA).conversations
     print(f"data: {DATA} ({len(conversations)} rows)")

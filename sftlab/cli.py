@@ -73,7 +73,7 @@ def inspect_cmd(
     on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
 ) -> None:
-    from sftlab.data.encode import special_token_ids
+    from sftlab.data.tokenize import special_token_ids
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer

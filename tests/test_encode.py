@@ -63,9 +63,8 @@ QWEN_IDS = [
 ]
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["tokenizers", "fast"])
-def test_qwen2_chatml_token_for_token(fast):
-    ex = encode("qwen2", "chatml", fast=fast)
+def test_qwen2_chatml_token_for_token():
+    ex = encode("qwen2", "chatml")
     assert ex.input_ids == QWEN_IDS
     # " 我是小助手 🤖 <|im_end|>" (positions 26-35) and "Hi there! 👋<|im_end|>" (50-55); the "\n"
     # after <|im_end|> and the "<|im_start|>assistant\n" header are not trained.
@@ -143,9 +142,8 @@ GPT2_IDS = [
 ]
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["tokenizers", "fast"])
-def test_gpt2_alpaca_token_for_token(fast):
-    ex = encode("gpt2", "alpaca", fast=fast)
+def test_gpt2_alpaca_token_for_token():
+    ex = encode("gpt2", "alpaca")
     assert ex.input_ids == GPT2_IDS
     # Alpaca writes no end-of-turn token: EOS (<|endoftext|>, 50256) is inserted right after each
     # answer (before the trailing space that the span excludes) and trained.
@@ -175,18 +173,16 @@ def test_last_assistant_trains_only_the_final_turn():
     assert trained_positions(ex) == list(range(50, 56))
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["tokenizers", "fast"])
-def test_all_trains_every_token(fast):
-    ex = encode("qwen2", "chatml", train_on="all", fast=fast)
+def test_all_trains_every_token():
+    ex = encode("qwen2", "chatml", train_on="all")
     assert ex.labels == ex.input_ids == QWEN_IDS
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["tokenizers", "fast"])
-def test_per_message_train_false_and_weight(fast):
+def test_per_message_train_false_and_weight():
     conv = conversation()
     conv.messages[2].train = False
     conv.messages[4].weight = 0.5
-    ex = encode("qwen2", "chatml", conv, fast=fast)
+    ex = encode("qwen2", "chatml", conv)
     assert trained_positions(ex) == list(range(50, 56))
     assert ex.weights is not None
     assert [ex.weights[i] for i in range(50, 56)] == [0.5] * 6

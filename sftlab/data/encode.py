@@ -10,18 +10,15 @@ shift the boundary wherever BPE merges across it; character offsets cannot.
 from __future__ import annotations
 
 import json
-import os
-import weakref
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.fastbpe import CHUNK, FastBPE, FastEncoding
 from sftlab.data.templates import ChatTemplate
+from sftlab.data.tokenize import Locate, Revealed, Tokens, special_token_ids, tokenizer_adds_bos
 from sftlab.errors import SftlabError
 
 IGNORE_INDEX = -100
@@ -81,6 +78,8 @@ class _Piece:
     spans: list[tuple[int, int, float]]  # (start, end, weight)
     conv: Conversation
     train_all: bool = False
+    # Where the template's special-token strings lie when the data spells some too (escaping), else None.
+    markers: list[tuple[int, int]] | None = None
 
 
 # Conversations with more trained turns than this render only the turns that survive truncation.
@@ -96,10 +95,10 @@ class Encoder:
         template: ChatTemplate | None,
         max_length: int = 4096,
         train_on: str = "all_assistant",
-        fast: bool | None = None,
+        escape: bool = True,
     ):
-        """`fast`: tokenize with the exact fast path (fastbpe.py) where it applies — None: for
-        batches big enough to repay building it; False: always with `tokenizers`."""
+        """`escape`: special-token text inside the data stays text (README "Special-token text in your
+        data"); False lets it become control tokens, for data that carries them on purpose."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")
         if max_length < 2:
@@ -111,23 +110,15 @@ class Encoder:
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
         self.special_ids = special_token_ids(tokenizer)
-        # The Rust tokenizer directly: batch encoding with offsets, no Python work per token.
-        self._backend = tokenizer.backend_tokenizer
-        self._adds_bos = _tokenizer_adds_bos(tokenizer)
-        self.fast = fast
+        self.tokens = Tokens(tokenizer, escape=escape)
+        self._adds_bos = tokenizer_adds_bos(tokenizer)
 
     # --- public -----------------------------------------------------------------------------------
 
     def encode(self, conversations: Iterable[Conversation]) -> Encoded:
-        conversations = list(conversations)
         out = Encoded()
         lost: list[Dropped] = []  # examples dropped after tokenizing, reported after the others
-        use_fast = self.fast if self.fast is not None else len(conversations) >= _FAST_MIN_TEXTS
-        fast = _fast_path(self.tokenizer) if use_fast else None
-        # With the fast path, each chunk is tokenized in a worker thread while the next ones render,
-        # and masked as soon as its tokens are ready; chunks finish in input order.
         chunk: list[_Piece] = []
-        queue: deque[tuple[list[_Piece], Any]] = deque()
         for conv in conversations:
             try:
                 conv_pieces, was_split = self._render(conv)
@@ -139,23 +130,16 @@ class Encoder:
                 continue
             out.split_conversations += was_split
             chunk.extend(conv_pieces)
-            if fast is not None and len(chunk) >= CHUNK:
-                queue.append((chunk, fast.start([p.text for p in chunk], _threads())))
+            if len(chunk) >= _CHUNK:
+                self._finish(chunk, out, lost)
                 chunk = []
-                while queue and queue[0][1].ready():
-                    self._finish(*queue.popleft(), fast, out, lost)
-        if chunk:
-            queue.append((chunk, fast.start([p.text for p in chunk], _threads()) if fast is not None else None))
-        while queue:
-            self._finish(*queue.popleft(), fast, out, lost)
+        self._finish(chunk, out, lost)
         out.dropped.extend(lost)
         return out
 
-    def _finish(self, pieces: list[_Piece], job: Any, fast: FastBPE | None, out: Encoded, lost: list[Dropped]) -> None:
-        """Tokenize (or collect the fast path's tokens) and mask one chunk of pieces."""
-        texts = [p.text for p in pieces]
-        tokenized = fast.finish(texts, [job]) if fast is not None else [None] * len(texts)
-        for piece, (ids, locate) in zip(pieces, self._tokenize(texts, tokenized)):
+    def _finish(self, pieces: list[_Piece], out: Encoded, lost: list[Dropped]) -> None:
+        """Tokenize and mask one chunk of pieces."""
+        for piece, (ids, locate) in zip(pieces, self._tokenize(pieces)):
             example, reason = self._mask(piece, ids, locate)
             if example is None:
                 lost.append(Dropped(piece.conv.source, piece.conv.row, reason))
@@ -163,19 +147,11 @@ class Encoder:
             out.truncated += reason == "truncated"
             out.examples.append(example)
 
-    def _tokenize(self, texts: list[str], fast: list[FastEncoding | None]) -> list[tuple[np.ndarray, Any]]:
-        """Token ids of each text and a function: character → index of the first token that starts
-        at or after it. The fast path's result where there is one, the Rust tokenizer for the rest."""
-        rest = [t for t, f in zip(texts, fast) if f is None]
-        slow = iter(self._backend.encode_batch(rest, add_special_tokens=False) if rest else [])
-        out = []
-        for text, f in zip(texts, fast):
-            if f is not None:
-                out.append((f.ids, f.starts.searchsorted))
-            else:
-                enc = next(slow)
-                out.append((np.asarray(enc.ids, dtype=np.int64), _locator(enc, len(text))))
-        return out
+    def _tokenize(self, pieces: list[_Piece]) -> list[tuple[np.ndarray, Locate]]:
+        """Token ids of each piece and a function: character → index of the first token that starts
+        at or after it. Pieces without special-token text in their data go to the tokenizer in one batch."""
+        plain = iter(self.tokens.encode_batch([p.text for p in pieces if p.markers is None]))
+        return [next(plain) if p.markers is None else self.tokens.encode_marked(p.text, p.markers) for p in pieces]
 
     def encode_one(self, conversation: Conversation) -> Example:
         """One conversation → one Example; raises with the reason when it would be dropped or split."""
@@ -191,19 +167,29 @@ class Encoder:
 
     def _render(self, conv: Conversation) -> tuple[list[_Piece], bool]:
         if conv.is_text:
-            return [_Piece(conv.messages[0].content, [], conv, train_all=True)], False
+            text = conv.messages[0].content
+            markers = [] if self.tokens.escape and self.tokens.spells_special(text) else None
+            return [_Piece(text, [], conv, train_all=True, markers=markers)], False
         if self.template is None:
             raise SftlabError("a chat template is needed for conversations")
         msgs = [self._template_message(m) for m in conv.messages]
         tools = conv.tools
+        hidden = False
+        if self.tokens.escape:
+            # The data's special-token strings become placeholders while rendering (tokenize.py).
+            (msgs, tools), hidden = self.tokens.hide((msgs, tools))
         full = self.template.render(msgs, tools)
+        real = self._revealed(conv, full) if hidden else None
         if self.train_on == "all":
-            return [_Piece(full, [], conv, train_all=True)], False
+            return [self._piece(full, [], conv, hidden, train_all=True, real=real)], False
         trained = self._trained_turns(conv)
         # Each turn's prefix is rendered whole, so the work grows with turns²; in a long conversation
         # only the turns that start before the truncation point are rendered (the first one after it
         # too, so its answer is reported as lost to truncation exactly as before).
-        cut = self._truncation_char(full) if len(trained) > LONG_CONVERSATION_TURNS else None
+        cut, real_position = None, (real.position if real is not None else int)
+        if len(trained) > LONG_CONVERSATION_TURNS:
+            whole = self._piece(full, [], conv, hidden, real=real)
+            cut = self.tokens.start_of_token(whole.text, whole.markers, self.max_length)
         spans: list[tuple[int, int, float]] = []
         stable = True
         for i, weight in trained:
@@ -213,11 +199,11 @@ class Encoder:
                 stable = False
                 break
             spans.append(_span(prompt, upto, weight))
-            if cut is not None and len(prompt) >= cut:
+            if cut is not None and real_position(len(prompt)) >= cut:
                 break
         if stable:
             spans = [s for s in spans if s[1] > s[0]]
-            return ([_Piece(full, spans, conv)] if spans else []), False
+            return ([self._piece(full, spans, conv, hidden, real=real)] if spans else []), False
         # Prefix-unstable template (it rewrites earlier turns): one example per trained turn, each
         # rendered on its own and trained on its last turn only.
         pieces = []
@@ -231,15 +217,31 @@ class Encoder:
                 )
             span = _span(prompt, upto, weight)
             if span[1] > span[0]:
-                pieces.append(_Piece(upto, [span], conv))
+                pieces.append(self._piece(upto, [span], conv, hidden))
         return pieces, True
 
-    def _truncation_char(self, text: str) -> int | None:
-        """The character where truncation to max_length cuts `text`, or None when it fits."""
-        enc = self._backend.encode(text, add_special_tokens=False)
-        if len(enc.ids) <= self.max_length:
-            return None
-        return enc.offsets[self.max_length][0]
+    def _piece(self, text: str, spans: list[tuple[int, int, float]], conv: Conversation, hidden: bool,
+               train_all: bool = False, real: Revealed | None = None) -> _Piece:
+        """A rendered text as a piece to tokenize; one rendered from hidden strings gets them back (`real`,
+        when already revealed), its spans moved to match, and the positions of the template's markers."""
+        if not hidden:
+            return _Piece(text, spans, conv, train_all)
+        real = real or self.tokens.reveal(text)
+        moved = [(real.position(a), real.position(b), w) for a, b, w in spans]
+        return _Piece(real.text, moved, conv, train_all, markers=real.markers)
+
+    def _revealed(self, conv: Conversation, hidden_full: str) -> Revealed:
+        """The conversation rendered with placeholders, put back. It must be what the template renders from
+        the data itself; a template that rewrites the data's strings (or data holding the placeholder
+        characters) cannot be escaped."""
+        real = self.tokens.reveal(hidden_full)
+        original = self.template.render([self._template_message(m) for m in conv.messages], conv.tools)
+        if real.text != original:
+            raise SftlabError(
+                f"chat template '{self.template.name}' alters message text that spells a special token, so it "
+                "cannot be kept as text; fix the data or set escape_special_tokens: false"
+            )
+        return real
 
     def _template_message(self, m: Any) -> dict[str, Any]:
         d = m.to_template_dict()
@@ -321,75 +323,11 @@ class Encoder:
         return labels, weights
 
 
-def _locator(enc: Any, text_length: int) -> Any:
-    """character → index of the first token whose first character is at or after it, for a
-    `tokenizers` Encoding: its own char→token map for one position instead of converting every
-    offset to Python, and the offsets only where no token covers the character (a normalizer
-    removed it)."""
-    starts: list[np.ndarray] = []
-
-    def locate(char: int) -> int:
-        if char >= text_length:
-            return len(enc.ids)
-        token = enc.char_to_token(char)
-        if token is None:
-            if not starts:
-                starts.append(np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(enc.ids)))
-            return int(np.searchsorted(starts[0], char, side="left"))
-        return token if enc.token_to_chars(token)[0] >= char else token + 1
-
-    return locate
-
-
-# Below this many texts, building the fast path (a second or two for a large vocabulary) costs more
-# than it saves.
-_FAST_MIN_TEXTS = 256
-_FAST_PATHS: "weakref.WeakKeyDictionary[Any, FastBPE | None]" = weakref.WeakKeyDictionary()
-_POOL: dict[int, ThreadPoolExecutor] = {}
-
-
-def _fast_path(tokenizer: Any) -> FastBPE | None:
-    """The tokenizer's fast path, built once per tokenizer (None where it does not apply)."""
-    try:
-        return _FAST_PATHS[tokenizer]
-    except KeyError:
-        pass
-    except TypeError:  # not weak-referenceable: build without caching
-        return FastBPE.for_tokenizer(tokenizer)[0]
-    fast, _ = FastBPE.for_tokenizer(tokenizer)
-    _FAST_PATHS[tokenizer] = fast
-    return fast
-
-
-def _threads() -> ThreadPoolExecutor:
-    """Worker threads for the fast path (tiktoken releases the GIL); one pool per process, because
-    a forked child inherits the pool object but not its threads."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
-    return _POOL[pid]
+# Pieces tokenized per batch call (bounds the memory of a large file's encodings).
+_CHUNK = 1024
 
 
 def _span(prompt: str, upto: str, weight: float) -> tuple[int, int, float]:
     start = len(prompt)
     end = max(start, len(upto.rstrip()))
     return start, end, weight
-
-
-def special_token_ids(tokenizer: Any) -> set[int]:
-    """EOS and every added token marked special (e.g. <|im_end|>, <|eot_id|>, <|end|>)."""
-    ids = set(tokenizer.all_special_ids)
-    for token_id, added in tokenizer.added_tokens_decoder.items():
-        if getattr(added, "special", False):
-            ids.add(int(token_id))
-    return ids
-
-
-def _tokenizer_adds_bos(tokenizer: Any) -> bool:
-    """Whether the tokenizer itself puts BOS in front of plain text (Llama 2 does, GPT-2 does not)."""
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == bos

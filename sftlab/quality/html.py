@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any, Sequence
 
-from sftlab.data.encode import special_token_ids
+from sftlab.data.tokenize import special_token_ids
 from sftlab.data.inspect import _CSS as TOKEN_CSS
 from sftlab.data.inspect import examples_html
 from sftlab.quality.checks import CHECKS

@@ -72,6 +72,8 @@ def inspect_cmd(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page of the view."),
     on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
+    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
+                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
 ) -> None:
     from sftlab.data.tokenize import special_token_ids
     from sftlab.data.inspect import render_html, render_json, render_terminal
@@ -88,6 +90,7 @@ def inspect_cmd(
         on_error=on_error,
         rejects_path=rejects,
         limit=limit,
+        escape=escape,
     )
     special = special_token_ids(tokenizer)
     if as_json:
@@ -118,10 +121,12 @@ def chat_cmd(
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
+                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
 ) -> None:
     from sftlab.chat import open_session
 
-    session = open_session(model, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+    session = open_session(model, escape=escape, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
     out = Console(highlight=False)
     if prompt is not None:
         for piece in session.reply(prompt):
@@ -205,13 +210,15 @@ def serve_cmd(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (visible in `ps`: "
                                           "prefer --api-key-file or $SFTLAB_API_KEY)."),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
+    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
+                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
     key = resolve_api_key(api_key, api_key_file)
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
-    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key)
+    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key, escape=escape)
 
 
 @app.command(
@@ -241,6 +248,8 @@ def eval_cmd(
     judge_timeout: float = typer.Option(60.0, "--judge-timeout", min=0.1, help="Seconds per judge request attempt."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="A second model evaluated on the same data (e.g. before fine-tuning)."),
     probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
+    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
+                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
 ) -> None:
     from sftlab.evaluate.judge import Judge
     from sftlab.evaluate.run import EvalOptions, evaluate
@@ -249,7 +258,7 @@ def eval_cmd(
         raise SftlabError("--judge-url and --judge-model go together")
     judge = (Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries, judge_timeout)
              if judge_url else None)
-    options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe)
+    options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape)
     summary = evaluate(model, data, out, options, baseline)
     _print_eval(summary)
     err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
@@ -261,7 +270,7 @@ data_app = typer.Typer(
     help="Look at training data before training on it: `data check` reports problems, `data clean` removes them.",
 )
 app.add_typer(data_app, name="data")
-_CHECK_LIST = "invalid_row, exact_duplicate, near_duplicate, empty_response, response_copies_prompt, too_long, language_mismatch, truncated_response, placeholder, refusal"
+_CHECK_LIST = "invalid_row, exact_duplicate, near_duplicate, empty_response, response_copies_prompt, too_long, special_token_text, language_mismatch, truncated_response, placeholder, refusal"
 
 
 @data_app.command(

@@ -37,6 +37,9 @@ class TrainConfig(BaseModel):
     template: Optional[str] = None  # built-in name or .jinja file; default: the tokenizer's own
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
     max_length: int = Field(default=1024, gt=0)
+    # Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control
+    # tokens, for data that carries them on purpose (README "Special-token text in your data").
+    escape_special_tokens: bool = True
     # Batch layout (TRL's names). padding_free: the members of a batch laid end to end in one row, no
     # padding, no attention across examples; batch_size still counts examples. packing: the whole dataset
     # packed into rows of max_length first, each packed row one batch member (fewer optimizer steps).

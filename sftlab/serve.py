@@ -17,7 +17,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sftlab.errors import SftlabError
-from sftlab.models import stop_token_ids
+from sftlab.generate import Generator
 
 
 class ContentPart(BaseModel):
@@ -106,108 +106,88 @@ class StopTrimmer:
         return out
 
 
-class Generator:
-    """Renders messages with the model's chat template and generates, one request at a time."""
+class Server:
+    """One model behind the API: requests rendered and generated through sftlab.generate, one at a time."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str):
-        if not getattr(tokenizer, "chat_template", None):
-            raise SftlabError(f"{name}: the tokenizer has no chat template; the server needs one")
-        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+    def __init__(self, generator: Generator, name: str):
+        self.gen, self.name = generator, name
         self.lock = threading.Lock()
-        self.context = getattr(model.config, "max_position_embeddings", None) or 2048
-        self.eos_ids = stop_token_ids(model, tokenizer)
+        self.context = getattr(generator.model.config, "max_position_embeddings", None) or 2048
 
-    def _inputs(self, req: ChatRequest) -> tuple[Any, int]:
+    def _inputs(self, req: ChatRequest) -> tuple[list[int], int]:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)
-        except Exception as e:  # a template that rejects the conversation (e.g. roles out of order)
+            ids = self.gen.prompt_ids(messages)
+        except SftlabError as e:  # a template that rejects the conversation (e.g. roles out of order)
             raise ApiError(400, f"the chat template rejected the messages: {str(e).splitlines()[0]}") from None
-        n = ids["input_ids"].shape[1]
+        n = len(ids)
         max_new = req.max_completion_tokens or req.max_tokens or max(1, min(512, self.context - n))
         if n + max_new > self.context:
             raise ApiError(400, f"this model's maximum context length is {self.context} tokens; the messages have "
                            f"{n} and max_tokens asks for {max_new} more", code="context_length_exceeded")
         return ids, max_new
 
-    def _kwargs(self, req: ChatRequest, ids: Any, max_new: int) -> dict[str, Any]:
+    def _options(self, req: ChatRequest, max_new: int) -> dict[str, Any]:
         import torch
 
         sample = req.temperature > 0
-        kwargs: dict[str, Any] = dict(**ids, max_new_tokens=max_new, do_sample=sample,
-                                      pad_token_id=self.tokenizer.pad_token_id or self.eos_ids[0],
-                                      eos_token_id=self.eos_ids)
+        options: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=sample)
         if sample:
-            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+            options.update(temperature=req.temperature, top_p=req.top_p)
             if req.seed is not None:
                 torch.manual_seed(req.seed)
         stops = _stops(req.stop)
         if stops:
-            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
-        return kwargs
+            options.update(stop_strings=stops, tokenizer=self.gen.tokenizer)
+        return options
 
     def _finish_reason(self, new: list[int], max_new: int) -> str:
-        ended = bool(new) and new[-1] in self.eos_ids
-        return "stop" if ended or len(new) < max_new else "length"
+        return "stop" if self.gen.ended(new) or len(new) < max_new else "length"
 
     def complete(self, req: ChatRequest) -> Completion:
         import torch
 
         ids, max_new = self._inputs(req)
-        n = ids["input_ids"].shape[1]
+        inputs = torch.tensor([ids], device=self.gen.model.device)
         with self.lock, torch.no_grad():
-            out = self.model.generate(**self._kwargs(req, ids, max_new))
-        new = out[0, n:].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+            out = self.gen.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                                          **self.gen.kwargs(**self._options(req, max_new)))
+        new = out[0, len(ids):].tolist()
         trimmer = StopTrimmer(_stops(req.stop))
-        text = trimmer.feed(text) + trimmer.flush()
+        text = trimmer.feed(self.gen.decode(new)) + trimmer.flush()
         reason = "stop" if trimmer.stopped else self._finish_reason(new, max_new)
-        return Completion(text, n, len(new), reason)
+        return Completion(text, len(ids), len(new), reason)
 
     def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any]]:
         """Text pieces as they are generated; `info` gets usage and finish_reason once done."""
-        import torch
-        from transformers import TextIteratorStreamer
-
         ids, max_new = self._inputs(req)
-        n = ids["input_ids"].shape[1]
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        info: dict[str, Any] = {"prompt_tokens": n}
-        kwargs = self._kwargs(req, ids, max_new)
+        info: dict[str, Any] = {"prompt_tokens": len(ids)}
 
-        def work() -> None:
-            with self.lock, torch.no_grad():
-                try:
-                    out = self.model.generate(**kwargs, streamer=streamer)
-                    new = out[0, n:].tolist()
-                    info["completion_tokens"] = len(new)
-                    info["finish_reason"] = self._finish_reason(new, max_new)
-                except Exception:  # the stream must still end
-                    streamer.end()
-                    info["finish_reason"] = "error"
-                    raise
+        def done(new: list[int] | None) -> None:
+            if new is None:
+                info["finish_reason"] = "error"
+                return
+            info["completion_tokens"] = len(new)
+            info["finish_reason"] = self._finish_reason(new, max_new)
 
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
+        generated = self.gen.stream(ids, done=done, lock=self.lock, **self._options(req, max_new))
 
         def pieces() -> Iterator[str]:
             trimmer = StopTrimmer(_stops(req.stop))
-            for piece in streamer:
+            for piece in generated:
                 text = trimmer.feed(piece)
                 if text:
                     yield text
             tail = trimmer.flush()
             if tail:
                 yield tail
-            worker.join()
             if trimmer.stopped:
                 info["finish_reason"] = "stop"
 
         return pieces(), info
 
 
-def create_app(generator: Generator, api_key: str | None = None) -> Any:
+def create_app(generator: Server, api_key: str | None = None) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -326,12 +306,15 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
     return os.environ.get(API_KEY_ENV) or None
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          escape: bool = True) -> None:
     import uvicorn
-    from transformers import AutoTokenizer
 
-    from sftlab.models import load_model, model_path
+    from sftlab.models import load_model, load_tokenizer, model_path
 
     path = model_path(model)
-    generator = Generator(load_model(path), AutoTokenizer.from_pretrained(path), name=model)
-    uvicorn.run(create_app(generator, api_key), host=host, port=port, log_level="warning")
+    tokenizer = load_tokenizer(path)
+    if not getattr(tokenizer, "chat_template", None):
+        raise SftlabError(f"{model}: the tokenizer has no chat template; the server needs one")
+    server = Server(Generator(load_model(path), tokenizer, escape=escape), name=model)
+    uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,3 +50,35 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_chat_model(tmp_path_factory) -> Path:
     """A tiny random model with the Qwen2 tokenizer and its chat template (for chat, serve, eval)."""
     return make_tiny_model(tmp_path_factory.mktemp("tinychat") / "model", tokenizer_name="qwen2")
+
+
+# --- the escaping contract's expected ids, built independently (tests/test_escape.py, test_serve.py) ---
+
+
+def text_ids(tok, text: str) -> list[int]:
+    return tok(text, split_special_tokens=True, add_special_tokens=False)["input_ids"]
+
+
+def expected(tok, parts) -> list[int]:
+    """Token ids of a rendered conversation given as its parts: str = text, tokenized on its own with
+    special-token recognition off; int = a marker's id."""
+    out: list[int] = []
+    for part in parts:
+        out += [part] if isinstance(part, int) else text_ids(tok, part)
+    return out
+
+
+def escaped_prompt_ids(tok, messages, content: str) -> list[int]:
+    """Independently: the prompt as transformers renders it, its special-token strings outside `content`
+    as their ids and everything else as text."""
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    at = text.index(content)
+    strings = sorted({a.content for a in tok.added_tokens_decoder.values() if a.special}, key=len, reverse=True)
+    parts, done = [], 0
+    for m in re.finditer("|".join(map(re.escape, strings)), text):
+        if at <= m.start() < at + len(content):
+            continue
+        parts += [text[done : m.start()], tok.convert_tokens_to_ids(m.group())]
+        done = m.end()
+    parts.append(text[done:])
+    return expected(tok, [p for p in parts if p != ""])

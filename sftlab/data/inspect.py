@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ class Segment:
     ids: list[int]
     trained: bool
     special: bool
+    escaped: bool = False  # part of special-token text that the data spells and that stayed text
 
 
 def segments(example: Example, tokenizer: Any, special_ids: set[int]) -> list[Segment]:
@@ -37,7 +39,29 @@ def segments(example: Example, tokenizer: Any, special_ids: set[int]) -> list[Se
     if buf:
         text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         out.append(Segment(text, buf, trained, False))
+    _mark_escaped(out, tokenizer)
     return out
+
+
+def _mark_escaped(segs: list[Segment], tokenizer: Any) -> None:
+    """Mark the segments that spell a special token's text without being that token (escaped data)."""
+    from sftlab.data.tokenize import Tokens
+
+    tokens = Tokens(tokenizer)
+    if tokens._find is None:
+        return
+    ends, at = [], 0
+    for seg in segs:
+        at += len(seg.text)
+        ends.append(at)
+    joined = "".join(seg.text for seg in segs)
+    for m in tokens._find.finditer(joined):
+        first = bisect.bisect_right(ends, m.start())
+        last = bisect.bisect_left(ends, m.end())
+        if first == last and segs[first].special:
+            continue
+        for k in range(first, min(last, len(segs) - 1) + 1):
+            segs[k].escaped = True
 
 
 def _visible(text: str) -> str:
@@ -48,18 +72,54 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, special_ids: se
     from rich.rule import Rule
     from rich.text import Text
 
+    styled = console.is_terminal and not console.no_color
+    if styled:
+        legend = Text("legend: ")
+        legend.append(" trained ", style="bold black on green3")
+        legend.append(" ")
+        legend.append(" not trained (label -100) ", style="grey62 on grey19")
+        legend.append(" ")
+        legend.append(" special token ", style="grey62 on grey19 underline")
+        legend.append(" ")
+        legend.append(" special-token text kept as text ", style="grey62 on grey19 italic magenta")
+    else:  # piped or no colour: the marks are characters
+        legend = Text("legend: ⟦trained⟧, everything else not trained (label -100); «special-token text kept as text»")
+    console.print(legend)
     for ex in examples:
         console.print(Rule(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained", style="cyan"))
-        text = Text()
-        for k, seg in enumerate(segments(ex, tokenizer, special_ids)):
-            if seg.trained:
-                style = "bold black on green3" if k % 2 == 0 else "bold black on green1"
-            else:
-                style = "grey62 on grey19" if k % 2 == 0 else "grey70 on grey23"
-            if seg.special:
-                style += " underline"
-            text.append(_visible(seg.text), style=style)
-        console.print(text)
+        console.print(_token_line(segments(ex, tokenizer, special_ids), styled))
+
+
+def _token_line(segs: list[Segment], styled: bool) -> Any:
+    from rich.text import Text
+
+    text = Text()
+    if not styled:
+        trained = escaped = False
+        for seg in segs:
+            if escaped and not seg.escaped:
+                text.append("»")
+            if trained and not seg.trained:
+                text.append("⟧")
+            if seg.trained and not trained:
+                text.append("⟦")
+            if seg.escaped and not escaped:
+                text.append("«")
+            text.append(_visible(seg.text))
+            trained, escaped = seg.trained, seg.escaped
+        text.append(("»" if escaped else "") + ("⟧" if trained else ""))
+        return text
+    for k, seg in enumerate(segs):
+        if seg.trained:
+            style = "bold black on green3" if k % 2 == 0 else "bold black on green1"
+        else:
+            style = "grey62 on grey19" if k % 2 == 0 else "grey70 on grey23"
+        if seg.special:
+            style += " underline"
+        if seg.escaped:
+            style += " italic magenta"
+        text.append(_visible(seg.text), style=style)
+    return text
 
 
 def render_json(examples: Iterable[Example]) -> Iterable[str]:
@@ -75,7 +135,7 @@ h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8re
 .toks{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;line-height:1.9}
 .toks span{border-radius:3px;padding:1px 0}.u{background:#eceff1;color:#78909c}.u.alt{background:#e1e6e9}
 .t{background:#a5d6a7;color:#102a12}.t.alt{background:#81c784}.s{outline:1px solid #546e7a}
-.nl{color:#b0bec5}.legend span{padding:2px 6px;border-radius:3px;margin-right:.6rem}
+.nl{color:#b0bec5}.e{color:#ad1457;font-style:italic;text-decoration:underline dotted}.legend span{padding:2px 6px;border-radius:3px;margin-right:.6rem}
 """
 
 
@@ -92,7 +152,7 @@ def render_html(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
-        "<span class='u s'>special token</span></p>",
+        "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>",
     ]
     if summary:
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
@@ -111,7 +171,8 @@ def examples_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[
             f"{ex.trained_tokens} trained</h2><div class='toks'>"
         )
         for k, seg in enumerate(segments(ex, tokenizer, special_ids)):
-            cls = ("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
+            cls = (("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
+                   + (" e" if seg.escaped else ""))
             tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")
             text = html.escape(seg.text).replace("\n", "<span class='nl'>↵</span>\n")
             parts.append(f"<span class='{cls}' title='{html.escape(tip)}'>{text}</span>")

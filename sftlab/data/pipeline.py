@@ -171,6 +171,7 @@ def build_examples(
     seed: int = 0,
     limit: int | None = None,
     clean: Cleaner | None = None,
+    escape: bool = True,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
     conversations, report = load_sources(
@@ -179,7 +180,7 @@ def build_examples(
     if limit is not None:
         conversations = conversations[:limit]
     chat = template_for(template, tokenizer, conversations)
-    encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on)
+    encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on, escape=escape)
     report.encoded = encoder.encode(conversations)
     if rejects_path is not None and on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained

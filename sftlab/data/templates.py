@@ -78,6 +78,27 @@ class ChatTemplate:
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
             raise SftlabError(f"chat template '{self.name}' failed to render: {e}") from None
 
+    def end_of_turn(self, special_strings: list[str]) -> str | None:
+        """The special token the template writes right after an assistant answer (ChatML's <|im_end|>,
+        Llama 3's <|eot_id|>), found by rendering a probe turn; None when it writes none (Alpaca: the
+        masking contract adds EOS there)."""
+        probe = "sftlab end-of-turn probe"
+        user = [{"role": "user", "content": "hi"}]
+        try:
+            prompt = self.render(user, add_generation_prompt=True)
+            upto = self.render([*user, {"role": "assistant", "content": probe}])
+        except SftlabError:
+            return None
+        at = upto.find(probe, len(prompt) if upto.startswith(prompt) else 0)
+        if at < 0:
+            return None
+        rest = upto[at + len(probe) :]
+        found = [(rest.find(s), s) for s in special_strings if s and rest.find(s) >= 0]
+        if not found:
+            return None
+        where, token = min(found, key=lambda f: (f[0], -len(f[1])))
+        return token if not rest[:where].strip() else None
+
     def markers(self) -> list[str]:
         """Special-looking literals the template writes (for the does-it-fit-the-model check)."""
         return sorted(set(_MARKER.findall(self.source)))

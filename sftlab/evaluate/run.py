@@ -19,7 +19,6 @@ from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 from sftlab.evaluate.judge import Judge, summarize
 from sftlab.evaluate.metrics import _lcs, bleu, exact_match, rouge_l, units
-from sftlab.models import stop_token_ids
 
 log = logging.getLogger("sftlab")
 
@@ -74,13 +73,14 @@ def load_for_eval(model: str) -> Loaded:
 
 
 def held_out_loss(m: Loaded, data: str | Path, fmt: str | None, template: str | None, max_length: int,
-                  batch_size: int, limit: int | None) -> tuple[float, int]:
+                  batch_size: int, limit: int | None, escape: bool = True) -> tuple[float, int]:
     """Mean cross-entropy over every trained token: the same masking and function as training's evaluation."""
     from sftlab.data.collate import Collator
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.train.loss import evaluate_loss
 
-    examples, _ = build_examples([Source(str(data), fmt)], m.tokenizer, template, max_length=max_length, limit=limit)
+    examples, _ = build_examples([Source(str(data), fmt)], m.tokenizer, template, max_length=max_length, limit=limit,
+                                 escape=escape)
     collate = Collator(m.tokenizer.pad_token_id)
     batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + batch_size]])
                for i in range(0, len(examples), batch_size))
@@ -93,44 +93,40 @@ def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str | None, max_new_tokens: int,
-             batch_size: int) -> list[str]:
+             batch_size: int, escape: bool = True) -> list[str]:
     """Greedy answers, batched (left padding; prompts sorted by length so batches pad little)."""
     import torch
 
-    from sftlab.data.templates import resolve_template
+    from sftlab.generate import Generator
 
-    chat = resolve_template(template, m.tokenizer)
-    texts = [chat.render(p, add_generation_prompt=True) for p in prompts]
-    lengths = [len(m.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    out: list[str] = [""] * len(texts)
+    gen = Generator(m.model, m.tokenizer, template, escape=escape)
+    prompt_ids = [gen.prompt_ids(p) for p in prompts]
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    out: list[str] = [""] * len(prompt_ids)
     device = next(m.model.parameters()).device
-    side = m.tokenizer.padding_side
-    m.tokenizer.padding_side = "left"
-    try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            enc = m.tokenizer([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-            with torch.no_grad(), torch.autocast(device.type, dtype=m.autocast, enabled=m.autocast is not None):
-                gen = m.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=m.tokenizer.pad_token_id, eos_token_id=stop_token_ids(m.model, m.tokenizer))
-            for i, seq in zip(idx, gen[:, enc["input_ids"].shape[1] :]):
-                out[i] = m.tokenizer.decode(seq, skip_special_tokens=True).strip()
-    finally:
-        m.tokenizer.padding_side = side
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        width = max(len(prompt_ids[i]) for i in idx)
+        ids = torch.tensor([[gen.pad_id] * (width - len(prompt_ids[i])) + prompt_ids[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(prompt_ids[i])) + [1] * len(prompt_ids[i]) for i in idx], device=device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=m.autocast, enabled=m.autocast is not None):
+            generated = m.model.generate(input_ids=ids, attention_mask=mask,
+                                         **gen.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
+        for i, seq in zip(idx, generated[:, width:].tolist()):
+            out[i] = gen.decode(seq).strip()
     return out
 
 
 def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, template: str | None,
-               max_new_tokens: int, batch_size: int) -> list[dict[str, Any]]:
+               max_new_tokens: int, batch_size: int, escape: bool = True) -> list[dict[str, Any]]:
     """responses.jsonl, generated once: reused while model, data and settings are unchanged."""
-    meta = {"model": m.name, "data": str(data), "template": template, "max_new_tokens": max_new_tokens,
+    meta = {"model": m.name, "data": str(data), "template": template, "max_new_tokens": max_new_tokens, "escape": escape,
             "rows": [it.row for it in items]}
     meta_file, file = out / "generation.json", out / "responses.jsonl"
     if meta_file.is_file() and file.is_file() and json.loads(meta_file.read_text()) == meta:
         log.info("reusing %s (same model, data and settings)", file)
         return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
-    answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size)
+    answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size, escape)
     records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": it.messages,
                 "reference": it.reference, "response": a} for it, a in zip(items, answers)]
     _write_jsonl(file, records)
@@ -145,7 +141,7 @@ def regurgitates(response: str, given_input: str, threshold: float = 0.8) -> boo
 
 
 def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | None, max_new_tokens: int,
-               batch_size: int) -> dict[str, Any]:
+               batch_size: int, escape: bool = True) -> dict[str, Any]:
     """Give the model only the instruction of rows that have an input; count answers that regurgitate it.
     A model trained on prompt tokens (a wrong mask) tends to continue with the input it always saw next."""
     probed = [it for it in items if it.input]
@@ -158,7 +154,7 @@ def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | 
         instruction = msgs[last_user].get("instruction") or it.instruction.replace(it.input, "").strip()
         msgs[last_user] = {"role": "user", "content": instruction, "instruction": instruction, "input": ""}
         prompts.append(msgs)
-    answers = generate(m, prompts, template, max_new_tokens, batch_size)
+    answers = generate(m, prompts, template, max_new_tokens, batch_size, escape)
     flags = [regurgitates(a, it.input) for a, it in zip(answers, probed)]
     _write_jsonl(out / "probe.jsonl", [
         {"row": it.row, "instruction": p[-1]["content"], "input": it.input, "response": a, "regurgitated": f}
@@ -176,6 +172,7 @@ class EvalOptions:
     limit: int | None = None
     judge: Judge | None = None
     probe: bool = False
+    escape: bool = True  # special-token text in the data stays text (README)
 
 
 def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
@@ -186,8 +183,9 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     m = load_for_eval(model)
     loss, tokens = held_out_loss(m, data, options.fmt, options.template, options.max_length, options.batch_size,
-                                 options.limit)
-    records = _responses(m, items, out, str(data), options.template, options.max_new_tokens, options.batch_size)
+                                 options.limit, options.escape)
+    records = _responses(m, items, out, str(data), options.template, options.max_new_tokens, options.batch_size,
+                         options.escape)
     preds, refs = [r["response"] for r in records], [r["reference"] for r in records]
     summary: dict[str, Any] = {
         "model": model, "data": str(data), "examples": len(records),
@@ -204,7 +202,8 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
         _write_jsonl(out / "responses.jsonl", records)
         summary["_scores"] = [v.score for v in verdicts if v.score is not None]
     if options.probe:
-        summary["probe"] = mask_probe(m, items, out, options.template, options.max_new_tokens, options.batch_size)
+        summary["probe"] = mask_probe(m, items, out, options.template, options.max_new_tokens, options.batch_size,
+                                      options.escape)
     return summary
 
 

@@ -22,6 +22,7 @@ CHECKS = (
     "empty_response",
     "response_copies_prompt",
     "too_long",
+    "special_token_text",
     "language_mismatch",
     "truncated_response",
     "placeholder",
@@ -261,4 +262,33 @@ def too_long(rows: Sequence[Row], lengths: dict[tuple[str, int], int], max_lengt
                 "reason": f"{n} tokens > max_length {max_length}: the end of the answer would be cut off",
                 "snippet": row.snippet(),
             }))
+    return finding
+
+
+# --- special-token text ----------------------------------------------------------------------------
+
+
+def special_token_text(rows: Sequence[Row], tokens: Any) -> Finding:
+    """Rows whose data spells a special token of the tokenizer (`<|im_end|>` in a message): sftlab keeps it
+    as text (escaping), but it is worth knowing, and it matters with escaping off."""
+    finding = Finding("special_token_text")
+    for row in rows:
+        conv = row.conversation
+        if conv is None:
+            continue
+        fields = [(f"messages[{i}].content", m.content) for i, m in enumerate(conv.messages)]
+        fields += [(f"messages[{i}].tool_calls", json.dumps(m.tool_calls, ensure_ascii=False))
+                   for i, m in enumerate(conv.messages) if m.tool_calls]
+        if conv.tools:
+            fields.append(("tools", json.dumps(conv.tools, ensure_ascii=False)))
+        for name, value in fields:
+            spelled = tokens.special_text(value)
+            if spelled:
+                shown = ", ".join(dict.fromkeys(spelled))
+                finding.hits.append(Hit(row.file, row.row, {
+                    "field": name, "tokens": sorted(set(spelled)),
+                    "reason": f"{name} spells {shown} (kept as text; with escape_special_tokens: false it would be "
+                              "a control token)",
+                    "snippet": row.snippet(),
+                }))
     return finding

@@ -15,8 +15,10 @@ from sftlab.quality import checks as C
 from sftlab.quality.rows import Row, describe, read_files
 from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, reasons, run_checks
 
-# invalid_row is not optional: a row that is not a conversation cannot be kept.
-DEFAULT_DROP = tuple(c for c in C.CHECKS if c != "invalid_row")
+# invalid_row is not optional: a row that is not a conversation cannot be kept. special_token_text is
+# reported, not removed by default: training keeps such text as text.
+DEFAULT_DROP = tuple(c for c in C.CHECKS if c not in ("invalid_row", "special_token_text"))
+NEEDS_TOKENIZER = ("too_long", "special_token_text")
 
 
 @dataclass
@@ -58,7 +60,10 @@ def clean_rows(
         if tokenizer is None:
             raise SftlabError("the too_long check needs the model's tokenizer")
         lengths, _ = encode_lengths(rows, tokenizer, template, progress)
-    findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress)
+    if "special_token_text" in checks and tokenizer is None:
+        raise SftlabError("the special_token_text check needs the model's tokenizer")
+    findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress,
+                          tokenizer=tokenizer)
     flagged = reasons(findings)
     out = Cleaned()
     for row in rows:
@@ -90,7 +95,7 @@ def clean_files(
     if Path(out).resolve() in {Path(p).resolve() for p in paths} or Path(rejects).resolve() == Path(out).resolve():
         raise SftlabError("--out and --rejects must be new files, different from each other and from the input")
     tokenizer = None
-    if "too_long" in drop:
+    if any(c in drop for c in NEEDS_TOKENIZER):
         from sftlab.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)

@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     "empty_response": "an assistant turn that is empty or only whitespace",
     "response_copies_prompt": "the answer is the instruction or the input again, or starts by repeating the prompt",
     "too_long": "longer than max_length tokens with the model's template: the answer would be cut off",
+    "special_token_text": "a message spells a special token of the tokenizer (kept as text when training; a control token with escaping off)",
     "language_mismatch": "answered in a script the prompt does not use (and no translation was asked for)",
     "truncated_response": "the answer stops mid-sentence or leaves a code fence or bracket open",
     "placeholder": "an unreplaced template placeholder such as {{name}} or [Your Name]",

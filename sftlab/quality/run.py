@@ -79,6 +79,7 @@ def run_checks(
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    tokenizer: Any = None,
 ) -> list[C.Finding]:
     """The findings of the chosen checks, in the order of CHECKS."""
     bad = C.unknown_checks(checks)
@@ -104,6 +105,10 @@ def run_checks(
         timings["duplicates"] = time.perf_counter() - started
     if "too_long" in checks and lengths is not None:
         found["too_long"] = C.too_long(valid, lengths, max_length)
+    if "special_token_text" in checks and tokenizer is not None:
+        from sftlab.data.tokenize import Tokens
+
+        found["special_token_text"] = C.special_token_text(valid, Tokens(tokenizer))
     return [found[name] for name in C.CHECKS if name in found]
 
 
@@ -163,7 +168,7 @@ def check_data(
     started = time.perf_counter()
     with _Background(_lengths_job, rows, tokenizer, template) as job:
         findings = run_checks(rows, [c for c in checks if c != "too_long"], threshold=threshold,
-                              progress=progress, timings=timings)
+                              progress=progress, timings=timings, tokenizer=tokenizer)
         longest, sizes = job.result()
     timings["tokenize"] = job.seconds
     if "too_long" in checks:

@@ -89,6 +89,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
         train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
         packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer),
+        escape=config.escape_special_tokens,
     )
     eval_examples: list[Example] = []
     if config.eval_split:
@@ -104,6 +105,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         eval_examples, _ = build_examples(
             _sources(config.eval_datasets), tokenizer, config.template, max_length=config.max_length,
             train_on=config.train_on, on_error=config.on_error, seed=config.seed,
+            escape=config.escape_special_tokens,
         )
     rows: Sequence[Any] = examples
     if config.packing:

@@ -1,0 +1,123 @@
+"""Generation, one way for chat, serve and eval: the prompt rendered and tokenized as training does it
+(the data's special-token text kept as text), generation stopping at the template's end-of-turn token
+and EOS, and text streamed without a partial character."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Sequence
+
+from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.data.tokenize import Tokens, special_token_strings
+
+
+def stop_token_ids(model: Any, tokenizer: Any, chat: ChatTemplate | None = None) -> list[int]:
+    """The ids that end an answer: the template's end-of-turn token, the tokenizer's EOS and those of the
+    model's generation config."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured if isinstance(configured, list) else [configured])
+    if chat is not None:
+        end = chat.end_of_turn(special_token_strings(tokenizer))
+        if end is not None:
+            ids.add(tokenizer.convert_tokens_to_ids(end))
+    return sorted(i for i in ids if i is not None)
+
+
+def complete_text(text: str) -> str:
+    """`text` without a trailing partial character: a byte-level tokenizer can stop in the middle of a
+    character's bytes (a Chinese character is three), which decode to U+FFFD."""
+    return text.rstrip("\ufffd")
+
+
+class Generator:
+    """A model with its tokenizer and chat template, as chat, serve and eval use it."""
+
+    def __init__(self, model: Any, tokenizer: Any, template: str | ChatTemplate | None = None, escape: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
+        self.tokens = Tokens(tokenizer, escape=escape)
+        self.stop_ids = stop_token_ids(model, tokenizer, self.chat)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    def prompt_ids(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of the conversation so far and the assistant's header, with the escaping contract:
+        special-token text in the messages stays text (so no message can close its own turn)."""
+        hidden = False
+        msgs: Any = list(messages)
+        if self.tokens.escape:
+            (msgs, tools), hidden = self.tokens.hide((msgs, tools))
+        text = self.chat.render(msgs, tools, add_generation_prompt=True)
+        if not hidden:
+            return self.tokens.backend.encode(text, add_special_tokens=False).ids
+        real = self.tokens.reveal(text)
+        return self.tokens.encode_marked(real.text, real.markers)[0].tolist()
+
+    def kwargs(self, **options: Any) -> dict[str, Any]:
+        """Keyword arguments for `model.generate`: stop tokens and padding, and the options given."""
+        return {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id, **options}
+
+    def decode(self, new_ids: Sequence[int]) -> str:
+        return complete_text(self.tokenizer.decode(list(new_ids), skip_special_tokens=True))
+
+    def ended(self, new_ids: Sequence[int]) -> bool:
+        """Whether generation stopped on a stop token."""
+        return bool(new_ids) and new_ids[-1] in self.stop_ids
+
+    def stream(self, ids: Sequence[int], done: Any = None, lock: Any = None, **options: Any) -> Iterator[str]:
+        """Generate from `ids` in a worker thread and yield text as it comes, never a partial character.
+        `done(new_ids)` is called with the generated ids once generation ends; `lock` is held while generating."""
+        import torch
+
+        streamer = _streamer(self.tokenizer)
+        inputs = torch.tensor([list(ids)], device=self.model.device)
+        kwargs = self.kwargs(**options)
+
+        def work() -> None:
+            with lock or _NO_LOCK, torch.no_grad():
+                try:
+                    out = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                                              streamer=streamer, **kwargs)
+                except Exception:  # the stream must still end
+                    streamer.end()
+                    if done is not None:
+                        done(None)
+                    raise
+                if done is not None:
+                    done(out[0, inputs.shape[1] :].tolist())
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        worker.join()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+_STREAMER: list[Any] = []
+
+
+def _streamer(tokenizer: Any) -> Any:
+    """A TextIteratorStreamer that drops a partial character at the end of the stream (during generation
+    the streamer holds text back until a space or a whole CJK character, but at the end it flushes all)."""
+    if not _STREAMER:
+        from transformers import TextIteratorStreamer
+
+        class Streamer(TextIteratorStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                super().on_finalized_text(complete_text(text) if stream_end else text, stream_end)
+
+        _STREAMER.append(Streamer)
+    return _STREAMER[0](tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     model: Optional[str] = None  # model directory, .gguf file, or "smollm2-135m-instruct" (default)
     datasets: list[DatasetSpec] = Field(default_factory=list)
     template: Optional[str] = None  # built-in name or .jinja file; default: the tokenizer's own
+    # Markers a custom .jinja template writes (e.g. ["<|user|>", "<|end|>"]); those the tokenizer does not
+    # have as one token are added as new special tokens and trained. Built-in templates know their own.
+    template_tokens: Optional[list[str]] = None
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
     max_length: int = Field(default=1024, gt=0)
     # Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control

@@ -121,3 +121,17 @@ def _streamer(tokenizer: Any) -> Any:
 
         _STREAMER.append(Streamer)
     return _STREAMER[0](tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None, out: Any) -> None:
+    """generation_config.json in `out` that stops where the template ends a turn: `eos_token_id` lists the
+    template's end-of-turn token and the tokenizer's EOS (transformers, vLLM and llama.cpp read it)."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    config.eos_token_id = stop_token_ids(model, tokenizer, chat)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(str(out))

@@ -162,6 +162,8 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
     from transformers import AutoModelForCausalLM
 
     path = model_path(model)
+    if (Path(path) / "adapter_config.json").is_file():
+        return _load_adapter(Path(path), dtype, attn_implementation)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
@@ -169,10 +171,25 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
         raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None
 
 
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """The ids that end an answer: the tokenizer's EOS and the generation config's (e.g. ChatML's
-    <|im_end|> next to <|endoftext|>)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids |= set(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
+def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> Any:
+    """A LoRA/DoRA run's output: its base model (as the run named it, resolved here), given the embedding
+    rows of any chat tokens the run added, with the adapter on top."""
+    import json
+
+    from peft import PeftModel
+
+    from sftlab.train.tokens import resize_for_tokens
+
+    config_file = path / "adapter_config.json"
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{config_file}: unreadable ({_first_line(e)})") from None
+    if not base:
+        raise SftlabError(f"{config_file}: base_model_name_or_path is empty; cannot tell which model the adapter is for")
+    model = load_model(base, dtype, attn_implementation)
+    resize_for_tokens(model, load_tokenizer(str(path)))
+    try:
+        return PeftModel.from_pretrained(model, str(path))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SftlabError(f"{path}: cannot load the adapter onto {base} ({_first_line(e)})") from None

@@ -51,6 +51,8 @@ class DataReport:
     # Set by a training run that holds some examples out for evaluation.
     train_examples: int | None = None
     eval_examples: int | None = None
+    # Chat markers added to the tokenizer as new special tokens (token → id), for a base model.
+    added_tokens: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         enc = self.encoded
@@ -78,6 +80,7 @@ class DataReport:
             "packing_efficiency": self.packing_efficiency,
             "train_examples": self.train_examples,
             "eval_examples": self.eval_examples,
+            "added_tokens": self.added_tokens,
         }
 
     def write(self, path: str | Path) -> None:

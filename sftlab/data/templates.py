@@ -121,7 +121,7 @@ def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversati
     return None
 
 
-def resolve_template(template: str | None, tokenizer: Any) -> ChatTemplate:
+def resolve_template(template: str | None, tokenizer: Any, warn: bool = True) -> ChatTemplate:
     """The template to use: a built-in name, a .jinja file, or (None) the tokenizer's own."""
     if template is None:
         source = getattr(tokenizer, "chat_template", None)
@@ -145,7 +145,8 @@ def resolve_template(template: str | None, tokenizer: Any) -> ChatTemplate:
             f"unknown template '{template}'; use one of {', '.join(BUILTIN_TEMPLATES)} or a path to a .jinja file"
         )
     chat = ChatTemplate(source=source, name=name, special_tokens=special_token_variables(tokenizer))
-    warn_if_mismatched(chat, tokenizer)
+    if warn:
+        warn_if_mismatched(chat, tokenizer)
     return chat
 
 
@@ -175,7 +176,7 @@ def warn_if_mismatched(chat: ChatTemplate, tokenizer: Any) -> None:
         listed = ", ".join(f"'{m}' ({n} tokens)" for m, n in bad.items())
         log.warning(
             "template '%s' does not match this tokenizer: %s %s not single tokens; "
-            "the model will not recognise its turn markers",
+            "the model will not recognise its turn markers (`sftlab train` adds them as new tokens)",
             chat.name,
             listed,
             "is" if len(bad) == 1 else "are",

@@ -1,28 +1,23 @@
-"""`sftlab merge`: fold a LoRA/DoRA adapter into its base model and write a plain full model."""
+"""`sftlab merge`: fold a LoRA/DoRA adapter (and the rows of any chat tokens it trained) into its base
+model and write a plain full model, with the run's tokenizer and generation config."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 from sftlab.errors import SftlabError
-from sftlab.models import load_model
+from sftlab.models import load_model, load_tokenizer
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    config_file = adapter_dir / "adapter_config.json"
-    if not config_file.is_file():
+    if not (adapter_dir / "adapter_config.json").is_file():
         raise SftlabError(f"{adapter_dir}: no adapter_config.json (is it the output of a lora/dora run?)")
-    base = json.loads(config_file.read_text())["base_model_name_or_path"]
-    if not base:
-        raise SftlabError(f"{config_file}: base_model_name_or_path is empty; cannot tell which model to merge into")
-    model = load_model(base)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged = load_model(str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out_dir))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
+    load_tokenizer(str(adapter_dir)).save_pretrained(str(out_dir))
+    if (adapter_dir / "generation_config.json").is_file():  # the run's stop tokens
+        shutil.copyfile(adapter_dir / "generation_config.json", out_dir / "generation_config.json")
     return out_dir

@@ -9,12 +9,13 @@ parameters that get no gradient are skipped by the optimizer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError
+from sftlab.train.tokens import RowTraining
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -25,10 +26,12 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     return max(lists, key=len)
 
 
-def lora_config(config: TrainConfig) -> Any:
+def lora_config(config: TrainConfig, new_token_ids: Sequence[int] = ()) -> Any:
+    """LoRA/DoRA as configured; new chat tokens' embedding rows trained as peft's trainable tokens."""
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
+        trainable_token_indices=list(new_token_ids) or None,
         task_type=TaskType.CAUSAL_LM,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -38,8 +41,19 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
-def apply_method(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """The model to hand to the Trainer, with exactly the method's parameters trainable."""
+def apply_method(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[int] = ()) -> torch.nn.Module:
+    """The model to hand to the Trainer, with exactly the method's parameters trainable (and the embedding
+    rows of new chat tokens, sftlab/train/tokens.py)."""
+    model = _apply(model, config, new_token_ids)
+    if new_token_ids and config.method in ("freeze", "hybrid") and not (
+            config.method == "freeze" and config.freeze_train_embeddings):
+        rows = RowTraining(model, new_token_ids)
+        rows.active = config.method == "freeze"  # hybrid: every row trains in the full phase
+        model._sftlab_row_training = rows
+    return model
+
+
+def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[int]) -> torch.nn.Module:
     method = config.method
     if method == "full":
         model.requires_grad_(True)
@@ -64,7 +78,7 @@ def apply_method(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module
         from peft import get_peft_model
 
         try:
-            return get_peft_model(model, lora_config(config))
+            return get_peft_model(model, lora_config(config, new_token_ids))
         except ValueError as e:
             raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
     if method == "hybrid":
@@ -103,6 +117,11 @@ def set_hybrid_phase(model: torch.nn.Module, phase: str) -> None:
     for layer in _adapter_layers(model):
         # enable_adapters() also flips requires_grad of the adapter weights; keep ours.
         layer._disable_adapters = full
+    rows = getattr(model, "_sftlab_row_training", None)
+    if rows is not None:  # new chat tokens: their rows go on training in the LoRA phase, no other row
+        rows.active = not full
+        if not full:
+            rows.enable()
 
 
 def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:

@@ -25,7 +25,9 @@ from sftlab.data.pipeline import DataReport, Source, build_examples
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
 from sftlab.hardware import pick_device, use_bf16
-from sftlab.models import load_model, load_tokenizer
+from sftlab.generate import save_generation_config
+from sftlab.models import DEFAULT_MODEL, load_model, load_tokenizer
+from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
 
@@ -276,6 +278,7 @@ class PreparedRun:
     bf16: bool
     device: str
     started: float
+    chat: Any = None  # the chat template (None for text-only data with no template)
 
 
 def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> PreparedRun:
@@ -295,14 +298,15 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     bf16 = use_bf16(config.precision, device)
 
     tokenizer = load_tokenizer(config.model)
-    if config.template is not None:
-        # The saved tokenizer carries the template the model was trained with.
-        tokenizer.chat_template = resolve_template(config.template, tokenizer).source
+    chat, added = _chat_tokens(config, tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
     train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects)
+    report.added_tokens = token_ids(added, tokenizer)
     model = load_model(config.model, attn_implementation=_attention(device, config.packing or config.padding_free))
+    if added:
+        init_new_rows(model, tokenizer, list(report.added_tokens.values()))
     model.config.use_cache = False
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
@@ -310,7 +314,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = apply_method(model, config)
+    model = apply_method(model, config, new_token_ids=list(report.added_tokens.values()))
     neftune = None
     if config.neftune_alpha:
         neftune = NEFTune(model.get_input_embeddings(), config.neftune_alpha)
@@ -335,7 +339,22 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
         adapter_learning_rate=config.hybrid_lora_learning_rate,
     )
     trainer.remove_callback(PrinterCallback)
-    return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started)
+    return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started, chat)
+
+
+def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
+    """The run's chat template (None when there is none to use) and the markers of it added to the
+    tokenizer as new special tokens (a base model's vocabulary lacks them). The saved tokenizer carries
+    the template the model was trained with."""
+    if config.template is None and not getattr(tokenizer, "chat_template", None):
+        return None, []
+    chat = resolve_template(config.template, tokenizer, warn=False)
+    added = add_chat_tokens(tokenizer, chat, config.template_tokens or ())
+    if added:
+        log.info("added %s to the vocabulary as new special tokens (template '%s'); their embedding rows start "
+                 "as the mean of the others and are trained", ", ".join(added), chat.name)
+    tokenizer.chat_template = chat.source
+    return chat, added
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
@@ -364,9 +383,14 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if config.method == "hybrid":
         final = merge_adapters(final)
         trainer.model = final
+    if config.method in ("lora", "dora"):
+        # The base as the user named it (resolved again on load), not a path inside sftlab's cache.
+        for peft_config in final.peft_config.values():
+            peft_config.base_model_name_or_path = config.model or DEFAULT_MODEL
     trainer.save_model(str(out))
     if is_main:
         tokenizer.save_pretrained(str(out))
+        save_generation_config(final, tokenizer, run.chat, out)
         plot_metrics(metrics_log.records, out / "loss.png")
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],

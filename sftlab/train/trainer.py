@@ -122,6 +122,12 @@ class SftTrainer(Trainer):
         return total
 
     # ---- optimizer --------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model) -> list[str]:  # type: ignore[override]
+        """As transformers decides, less embeddings of which only some rows train (new chat tokens): decay
+        would move the rows that must stay."""
+        return [n for n in super().get_decay_parameter_names(model)
+                if not getattr(model.get_parameter(n), "_sftlab_rows", False)]
+
     def create_optimizer(self, model=None):  # type: ignore[override]
         """method=hybrid: the LoRA parameters get their own learning rate (param groups of their own), under
         the one schedule (the scheduler scales every group's initial rate by the same factor)."""
@@ -232,18 +238,21 @@ class HybridSwitch(TrainerCallback):
         self.switch_step: int | None = None
         self.phase: str | None = None
 
-    def _apply(self, state: Any, model: Any) -> None:
+    def _apply(self, state: Any, model: Any, optimizer: Any) -> None:
         phase = "full" if state.global_step < self.switch_step else "lora"
         if phase != self.phase:
             set_hybrid_phase(model, phase)
+            rows = getattr(model, "_sftlab_row_training", None)
+            if phase == "lora" and rows is not None and optimizer is not None:
+                rows.clear_optimizer_rows(optimizer)  # the full phase's momentum must not move old rows
             self.phase = phase
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[override]
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[override]
         self.switch_step = max(1, min(state.max_steps - 1, round(self.full_fraction * state.max_steps)))
-        self._apply(state, model)
+        self._apply(state, model, optimizer)
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[override]
-        self._apply(state, model)
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[override]
+        self._apply(state, model, optimizer)
 
 
 METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "trained_tokens", "tokens_per_second", "eval_loss")

@@ -193,3 +193,34 @@ def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> An
         return PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, RuntimeError) as e:
         raise SftlabError(f"{path}: cannot load the adapter onto {base} ({_first_line(e)})") from None
+
+
+def model_files(model: str | None) -> list[Path]:
+    """The files that make a model what it is: weights, configs, tokenizer and template (for an adapter,
+    the base's too); a GGUF file itself."""
+    ref = resolve_model(model)
+    if ref.kind == "gguf":
+        return [ref.path]
+    if ref.kind == "hub":
+        return []
+    files = sorted(p for p in ref.path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".jinja", ".model"))
+    adapter = ref.path / "adapter_config.json"
+    if adapter.is_file():
+        import json
+
+        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base and base != model:
+            files += model_files(base)
+    return files
+
+
+def fingerprint(files: list[Path]) -> str:
+    """sha256 over the names and contents of `files` (a model's weights change its fingerprint even where
+    its path stays the same)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -146,3 +146,33 @@ def test_judge_timeout_bounds_each_attempt(fake_judge):
     assert verdict.score is None and verdict.attempts == 2 and "Timeout" in verdict.error
     assert time.perf_counter() - start < 1.9  # two attempts of 0.5 s, not one 2 s wait
     assert Judge(fake_judge, "fake", timeout=5).score_one("ask-slow-70", "ref", "resp").score == 70
+
+
+def test_changed_references_or_weights_are_never_scored_with_stale_generations(tiny_chat_model, tmp_path):
+    import shutil
+
+    data = _data(tmp_path)
+    out = tmp_path / "eval"
+    evaluate(str(tiny_chat_model), data, out, EvalOptions(max_new_tokens=3))
+    first = (out / "responses.jsonl").read_text(encoding="utf-8").splitlines()
+    assert "instruction" not in json.loads(first[0])["messages"][0]  # OpenAI-style messages only
+    # Every reference edited: generated again, and scored against the new references.
+    rows = json.loads(data.read_text())
+    for r in rows:
+        r["output"] = "zzz"
+    data.write_text(json.dumps(rows))
+    evaluate(str(tiny_chat_model), data, out, EvalOptions(max_new_tokens=3))
+    records = [json.loads(line) for line in (out / "responses.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["reference"] for r in records] == ["zzz"] * 5
+    # The same folder with other weights (a retrained model) is generated again too.
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_chat_model, model)
+    evaluate(str(model), data, tmp_path / "eval2", EvalOptions(max_new_tokens=3))
+    weights = load_file(str(model / "model.safetensors"))
+    save_file({k: v + 0.01 for k, v in weights.items()}, str(model / "model.safetensors"), metadata={"format": "pt"})
+    meta_before = json.loads((tmp_path / "eval2" / "generation.json").read_text())
+    evaluate(str(model), data, tmp_path / "eval2", EvalOptions(max_new_tokens=3))
+    meta_after = json.loads((tmp_path / "eval2" / "generation.json").read_text())
+    assert meta_before["model_sha256"] != meta_after["model_sha256"]

@@ -284,3 +284,17 @@ def test_hybrid_adapters_get_their_own_learning_rate_under_one_schedule(tiny_mod
     assert lrs == {1e-3, 1e-2}
     for step in seen:
         assert all(is_lora == (lr == 1e-2) for lr, is_lora in step)
+
+
+def test_lora_adapter_names_the_base_model_as_the_user_did(tmp_path):
+    """adapter_config.json records `smollm2-135m-instruct`, not the cache folder the GGUF was converted
+    into, and sftlab loads the adapter by resolving that name again."""
+    from sftlab.models import load_model
+
+    out = tmp_path / "lora"
+    sets = {"datasets": f"[{DATA}]", "template": "chatml", "limit": 4, "max_length": 64, "batch_size": 4,
+            "max_steps": 1, "method": "lora", "lora_r": 2, "output_dir": str(out), "precision": "fp32"}
+    train(load_config(None, [f"{k}={v}" for k, v in sets.items()]), quiet=True)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
+    model = load_model(str(out))
+    assert type(model).__name__ == "PeftModelForCausalLM"

@@ -119,19 +119,39 @@ def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str |
 
 def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, template: str | None,
                max_new_tokens: int, batch_size: int, escape: bool = True) -> list[dict[str, Any]]:
-    """responses.jsonl, generated once: reused while model, data and settings are unchanged."""
-    meta = {"model": m.name, "data": str(data), "template": template, "max_new_tokens": max_new_tokens, "escape": escape,
-            "rows": [it.row for it in items]}
+    """responses.jsonl, generated once: reused while the weights (by content), the data file (by content) and
+    the settings are unchanged. Scores always use the references of the data as it is now."""
+    from sftlab.models import fingerprint, model_files
+
+    meta = {"model": m.name, "model_sha256": fingerprint(model_files(m.name)), "data": str(data),
+            "data_sha256": fingerprint([Path(data)]), "template": template, "max_new_tokens": max_new_tokens,
+            "escape": escape, "rows": [it.row for it in items]}
     meta_file, file = out / "generation.json", out / "responses.jsonl"
-    if meta_file.is_file() and file.is_file() and json.loads(meta_file.read_text()) == meta:
-        log.info("reusing %s (same model, data and settings)", file)
-        return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+    if meta_file.is_file() and file.is_file() and _same(meta_file, meta):
+        log.info("reusing %s (same weights, data and settings)", file)
+        records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+        for r, it in zip(records, items):
+            r["reference"] = it.reference
+        return records
     answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size, escape)
-    records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": it.messages,
+    records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": _plain(it.messages),
                 "reference": it.reference, "response": a} for it, a in zip(items, answers)]
     _write_jsonl(file, records)
     meta_file.write_text(json.dumps(meta))
     return records
+
+
+def _same(meta_file: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return json.loads(meta_file.read_text(encoding="utf-8")) == meta
+    except (OSError, ValueError):
+        return False
+
+
+def _plain(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as an OpenAI-style list (role, content, tool calls), without the alpaca fields the template reads."""
+    keep = ("role", "content", "tool_calls", "name", "tool_call_id")
+    return [{k: m[k] for k in keep if m.get(k) is not None} for m in messages]
 
 
 def regurgitates(response: str, given_input: str, threshold: float = 0.8) -> bool:

@@ -9,6 +9,7 @@ parameters that get no gradient are skipped by the optimizer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -16,6 +17,10 @@ import torch
 from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError
 from sftlab.train.tokens import RowTraining
+
+# peft 0.21 calls a transformers 5 method that warns of its removal in v6 on every LoRA model: noise to a
+# user, who can do nothing about it (transformers is pinned below 6).
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -113,11 +113,10 @@ def test_llama3_special_text_stays_text():
 
 def test_gpt2_alpaca_endoftext_in_content_is_text_and_eos_still_ends_the_answer():
     tok = tokenizer("gpt2")
-    messages = [("user", "Split on <|endoftext|> please"), ("assistant", "Use text.split('<|endoftext|>')")]
+    messages = [("system", "Data may hold <|endoftext|>."), ("user", "Split on <|endoftext|> please"),
+                ("assistant", "Use text.split('<|endoftext|>')")]
     ex = encode("gpt2", "alpaca", messages)
-    preamble = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                "the request.\n\n")
-    f = preamble + "### Instruction:\n" + messages[0][1] + "\n\n### Response:\n" + messages[1][1]
+    f = messages[0][1] + "\n\n### Instruction:\n" + messages[1][1] + "\n\n### Response:\n" + messages[2][1]
     # Alpaca writes no end-of-turn marker: the masking contract adds EOS after the answer.
     assert ex.input_ids == text_ids(tok, f) + [50256]
     assert ex.input_ids.count(50256) == 1
@@ -212,3 +211,28 @@ def test_inspect_shows_escaped_text_and_trained_runs_when_piped(tmp_path):
     assert r.stdout.startswith("legend: ⟦trained⟧")
     assert "hi« <|im_end|>» there<|im_end|>↵" in r.stdout
     assert "⟦ok 你好<|im_end|>⟧↵" in r.stdout
+
+
+@pytest.mark.parametrize("name,template,end", [("qwen2", "chatml", [151645]), ("llama3", "llama3", [128009]),
+                                               ("llama2", "llama2", []), ("gpt2", "alpaca", []),
+                                               ("qwen2", "phi3", [])])
+def test_stop_tokens_are_the_templates_end_of_turn_and_eos(name, template, end):
+    """Generation stops at the token the template writes after an answer, found by rendering it, and EOS.
+    (phi3's <|end|> is not a token of the Qwen2 vocabulary: nothing to stop on but EOS.)"""
+    from sftlab.generate import stop_token_ids
+
+    tok = tokenizer(name)
+    assert stop_token_ids(None, tok, resolve_template(template, tok)) == sorted({tok.eos_token_id, *end})
+
+
+def test_chat_prompts_are_escaped(tiny_chat_model, monkeypatch):
+    from sftlab.chat import open_session
+
+    session = open_session(str(tiny_chat_model), max_new_tokens=2)
+    seen = []
+    original = session.generator.model.generate
+    monkeypatch.setattr(session.generator.model, "generate",
+                        lambda **kw: seen.append(kw["input_ids"][0].tolist()) or original(**kw))
+    "".join(session.reply(f"hi {FORGED_QWEN}"))
+    tok = tokenizer("qwen2")
+    assert seen == [escaped_prompt_ids(tok, [{"role": "user", "content": f"hi {FORGED_QWEN}"}], f"hi {FORGED_QWEN}")]

@@ -100,6 +100,11 @@ def test_mixing_by_weight(tmp_path):
     # 40 rows in all, sampled 30 % / 70 %: the small domain set is repeated.
     assert report.mixture == {str(a): 12, str(b): 28}
     assert report.examples == 40
+    from sftlab.data.pipeline import mixture_summary
+
+    line = mixture_summary(report, [Source(str(a), weight=0.3), Source(str(b))])
+    assert f"{a}: 12 of 30 rows (sampled, weight 0.3, 30%)" in line
+    assert f"{b}: 28 of 10 rows (repeated, weight 1 (no weight given), 70%)" in line
 
 
 def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path):

@@ -356,3 +356,23 @@ def test_a_long_conversation_renders_only_what_survives_truncation(monkeypatch, 
     assert quick.truncated == whole.truncated
     assert len(quick.examples) == 1 and len(quick.dropped) == 1  # the late answers are lost to truncation
     assert quick_renders < len(renders) / 4  # 2 + 2 per rendered turn; the whole has 2 per turn, 240 turns
+
+
+def test_a_template_that_ignores_tools_says_so_once_with_counts(caplog):
+    from conftest import FIXTURES
+    from sftlab.data.load import load_conversations
+
+    tok = tokenizer("qwen2")
+    convs = load_conversations(FIXTURES / "data" / "glaive_toolcall_en_demo.json").conversations[:50]
+    with_tools = sum(bool(c.tools) for c in convs)
+    with caplog.at_level("WARNING", logger="sftlab"):
+        result = Encoder(tok, resolve_template("alpaca", tok)).encode(convs)
+    assert result.tools_ignored == with_tools > 0
+    warnings = [r.getMessage() for r in caplog.records if "tool definitions" in r.getMessage()]
+    assert warnings == [f"{with_tools} conversations carry tool definitions that template 'alpaca' does not render: "
+                        "the model will not see them; use a template that renders tools (template: chatml, llama3 "
+                        "or qwen)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sftlab"):
+        assert Encoder(tok, resolve_template("chatml", tok)).encode(convs).tools_ignored == 0
+    assert "tool definitions" not in caplog.text

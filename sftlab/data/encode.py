@@ -10,6 +10,7 @@ shift the boundary wherever BPE merges across it; character offsets cannot.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -20,6 +21,8 @@ from sftlab.data.conversation import Conversation
 from sftlab.data.templates import ChatTemplate
 from sftlab.data.tokenize import Locate, Revealed, Tokens, special_token_ids, tokenizer_adds_bos
 from sftlab.errors import SftlabError
+
+log = logging.getLogger("sftlab")
 
 IGNORE_INDEX = -100
 TRAIN_ON = ("all_assistant", "last_assistant", "all")
@@ -65,6 +68,8 @@ class Encoded:
     # Conversations a prefix-unstable template forced us to split into one example per turn.
     split_conversations: int = 0
     truncated: int = 0
+    # Conversations whose tool definitions the template does not render (they are not in the example).
+    tools_ignored: int = 0
 
     def drop_reasons(self) -> dict[str, int]:
         return dict(Counter(d.reason for d in self.dropped))
@@ -129,12 +134,19 @@ class Encoder:
                 out.dropped.append(Dropped(conv.source, conv.row, "no trained tokens (no non-empty assistant answer to train)"))
                 continue
             out.split_conversations += was_split
+            out.tools_ignored += bool(conv.tools) and self.template is not None and not self.template.handles_tools
             chunk.extend(conv_pieces)
             if len(chunk) >= _CHUNK:
                 self._finish(chunk, out, lost)
                 chunk = []
         self._finish(chunk, out, lost)
         out.dropped.extend(lost)
+        if out.tools_ignored:
+            log.warning(
+                "%d conversation%s carr%s tool definitions that template '%s' does not render: the model will not "
+                "see them; use a template that renders tools (template: chatml, llama3 or qwen)",
+                out.tools_ignored, "" if out.tools_ignored == 1 else "s", "ies" if out.tools_ignored == 1 else "y",
+                self.template.name)
         return out
 
     def _finish(self, pieces: list[_Piece], out: Encoded, lost: list[Dropped]) -> None:

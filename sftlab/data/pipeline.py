@@ -71,6 +71,7 @@ class DataReport:
             "dropped_rows": [d.to_dict() for d in enc.dropped],
             "split_conversations": enc.split_conversations,
             "truncated": enc.truncated,
+            "tools_ignored": enc.tools_ignored,
             "mixture": self.mixture,
             "examples": self.examples,
             "tokens": self.tokens,
@@ -131,6 +132,22 @@ def load_sources(
     else:
         conversations = [c for group in per_source for c in group]
     return conversations, report
+
+
+def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None:
+    """One line saying what the dataset weights did: each file's rows taken of those it has, and its share
+    (None when there was no mixing)."""
+    if not report.mixture:
+        return None
+    converted = {f["path"]: f["converted"] for f in report.files}
+    total = sum(report.mixture.values()) or 1
+    parts = []
+    for src in sources:
+        taken, has = report.mixture.get(src.path, 0), converted.get(src.path, 0)
+        how = "repeated" if taken > has else "sampled" if taken < has else "all"
+        weight = "1 (no weight given)" if src.weight is None else f"{src.weight:g}"
+        parts.append(f"{src.path}: {taken} of {has} rows ({how}, weight {weight}, {taken / total:.0%})")
+    return ("mixture — weights are shares of the examples, the total kept at the rows read: " + "; ".join(parts))
 
 
 def mix(

@@ -57,6 +57,11 @@ class ChatTemplate:
     def handles_tool_calls(self) -> bool:
         return "tool_calls" in self.source
 
+    @cached_property
+    def handles_tools(self) -> bool:
+        """Whether the template renders the tool definitions (the `tools` variable)."""
+        return re.search(r"\btools\b", self.source) is not None
+
     def render(
         self,
         messages: list[dict[str, Any]],

@@ -21,7 +21,7 @@ from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
 from sftlab.data.encode import Example
 from sftlab.data.packing import pack, packing_efficiency
-from sftlab.data.pipeline import DataReport, Source, build_examples
+from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
 from sftlab.hardware import pick_device, use_bf16
@@ -369,6 +369,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if is_main:
         (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         report.write(out / "data_report.json")
+        mixture = mixture_summary(report, _sources(config.datasets))
+        if mixture:
+            log.info("%s", mixture)
         log.info(
             "training %s (%s, %s, lr %g) on %d %s (%d trained tokens), %s",
             config.model or "smollm2-135m-instruct", config.method, "bf16" if run.bf16 else "fp32",

@@ -329,9 +329,12 @@ def _print_check(data: dict) -> None:  # noqa: ANN001
     out.print(f"[bold]{data['rows']} rows[/] in {len(stats['files'])} file(s) · {stats['valid_rows']} valid · "
               f"{len(flagged)} flagged")
     table = Table("check", "rows", "first rows", "example")
+    several = len(stats["files"]) > 1
     for f in data["findings"]:
         example = f["details"][0]["reason"]
-        shown = ", ".join(map(str, f["rows"][:8])) + (" …" if len(f["rows"]) > 8 else "")
+        # With several files, each row number says which file it is in.
+        rows = [f"{Path(file).name}:{row}" if several else str(row) for file, row in zip(f["files"], f["rows"])]
+        shown = ", ".join(rows[:8]) + (" …" if len(rows) > 8 else "")
         table.add_row(f["check"], str(len(f["rows"])), shown, example[:70])
     if data["findings"]:
         out.print(table)

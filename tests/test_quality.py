@@ -236,3 +236,57 @@ def test_several_files_name_the_file_of_each_row(tmp_path):
     assert (finding["rows"], finding["files"]) == ([2], [str(b)])  # row 2 of b is row 4 of a again
     assert finding["details"][0]["duplicate_of"] == {"file": str(a), "row": 4}
     assert result.to_dict()["rows"] == 13
+
+
+# --- tool data, flagged turns, code interpolation, several files (first-use report) ------------------------
+
+
+def _qwen_check(paths, **kw):
+    return check_data([str(p) for p in paths], model=str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"),
+                      template="chatml", clusters=False, **kw)
+
+
+def test_capability_statements_in_tool_data_are_not_refusals():
+    """The shipped tool-call set answers requests its tools cannot serve with "I'm sorry, but as an AI, I
+    don't have the capability to book flights. My current function …": correct, and what such data teaches."""
+    result = _qwen_check([SHARED_DATA / "glaive_toolcall_en_demo.json"], checks=["invalid_row", "refusal"])
+    assert [len(f.hits) for f in result.findings if f.check == "refusal"] == [0]
+    from sftlab.quality.text import refusal
+
+    assert refusal("I'm sorry, but as an AI, I don't have the capability to book flights.")  # without tools
+    assert refusal("As an AI language model, I think so.", with_tools=True)  # a disclaimer is one anyway
+
+
+def test_the_snippet_is_the_flagged_turn_and_code_interpolation_is_no_placeholder(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "Fine answer one."},
+                      {"role": "user", "content": "q2"}, {"role": "assistant", "content": "As an AI language model, no."},
+                      {"role": "user", "content": "q3"}, {"role": "assistant", "content": "Fine answer three."}]},
+        {"messages": [{"role": "user", "content": "Scala?"},
+                      {"role": "assistant", "content": 'pairs.map(p => s"${p._1}: ${p.name}")'}]},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    result = _qwen_check([path], checks=["invalid_row", "refusal", "placeholder"])
+    hits = {f.check: f.hits for f in result.findings}
+    assert [h.row for h in hits["refusal"]] == [1]
+    assert hits["refusal"][0].detail["snippet"] == "As an AI language model, no."
+    assert hits["placeholder"] == []
+
+
+def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
+    import subprocess
+    import sys
+
+    paths = []
+    for name in ("a.jsonl", "b.jsonl"):
+        p = tmp_path / name
+        p.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]})
+                     + "\n", encoding="utf-8")
+        paths.append(str(p))
+    r = subprocess.run([sys.executable, "-m", "sftlab", "data", "check", *paths, "--no-clusters", "--model",
+                        str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"), "--template", "chatml"],
+                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if "empty_response" in l)
+    assert "a.jsonl:1, b.jsonl:1" in line

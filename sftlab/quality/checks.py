@@ -86,9 +86,14 @@ def _language(row: Row) -> dict[str, Any] | None:
 
 
 def _first(check: Callable[[str], str | None], texts: Iterable[str]) -> dict[str, Any] | None:
-    """The reason of the first text the check flags."""
-    reason = next((r for r in map(check, texts) if r), None)
-    return {"reason": reason} if reason else None
+    """The reason of the first text the check flags, and that text as the snippet (the turn flagged, not the
+    row's first or last one)."""
+    for t in texts:
+        reason = check(t)
+        if reason:
+            shown = " ".join(t.split())
+            return {"reason": reason, "snippet": shown if len(shown) <= 160 else shown[:159] + "…"}
+    return None
 
 
 def _truncated(row: Row) -> dict[str, Any] | None:
@@ -100,7 +105,10 @@ def _placeholder(row: Row) -> dict[str, Any] | None:
 
 
 def _refusal(row: Row) -> dict[str, Any] | None:
-    return _first(text.refusal, row.answers)
+    # With tools, "I'm sorry, I can't book flights: my functions only …" is a correct statement of what the
+    # tools allow, not a refusal to learn away; only AI disclaimers are flagged there.
+    tools = bool(row.conversation.tools)  # type: ignore[union-attr]
+    return _first(lambda a: text.refusal(a, with_tools=tools), row.answers)
 
 
 ROW_CHECKS: dict[str, Callable[[Row], dict[str, Any] | None]] = {
@@ -125,7 +133,7 @@ def row_findings(rows: Sequence[Row], checks: Sequence[str]) -> dict[str, Findin
                 continue
             detail = ROW_CHECKS[name](row)
             if detail is not None:
-                finding.hits.append(Hit(row.file, row.row, {**detail, "snippet": row.snippet()}))
+                finding.hits.append(Hit(row.file, row.row, {"snippet": row.snippet(), **detail}))
     return found
 
 

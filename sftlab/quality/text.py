@@ -114,12 +114,13 @@ def language_mismatch(prompt_parts: list[str], answer: str) -> str | None:
 # --- refusals --------------------------------------------------------------------------------------
 
 # Anywhere in an answer: the boilerplate of a model talking about itself instead of answering.
-_REFUSAL_ANYWHERE = re.compile(
-    r"\bas an ai(?: language)? model\b|\bas a language model\b|\bi am an ai(?: language)? model\b|"
-    r"\bi'm an ai(?: language)? model\b|\bas an ai(?: assistant)?,? i (?:cannot|can't|am unable|am not (?:able|capable)|do not|don't)\b|"
-    r"作为一个?(?:ai|人工智能)(?:语言)?模型|作为一个?(?:ai|人工智能)(?:助手)?，?我(?:无法|不能|没有)|我只是一个?(?:ai|人工智能)",
-    re.I,
-)
+_DISCLAIMER = (r"\bas an ai(?: language)? model\b|\bas a language model\b|\bi am an ai(?: language)? model\b|"
+               r"\bi'm an ai(?: language)? model\b|作为一个?(?:ai|人工智能)(?:语言)?模型|我只是一个?(?:ai|人工智能)")
+# "As an AI, I cannot …": a refusal in open chat, but with tools a correct statement of what they allow.
+_AI_CANNOT = (r"\bas an ai(?: assistant)?,? i (?:cannot|can't|am unable|am not (?:able|capable)|do not|don't)\b|"
+              r"作为一个?(?:ai|人工智能)(?:助手)?，?我(?:无法|不能|没有)")
+_REFUSAL_ANYWHERE = re.compile(f"{_DISCLAIMER}|{_AI_CANNOT}", re.I)
+_DISCLAIMER_ANYWHERE = re.compile(_DISCLAIMER, re.I)
 # At the start of an answer: an apology that turns into "I cannot" (not an apology that is the answer,
 # like a letter of apology or "sorry to hear that").
 _REFUSAL_OPENING = re.compile(
@@ -137,18 +138,22 @@ _REFUSAL_OPENING = re.compile(
 _REFUSAL_HINTS = (" ai", "language model", "作为", "我只是")
 
 
-def refusal(answer: str) -> str | None:
+def refusal(answer: str, with_tools: bool = False) -> str | None:
+    """An AI disclaimer anywhere, or an answer that declines. `with_tools`: the conversation gives the model
+    tools, where "I'm sorry, as an AI I can't book flights; my functions …" states what the tools allow
+    (correct, and what such data teaches): only language-model disclaimers count there."""
     head = answer[:400]
     lowered = answer.casefold()
-    m = _REFUSAL_ANYWHERE.search(answer) if any(h in lowered for h in _REFUSAL_HINTS) else None
-    m = m or _REFUSAL_OPENING.match(head)
+    anywhere = _DISCLAIMER_ANYWHERE if with_tools else _REFUSAL_ANYWHERE
+    m = anywhere.search(answer) if any(h in lowered for h in _REFUSAL_HINTS) else None
+    m = m or (None if with_tools else _REFUSAL_OPENING.match(head))
     return f"refusal: “{m.group(0).strip()}”" if m else None
 
 
 # --- placeholders ----------------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(
-    r"\{\{\s*[^{}\n]{1,40}?\s*\}\}|\{%.{0,40}?%\}|\$\{[A-Za-z_][\w.]*\}|<<\s*[A-Za-z_]\w*\s*>>|"
+    r"\{\{\s*[^{}\n]{1,40}?\s*\}\}|\{%.{0,40}?%\}|\$\{[A-Za-z_][A-Za-z0-9_]*\}|<<\s*[A-Za-z_]\w*\s*>>|"
     r"\[(?:your|insert|enter|add|recipient'?s?|company|sender'?s?) [^\[\]\n]{1,30}\]|"
     r"\[(?:name|date|address|phone(?: number)?|email(?: address)?|company|city|title|position|location)\]|"
     r"[\[【〔]\s*(?:姓名|名字|你的名字|您的名字|公司名称?|日期|地址|电话|邮箱|职位|插入[^\]】〕\n]{0,20})\s*[\]】〕]",
@@ -162,7 +167,9 @@ _PLACEHOLDER_CHARS = re.compile(r"[{\[【〔<$]")
 def placeholder(text: str) -> str | None:
     if not _PLACEHOLDER_CHARS.search(text):
         return None
-    prose = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)  # template syntax inside code is code
+    # Template syntax inside code is code: fenced blocks and inline `spans`. (`${p._1}`, `${a.b}` are
+    # string interpolation, not placeholders: only `${identifier}` counts.)
+    prose = re.sub(r"```.*?(```|$)|`[^`\n]*`", " ", text, flags=re.S)
     m = _PLACEHOLDER.search(prose)
     return f"unreplaced placeholder {m.group(0)!r}" if m else None
 

@@ -32,3 +32,23 @@ def test_chat_session_is_multi_turn():
     ]
     assert "".join(session.reply("What is my name?")).strip()
     assert len(session.history) == 4
+
+
+def test_a_cut_chinese_character_is_never_emitted_as_u_fffd():
+    """"开发的人工龘" is 5 Qwen2 tokens, the last two the bytes of 龘: an answer cut after the first of them
+    (max_new_tokens) must end at "人工", in a whole answer and in a stream."""
+    import torch
+
+    from conftest import tokenizer
+    from sftlab.generate import _streamer, complete_text
+
+    tok = tokenizer("qwen2")
+    ids = [100013, 100623, 48692, 82912]
+    assert tok.decode(ids).endswith("\ufffd")  # what a plain decode gives
+    assert complete_text(tok.decode(ids)) == "开发的人工"
+    streamer = _streamer(tok)
+    streamer.put(torch.tensor([[1, 2]]))  # the prompt, skipped
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    assert "".join(streamer) == "开发的人工"

@@ -176,3 +176,13 @@ def test_changed_references_or_weights_are_never_scored_with_stale_generations(t
     evaluate(str(model), data, tmp_path / "eval2", EvalOptions(max_new_tokens=3))
     meta_after = json.loads((tmp_path / "eval2" / "generation.json").read_text())
     assert meta_before["model_sha256"] != meta_after["model_sha256"]
+
+
+def test_eval_shows_its_progress(tiny_chat_model, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="sftlab"):
+        evaluate(str(tiny_chat_model), _data(tmp_path), tmp_path / "eval", EvalOptions(max_new_tokens=2, batch_size=2))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith(f"evaluating {tiny_chat_model} on 5 conversations")
+    assert any(l.startswith("held-out loss ") for l in lines)
+    assert [l for l in lines if l.startswith("generated ")] == ["generated 2/5 answers", "generated 4/5 answers",
+                                                               "generated 5/5 answers"]

@@ -114,6 +114,7 @@ def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str |
                                          **gen.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
         for i, seq in zip(idx, generated[:, width:].tolist()):
             out[i] = gen.decode(seq).strip()
+        log.info("generated %d/%d answers", min(s + batch_size, len(order)), len(order))
     return out
 
 
@@ -201,9 +202,11 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
     items = eval_items(data, options.fmt, options.limit)
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
+    log.info("evaluating %s on %d conversations of %s", model, len(items), data)
     m = load_for_eval(model)
     loss, tokens = held_out_loss(m, data, options.fmt, options.template, options.max_length, options.batch_size,
                                  options.limit, options.escape)
+    log.info("held-out loss %.4f over %d trained tokens", loss, tokens)
     records = _responses(m, items, out, str(data), options.template, options.max_new_tokens, options.batch_size,
                          options.escape)
     preds, refs = [r["response"] for r in records], [r["reference"] for r in records]
@@ -215,6 +218,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
         "bleu": bleu(preds, refs),
     }
     if options.judge is not None:
+        log.info("asking the judge about %d answers", len(records))
         verdicts = options.judge.score_all([(r["prompt"], r["reference"], r["response"]) for r in records])
         summary["judge"] = summarize(verdicts, [r["row"] for r in records])
         for r, v in zip(records, verdicts):

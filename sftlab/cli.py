@@ -98,7 +98,7 @@ def inspect_cmd(
             sys.stdout.write(line + "\n")
     elif html_out is None:
         render_terminal(examples, tokenizer, special, Console())
-    summary = _summary(report)
+    summary = _summary(report, limit)
     if html_out is not None:
         html_out.write_text(render_html(examples, tokenizer, special, summary=summary), encoding="utf-8")
         err.print(f"wrote {html_out}")
@@ -166,7 +166,7 @@ checkpoint-N/ and the final model into output_dir. `resume: true` continues the 
 )
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="YAML configuration file (optional when --set gives everything)."),
-    sets: list[str] = typer.Option([], "--set", help="key=value override, value parsed as YAML; repeatable."),
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="key=value override, value parsed as YAML; repeatable."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     from sftlab.config import load_config
@@ -284,7 +284,7 @@ model's template) and semantic clusters of prompts. `--json` prints one object:
 `{{"rows": N, "findings": [{{"check", "rows", "files", "details"}}], "stats": {{...}}}}`.""",
 )
 def data_check_cmd(
-    files: list[Path] = typer.Argument(..., help="One or more data files (any supported format)."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="One or more data files (any supported format)."),
     model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for lengths: model directory, .gguf or 'smollm2-135m-instruct' (default)."),
     template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
     fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
@@ -365,7 +365,7 @@ Kept rows are written as they were read (one JSON object per line, same format);
 their first occurrence. `--drop` takes checks from: {_CHECK_LIST} (default: all; invalid rows are always rejected).""",
 )
 def data_clean_cmd(
-    files: list[Path] = typer.Argument(..., help="Data file(s) of one format."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="Data file(s) of one format."),
     out: Path = typer.Option(..., "--out", help="Kept rows (JSONL)."),
     rejects: Path = typer.Option(..., "--rejects", help="Removed rows with their reasons (JSONL)."),
     drop: Optional[str] = typer.Option(None, "--drop", help="Comma-separated checks whose rows are removed (default: all)."),
@@ -404,10 +404,10 @@ def _print_eval(summary: dict) -> None:  # noqa: ANN001
     Console().print(table)
 
 
-def _summary(report) -> dict[str, object]:  # noqa: ANN001
+def _summary(report, limit: int | None = None) -> dict[str, object]:  # noqa: ANN001
     d = report.to_dict()
     out: dict[str, object] = {
-        "rows": d["rows_read"],
+        "rows": d["rows_read"] if limit is None or limit >= d["converted"] else f"{limit} (--limit) of {d['rows_read']}",
         "examples": d["examples"],
         "tokens": d["tokens"],
         "trained tokens": f"{d['trained_tokens']} ({d['trained_token_fraction']:.1%})",

@@ -240,5 +240,8 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
         for i, d in enumerate(config.datasets + config.eval_datasets):
             if not Path(d.path).exists():
                 key = "datasets" if i < len(config.datasets) else "eval_datasets"
-                raise SftlabError(f"{origin}: {key} file {d.path} not found")
+                hint = ""
+                if Path(d.path).parts[:2] == ("runs", "demo"):
+                    hint = " (`make demo` writes it: run that first)"
+                raise SftlabError(f"{origin}: {key} file {d.path} not found{hint}")
     return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
 from sftlab.data.pipeline import Source, build_examples
@@ -80,11 +81,14 @@ def test_pipeline_report_accounts_for_every_row(tmp_path):
     assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
     # Every row that is not an example is in the rejects file with its reason, dropped ones included.
     written = [json.loads(x) for x in rejects.read_text().splitlines()]
-    assert [(r["row"], r["reason"].split(": ")[-1]) for r in written] == [
-        (2, "no trained tokens (no non-empty assistant answer to train)"),
-        (3, "conversation has no assistant turn to train on"),
-        (4, "Expecting value"),
+    # One layout with `data clean`'s rejects: {file, row, reasons: [{check, reason}], record}.
+    assert [(r["row"], [x["check"] for x in r["reasons"]], r["reasons"][0]["reason"].split(": ")[-1]) for r in written] == [
+        (2, ["dropped"], "no trained tokens (no non-empty assistant answer to train)"),
+        (3, ["invalid_row"], "conversation has no assistant turn to train on"),
+        (4, ["invalid_row"], "Expecting value"),
     ]
+    assert {tuple(r) for r in written} == {("file", "row", "reasons", "record")}
+    assert written[2]["record"] == "not json"
     assert d["dropped_rows"] == [{"source": str(data), "row": 2, "reason": "no trained tokens (no non-empty assistant answer to train)"}]
     assert d["packed_rows"] == 1 and d["packing_efficiency"] == len(rows[0].input_ids) / 64
 
@@ -124,3 +128,22 @@ def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model):
             "--set", f"output_dir={tmp_path / 'out'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{bad}, row 1" in " ".join(r.stderr.split()) and "content" in r.stderr
+
+
+def test_identity_recipe_before_make_demo_says_to_run_it_first(tmp_path):
+    import shutil
+
+    shutil.copy(Path(__file__).parents[1] / "examples" / "identity.yaml", tmp_path / "identity.yaml")
+    r = subprocess.run([sys.executable, "-m", "sftlab", "train", "identity.yaml"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "datasets file runs/demo/identity_filled.json not found (`make demo` writes it: run that first)" in " ".join(
+        r.stderr.split())
+
+
+def test_inspect_limit_says_how_many_rows_it_shows(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sftlab", "inspect", "--data", str(SHARED_DATA / "alpaca_zh_demo.json"),
+                        "--model", str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"),
+                        "--template", "chatml", "--limit", "3", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rows: 3 (--limit) of 1000" in " ".join(r.stderr.split())

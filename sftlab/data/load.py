@@ -21,9 +21,12 @@ class Reject:
     row: int
     reason: str
     data: Any = None
+    check: str = "invalid_row"  # or "dropped": read, but lost its trained tokens in encoding
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "row": self.row, "reason": self.reason, "data": self.data}
+        """A line of a rejects file, in the one layout `train`, `inspect` and `data clean` write."""
+        return {"file": self.source, "row": self.row, "reasons": [{"check": self.check, "reason": self.reason}],
+                "record": self.data}
 
 
 @dataclass

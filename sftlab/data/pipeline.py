@@ -205,7 +205,7 @@ def build_examples(
     if rejects_path is not None and on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained
         # tokens were all lost in encoding (truncated away, empty answer), each with its reason.
-        lost = [Reject(d.source, d.row, d.reason) for d in report.encoded.dropped]
+        lost = [Reject(d.source, d.row, d.reason, check="dropped") for d in report.encoded.dropped]
         write_rejects(sorted(report.rejected + lost, key=lambda r: (r.source, r.row)), rejects_path)
     examples = report.encoded.examples
     report.examples = len(examples)

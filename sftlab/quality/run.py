@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ class Progress:
     """Progress bars on stderr for the long steps; silent when disabled."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
+        # Bars only on a terminal: redirected, a transient bar leaves blank lines in the log.
+        self.enabled = enabled and sys.stderr.isatty()
 
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Callable[[int], None]]:

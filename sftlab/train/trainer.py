@@ -150,6 +150,19 @@ class SftTrainer(Trainer):
         self._adapter_groups_done = True
         return optimizer
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:  # type: ignore[override]
+        """Resume: a tied head (lm_head.weight is the embedding matrix) is not in a checkpoint, so transformers
+        (5.x) reports it missing although nothing is; tie again and report only keys really missing."""
+        names: dict[int, list[str]] = {}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(name)
+        tied = {name for group in names.values() if len(group) > 1 for name in group}
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        load_result = type(load_result)(missing, load_result.unexpected_keys)
+        super()._issue_warnings_after_load(load_result)
+
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # type: ignore[override]
         start = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sftlab.errors import SftlabError
 from sftlab.generate import Generator
 
 
@@ -33,11 +32,7 @@ class ChatSession:
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces).strip()}]
 
 
-def open_session(model: str | None, escape: bool = True, **options: Any) -> ChatSession:
-    from sftlab.models import load_model, load_tokenizer, model_path
+def open_session(model: str | None, escape: bool = True, precision: str = "auto", **options: Any) -> ChatSession:
+    from sftlab.generate import load_generator
 
-    path = model_path(model)
-    tokenizer = load_tokenizer(path)
-    if not getattr(tokenizer, "chat_template", None):
-        raise SftlabError("the model's tokenizer has no chat template; chat needs one")
-    return ChatSession(Generator(load_model(path), tokenizer, escape=escape), **options)
+    return ChatSession(load_generator(model, escape=escape, precision=precision), **options)

@@ -123,10 +123,11 @@ def chat_cmd(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
                                 help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
 ) -> None:
     from sftlab.chat import open_session
 
-    session = open_session(model, escape=escape, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+    session = open_session(model, escape=escape, precision=_precision(precision), system=system, max_new_tokens=max_new_tokens, temperature=temperature)
     out = Console(highlight=False)
     if prompt is not None:
         for piece in session.reply(prompt):
@@ -212,13 +213,15 @@ def serve_cmd(
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
     escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
                                 help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
     key = resolve_api_key(api_key, api_key_file)
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
-    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key, escape=escape)
+    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key, escape=escape,
+          precision=_precision(precision))
 
 
 @app.command(
@@ -250,6 +253,7 @@ def eval_cmd(
     probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
     escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
                                 help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
+    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
 ) -> None:
     from sftlab.evaluate.judge import Judge
     from sftlab.evaluate.run import EvalOptions, evaluate
@@ -258,7 +262,8 @@ def eval_cmd(
         raise SftlabError("--judge-url and --judge-model go together")
     judge = (Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries, judge_timeout)
              if judge_url else None)
-    options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape)
+    options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape,
+                          _precision(precision))
     summary = evaluate(model, data, out, options, baseline)
     _print_eval(summary)
     err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
@@ -402,6 +407,12 @@ def _print_eval(summary: dict) -> None:  # noqa: ANN001
     if "probe" in summary:
         table.add_row("probe regurgitation rate", *[fmt(r.get("probe", {}).get("rate")) for r in runs])
     Console().print(table)
+
+
+def _precision(value: str) -> str:
+    if value not in ("auto", "bf16", "fp32"):
+        raise SftlabError(f"--precision must be auto, bf16 or fp32, got '{value}'")
+    return value
 
 
 def _summary(report, limit: int | None = None) -> dict[str, object]:  # noqa: ANN001

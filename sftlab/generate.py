@@ -33,8 +33,11 @@ def complete_text(text: str) -> str:
 class Generator:
     """A model with its tokenizer and chat template, as chat, serve and eval use it."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: str | ChatTemplate | None = None, escape: bool = True):
+    def __init__(self, model: Any, tokenizer: Any, template: str | ChatTemplate | None = None, escape: bool = True,
+                 bf16: bool = False):
+        """`bf16`: generate under bf16 autocast (the weights stay fp32)."""
         self.model = model.eval()
+        self.bf16 = bf16
         self.tokenizer = tokenizer
         self.chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
         self.tokens = Tokens(tokenizer, escape=escape)
@@ -53,6 +56,11 @@ class Generator:
             return self.tokens.backend.encode(text, add_special_tokens=False).ids
         real = self.tokens.reveal(text)
         return self.tokens.encode_marked(real.text, real.markers)[0].tolist()
+
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def kwargs(self, **options: Any) -> dict[str, Any]:
         """Keyword arguments for `model.generate`: stop tokens and padding, and the options given."""
@@ -75,7 +83,7 @@ class Generator:
         kwargs = self.kwargs(**options)
 
         def work() -> None:
-            with lock or _NO_LOCK, torch.no_grad():
+            with lock or _NO_LOCK, torch.no_grad(), self.autocast():
                 try:
                     out = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
                                               streamer=streamer, **kwargs)
@@ -135,3 +143,18 @@ def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None
     config.eos_token_id = stop_token_ids(model, tokenizer, chat)
     config.pad_token_id = tokenizer.pad_token_id
     config.save_pretrained(str(out))
+
+
+def load_generator(model: str | None, escape: bool = True, precision: str = "auto") -> Generator:
+    """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
+    fp32 (auto: bf16 where it is measured faster, as in training)."""
+    from sftlab.errors import SftlabError
+    from sftlab.hardware import pick_device, use_bf16
+    from sftlab.models import load_model, load_tokenizer, model_path
+
+    path = model_path(model)
+    tokenizer = load_tokenizer(path)
+    if not getattr(tokenizer, "chat_template", None):
+        raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat and serve need one")
+    device = pick_device()
+    return Generator(load_model(path).to(device), tokenizer, escape=escape, bf16=use_bf16(precision, device))

@@ -149,7 +149,7 @@ class Server:
 
         ids, max_new = self._inputs(req)
         inputs = torch.tensor([ids], device=self.gen.model.device)
-        with self.lock, torch.no_grad():
+        with self.lock, torch.no_grad(), self.gen.autocast():
             out = self.gen.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
                                           **self.gen.kwargs(**self._options(req, max_new)))
         new = out[0, len(ids):].tolist()
@@ -307,14 +307,10 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          escape: bool = True) -> None:
+          escape: bool = True, precision: str = "auto") -> None:
     import uvicorn
 
-    from sftlab.models import load_model, load_tokenizer, model_path
+    from sftlab.generate import load_generator
 
-    path = model_path(model)
-    tokenizer = load_tokenizer(path)
-    if not getattr(tokenizer, "chat_template", None):
-        raise SftlabError(f"{model}: the tokenizer has no chat template; the server needs one")
-    server = Server(Generator(load_model(path), tokenizer, escape=escape), name=model)
+    server = Server(load_generator(model, escape=escape, precision=precision), name=model)
     uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

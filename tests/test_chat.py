@@ -10,7 +10,7 @@ from sftlab.chat import open_session
 
 def test_chat_prompt_answers_once_and_exits():
     r = subprocess.run(
-        [sys.executable, "-m", "sftlab", "chat", "--prompt", "What is the capital of France?", "--max-new-tokens", "16"],
+        [sys.executable, "-m", "sftlab", "chat", "--prompt", "What is the capital of France?", "--max-new-tokens", "16", "--precision", "fp32"],
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr

@@ -186,3 +186,10 @@ def test_eval_shows_its_progress(tiny_chat_model, tmp_path, caplog):
     assert any(l.startswith("held-out loss ") for l in lines)
     assert [l for l in lines if l.startswith("generated ")] == ["generated 2/5 answers", "generated 4/5 answers",
                                                                "generated 5/5 answers"]
+
+
+@pytest.mark.parametrize("precision,bf16", [("fp32", False), ("bf16", True)])
+def test_eval_precision_is_a_choice(tiny_chat_model, tmp_path, precision, bf16):
+    out = tmp_path / precision
+    evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=2, precision=precision))
+    assert json.loads((out / "generation.json").read_text())["bf16"] is bf16

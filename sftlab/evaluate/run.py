@@ -57,7 +57,7 @@ class Loaded:
     autocast: Any  # torch dtype for autocast, or None
 
 
-def load_for_eval(model: str) -> Loaded:
+def load_for_eval(model: str, precision: str = "auto") -> Loaded:
     import torch
 
     from sftlab.models import load_model, load_tokenizer, model_path
@@ -69,7 +69,7 @@ def load_for_eval(model: str) -> Loaded:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     net = load_model(path).to(device).eval()
-    return Loaded(model, net, tok, torch.bfloat16 if use_bf16("auto", device) else None)
+    return Loaded(model, net, tok, torch.bfloat16 if use_bf16(precision, device) else None)
 
 
 def held_out_loss(m: Loaded, data: str | Path, fmt: str | None, template: str | None, max_length: int,
@@ -99,7 +99,7 @@ def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str |
 
     from sftlab.generate import Generator
 
-    gen = Generator(m.model, m.tokenizer, template, escape=escape)
+    gen = Generator(m.model, m.tokenizer, template, escape=escape, bf16=m.autocast is not None)
     prompt_ids = [gen.prompt_ids(p) for p in prompts]
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     out: list[str] = [""] * len(prompt_ids)
@@ -109,7 +109,7 @@ def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str |
         width = max(len(prompt_ids[i]) for i in idx)
         ids = torch.tensor([[gen.pad_id] * (width - len(prompt_ids[i])) + prompt_ids[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(prompt_ids[i])) + [1] * len(prompt_ids[i]) for i in idx], device=device)
-        with torch.no_grad(), torch.autocast(device.type, dtype=m.autocast, enabled=m.autocast is not None):
+        with torch.no_grad(), gen.autocast():
             generated = m.model.generate(input_ids=ids, attention_mask=mask,
                                          **gen.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
         for i, seq in zip(idx, generated[:, width:].tolist()):
@@ -124,7 +124,7 @@ def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, templ
     the settings are unchanged. Scores always use the references of the data as it is now."""
     from sftlab.models import fingerprint, model_files
 
-    meta = {"model": m.name, "model_sha256": fingerprint(model_files(m.name)), "data": str(data),
+    meta = {"model": m.name, "bf16": m.autocast is not None, "model_sha256": fingerprint(model_files(m.name)), "data": str(data),
             "data_sha256": fingerprint([Path(data)]), "template": template, "max_new_tokens": max_new_tokens,
             "escape": escape, "rows": [it.row for it in items]}
     meta_file, file = out / "generation.json", out / "responses.jsonl"
@@ -194,6 +194,7 @@ class EvalOptions:
     judge: Judge | None = None
     probe: bool = False
     escape: bool = True  # special-token text in the data stays text (README)
+    precision: str = "auto"  # auto | bf16 | fp32, as in training
 
 
 def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
@@ -203,7 +204,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     log.info("evaluating %s on %d conversations of %s", model, len(items), data)
-    m = load_for_eval(model)
+    m = load_for_eval(model, options.precision)
     loss, tokens = held_out_loss(m, data, options.fmt, options.template, options.max_length, options.batch_size,
                                  options.limit, options.escape)
     log.info("held-out loss %.4f over %d trained tokens", loss, tokens)

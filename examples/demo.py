@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from sftlab.chat import open_session
+from sftlab.cli import setup_logging
 from sftlab.config import load_config
 from sftlab.train.run import train
 
@@ -44,6 +45,7 @@ def answers(model: str | None, console: Console, title: str) -> None:
 
 
 def main() -> None:
+    setup_logging()  # as the command line does: sftlab's own lines, no library progress bars
     console = Console()
     config = load_config(ROOT / "examples" / "identity.yaml", sys.argv[1:], check_files=False)
     rows = fill(ROOT / "examples" / "identity.json", Path(config.datasets[0].path))
@@ -54,7 +56,7 @@ def main() -> None:
         shutil.rmtree(out)  # the demo always trains from scratch
     result = train(config)
     first, last = result.metrics[0]["loss"], result.metrics[-1]["loss"]
-    console.print(f"loss {first:.3f} → {last:.3f}; model in {out}")
+    console.print(f"loss {first:.3f} → {last:.3f}; {result.summary()}; model in {out}", highlight=False)
     answers(str(out), console, "after training")
     console.print(f"chat with it: [bold].venv/bin/sftlab chat --model {out}[/]")
 

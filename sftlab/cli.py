@@ -38,7 +38,7 @@ def _root(
     """sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template."""
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
@@ -435,7 +435,7 @@ def _summary(report, limit: int | None = None) -> dict[str, object]:  # noqa: AN
 
 
 def main() -> None:
-    _setup_logging()
+    setup_logging()
     try:
         # Outside standalone mode typer *returns* an exit code instead of exiting: 130 for Ctrl-C, and the
         # code of any typer.Exit a command raised. It must reach the shell.

@@ -10,9 +10,10 @@ import logging
 import importlib.util
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sftlab.errors import SftlabError
 
@@ -126,7 +127,8 @@ def converted_checkpoint(gguf: Path) -> Path:
     log = logging.getLogger("sftlab")
     log.info("converting %s into a safetensors checkpoint at %s (once)", gguf.name, target)
     try:
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with _quiet_gguf_bar():
+            quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{gguf}: cannot load the GGUF model ({_first_line(e)})") from None
     config = quantized.config
@@ -146,6 +148,22 @@ def converted_checkpoint(gguf: Path) -> Path:
             pass
     shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar (not behind its progress-bar switch); the log line
+    above says what happens, so the bar is turned off for the conversion."""
+    from functools import partial
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def model_path(model: str | None) -> str:

@@ -1,9 +1,9 @@
 """Chat templates: the built-in ones, resolving which one to use, and rendering.
 
-Rendering goes through the same compiled Jinja environment that `tokenizer.apply_chat_template`
-uses (same filters, same globals, same special-token variables), so a template renders here
-exactly as it renders in transformers; we only skip the per-call overhead, because masking renders
-every conversation several times.
+Rendering goes through transformers' public `render_jinja_template`, the function
+`tokenizer.apply_chat_template` renders with (same filters, same globals, same special-token
+variables), so a template renders here exactly as it renders there (tests/test_templates.py compares
+the two on every built-in template and the shipped data).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-from jinja2.runtime import new_context
 
 from sftlab.errors import SftlabError
 
@@ -42,18 +40,6 @@ class ChatTemplate:
     special_tokens: dict[str, str]
 
     @cached_property
-    def _compiled(self):  # noqa: ANN202 - a jinja2.Template
-        from transformers.utils.chat_template_utils import _compile_jinja_template
-
-        return _compiled_or_error(_compile_jinja_template, self.source, self.name)
-
-    @cached_property
-    def _variables(self) -> dict[str, Any]:
-        # What `Template.render` merges into every context: the environment's globals (a ChainMap,
-        # slow to copy on each call) and the special tokens. Flattened once.
-        return {**dict(self._compiled.globals), **self.special_tokens}
-
-    @cached_property
     def handles_tool_calls(self) -> bool:
         return "tool_calls" in self.source
 
@@ -68,20 +54,14 @@ class ChatTemplate:
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = False,
     ) -> str:
-        template = self._compiled
-        variables = {
-            **self._variables,
-            "messages": messages,
-            "tools": tools,
-            "documents": None,
-            "add_generation_prompt": add_generation_prompt,
-        }
+        from transformers.utils.chat_template_utils import render_jinja_template
+
         try:
-            # Template.render without its per-call copy of the globals (same context, same output).
-            context = new_context(template.environment, template.name, template.blocks, variables, shared=True)
-            return template.environment.concat(template.root_render_func(context))
+            rendered, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
+                                                add_generation_prompt=add_generation_prompt, **self.special_tokens)
+            return rendered[0]
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
-            raise SftlabError(f"chat template '{self.name}' failed to render: {e}") from None
+            raise SftlabError(f"chat template '{self.name}' failed to render: {_first_line(e)}") from None
 
     def end_of_turn(self, special_strings: list[str]) -> str | None:
         """The special token the template writes right after an assistant answer (ChatML's <|im_end|>,
@@ -109,11 +89,9 @@ class ChatTemplate:
         return sorted(set(_MARKER.findall(self.source)))
 
 
-def _compiled_or_error(compile_fn, source: str, name: str):  # noqa: ANN001, ANN202
-    try:
-        return compile_fn(source)
-    except Exception as e:  # noqa: BLE001
-        raise SftlabError(f"chat template '{name}' is not valid Jinja: {e}") from None
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any) -> ChatTemplate | None:

@@ -213,6 +213,10 @@ class SftTrainer(Trainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ---- atomic checkpoints -----------------------------------------------------------------
+    # transformers (5.x) writes checkpoint-N straight into output_dir, file by file: a run killed while
+    # saving leaves a checkpoint that looks whole and is not. Its `_save_checkpoint` takes the folder from
+    # `_get_output_dir`, so pointing that at a staging folder for the call and renaming the finished
+    # checkpoint into place makes every checkpoint-N complete or absent (rotation runs after the rename).
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging or super()._get_output_dir(trial)
 

@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sftlab.data.collate import Collator
-from sftlab.data.encode import Example
+from sftlab.data.example import Example
 from sftlab.data.packing import pack
 from sftlab.train import loss as loss_mod
 from sftlab.train.loss import linear_cross_entropy, reference_loss, trained_token_loss

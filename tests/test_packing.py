@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sftlab.data.collate import Collator
-from sftlab.data.encode import Example
+from sftlab.data.example import Example
 from sftlab.data.packing import pack, pack_lengths, packing_efficiency
 from sftlab.errors import SftlabError
 

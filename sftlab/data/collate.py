@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from sftlab.data.encode import IGNORE_INDEX
+from sftlab.data.example import IGNORE_INDEX
 
 
 def _member_weights(f: dict[str, Any]) -> list[float]:

@@ -11,68 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
 from sftlab.data.conversation import Conversation
+from sftlab.data.example import IGNORE_INDEX, Dropped, Encoded, Example
 from sftlab.data.templates import ChatTemplate
 from sftlab.data.tokenize import Locate, Revealed, Tokens, special_token_ids, tokenizer_adds_bos
 from sftlab.errors import SftlabError
 
 log = logging.getLogger("sftlab")
 
-IGNORE_INDEX = -100
 TRAIN_ON = ("all_assistant", "last_assistant", "all")
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-    source: str = "<memory>"
-    row: int = 0
-    # Per-token loss weights, only when some message carries a weight other than 1.
-    weights: list[float] | None = None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def trained_tokens(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE_INDEX)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"input_ids": self.input_ids, "labels": self.labels, "source": self.source, "row": self.row}
-        if self.weights is not None:
-            d["weights"] = self.weights
-        return d
-
-
-@dataclass
-class Dropped:
-    source: str
-    row: int
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "row": self.row, "reason": self.reason}
-
-
-@dataclass
-class Encoded:
-    examples: list[Example] = field(default_factory=list)
-    dropped: list[Dropped] = field(default_factory=list)
-    # Conversations a prefix-unstable template forced us to split into one example per turn.
-    split_conversations: int = 0
-    truncated: int = 0
-    # Conversations whose tool definitions the template does not render (they are not in the example).
-    tools_ignored: int = 0
-
-    def drop_reasons(self) -> dict[str, int]:
-        return dict(Counter(d.reason for d in self.dropped))
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sftlab.data.encode import IGNORE_INDEX, Example
+from sftlab.data.example import IGNORE_INDEX, Example
 
 
 @dataclass
@@ -47,17 +47,14 @@ def _mark_escaped(segs: list[Segment], tokenizer: Any) -> None:
     """Mark the segments that spell a special token's text without being that token (escaped data)."""
     from sftlab.data.tokenize import Tokens
 
-    tokens = Tokens(tokenizer)
-    if tokens._find is None:
-        return
+    spans = Tokens(tokenizer).special_spans("".join(seg.text for seg in segs))
     ends, at = [], 0
     for seg in segs:
         at += len(seg.text)
         ends.append(at)
-    joined = "".join(seg.text for seg in segs)
-    for m in tokens._find.finditer(joined):
-        first = bisect.bisect_right(ends, m.start())
-        last = bisect.bisect_left(ends, m.end())
+    for start, end in spans:
+        first = bisect.bisect_right(ends, start)
+        last = bisect.bisect_left(ends, end)
         if first == last and segs[first].special:
             continue
         for k in range(first, min(last, len(segs) - 1) + 1):
@@ -127,7 +124,7 @@ def render_json(examples: Iterable[Example]) -> Iterable[str]:
         yield json.dumps(ex.to_dict(), ensure_ascii=False)
 
 
-_CSS = """
+TOKEN_CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','PingFang SC',sans-serif;margin:2rem;color:#222;background:#fafafa}
 h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8rem .1rem 0}
 .ex{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 1.2rem;padding:.8rem 1rem}
@@ -149,7 +146,7 @@ def render_html(
     """A self-contained page (no network): trained tokens green, the rest grey, token boundaries shaded."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{TOKEN_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
         "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>",

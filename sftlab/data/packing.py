@@ -6,7 +6,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sftlab.data.encode import IGNORE_INDEX, Example
+from sftlab.data.example import IGNORE_INDEX, Example
 from sftlab.errors import SftlabError
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.encode import Encoded, Encoder, Example
+from sftlab.data.encode import Encoder
+from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, template_for

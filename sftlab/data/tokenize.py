@@ -95,6 +95,10 @@ class Tokens:
         """The special-token strings `text` spells, in order."""
         return self._find.findall(text) if self._find is not None else []
 
+    def special_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where `text` spells special-token strings: (start, end) of each."""
+        return [m.span() for m in self._find.finditer(text)] if self._find is not None else []
+
     def hide(self, value: Any) -> tuple[Any, bool]:
         """`value` (strings, lists and dicts of them) with every special-token string replaced by its
         placeholder character, and whether anything was replaced. Dict keys and `role` stay as they are."""

@@ -24,7 +24,7 @@ def exact_match(prediction: str, reference: str) -> float:
     return float(" ".join(prediction.lower().split()) == " ".join(reference.lower().split()))
 
 
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     if not a or not b:
         return 0
     prev = [0] * (len(b) + 1)
@@ -38,7 +38,7 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
 
 def rouge_l(prediction: str, reference: str) -> float:
     p, r = units(prediction), units(reference)
-    lcs = _lcs(p, r)
+    lcs = lcs_length(p, r)
     if lcs == 0:
         return 0.0
     precision, recall = lcs / len(p), lcs / len(r)

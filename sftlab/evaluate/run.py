@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 from sftlab.evaluate.judge import Judge, summarize
-from sftlab.evaluate.metrics import _lcs, bleu, exact_match, rouge_l, units
+from sftlab.evaluate.metrics import lcs_length, bleu, exact_match, rouge_l, units
 
 log = logging.getLogger("sftlab")
 
@@ -158,7 +158,7 @@ def _plain(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def regurgitates(response: str, given_input: str, threshold: float = 0.8) -> bool:
     """Whether the response reproduces (at least `threshold` of) the input text in order."""
     target = units(given_input)
-    return bool(target) and _lcs(target, units(response)) / len(target) >= threshold
+    return bool(target) and lcs_length(target, units(response)) / len(target) >= threshold
 
 
 def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | None, max_new_tokens: int,

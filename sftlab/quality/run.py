@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from sftlab.data.encode import Encoder, Example
+from sftlab.data.encode import Encoder
+from sftlab.data.example import Example
 from sftlab.data.templates import template_for
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C

@@ -16,7 +16,7 @@ _MARKER = re.compile(r"^[\s\"'“”‘’#*\-–—:：.。,，!！?？]*(?:\d+
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
 
-def _words(value: str) -> list[str]:
+def split_words(value: str) -> list[str]:
     return [u for u in units(value.casefold()) if u[0].isalnum() or _CJK.match(u[0])]
 
 
@@ -25,7 +25,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     seen: set[tuple[str, ...]] = set()
     total = 0
     for t in texts:
-        words = _words(t)
+        words = split_words(t)
         grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from sftlab.data.encode import IGNORE_INDEX
+from sftlab.data.example import IGNORE_INDEX
 
 # Logit elements per chunk (fp32): 2**25 floats = 128 MiB.
 CHUNK_ELEMENTS = 2**25

@@ -19,7 +19,7 @@ import torch
 
 from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
-from sftlab.data.encode import Example
+from sftlab.data.example import Example
 from sftlab.data.packing import pack, packing_efficiency
 from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary
 from sftlab.data.templates import resolve_template

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from sftlab.config import DATA_CHECKS
 from sftlab.errors import SftlabError
 
 app = typer.Typer(
@@ -275,7 +276,7 @@ data_app = typer.Typer(
     help="Look at training data before training on it: `data check` reports problems, `data clean` removes them.",
 )
 app.add_typer(data_app, name="data")
-_CHECK_LIST = "invalid_row, exact_duplicate, near_duplicate, empty_response, response_copies_prompt, too_long, special_token_text, language_mismatch, truncated_response, placeholder, refusal"
+_CHECK_LIST = ", ".join(DATA_CHECKS)
 
 
 @data_app.command(
@@ -308,7 +309,7 @@ def data_check_cmd(
     from sftlab.quality.clean import parse_drop
     from sftlab.quality.run import check_data
 
-    chosen = CHECKS if checks is None else ["invalid_row", *[c for c in parse_drop(checks) if c != "invalid_row"]]
+    chosen = CHECKS if checks is None else ["invalid_row", *[c for c in parse_drop(checks, "--checks") if c != "invalid_row"]]
     result = check_data(
         [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
         checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,

@@ -12,6 +12,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sftlab.errors import SftlabError
 
+# The checks of `sftlab data check` (and of `clean:`), in the order findings are reported. invalid_row:
+# the row could not be read as a conversation.
+DATA_CHECKS = (
+    "invalid_row",
+    "exact_duplicate",
+    "near_duplicate",
+    "empty_response",
+    "response_copies_prompt",
+    "too_long",
+    "special_token_text",
+    "language_mismatch",
+    "truncated_response",
+    "placeholder",
+    "refusal",
+)
+
 
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -118,11 +134,9 @@ class TrainConfig(BaseModel):
     @classmethod
     def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
         if value is not None:
-            from sftlab.quality.checks import CHECKS
-
             for name in value:
-                if name not in CHECKS:
-                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(CHECKS)}")
+                if name not in DATA_CHECKS:
+                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(DATA_CHECKS)}")
         return value
 
     @field_validator("lr_scheduler")

@@ -290,3 +290,12 @@ def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
     assert r.returncode == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if "empty_response" in l)
     assert "a.jsonl:1, b.jsonl:1" in line
+
+
+def test_a_mistyped_check_blames_the_option_it_came_from(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "check", str(SHARED_DATA / "identity.json"),
+                          "--checks", "typo"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "unknown check 'typo' in --checks" in " ".join(out.stderr.split())

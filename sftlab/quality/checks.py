@@ -10,24 +10,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from sftlab.config import DATA_CHECKS as CHECKS  # the names, in the order findings are reported
 from sftlab.evaluate.metrics import CJK
 from sftlab.quality import text
 from sftlab.quality.rows import Row
 
-# The order findings are reported in. invalid_row: the row could not be read as a conversation.
-CHECKS = (
-    "invalid_row",
-    "exact_duplicate",
-    "near_duplicate",
-    "empty_response",
-    "response_copies_prompt",
-    "too_long",
-    "special_token_text",
-    "language_mismatch",
-    "truncated_response",
-    "placeholder",
-    "refusal",
-)
 NEAR_DUPLICATE_THRESHOLD = 0.8
 SHINGLE = 3  # units per shingle (a word, or one CJK character)
 NUM_PERM = 128

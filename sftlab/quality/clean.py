@@ -34,12 +34,12 @@ class Cleaned:
         return out
 
 
-def parse_drop(value: str | Sequence[str] | None) -> list[str]:
+def parse_drop(value: str | Sequence[str] | None, option: str = "--drop") -> list[str]:
     names = DEFAULT_DROP if value is None else value.split(",") if isinstance(value, str) else value
     names = [n.strip() for n in names if n.strip()]
     bad = C.unknown_checks(names)
     if bad:
-        raise SftlabError(f"unknown check '{bad[0]}' in --drop; choose from {', '.join(C.CHECKS)}")
+        raise SftlabError(f"unknown check '{bad[0]}' in {option}; choose from {', '.join(C.CHECKS)}")
     return names
 
 

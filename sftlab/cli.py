@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from sftlab.config import DATA_CHECKS
+from sftlab.config import DATA_CHECKS, MAX_LENGTH
 from sftlab.errors import SftlabError
+from sftlab.evaluate.run import EVAL_MAX_LENGTH
 
 app = typer.Typer(
     add_completion=False,
@@ -66,7 +67,7 @@ def inspect_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
     template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
     fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
-    max_length: int = typer.Option(4096, "--max-length", help="Truncate examples to this many tokens (keeping the start)."),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Truncate examples to this many tokens (keeping the start), as training does."),
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per example on stdout."),
@@ -242,7 +243,7 @@ def eval_cmd(
     template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's own)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     batch_size: int = typer.Option(8, "--batch-size"),
-    max_length: int = typer.Option(2048, "--max-length", help="Truncation for the loss (keeps the start)."),
+    max_length: int = typer.Option(EVAL_MAX_LENGTH, "--max-length", help="Truncation for the loss (keeps the start)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N conversations."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model's name at that endpoint."),
@@ -294,7 +295,7 @@ def data_check_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for lengths: model directory, .gguf or 'smollm2-135m-instruct' (default)."),
     template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
     fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
-    max_length: int = typer.Option(4096, "--max-length", help="Rows longer than this many tokens are too_long."),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long (training's default max_length)."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold", help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
     clusters: bool = typer.Option(True, "--clusters/--no-clusters", help="Sentence-embedding clusters of prompts (the slow part on big files)."),
@@ -378,7 +379,7 @@ def data_clean_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for too_long."),
     template: Optional[str] = typer.Option(None, "--template"),
     fmt: Optional[str] = typer.Option(None, "--format"),
-    max_length: int = typer.Option(4096, "--max-length"),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold"),
 ) -> None:
     from sftlab.quality.clean import clean_files, parse_drop

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sftlab.errors import SftlabError
 
+# The max_length of the data commands (train, inspect, data check/clean) unless told otherwise: what
+# inspect shows and what data check calls too_long is what training with the defaults does.
+MAX_LENGTH = 1024
+
 # The checks of `sftlab data check` (and of `clean:`), in the order findings are reported. invalid_row:
 # the row could not be read as a conversation.
 DATA_CHECKS = (
@@ -55,7 +59,7 @@ class TrainConfig(BaseModel):
     # have as one token are added as new special tokens and trained. Built-in templates know their own.
     template_tokens: Optional[list[str]] = None
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
-    max_length: int = Field(default=1024, gt=0)
+    max_length: int = Field(default=MAX_LENGTH, gt=0)
     # Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control
     # tokens, for data that carries them on purpose (README "Special-token text in your data").
     escape_special_tokens: bool = True

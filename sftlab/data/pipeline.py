@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
+from sftlab.config import MAX_LENGTH
 from sftlab.data.encode import Encoder
 from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
@@ -184,7 +185,7 @@ def build_examples(
     tokenizer: Any,
     template: str | ChatTemplate | None = None,
     *,
-    max_length: int = 4096,
+    max_length: int = MAX_LENGTH,
     train_on: str = "all_assistant",
     on_error: str = "raise",
     rejects_path: str | Path | None = None,

@@ -22,6 +22,8 @@ from sftlab.evaluate.metrics import lcs_length, bleu, exact_match, rouge_l, unit
 
 log = logging.getLogger("sftlab")
 
+EVAL_MAX_LENGTH = 2048  # the held-out loss truncates here unless told otherwise
+
 
 @dataclass
 class EvalItem:
@@ -189,7 +191,7 @@ class EvalOptions:
     template: str | None = None
     max_new_tokens: int = 256
     batch_size: int = 8
-    max_length: int = 2048
+    max_length: int = EVAL_MAX_LENGTH
     limit: int | None = None
     judge: Judge | None = None
     probe: bool = False

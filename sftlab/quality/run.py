@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from sftlab.config import MAX_LENGTH
 from sftlab.data.encode import Encoder
 from sftlab.data.example import Example
 from sftlab.data.templates import template_for
@@ -18,7 +19,7 @@ from sftlab.quality import checks as C
 from sftlab.quality import stats as S
 from sftlab.quality.rows import Row, read_files
 
-DEFAULT_MAX_LENGTH = 4096
+DEFAULT_MAX_LENGTH = MAX_LENGTH
 _ENCODE_CHUNK = 2000
 
 

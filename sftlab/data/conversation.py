@@ -46,6 +46,41 @@ class Conversation:
     def assistant_indices(self) -> list[int]:
         return [i for i, m in enumerate(self.messages) if m.role == "assistant"]
 
+    def turns(self) -> list[tuple[str, str, str]]:
+        """(instruction, input, answer) of each assistant answer, the instruction and input being those of the
+        user message before it (an alpaca row's instruction and input stay apart). Text: one answer, the text."""
+        if self.is_text:
+            return [("", "", self.messages[0].content)] if self.messages else []
+        out, user = [], ("", "")
+        for m in self.messages:
+            if m.role == "user":
+                parts = m.parts or {}
+                user = (parts.get("instruction", m.content), parts.get("input", ""))
+            elif m.role == "assistant" and (m.content or not m.tool_calls):
+                out.append((*user, m.content))
+        return out
+
+    def prompt_texts(self) -> list[str]:
+        """Every non-assistant text: system prompts, tool results, users' instructions and inputs."""
+        if self.is_text:
+            return []
+        out = []
+        for m in self.messages:
+            if m.role == "user":
+                parts = m.parts or {}
+                out += [p for p in (parts.get("instruction", m.content), parts.get("input", "")) if p]
+            elif m.role != "assistant":
+                out.append(m.content)
+        return out
+
+    def last_instruction(self) -> tuple[str, str]:
+        """The last user message's instruction and input."""
+        user = next((m for m in reversed(self.messages) if m.role == "user"), None) if not self.is_text else None
+        if user is None:
+            return "", ""
+        parts = user.parts or {}
+        return parts.get("instruction", user.content), parts.get("input", "")
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"messages": [_message_dict(m) for m in self.messages]}
         if self.tools:

@@ -12,7 +12,7 @@ from sftlab.data.conversation import Conversation
 from sftlab.data.pipeline import Cleaner
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
-from sftlab.quality.rows import Row, describe, read_files
+from sftlab.quality.rows import Row, read_files
 from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, reasons, run_checks
 
 # invalid_row is not optional: a row that is not a conversation cannot be kept. special_token_text is
@@ -132,11 +132,7 @@ def clean_conversations(
 ) -> tuple[list[Conversation], list[dict[str, Any]]]:
     """The training option `clean: [checks]`: the conversations that pass, and one entry per removed
     row (source, row, reasons) for the data report."""
-    rows = []
-    for conv in conversations:
-        row = Row(conv.source, conv.row, None, conv)
-        describe(row)
-        rows.append(row)
+    rows = [Row(conv.source, conv.row, None, conv) for conv in conversations]
     result = clean_rows(rows, parse_drop(list(drop)), tokenizer=tokenizer, template=template, max_length=max_length)
     removed = [
         {"source": row.file, "row": row.row, "reasons": [

@@ -4,7 +4,8 @@ write it back unchanged."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,21 +17,35 @@ from sftlab.errors import SftlabError
 
 @dataclass
 class Row:
+    """A row of an input file as a data check sees it: the conversation it reads as (what training reads,
+    through the same loader), or why it does not, and the record as read so `data clean` can write it back
+    unchanged. The texts the checks look at come from the conversation."""
+
     file: str
     row: int  # 1-based, in its file
     record: Any  # the row as read (for an invalid JSON line: the line's text)
     conversation: Conversation | None
     error: str | None = None
-    # Filled from the conversation by `describe`.
-    instruction: str = ""
-    input: str = ""
-    prompt_parts: list[str] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)
-    pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (instruction, input, answer) per turn
 
     @property
     def key(self) -> tuple[str, int]:
         return self.file, self.row
+
+    @cached_property
+    def pairs(self) -> list[tuple[str, str, str]]:  # (instruction, input, answer) per assistant answer
+        return self.conversation.turns() if self.conversation is not None else []
+
+    @property
+    def answers(self) -> list[str]:
+        return [answer for _, _, answer in self.pairs]
+
+    @cached_property
+    def prompt_parts(self) -> list[str]:
+        return self.conversation.prompt_texts() if self.conversation is not None else []
+
+    @property
+    def instruction(self) -> str:
+        return self.conversation.last_instruction()[0] if self.conversation is not None else ""
 
     @property
     def prompt(self) -> str:
@@ -66,32 +81,5 @@ def read_files(paths: Sequence[str | Path], fmt: str | None = None) -> tuple[lis
         ]
         found += [Row(source, r.row, r.data, None, f"{source}, row {r.row}: {r.reason}") for r in bad_lines]
         found.sort(key=lambda r: r.row)
-        for row in found:
-            if row.conversation is not None:
-                describe(row)
         out += found
     return out, formats
-
-
-def describe(row: Row) -> None:
-    """The prompt and answer texts of a row. For alpaca rows the instruction and the input stay apart
-    (an answer that merely repeats the input is a finding; one that repeats it inside more is not)."""
-    conv = row.conversation
-    assert conv is not None
-    if conv.is_text:
-        row.answers = [conv.messages[0].content] if conv.messages else []
-        return
-    last_user: tuple[str, str] = ("", "")
-    for m in conv.messages:
-        if m.role == "assistant":
-            if m.content or not m.tool_calls:
-                row.answers.append(m.content)
-                row.pairs.append((last_user[0], last_user[1], m.content))
-            continue
-        if m.role == "user":
-            parts = m.parts or {}
-            last_user = (parts.get("instruction", m.content), parts.get("input", ""))
-            row.prompt_parts += [p for p in last_user if p]
-        else:
-            row.prompt_parts.append(m.content)
-    row.instruction, row.input = last_user

@@ -73,34 +73,49 @@ class Generator:
         """Whether generation stopped on a stop token."""
         return bool(new_ids) and new_ids[-1] in self.stop_ids
 
-    def stream(self, ids: Sequence[int], done: Any = None, lock: Any = None, **options: Any) -> Iterator[str]:
+    def stream(self, ids: Sequence[int], done: Any = None, lock: Any = None, seed: int | None = None,
+               cancel: threading.Event | None = None, **options: Any) -> Iterator[str]:
         """Generate from `ids` in a worker thread and yield text as it comes, never a partial character.
-        `done(new_ids)` is called with the generated ids once generation ends; `lock` is held while generating."""
+        `done(new_ids)` gets the generated ids once generation ends (`done(None, error)` if it failed); `lock` is
+        held while generating, and `seed` set under it. Closing the iterator early, or setting `cancel` (from
+        any thread: a client that went away), stops the generation at its next token and releases the lock."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         streamer = _streamer(self.tokenizer)
         inputs = torch.tensor([list(ids)], device=self.model.device)
-        kwargs = self.kwargs(**options)
+        cancelled = cancel or threading.Event()
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        kwargs = self.kwargs(stopping_criteria=StoppingCriteriaList([Cancelled()]), **options)
 
         def work() -> None:
             with lock or _NO_LOCK, torch.no_grad(), self.autocast():
+                if seed is not None:
+                    torch.manual_seed(seed)
                 try:
                     out = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
                                               streamer=streamer, **kwargs)
-                except Exception:  # the stream must still end
+                except Exception as e:  # noqa: BLE001 - the stream must end, and the caller says what failed
                     streamer.end()
                     if done is not None:
-                        done(None)
-                    raise
+                        done(None, e)
+                    return
                 if done is not None:
                     done(out[0, inputs.shape[1] :].tolist())
 
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        worker.join()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            cancelled.set()
+            worker.join()
 
 
 class _NoLock:

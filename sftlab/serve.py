@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, AsyncIterator, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -128,14 +128,10 @@ class Server:
         return ids, max_new
 
     def _options(self, req: ChatRequest, max_new: int) -> dict[str, Any]:
-        import torch
-
         sample = req.temperature > 0
         options: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=sample)
         if sample:
             options.update(temperature=req.temperature, top_p=req.top_p)
-            if req.seed is not None:
-                torch.manual_seed(req.seed)
         stops = _stops(req.stop)
         if stops:
             options.update(stop_strings=stops, tokenizer=self.gen.tokenizer)
@@ -150,6 +146,8 @@ class Server:
         ids, max_new = self._inputs(req)
         inputs = torch.tensor([ids], device=self.gen.model.device)
         with self.lock, torch.no_grad(), self.gen.autocast():
+            if req.seed is not None and req.temperature > 0:
+                torch.manual_seed(req.seed)  # under the lock: no other request draws from this seed
             out = self.gen.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
                                           **self.gen.kwargs(**self._options(req, max_new)))
         new = out[0, len(ids):].tolist()
@@ -158,33 +156,42 @@ class Server:
         reason = "stop" if trimmer.stopped else self._finish_reason(new, max_new)
         return Completion(text, len(ids), len(new), reason)
 
-    def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any]]:
-        """Text pieces as they are generated; `info` gets usage and finish_reason once done."""
+    def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any], threading.Event]:
+        """Text pieces as they are generated; `info` gets usage and finish_reason (or error) once done; setting
+        the event stops the generation (the client went away)."""
         ids, max_new = self._inputs(req)
         info: dict[str, Any] = {"prompt_tokens": len(ids)}
 
-        def done(new: list[int] | None) -> None:
+        def done(new: list[int] | None, error: Exception | None = None) -> None:
             if new is None:
-                info["finish_reason"] = "error"
+                info["error"] = f"the generation failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
                 return
             info["completion_tokens"] = len(new)
             info["finish_reason"] = self._finish_reason(new, max_new)
 
-        generated = self.gen.stream(ids, done=done, lock=self.lock, **self._options(req, max_new))
+        seed = req.seed if req.temperature > 0 else None
+        cancel = threading.Event()
+        generated = self.gen.stream(ids, done=done, lock=self.lock, seed=seed, cancel=cancel,
+                                    **self._options(req, max_new))
 
         def pieces() -> Iterator[str]:
             trimmer = StopTrimmer(_stops(req.stop))
-            for piece in generated:
-                text = trimmer.feed(piece)
-                if text:
-                    yield text
+            try:
+                for piece in generated:
+                    text = trimmer.feed(piece)
+                    if text:
+                        yield text
+                    if trimmer.stopped:
+                        break  # a stop string: no need to generate further
+            finally:
+                generated.close()  # ends the generation if we stop early (a stop string, a client gone)
             tail = trimmer.flush()
             if tail:
                 yield tail
             if trimmer.stopped:
                 info["finish_reason"] = "stop"
 
-        return pieces(), info
+        return pieces(), info, cancel
 
 
 def create_app(generator: Server, api_key: str | None = None) -> Any:
@@ -264,7 +271,7 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
                 "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                           "total_tokens": c.prompt_tokens + c.completion_tokens},
             }
-        pieces, info = await run_in_threadpool(generator.stream, req)
+        pieces, info, cancel = await run_in_threadpool(generator.stream, req)
 
         def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> str:
             body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name,
@@ -273,14 +280,23 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
                 body["usage"] = usage
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-        def events() -> Iterator[str]:
-            yield chunk({"role": "assistant", "content": ""})
-            for text in pieces:
-                yield chunk({"content": text})
-            p, c = info["prompt_tokens"], info.get("completion_tokens", 0)
-            usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-            yield chunk({}, info.get("finish_reason", "stop"), usage)
-            yield "data: [DONE]\n\n"
+        async def events() -> AsyncIterator[str]:
+            from starlette.concurrency import iterate_in_threadpool
+
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                async for text in iterate_in_threadpool(pieces):
+                    yield chunk({"content": text})
+                if "error" in info:  # OpenAI's shape for a stream that fails midway
+                    error = ApiError(500, info["error"], type_="server_error")
+                    yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+                else:
+                    p, c = info["prompt_tokens"], info.get("completion_tokens", 0)
+                    usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+                    yield chunk({}, info.get("finish_reason", "stop"), usage)
+                yield "data: [DONE]\n\n"
+            finally:  # also when the client went away (the task is cancelled): stop generating, release the model
+                cancel.set()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -193,3 +193,50 @@ def test_user_text_that_spells_control_tokens_stays_text(server, tiny_chat_model
     unescaped = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                         return_dict=True)["input_ids"]
     assert r.usage.prompt_tokens == len(expected) != len(unescaped)
+
+
+def _generator(tiny_chat_model):
+    from sftlab.generate import Generator
+    from sftlab.models import load_model, load_tokenizer
+
+    return Generator(load_model(str(tiny_chat_model)), load_tokenizer(str(tiny_chat_model)))
+
+
+def test_a_stream_closed_early_stops_generating_and_releases_the_model(tiny_chat_model):
+    import threading
+
+    gen = _generator(tiny_chat_model)
+    ids = gen.prompt_ids([{"role": "user", "content": "hi"}])
+    lock, got = threading.Lock(), {}
+    cancel = threading.Event()
+    cancel.set()  # the client is gone before the first token
+    list(gen.stream(ids, done=lambda new, e=None: got.update(new=new), lock=lock, cancel=cancel, max_new_tokens=300,
+                    do_sample=False))
+    assert len(got["new"]) <= 1 and not lock.locked()
+    stream = gen.stream(ids, done=lambda new, e=None: got.update(new=new), lock=lock, max_new_tokens=600,
+                        min_new_tokens=600, do_sample=False)
+    next(stream)
+    stream.close()  # what the server does when the client disconnects
+    assert len(got["new"]) < 600 and not lock.locked()
+
+
+def test_a_generation_that_fails_midway_ends_the_stream_with_an_openai_error(tiny_chat_model):
+    from fastapi.testclient import TestClient
+
+    from sftlab.serve import Server, create_app
+
+    gen = _generator(tiny_chat_model)
+
+    def broken(**kwargs):
+        raise RuntimeError("out of memory")
+
+    gen.model.generate = broken
+    client = TestClient(create_app(Server(gen, name="tiny")), raise_server_exceptions=False)
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "stream": True})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert events[-1] == {"error": {"message": "the generation failed (RuntimeError: out of memory)",
+                                    "type": "server_error", "param": None, "code": None}}
+    assert all(c["choices"][0]["finish_reason"] is None for c in events[:-1])
+    assert r.text.rstrip().endswith("data: [DONE]")
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"

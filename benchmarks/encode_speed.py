@@ -8,6 +8,9 @@ are timed in alternation, so a noisy machine slows them alike:
 - `no-escape`: escaping off, same data (the difference is the cost of looking for special-token text);
 - `escaped`: escaping on, every row's instruction carrying the tokenizer's EOS text (every row escaped).
 
+Then, on a larger input (the shipped files, 4 times over), encoding in 1 and 2 worker processes
+(`num_proc`) and the time to read the examples back from the encode cache.
+
     .venv/bin/python benchmarks/encode_speed.py [--repeats 9]
 """
 
@@ -67,6 +70,42 @@ def bench(name: str, model: str | None, template: str | None, conversations, rep
           f"every row escaped: {statistics.median(times['escaped']) / base:.2f}×")
 
 
+def processes_and_cache(repeats: int) -> None:
+    import os
+    import tempfile
+
+    from sftlab.data.pipeline import Source, build_examples
+
+    fixtures = ROOT / "tests" / "fixtures"
+    files = [fixtures / "data" / f for f in ("alpaca_en_demo.json", "alpaca_zh_demo.json", "glaive_toolcall_en_demo.json")]
+    conversations = [c for f in files for c in load_conversations(f).conversations] * 4
+    tok = load_tokenizer(str(fixtures / "tokenizers" / "qwen2"))
+    encoder = Encoder(tok, resolve_template("chatml", tok, warn=False), max_length=1024)
+    encoder.encode(conversations[:200])
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for n in times:
+            t0 = time.perf_counter()
+            encoder.encode(conversations, num_proc=n)
+            times[n].append(time.perf_counter() - t0)
+    print(f"\nqwen2 + chatml, {len(conversations):,} conversations, {os.cpu_count()} cores:")
+    for n, ts in times.items():
+        print(f"  num_proc={n}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f})"
+              f" → {len(conversations) / statistics.median(ts):,.0f} conversations/s")
+    with tempfile.TemporaryDirectory() as cache:
+        sources = [Source(str(f)) for f in files]
+        t0 = time.perf_counter()
+        build_examples(sources, tok, "chatml", cache=Path(cache))
+        miss = time.perf_counter() - t0
+        hits = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            build_examples(sources, tok, "chatml", cache=Path(cache))
+            hits.append(time.perf_counter() - t0)
+    print(f"  build_examples of the 3 files ({len(conversations) // 4:,} conversations): load + encode {miss:.2f} s, "
+          f"from the cache {statistics.median(hits):.2f} s (median)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=9)
@@ -78,6 +117,7 @@ def main() -> None:
     bench("qwen2 + chatml", str(fixtures / "qwen2"), "chatml", conversations, args.repeats)
     bench("gpt2 + alpaca", str(fixtures / "gpt2"), "alpaca", conversations, args.repeats)
     bench("llama3 + llama3", str(fixtures / "llama3"), "llama3", conversations, args.repeats)
+    processes_and_cache(args.repeats)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ class TrainConfig(BaseModel):
     padding_free: bool = True
     packing: bool = False
     on_error: Literal["raise", "skip"] = "raise"
+    # Encoding: worker processes for inputs of 2,000 conversations or more (None: one per core, at most 8);
+    # the encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.
+    num_proc: Optional[int] = Field(default=None, gt=0)
+    encode_cache: bool = True
     limit: Optional[int] = Field(default=None, gt=0)  # only the first N conversations (quick trials)
     # Data checks whose rows are removed before training (`sftlab data check` names); listed in data_report.json.
     clean: Optional[list[str]] = None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +18,20 @@ def tokenizer(name: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(FIXTURES / "tokenizers" / name))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sftlab_home(tmp_path_factory):
+    """Every test runs with a fresh SFTLAB_HOME (sftlab's cache: the converted default model, tokenizers,
+    encoded examples, the precision measurement), never the user's; subprocesses inherit it."""
+    home = tmp_path_factory.mktemp("sftlab_home")
+    old = os.environ.get("SFTLAB_HOME")
+    os.environ["SFTLAB_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("SFTLAB_HOME", None)
+    else:
+        os.environ["SFTLAB_HOME"] = old
 
 
 @pytest.fixture

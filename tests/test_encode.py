@@ -376,3 +376,40 @@ def test_a_template_that_ignores_tools_says_so_once_with_counts(caplog):
     with caplog.at_level("WARNING", logger="sftlab"):
         assert Encoder(tok, resolve_template("chatml", tok)).encode(convs).tools_ignored == 0
     assert "tool definitions" not in caplog.text
+
+
+def test_encoding_in_worker_processes_gives_the_same_result(monkeypatch):
+    from conftest import FIXTURES
+    from sftlab.data import encode as encode_mod
+    from sftlab.data.load import load_conversations
+
+    monkeypatch.setattr(encode_mod, "PARALLEL_MIN", 10)
+    tok = tokenizer("qwen2")
+    convs = load_conversations(FIXTURES / "data" / "glaive_toolcall_en_demo.json").conversations[:120]
+    convs += load_conversations(FIXTURES / "data" / "alpaca_zh_demo.json").conversations[:120]
+    encoder = Encoder(tok, resolve_template("chatml", tok), max_length=256)
+    one, two = encoder.encode(convs, num_proc=1), encoder.encode(convs, num_proc=2)
+    assert [e.to_dict() for e in one.examples] == [e.to_dict() for e in two.examples]
+    assert [d.to_dict() for d in one.dropped] == [d.to_dict() for d in two.dropped] and one.dropped
+    assert (one.truncated, one.split_conversations) == (two.truncated, two.split_conversations)
+
+
+def test_encoded_examples_are_cached_by_content(tmp_path, monkeypatch):
+    import json
+
+    from sftlab.data import pipeline
+    from sftlab.data.pipeline import Source, build_examples
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(20)))
+    tok = tokenizer("qwen2")
+    first, report = build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")
+    monkeypatch.setattr(pipeline, "load_sources", lambda *a, **k: pytest.fail("encoded again"))
+    again, report_again = build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")
+    assert [e.to_dict() for e in again] == [e.to_dict() for e in first]
+    assert report_again.to_dict() == report.to_dict()
+    with pytest.raises(BaseException, match="encoded again"):  # another template, or changed content: a miss
+        build_examples([Source(str(data))], tok, "alpaca", cache=tmp_path / "cache")
+    data.write_text(data.read_text().replace("a19", "changed"))
+    with pytest.raises(BaseException, match="encoded again"):
+        build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")

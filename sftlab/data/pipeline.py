@@ -3,7 +3,11 @@ converted, rejected (bad input) or dropped (no trained tokens left), with reason
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import pickle
 import random
 import re
 from collections import Counter
@@ -19,6 +23,8 @@ from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, template_for
 from sftlab.errors import SftlabError
+
+log = logging.getLogger("sftlab")
 
 
 # Conversations → (the ones kept, one {source, row, reasons} per removed row): the `clean` option,
@@ -194,8 +200,24 @@ def build_examples(
     limit: int | None = None,
     clean: Cleaner | None = None,
     escape: bool = True,
+    num_proc: int | None = None,
+    cache: Path | None = None,
+    cache_key: Any = None,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
-    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report."""
+    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report.
+
+    With `cache` (a folder), the encoded examples and the report are kept there under a key made of
+    everything that determines them (the files' contents, the tokenizer, the template, every setting and
+    `cache_key` for what the caller adds, e.g. the data checks of `clean`); a run with the same key reads
+    them back instead of loading and encoding again."""
+    key = None
+    if cache is not None:
+        key = _key(sources, tokenizer, template, [max_length, train_on, on_error, seed, limit, escape, cache_key])
+        stored = _read_cache(cache / f"{key}.pkl")
+        if stored is not None:
+            log.info("encoded examples reused from %s", cache / f"{key}.pkl")
+            examples, report = stored
+            return _finish(examples, report, max_length, packing, rejects_path, on_error)
     conversations, report = load_sources(
         sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean
     )
@@ -203,13 +225,19 @@ def build_examples(
         conversations = conversations[:limit]
     chat = template_for(template, tokenizer, conversations)
     encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on, escape=escape)
-    report.encoded = encoder.encode(conversations)
+    report.encoded = encoder.encode(conversations, num_proc=num_proc)
+    if cache is not None and report.encoded.examples:
+        _write_cache(cache / f"{key}.pkl", (report.encoded.examples, report))
+    return _finish(report.encoded.examples, report, max_length, packing, rejects_path, on_error)
+
+
+def _finish(examples: list[Example], report: DataReport, max_length: int, packing: bool,
+            rejects_path: str | Path | None, on_error: str) -> tuple[list[Example] | list[PackedRow], DataReport]:
     if rejects_path is not None and on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained
         # tokens were all lost in encoding (truncated away, empty answer), each with its reason.
         lost = [Reject(d.source, d.row, d.reason, check="dropped") for d in report.encoded.dropped]
         write_rejects(sorted(report.rejected + lost, key=lambda r: (r.source, r.row)), rejects_path)
-    examples = report.encoded.examples
     report.examples = len(examples)
     report.tokens = sum(len(e) for e in examples)
     report.trained_tokens = sum(e.trained_tokens for e in examples)
@@ -228,3 +256,52 @@ def _nothing_left(report: DataReport) -> str:
                **{f"removed by {k}": n for k, n in _reasons(r["check"] for c in report.cleaned for r in c["reasons"]).items()}}
     listed = "; ".join(f"{n}× {r}" for r, n in reasons.items()) or "the input holds no rows"
     return f"no example left to train on out of {report.rows_read} rows ({listed})"
+
+
+def _key(sources: Sequence[Source], tokenizer: Any, template: Any, settings: list[Any]) -> str:
+    """sha256 of what determines a run's examples: each file's content, format and weight, the tokenizer (its
+    whole definition, added tokens included, and its chat template), the template, the settings, and
+    the code that encodes (a changed sftlab may encode differently)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for code in sorted([*(package / "data").glob("*.py"), *(package / "templates").glob("*.jinja")]):
+        digest.update(code.read_bytes())
+
+    def add(value: Any) -> None:
+        digest.update(json.dumps(value, sort_keys=True, default=str).encode() + b"\0")
+
+    for src in sources:
+        add([src.format, src.weight])
+        path = Path(src.path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            with open(f, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    add([getattr(tokenizer, "chat_template", None), str(tokenizer.bos_token), str(tokenizer.eos_token)])
+    source = template.source if isinstance(template, ChatTemplate) else template
+    if isinstance(source, str) and source.endswith(".jinja") and Path(source).is_file():
+        source = Path(source).read_text(encoding="utf-8")
+    add([source, settings])
+    return digest.hexdigest()[:32]
+
+
+def _read_cache(path: Path) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+
+
+def _write_cache(path: Path, value: Any) -> None:
+    """Written whole or not at all (a temporary file renamed into place)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not keep the encoded examples in %s (%s); the next run encodes again", path.parent, e)

@@ -26,7 +26,7 @@ from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
 from sftlab.hardware import pick_device, use_bf16
 from sftlab.generate import save_generation_config
-from sftlab.models import DEFAULT_MODEL, load_model, load_tokenizer
+from sftlab.models import DEFAULT_MODEL, load_model, load_tokenizer, sftlab_home
 from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
@@ -91,7 +91,8 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
         train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
         packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer),
-        escape=config.escape_special_tokens,
+        escape=config.escape_special_tokens, num_proc=config.num_proc,
+        cache=sftlab_home() / "encoded" if config.encode_cache else None, cache_key=config.clean,
     )
     eval_examples: list[Example] = []
     if config.eval_split:
@@ -386,11 +387,14 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if config.method == "hybrid":
         final = merge_adapters(final)
         trainer.model = final
-    if config.method in ("lora", "dora"):
-        # The base as the user named it (resolved again on load), not a path inside sftlab's cache.
-        for peft_config in final.peft_config.values():
-            peft_config.base_model_name_or_path = config.model or DEFAULT_MODEL
     trainer.save_model(str(out))
+    if is_main and config.method in ("lora", "dora"):
+        # The base as the user named it (resolved again on load), not a path inside sftlab's cache; written
+        # after saving, because peft looks the base's config up while saving (on the hub, for a bare name).
+        adapter_config = out / "adapter_config.json"
+        saved = json.loads(adapter_config.read_text(encoding="utf-8"))
+        saved["base_model_name_or_path"] = config.model or DEFAULT_MODEL
+        adapter_config.write_text(json.dumps(saved, indent=2), encoding="utf-8")
     if is_main:
         tokenizer.save_pretrained(str(out))
         save_generation_config(final, tokenizer, run.chat, out)

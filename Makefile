@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.sftlab-installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest
+
+# The tests not marked slow: a minute or so, for the edit-test loop (CI runs `make test`).
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 # Teaches the default model a new identity and prints its answers before and after training.
 demo: setup

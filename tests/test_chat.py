@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 from sftlab.chat import open_session
+import pytest
+
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
 
 def test_chat_prompt_answers_once_and_exits():

@@ -14,6 +14,8 @@ from conftest import FIXTURES, SHARED_DATA, tokenizer
 from sftlab.config import load_config
 from sftlab.train.run import train
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 IM_START, IM_END, EOS = 50257, 50258, 50256
 ROWS = 50304  # 50,259 tokens rounded up to a multiple of 64
 

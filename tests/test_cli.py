@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "sftlab", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_inspect_json_one_object_per_example_in_input_order(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(
@@ -34,6 +37,7 @@ def test_inspect_json_one_object_per_example_in_input_order(tmp_path):
     assert json.loads(lines[1])["row"] == 2
 
 
+@pytest.mark.slow
 def test_inspect_html_is_self_contained(tmp_path):
     out = tmp_path / "view.html"
     r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "alpaca_zh_demo.json"), "--limit", "2", "--html", str(out))
@@ -43,6 +47,7 @@ def test_inspect_html_is_self_contained(tmp_path):
     assert "http://" not in page and "https://" not in page and "<script src" not in page
 
 
+@pytest.mark.slow
 def test_inspect_terminal_view_and_counts():
     r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "identity.json"), "--limit", "1")
     assert r.returncode == 0, r.stderr
@@ -50,6 +55,7 @@ def test_inspect_terminal_view_and_counts():
     assert "examples: 1" in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n')
@@ -59,6 +65,7 @@ def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path):
     assert f"{bad}, row 1, field 'messages[1].role': unknown role 'bot'" in " ".join(r.stderr.split())
 
 
+@pytest.mark.slow
 def test_gpt2_without_template_lists_the_choices(tmp_path):
     r = run("inspect", "--model", str(FIXTURES / "tokenizers" / "gpt2"), "--data", str(SHARED_DATA / "identity.json"))
     assert r.returncode == 2
@@ -111,6 +118,7 @@ def test_mixing_by_weight(tmp_path):
     assert f"{b}: 28 of 10 rows (repeated, weight 1 (no weight given), 70%)" in line
 
 
+@pytest.mark.slow
 def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"datasets: [{SHARED_DATA / 'identity.json'}]\nlearning_rat: 1e-4\n")
@@ -121,6 +129,7 @@ def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path):
     assert r.returncode == 2 and "datasets file nowhere.json not found" in " ".join(r.stderr.split())
 
 
+@pytest.mark.slow
 def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]}\n')
@@ -130,6 +139,7 @@ def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model):
     assert f"{bad}, row 1" in " ".join(r.stderr.split()) and "content" in r.stderr
 
 
+@pytest.mark.slow
 def test_identity_recipe_before_make_demo_says_to_run_it_first(tmp_path):
     import shutil
 
@@ -141,6 +151,7 @@ def test_identity_recipe_before_make_demo_says_to_run_it_first(tmp_path):
         r.stderr.split())
 
 
+@pytest.mark.slow
 def test_inspect_limit_says_how_many_rows_it_shows(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sftlab", "inspect", "--data", str(SHARED_DATA / "alpaca_zh_demo.json"),
                         "--model", str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"),

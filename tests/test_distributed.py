@@ -13,6 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import SHARED_DATA
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 
 def _sets(tiny_model, out, batch_size):
     return [f"--set=model={tiny_model}", f"--set=datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]",

@@ -147,6 +147,7 @@ def test_an_added_token_not_marked_special_stays_one_token():
 
 @pytest.mark.parametrize("name,template", [("qwen2", "chatml"), ("llama3", "llama3"), ("llama2", "llama2"),
                                            ("gpt2", "alpaca")])
+@pytest.mark.slow
 def test_marked_tokenizing_matches_one_call_where_nothing_is_escaped(name, template):
     """The markers split the text into pieces tokenized separately; on text whose special strings are
     all the template's, that must give exactly the tokenizer's own ids (Llama 2's SentencePiece-style
@@ -162,6 +163,7 @@ def test_marked_tokenizing_matches_one_call_where_nothing_is_escaped(name, templ
         assert got == tok(text, add_special_tokens=False)["input_ids"], (name, conv.row)
 
 
+@pytest.mark.slow
 def test_data_check_finding_names_rows_and_fields(tmp_path):
     """`special_token_text`: the rows whose data spells a special token of the tokenizer."""
     from sftlab.quality.run import check_data
@@ -181,6 +183,7 @@ def test_data_check_finding_names_rows_and_fields(tmp_path):
 # --- chat, serve and eval prompts ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generation_prompt_keeps_user_text_as_text(tiny_chat_model):
     from sftlab.generate import Generator
     from sftlab.models import load_model, load_tokenizer
@@ -197,6 +200,7 @@ def test_generation_prompt_keeps_user_text_as_text(tiny_chat_model):
         messages, add_generation_prompt=True, return_dict=True)["input_ids"]
 
 
+@pytest.mark.slow
 def test_inspect_shows_escaped_text_and_trained_runs_when_piped(tmp_path):
     import subprocess
     import sys
@@ -225,6 +229,7 @@ def test_stop_tokens_are_the_templates_end_of_turn_and_eos(name, template, end):
     assert stop_token_ids(None, tok, resolve_template(template, tok)) == sorted({tok.eos_token_id, *end})
 
 
+@pytest.mark.slow
 def test_chat_prompts_are_escaped(tiny_chat_model, monkeypatch):
     from sftlab.chat import open_session
 

@@ -14,6 +14,8 @@ from sftlab.evaluate.judge import Judge, parse_score
 from sftlab.evaluate.run import EvalOptions, evaluate, regurgitates
 from sftlab.train.run import train
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 
 class FakeJudge(BaseHTTPRequestHandler):
     """Behaviour keyed on the instruction inside the judge prompt:

@@ -85,6 +85,7 @@ def test_csv_cells_none_na_nan_null_stay_text(tmp_path):
 
 # --- 4. Ctrl-C is a non-zero exit with a word ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_a_message(tiny_chat_model):
     proc = subprocess.Popen([sys.executable, "-m", "sftlab", "chat", "--model", str(tiny_chat_model)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -119,6 +120,7 @@ def test_bad_rows_are_one_sentence_and_skippable(tmp_path, content, reason):
     assert _accounted(loaded) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_bad_rows_through_the_cli_are_one_sentence(tmp_path):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), b'{"instruction": "q", "input": "", "output": "\xff"}')
     for args in (["inspect", "--model", QWEN, "--template", "chatml", "--data", str(f)],
@@ -197,6 +199,7 @@ def _damaged(two_checkpoints, tmp_path, damage):
     [("optimizer.pt", "optimizer.pt is missing"), ("sftlab_state.json", "sftlab_state.json is missing"),
      ("model.safetensors", "model.safetensors is truncated"), ("trainer_state.json", "trainer_state.json is unreadable")],
 )
+@pytest.mark.slow
 def test_resume_passes_over_an_incomplete_checkpoint(two_checkpoints, tmp_path, damage, problem, caplog):
     from sftlab.train.run import checkpoint_problem, resume_checkpoint
 
@@ -256,12 +259,14 @@ def test_a_set_mistake_is_blamed_on_set_not_the_file(tmp_path):
         load_config(f, [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]"])
 
 
+@pytest.mark.slow
 def test_inspect_limit_must_be_positive(tmp_path):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), json.dumps(ALPACA))
     r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f), "--limit", "-1")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--limit" in r.stderr
 
 
+@pytest.mark.slow
 def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path):
     f = tmp_path / "d.csv"
     f.write_text("instruction,input,output\nq,,a\nq,,a,extra,cells\n")

@@ -8,6 +8,8 @@ from conftest import FIXTURES
 from sftlab.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 from sftlab.errors import SftlabError
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 
 def test_resolve_forms(tmp_path):
     assert resolve_model(None).name == DEFAULT_MODEL

@@ -188,6 +188,7 @@ def test_translation_requests_and_code_are_not_language_mismatches():
     assert language_mismatch(["今天北京的天气怎么样？"], "The weather in Beijing is sunny and warm today.") == "prompt in han, answer in latin"
 
 
+@pytest.mark.slow
 def test_json_output_of_the_command(en_case, tmp_path):
     import subprocess
     import sys
@@ -210,6 +211,7 @@ def test_json_output_of_the_command(en_case, tmp_path):
     assert data["stats"]["rows_without_trained_tokens"] == 1
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_sentence(tmp_path):
     import subprocess
     import sys
@@ -246,6 +248,7 @@ def _qwen_check(paths, **kw):
                       template="chatml", clusters=False, **kw)
 
 
+@pytest.mark.slow
 def test_capability_statements_in_tool_data_are_not_refusals():
     """The shipped tool-call set answers requests its tools cannot serve with "I'm sorry, but as an AI, I
     don't have the capability to book flights. My current function …": correct, and what such data teaches."""
@@ -274,6 +277,7 @@ def test_the_snippet_is_the_flagged_turn_and_code_interpolation_is_no_placeholde
     assert hits["placeholder"] == []
 
 
+@pytest.mark.slow
 def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
     import subprocess
     import sys
@@ -292,6 +296,7 @@ def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
     assert "a.jsonl:1, b.jsonl:1" in line
 
 
+@pytest.mark.slow
 def test_a_mistyped_check_blames_the_option_it_came_from(tmp_path):
     import subprocess
     import sys

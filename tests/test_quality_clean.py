@@ -39,6 +39,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_every_row_lands_in_exactly_one_file(messy, tmp_path):
     path, lines = messy
     out, rejects = tmp_path / "clean.jsonl", tmp_path / "rejects.jsonl"
@@ -134,6 +135,7 @@ def test_clusters_separate_topics():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 def test_html_report_renders_in_a_headless_browser(messy, tmp_path):
     from PIL import Image

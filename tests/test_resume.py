@@ -10,6 +10,8 @@ import pytest
 
 from conftest import SHARED_DATA
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 HERE = Path(__file__).parent
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from sftlab.serve import StopTrimmer
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 KEY = "sk-test"
 
 

@@ -11,6 +11,8 @@ from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.train.run import train
 
+pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+
 DATA = str(SHARED_DATA / "alpaca_en_demo.json")
 
 

@@ -100,7 +100,7 @@ def inspect_cmd(
             sys.stdout.write(line + "\n")
     elif html_out is None:
         render_terminal(examples, tokenizer, special, Console())
-    summary = _summary(report, limit)
+    summary = report.summary(limit)
     if html_out is not None:
         html_out.write_text(render_html(examples, tokenizer, special, summary=summary), encoding="utf-8")
         err.print(f"wrote {html_out}")
@@ -258,7 +258,7 @@ def eval_cmd(
     precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
 ) -> None:
     from sftlab.evaluate.judge import Judge
-    from sftlab.evaluate.run import EvalOptions, evaluate
+    from sftlab.evaluate.run import EvalOptions, evaluate, print_summary
 
     if (judge_url is None) != (judge_model is None):
         raise SftlabError("--judge-url and --judge-model go together")
@@ -267,7 +267,7 @@ def eval_cmd(
     options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape,
                           _precision(precision))
     summary = evaluate(model, data, out, options, baseline)
-    _print_eval(summary)
+    print_summary(summary, Console())
     err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
 
 
@@ -324,42 +324,9 @@ def data_check_cmd(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         return
-    _print_check(result.to_dict())
+    from sftlab.quality.run import print_check
 
-
-def _print_check(data: dict) -> None:  # noqa: ANN001
-    from rich.table import Table
-
-    out = Console()
-    stats = data["stats"]
-    flagged = {(f, r) for x in data["findings"] for f, r in zip(x["files"], x["rows"])}
-    out.print(f"[bold]{data['rows']} rows[/] in {len(stats['files'])} file(s) · {stats['valid_rows']} valid · "
-              f"{len(flagged)} flagged")
-    table = Table("check", "rows", "first rows", "example")
-    several = len(stats["files"]) > 1
-    for f in data["findings"]:
-        example = f["details"][0]["reason"]
-        # With several files, each row number says which file it is in.
-        rows = [f"{Path(file).name}:{row}" if several else str(row) for file, row in zip(f["files"], f["rows"])]
-        shown = ", ".join(rows[:8]) + (" …" if len(rows) > 8 else "")
-        table.add_row(f["check"], str(len(f["rows"])), shown, example[:70])
-    if data["findings"]:
-        out.print(table)
-    else:
-        out.print("[green]no findings[/]")
-    p, a = stats["prompt_tokens"], stats["answer_tokens"]
-    if p.get("count"):
-        out.print(f"prompt tokens: median {p['p50']}, p90 {p['p90']}, max {p['max']} · "
-                  f"answer tokens: median {a['p50']}, p90 {a['p90']}, max {a['max']}")
-    out.print(f"distinct-1 {stats['distinct_1']} · distinct-2 {stats['distinct_2']} · leading words: "
-              + ", ".join(f"{w['word']} {w['fraction']:.0%}" for w in stats["leading_words"][:8]))
-    c = stats.get("clusters", {})
-    if "clusters" in c:
-        sample = f" of a sample of {c['sampled']}" if c.get("sampled") else ""
-        out.print(f"{c['k']} clusters{sample} (embeddings {c['embedding_seconds']} s); largest: "
-                  + "; ".join(f"{x['fraction']:.0%} {', '.join(x['top_words'][:3])}" for x in c["clusters"][:4]))
-    elif "skipped" in c:
-        out.print(f"clusters: {c['skipped']}")
+    print_check(result.to_dict(), Console())
 
 
 @data_app.command(
@@ -392,48 +359,10 @@ def data_clean_cmd(
     err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})")
 
 
-def _print_eval(summary: dict) -> None:  # noqa: ANN001
-    from rich.table import Table
-
-    runs = [summary] + ([summary["baseline"]] if "baseline" in summary else [])
-    table = Table("metric", *[str(r["model"]) for r in runs])
-
-    def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("—" if v is None else str(v))
-
-    for key in ("loss", "perplexity", "exact_match", "rouge_l", "bleu"):
-        table.add_row(key, *[fmt(r.get(key)) for r in runs])
-    if "judge" in summary:
-        for key in ("mean", "median", "scored", "unscored"):
-            table.add_row(f"judge {key}", *[fmt(r.get("judge", {}).get(key)) for r in runs])
-    if "probe" in summary:
-        table.add_row("probe regurgitation rate", *[fmt(r.get("probe", {}).get("rate")) for r in runs])
-    Console().print(table)
-
-
 def _precision(value: str) -> str:
     if value not in ("auto", "bf16", "fp32"):
         raise SftlabError(f"--precision must be auto, bf16 or fp32, got '{value}'")
     return value
-
-
-def _summary(report, limit: int | None = None) -> dict[str, object]:  # noqa: ANN001
-    d = report.to_dict()
-    out: dict[str, object] = {
-        "rows": d["rows_read"] if limit is None or limit >= d["converted"] else f"{limit} (--limit) of {d['rows_read']}",
-        "examples": d["examples"],
-        "tokens": d["tokens"],
-        "trained tokens": f"{d['trained_tokens']} ({d['trained_token_fraction']:.1%})",
-        "rejected": d["rejected"],
-        "dropped": d["dropped"],
-    }
-    if d["split_conversations"]:
-        out["split (prefix-unstable template)"] = d["split_conversations"]
-    if d["truncated"]:
-        out["truncated"] = d["truncated"]
-    if d.get("cleaned"):
-        out["cleaned"] = f"{d['cleaned']} ({', '.join(f'{k} {v}' for k, v in d['cleaned_reasons'].items())})"
-    return out
 
 
 def main() -> None:

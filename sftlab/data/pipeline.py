@@ -92,6 +92,25 @@ class DataReport:
             "added_tokens": self.added_tokens,
         }
 
+    def summary(self, limit: int | None = None) -> dict[str, object]:
+        """The one-line counts `sftlab inspect` prints (`limit`: the --limit that was given)."""
+        d = self.to_dict()
+        out: dict[str, object] = {
+            "rows": d["rows_read"] if limit is None or limit >= d["converted"] else f"{limit} (--limit) of {d['rows_read']}",
+            "examples": d["examples"],
+            "tokens": d["tokens"],
+            "trained tokens": f"{d['trained_tokens']} ({d['trained_token_fraction']:.1%})",
+            "rejected": d["rejected"],
+            "dropped": d["dropped"],
+        }
+        if d["split_conversations"]:
+            out["split (prefix-unstable template)"] = d["split_conversations"]
+        if d["truncated"]:
+            out["truncated"] = d["truncated"]
+        if d.get("cleaned"):
+            out["cleaned"] = f"{d['cleaned']} ({', '.join(f'{k} {v}' for k, v in d['cleaned_reasons'].items())})"
+        return out
+
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

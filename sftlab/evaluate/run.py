@@ -263,3 +263,23 @@ def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def print_summary(summary: dict[str, Any], console: Any) -> None:
+    """The terminal table of an eval summary (and its baseline)."""
+    from rich.table import Table
+
+    runs = [summary] + ([summary["baseline"]] if "baseline" in summary else [])
+    table = Table("metric", *[str(r["model"]) for r in runs])
+
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("—" if v is None else str(v))
+
+    for key in ("loss", "perplexity", "exact_match", "rouge_l", "bleu"):
+        table.add_row(key, *[fmt(r.get(key)) for r in runs])
+    if "judge" in summary:
+        for key in ("mean", "median", "scored", "unscored"):
+            table.add_row(f"judge {key}", *[fmt(r.get("judge", {}).get(key)) for r in runs])
+    if "probe" in summary:
+        table.add_row("probe regurgitation rate", *[fmt(r.get("probe", {}).get("rate")) for r in runs])
+    console.print(table)

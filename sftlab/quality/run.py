@@ -285,3 +285,38 @@ _JOB: Any = None
 def _run_job() -> Any:
     fn, args = _JOB
     return fn(*args)
+
+
+def print_check(data: dict[str, Any], out: Any) -> None:
+    """The terminal view of a data check (CheckResult.to_dict())."""
+    from rich.table import Table
+
+    stats = data["stats"]
+    flagged = {(f, r) for x in data["findings"] for f, r in zip(x["files"], x["rows"])}
+    out.print(f"[bold]{data['rows']} rows[/] in {len(stats['files'])} file(s) · {stats['valid_rows']} valid · "
+              f"{len(flagged)} flagged")
+    table = Table("check", "rows", "first rows", "example")
+    several = len(stats["files"]) > 1
+    for f in data["findings"]:
+        example = f["details"][0]["reason"]
+        # With several files, each row number says which file it is in.
+        rows = [f"{Path(file).name}:{row}" if several else str(row) for file, row in zip(f["files"], f["rows"])]
+        shown = ", ".join(rows[:8]) + (" …" if len(rows) > 8 else "")
+        table.add_row(f["check"], str(len(f["rows"])), shown, example[:70])
+    if data["findings"]:
+        out.print(table)
+    else:
+        out.print("[green]no findings[/]")
+    p, a = stats["prompt_tokens"], stats["answer_tokens"]
+    if p.get("count"):
+        out.print(f"prompt tokens: median {p['p50']}, p90 {p['p90']}, max {p['max']} · "
+                  f"answer tokens: median {a['p50']}, p90 {a['p90']}, max {a['max']}")
+    out.print(f"distinct-1 {stats['distinct_1']} · distinct-2 {stats['distinct_2']} · leading words: "
+              + ", ".join(f"{w['word']} {w['fraction']:.0%}" for w in stats["leading_words"][:8]))
+    c = stats.get("clusters", {})
+    if "clusters" in c:
+        sample = f" of a sample of {c['sampled']}" if c.get("sampled") else ""
+        out.print(f"{c['k']} clusters{sample} (embeddings {c['embedding_seconds']} s); largest: "
+                  + "; ".join(f"{x['fraction']:.0%} {', '.join(x['top_words'][:3])}" for x in c["clusters"][:4]))
+    elif "skipped" in c:
+        out.print(f"clusters: {c['skipped']}")

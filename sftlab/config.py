@@ -43,6 +43,10 @@ class DatasetSpec(BaseModel):
 
 # What TRL, LLaMA-Factory and the peft docs recommend for small-to-medium models.
 FULL_LEARNING_RATE = 2e-5
+# peft's task guides: prompt tuning 3e-2, prefix tuning 1e-2, P-tuning 1e-3.
+PROMPT_LEARNING_RATES = {"prompt_tuning": 3e-2, "prefix_tuning": 1e-2, "p_tuning": 1e-3}
+PROMPT_METHODS = tuple(PROMPT_LEARNING_RATES)
+ADAPTION_LEARNING_RATE = 9e-3  # the LLaMA-Adapter paper's
 ADAPTER_LEARNING_RATE = 2e-4
 
 
@@ -78,7 +82,14 @@ class TrainConfig(BaseModel):
     clean: Optional[list[str]] = None
 
     # How
-    method: Literal["full", "freeze", "lora", "dora", "hybrid"] = "full"
+    method: Literal["full", "freeze", "lora", "dora", "hybrid", "prompt_tuning", "prefix_tuning", "p_tuning",
+                    "adaption_prompt"] = "full"
+    # prompt_tuning / prefix_tuning / p_tuning (peft): trained virtual tokens in front of every example;
+    # adaption_prompt (LLaMA-Adapter): that many trained prompt tokens attended to, through a zero-initialised
+    # gate, in each of the top `adaption_layers` layers.
+    num_virtual_tokens: int = Field(default=20, gt=0)
+    adaption_layers: int = Field(default=8, gt=0)
+    prompt_init_text: Optional[str] = None  # prompt_tuning: start the virtual tokens from this text's embeddings
     lora_r: int = Field(default=16, gt=0)
     lora_alpha: float = Field(default=32, gt=0)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
@@ -129,7 +140,10 @@ class TrainConfig(BaseModel):
         data = dict(data)
         method = data.get("method") or "full"
         if data.get("learning_rate") is None:
-            data["learning_rate"] = ADAPTER_LEARNING_RATE if method in ("lora", "dora") else FULL_LEARNING_RATE
+            data["learning_rate"] = {**PROMPT_LEARNING_RATES, "adaption_prompt": ADAPTION_LEARNING_RATE}.get(
+                method, ADAPTER_LEARNING_RATE if method in ("lora", "dora") else FULL_LEARNING_RATE)
+        if method in PROMPT_METHODS and "padding_free" not in data:
+            data["padding_free"] = False  # virtual tokens go in front of a row, so one example per row
         if method == "hybrid" and data.get("hybrid_lora_learning_rate") is None:
             try:  # a malformed learning_rate is reported by its own field's validation
                 lr = float(data["learning_rate"])
@@ -165,11 +179,17 @@ class TrainConfig(BaseModel):
             raise ValueError("set `eval_split` or `eval_datasets`, not both")
         if self.hybrid_lora_learning_rate is not None and self.method != "hybrid":
             raise ValueError("`hybrid_lora_learning_rate` is for method: hybrid only")
+        if self.method in PROMPT_METHODS and (self.padding_free or self.packing):
+            raise ValueError(f"method {self.method} puts its virtual tokens in front of each row, so a row must hold "
+                             "one example: set padding_free: false and packing: false")
+        if self.prompt_init_text is not None and self.method != "prompt_tuning":
+            raise ValueError("`prompt_init_text` is for method: prompt_tuning only")
         return self
 
     @property
     def method_uses_adapters(self) -> bool:
-        return self.method in ("lora", "dora")
+        """The run's output is a peft adapter (LoRA/DoRA or a prompt-based method), not a full model."""
+        return self.method in ("lora", "dora", "adaption_prompt", *PROMPT_METHODS)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

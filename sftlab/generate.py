@@ -5,10 +5,15 @@ and EOS, and text streamed without a partial character."""
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any, Iterator, Sequence
 
 from sftlab.data.templates import ChatTemplate, resolve_template
 from sftlab.data.tokenize import Tokens, special_token_strings
+
+
+# peft says so on every generation with a prompt-based adapter, whose virtual tokens it numbers itself.
+warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
 
 
 def stop_token_ids(model: Any, tokenizer: Any, chat: ChatTemplate | None = None) -> list[int]:

@@ -34,6 +34,14 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def _prompt_learning(model: torch.nn.Module) -> bool:
+    """Whether a peft prompt-based method (virtual tokens in front of the row) is on the model."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def _softcap(model: torch.nn.Module) -> float | None:
     return getattr(getattr(model, "config", None), "final_logit_softcapping", None)
 
@@ -163,9 +171,13 @@ def trained_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], s
     """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    if _prompt_learning(model):
+        inputs.pop("position_ids", None)  # peft numbers the virtual tokens and the row itself
     with _capture_final_hidden(model) as box:
         model(**inputs, use_cache=False, logits_to_keep=1)
     hidden = box["hidden"]
+    # Prompt tuning and P-tuning put their virtual tokens in front of each row; they are never targets.
+    hidden = hidden[:, hidden.shape[1] - labels.shape[1] :]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     h = hidden[:, :-1][keep]

@@ -3,6 +3,7 @@ model and write a plain full model, with the run's tokenizer and generation conf
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,11 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise SftlabError(f"{adapter_dir}: no adapter_config.json (is it the output of a lora/dora run?)")
+    peft_type = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT"):
+        raise SftlabError(f"{adapter_dir}: a {peft_type.lower()} adapter adds virtual tokens to the input or its "
+                          "attention; there are no weights to merge it into. Use the folder as it is (chat, eval and "
+                          "serve load it)")
     merged = load_model(str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out_dir))

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from sftlab.config import TrainConfig
+from sftlab.config import PROMPT_METHODS, TrainConfig
 from sftlab.errors import SftlabError
 from sftlab.train.tokens import RowTraining
 
@@ -44,6 +44,25 @@ def lora_config(config: TrainConfig, new_token_ids: Sequence[int] = ()) -> Any:
         target_modules=config.lora_targets,
         use_dora=config.method == "dora",
     )
+
+
+def prompt_config(config: TrainConfig, model: torch.nn.Module) -> Any:
+    """peft's prompt tuning (virtual token embeddings, optionally started from a text), prefix tuning
+    (virtual keys and values in every layer) or P-tuning (virtual tokens from a small prompt encoder)."""
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit, TaskType
+
+    common = {"task_type": TaskType.CAUSAL_LM, "num_virtual_tokens": config.num_virtual_tokens}
+    if config.method == "prompt_tuning":
+        if config.prompt_init_text:
+            from sftlab.models import model_path
+
+            return PromptTuningConfig(**common, prompt_tuning_init=PromptTuningInit.TEXT,
+                                      prompt_tuning_init_text=config.prompt_init_text,
+                                      tokenizer_name_or_path=model_path(config.model))
+        return PromptTuningConfig(**common)
+    if config.method == "prefix_tuning":
+        return PrefixTuningConfig(**common)
+    return PromptEncoderConfig(**common, encoder_hidden_size=model.config.hidden_size)
 
 
 def apply_method(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[int] = ()) -> torch.nn.Module:
@@ -86,6 +105,23 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
             return get_peft_model(model, lora_config(config, new_token_ids))
         except ValueError as e:
             raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+    if method in (*PROMPT_METHODS, "adaption_prompt"):
+        from peft import get_peft_model
+
+        if new_token_ids:
+            raise SftlabError(f"method {method} cannot train new chat tokens (the template's markers are not tokens of "
+                              "this model); use full, freeze, lora, dora or hybrid, or a template the model knows")
+        if method == "adaption_prompt":
+            from peft import AdaptionPromptConfig, TaskType
+
+            layers = min(config.adaption_layers, len(decoder_layers(model)))
+            try:
+                return get_peft_model(model, AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_layers=layers,
+                                                                  adapter_len=config.num_virtual_tokens))
+            except (ValueError, KeyError) as e:
+                raise SftlabError(f"method adaption_prompt does not support this model "
+                                  f"({getattr(model.config, 'model_type', '?')}): {str(e).splitlines()[0]}") from None
+        return get_peft_model(model, prompt_config(config, model))
     if method == "hybrid":
         from peft import inject_adapter_in_model
 

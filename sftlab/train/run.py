@@ -388,7 +388,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         final = merge_adapters(final)
         trainer.model = final
     trainer.save_model(str(out))
-    if is_main and config.method in ("lora", "dora"):
+    if is_main and config.method_uses_adapters:
         # The base as the user named it (resolved again on load), not a path inside sftlab's cache; written
         # after saving, because peft looks the base's config up while saving (on the hub, for a bare name).
         adapter_config = out / "adapter_config.json"

@@ -73,6 +73,10 @@ class TrainConfig(BaseModel):
     padding_free: bool = True
     packing: bool = False
     on_error: Literal["raise", "skip"] = "raise"
+    # Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read),
+    # and whether each example is drawn with replacement (default: a file's rows all used before repeats).
+    mixture_examples: Optional[int] = Field(default=None, gt=0)
+    mixture_replacement: bool = False
     # Encoding: worker processes for inputs of 2,000 conversations or more (None: one per core, at most 8);
     # the encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.
     num_proc: Optional[int] = Field(default=None, gt=0)

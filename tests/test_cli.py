@@ -158,3 +158,30 @@ def test_inspect_limit_says_how_many_rows_it_shows(tmp_path):
                         "--template", "chatml", "--limit", "3", "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "rows: 3 (--limit) of 1000" in " ".join(r.stderr.split())
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_the_achieved_mixture_matches_the_weights_within_one_example(tmp_path, replacement):
+    import random
+
+    from sftlab.data.pipeline import load_sources
+
+    sources = []
+    for name, rows in (("a", 30), ("b", 7), ("c", 13)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(f'{{"prompt": "{name}{i}", "completion": "x"}}\n' for i in range(rows)))
+        sources.append(Source(str(path), weight=random.Random(rows).uniform(0.1, 1)))
+    weights = [s.weight for s in sources]
+    for total in (50, 97, 11):
+        convs, report = load_sources(sources, seed=1, replacement=replacement, total=total)
+        assert len(convs) == total
+        for src, w in zip(sources, weights):
+            taken = sum(c.source == src.path for c in convs)
+            assert abs(taken - w / sum(weights) * total) <= 1, (src.path, taken, total)
+            assert report.mixture[src.path] == taken
+        again, _ = load_sources(sources, seed=1, replacement=replacement, total=total)
+        assert [(c.source, c.row) for c in again] == [(c.source, c.row) for c in convs]  # same seed, same draw
+    convs, _ = load_sources(sources, seed=1, replacement=False, total=50)
+    from_b = [c.row for c in convs if c.source == sources[1].path]
+    # Without replacement a file's rows are all used before any repeats.
+    assert len(set(from_b)) == min(len(from_b), 7)

@@ -53,7 +53,8 @@ class DataReport:
     trained_tokens: int = 0
     packed_rows: int | None = None
     packing_efficiency: float | None = None
-    mixture: dict[str, int] | None = None
+    mixture: dict[str, int] | None = None  # examples taken from each file when weights mix them
+    mixture_target: dict[str, float] | None = None  # each file's share by weight
     # Rows removed by the data checks named in `clean` (source, row, reasons).
     cleaned: list[dict[str, Any]] = field(default_factory=list)
     # Set by a training run that holds some examples out for evaluation.
@@ -81,6 +82,9 @@ class DataReport:
             "truncated": enc.truncated,
             "tools_ignored": enc.tools_ignored,
             "mixture": self.mixture,
+            "mixture_share": ({p: n / max(1, sum(self.mixture.values())) for p, n in self.mixture.items()}
+                              if self.mixture else None),
+            "mixture_target": self.mixture_target,
             "examples": self.examples,
             "tokens": self.tokens,
             "trained_tokens": self.trained_tokens,
@@ -133,6 +137,8 @@ def load_sources(
     require_assistant: bool = True,
     seed: int = 0,
     clean: Cleaner | None = None,
+    replacement: bool = False,
+    total: int | None = None,
 ) -> tuple[list[Conversation], DataReport]:
     """Read and convert every source; let `clean` remove rows (over all sources together, before
     mixing, so a source weighted up is not taken for duplicates of itself); mix them by weight when
@@ -155,7 +161,10 @@ def load_sources(
         per_source = [[c for c in group if id(c) in keep] for group in per_source]
     weights = [s.weight for s in sources]
     if len(sources) > 1 and any(w is not None for w in weights):
-        conversations, report.mixture = mix(per_source, [1.0 if w is None else w for w in weights], sources, seed)
+        conversations, report.mixture = mix(per_source, [1.0 if w is None else w for w in weights], sources, seed,
+                                            replacement=replacement, total=total)
+        norm = sum(1.0 if w is None else w for w in weights)
+        report.mixture_target = {s.path: (1.0 if s.weight is None else s.weight) / norm for s in sources}
     else:
         conversations = [c for group in per_source for c in group]
     return conversations, report
@@ -178,24 +187,34 @@ def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None
 
 
 def mix(
-    groups: Sequence[Sequence[Conversation]], weights: Sequence[float], sources: Sequence[Source], seed: int
+    groups: Sequence[Sequence[Conversation]], weights: Sequence[float], sources: Sequence[Source], seed: int,
+    *, replacement: bool = False, total: int | None = None,
 ) -> tuple[list[Conversation], dict[str, int]]:
-    """Sample the sources in the ratio of their weights, keeping the total number of rows.
-
-    Source k contributes round(w_k / sum(w) * total) rows: without repetition while it has enough,
-    then repeated in a fresh shuffled order (a small domain set weighted up is seen several times).
+    """Sample the sources in the ratio of their weights: shares of the *examples*. `total` examples in all
+    (default: as many as the sources have rows); source k contributes w_k / sum(w) × total of them, rounded
+    so that the counts add up to `total` exactly (largest remainders), so each source is within one example
+    of its share. Without replacement (default) a source's rows are all used before any is repeated (a
+    small domain set weighted up is seen several times, in a fresh order each time); with replacement every
+    example is drawn independently. Deterministic for a seed.
     """
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise SftlabError("dataset weights must be non-negative and not all zero")
-    total = sum(len(g) for g in groups)
+    total = sum(len(g) for g in groups) if total is None else total
+    norm = sum(weights)
+    exact = [w / norm * total for w in weights]
+    wants = [int(x) for x in exact]
+    for k in sorted(range(len(exact)), key=lambda k: (wants[k] - exact[k], k))[: total - sum(wants)]:
+        wants[k] += 1
     rng = random.Random(seed)
     out: list[Conversation] = []
     counts: dict[str, int] = {}
-    norm = sum(weights)
-    for group, w, src in zip(groups, weights, sources):
-        want = round(w / norm * total)
+    for group, want, src in zip(groups, wants, sources):
+        if want and not group:
+            raise SftlabError(f"{src.path}: has a weight but no usable rows to mix in")
         picked: list[Conversation] = []
-        while group and len(picked) < want:
+        if replacement:
+            picked = [group[rng.randrange(len(group))] for _ in range(want)]
+        while len(picked) < want:
             order = list(group)
             rng.shuffle(order)
             picked += order[: want - len(picked)]
@@ -222,6 +241,8 @@ def build_examples(
     num_proc: int | None = None,
     cache: Path | None = None,
     cache_key: Any = None,
+    mixture_replacement: bool = False,
+    mixture_examples: int | None = None,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report.
 
@@ -231,14 +252,16 @@ def build_examples(
     them back instead of loading and encoding again."""
     key = None
     if cache is not None:
-        key = _key(sources, tokenizer, template, [max_length, train_on, on_error, seed, limit, escape, cache_key])
+        key = _key(sources, tokenizer, template, [max_length, train_on, on_error, seed, limit, escape, cache_key,
+                                                  mixture_replacement, mixture_examples])
         stored = _read_cache(cache / f"{key}.pkl")
         if stored is not None:
             log.info("encoded examples reused from %s", cache / f"{key}.pkl")
             examples, report = stored
             return _finish(examples, report, max_length, packing, rejects_path, on_error)
     conversations, report = load_sources(
-        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean
+        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
+        replacement=mixture_replacement, total=mixture_examples,
     )
     if limit is not None:
         conversations = conversations[:limit]

@@ -93,6 +93,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer),
         escape=config.escape_special_tokens, num_proc=config.num_proc,
         cache=sftlab_home() / "encoded" if config.encode_cache else None, cache_key=config.clean,
+        mixture_replacement=config.mixture_replacement, mixture_examples=config.mixture_examples,
     )
     eval_examples: list[Example] = []
     if config.eval_split:

@@ -133,6 +133,9 @@ class TrainConfig(BaseModel):
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     output_dir: str = "runs/sft"
+    # A staged run: each entry a partial config (datasets, method, epochs, learning_rate, train_on, …, and an
+    # optional name) over the keys above; stage k starts from stage k-1's model and writes output_dir/<name>.
+    stages: Optional[list[dict[str, Any]]] = None
     report_to: Union[str, list[str]] = "none"
 
     @model_validator(mode="before")
@@ -177,7 +180,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _needs_data(self) -> "TrainConfig":
-        if not self.datasets:
+        if self.stages is not None:
+            self._check_stages()
+        elif not self.datasets:
             raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
         if self.eval_split and self.eval_datasets:
             raise ValueError("set `eval_split` or `eval_datasets`, not both")
@@ -189,6 +194,24 @@ class TrainConfig(BaseModel):
         if self.prompt_init_text is not None and self.method != "prompt_tuning":
             raise ValueError("`prompt_init_text` is for method: prompt_tuning only")
         return self
+
+    def _check_stages(self) -> None:
+        if not self.stages:
+            raise ValueError("`stages` is empty: give at least one stage, or leave the key out")
+        names = []
+        for k, stage in enumerate(self.stages, start=1):
+            if not isinstance(stage, dict):
+                raise ValueError(f"stages[{k}] must be a mapping of config keys")
+            bad = [key for key in stage if key != "name" and (key not in type(self).model_fields
+                                                              or key in ("stages", "output_dir", "resume", "model"))]
+            if bad:
+                raise ValueError(f"stages[{k}]: `{bad[0]}` cannot be set per stage (a stage takes the config's keys "
+                                 "except model, output_dir, resume and stages)")
+            if not stage.get("datasets") and not self.datasets:
+                raise ValueError(f"stages[{k}] has no datasets (and the config gives none to inherit)")
+            names.append(str(stage.get("name") or f"stage-{k}"))
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must differ (they name the stages' folders)")
 
     @property
     def method_uses_adapters(self) -> bool:

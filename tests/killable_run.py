@@ -12,11 +12,12 @@ from sftlab.train.run import train
 
 
 class DieAfterStep(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, stage: str | None = None):
+        self.step, self.stage = step, stage
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
+        # In a staged run, steps count per stage: `stage` names the one to die in.
+        if state.global_step == self.step and (self.stage is None or args.output_dir.endswith("/" + self.stage)):
             os._exit(17)
 
 
@@ -37,6 +38,8 @@ def main() -> None:
     callbacks = []
     if mode == "step":
         callbacks.append(DieAfterStep(step))
+    elif mode.startswith("stage:"):  # stage:NAME
+        callbacks.append(DieAfterStep(step, mode.split(":", 1)[1]))
     elif mode == "save":
         die_while_saving(step)
     train(load_config(None, sets), callbacks=callbacks, quiet=True)

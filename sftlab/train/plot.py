@@ -19,6 +19,13 @@ def plot_metrics(records: Sequence[dict[str, Any]], path: str | Path) -> None:
         ax.plot(*zip(*train), label="train loss", color="#1f77b4")
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color="#d62728")
+    starts: dict[str, int] = {}
+    for r in records:  # a staged run: each stage's first step, marked and named
+        if r.get("stage") is not None:
+            starts.setdefault(r["stage"], r["step"])
+    for name, step in list(starts.items())[1:] if len(starts) > 1 else []:
+        ax.axvline(step - 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.text(step - 0.5, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (trained tokens)")
     ax.grid(alpha=0.3)

@@ -361,6 +361,10 @@ def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
     """Run the training that `config` describes; returns where everything was written."""
+    if config.stages:
+        from sftlab.train.stages import train_stages
+
+        return train_stages(config, callbacks=callbacks, quiet=quiet)
     from sftlab.train.methods import merge_adapters
     from sftlab.train.plot import plot_metrics
 

@@ -1,0 +1,113 @@
+"""Staged runs: one config, several trainings in a row (the tutorials' training modes: continued
+pre-training on domain text, then general + domain SFT; general SFT, then domain SFT; …).
+
+Stage k is the config with the stage's keys over it, trained from stage k-1's model into
+output_dir/<name>/. A LoRA/DoRA stage is merged into a full model before the next stage starts from it
+(output_dir/<name>/merged); a prompt-based stage can only be the last. output_dir/metrics.jsonl has every
+stage's records with a `stage` field and steps counted across the stages, and output_dir/loss.png
+shows them with the stage boundaries. `resume: true` skips the finished stages and resumes the first
+unfinished one from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from sftlab.config import TrainConfig
+from sftlab.errors import SftlabError
+
+log = logging.getLogger("sftlab")
+
+DONE = "stage_done.json"  # written into a stage's folder once it is trained (and merged)
+
+
+def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
+    """(name, config) of each stage, in order; each stage's model is left to train_stages to fill in."""
+    base = config.model_dump()
+    base.pop("stages")
+    defaults = TrainConfig(datasets=[{"path": "x"}], method=config.method)
+    # Keys the method decides unless given (learning rates, the batch layout of prompt methods) are not
+    # inherited as values: a stage with another method gets that method's defaults.
+    for key in ("learning_rate", "hybrid_lora_learning_rate", "padding_free"):
+        if base[key] == getattr(defaults, key):
+            base.pop(key)
+    out = []
+    for k, stage in enumerate(config.stages or [], start=1):
+        name = str(stage.get("name") or f"stage-{k}")
+        values = {**base, **{key: v for key, v in stage.items() if key != "name"}}
+        for key in ("datasets", "eval_datasets"):  # a file may be given as its path alone, as at the top
+            if isinstance(values.get(key), (str, dict)):
+                values[key] = [values[key]]
+            if isinstance(values.get(key), list):
+                values[key] = [{"path": d} if isinstance(d, str) else d for d in values[key]]
+        values["output_dir"] = str(Path(config.output_dir) / name)
+        values["resume"] = False
+        try:
+            out.append((name, TrainConfig(**values)))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise SftlabError(f"stages[{k}] ({name}): {where + ': ' if where else ''}{err['msg']}") from None
+    return out
+
+
+def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> Any:
+    from sftlab.train.merge import merge_adapter
+    from sftlab.train.plot import plot_metrics
+    from sftlab.train.run import TrainResult, make_output_dir, train
+
+    out = Path(config.output_dir)
+    stages = stage_configs(config)
+    if not config.resume and any((out / name).exists() for name, _ in stages):
+        raise SftlabError(f"output_dir {out} already holds stages of a run; set `resume: true` to continue that run "
+                          "or choose another output_dir")
+    make_output_dir(out)
+    (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    model = config.model
+    records: list[dict[str, Any]] = []
+    result = None
+    for k, (name, stage) in enumerate(stages, start=1):
+        stage_dir = Path(stage.output_dir)
+        stage.model = model
+        if (stage_dir / DONE).is_file():
+            log.info("stage %d/%d (%s) is finished; going on from its model", k, len(stages), name)
+            done = json.loads((stage_dir / DONE).read_text(encoding="utf-8"))
+            stage_records = _records(stage_dir)
+        else:
+            log.info("stage %d/%d (%s): %s on %s", k, len(stages), name, stage.method,
+                     ", ".join(d.path for d in stage.datasets))
+            stage.resume = bool(config.resume)
+            result = train(stage, callbacks=callbacks, quiet=quiet)
+            if not result.main_process:
+                return result
+            final = stage_dir
+            if stage.method in ("lora", "dora") and k < len(stages):
+                final = merge_adapter(stage_dir, stage_dir / "merged")
+            elif stage.method_uses_adapters and k < len(stages):
+                raise SftlabError(f"stage {name}: a {stage.method} stage cannot be followed by another (its adapter "
+                                  "cannot be merged into the model); make it the last stage")
+            done = {"model": str(final)}
+            (stage_dir / DONE).write_text(json.dumps(done), encoding="utf-8")
+            stage_records = result.metrics
+        offset = records[-1]["step"] if records else 0
+        records += [{**r, "stage": name, "stage_step": r["step"], "step": r["step"] + offset} for r in stage_records]
+        model = done["model"]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    plot_metrics(records, out / "loss.png")
+    if result is None:  # every stage was finished already
+        result = TrainResult(out)
+    result.output_dir, result.metrics = out, records
+    return result
+
+
+def _records(stage_dir: Path) -> list[dict[str, Any]]:
+    path = stage_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+

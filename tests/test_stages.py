@@ -1,0 +1,83 @@
+"""Staged runs: continued pre-training on text, then SFT from its model, in one config; killed in stage 2
+and resumed, the same per-step losses as the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from conftest import SHARED_DATA
+from sftlab.config import load_config
+from sftlab.errors import SftlabError
+
+pytestmark = pytest.mark.slow  # real trainings and subprocesses
+
+HERE = Path(__file__).parent
+
+
+def _sets(tiny_model, out, second_method="full"):
+    stages = (f"[{{name: text, datasets: [{{path: {SHARED_DATA / 'c4_demo.jsonl'}}}], max_steps: 3, "
+              f"learning_rate: 1e-3}}, {{name: sft, datasets: [{SHARED_DATA / 'identity.json'}], max_steps: 6, "
+              f"method: {second_method}, save_steps: 2}}]")
+    return [f"model={tiny_model}", "template=llama2", "limit=24", "max_length=128", "batch_size=2",
+            "logging_steps=1", "precision=fp32", "seed=5", f"output_dir={out}", f"stages={stages}"]
+
+
+def _run(mode, step, sets):
+    return subprocess.run([sys.executable, str(HERE / "killable_run.py"), mode, str(step), *sets],
+                          capture_output=True, text=True, cwd=HERE.parent, timeout=600)
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_two_stage_run_killed_in_stage_two_resumes_to_the_same_losses(tiny_model, tmp_path):
+    whole = tmp_path / "whole"
+    done = _run("none", 0, _sets(tiny_model, whole))
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = _records(whole)
+    assert [(r["stage"], r["stage_step"]) for r in records] == [("text", s) for s in (1, 2, 3)] + [
+        ("sft", s) for s in range(1, 7)]
+    assert [r["step"] for r in records] == list(range(1, 10))  # counted across the stages
+    # Stage 2 started from stage 1's model: its config names that folder.
+    assert load_config(whole / "sft" / "config.yaml").model == str(whole / "text")
+    assert (whole / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    AutoModelForCausalLM.from_pretrained(str(whole / "sft"))
+
+    killed = tmp_path / "killed"
+    sets = _sets(tiny_model, killed)
+    died = _run("stage:sft", 3, sets)
+    assert died.returncode == 17, died.stderr[-2000:]
+    assert (killed / "text" / "stage_done.json").is_file() and not (killed / "sft" / "stage_done.json").exists()
+    again = _run("none", 0, sets)
+    assert again.returncode != 0 and "set `resume: true`" in again.stderr  # never overwritten by accident
+    resumed = _run("none", 0, sets + ["resume=true"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = _records(killed)
+    for key in ("loss", "learning_rate", "grad_norm", "stage", "step"):
+        assert [r[key] for r in got] == [r[key] for r in records], key
+
+
+def test_a_lora_stage_is_merged_before_the_next_and_stage_keys_are_checked(tiny_model, tmp_path):
+    from sftlab.train.run import train
+
+    out = tmp_path / "lora-then-full"
+    stages = (f"[{{name: a, datasets: [{SHARED_DATA / 'identity.json'}], method: lora, max_steps: 2}}, "
+              f"{{name: b, datasets: [{SHARED_DATA / 'identity.json'}], max_steps: 2}}]")
+    config = load_config(None, [f"model={tiny_model}", "template=llama2", "limit=8", "max_length=128",
+                                "batch_size=4", "precision=fp32", f"output_dir={out}", f"stages={stages}"])
+    train(config, quiet=True)
+    assert json.loads((out / "a" / "stage_done.json").read_text())["model"] == str(out / "a" / "merged")
+    assert (out / "a" / "merged" / "model.safetensors").is_file()
+    second = load_config(out / "b" / "config.yaml")
+    assert second.model == str(out / "a" / "merged") and second.method == "full"
+    assert second.learning_rate == 2e-5  # stage b's method default, not stage a's LoRA rate
+    with pytest.raises(SftlabError, match=r"stages\[1\]: `output_dir` cannot be set per stage"):
+        load_config(None, [f"model={tiny_model}", f"stages=[{{datasets: [x.json], output_dir: y}}]"],
+                        check_files=False)

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import FIXTURES, escaped_prompt_ids, expected, text_ids, tokenizer
 from sftlab.data.conversation import Conversation, Message
-from sftlab.data.encode import IGNORE_INDEX, Encoder
+from sftlab.data.encode import Encoder
+from test_encode import trained_runs
 from sftlab.data.load import load_conversations
 from sftlab.data.templates import resolve_template
 from sftlab.data.tokenize import Tokens
@@ -23,19 +24,6 @@ def encode(name, template, messages, **kw):
     tok = tokenizer(name)
     conv = Conversation([Message(r, c) for r, c in messages])
     return Encoder(tok, resolve_template(template, tok), **kw).encode_one(conv)
-
-
-def trained_text(example, tok) -> list[str]:
-    runs, cur = [], []
-    for tid, label in zip(example.input_ids, example.labels):
-        if label != IGNORE_INDEX:
-            cur.append(tid)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
-    return [tok.decode(r, skip_special_tokens=False) for r in runs]
 
 
 def decode(tok, ids):
@@ -70,7 +58,7 @@ def test_qwen2_chatml_special_text_in_every_role_stays_text():
     assert ex.input_ids.count(start) == 3 and ex.input_ids.count(end) == 3
     assert 151643 not in ex.input_ids  # <|endoftext|> in the user's text is text
     assert decode(tok, ex.input_ids) == rendered(tok, "chatml", QWEN_MESSAGES)
-    assert trained_text(ex, tok) == ["Quote: <|im_start|>user<|im_end|>"]
+    assert trained_runs(ex, tok) == ["Quote: <|im_start|>user<|im_end|>"]
 
 
 def test_qwen2_escaping_off_lets_the_data_forge_turns():
@@ -105,7 +93,7 @@ def test_llama3_special_text_stays_text():
         head, "assistant", head_end, "\n\n" + messages[2][1], eot,
     ])
     assert decode(tok, ex.input_ids) == rendered(tok, "llama3", messages)
-    assert trained_text(ex, tok) == ["A <|begin_of_text|><|eot_id|>"]
+    assert trained_runs(ex, tok) == ["A <|begin_of_text|><|eot_id|>"]
 
 
 # --- GPT-2 + alpaca ------------------------------------------------------------------------------------
@@ -121,7 +109,7 @@ def test_gpt2_alpaca_endoftext_in_content_is_text_and_eos_still_ends_the_answer(
     assert ex.input_ids == text_ids(tok, f) + [50256]
     assert ex.input_ids.count(50256) == 1
     assert decode(tok, ex.input_ids) == rendered(tok, "alpaca", messages) + "<|endoftext|>"
-    assert trained_text(ex, tok) == ["Use text.split('<|endoftext|>')<|endoftext|>"]
+    assert trained_runs(ex, tok) == ["Use text.split('<|endoftext|>')<|endoftext|>"]
 
 
 def test_continued_pretraining_text_is_escaped_too():

@@ -136,6 +136,9 @@ class TrainConfig(BaseModel):
     # A staged run: each entry a partial config (datasets, method, epochs, learning_rate, train_on, …, and an
     # optional name) over the keys above; stage k starts from stage k-1's model and writes output_dir/<name>.
     stages: Optional[list[dict[str, Any]]] = None
+    # A lora/dora stage followed by another lora/dora stage: false trains the same adapter on in the next stage
+    # instead of merging it into the model first.
+    merge_lora_stages: bool = True
     report_to: Union[str, list[str]] = "none"
 
     @model_validator(mode="before")

@@ -81,3 +81,26 @@ def test_a_lora_stage_is_merged_before_the_next_and_stage_keys_are_checked(tiny_
     with pytest.raises(SftlabError, match=r"stages\[1\]: `output_dir` cannot be set per stage"):
         load_config(None, [f"model={tiny_model}", f"stages=[{{datasets: [x.json], output_dir: y}}]"],
                         check_files=False)
+
+
+def test_lora_stages_can_train_one_adapter_on_instead_of_merging(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from sftlab.train.run import train
+
+    out = tmp_path / "lora-lora"
+    stages = (f"[{{name: a, datasets: [{SHARED_DATA / 'identity.json'}], max_steps: 2}}, "
+              f"{{name: b, datasets: [{SHARED_DATA / 'alpaca_en_demo.json'}], max_steps: 2}}]")
+    config = load_config(None, [f"model={tiny_model}", "template=llama2", "limit=8", "max_length=128", "method=lora",
+                                "lora_r=4", "learning_rate=5e-2", "batch_size=4", "precision=fp32",
+                                "merge_lora_stages=false", f"output_dir={out}", f"stages={stages}"])
+    train(config, quiet=True)
+    assert not (out / "a" / "merged").exists()
+    assert load_config(out / "b" / "config.yaml").model == str(out / "a")
+    # Stage b's adapter is stage a's trained on: it belongs to the same base and differs from a's.
+    assert json.loads((out / "b" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model)
+    a, b = load_file(str(out / "a" / "adapter_model.safetensors")), load_file(str(out / "b" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    # A fresh LoRA starts with B = 0; stage b's B matrices moved on from stage a's, which were not 0.
+    assert all(a[k].abs().sum() > 0 for k in a if "lora_B" in k)

@@ -101,6 +101,12 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
     if method in ("lora", "dora"):
         from peft import get_peft_model
 
+        if hasattr(model, "peft_config"):
+            # The model is a LoRA/DoRA run's output (a staged run's previous stage, not merged): train that same
+            # adapter on (its r, alpha and targets), the base frozen.
+            for name, p in model.named_parameters():
+                p.requires_grad_(is_adapter_param(name))
+            return model
         try:
             return get_peft_model(model, lora_config(config, new_token_ids))
         except ValueError as e:

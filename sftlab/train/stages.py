@@ -86,9 +86,11 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
             if not result.main_process:
                 return result
             final = stage_dir
-            if stage.method in ("lora", "dora") and k < len(stages):
+            following = stages[k][1].method if k < len(stages) else None
+            continued = not config.merge_lora_stages and following in ("lora", "dora")
+            if stage.method in ("lora", "dora") and k < len(stages) and not continued:
                 final = merge_adapter(stage_dir, stage_dir / "merged")
-            elif stage.method_uses_adapters and k < len(stages):
+            elif stage.method_uses_adapters and k < len(stages) and not continued:
                 raise SftlabError(f"stage {name}: a {stage.method} stage cannot be followed by another (its adapter "
                                   "cannot be merged into the model); make it the last stage")
             done = {"model": str(final)}

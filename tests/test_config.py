@@ -28,7 +28,7 @@ def test_file_then_set_overrides(tmp_path):
     [
         (["learning_rat=1e-4"], "unknown key `learning_rat`; did you mean `learning_rate`?"),
         (["epochs=three"], "`epochs` input should be a valid number"),
-        (["method=qlora"], "`method` input should be 'full', 'freeze', 'lora', 'dora' or 'hybrid'"),
+        (["method=qlora"], "`method` input should be 'full', 'freeze', 'lora', 'dora', 'hybrid', 'prompt_tuning', 'prefix_tuning', 'p_tuning' or 'adaption_prompt'"),
         ([f"datasets=[{{path: {DATA}, wieght: 2}}]"], "unknown key `datasets[0].wieght`; did you mean `weight`?"),
         (["datasets=[missing.json]"], "datasets file missing.json not found"),
         (["lr_scheduler=cosin"], "unknown scheduler 'cosin'"),

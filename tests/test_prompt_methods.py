@@ -51,7 +51,10 @@ def test_trains_only_its_virtual_tokens_saves_reloads_and_generates(tiny_model, 
     assert all(torch.equal(now[k], v) for k, v in base.items() if k in now)  # the base model did not move
     gen = Generator(model, load_tokenizer(str(out)))
     ids = gen.prompt_ids([{"role": "user", "content": "Who are you?"}])
-    assert len(list(gen.stream(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False))) >= 0
+    got = {}
+    list(gen.stream(ids, done=lambda new, e=None: got.update(new=new, error=e), max_new_tokens=4, min_new_tokens=4,
+                    do_sample=False))
+    assert got["error"] is None and len(got["new"]) == 4  # it generated, through the adapter
     with pytest.raises(SftlabError, match="there are no weights to merge it into"):
         merge_adapter(out, tmp_path / "merged")
 

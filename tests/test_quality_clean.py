@@ -129,7 +129,7 @@ def test_clusters_separate_topics():
     groups = [{e["row"] for e in c["examples"]} for c in info["clusters"]]
     for g in groups:  # the prompts nearest each centre are all from one topic
         assert g <= set(range(1, 7)) or g <= set(range(7, 13)) or g <= set(range(13, 19))
-    assert info["embedding_seconds"] >= 0
+    assert info["embedding_seconds"] > 0  # the time is measured and reported
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -4,6 +4,7 @@ and EOS, and text streamed without a partial character."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from typing import Any, Iterator, Sequence
@@ -98,7 +99,7 @@ class Generator:
         kwargs = self.kwargs(stopping_criteria=StoppingCriteriaList([Cancelled()]), **options)
 
         def work() -> None:
-            with lock or _NO_LOCK, torch.no_grad(), self.autocast():
+            with lock or contextlib.nullcontext(), torch.no_grad(), self.autocast():
                 if seed is not None:
                     torch.manual_seed(seed)
                 try:
@@ -121,17 +122,6 @@ class Generator:
         finally:
             cancelled.set()
             worker.join()
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 _STREAMER: list[Any] = []

@@ -6,6 +6,7 @@ GGUF vocabulary takes tens of seconds and a saved tokenizer.json loads in one.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import importlib.util
 import os
@@ -189,22 +190,29 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
         raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None
 
 
-def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> Any:
-    """A LoRA/DoRA run's output: its base model (as the run named it, resolved here), given the embedding
-    rows of any chat tokens the run added, with the adapter on top."""
-    import json
-
-    from peft import PeftModel
-
-    from sftlab.train.tokens import resize_for_tokens
-
-    config_file = path / "adapter_config.json"
+def adapter_base(model: str | Path | None) -> str | None:
+    """The base model an adapter folder's adapter_config.json names; None for a folder that holds no adapter
+    (or a model that is not a folder)."""
+    config_file = Path(model) / "adapter_config.json" if model else None
+    if config_file is None or not config_file.is_file():
+        return None
     try:
         base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as e:
         raise SftlabError(f"{config_file}: unreadable ({_first_line(e)})") from None
     if not base:
         raise SftlabError(f"{config_file}: base_model_name_or_path is empty; cannot tell which model the adapter is for")
+    return base
+
+
+def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> Any:
+    """A LoRA/DoRA run's output: its base model (as the run named it, resolved here), given the embedding
+    rows of any chat tokens the run added, with the adapter on top."""
+    from peft import PeftModel
+
+    from sftlab.train.tokens import resize_for_tokens
+
+    base = adapter_base(path)
     model = load_model(base, dtype, attn_implementation)
     resize_for_tokens(model, load_tokenizer(str(path)))
     try:
@@ -222,13 +230,9 @@ def model_files(model: str | None) -> list[Path]:
     if ref.kind == "hub":
         return []
     files = sorted(p for p in ref.path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".jinja", ".model"))
-    adapter = ref.path / "adapter_config.json"
-    if adapter.is_file():
-        import json
-
-        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        if base and base != model:
-            files += model_files(base)
+    base = adapter_base(ref.path)
+    if base and base != model:
+        files += model_files(base)
     return files
 
 

@@ -84,9 +84,11 @@ class Encoder:
         conversations = list(conversations)
         procs = min(8, os.cpu_count() or 1) if num_proc is None else num_proc
         if procs > 1 and len(conversations) >= PARALLEL_MIN and "fork" in mp.get_all_start_methods():
-            return self._encode_parallel(conversations, procs)
-        out, lost = self._encode_serial(conversations)
-        out.dropped.extend(lost)
+            out = self._encode_parallel(conversations, procs)
+        else:
+            out, lost = self._encode_serial(conversations)
+            out.dropped.extend(lost)
+        self._warn_tools(out)
         return out
 
     def _encode_parallel(self, conversations: list[Conversation], procs: int) -> Encoded:
@@ -115,7 +117,6 @@ class Encoder:
             out.tools_ignored += part.tools_ignored
         for _, lost in parts:  # as in one process: those lost after tokenizing come last
             out.dropped += lost
-        self._warn_tools(out)
         return out
 
     def _encode_serial(self, conversations: list[Conversation]) -> tuple[Encoded, list[Dropped]]:
@@ -138,8 +139,6 @@ class Encoder:
                 self._finish(chunk, out, lost)
                 chunk = []
         self._finish(chunk, out, lost)
-        if _WORK is None:
-            self._warn_tools(out)
         return out, lost
 
     def _warn_tools(self, out: Encoded) -> None:
@@ -185,14 +184,13 @@ class Encoder:
             return [_Piece(text, [], conv, train_all=True, markers=markers)], False
         if self.template is None:
             raise SftlabError("a chat template is needed for conversations")
-        msgs = [self._template_message(m) for m in conv.messages]
-        tools = conv.tools
-        hidden = False
+        plain = [self._template_message(m) for m in conv.messages]
+        msgs, tools, hidden = plain, conv.tools, False
         if self.tokens.escape:
             # The data's special-token strings become placeholders while rendering (tokenize.py).
-            (msgs, tools), hidden = self.tokens.hide((msgs, tools))
+            (msgs, tools), hidden = self.tokens.hide((plain, conv.tools))
         full = self.template.render(msgs, tools)
-        real = self._revealed(conv, full) if hidden else None
+        real = self._revealed(full, plain, conv.tools) if hidden else None
         if self.train_on == "all":
             return [self._piece(full, [], conv, hidden, train_all=True, real=real)], False
         trained = self._trained_turns(conv)
@@ -243,13 +241,12 @@ class Encoder:
         moved = [(real.position(a), real.position(b), w) for a, b, w in spans]
         return _Piece(real.text, moved, conv, train_all, markers=real.markers)
 
-    def _revealed(self, conv: Conversation, hidden_full: str) -> Revealed:
+    def _revealed(self, hidden_full: str, msgs: list[dict[str, Any]], tools: Any) -> Revealed:
         """The conversation rendered with placeholders, put back. It must be what the template renders from
-        the data itself; a template that rewrites the data's strings (or data holding the placeholder
-        characters) cannot be escaped."""
+        the data itself (`msgs`, `tools`); a template that rewrites the data's strings (or data holding the
+        placeholder characters) cannot be escaped."""
         real = self.tokens.reveal(hidden_full)
-        original = self.template.render([self._template_message(m) for m in conv.messages], conv.tools)
-        if real.text != original:
+        if real.text != self.template.render(msgs, tools):
             raise SftlabError(
                 f"chat template '{self.template.name}' alters message text that spells a special token, so it "
                 "cannot be kept as text; fix the data or set escape_special_tokens: false"

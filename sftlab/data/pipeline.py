@@ -159,12 +159,10 @@ def load_sources(
         kept, report.cleaned = clean([c for group in per_source for c in group])
         keep = {id(c) for c in kept}
         per_source = [[c for c in group if id(c) in keep] for group in per_source]
-    weights = [s.weight for s in sources]
-    if len(sources) > 1 and any(w is not None for w in weights):
-        conversations, report.mixture = mix(per_source, [1.0 if w is None else w for w in weights], sources, seed,
-                                            replacement=replacement, total=total)
-        norm = sum(1.0 if w is None else w for w in weights)
-        report.mixture_target = {s.path: (1.0 if s.weight is None else s.weight) / norm for s in sources}
+    if len(sources) > 1 and any(s.weight is not None for s in sources):
+        weights = [1.0 if s.weight is None else s.weight for s in sources]  # an entry without weight counts 1
+        conversations, report.mixture = mix(per_source, weights, sources, seed, replacement=replacement, total=total)
+        report.mixture_target = {s.path: w / sum(weights) for s, w in zip(sources, weights)}
     else:
         conversations = [c for group in per_source for c in group]
     return conversations, report
@@ -312,14 +310,12 @@ def _key(sources: Sequence[Source], tokenizer: Any, template: Any, settings: lis
     def add(value: Any) -> None:
         digest.update(json.dumps(value, sort_keys=True, default=str).encode() + b"\0")
 
+    from sftlab.models import fingerprint
+
     for src in sources:
-        add([src.format, src.weight])
         path = Path(src.path)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
-            with open(f, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
+        add([src.format, src.weight, fingerprint(files)])
     digest.update(tokenizer.backend_tokenizer.to_str().encode())
     add([getattr(tokenizer, "chat_template", None), str(tokenizer.bos_token), str(tokenizer.eos_token)])
     source = template.source if isinstance(template, ChatTemplate) else template

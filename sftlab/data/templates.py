@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from sftlab.errors import SftlabError
 
@@ -143,10 +143,12 @@ def special_token_variables(tokenizer: Any) -> dict[str, str]:
     return out
 
 
-def mismatched_markers(chat: ChatTemplate, tokenizer: Any) -> dict[str, int]:
-    """Markers of the template that the tokenizer does not know as one token, with their token counts."""
+def mismatched_markers(chat: ChatTemplate, tokenizer: Any, extra: Sequence[str] = ()) -> dict[str, int]:
+    """Markers of the template (then `extra`, those a custom template declares) that the tokenizer does not
+    know as one token, with their token counts, in the order the template first writes them."""
     bad = {}
-    for marker in chat.markers():
+    where = lambda m: (chat.source.find(m) if m in chat.source else len(chat.source), m)  # noqa: E731
+    for marker in sorted(dict.fromkeys([*chat.markers(), *extra]), key=where):
         ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             bad[marker] = len(ids)

@@ -191,13 +191,6 @@ class Tokens:
                 starts.append(start)
         return ids, starts
 
-    def encode_text(self, text: str) -> list[int]:
-        """Token ids of a text that is content from end to end (a document for continued pre-training):
-        with escaping on, no special-token string in it becomes a control token."""
-        if self.escape and self.spells_special(text):
-            return self.encode_marked(text, [])[0].tolist()
-        return self.backend.encode(text, add_special_tokens=False).ids
-
     def _literal_engine(self, at_start: bool) -> Any:
         """Copies of the Rust tokenizer that do not recognise special tokens: one for a piece at the start
         of the text, one for a piece after a marker (a SentencePiece-style tokenizer adds its word-start

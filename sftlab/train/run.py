@@ -26,7 +26,7 @@ from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
 from sftlab.hardware import pick_device, use_bf16
 from sftlab.generate import save_generation_config
-from sftlab.models import DEFAULT_MODEL, load_model, load_tokenizer, sftlab_home
+from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, sftlab_home
 from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
@@ -398,6 +398,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         # after saving, because peft looks the base's config up while saving (on the hub, for a bare name).
         adapter_config = out / "adapter_config.json"
         saved = json.loads(adapter_config.read_text(encoding="utf-8"))
+        # (An adapter trained on from another adapter, a staged run continuing it, keeps that one's base.)
         saved["base_model_name_or_path"] = adapter_base(config.model) or config.model or DEFAULT_MODEL
         adapter_config.write_text(json.dumps(saved, indent=2), encoding="utf-8")
     if is_main:
@@ -407,15 +408,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
                        wall_seconds=time.perf_counter() - run.started)
-
-
-def adapter_base(model: str | None) -> str | None:
-    """The base model an adapter folder names (None for anything else): an adapter trained on from another
-    adapter (a staged run that continues it) belongs to the same base."""
-    config = Path(model) / "adapter_config.json" if model else None
-    if config is None or not config.is_file():
-        return None
-    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
 
 
 def _attention(device: str, flat: bool) -> str:

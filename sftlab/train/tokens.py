@@ -15,24 +15,17 @@ from typing import Any, Sequence
 
 import torch
 
-from sftlab.data.templates import ChatTemplate
+from sftlab.data.templates import ChatTemplate, mismatched_markers
 
 log = logging.getLogger("sftlab")
 
 PAD_TO_MULTIPLE = 64
 
 
-def missing_markers(tokenizer: Any, chat: ChatTemplate, extra: Sequence[str] = ()) -> list[str]:
-    """The template's markers (the `<|…|>` literals of its source, then `extra`) that are not one token, in
-    the order the template first writes them."""
-    found = chat.markers() + [m for m in extra if m not in chat.markers()]
-    markers = sorted(found, key=lambda m: (chat.source.find(m) if m in chat.source else len(chat.source), m))
-    return [m for m in markers if len(tokenizer(m, add_special_tokens=False)["input_ids"]) != 1]
-
-
 def add_chat_tokens(tokenizer: Any, chat: ChatTemplate, extra: Sequence[str] = ()) -> list[str]:
-    """Add the template's missing markers to `tokenizer` as special tokens; the ones added."""
-    missing = missing_markers(tokenizer, chat, extra)
+    """Add the template's markers that are not one token of `tokenizer` (the `<|…|>` literals of its source,
+    then `extra`) as special tokens, in the order the template first writes them; the ones added."""
+    missing = list(mismatched_markers(chat, tokenizer, extra))
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
     return missing

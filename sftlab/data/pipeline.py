@@ -181,7 +181,7 @@ def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None
         how = "repeated" if taken > has else "sampled" if taken < has else "all"
         weight = "1 (no weight given)" if src.weight is None else f"{src.weight:g}"
         parts.append(f"{src.path}: {taken} of {has} rows ({how}, weight {weight}, {taken / total:.0%})")
-    return ("mixture — weights are shares of the examples, the total kept at the rows read: " + "; ".join(parts))
+    return "mixture — weights are shares of the examples: " + "; ".join(parts)
 
 
 def mix(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -171,11 +172,17 @@ def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="YAML configuration file (optional when --set gives everything)."),
     sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="key=value override, value parsed as YAML; repeatable."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, metavar="N", help="Train in N processes on this "
+                                        "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
-    from sftlab.train.run import train
+    from sftlab.train.run import torchrun_command, train
 
     cfg = load_config(config, sets)
+    if nproc is not None:
+        command = torchrun_command(nproc, config, sets, quiet=quiet)
+        err.print(" ".join(command), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(subprocess.run(command).returncode)
     result = train(cfg, quiet=quiet)
     if not result.main_process:
         return

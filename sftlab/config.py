@@ -41,6 +41,28 @@ class DatasetSpec(BaseModel):
     weight: Optional[float] = Field(default=None, ge=0)
 
 
+class DistributedSpec(BaseModel):
+    """How the processes of `torchrun` / `accelerate launch` share the work (README "More than one device")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ddp: a whole model per process; fsdp2: parameters, gradients and optimizer state sharded over the processes
+    # (torch's fully_shard, one unit per transformer layer); deepspeed: ZeRO through its JSON config (CUDA only).
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"
+    cpu_offload: bool = False  # fsdp2: the shards live in CPU memory between uses
+    deepspeed: Optional[str] = None  # deepspeed: its config file (examples/deepspeed/zero2.json, zero3.json)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistributedSpec":
+        if self.strategy == "deepspeed" and not self.deepspeed:
+            raise ValueError("strategy deepspeed needs `deepspeed`: its JSON config file (examples/deepspeed/zero2.json)")
+        if self.deepspeed and self.strategy != "deepspeed":
+            raise ValueError("`deepspeed` (a config file) is for strategy: deepspeed only")
+        if self.cpu_offload and self.strategy != "fsdp2":
+            raise ValueError("`cpu_offload` is for strategy: fsdp2 only")
+        return self
+
+
 # What TRL, LLaMA-Factory and the peft docs recommend for small-to-medium models.
 FULL_LEARNING_RATE = 2e-5
 # peft's task guides: prompt tuning 3e-2, prefix tuning 1e-2, P-tuning 1e-3.
@@ -115,7 +137,7 @@ class TrainConfig(BaseModel):
     max_steps: int = -1
     batch_size: int = Field(default=4, gt=0)
     grad_accum: int = Field(default=1, gt=0)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # under fsdp2: FSDP's own activation checkpointing
     # Forward/backward passes of at most this many tokens (rows of a batch in turn, gradients summed):
     # the same loss and update as the whole batch at once, with a fraction of the activation memory.
     micro_batch_tokens: Optional[int] = Field(default=4096, gt=0)
@@ -140,6 +162,7 @@ class TrainConfig(BaseModel):
     # instead of merging it into the model first.
     merge_lora_stages: bool = True
     report_to: Union[str, list[str]] = "none"
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -263,7 +286,7 @@ def _explain(e: ValidationError, origin: str, fields: dict[str, Any]) -> str:
     loc = tuple(err["loc"])
     where = _location(loc)
     if err["type"] == "extra_forbidden":
-        known = fields if len(loc) == 1 else DatasetSpec.model_fields
+        known = fields if len(loc) == 1 else (DistributedSpec if loc[0] == "distributed" else DatasetSpec).model_fields
         hint = difflib.get_close_matches(str(loc[-1]), list(known), n=1, cutoff=0.6)
         did = f"; did you mean `{hint[0]}`?" if hint else ""
         return f"{origin}: unknown key `{where}`{did}"

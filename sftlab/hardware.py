@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from typing import Callable
@@ -31,6 +32,11 @@ def pick_device() -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def process_count() -> int:
+    """The processes of this run: torchrun and accelerate launch announce their number in WORLD_SIZE."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def bf16_native(device: str) -> bool:

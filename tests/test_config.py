@@ -34,6 +34,10 @@ def test_file_then_set_overrides(tmp_path):
         (["lr_scheduler=cosin"], "unknown scheduler 'cosin'"),
         (["epochs=1"], "no training data"),
         (["epochs=[1"], "--set epochs: the value is not valid YAML"),
+        (["distributed.strategy=fsdp"], "`distributed.strategy` input should be 'ddp', 'fsdp2' or 'deepspeed'"),
+        (["distributed.stratgy=fsdp2"], "unknown key `distributed.stratgy`; did you mean `strategy`?"),
+        (["distributed.strategy=deepspeed"], "strategy deepspeed needs `deepspeed`: its JSON config file"),
+        (["distributed.cpu_offload=true"], "`cpu_offload` is for strategy: fsdp2 only"),
     ],
 )
 def test_config_errors_are_one_actionable_sentence(sets, message):

@@ -124,3 +124,28 @@ def test_padding_free_batch_gives_the_padded_batch_loss_and_gradients(attention)
     assert torch.allclose(a.loss / a.tokens, b.loss / b.tokens, atol=1e-6)
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, want[n], atol=1e-6), n
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_head_that_exists_only_inside_the_forward_uses_full_logits_and_gives_the_same_loss(weighted):
+    """DeepSpeed ZeRO-3 marks its partitioned parameters with `ds_id` and gathers them only inside the forward
+    pass: the loss then comes from the model's full logits. Same sum, scale, token weights and gradients as the
+    fast path (here on an ordinary model, marked like ZeRO-3)."""
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples()]
+    if weighted:
+        for k, row in enumerate(rows):
+            row["weights"] = [0.5 * (k + 1)] * len(row["input_ids"])
+    batch = Collator(0)(rows)
+    results = []
+    for marked in (False, True):
+        model = _model(tie=False)
+        if marked:
+            model.lm_head.weight.ds_id = 7
+        parts = trained_token_loss(model, batch, scale=0.25)
+        parts.loss.backward()
+        results.append((parts, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (fast, fast_grads), (full, full_grads) = results
+    assert int(full.tokens) == int(fast.tokens) == 17
+    assert torch.allclose(full.loss, fast.loss, atol=1e-5) and torch.allclose(full.summed, fast.summed, atol=1e-5)
+    for n, g in fast_grads.items():
+        assert torch.allclose(full_grads[n], g, atol=1e-6), n

@@ -173,21 +173,31 @@ def trained_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], s
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
     if _prompt_learning(model):
         inputs.pop("position_ids", None)  # peft numbers the virtual tokens and the row itself
-    with _capture_final_hidden(model) as box:
-        model(**inputs, use_cache=False, logits_to_keep=1)
-    hidden = box["hidden"]
-    # Prompt tuning and P-tuning put their virtual tokens in front of each row; they are never targets.
-    hidden = hidden[:, hidden.shape[1] - labels.shape[1] :]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    h = hidden[:, :-1][keep]
     y = targets[keep]
-    weights = batch["weights"][:, 1:][keep] if "weights" in batch else None
+    weights = batch["weights"][:, 1:][keep] if "weights" in batch else torch.ones(y.shape, device=y.device)
     base = base_model(model)
-    head = base.get_output_embeddings().weight
     if torch.is_tensor(scale):
         scale = float(scale)
-    loss = linear_cross_entropy(h, head, y, weights, scale, _softcap(base))
+    if hasattr(base.get_output_embeddings().weight, "ds_id"):
+        # DeepSpeed ZeRO-3 gathers the head only inside the forward pass: there the plain way, full logits.
+        logits = model(**inputs, use_cache=False).logits
+        z = logits[:, logits.shape[1] - labels.shape[1] : -1][keep].float()
+        loss = (F.cross_entropy(z, y, reduction="none") * weights).sum() * scale
+    else:
+        with _capture_final_hidden(model) as box:
+            model(**inputs, use_cache=False, logits_to_keep=1)
+        hidden = box["hidden"]
+        # Prompt tuning and P-tuning put their virtual tokens in front of each row; they are never targets.
+        h = hidden[:, hidden.shape[1] - labels.shape[1] : -1][keep]
+        head = base.get_output_embeddings().weight
+        if type(head).__name__ == "DTensor":
+            # Under FSDP2 the head is used here, after the forward pass: accelerate's wrapping keeps its group
+            # (final norm, head, tied embeddings) gathered from the forward to the backward, which this relies on.
+            raise RuntimeError("the output head is sharded again after the forward pass; wrap the model with "
+                               "accelerate's FSDP2 (distributed.strategy: fsdp2), which keeps it gathered")
+        loss = linear_cross_entropy(h, head, y, weights, scale, _softcap(base))
     summed = loss.detach() / scale if scale else loss.detach()
     return LossParts(loss=loss, summed=summed, tokens=keep.sum())
 

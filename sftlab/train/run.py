@@ -24,7 +24,7 @@ from sftlab.data.packing import pack, packing_efficiency
 from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
-from sftlab.hardware import pick_device, use_bf16
+from sftlab.hardware import pick_device, process_count, use_bf16
 from sftlab.generate import save_generation_config
 from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, sftlab_home
 from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
@@ -171,13 +171,17 @@ def checkpoint_problem(path: Path) -> str | None:
             return f"{name} is missing"
         except (OSError, ValueError):
             return f"{name} is unreadable"
+    sharded = (path / "pytorch_model_fsdp_0").is_dir()  # FSDP2: model and optimizer in torch.distributed.checkpoint
     rng = sorted(path.glob("rng_state*.pth"))
-    for name, found in (("optimizer.pt", [path / "optimizer.pt"]), ("scheduler.pt", [path / "scheduler.pt"]),
-                        ("rng_state.pth", rng)):
+    files = [("scheduler.pt", [path / "scheduler.pt"]), ("rng_state.pth", rng)]
+    for name, found in files if sharded else [("optimizer.pt", [path / "optimizer.pt"]), *files]:
         if not found or not found[0].is_file():
             return f"{name} is missing"
         if not all(zipfile.is_zipfile(f) for f in found):  # torch.save writes zip archives
             return f"{found[0].name} is truncated"
+    if sharded:  # (.metadata is written once every process has written its shards)
+        return next((f"{d}/.metadata is missing" for d in ("pytorch_model_fsdp_0", "optimizer_0")
+                     if not (path / d / ".metadata").is_file()), None)
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         return "the model weights (*.safetensors) are missing"
@@ -219,6 +223,30 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     return None
 
 
+def _keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
+    """Resuming with another number of processes: grad_accum is set so that an optimizer step takes as many
+    examples as before; the data order is the same at any number of processes, so the run goes on where it
+    stopped, with the same steps (and the same learning-rate schedule) over the same data."""
+    from sftlab.train.trainer import STATE_FILE
+
+    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    before, now = state.get("processes", 1), process_count()
+    if before == now:
+        return config
+    global_batch, per_pass = state["global_batch"], config.batch_size * now
+    if global_batch % per_pass:
+        raise SftlabError(
+            f"resume: {checkpoint.name} was trained by {before} processes taking {global_batch} examples per optimizer "
+            f"step, which {now} processes × batch_size {config.batch_size} cannot divide; choose a batch_size that "
+            f"makes {global_batch} a multiple of batch_size × {now}")
+    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    log.warning("resume: %s was written by %d processes, this run has %d; grad_accum %d → %d keeps %d %s per "
+                "optimizer step, and training goes on after the %d already trained on, in the same order", checkpoint.name,
+                before, now, config.grad_accum, global_batch // per_pass, global_batch,
+                "packed rows" if config.packing else "examples", step * global_batch)
+    return config.model_copy(update={"grad_accum": global_batch // per_pass})
+
+
 def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval: bool, quiet: bool) -> Any:
     from transformers import TrainingArguments
 
@@ -232,6 +260,7 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
         if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
             raise SftlabError("report_to: tensorboard needs the tensorboard package (pip install tensorboard)")
     return TrainingArguments(
+        **_strategy_arguments(config, device),
         output_dir=config.output_dir,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -266,6 +295,23 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
     )
 
 
+def _strategy_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
+    """TrainingArguments of the distributed strategy (accelerate builds its plugin from them)."""
+    spec = config.distributed
+    if spec.strategy == "deepspeed":
+        return {"deepspeed": spec.deepspeed}
+    if spec.strategy == "fsdp2":
+        if spec.cpu_offload and device == "cpu":
+            log.info("distributed.cpu_offload: training on the CPU, the shards are in CPU memory already")
+        # Sharded checkpoints while training (each process writes its shards; they load again at any number
+        # of processes); the final model is gathered into one ordinary folder at the end (see train()).
+        return {"fsdp": True, "fsdp_config": {
+            "version": 2, "reshard_after_forward": True, "cpu_offload": spec.cpu_offload and device != "cpu",
+            "activation_checkpointing": config.gradient_checkpointing, "state_dict_type": "SHARDED_STATE_DICT",
+        }}
+    return {}
+
+
 @dataclass
 class PreparedRun:
     """Everything a run needs before its first step (the benchmark's plain loop reuses it, too)."""
@@ -294,6 +340,8 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     started = time.perf_counter()
     out = Path(config.output_dir)
     checkpoint = resume_checkpoint(config)
+    if checkpoint:
+        config = _keep_global_batch(config, Path(checkpoint))
     make_output_dir(out)
     set_seed(config.seed)
     device = pick_device()
@@ -313,7 +361,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if config.gradient_checkpointing:
+    if config.gradient_checkpointing and config.distributed.strategy != "fsdp2":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = apply_method(model, config, new_token_ids=list(report.added_tokens.values()))
@@ -369,6 +417,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     from sftlab.train.plot import plot_metrics
 
     run = prepare_run(config, callbacks=callbacks, quiet=quiet)
+    config = run.config  # (grad_accum differs when a run is resumed by another number of processes)
     trainer, tokenizer, report, metrics_log = run.trainer, run.tokenizer, run.report, run.metrics_log
     out = Path(config.output_dir)
     is_main = trainer.is_world_process_zero()
@@ -392,7 +441,12 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     if config.method == "hybrid":
         final = merge_adapters(final)
         trainer.model = final
-    trainer.save_model(str(out))
+    if trainer.is_fsdp_enabled:  # one ordinary model folder, gathered on the first process, not shards
+        state = _gathered_state(trainer.model, is_main)
+        if is_main:
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out), state_dict=state)
+    else:
+        trainer.save_model(str(out))
     if is_main and config.method_uses_adapters:
         # The base as the user named it (resolved again on load), not a path inside sftlab's cache; written
         # after saving, because peft looks the base's config up while saving (on the hub, for a bare name).
@@ -408,6 +462,32 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
                        wall_seconds=time.perf_counter() - run.started)
+
+
+def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, quiet: bool = False) -> list[str]:
+    """The command that trains in `nproc` processes on this machine (a free port found by torchrun itself)."""
+    import sys
+
+    args = [str(config)] if config else []
+    args += [f"--set={item}" for item in sets] + (["--quiet"] if quiet else [])
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "sftlab", "train", *args]
+
+
+def _gathered_state(model: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:
+    """The whole state dict of an FSDP2-sharded model, one tensor at a time; every process takes part in each
+    gather, only `keep` holds the result. (accelerate's get_state_dict hands back gathers not yet waited for,
+    which a process that moves on leaves hanging over gloo.)"""
+    from torch.distributed.tensor import DTensor
+
+    state, gathered = {}, {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        if id(value) not in gathered:  # tied weights are gathered once and stay one tensor
+            whole = value.full_tensor() if isinstance(value, DTensor) else value
+            gathered[id(value)] = whole.detach().to("cpu", copy=True)  # (a copy waits for the gather to finish)
+        if keep:
+            state[name] = gathered[id(value)]
+    return state
 
 
 def _attention(device: str, flat: bool) -> str:

@@ -90,6 +90,17 @@ class SftTrainer(Trainer):
         self._last_log_time = time.perf_counter()
         self._eval_seconds = 0.0
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.args.fsdp_plugin_args is not None and not self.is_fsdp_enabled:
+            # accelerate (1.x) turns FSDP on for GPU-type process groups only; torch's fully_shard works the same
+            # over gloo on CPU, so a CPU run (tests/test_distributed.py) is switched to it here.
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            self.accelerator.state.distributed_type = DistributedType.FSDP
+            self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            self.is_fsdp_enabled = True
+
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         if self.neftune is not None and model.training:
@@ -212,6 +223,14 @@ class SftTrainer(Trainer):
         self._last_log_time = time.perf_counter()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        # transformers (5.x) takes one more step in an epoch before it looks at max_steps: resuming a run that
+        # had already finished would train a step past its end.
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
     # ---- atomic checkpoints -----------------------------------------------------------------
     # transformers (5.x) writes checkpoint-N straight into output_dir, file by file: a run killed while
     # saving leaves a checkpoint that looks whole and is not. Its `_save_checkpoint` takes the folder from
@@ -237,7 +256,10 @@ class SftTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():
             staged = os.path.join(staging, name)
-            (Path(staged) / STATE_FILE).write_text(json.dumps({"trained_tokens": self._trained_total}))
+            processes = self.accelerator.num_processes
+            global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * processes
+            (Path(staged) / STATE_FILE).write_text(json.dumps(
+                {"trained_tokens": self._trained_total, "processes": processes, "global_batch": global_batch}))
             final = os.path.join(run_dir, name)
             if os.path.exists(final):
                 shutil.rmtree(final)

@@ -73,3 +73,10 @@ def test_resume_of_a_tied_model_reports_no_missing_keys(tiny_model, tmp_path):
                            timeout=300)
     assert again.returncode == 0, again.stderr
     assert "4 steps" in again.stderr and "missing keys" not in again.stderr
+    # A finished run resumed as it was takes no step past its end (transformers alone would take one).
+    finished = subprocess.run(base + ["--set", "max_steps=4", "--set", "resume=true"], capture_output=True,
+                              text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 4] and sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == [
+        "checkpoint-3", "checkpoint-4"]

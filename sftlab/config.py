@@ -166,11 +166,17 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_learning_rates(cls, data: Any) -> Any:
-        """Fill in the learning rates the peers recommend for the method, when not given."""
+    def _defaults(cls, data: Any) -> Any:
+        """A dataset list may be one file, and a file its path alone; the learning rates the peers recommend for
+        the method, when not given."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        for key in ("datasets", "eval_datasets"):
+            if isinstance(data.get(key), (str, dict)):
+                data[key] = [data[key]]
+            if isinstance(data.get(key), list):
+                data[key] = [{"path": d} if isinstance(d, str) else d for d in data[key]]
         method = data.get("method") or "full"
         if data.get("learning_rate") is None:
             data["learning_rate"] = {**PROMPT_LEARNING_RATES, "adaption_prompt": ADAPTION_LEARNING_RATE}.get(
@@ -320,11 +326,6 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
         key, value = _parse_set(item)
         _set_nested(data, key, value)
         from_set.add(key.split(".")[0])
-    if isinstance(data.get("datasets"), (str, dict)):
-        data["datasets"] = [data["datasets"]]  # one file may be given without the list
-    for key in ("datasets", "eval_datasets"):
-        if isinstance(data.get(key), list):
-            data[key] = [{"path": d} if isinstance(d, str) else d for d in data[key]]
     try:
         config = TrainConfig(**data)
     except ValidationError as e:

@@ -110,13 +110,8 @@ class Encoder:
                 os.environ["TOKENIZERS_PARALLELISM"] = saved
         out = Encoded()
         for part, _ in parts:
-            out.examples += part.examples
-            out.dropped += part.dropped
-            out.split_conversations += part.split_conversations
-            out.truncated += part.truncated
-            out.tools_ignored += part.tools_ignored
-        for _, lost in parts:  # as in one process: those lost after tokenizing come last
-            out.dropped += lost
+            out.extend(part)
+        out.dropped += [d for _, lost in parts for d in lost]  # as in one process: lost after tokenizing, last
         return out
 
     def _encode_serial(self, conversations: list[Conversation]) -> tuple[Encoded, list[Dropped]]:

@@ -5,7 +5,7 @@ loss, inspection) reads."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -53,6 +53,11 @@ class Encoded:
     truncated: int = 0
     # Conversations whose tool definitions the template does not render (they are not in the example).
     tools_ignored: int = 0
+
+    def extend(self, other: "Encoded") -> None:
+        """Appends another part's results (encoding in several processes)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def drop_reasons(self) -> dict[str, int]:
         return dict(Counter(d.reason for d in self.dropped))

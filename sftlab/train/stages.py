@@ -40,11 +40,6 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     for k, stage in enumerate(config.stages or [], start=1):
         name = str(stage.get("name") or f"stage-{k}")
         values = {**base, **{key: v for key, v in stage.items() if key != "name"}}
-        for key in ("datasets", "eval_datasets"):  # a file may be given as its path alone, as at the top
-            if isinstance(values.get(key), (str, dict)):
-                values[key] = [values[key]]
-            if isinstance(values.get(key), list):
-                values[key] = [{"path": d} if isinstance(d, str) else d for d in values[key]]
         values["output_dir"] = str(Path(config.output_dir) / name)
         values["resume"] = False
         try:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +34,33 @@ def sftlab_home(tmp_path_factory):
         os.environ.pop("SFTLAB_HOME", None)
     else:
         os.environ["SFTLAB_HOME"] = old
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`sftlab ARGS` in this process, as the console script runs it (sftlab.cli.main: one-sentence errors and
+    exit codes), stdout and stderr captured: the command line's behaviour without a Python start-up per call."""
+    from sftlab.cli import main
+
+    def run(*args) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["sftlab", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run
 
 
 @pytest.fixture

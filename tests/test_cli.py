@@ -19,14 +19,13 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "sftlab", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
-def test_inspect_json_one_object_per_example_in_input_order(tmp_path):
+def test_inspect_json_one_object_per_example_in_input_order(tmp_path, cli):
     data = tmp_path / "d.jsonl"
     data.write_text(
         '{"instruction": "你好", "input": "", "output": "世界"}\n'
         '{"instruction": "1+1", "input": "", "output": "2"}\n'
     )
-    r = run("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml", "--json")
+    r = cli("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml", "--json")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2
@@ -37,37 +36,33 @@ def test_inspect_json_one_object_per_example_in_input_order(tmp_path):
     assert json.loads(lines[1])["row"] == 2
 
 
-@pytest.mark.slow
-def test_inspect_html_is_self_contained(tmp_path):
+def test_inspect_html_is_self_contained(tmp_path, cli):
     out = tmp_path / "view.html"
-    r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "alpaca_zh_demo.json"), "--limit", "2", "--html", str(out))
+    r = cli("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "alpaca_zh_demo.json"), "--limit", "2", "--html", str(out))
     assert r.returncode == 0, r.stderr
     page = out.read_text()
     assert page.startswith("<!doctype html>") and "<span class='t" in page
     assert "http://" not in page and "https://" not in page and "<script src" not in page
 
 
-@pytest.mark.slow
-def test_inspect_terminal_view_and_counts():
-    r = run("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "identity.json"), "--limit", "1")
+def test_inspect_terminal_view_and_counts(cli):
+    r = cli("inspect", "--model", QWEN, "--data", str(SHARED_DATA / "identity.json"), "--limit", "1")
     assert r.returncode == 0, r.stderr
     assert "<|im_start|>assistant" in r.stdout
     assert "examples: 1" in r.stderr
 
 
-@pytest.mark.slow
-def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path):
+def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n')
-    r = run("inspect", "--model", QWEN, "--data", str(bad))
+    r = cli("inspect", "--model", QWEN, "--data", str(bad))
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert f"{bad}, row 1, field 'messages[1].role': unknown role 'bot'" in " ".join(r.stderr.split())
 
 
-@pytest.mark.slow
-def test_gpt2_without_template_lists_the_choices(tmp_path):
-    r = run("inspect", "--model", str(FIXTURES / "tokenizers" / "gpt2"), "--data", str(SHARED_DATA / "identity.json"))
+def test_gpt2_without_template_lists_the_choices(tmp_path, cli):
+    r = cli("inspect", "--model", str(FIXTURES / "tokenizers" / "gpt2"), "--data", str(SHARED_DATA / "identity.json"))
     assert r.returncode == 2
     assert "no chat template" in r.stderr and "alpaca" in r.stderr and "Traceback" not in r.stderr
 
@@ -118,22 +113,20 @@ def test_mixing_by_weight(tmp_path):
     assert f"{b}: 28 of 10 rows (repeated, weight 1 (no weight given), 70%)" in line
 
 
-@pytest.mark.slow
-def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path):
+def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path, cli):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"datasets: [{SHARED_DATA / 'identity.json'}]\nlearning_rat: 1e-4\n")
-    r = run("train", str(cfg))
+    r = cli("train", str(cfg))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "unknown key `learning_rat`; did you mean `learning_rate`?" in " ".join(r.stderr.split())
-    r = run("train", "--set", "datasets=[nowhere.json]")
+    r = cli("train", "--set", "datasets=[nowhere.json]")
     assert r.returncode == 2 and "datasets file nowhere.json not found" in " ".join(r.stderr.split())
 
 
-@pytest.mark.slow
-def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model):
+def test_train_bad_data_row_is_one_sentence(tmp_path, tiny_model, cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]}\n')
-    r = run("train", "--set", f"model={tiny_model}", "--set", f"datasets=[{bad}]", "--set", "template=llama2",
+    r = cli("train", "--set", f"model={tiny_model}", "--set", f"datasets=[{bad}]", "--set", "template=llama2",
             "--set", f"output_dir={tmp_path / 'out'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{bad}, row 1" in " ".join(r.stderr.split()) and "content" in r.stderr

@@ -120,12 +120,11 @@ def test_bad_rows_are_one_sentence_and_skippable(tmp_path, content, reason):
     assert _accounted(loaded) == [1, 2, 3]
 
 
-@pytest.mark.slow
-def test_bad_rows_through_the_cli_are_one_sentence(tmp_path):
+def test_bad_rows_through_the_cli_are_one_sentence(tmp_path, cli):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), b'{"instruction": "q", "input": "", "output": "\xff"}')
     for args in (["inspect", "--model", QWEN, "--template", "chatml", "--data", str(f)],
                  ["data", "check", str(f), "--model", QWEN, "--template", "chatml", "--no-clusters"]):
-        r = _cli(*args)
+        r = cli(*args)
         assert "Traceback" not in r.stderr, r.stderr[-2000:]
         if args[0] == "inspect":
             assert r.returncode == 2 and "d.jsonl: not valid UTF-8 (byte 45 of line 2)" in " ".join(r.stderr.split())
@@ -259,22 +258,20 @@ def test_a_set_mistake_is_blamed_on_set_not_the_file(tmp_path):
         load_config(f, [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]"])
 
 
-@pytest.mark.slow
-def test_inspect_limit_must_be_positive(tmp_path):
+def test_inspect_limit_must_be_positive(tmp_path, cli):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), json.dumps(ALPACA))
-    r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f), "--limit", "-1")
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f), "--limit", "-1")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--limit" in r.stderr
 
 
-@pytest.mark.slow
-def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path):
+def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path, cli):
     f = tmp_path / "d.csv"
     f.write_text("instruction,input,output\nq,,a\nq,,a,extra,cells\n")
-    r = _cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f))
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "ERROR" not in r.stderr and f"{f}: cannot be read as csv" in " ".join(r.stderr.split())
 
 
-def test_version_flag():
-    r = _cli("--version")
+def test_version_flag(cli):
+    r = cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == "sftlab 0.1.0"

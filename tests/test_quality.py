@@ -188,18 +188,12 @@ def test_translation_requests_and_code_are_not_language_mismatches():
     assert language_mismatch(["今天北京的天气怎么样？"], "The weather in Beijing is sunny and warm today.") == "prompt in han, answer in latin"
 
 
-@pytest.mark.slow
-def test_json_output_of_the_command(en_case, tmp_path):
-    import subprocess
-    import sys
-
+def test_json_output_of_the_command(en_case, tmp_path, cli):
     path, rows, planted, _ = en_case
     model = Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"
-    out = subprocess.run(
-        [sys.executable, "-m", "sftlab", "data", "check", str(path), "--model", str(model), "--max-length",
-         str(MAX_LENGTH), "--no-clusters", "--json", "--checks", "empty_response,refusal"],
-        capture_output=True, text=True, check=True,
-    )
+    out = cli("data", "check", str(path), "--model", str(model), "--max-length", str(MAX_LENGTH), "--no-clusters",
+              "--json", "--checks", "empty_response,refusal")
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["rows"] == len(rows)
     assert [f["check"] for f in data["findings"]] == ["empty_response", "refusal"]
@@ -211,20 +205,14 @@ def test_json_output_of_the_command(en_case, tmp_path):
     assert data["stats"]["rows_without_trained_tokens"] == 1
 
 
-@pytest.mark.slow
-def test_bad_input_is_one_sentence(tmp_path):
-    import subprocess
-    import sys
-
+def test_bad_input_is_one_sentence(tmp_path, cli):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"instruction": "hi", "output": "hello"}, {"instruction": 3, "output": "x"}', encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "check", str(bad), "--no-clusters"],
-                         capture_output=True, text=True)
+    out = cli("data", "check", str(bad), "--no-clusters")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "invalid JSON" in out.stderr and str(bad) in out.stderr
-    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "clean", str(bad), "--out", str(tmp_path / "o.jsonl"),
-                          "--rejects", str(tmp_path / "r.jsonl"), "--drop", "exact_duplicate,typo"],
-                         capture_output=True, text=True)
+    assert "invalid JSON" in out.stderr and str(bad) in " ".join(out.stderr.split())
+    out = cli("data", "clean", str(bad), "--out", str(tmp_path / "o.jsonl"), "--rejects", str(tmp_path / "r.jsonl"),
+              "--drop", "exact_duplicate,typo")
     assert out.returncode == 2 and "unknown check 'typo'" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -296,11 +284,6 @@ def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
     assert "a.jsonl:1, b.jsonl:1" in line
 
 
-@pytest.mark.slow
-def test_a_mistyped_check_blames_the_option_it_came_from(tmp_path):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "sftlab", "data", "check", str(SHARED_DATA / "identity.json"),
-                          "--checks", "typo"], capture_output=True, text=True, timeout=120)
+def test_a_mistyped_check_blames_the_option_it_came_from(tmp_path, cli):
+    out = cli("data", "check", str(SHARED_DATA / "identity.json"), "--checks", "typo")
     assert out.returncode == 2 and "unknown check 'typo' in --checks" in " ".join(out.stderr.split())

@@ -39,11 +39,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.mark.slow
-def test_every_row_lands_in_exactly_one_file(messy, tmp_path):
+def test_every_row_lands_in_exactly_one_file(messy, tmp_path, cli):
     path, lines = messy
     out, rejects = tmp_path / "clean.jsonl", tmp_path / "rejects.jsonl"
-    run = _sftlab("data", "clean", str(path), "--out", str(out), "--rejects", str(rejects), "--model", str(QWEN2))
+    run = cli("data", "clean", str(path), "--out", str(out), "--rejects", str(rejects), "--model", str(QWEN2))
     assert run.returncode == 0, run.stderr
     kept, removed = _read_jsonl(out), _read_jsonl(rejects)
     assert len(kept) + len(removed) == len(lines)
@@ -63,10 +62,10 @@ def test_every_row_lands_in_exactly_one_file(messy, tmp_path):
     assert "kept 29 rows" in run.stderr and "removed 6" in run.stderr
 
 
-def test_drop_chooses_the_checks(messy, tmp_path):
+def test_drop_chooses_the_checks(messy, tmp_path, cli):
     path, lines = messy
     out, rejects = tmp_path / "clean.jsonl", tmp_path / "rejects.jsonl"
-    run = _sftlab("data", "clean", str(path), "--out", str(out), "--rejects", str(rejects), "--drop", "empty_response")
+    run = cli("data", "clean", str(path), "--out", str(out), "--rejects", str(rejects), "--drop", "empty_response")
     assert run.returncode == 0, run.stderr
     removed = _read_jsonl(rejects)
     assert sorted(r["row"] for r in removed) == [13, 16]  # the invalid line always goes

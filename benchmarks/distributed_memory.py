@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,22 +41,15 @@ def peak_mib() -> float:
 
 
 def child(strategy: str, out: str, processes: int, checkpointing: bool) -> None:
+    from train_speed import step_timer  # (this script's folder is first on sys.path)
     from transformers import TrainerCallback
 
     from sftlab.config import load_config
     from sftlab.train.run import train
 
-    class Measure(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self.start = 0.0
+    timer = step_timer()
 
-        def on_step_begin(self, args, state, control, **kw):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self.start)
-
+    class Memory(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             self.loading_mib = peak_mib()
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -66,9 +58,10 @@ def child(strategy: str, out: str, processes: int, checkpointing: bool) -> None:
             rank = int(os.environ.get("RANK", "0"))
             (Path(out) / f"rank{rank}.json").write_text(json.dumps(
                 {"loading_mib": self.loading_mib, "training_mib": peak_mib(),
-                 "step_seconds": statistics.median(self.times[1:])}))
+                 "step_seconds": statistics.median(timer.times[1:])}))
 
-    train(load_config(None, sets(strategy, Path(out), processes, checkpointing)), callbacks=[Measure()], quiet=True)
+    train(load_config(None, sets(strategy, Path(out), processes, checkpointing)), callbacks=[timer, Memory()],
+          quiet=True)
 
 
 def run(strategy: str, processes: int, checkpointing: bool, work: Path) -> list[dict]:

@@ -128,14 +128,13 @@ def test_killed_and_resumed_two_process_run_matches_the_uninterrupted_one(tiny_m
                                                                            strategy, resumed_by):
     """Killed after step 5 (checkpoints 2 and 4 written), resumed by 2 processes (the same losses to 1e-6) or by
     one (grad_accum doubled so an optimizer step takes the same 8 examples: the same losses to 1e-5)."""
-    killable = KILLABLE
     out = tmp_path / "killed"
-    killed = _launch(2, ["step", "5", *_resume_sets(tiny_model, out, strategy)], killable)
+    killed = _launch(2, ["step", "5", *_resume_sets(tiny_model, out, strategy)], KILLABLE)
     assert killed.returncode != 0
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     # One process resumes a DDP run on its own, an FSDP2 run under torchrun (sharded checkpoints need a group).
     nproc = 2 if resumed_by == 2 else (1 if strategy == "fsdp2" else 0)
-    resumed = _launch(nproc, ["none", "0", *_resume_sets(tiny_model, out, strategy), "resume=true"], killable)
+    resumed = _launch(nproc, ["none", "0", *_resume_sets(tiny_model, out, strategy), "resume=true"], KILLABLE)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     got, want = _records(out), uninterrupted(strategy)
     assert [r["step"] for r in got] == list(range(1, 7))
@@ -147,7 +146,8 @@ def test_killed_and_resumed_two_process_run_matches_the_uninterrupted_one(tiny_m
                 "optimizer step") in " ".join(resumed.stderr.split())
 
 
-def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_refused(tiny_model, tmp_path):
+def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_refused(tiny_model, tmp_path,
+                                                                                      monkeypatch):
     from sftlab.config import load_config
     from sftlab.errors import SftlabError
     from sftlab.train.run import _keep_global_batch
@@ -161,6 +161,10 @@ def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_re
         _keep_global_batch(config, checkpoint)
     kept = _keep_global_batch(config.model_copy(update={"batch_size": 1}), checkpoint)
     assert kept.grad_accum == 4
+    # A checkpoint from before the number of processes was recorded is resumed as it comes.
+    (checkpoint / "sftlab_state.json").write_text('{"trained_tokens": 1}')
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _keep_global_batch(config, checkpoint) is config
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="DeepSpeed's engine needs CUDA (no GPU here); run on a "

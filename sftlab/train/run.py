@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -230,8 +231,8 @@ def _keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
     from sftlab.train.trainer import STATE_FILE
 
     state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-    before, now = state.get("processes", 1), process_count()
-    if before == now:
+    before, now = state.get("processes"), process_count()
+    if before is None or before == now:  # (a checkpoint from before sftlab recorded it: resumed as it comes)
         return config
     global_batch, per_pass = state["global_batch"], config.batch_size * now
     if global_batch % per_pass:
@@ -466,8 +467,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
 
 def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, quiet: bool = False) -> list[str]:
     """The command that trains in `nproc` processes on this machine (a free port found by torchrun itself)."""
-    import sys
-
     args = [str(config)] if config else []
     args += [f"--set={item}" for item in sets] + (["--quiet"] if quiet else [])
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),

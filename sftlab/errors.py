@@ -33,3 +33,9 @@ class RowError(SftlabError):
         if self.field:
             where.append(f"field '{self.field}'")
         return f"{', '.join(where)}: {self.reason}" if where else self.reason
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message for a one-sentence error: its first line (its type's name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

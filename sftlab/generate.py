@@ -5,6 +5,7 @@ and EOS, and text streamed without a partial character."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import warnings
 from typing import Any, Iterator, Sequence
@@ -12,6 +13,7 @@ from typing import Any, Iterator, Sequence
 from sftlab.data.templates import ChatTemplate, resolve_template
 from sftlab.data.tokenize import Tokens, special_token_strings
 
+log = logging.getLogger("sftlab")
 
 # peft says so on every generation with a prompt-based adapter, whose virtual tokens it numbers itself.
 warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
@@ -78,6 +80,29 @@ class Generator:
     def ended(self, new_ids: Sequence[int]) -> bool:
         """Whether generation stopped on a stop token."""
         return bool(new_ids) and new_ids[-1] in self.stop_ids
+
+    def answers(self, conversations: Sequence[Sequence[dict[str, Any]]], max_new_tokens: int,
+                batch_size: int) -> list[str]:
+        """Greedy answers to many conversations, batched (left padding; prompts sorted by length so batches pad
+        little)."""
+        import torch
+
+        prompts = [self.prompt_ids(c) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = [""] * len(prompts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            pad = [width - len(prompts[i]) for i in idx]
+            ids = torch.tensor([[self.pad_id] * n + prompts[i] for n, i in zip(pad, idx)], device=self.model.device)
+            mask = torch.tensor([[0] * n + [1] * (width - n) for n in pad], device=self.model.device)
+            with torch.no_grad(), self.autocast():
+                generated = self.model.generate(input_ids=ids, attention_mask=mask,
+                                                **self.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
+            for i, seq in zip(idx, generated[:, width:].tolist()):
+                out[i] = self.decode(seq).strip()
+            log.info("generated %d/%d answers", min(s + batch_size, len(order)), len(order))
+        return out
 
     def stream(self, ids: Sequence[int], done: Any = None, lock: Any = None, seed: int | None = None,
                cancel: threading.Event | None = None, **options: Any) -> Iterator[str]:
@@ -155,7 +180,8 @@ def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None
     config.save_pretrained(str(out))
 
 
-def load_generator(model: str | None, escape: bool = True, precision: str = "auto") -> Generator:
+def load_generator(model: str | None, template: str | None = None, escape: bool = True,
+                   precision: str = "auto") -> Generator:
     """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
     fp32 (auto: bf16 where it is measured faster, as in training)."""
     from sftlab.errors import SftlabError
@@ -164,7 +190,7 @@ def load_generator(model: str | None, escape: bool = True, precision: str = "aut
 
     path = model_path(model)
     tokenizer = load_tokenizer(path)
-    if not getattr(tokenizer, "chat_template", None):
+    if template is None and not getattr(tokenizer, "chat_template", None):
         raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat and serve need one")
     device = pick_device()
-    return Generator(load_model(path).to(device), tokenizer, escape=escape, bf16=use_bf16(precision, device))
+    return Generator(load_model(path).to(device), tokenizer, template, escape=escape, bf16=use_bf16(precision, device))

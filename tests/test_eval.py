@@ -108,11 +108,11 @@ def test_eval_with_a_flaky_judge_counts_exactly(tiny_chat_model, tmp_path, fake_
 
 
 def test_generations_are_reused_not_generated_twice(tiny_chat_model, tmp_path, monkeypatch):
-    from sftlab.evaluate import run as run_mod
+    from sftlab.generate import Generator
 
     out = tmp_path / "eval"
     evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
-    monkeypatch.setattr(run_mod, "generate", lambda *a, **k: pytest.fail("generated twice"))
+    monkeypatch.setattr(Generator, "answers", lambda *a, **k: pytest.fail("generated twice"))
     again = evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
     assert again["examples"] == 5
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from sftlab.data.conversation import Conversation
 from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format
-from sftlab.errors import RowError, SftlabError
+from sftlab.errors import RowError, SftlabError, first_line
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
@@ -94,13 +94,8 @@ def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[st
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as e:  # noqa: BLE001 - whatever the builder says, as one sentence
-        raise SftlabError(f"{path}: cannot be read as {builder} ({_first_line(e)})") from None
+        raise SftlabError(f"{path}: cannot be read as {builder} ({first_line(e)})") from None
     return [_clean_nan(r) for r in ds.to_list()]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 def _clean_nan(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, first_line
 
 log = logging.getLogger("sftlab")
 
@@ -61,7 +61,7 @@ class ChatTemplate:
                                                 add_generation_prompt=add_generation_prompt, **self.special_tokens)
             return rendered[0]
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
-            raise SftlabError(f"chat template '{self.name}' failed to render: {_first_line(e)}") from None
+            raise SftlabError(f"chat template '{self.name}' failed to render: {first_line(e)}") from None
 
     def end_of_turn(self, special_strings: list[str]) -> str | None:
         """The special token the template writes right after an assistant answer (ChatML's <|im_end|>,
@@ -87,11 +87,6 @@ class ChatTemplate:
     def markers(self) -> list[str]:
         """Special-looking literals the template writes (for the does-it-fit-the-model check)."""
         return sorted(set(_MARKER.findall(self.source)))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any) -> ChatTemplate | None:

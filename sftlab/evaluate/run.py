@@ -13,12 +13,15 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 from sftlab.evaluate.judge import Judge, summarize
 from sftlab.evaluate.metrics import lcs_length, bleu, exact_match, rouge_l, units
+
+if TYPE_CHECKING:
+    from sftlab.generate import Generator
 
 log = logging.getLogger("sftlab")
 
@@ -39,6 +42,20 @@ class EvalItem:
         return users[-1] if users else ""
 
 
+@dataclass
+class EvalOptions:
+    fmt: str | None = None
+    template: str | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    max_length: int = EVAL_MAX_LENGTH
+    limit: int | None = None
+    judge: Judge | None = None
+    probe: bool = False
+    escape: bool = True  # special-token text in the data stays text (README)
+    precision: str = "auto"  # auto | bf16 | fp32, as in training
+
+
 def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = None) -> list[EvalItem]:
     loaded = load_conversations(data, fmt, require_assistant=True)
     items = []
@@ -51,84 +68,35 @@ def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = Non
     return items
 
 
-@dataclass
-class Loaded:
-    name: str
-    model: Any
-    tokenizer: Any
-    autocast: Any  # torch dtype for autocast, or None
-
-
-def load_for_eval(model: str, precision: str = "auto") -> Loaded:
+def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tuple[float, int]:
+    """Mean cross-entropy over every trained token: the same masking and function as training's evaluation."""
     import torch
 
-    from sftlab.models import load_model, load_tokenizer, model_path
-    from sftlab.hardware import pick_device, use_bf16
-
-    device = pick_device()
-    path = model_path(model)
-    tok = load_tokenizer(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    net = load_model(path).to(device).eval()
-    return Loaded(model, net, tok, torch.bfloat16 if use_bf16(precision, device) else None)
-
-
-def held_out_loss(m: Loaded, data: str | Path, fmt: str | None, template: str | None, max_length: int,
-                  batch_size: int, limit: int | None, escape: bool = True) -> tuple[float, int]:
-    """Mean cross-entropy over every trained token: the same masking and function as training's evaluation."""
     from sftlab.data.collate import Collator
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.train.loss import evaluate_loss
 
-    examples, _ = build_examples([Source(str(data), fmt)], m.tokenizer, template, max_length=max_length, limit=limit,
-                                 escape=escape)
-    collate = Collator(m.tokenizer.pad_token_id)
-    batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + batch_size]])
-               for i in range(0, len(examples), batch_size))
-    device = next(m.model.parameters()).device
-    return evaluate_loss(m.model, batches, device=device, autocast_dtype=m.autocast)
+    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, options.template,
+                                 max_length=options.max_length, limit=options.limit, escape=options.escape)
+    collate, size = Collator(gen.pad_id), options.batch_size
+    batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + size]])
+               for i in range(0, len(examples), size))
+    return evaluate_loss(gen.model, batches, device=gen.model.device, autocast_dtype=torch.bfloat16 if gen.bf16 else None)
 
 
 def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def generate(m: Loaded, prompts: Sequence[list[dict[str, Any]]], template: str | None, max_new_tokens: int,
-             batch_size: int, escape: bool = True) -> list[str]:
-    """Greedy answers, batched (left padding; prompts sorted by length so batches pad little)."""
-    import torch
-
-    from sftlab.generate import Generator
-
-    gen = Generator(m.model, m.tokenizer, template, escape=escape, bf16=m.autocast is not None)
-    prompt_ids = [gen.prompt_ids(p) for p in prompts]
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    out: list[str] = [""] * len(prompt_ids)
-    device = next(m.model.parameters()).device
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        width = max(len(prompt_ids[i]) for i in idx)
-        ids = torch.tensor([[gen.pad_id] * (width - len(prompt_ids[i])) + prompt_ids[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(prompt_ids[i])) + [1] * len(prompt_ids[i]) for i in idx], device=device)
-        with torch.no_grad(), gen.autocast():
-            generated = m.model.generate(input_ids=ids, attention_mask=mask,
-                                         **gen.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
-        for i, seq in zip(idx, generated[:, width:].tolist()):
-            out[i] = gen.decode(seq).strip()
-        log.info("generated %d/%d answers", min(s + batch_size, len(order)), len(order))
-    return out
-
-
-def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, template: str | None,
-               max_new_tokens: int, batch_size: int, escape: bool = True) -> list[dict[str, Any]]:
+def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, data: str,
+               options: EvalOptions) -> list[dict[str, Any]]:
     """responses.jsonl, generated once: reused while the weights (by content), the data file (by content) and
     the settings are unchanged. Scores always use the references of the data as it is now."""
     from sftlab.models import fingerprint, model_files
 
-    meta = {"model": m.name, "bf16": m.autocast is not None, "model_sha256": fingerprint(model_files(m.name)), "data": str(data),
-            "data_sha256": fingerprint([Path(data)]), "template": template, "max_new_tokens": max_new_tokens,
-            "escape": escape, "rows": [it.row for it in items]}
+    meta = {"model": name, "bf16": gen.bf16, "model_sha256": fingerprint(model_files(name)), "data": str(data),
+            "data_sha256": fingerprint([Path(data)]), "template": options.template,
+            "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items]}
     meta_file, file = out / "generation.json", out / "responses.jsonl"
     if meta_file.is_file() and file.is_file() and _same(meta_file, meta):
         log.info("reusing %s (same weights, data and settings)", file)
@@ -136,7 +104,7 @@ def _responses(m: Loaded, items: Sequence[EvalItem], out: Path, data: str, templ
         for r, it in zip(records, items):
             r["reference"] = it.reference
         return records
-    answers = generate(m, [it.messages for it in items], template, max_new_tokens, batch_size, escape)
+    answers = gen.answers([it.messages for it in items], options.max_new_tokens, options.batch_size)
     records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": _plain(it.messages),
                 "reference": it.reference, "response": a} for it, a in zip(items, answers)]
     _write_jsonl(file, records)
@@ -163,8 +131,7 @@ def regurgitates(response: str, given_input: str, threshold: float = 0.8) -> boo
     return bool(target) and lcs_length(target, units(response)) / len(target) >= threshold
 
 
-def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | None, max_new_tokens: int,
-               batch_size: int, escape: bool = True) -> dict[str, Any]:
+def mask_probe(gen: Generator, items: Sequence[EvalItem], out: Path, options: EvalOptions) -> dict[str, Any]:
     """Give the model only the instruction of rows that have an input; count answers that regurgitate it.
     A model trained on prompt tokens (a wrong mask) tends to continue with the input it always saw next."""
     probed = [it for it in items if it.input]
@@ -177,26 +144,12 @@ def mask_probe(m: Loaded, items: Sequence[EvalItem], out: Path, template: str | 
         instruction = msgs[last_user].get("instruction") or it.instruction.replace(it.input, "").strip()
         msgs[last_user] = {"role": "user", "content": instruction, "instruction": instruction, "input": ""}
         prompts.append(msgs)
-    answers = generate(m, prompts, template, max_new_tokens, batch_size, escape)
+    answers = gen.answers(prompts, options.max_new_tokens, options.batch_size)
     flags = [regurgitates(a, it.input) for a, it in zip(answers, probed)]
     _write_jsonl(out / "probe.jsonl", [
         {"row": it.row, "instruction": p[-1]["content"], "input": it.input, "response": a, "regurgitated": f}
         for it, p, a, f in zip(probed, prompts, answers, flags)])
     return {"rows": len(probed), "regurgitated": sum(flags), "rate": sum(flags) / len(probed)}
-
-
-@dataclass
-class EvalOptions:
-    fmt: str | None = None
-    template: str | None = None
-    max_new_tokens: int = 256
-    batch_size: int = 8
-    max_length: int = EVAL_MAX_LENGTH
-    limit: int | None = None
-    judge: Judge | None = None
-    probe: bool = False
-    escape: bool = True  # special-token text in the data stays text (README)
-    precision: str = "auto"  # auto | bf16 | fp32, as in training
 
 
 def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
@@ -206,12 +159,12 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     log.info("evaluating %s on %d conversations of %s", model, len(items), data)
-    m = load_for_eval(model, options.precision)
-    loss, tokens = held_out_loss(m, data, options.fmt, options.template, options.max_length, options.batch_size,
-                                 options.limit, options.escape)
+    from sftlab.generate import load_generator
+
+    gen = load_generator(model, options.template, escape=options.escape, precision=options.precision)
+    loss, tokens = held_out_loss(gen, data, options)
     log.info("held-out loss %.4f over %d trained tokens", loss, tokens)
-    records = _responses(m, items, out, str(data), options.template, options.max_new_tokens, options.batch_size,
-                         options.escape)
+    records = _responses(gen, model, items, out, str(data), options)
     preds, refs = [r["response"] for r in records], [r["reference"] for r in records]
     summary: dict[str, Any] = {
         "model": model, "data": str(data), "examples": len(records),
@@ -229,8 +182,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
         _write_jsonl(out / "responses.jsonl", records)
         summary["_scores"] = [v.score for v in verdicts if v.score is not None]
     if options.probe:
-        summary["probe"] = mask_probe(m, items, out, options.template, options.max_new_tokens, options.batch_size,
-                                      options.escape)
+        summary["probe"] = mask_probe(gen, items, out, options)
     return summary
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from sftlab.config import PROMPT_METHODS, TrainConfig
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, first_line
 from sftlab.train.tokens import RowTraining
 
 # peft 0.21 calls a transformers 5 method that warns of its removal in v6 on every LoRA model: noise to a
@@ -110,7 +110,7 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
         try:
             return get_peft_model(model, lora_config(config, new_token_ids))
         except ValueError as e:
-            raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+            raise SftlabError(f"lora_targets={config.lora_targets!r}: {first_line(e)}") from None
     if method in (*PROMPT_METHODS, "adaption_prompt"):
         from peft import get_peft_model
 
@@ -126,7 +126,7 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
                                                                   adapter_len=config.num_virtual_tokens))
             except (ValueError, KeyError) as e:
                 raise SftlabError(f"method adaption_prompt does not support this model "
-                                  f"({getattr(model.config, 'model_type', '?')}): {str(e).splitlines()[0]}") from None
+                                  f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
         return get_peft_model(model, prompt_config(config, model))
     if method == "hybrid":
         from peft import inject_adapter_in_model
@@ -134,7 +134,7 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
         try:
             model = inject_adapter_in_model(lora_config(config), model)
         except ValueError as e:
-            raise SftlabError(f"lora_targets={config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+            raise SftlabError(f"lora_targets={config.lora_targets!r}: {first_line(e)}") from None
         # Everything trainable while the optimizer is built; HybridSwitch decides per phase.
         model.requires_grad_(True)
         return model

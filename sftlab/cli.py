@@ -6,7 +6,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,14 @@ app = typer.Typer(
     help="sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template.",
 )
 err = Console(stderr=True)
+
+# Options several commands share.
+Model = Annotated[Optional[str], typer.Option("--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default).")]
+Template = Annotated[Optional[str], typer.Option("--template", help="Built-in template name or a .jinja file; default: the tokenizer's own.")]
+Format = Annotated[Optional[str], typer.Option("--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected).")]
+Escape = Annotated[bool, typer.Option("--escape-special-tokens/--no-escape-special-tokens",
+                                      help="Special-token text inside messages stays text (default); off: it becomes control tokens.")]
+Precision = Annotated[str, typer.Option("--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training).")]
 
 
 def _version(value: bool) -> None:
@@ -65,9 +73,9 @@ Example: `sftlab inspect --model smollm2-135m-instruct --data data.json --limit 
 )
 def inspect_cmd(
     data: Path = typer.Option(..., "--data", help="Input file (.json, .jsonl, .csv, .parquet or a saved datasets folder)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
+    model: Model = None,
+    template: Template = None,
+    fmt: Format = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Truncate examples to this many tokens (keeping the start), as training does."),
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
@@ -75,8 +83,7 @@ def inspect_cmd(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page of the view."),
     on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
-    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
-                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
+    escape: Escape = True,
 ) -> None:
     from sftlab.data.tokenize import special_token_ids
     from sftlab.data.inspect import render_html, render_json, render_terminal
@@ -119,14 +126,13 @@ Example: `sftlab chat --model runs/identity` · one answer for scripts: `sftlab 
 Type `/reset` to start over, `/exit` (or Ctrl-D) to leave.""",
 )
 def chat_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
+    model: Model = None,
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this once and exit."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
-    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
-                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
+    escape: Escape = True,
+    precision: Precision = "auto",
 ) -> None:
     from sftlab.chat import open_session
 
@@ -214,15 +220,14 @@ Example: `sftlab serve --model runs/demo/model --port 8000`, then any OpenAI cli
 `base_url="http://127.0.0.1:8000/v1"`.""",
 )
 def serve_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default)."),
+    model: Model = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise)."),
     port: int = typer.Option(8000, "--port"),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (visible in `ps`: "
                                           "prefer --api-key-file or $SFTLAB_API_KEY)."),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
-    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
-                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
+    escape: Escape = True,
+    precision: Precision = "auto",
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
@@ -246,8 +251,8 @@ def eval_cmd(
     model: str = typer.Option(..., "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct'."),
     data: Path = typer.Option(..., "--data", help="Held-out data in any supported format."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force the input format (default: detected)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's own)."),
+    fmt: Format = None,
+    template: Template = None,
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     batch_size: int = typer.Option(8, "--batch-size"),
     max_length: int = typer.Option(EVAL_MAX_LENGTH, "--max-length", help="Truncation for the loss (keeps the start)."),
@@ -260,9 +265,8 @@ def eval_cmd(
     judge_timeout: float = typer.Option(60.0, "--judge-timeout", min=0.1, help="Seconds per judge request attempt."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="A second model evaluated on the same data (e.g. before fine-tuning)."),
     probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
-    escape: bool = typer.Option(True, "--escape-special-tokens/--no-escape-special-tokens",
-                                help="Special-token text inside messages stays text (default); off: it becomes control tokens."),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training)."),
+    escape: Escape = True,
+    precision: Precision = "auto",
 ) -> None:
     from sftlab.evaluate.judge import Judge
     from sftlab.evaluate.run import EvalOptions, evaluate, print_summary
@@ -299,9 +303,9 @@ model's template) and semantic clusters of prompts. `--json` prints one object:
 )
 def data_check_cmd(
     files: list[Path] = typer.Argument(..., metavar="FILE", help="One or more data files (any supported format)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for lengths: model directory, .gguf or 'smollm2-135m-instruct' (default)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Built-in template name or a .jinja file; default: the tokenizer's own."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected)."),
+    model: Model = None,
+    template: Template = None,
+    fmt: Format = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long (training's default max_length)."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold", help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
@@ -350,9 +354,9 @@ def data_clean_cmd(
     out: Path = typer.Option(..., "--out", help="Kept rows (JSONL)."),
     rejects: Path = typer.Option(..., "--rejects", help="Removed rows with their reasons (JSONL)."),
     drop: Optional[str] = typer.Option(None, "--drop", help="Comma-separated checks whose rows are removed (default: all)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Tokenizer and template for too_long."),
-    template: Optional[str] = typer.Option(None, "--template"),
-    fmt: Optional[str] = typer.Option(None, "--format"),
+    model: Model = None,
+    template: Template = None,
+    fmt: Format = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold"),
 ) -> None:

@@ -16,21 +16,21 @@ from sftlab.errors import SftlabError
 # inspect shows and what data check calls too_long is what training with the defaults does.
 MAX_LENGTH = 1024
 
-# The checks of `sftlab data check` (and of `clean:`), in the order findings are reported. invalid_row:
-# the row could not be read as a conversation.
-DATA_CHECKS = (
-    "invalid_row",
-    "exact_duplicate",
-    "near_duplicate",
-    "empty_response",
-    "response_copies_prompt",
-    "too_long",
-    "special_token_text",
-    "language_mismatch",
-    "truncated_response",
-    "placeholder",
-    "refusal",
-)
+# The checks of `sftlab data check` (and of `clean:`), in the order findings are reported, with what each finds.
+DATA_CHECK_DESCRIPTIONS = {
+    "invalid_row": "rows that are not a valid conversation (they cannot be trained on)",
+    "exact_duplicate": "the same conversation again (case and spacing aside); the first of each group is kept",
+    "near_duplicate": "prompt + answer nearly the same as an earlier row (MinHash LSH, exact Jaccard confirmed)",
+    "empty_response": "an assistant turn that is empty or only whitespace",
+    "response_copies_prompt": "the answer is the instruction or the input again, or starts by repeating the prompt",
+    "too_long": "longer than max_length tokens with the model's template: the answer would be cut off",
+    "special_token_text": "a message spells a special token of the tokenizer (kept as text when training; a control token with escaping off)",
+    "language_mismatch": "answered in a script the prompt does not use (and no translation was asked for)",
+    "truncated_response": "the answer stops mid-sentence or leaves a code fence or bracket open",
+    "placeholder": "an unreplaced template placeholder such as {{name}} or [Your Name]",
+    "refusal": "boilerplate refusals and AI disclaimers (\"As an AI language model…\", \"我无法…\")",
+}
+DATA_CHECKS = tuple(DATA_CHECK_DESCRIPTIONS)
 
 
 class DatasetSpec(BaseModel):

@@ -136,27 +136,22 @@ h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8re
 """
 
 
-def render_html(
-    examples: Sequence[Example],
-    tokenizer: Any,
-    special_ids: set[int],
-    title: str = "sftlab · trained tokens",
-    summary: dict[str, Any] | None = None,
-) -> str:
-    """A self-contained page (no network): trained tokens green, the rest grey, token boundaries shaded."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{TOKEN_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
-        "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>",
-    ]
-    if summary:
-        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-        parts.append(f"<table class='summary'>{rows}</table>")
-    parts.append(examples_html(examples, tokenizer, special_ids))
-    parts.append("</body></html>")
-    return "".join(parts)
+LEGEND = ("<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
+          "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>")
+
+
+def html_page(title: str, css: str, body: Sequence[str]) -> str:
+    """A self-contained page (inline CSS, no script, no network)."""
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
+
+
+def render_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[int], title: str = "sftlab · trained tokens",
+                summary: dict[str, Any] | None = None) -> str:
+    """Trained tokens green, the rest grey, token boundaries shaded; the summary's counts above."""
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (summary or {}).items())
+    return html_page(title, TOKEN_CSS, [LEGEND, f"<table class='summary'>{rows}</table>" if rows else "",
+                                        examples_html(examples, tokenizer, special_ids)])
 
 
 def examples_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[int]) -> str:

@@ -6,27 +6,12 @@ import html
 import json
 from typing import Any, Sequence
 
+from sftlab.config import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
+from sftlab.data.inspect import LEGEND, TOKEN_CSS, examples_html, html_page
 from sftlab.data.tokenize import special_token_ids
-from sftlab.data.inspect import TOKEN_CSS
-from sftlab.data.inspect import examples_html
-from sftlab.quality.checks import CHECKS
 from sftlab.quality.run import CheckResult, sample_examples
 
 SHOWN_PER_CHECK = 200  # rows listed per finding on the page; the JSON output has all of them
-
-DESCRIPTIONS = {
-    "invalid_row": "rows that are not a valid conversation (they cannot be trained on)",
-    "exact_duplicate": "the same conversation again (case and spacing aside); the first of each group is kept",
-    "near_duplicate": "prompt + answer nearly the same as an earlier row (MinHash LSH, exact Jaccard confirmed)",
-    "empty_response": "an assistant turn that is empty or only whitespace",
-    "response_copies_prompt": "the answer is the instruction or the input again, or starts by repeating the prompt",
-    "too_long": "longer than max_length tokens with the model's template: the answer would be cut off",
-    "special_token_text": "a message spells a special token of the tokenizer (kept as text when training; a control token with escaping off)",
-    "language_mismatch": "answered in a script the prompt does not use (and no translation was asked for)",
-    "truncated_response": "the answer stops mid-sentence or leaves a code fence or bracket open",
-    "placeholder": "an unreplaced template placeholder such as {{name}} or [Your Name]",
-    "refusal": "boilerplate refusals and AI disclaimers (\"As an AI language model…\", \"我无法…\")",
-}
 
 _CSS = TOKEN_CSS + """
 body{max-width:1200px}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
@@ -59,9 +44,6 @@ def render_report(result: CheckResult, title: str = "sftlab · data check", samp
     findings = {f["check"]: f for f in data["findings"]}
     flagged = result.reasons()
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
         "<nav><a href='#findings'>Findings</a><a href='#lengths'>Lengths</a><a href='#diversity'>Diversity</a>"
         "<a href='#clusters'>Clusters</a><a href='#tokens'>Trained tokens</a><a href='#rows'>Flagged rows</a></nav>",
         _cards(data, stats, len(flagged)),
@@ -88,16 +70,14 @@ def render_report(result: CheckResult, title: str = "sftlab · data check", samp
         "<h2 id='clusters'>Clusters of prompts</h2>",
         _clusters(stats.get("clusters", {})),
         "<h2 id='tokens'>Trained tokens of a few rows</h2>",
-        "<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
-        "<span class='u s'>special token</span></p>",
+        LEGEND,
     ]
     examples = sample_examples(result, samples)
     if examples and result.tokenizer is not None:
         parts.append(examples_html(examples, result.tokenizer, special_token_ids(result.tokenizer)))
     parts.append("<h2 id='rows'>Flagged rows</h2>")
     parts.append(_flagged_rows(result, files, flagged))
-    parts.append("</body></html>")
-    return "".join(parts)
+    return html_page(title, _CSS, parts)
 
 
 def _cards(data: dict[str, Any], stats: dict[str, Any], flagged: int) -> str:

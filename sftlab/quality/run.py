@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import random
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,11 +173,10 @@ def check_data(
     # Tokenizing (Rust, with the template rendered in Python) runs in a forked process while this one
     # runs the checks: on two cores that halves the wall time of a large file.
     started = time.perf_counter()
-    with _Background(_lengths_job, rows, tokenizer, template) as job:
+    with _background(_lengths_job, rows, tokenizer, template) as job:
         findings = run_checks(rows, [c for c in checks if c != "too_long"], threshold=threshold,
                               progress=progress, timings=timings, tokenizer=tokenizer)
-        longest, sizes = job.result()
-    timings["tokenize"] = job.seconds
+        longest, sizes, timings["tokenize"] = job.result()
     if "too_long" in checks:
         findings = run_checks(rows, ["too_long"], lengths=longest, max_length=max_length) + findings
         findings.sort(key=lambda f: C.CHECKS.index(f.check))
@@ -234,49 +236,27 @@ def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Exam
     return Encoder(result.tokenizer, chat, max_length=10**9).encode(convs).examples
 
 
-def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any) -> tuple[dict, dict]:
-    return encode_lengths(rows, tokenizer, template, Progress(False))
+def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any) -> tuple[dict, dict, float]:
+    started = time.perf_counter()
+    return (*encode_lengths(rows, tokenizer, template, Progress(False)), time.perf_counter() - started)
 
 
-class _Background:
-    """Run a function in a forked child process (so it has the rows without pickling them) and get its
-    result back; where fork is not available (Windows, macOS default), run it in this process."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any):
-        self.fn, self.args, self.seconds = fn, args, 0.0
-        self._pool: Any = None
-        self._future: Any = None
-        self._value: Any = None
-
-    def __enter__(self) -> "_Background":
-        import multiprocessing
-        import os
-
-        self._started = time.perf_counter()
-        if "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            global _JOB
-            _JOB = (self.fn, self.args)
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-            self._future = self._pool.submit(_run_job)
-        else:
-            self._value = self.fn(*self.args)
-            self.seconds = time.perf_counter() - self._started
-        return self
-
-    def result(self) -> Any:
-        if self._future is not None:
-            self._value = self._future.result()
-            self.seconds = time.perf_counter() - self._started
-            self._future = None
-        return self._value
-
-    def __exit__(self, *exc: Any) -> None:
-        global _JOB
+@contextmanager
+def _background(fn: Callable[..., Any], *args: Any) -> Iterator[Future]:
+    """`fn(*args)` in a forked child process (it has the rows without pickling them), as a Future; where fork is
+    not available (Windows, macOS default) or there is one core, run in this process."""
+    global _JOB
+    if "fork" not in mp.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+        done: Future = Future()
+        done.set_result(fn(*args))
+        yield done
+        return
+    _JOB = (fn, args)
+    try:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+            yield pool.submit(_run_job)
+    finally:
         _JOB = None
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
 
 
 _JOB: Any = None

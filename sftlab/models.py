@@ -94,14 +94,7 @@ def load_tokenizer(model: str | None) -> Any:
         if (cached / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(cached))
         tok = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
-        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-        tok.save_pretrained(str(tmp))
-        if not cached.exists():
-            try:
-                tmp.replace(cached)  # publish atomically: a concurrent run sees all of it or nothing
-            except OSError:
-                pass  # another process published it first
-        shutil.rmtree(tmp, ignore_errors=True)
+        _publish(cached, tok.save_pretrained)
         return tok
     except SftlabError:
         raise
@@ -134,16 +127,21 @@ def converted_checkpoint(gguf: Path) -> Path:
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
     tokenizer = load_tokenizer(str(gguf))
+    _publish(target, lambda tmp: (plain.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    return target
+
+
+def _publish(target: Path, write: Any) -> None:
+    """`write(folder)` into a temporary folder, renamed into place: a concurrent run sees all of it or nothing, a
+    killed one leaves only a .tmp folder (and where another process published first, its copy stays)."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    plain.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    write(str(tmp))
     if not target.exists():
         try:
-            tmp.replace(target)  # atomic publish: a killed conversion leaves only a .tmp folder
+            tmp.replace(target)
         except OSError:
             pass
     shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 @contextmanager

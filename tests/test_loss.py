@@ -2,13 +2,23 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
 from sftlab.data.packing import pack
 from sftlab.train import loss as loss_mod
-from sftlab.train.loss import linear_cross_entropy, reference_loss, trained_token_loss
+from sftlab.train.loss import linear_cross_entropy, trained_token_loss
+
+
+def reference_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The plain way (full logits, mean CE over trained targets): what the fast path must equal."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, use_cache=False).logits.float()
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
 
 
 def _model(tie=True):

@@ -53,10 +53,6 @@ def convert_row(row: dict[str, Any], fmt: str) -> Conversation:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _missing(value: Any) -> bool:
-    return value is None
-
-
 MISSING = "missing field"
 NULL = "is null (or an empty cell)"
 
@@ -69,19 +65,19 @@ def _absent(row: dict[str, Any], key: str) -> str:
 def _string(row: dict[str, Any], key: str, *, required: bool = True, label: str | None = None) -> str:
     label = label or key
     value = row.get(key)
-    if _missing(value):
+    if value is None:
         if required:
             raise RowError(_absent(row, key), field=label)
         return ""
     if not isinstance(value, str):
-        raise RowError(f"content must be a string, got {_type_name(value)}", field=label)
+        raise RowError(f"content must be a string, got {json_type(value)}", field=label)
     return value
 
 
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+def json_type(value: Any) -> str:
+    """A JSON value's kind, as an error sentence names it."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _maybe_json(value: Any, field: str) -> Any:
@@ -119,7 +115,7 @@ def _tools(row: dict[str, Any]) -> list[dict[str, Any]] | None:
 def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float | None]:
     train = msg.get("train")
     if train is not None and not isinstance(train, bool):
-        raise RowError(f"must be true or false, got {_type_name(train)}", field=f"{field}.train")
+        raise RowError(f"must be true or false, got {json_type(train)}", field=f"{field}.train")
     weight = msg.get("weight")
     if weight is not None:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
@@ -170,7 +166,7 @@ def from_alpaca(row: dict[str, Any]) -> Conversation:
             raise RowError("must be a [user, assistant] pair", field=f"history[{i}]")
         for j, (role, text) in enumerate(zip(("user", "assistant"), pair)):
             if not isinstance(text, str):
-                raise RowError(f"content must be a string, got {_type_name(text)}", field=f"history[{i}][{j}]")
+                raise RowError(f"content must be a string, got {json_type(text)}", field=f"history[{i}][{j}]")
             messages.append(Message(role, text))
     # The Alpaca template writes instruction and input in their own sections; keep both parts.
     parts = {"instruction": instruction, "input": inp}
@@ -242,13 +238,13 @@ def _content(value: Any, field: str, allow_missing: bool) -> str:
         texts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, dict) else _type_name(part)
+                kind = part.get("type") if isinstance(part, dict) else json_type(part)
                 raise RowError(f"unsupported content part '{kind}'; only text parts are supported", field=f"{field}[{j}]")
             if not isinstance(part.get("text"), str):
                 raise RowError("text part must have a string 'text'", field=f"{field}[{j}].text")
             texts.append(part["text"])
         return "\n".join(texts)
-    raise RowError(f"content must be a string or a list of text parts, got {_type_name(value)}", field=field)
+    raise RowError(f"content must be a string or a list of text parts, got {json_type(value)}", field=field)
 
 
 def from_prompt_completion(row: dict[str, Any]) -> Conversation:

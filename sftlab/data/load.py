@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format
+from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format, json_type
 from sftlab.errors import RowError, SftlabError, first_line
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -133,7 +133,7 @@ def _read_json(path: Path) -> list[Any]:
     if isinstance(rows, dict):
         rows = [rows]
     if not isinstance(rows, list):
-        raise SftlabError(f"{path}: a .json file must hold a list of objects, found {_json_type(rows)}")
+        raise SftlabError(f"{path}: a .json file must hold a list of objects, found {json_type(rows)}")
     return rows
 
 
@@ -161,16 +161,11 @@ def _read_jsonl(path: Path) -> tuple[list[Any], list[Reject]]:
     return rows, rejects
 
 
-def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
 def check_row(row: Any) -> None:
     """A row sftlab can read: an object, no key given twice, no text that is not Unicode (a lone
     surrogate such as \\ud800 cannot be encoded). Raises RowError naming the field."""
     if not isinstance(row, dict):
-        raise RowError(f"must be an object, got {_json_type(row)}")
+        raise RowError(f"must be an object, got {json_type(row)}")
     stack: list[tuple[str, Any]] = [("", row)]
     while stack:  # iterative: a row may nest deeper than Python's recursion limit
         where, value = stack.pop()
@@ -255,7 +250,7 @@ def detect_file_format(source: str, rows: list[Any]) -> str:
             raise SftlabError(f"{source}: the file holds no rows")
         if not readable:
             raise SftlabError(f"{source}: no row could be read (row 1 is not valid JSON)")
-        raise SftlabError(f"{source}: no row is a JSON object (row 1 is {_json_type(readable[0])}); "
+        raise SftlabError(f"{source}: no row is a JSON object (row 1 is {json_type(readable[0])}); "
                           "a .jsonl file holds one object per line")
     fmt = detect_format([k for k, v in first.items() if v is not None])
     if fmt is None:

@@ -283,12 +283,14 @@ def _finish(examples: list[Example], report: DataReport, max_length: int, packin
     report.trained_tokens = sum(e.trained_tokens for e in examples)
     if not examples:
         raise SftlabError(_nothing_left(report))
-    if packing:
-        rows = pack(examples, max_length)
-        report.packed_rows = len(rows)
-        report.packing_efficiency = packing_efficiency(rows, max_length)
-        return rows, report
-    return examples, report
+    return (pack_examples(examples, max_length, report) if packing else examples), report
+
+
+def pack_examples(examples: list[Example], max_length: int, report: DataReport) -> list[PackedRow]:
+    """The examples packed into rows of max_length; the report gets the rows and their fill."""
+    rows = pack(examples, max_length)
+    report.packed_rows, report.packing_efficiency = len(rows), packing_efficiency(rows, max_length)
+    return rows
 
 
 def _nothing_left(report: DataReport) -> str:

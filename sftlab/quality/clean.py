@@ -28,8 +28,8 @@ class Cleaned:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for _, reasons in self.removed:
-            for r in reasons:
+        for _, why in self.removed:
+            for r in why:
                 out[r["check"]] = out.get(r["check"], 0) + 1
         return out
 

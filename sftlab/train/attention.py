@@ -22,7 +22,8 @@ import torch.nn.functional as F
 NAME = "sftlab_packed"
 
 
-def _segments(positions: torch.Tensor) -> list[tuple[int, int]]:
+def segments(positions: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each example of a row: the runs of position_ids that start at 0."""
     starts = (positions == 0).nonzero().flatten().tolist()
     if not starts or starts[0] != 0:
         starts = [0] + starts
@@ -45,7 +46,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         parts = [
             F.scaled_dot_product_attention(query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
                                            is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa)
-            for s, e in _segments(positions[b])
+            for s, e in segments(positions[b])
         ]
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]

@@ -202,15 +202,6 @@ def trained_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], s
     return LossParts(loss=loss, summed=summed, tokens=keep.sum())
 
 
-def reference_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The plain way (full logits, mean CE over trained targets): what the fast path must equal."""
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**inputs, use_cache=False).logits.float()
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
-    )
-
-
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, batches: Any, *, device: Any = None, autocast_dtype: Any = None) -> tuple[float, int]:
     """Mean cross-entropy over every trained token of the batches (token-weighted, not batch-averaged)."""

@@ -48,9 +48,15 @@ def lora_config(config: TrainConfig, new_token_ids: Sequence[int] = ()) -> Any:
 
 def prompt_config(config: TrainConfig, model: torch.nn.Module) -> Any:
     """peft's prompt tuning (virtual token embeddings, optionally started from a text), prefix tuning
-    (virtual keys and values in every layer) or P-tuning (virtual tokens from a small prompt encoder)."""
-    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit, TaskType
+    (virtual keys and values in every layer), P-tuning (virtual tokens from a small prompt encoder) or LLaMA-Adapter
+    (adaption prompts, through a zero-initialised gate, in the top layers)."""
+    from peft import (AdaptionPromptConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
+                      PromptTuningInit, TaskType)
 
+    if config.method == "adaption_prompt":
+        layers = min(config.adaption_layers, len(decoder_layers(model)))
+        return AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_layers=layers,
+                                    adapter_len=config.num_virtual_tokens)
     common = {"task_type": TaskType.CAUSAL_LM, "num_virtual_tokens": config.num_virtual_tokens}
     if config.method == "prompt_tuning":
         if config.prompt_init_text:
@@ -98,47 +104,39 @@ def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[
             model.get_input_embeddings().requires_grad_(True)
             model.get_output_embeddings().requires_grad_(True)
         return model
-    if method in ("lora", "dora"):
-        from peft import get_peft_model
+    from peft import get_peft_model, inject_adapter_in_model
 
+    if method in ("lora", "dora"):
         if hasattr(model, "peft_config"):
             # The model is a LoRA/DoRA run's output (a staged run's previous stage, not merged): train that same
             # adapter on (its r, alpha and targets), the base frozen.
             for name, p in model.named_parameters():
                 p.requires_grad_(is_adapter_param(name))
             return model
-        try:
-            return get_peft_model(model, lora_config(config, new_token_ids))
-        except ValueError as e:
-            raise SftlabError(f"lora_targets={config.lora_targets!r}: {first_line(e)}") from None
+        return _with_targets(config, lambda: get_peft_model(model, lora_config(config, new_token_ids)))
     if method in (*PROMPT_METHODS, "adaption_prompt"):
-        from peft import get_peft_model
-
         if new_token_ids:
             raise SftlabError(f"method {method} cannot train new chat tokens (the template's markers are not tokens of "
                               "this model); use full, freeze, lora, dora or hybrid, or a template the model knows")
-        if method == "adaption_prompt":
-            from peft import AdaptionPromptConfig, TaskType
-
-            layers = min(config.adaption_layers, len(decoder_layers(model)))
-            try:
-                return get_peft_model(model, AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_layers=layers,
-                                                                  adapter_len=config.num_virtual_tokens))
-            except (ValueError, KeyError) as e:
-                raise SftlabError(f"method adaption_prompt does not support this model "
-                                  f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
-        return get_peft_model(model, prompt_config(config, model))
-    if method == "hybrid":
-        from peft import inject_adapter_in_model
-
         try:
-            model = inject_adapter_in_model(lora_config(config), model)
-        except ValueError as e:
-            raise SftlabError(f"lora_targets={config.lora_targets!r}: {first_line(e)}") from None
+            return get_peft_model(model, prompt_config(config, model))
+        except (ValueError, KeyError) as e:
+            raise SftlabError(f"method {method} does not support this model "
+                              f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
+    if method == "hybrid":
+        model = _with_targets(config, lambda: inject_adapter_in_model(lora_config(config), model))
         # Everything trainable while the optimizer is built; HybridSwitch decides per phase.
         model.requires_grad_(True)
         return model
     raise SftlabError(f"unknown method {method!r}")
+
+
+def _with_targets(config: TrainConfig, make: Any) -> Any:
+    """peft's LoRA layers made by `make()`, or one sentence naming lora_targets when they do not fit the model."""
+    try:
+        return make()
+    except ValueError as e:
+        raise SftlabError(f"lora_targets={config.lora_targets!r}: {first_line(e)}") from None
 
 
 def _adapter_layers(model: torch.nn.Module) -> list[Any]:
@@ -183,6 +181,3 @@ def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:
             setattr(parent, child, module.get_base_layer())
     return model
 
-
-def trainable_parameter_names(model: torch.nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]

@@ -21,8 +21,7 @@ import torch
 from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
-from sftlab.data.packing import pack, packing_efficiency
-from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary
+from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary, pack_examples
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
 from sftlab.hardware import pick_device, process_count, use_bf16
@@ -73,19 +72,6 @@ def _sources(specs: Sequence[Any]) -> list[Source]:
     return [Source(d.path, d.format, d.weight) for d in specs]
 
 
-def _dicts(items: Sequence[Any]) -> list[dict[str, Any]]:
-    out = []
-    for item in items:
-        if isinstance(item, Example):
-            d: dict[str, Any] = {"input_ids": item.input_ids, "labels": item.labels}
-            if item.weights is not None:
-                d["weights"] = item.weights
-            out.append(d)
-        else:
-            out.append(item.to_dict())
-    return out
-
-
 def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Training rows (packed or not) and eval examples, with the data report."""
     examples, report = build_examples(
@@ -112,14 +98,10 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
             train_on=config.train_on, on_error=config.on_error, seed=config.seed,
             escape=config.escape_special_tokens,
         )
-    rows: Sequence[Any] = examples
-    if config.packing:
-        rows = pack(examples, config.max_length)
-        report.packed_rows = len(rows)
-        report.packing_efficiency = packing_efficiency(rows, config.max_length)
+    rows = pack_examples(examples, config.max_length, report) if config.packing else examples
     report.train_examples = len(examples)
     report.eval_examples = len(eval_examples)
-    return _dicts(rows), _dicts(eval_examples), report
+    return [r.to_dict() for r in rows], [e.to_dict() for e in eval_examples], report
 
 
 def make_output_dir(out: Path) -> None:

@@ -28,6 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from sftlab.train.attention import segments
 from sftlab.train.loss import evaluate_loss, trained_token_loss
 from sftlab.train.methods import set_hybrid_phase
 from sftlab.train.neftune import NEFTune
@@ -47,12 +48,8 @@ def batch_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[st
     if max_tokens is None or rows * width <= max_tokens:
         return [inputs]
     if rows == 1 and "position_ids" in inputs:
-        starts = (inputs["position_ids"][0] == 0).nonzero().flatten().tolist()
-        if not starts or starts[0] != 0:
-            starts = [0] + starts
-        ends = starts[1:] + [width]
         cuts = [0]
-        for start, end in zip(starts[1:], ends[1:]):
+        for start, end in segments(inputs["position_ids"][0])[1:]:
             if end - cuts[-1] > max_tokens:  # this example would not fit: it opens the next part
                 cuts.append(start)
         bounds = list(zip(cuts, cuts[1:] + [width]))

@@ -200,9 +200,7 @@ def load_conversations(
         first = rejects[0]
         raise SftlabError(f"{source}: {first.reason}")
     out = Loaded(rows=len(rows), rejects=list(rejects))
-    out.format = fmt or detect_file_format(source, rows)
-    if out.format not in FORMATS:
-        raise SftlabError(f"{source}: unknown format '{out.format}'; choose one of {', '.join(FORMATS)}")
+    out.format = file_format(source, rows, fmt)
     for number, row, conv, error in convert_rows(source, rows, out.format, fmt is None, require_assistant):
         if error is not None:
             if on_error == "raise":
@@ -240,9 +238,13 @@ def _numbered(rows: list[Any]) -> Iterator[tuple[int, Any]]:
             yield i, row
 
 
-def detect_file_format(source: str, rows: list[Any]) -> str:
-    """The format of the first row that is an object, from its keys that hold a value (a column that
-    Arrow gives every row of a CSV or parquet file, null in most, does not decide)."""
+def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
+    """The format given (checked), or that of the first row that is an object, from its keys that hold a value (a
+    column that Arrow gives every row of a CSV or parquet file, null in most, does not decide)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise SftlabError(f"{source}: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        return fmt
     first = next((r for r in rows if isinstance(r, dict)), None)
     if first is None:
         readable = [r for r in rows if r is not INVALID]

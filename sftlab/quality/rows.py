@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.formats import FORMATS
-from sftlab.data.load import convert_rows, detect_file_format, read_rows
-from sftlab.errors import SftlabError
+from sftlab.data.load import convert_rows, file_format, read_rows
 
 
 @dataclass
@@ -71,10 +69,7 @@ def read_files(paths: Sequence[str | Path], fmt: str | None = None) -> tuple[lis
     for path in paths:
         source = str(path)
         rows, bad_lines = read_rows(path)
-        file_fmt = fmt or detect_file_format(source, rows)
-        if file_fmt not in FORMATS:
-            raise SftlabError(f"{source}: unknown format '{file_fmt}'; choose one of {', '.join(FORMATS)}")
-        formats[source] = file_fmt
+        formats[source] = file_fmt = file_format(source, rows, fmt)
         found = [
             Row(source, number, raw, conv, None if error is None else str(error))
             for number, raw, conv, error in convert_rows(source, rows, file_fmt, fmt is None)

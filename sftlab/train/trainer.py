@@ -174,14 +174,9 @@ class SftTrainer(Trainer):
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # type: ignore[override]
         start = time.perf_counter()
-        loader = self.get_eval_dataloader(eval_dataset)
-        dtype = torch.bfloat16 if self.args.bf16 else None
-        model = self.model
-        total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-        batches = (self._prepare_inputs(b) for b in loader)
-        mean, count = evaluate_loss(model, batches, autocast_dtype=dtype)
-        if count:
-            total += torch.tensor([mean * count, count], dtype=torch.float64, device=self.args.device)
+        batches = (self._prepare_inputs(b) for b in self.get_eval_dataloader(eval_dataset))
+        mean, count = evaluate_loss(self.model, batches, autocast_dtype=torch.bfloat16 if self.args.bf16 else None)
+        total = torch.tensor([mean * count if count else 0.0, count], dtype=torch.float64, device=self.args.device)
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(total, reduction="sum")
         loss = float(total[0] / total[1]) if total[1] > 0 else float("nan")

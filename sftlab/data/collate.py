@@ -21,11 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from sftlab.data.example import IGNORE_INDEX
-
-
-def _member_weights(f: dict[str, Any]) -> list[float]:
-    w = f.get("weights")
-    return list(w) if w is not None else [float(x != IGNORE_INDEX) for x in f["labels"]]
+from sftlab.data.packing import join, member_weights
 
 
 @dataclass
@@ -42,24 +38,10 @@ class Collator:
         return self._padded(features)
 
     def _flat(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        weighted = any(f.get("weights") is not None for f in features)
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        weights: list[float] = []
-        for f in features:
-            ids += f["input_ids"]
-            labels += [IGNORE_INDEX] + list(f["labels"][1:])
-            positions += f["position_ids"] if "position_ids" in f else range(len(f["input_ids"]))
-            if weighted:
-                weights += [0.0] + _member_weights(f)[1:]
-        batch = {
-            "input_ids": torch.tensor([ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-            "position_ids": torch.tensor([positions], dtype=torch.long),
-        }
-        if weighted:
-            batch["weights"] = torch.tensor([weights], dtype=torch.float32)
+        row = join(features)
+        batch = {k: torch.tensor([row[k]], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")}
+        if row["weights"] is not None:
+            batch["weights"] = torch.tensor([row["weights"]], dtype=torch.float32)
         return batch
 
     def _padded(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -83,7 +65,7 @@ class Collator:
                 positions[r, :k] = torch.as_tensor(f["position_ids"])
                 positions[r, k:] = torch.arange(width - k)
             if weighted:
-                weights[r, :k] = torch.as_tensor(_member_weights(f))
+                weights[r, :k] = torch.as_tensor(member_weights(f))
         batch = {"input_ids": input_ids, "labels": labels}
         if packed:
             batch["position_ids"] = positions

@@ -68,23 +68,32 @@ def pack(examples: Sequence[Example], max_length: int) -> list[PackedRow]:
     Each example's first label becomes -100: in a row, the previous example's last token would
     otherwise be trained to predict it. (Unpacked, label 0 is never a target, so the loss is unchanged.)
     """
-    any_weights = any(e.weights is not None for e in examples)
     rows = []
     for members in pack_lengths([len(e) for e in examples], max_length):
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        weights: list[float] = []
-        for i in members:
-            e = examples[i]
-            ids += e.input_ids
-            labels += [IGNORE_INDEX] + e.labels[1:]
-            positions += range(len(e))
-            if any_weights:
-                w = e.weights if e.weights is not None else [float(x != IGNORE_INDEX) for x in e.labels]
-                weights += [0.0] + list(w[1:])
-        rows.append(PackedRow(ids, labels, positions, [len(examples[i]) for i in members], weights if any_weights else None))
+        rows.append(PackedRow(**join([examples[i].to_dict() for i in members]),
+                              lengths=[len(examples[i]) for i in members]))
     return rows
+
+
+def member_weights(member: dict[str, Any]) -> list[float]:
+    """A member's per-token loss weights: its own, or 1 where its labels are trained."""
+    w = member.get("weights")
+    return list(w) if w is not None else [float(x != IGNORE_INDEX) for x in member["labels"]]
+
+
+def join(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Members ({input_ids, labels[, position_ids, weights]}) laid end to end in one row: position_ids restart at 0
+    for each (a packed row keeps its own), each member's first label is -100 so none is trained to predict the next
+    one's first token, and per-token weights (None when no member has any)."""
+    weighted = any(m.get("weights") is not None for m in members)
+    row: dict[str, Any] = {"input_ids": [], "labels": [], "position_ids": [], "weights": [] if weighted else None}
+    for m in members:
+        row["input_ids"] += m["input_ids"]
+        row["labels"] += [IGNORE_INDEX, *m["labels"][1:]]
+        row["position_ids"] += m["position_ids"] if "position_ids" in m else range(len(m["input_ids"]))
+        if weighted:
+            row["weights"] += [0.0, *member_weights(m)[1:]]
+    return row
 
 
 def packing_efficiency(rows: Sequence[PackedRow] | Sequence[Sequence[int]], max_length: int) -> float:

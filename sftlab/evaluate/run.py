@@ -202,19 +202,12 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
 
 
 def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
-    import matplotlib
+    from sftlab.train.plot import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.hist(list(scores.values()), bins=range(0, 110, 10), label=[Path(k).name or k for k in scores], alpha=0.8)
-    ax.set_xlabel("judge score (0-100)")
-    ax.set_ylabel("responses")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(path) as ax:
+        ax.hist(list(scores.values()), bins=range(0, 110, 10), label=[Path(k).name or k for k in scores], alpha=0.8)
+        ax.set(xlabel="judge score (0-100)", ylabel="responses")
+        ax.legend()
 
 
 def print_summary(summary: dict[str, Any], console: Any) -> None:

@@ -85,7 +85,6 @@ def inspect_cmd(
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
     escape: Escape = True,
 ) -> None:
-    from sftlab.data.tokenize import special_token_ids
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer
@@ -102,15 +101,14 @@ def inspect_cmd(
         limit=limit,
         escape=escape,
     )
-    special = special_token_ids(tokenizer)
     if as_json:
         for line in render_json(examples):
             sys.stdout.write(line + "\n")
     elif html_out is None:
-        render_terminal(examples, tokenizer, special, Console())
+        render_terminal(examples, tokenizer, Console())
     summary = report.summary(limit)
     if html_out is not None:
-        html_out.write_text(render_html(examples, tokenizer, special, summary=summary), encoding="utf-8")
+        html_out.write_text(render_html(examples, tokenizer, summary=summary), encoding="utf-8")
         err.print(f"wrote {html_out}")
     err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()))
     for d in report.encoded.dropped[:20]:
@@ -138,11 +136,14 @@ def chat_cmd(
 
     session = open_session(model, escape=escape, precision=_precision(precision), system=system, max_new_tokens=max_new_tokens, temperature=temperature)
     out = Console(highlight=False)
-    if prompt is not None:
-        for piece in session.reply(prompt):
+
+    def answer(text: str) -> None:
+        for piece in session.reply(text):
             out.print(piece, end="", markup=False)
         out.print()
-        return
+
+    if prompt is not None:
+        return answer(prompt)
     while True:
         try:
             text = out.input("[bold cyan]you>[/] ")
@@ -157,9 +158,7 @@ def chat_cmd(
         if not text.strip():
             continue
         out.print("[bold green]model>[/] ", end="")
-        for piece in session.reply(text):
-            out.print(piece, end="", markup=False)
-        out.print()
+        answer(text)
 
 
 @app.command(

@@ -149,21 +149,16 @@ class Generator:
             worker.join()
 
 
-_STREAMER: list[Any] = []
-
-
 def _streamer(tokenizer: Any) -> Any:
     """A TextIteratorStreamer that drops a partial character at the end of the stream (during generation
     the streamer holds text back until a space or a whole CJK character, but at the end it flushes all)."""
-    if not _STREAMER:
-        from transformers import TextIteratorStreamer
+    from transformers import TextIteratorStreamer
 
-        class Streamer(TextIteratorStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                super().on_finalized_text(complete_text(text) if stream_end else text, stream_end)
+    class Streamer(TextIteratorStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            super().on_finalized_text(complete_text(text) if stream_end else text, stream_end)
 
-        _STREAMER.append(Streamer)
-    return _STREAMER[0](tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None, out: Any) -> None:

@@ -22,9 +22,12 @@ class Segment:
     escaped: bool = False  # part of special-token text that the data spells and that stayed text
 
 
-def segments(example: Example, tokenizer: Any, special_ids: set[int]) -> list[Segment]:
+def segments(example: Example, tokenizer: Any) -> list[Segment]:
     """Split an example into displayable pieces. Byte-level tokenizers cut a Chinese character or an
     emoji into several tokens that decode to U+FFFD on their own; those are joined until they decode."""
+    from sftlab.data.tokenize import special_token_ids
+
+    special_ids = special_token_ids(tokenizer)
     out: list[Segment] = []
     buf: list[int] = []
     trained = False
@@ -65,7 +68,7 @@ def _visible(text: str) -> str:
     return text.replace("\n", "↵\n").replace("\t", "→")
 
 
-def render_terminal(examples: Sequence[Example], tokenizer: Any, special_ids: set[int], console: Any) -> None:
+def render_terminal(examples: Sequence[Example], tokenizer: Any, console: Any) -> None:
     from rich.rule import Rule
     from rich.text import Text
 
@@ -84,7 +87,7 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, special_ids: se
     console.print(legend)
     for ex in examples:
         console.print(Rule(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained", style="cyan"))
-        console.print(_token_line(segments(ex, tokenizer, special_ids), styled))
+        console.print(_token_line(segments(ex, tokenizer), styled))
 
 
 def _token_line(segs: list[Segment], styled: bool) -> Any:
@@ -146,15 +149,15 @@ def html_page(title: str, css: str, body: Sequence[str]) -> str:
             f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
 
 
-def render_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[int], title: str = "sftlab · trained tokens",
+def render_html(examples: Sequence[Example], tokenizer: Any, title: str = "sftlab · trained tokens",
                 summary: dict[str, Any] | None = None) -> str:
     """Trained tokens green, the rest grey, token boundaries shaded; the summary's counts above."""
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (summary or {}).items())
     return html_page(title, TOKEN_CSS, [LEGEND, f"<table class='summary'>{rows}</table>" if rows else "",
-                                        examples_html(examples, tokenizer, special_ids)])
+                                        examples_html(examples, tokenizer)])
 
 
-def examples_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[int]) -> str:
+def examples_html(examples: Sequence[Example], tokenizer: Any) -> str:
     """The token view of examples as an HTML fragment (also embedded in the data-check report)."""
     parts = []
     for ex in examples:
@@ -162,7 +165,7 @@ def examples_html(examples: Sequence[Example], tokenizer: Any, special_ids: set[
             f"<div class='ex'><h2>{html.escape(ex.source)} · row {ex.row} · {len(ex)} tokens · "
             f"{ex.trained_tokens} trained</h2><div class='toks'>"
         )
-        for k, seg in enumerate(segments(ex, tokenizer, special_ids)):
+        for k, seg in enumerate(segments(ex, tokenizer)):
             cls = (("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
                    + (" e" if seg.escaped else ""))
             tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")

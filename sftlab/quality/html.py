@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 from sftlab.config import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
 from sftlab.data.inspect import LEGEND, TOKEN_CSS, examples_html, html_page
-from sftlab.data.tokenize import special_token_ids
 from sftlab.quality.run import CheckResult, sample_examples
 
 SHOWN_PER_CHECK = 200  # rows listed per finding on the page; the JSON output has all of them
@@ -74,7 +73,7 @@ def render_report(result: CheckResult, title: str = "sftlab · data check", samp
     ]
     examples = sample_examples(result, samples)
     if examples and result.tokenizer is not None:
-        parts.append(examples_html(examples, result.tokenizer, special_token_ids(result.tokenizer)))
+        parts.append(examples_html(examples, result.tokenizer))
     parts.append("<h2 id='rows'>Flagged rows</h2>")
     parts.append(_flagged_rows(result, files, flagged))
     return html_page(title, _CSS, parts)

@@ -35,7 +35,11 @@ class RowError(SftlabError):
         return f"{', '.join(where)}: {self.reason}" if where else self.reason
 
 
-def first_line(e: BaseException) -> str:
-    """An exception's message for a one-sentence error: its first line (its type's name when it has none)."""
+def first_line(e: BaseException, with_type: bool = False) -> str:
+    """An exception's message for a one-sentence error: its first line (its type's name when it has none), or with
+    `with_type` "TypeName: first line"."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    line = text.splitlines()[0] if text else ""
+    if with_type:
+        return f"{type(e).__name__}: {line}" if line else type(e).__name__
+    return line or type(e).__name__

@@ -186,6 +186,7 @@ def load_generator(model: str | None, template: str | None = None, escape: bool 
     path = model_path(model)
     tokenizer = load_tokenizer(path)
     if template is None and not getattr(tokenizer, "chat_template", None):
-        raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat and serve need one")
+        raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat, serve and eval need "
+                          "one (eval takes --template)")
     device = pick_device()
     return Generator(load_model(path).to(device), tokenizer, template, escape=escape, bf16=use_bf16(precision, device))

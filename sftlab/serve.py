@@ -73,8 +73,8 @@ class Completion:
     finish_reason: str
 
 
-def _failed(e: BaseException | None) -> str:
-    return f"the generation failed ({type(e).__name__}: {first_line(e)})"
+def _failed(e: BaseException) -> str:
+    return f"the generation failed ({first_line(e, with_type=True)})"
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:

@@ -6,7 +6,7 @@ import bisect
 import html
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from sftlab.data.example import IGNORE_INDEX, Example
 
@@ -22,12 +22,18 @@ class Segment:
     escaped: bool = False  # part of special-token text that the data spells and that stayed text
 
 
-def segments(example: Example, tokenizer: Any) -> list[Segment]:
+def segmented(examples: Iterable[Example], tokenizer: Any) -> Iterator[tuple[Example, list[Segment]]]:
+    """Each example with its displayable pieces (the tokenizer's special ids and strings looked up once)."""
+    from sftlab.data.tokenize import Tokens, special_token_ids
+
+    special_ids, tokens = special_token_ids(tokenizer), Tokens(tokenizer)
+    for example in examples:
+        yield example, segments(example, tokenizer, special_ids, tokens)
+
+
+def segments(example: Example, tokenizer: Any, special_ids: set[int], tokens: Any) -> list[Segment]:
     """Split an example into displayable pieces. Byte-level tokenizers cut a Chinese character or an
     emoji into several tokens that decode to U+FFFD on their own; those are joined until they decode."""
-    from sftlab.data.tokenize import special_token_ids
-
-    special_ids = special_token_ids(tokenizer)
     out: list[Segment] = []
     buf: list[int] = []
     trained = False
@@ -42,15 +48,13 @@ def segments(example: Example, tokenizer: Any) -> list[Segment]:
     if buf:
         text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         out.append(Segment(text, buf, trained, False))
-    _mark_escaped(out, tokenizer)
+    _mark_escaped(out, tokens)
     return out
 
 
-def _mark_escaped(segs: list[Segment], tokenizer: Any) -> None:
+def _mark_escaped(segs: list[Segment], tokens: Any) -> None:
     """Mark the segments that spell a special token's text without being that token (escaped data)."""
-    from sftlab.data.tokenize import Tokens
-
-    spans = Tokens(tokenizer).special_spans("".join(seg.text for seg in segs))
+    spans = tokens.special_spans("".join(seg.text for seg in segs))
     ends, at = [], 0
     for seg in segs:
         at += len(seg.text)
@@ -85,9 +89,9 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, console: Any) -
     else:  # piped or no colour: the marks are characters
         legend = Text("legend: ⟦trained⟧, everything else not trained (label -100); «special-token text kept as text»")
     console.print(legend)
-    for ex in examples:
+    for ex, segs in segmented(examples, tokenizer):
         console.print(Rule(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained", style="cyan"))
-        console.print(_token_line(segments(ex, tokenizer), styled))
+        console.print(_token_line(segs, styled))
 
 
 def _token_line(segs: list[Segment], styled: bool) -> Any:
@@ -160,12 +164,12 @@ def render_html(examples: Sequence[Example], tokenizer: Any, title: str = "sftla
 def examples_html(examples: Sequence[Example], tokenizer: Any) -> str:
     """The token view of examples as an HTML fragment (also embedded in the data-check report)."""
     parts = []
-    for ex in examples:
+    for ex, segs in segmented(examples, tokenizer):
         parts.append(
             f"<div class='ex'><h2>{html.escape(ex.source)} · row {ex.row} · {len(ex)} tokens · "
             f"{ex.trained_tokens} trained</h2><div class='toks'>"
         )
-        for k, seg in enumerate(segments(ex, tokenizer)):
+        for k, seg in enumerate(segs):
             cls = (("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
                    + (" e" if seg.escaped else ""))
             tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")

@@ -11,8 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from sftlab.errors import first_line
-
 PROMPT = """You are grading the answer of an AI assistant.
 
 [Instruction]
@@ -81,7 +79,7 @@ class Judge:
                     return Verdict(score, attempt)
                 error = f"unparsable reply {str(text)[:60]!r}"
             except Exception as e:  # noqa: BLE001 - any transport/status error is retried, then reported
-                error = f"{type(e).__name__}: {first_line(e)[:120]}"
+                error = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
             if attempt <= self.retries:
                 time.sleep(self.backoff * attempt)
         return Verdict(None, self.retries + 1, error)

@@ -20,6 +20,11 @@ class Message:
     # Alpaca keeps instruction and input apart so its template can write "### Input:" on its own.
     parts: dict[str, str] | None = None
 
+    def instruction_input(self) -> tuple[str, str]:
+        """A user message's instruction and input (an alpaca row keeps them apart; otherwise the content)."""
+        parts = self.parts or {}
+        return parts.get("instruction", self.content), parts.get("input", "")
+
     def to_template_dict(self) -> dict[str, Any]:
         """The dict a chat template sees (the shape `apply_chat_template` takes)."""
         d: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -54,8 +59,7 @@ class Conversation:
         out, user = [], ("", "")
         for m in self.messages:
             if m.role == "user":
-                parts = m.parts or {}
-                user = (parts.get("instruction", m.content), parts.get("input", ""))
+                user = m.instruction_input()
             elif m.role == "assistant" and (m.content or not m.tool_calls):
                 out.append((*user, m.content))
         return out
@@ -67,8 +71,7 @@ class Conversation:
         out = []
         for m in self.messages:
             if m.role == "user":
-                parts = m.parts or {}
-                out += [p for p in (parts.get("instruction", m.content), parts.get("input", "")) if p]
+                out += [p for p in m.instruction_input() if p]
             elif m.role != "assistant":
                 out.append(m.content)
         return out
@@ -76,10 +79,7 @@ class Conversation:
     def last_instruction(self) -> tuple[str, str]:
         """The last user message's instruction and input."""
         user = next((m for m in reversed(self.messages) if m.role == "user"), None) if not self.is_text else None
-        if user is None:
-            return "", ""
-        parts = user.parts or {}
-        return parts.get("instruction", user.content), parts.get("input", "")
+        return user.instruction_input() if user is not None else ("", "")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"messages": [_message_dict(m) for m in self.messages]}

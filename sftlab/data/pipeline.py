@@ -70,10 +70,10 @@ class DataReport:
             "rows_read": self.rows_read,
             "converted": self.converted,
             "rejected": len(self.rejected),
-            "rejected_reasons": _reasons(_reason_kind(r.reason) for r in self.rejected),
+            "rejected_reasons": dict(Counter(_reason_kind(r.reason) for r in self.rejected)),
             "rejected_rows": [{"source": r.source, "row": r.row, "reason": r.reason} for r in self.rejected],
             "cleaned": len(self.cleaned),
-            "cleaned_reasons": _reasons(r["check"] for c in self.cleaned for r in c["reasons"]),
+            "cleaned_reasons": dict(Counter(r["check"] for c in self.cleaned for r in c["reasons"])),
             "cleaned_rows": self.cleaned,
             "dropped": len(enc.dropped),
             "dropped_reasons": enc.drop_reasons(),
@@ -124,10 +124,6 @@ def _reason_kind(reason: str) -> str:
     if reason.startswith("field '"):
         reason = reason.split("': ", 1)[-1]
     return re.sub(r" on line \d+(, column \d+)?| \(byte \d+(, line \d+| of line \d+)\)", "", reason)
-
-
-def _reasons(reasons: Any) -> dict[str, int]:
-    return dict(Counter(reasons))
 
 
 def load_sources(
@@ -294,8 +290,9 @@ def pack_examples(examples: list[Example], max_length: int, report: DataReport) 
 
 
 def _nothing_left(report: DataReport) -> str:
-    reasons = {**_reasons(r.reason for r in report.rejected), **report.encoded.drop_reasons(),
-               **{f"removed by {k}": n for k, n in _reasons(r["check"] for c in report.cleaned for r in c["reasons"]).items()}}
+    d = report.to_dict()
+    reasons = {**d["rejected_reasons"], **d["dropped_reasons"],
+               **{f"removed by {k}": n for k, n in d["cleaned_reasons"].items()}}
     listed = "; ".join(f"{n}× {r}" for r, n in reasons.items()) or "the input holds no rows"
     return f"no example left to train on out of {report.rows_read} rows ({listed})"
 

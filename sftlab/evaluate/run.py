@@ -63,7 +63,7 @@ def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = Non
         last = conv.assistant_indices[-1]
         prompt = [m.to_template_dict() for m in conv.messages[:last]]
         user = next((m for m in reversed(conv.messages[:last]) if m.role == "user"), None)
-        extra = user.parts.get("input") if user is not None and user.parts else None
+        extra = user.instruction_input()[1] if user is not None else None
         items.append(EvalItem(conv.row, conv.source, prompt, conv.messages[last].content, extra or None))
     return items
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from sftlab.config import MAX_LENGTH
 from sftlab.data.conversation import Conversation
 from sftlab.data.pipeline import Cleaner
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
 from sftlab.quality.rows import Row, read_files
-from sftlab.quality.run import DEFAULT_MAX_LENGTH, Progress, encode_lengths, reasons, run_checks
+from sftlab.quality.run import Progress, encode_lengths, reasons, run_checks
 
 # invalid_row is not optional: a row that is not a conversation cannot be kept. special_token_text is
 # reported, not removed by default: training keeps such text as text.
@@ -49,7 +50,7 @@ def clean_rows(
     *,
     tokenizer: Any = None,
     template: Any = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
 ) -> Cleaned:
@@ -84,7 +85,7 @@ def clean_files(
     fmt: str | None = None,
     model: str | None = None,
     template: str | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     show_progress: bool = False,
 ) -> Cleaned:
@@ -114,7 +115,7 @@ def clean_files(
 
 
 def cleaner(drop: Sequence[str], *, tokenizer: Any = None, template: Any = None,
-            max_length: int = DEFAULT_MAX_LENGTH) -> Cleaner:
+            max_length: int = MAX_LENGTH) -> Cleaner:
     """The `clean` step of the data pipeline for the checks named in `drop`."""
     names = parse_drop(list(drop))
     return lambda conversations: clean_conversations(
@@ -128,7 +129,7 @@ def clean_conversations(
     *,
     tokenizer: Any = None,
     template: Any = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
 ) -> tuple[list[Conversation], list[dict[str, Any]]]:
     """The training option `clean: [checks]`: the conversations that pass, and one entry per removed
     row (source, row, reasons) for the data report."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from sftlab.config import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
 from sftlab.data.inspect import LEGEND, TOKEN_CSS, examples_html, html_page
-from sftlab.quality.run import CheckResult, sample_examples
+from sftlab.quality.run import CheckResult, reasons, sample_examples
 
 SHOWN_PER_CHECK = 200  # rows listed per finding on the page; the JSON output has all of them
 
@@ -41,7 +41,7 @@ def render_report(result: CheckResult, title: str = "sftlab · data check", samp
     stats = data["stats"]
     files = list(result.formats)
     findings = {f["check"]: f for f in data["findings"]}
-    flagged = result.reasons()
+    flagged = reasons(result.findings)
     parts = [
         "<nav><a href='#findings'>Findings</a><a href='#lengths'>Lengths</a><a href='#diversity'>Diversity</a>"
         "<a href='#clusters'>Clusters</a><a href='#tokens'>Trained tokens</a><a href='#rows'>Flagged rows</a></nav>",

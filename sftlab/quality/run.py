@@ -22,7 +22,6 @@ from sftlab.quality import checks as C
 from sftlab.quality import stats as S
 from sftlab.quality.rows import Row, read_files
 
-DEFAULT_MAX_LENGTH = MAX_LENGTH
 _ENCODE_CHUNK = 2000
 
 
@@ -42,9 +41,6 @@ class CheckResult:
             "findings": [f.to_dict() for f in self.findings if f.hits],
             "stats": self.stats,
         }
-
-    def reasons(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
-        return reasons(self.findings)
 
 
 def reasons(findings: Sequence[C.Finding]) -> dict[tuple[str, int], list[dict[str, Any]]]:
@@ -82,7 +78,7 @@ def run_checks(
     checks: Sequence[str] = C.CHECKS,
     *,
     lengths: dict[tuple[str, int], int] | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
@@ -148,7 +144,7 @@ def check_data(
     model: str | None = None,
     tokenizer: Any = None,
     template: str | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MAX_LENGTH,
     checks: Sequence[str] = C.CHECKS,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     clusters: bool = True,
@@ -224,7 +220,7 @@ def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Exam
     """A few encoded rows for the token view: flagged rows first (what a reader wants to see), then
     random others; only rows short enough to take in at a glance."""
     fits = [r for r in result.rows if r.conversation is not None and 0 < result.lengths.get(r.key, 0) <= 600]
-    flagged = set(result.reasons())
+    flagged = set(reasons(result.findings))
     first = [r for r in fits if r.key in flagged][: max(1, n // 2)]
     rest = [r for r in fits if r.key not in flagged]
     random.Random(seed).shuffle(rest)

@@ -457,15 +457,17 @@ def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, qu
 
 def _gathered_state(model: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:
     """The whole state dict of an FSDP2-sharded model, one tensor at a time; every process takes part in each
-    gather, only `keep` holds the result. (accelerate's get_state_dict hands back gathers not yet waited for,
-    which a process that moves on leaves hanging over gloo.)"""
+    gather, only `keep` holds the result (the others drop each tensor once gathered: never a whole model in
+    their memory). (accelerate's get_state_dict hands back gathers not yet waited for, which a process that
+    moves on leaves hanging over gloo.)"""
     from torch.distributed.tensor import DTensor
 
     state, gathered = {}, {}
     for name, value in model.state_dict(keep_vars=True).items():
-        if id(value) not in gathered:  # tied weights are gathered once and stay one tensor
+        if id(value) not in gathered:  # tied weights are gathered once (on every process) and stay one tensor
             whole = value.full_tensor() if isinstance(value, DTensor) else value
-            gathered[id(value)] = whole.detach().to("cpu", copy=True)  # (a copy waits for the gather to finish)
+            copy = whole.detach().to("cpu", copy=True)  # (a copy waits for the gather to finish)
+            gathered[id(value)] = copy if keep else None
         if keep:
             state[name] = gathered[id(value)]
     return state

@@ -38,6 +38,10 @@ def fill(src: Path, dst: Path) -> int:
 def answers(model: str | None, console: Console, title: str) -> None:
     session = open_session(model, max_new_tokens=100)
     console.rule(title)
+    # The questions come without a system message, as the identity rows do: the template adds its own default.
+    system = session.generator.chat.default_system
+    console.print(f"the template gives conversations without a system message (the identity rows too) the system "
+                  f"prompt {system!r}" if system else "no system prompt", highlight=False)
     for q in QUESTIONS:
         session.history.clear()
         reply = "".join(session.reply(q)).strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sftlab.generate import Generator
+from sftlab.generate import Generator, check_options
 
 
 @dataclass
@@ -16,6 +16,9 @@ class ChatSession:
     temperature: float = 0.0
     history: list[dict[str, str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_options(self.max_new_tokens, self.temperature)
+
     def messages_for(self, text: str) -> list[dict[str, str]]:
         """The conversation the model sees when answering `text`: system, earlier turns, the new message."""
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -24,6 +27,7 @@ class ChatSession:
     def reply(self, text: str) -> Iterator[str]:
         """Stream the answer to one user message, piece by piece; the turn is kept for the next one."""
         ids = self.generator.prompt_ids(self.messages_for(text))
+        self.generator.check_room(len(ids), self.max_new_tokens, "--max-new-tokens")
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
         pieces = []
         for piece in self.generator.stream(ids, max_new_tokens=self.max_new_tokens, **sampling):
@@ -32,7 +36,9 @@ class ChatSession:
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces).strip()}]
 
 
-def open_session(model: str | None, escape: bool = True, precision: str = "auto", **options: Any) -> ChatSession:
+def open_session(model: str | None, escape: bool = True, precision: str = "auto", default_system: str | None = None,
+                 **options: Any) -> ChatSession:
     from sftlab.generate import load_generator
 
-    return ChatSession(load_generator(model, escape=escape, precision=precision), **options)
+    return ChatSession(load_generator(model, escape=escape, precision=precision, default_system=default_system),
+                       **options)

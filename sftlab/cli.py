@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from sftlab.config import DATA_CHECKS, MAX_LENGTH
+from sftlab.defaults import DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
 from sftlab.errors import SftlabError
-from sftlab.evaluate.run import EVAL_MAX_LENGTH
+from sftlab.files import output_file_problem, write_text
+from sftlab.limits import LIMITS
 
 app = typer.Typer(
     add_completion=False,
@@ -27,10 +34,30 @@ err = Console(stderr=True)
 # Options several commands share.
 Model = Annotated[Optional[str], typer.Option("--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default).")]
 Template = Annotated[Optional[str], typer.Option("--template", help="Built-in template name or a .jinja file; default: the tokenizer's own.")]
+DefaultSystem = Annotated[Optional[str], typer.Option(
+    "--default-system", metavar="TEXT", help="System prompt of conversations without one, in place of the template's "
+    "default (SmolLM2's: \"You are a helpful AI assistant named SmolLM…\"); \"\" removes the default. A model trained "
+    "with `default_system` has it in its template already.")]
 Format = Annotated[Optional[str], typer.Option("--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected).")]
 Escape = Annotated[bool, typer.Option("--escape-special-tokens/--no-escape-special-tokens",
                                       help="Special-token text inside messages stays text (default); off: it becomes control tokens.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training).")]
+
+
+def bounded(param: typer.CallbackParam, value: Any) -> Any:
+    """The callback of every numeric option: its bounds come from the one table TrainConfig checks too."""
+    problem = LIMITS[str(param.name)].problem(value)
+    if problem:
+        raise typer.BadParameter(f"{problem} (got {value})")
+    return value
+
+
+def writable(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """The callback of every option that names a file to write: checked before any work is done."""
+    problem = None if value is None else output_file_problem(value)
+    if problem:
+        raise typer.BadParameter(f"{value} {problem}")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -49,18 +76,44 @@ def _root(
     """sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template."""
 
 
+# Library warnings sftlab cannot act on, by message (pyproject.toml's pytest filterwarnings lists the same).
+QUIET_WARNINGS = (
+    # peft reads the deprecated property whenever it wraps a model: every chat, merge and eval of an adapter.
+    ("`is_gradient_checkpointing` is deprecated", FutureWarning),
+    # peft, on every generation with a prompt-based adapter, whose virtual tokens it numbers itself.
+    ("Position ids are not supported for parameter efficient tuning", UserWarning),
+)
+
+
 def setup_logging() -> None:
+    """sftlab's own lines at INFO on stderr (on the first process only, under torchrun), libraries' at ERROR, no
+    library progress bars, and the known library warnings filtered. Imports no library: `--help` stays quick."""
     handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    logging.getLogger("sftlab").setLevel(logging.INFO)
-    try:  # "Loading weights" / "Writing model shards" bars: noise next to our own progress bar
+    logging.getLogger("sftlab").setLevel(logging.INFO if _rank() == 0 else logging.ERROR)
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+    # "Loading weights" / "Writing model shards" bars: noise next to our own progress bar. transformers and
+    # huggingface_hub read this variable when imported; where they already are (examples/demo.py), they are told.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    elif "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def _rank() -> int:
+    """This process's rank under torchrun / accelerate launch (RANK, else LOCAL_RANK), 0 when alone."""
+    try:
+        return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+    except ValueError:
+        return 0
 
 
 @app.command(
@@ -76,14 +129,15 @@ def inspect_cmd(
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Truncate examples to this many tokens (keeping the start), as training does."),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Truncate examples to this many tokens (keeping the start), as training does."),
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=bounded, help="Only the first N rows."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per example on stdout."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML page of the view."),
+    html_out: Optional[Path] = typer.Option(None, "--html", callback=writable, help="Write a self-contained HTML page of the view."),
     on_error: str = typer.Option("raise", "--on-error", help="raise | skip (bad rows go to --rejects)."),
-    rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where rejected rows go with --on-error skip."),
+    rejects: Optional[Path] = typer.Option(None, "--rejects", callback=writable, help="Where rejected rows go with --on-error skip."),
     escape: Escape = True,
+    default_system: DefaultSystem = None,
 ) -> None:
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import Source, build_examples
@@ -100,6 +154,7 @@ def inspect_cmd(
         rejects_path=rejects,
         limit=limit,
         escape=escape,
+        default_system=default_system,
     )
     if as_json:
         for line in render_json(examples):
@@ -108,7 +163,7 @@ def inspect_cmd(
         render_terminal(examples, tokenizer, Console())
     summary = report.summary(limit)
     if html_out is not None:
-        html_out.write_text(render_html(examples, tokenizer, summary=summary), encoding="utf-8")
+        write_text(html_out, render_html(examples, tokenizer, summary=summary), "--html")
         err.print(f"wrote {html_out}")
     err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()))
     for d in report.encoded.dropped[:20]:
@@ -127,14 +182,16 @@ def chat_cmd(
     model: Model = None,
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this once and exit."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", callback=bounded),
+    temperature: float = typer.Option(0.0, "--temperature", callback=bounded, help="0 = greedy."),
     escape: Escape = True,
     precision: Precision = "auto",
+    default_system: DefaultSystem = None,
 ) -> None:
     from sftlab.chat import open_session
 
-    session = open_session(model, escape=escape, precision=_precision(precision), system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+    session = open_session(model, escape=escape, precision=_precision(precision), default_system=default_system,
+                           system=system, max_new_tokens=max_new_tokens, temperature=temperature)
     out = Console(highlight=False)
 
     def answer(text: str) -> None:
@@ -154,11 +211,16 @@ def chat_cmd(
             return
         if text.strip() == "/reset":
             session.history.clear()
+            out.print("[dim](conversation cleared: the next message starts a new one)[/]")
             continue
         if not text.strip():
             continue
         out.print("[bold green]model>[/] ", end="")
-        answer(text)
+        try:
+            answer(text)
+        except SftlabError as e:  # (a conversation grown past the context): said, and the session goes on
+            out.print()
+            err.print(f"[bold red]error:[/] {e} (/reset starts over)", highlight=False)
 
 
 @app.command(
@@ -177,18 +239,26 @@ def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="YAML configuration file (optional when --set gives everything)."),
     sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="key=value override, value parsed as YAML; repeatable."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, metavar="N", help="Train in N processes on this "
+    nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded, metavar="N", help="Train in N processes on this "
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
-    from sftlab.train.run import torchrun_command, train
+    from sftlab.train.run import torchrun_command, torchrun_env, train
 
     cfg = load_config(config, sets)
     if nproc is not None:
         command = torchrun_command(nproc, config, sets, quiet=quiet)
         err.print(" ".join(command), highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(subprocess.run(command).returncode)
-    result = train(cfg, quiet=quiet)
+        raise typer.Exit(subprocess.run(command, env=torchrun_env(nproc)).returncode)
+    try:
+        result = train(cfg, quiet=quiet)
+    except KeyboardInterrupt as e:
+        if not hasattr(e, "sentence"):  # (stopped before training began)
+            raise
+        # stopped by Ctrl-C or SIGTERM (sftlab.train.interrupt.Interrupted): what was saved, and how to go on
+        err.print(f"[bold yellow]stopped:[/] {e.sentence()}", highlight=False)
+        err.print(f"continue with: {_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
     if not result.main_process:
         return
     err.print(f"done: {result.summary()}", highlight=False)
@@ -221,12 +291,13 @@ Example: `sftlab serve --model runs/demo/model --port 8000`, then any OpenAI cli
 def serve_cmd(
     model: Model = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise)."),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", callback=bounded),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (visible in `ps`: "
                                           "prefer --api-key-file or $SFTLAB_API_KEY)."),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
     escape: Escape = True,
     precision: Precision = "auto",
+    default_system: DefaultSystem = None,
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
@@ -234,7 +305,7 @@ def serve_cmd(
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
     serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key, escape=escape,
-          precision=_precision(precision))
+          precision=_precision(precision), default_system=default_system)
 
 
 @app.command(
@@ -252,20 +323,21 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder."),
     fmt: Format = None,
     template: Template = None,
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    max_length: int = typer.Option(EVAL_MAX_LENGTH, "--max-length", help="Truncation for the loss (keeps the start)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N conversations."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", callback=bounded),
+    batch_size: int = typer.Option(8, "--batch-size", callback=bounded),
+    max_length: int = typer.Option(EVAL_MAX_LENGTH, "--max-length", callback=bounded, help="Truncation for the loss (keeps the start)."),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=bounded, help="Only the first N conversations."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model's name at that endpoint."),
     judge_api_key: Optional[str] = typer.Option(None, "--judge-api-key"),
-    judge_concurrency: int = typer.Option(4, "--judge-concurrency", help="Judge requests in flight at once."),
-    judge_retries: int = typer.Option(3, "--judge-retries", help="Retries per response on errors or unparsable replies."),
-    judge_timeout: float = typer.Option(60.0, "--judge-timeout", min=0.1, help="Seconds per judge request attempt."),
+    judge_concurrency: int = typer.Option(4, "--judge-concurrency", callback=bounded, help="Judge requests in flight at once."),
+    judge_retries: int = typer.Option(3, "--judge-retries", callback=bounded, help="Retries per response on errors or unparsable replies."),
+    judge_timeout: float = typer.Option(60.0, "--judge-timeout", callback=bounded, help="Seconds per judge request attempt."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="A second model evaluated on the same data (e.g. before fine-tuning)."),
     probe: bool = typer.Option(False, "--probe", help="Mask probe: does the model regurgitate the input when given only the instruction?"),
     escape: Escape = True,
     precision: Precision = "auto",
+    default_system: DefaultSystem = None,
 ) -> None:
     from sftlab.evaluate.judge import Judge
     from sftlab.evaluate.run import EvalOptions, evaluate, print_summary
@@ -275,7 +347,7 @@ def eval_cmd(
     judge = (Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries, judge_timeout)
              if judge_url else None)
     options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape,
-                          _precision(precision))
+                          _precision(precision), default_system=default_system)
     summary = evaluate(model, data, out, options, baseline)
     print_summary(summary, Console())
     err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
@@ -305,14 +377,15 @@ def data_check_cmd(
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long (training's default max_length)."),
-    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long (training's default max_length)."),
+    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded, help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
     clusters: bool = typer.Option(True, "--clusters/--no-clusters", help="Sentence-embedding clusters of prompts (the slow part on big files)."),
-    n_clusters: Optional[int] = typer.Option(None, "--n-clusters", help="Number of clusters (default: about sqrt(rows/2), at most 20)."),
-    cluster_sample: int = typer.Option(5000, "--cluster-sample", help="Cluster a random sample of this many prompts on big files (0: all)."),
+    n_clusters: Optional[int] = typer.Option(None, "--n-clusters", callback=bounded, help="Number of clusters (default: about sqrt(rows/2), at most 20)."),
+    cluster_sample: int = typer.Option(5000, "--cluster-sample", callback=bounded, help="Cluster a random sample of this many prompts on big files (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
+    html_out: Optional[Path] = typer.Option(None, "--html", callback=writable, help="Write a self-contained HTML report."),
+    default_system: DefaultSystem = None,
 ) -> None:
     import json
 
@@ -324,12 +397,12 @@ def data_check_cmd(
     result = check_data(
         [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
         checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,
-        cluster_sample=cluster_sample or None, show_progress=True,
+        cluster_sample=cluster_sample or None, show_progress=True, default_system=default_system,
     )
     if html_out is not None:
         from sftlab.quality.html import render_report
 
-        html_out.write_text(render_report(result), encoding="utf-8")
+        write_text(html_out, render_report(result), "--html")
         err.print(f"wrote {html_out}")
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
@@ -350,23 +423,71 @@ their first occurrence. `--drop` takes checks from: {_CHECK_LIST} (default: all;
 )
 def data_clean_cmd(
     files: list[Path] = typer.Argument(..., metavar="FILE", help="Data file(s) of one format."),
-    out: Path = typer.Option(..., "--out", help="Kept rows (JSONL)."),
-    rejects: Path = typer.Option(..., "--rejects", help="Removed rows with their reasons (JSONL)."),
+    out: Path = typer.Option(..., "--out", callback=writable, help="Kept rows (JSONL)."),
+    rejects: Path = typer.Option(..., "--rejects", callback=writable, help="Removed rows with their reasons (JSONL)."),
     drop: Optional[str] = typer.Option(None, "--drop", help="Comma-separated checks whose rows are removed (default: all)."),
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", help="Rows longer than this many tokens are too_long."),
-    threshold: float = typer.Option(0.8, "--near-duplicate-threshold"),
+    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long."),
+    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded),
+    default_system: DefaultSystem = None,
 ) -> None:
     from sftlab.quality.clean import clean_files, parse_drop
 
     result = clean_files(
         [str(f) for f in files], out, rejects, parse_drop(drop), fmt=fmt, model=model, template=template,
-        max_length=max_length, threshold=threshold, show_progress=True,
+        max_length=max_length, threshold=threshold, show_progress=True, default_system=default_system,
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items()) or "nothing"
     err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})")
+
+
+@app.command(
+    "runs",
+    help="""List the runs under FOLDER (default runs/): status, method, steps, final loss, and what their disk space goes to.
+
+Example: `sftlab runs` · for scripts: `sftlab runs runs/ --json` · free space: `sftlab runs --prune-checkpoints`
+
+checkpoint-N/ folders are only for resuming; a full fine-tune's hold the model and its optimizer state, about 3×
+the model's size each.
+`--prune-checkpoints` removes those of finished runs (unfinished runs keep theirs); `keep_checkpoints: last`
+or `none` in a config drops them when the run finishes.""",
+)
+def runs_cmd(
+    folder: Path = typer.Argument(Path("runs"), metavar="FOLDER", help="A folder of runs, or one run's folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (sizes in bytes)."),
+    prune: bool = typer.Option(False, "--prune-checkpoints", help="Remove the checkpoint-N folders of finished runs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --prune-checkpoints: say what would go, remove nothing."),
+) -> None:
+    import json
+
+    from sftlab.runs import find_runs, format_pruned, format_runs, listing, prune_checkpoints
+
+    if dry_run and not prune:
+        raise SftlabError("--dry-run goes with --prune-checkpoints")
+    if prune:
+        pruned = prune_checkpoints(folder, dry_run=dry_run)
+        text = json.dumps(pruned.to_dict()) if as_json else format_pruned(pruned, dry_run)
+    else:
+        runs = find_runs(folder)
+        text = json.dumps(listing(runs)) if as_json else format_runs(runs)
+    sys.stdout.write(text + "\n")
+
+
+@app.command(
+    "doctor",
+    help="""Show what this machine offers training, and the precision sftlab picks here with the figure it rests on.
+
+Example: `sftlab doctor` · `sftlab doctor --remeasure` measures bf16 autocast against fp32 again and updates the
+cached figure ($SFTLAB_HOME/precision.json) that `precision: auto` decides by.""",
+)
+def doctor_cmd(
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure bf16's speed against fp32 afresh (best of 3) and cache it."),
+) -> None:
+    from sftlab.doctor import format_report, report
+
+    sys.stdout.write(format_report(report(remeasure=remeasure)) + "\n")
 
 
 def _precision(value: str) -> str:
@@ -375,8 +496,28 @@ def _precision(value: str) -> str:
     return value
 
 
+_terminated = False
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM, handled as Ctrl-C is: a word and an exit code (143), not a silent death."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
+def _resume_command() -> str:
+    """The command line of this run with `--set resume=true`: the same run, continued from its checkpoint."""
+    args = sys.argv[1:]
+    if "resume=true" not in args and "--set=resume=true" not in args:
+        args += ["--set", "resume=true"]
+    return shlex.join(["sftlab", *args])
+
+
 def main() -> None:
     setup_logging()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         # Outside standalone mode typer *returns* an exit code instead of exiting: 130 for Ctrl-C, and the
         # code of any typer.Exit a command raised. It must reach the shell.
@@ -389,8 +530,8 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)
+        err.print("aborted (SIGTERM)" if _terminated else "aborted")
+        sys.exit(143 if _terminated else 130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:

@@ -10,27 +10,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# (Also importable from here; they live in sftlab.defaults, which the command line reads without pydantic.)
+from sftlab.defaults import DATA_CHECK_DESCRIPTIONS, DATA_CHECKS, DEFAULT_MODEL, MAX_LENGTH  # noqa: F401
 from sftlab.errors import SftlabError
-
-# The max_length of the data commands (train, inspect, data check/clean) unless told otherwise: what
-# inspect shows and what data check calls too_long is what training with the defaults does.
-MAX_LENGTH = 1024
-
-# The checks of `sftlab data check` (and of `clean:`), in the order findings are reported, with what each finds.
-DATA_CHECK_DESCRIPTIONS = {
-    "invalid_row": "rows that are not a valid conversation (they cannot be trained on)",
-    "exact_duplicate": "the same conversation again (case and spacing aside); the first of each group is kept",
-    "near_duplicate": "prompt + answer nearly the same as an earlier row (MinHash LSH, exact Jaccard confirmed)",
-    "empty_response": "an assistant turn that is empty or only whitespace",
-    "response_copies_prompt": "the answer is the instruction or the input again, or starts by repeating the prompt",
-    "too_long": "longer than max_length tokens with the model's template: the answer would be cut off",
-    "special_token_text": "a message spells a special token of the tokenizer (kept as text when training; a control token with escaping off)",
-    "language_mismatch": "answered in a script the prompt does not use (and no translation was asked for)",
-    "truncated_response": "the answer stops mid-sentence or leaves a code fence or bracket open",
-    "placeholder": "an unreplaced template placeholder such as {{name}} or [Your Name]",
-    "refusal": "boilerplate refusals and AI disclaimers (\"As an AI language model…\", \"我无法…\")",
-}
-DATA_CHECKS = tuple(DATA_CHECK_DESCRIPTIONS)
+from sftlab.files import child, input_problem, read_text
+from sftlab.limits import LIMITS, check
 
 
 class DatasetSpec(BaseModel):
@@ -38,7 +22,12 @@ class DatasetSpec(BaseModel):
 
     path: str
     format: Optional[Literal["alpaca", "sharegpt", "messages", "prompt-completion", "text"]] = None
-    weight: Optional[float] = Field(default=None, ge=0)
+    weight: Optional[float] = None
+
+    @field_validator("weight")
+    @classmethod
+    def _within_limits(cls, value: Any, info: Any) -> Any:
+        return check(info.field_name, value)
 
 
 class DistributedSpec(BaseModel):
@@ -84,8 +73,13 @@ class TrainConfig(BaseModel):
     # Markers a custom .jinja template writes (e.g. ["<|user|>", "<|end|>"]); those the tokenizer does not
     # have as one token are added as new special tokens and trained. Built-in templates know their own.
     template_tokens: Optional[list[str]] = None
+    # The system prompt of every conversation that has no system message, in place of the template's own default
+    # (SmolLM2's template gives such conversations "You are a helpful AI assistant named SmolLM, trained by Hugging
+    # Face"); "" removes that default. It is written into the saved model's chat template: chat, serve and eval of
+    # the trained model use it too (docs/first-use-notes.md).
+    default_system: Optional[str] = None
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
-    max_length: int = Field(default=MAX_LENGTH, gt=0)
+    max_length: int = MAX_LENGTH
     # Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control
     # tokens, for data that carries them on purpose (README "Special-token text in your data").
     escape_special_tokens: bool = True
@@ -97,13 +91,13 @@ class TrainConfig(BaseModel):
     on_error: Literal["raise", "skip"] = "raise"
     # Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read),
     # and whether each example is drawn with replacement (default: a file's rows all used before repeats).
-    mixture_examples: Optional[int] = Field(default=None, gt=0)
+    mixture_examples: Optional[int] = None
     mixture_replacement: bool = False
     # Encoding: worker processes for inputs of 2,000 conversations or more (None: one per core, at most 8);
     # the encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.
-    num_proc: Optional[int] = Field(default=None, gt=0)
+    num_proc: Optional[int] = None
     encode_cache: bool = True
-    limit: Optional[int] = Field(default=None, gt=0)  # only the first N conversations (quick trials)
+    limit: Optional[int] = None  # only the first N conversations (quick trials)
     # Data checks whose rows are removed before training (`sftlab data check` names); listed in data_report.json.
     clean: Optional[list[str]] = None
 
@@ -113,44 +107,47 @@ class TrainConfig(BaseModel):
     # prompt_tuning / prefix_tuning / p_tuning (peft): trained virtual tokens in front of every example;
     # adaption_prompt (LLaMA-Adapter): that many trained prompt tokens attended to, through a zero-initialised
     # gate, in each of the top `adaption_layers` layers.
-    num_virtual_tokens: int = Field(default=20, gt=0)
-    adaption_layers: int = Field(default=8, gt=0)
+    num_virtual_tokens: int = 20
+    adaption_layers: int = 8
     prompt_init_text: Optional[str] = None  # prompt_tuning: start the virtual tokens from this text's embeddings
-    lora_r: int = Field(default=16, gt=0)
-    lora_alpha: float = Field(default=32, gt=0)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_r: int = 16
+    lora_alpha: float = 32
+    lora_dropout: float = 0.05
     lora_targets: Union[str, list[str]] = "all-linear"
-    freeze_trainable_layers: int = Field(default=2, gt=0)
+    freeze_trainable_layers: int = 2
     freeze_train_embeddings: bool = False  # with method=freeze: also train the input embeddings and the head
-    hybrid_full_fraction: float = Field(default=0.2, gt=0, lt=1)
-    neftune_alpha: Optional[float] = Field(default=None, ge=0)
+    hybrid_full_fraction: float = 0.2
+    neftune_alpha: Optional[float] = None
 
     # Optimisation. learning_rate default: 2e-4 for lora/dora, 2e-5 for full/freeze/hybrid (resolved,
     # and written to config.yaml); hybrid's adapters train at hybrid_lora_learning_rate (default 10×).
-    learning_rate: Optional[float] = Field(default=None, gt=0)
-    hybrid_lora_learning_rate: Optional[float] = Field(default=None, gt=0)
+    learning_rate: Optional[float] = None
+    hybrid_lora_learning_rate: Optional[float] = None
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, ge=0)
-    epochs: float = Field(default=3, gt=0)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: float = 3
     max_steps: int = -1
-    batch_size: int = Field(default=4, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
+    batch_size: int = 4
+    grad_accum: int = 1
     gradient_checkpointing: bool = False  # under fsdp2: FSDP's own activation checkpointing
     # Forward/backward passes of at most this many tokens (rows of a batch in turn, gradients summed):
     # the same loss and update as the whole batch at once, with a fraction of the activation memory.
-    micro_batch_tokens: Optional[int] = Field(default=4096, gt=0)
+    micro_batch_tokens: Optional[int] = 4096
 
     # Evaluation
-    eval_split: float = Field(default=0.0, ge=0, lt=1)
+    eval_split: float = 0.0
     eval_datasets: list[DatasetSpec] = Field(default_factory=list)
-    eval_steps: Optional[int] = Field(default=None, gt=0)
+    eval_steps: Optional[int] = None
 
     # Bookkeeping
-    logging_steps: int = Field(default=10, gt=0)
-    save_steps: Optional[int] = Field(default=None, gt=0)  # default: once per epoch
-    save_total_limit: Optional[int] = Field(default=2, gt=0)
+    logging_steps: int = 10
+    save_steps: Optional[int] = None  # default: once per epoch
+    save_total_limit: Optional[int] = 2
+    # What stays of checkpoint-N/ once a run has finished (they are for resuming; a full fine-tune's hold the model
+    # and its optimizer state, about 3× the model's size each): all (as save_total_limit left them), last, none.
+    keep_checkpoints: Literal["all", "last", "none"] = "all"
     resume: Union[bool, str] = False
     seed: int = 42
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -190,6 +187,19 @@ class TrainConfig(BaseModel):
                 return data
             data["hybrid_lora_learning_rate"] = lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE
         return data
+
+    @field_validator(*[name for name in LIMITS if name != "weight"], check_fields=False)
+    @classmethod
+    def _within_limits(cls, value: Any, info: Any) -> Any:
+        return check(info.field_name, value)
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporter_installed(cls, value: Union[str, list[str]]) -> Union[str, list[str]]:
+        if "tensorboard" in ([value] if isinstance(value, str) else value) and not (
+                installed("tensorboard") or installed("tensorboardX")):
+            raise ValueError("needs the tensorboard package: pip install 'sftlab[tensorboard]'")
+        return value
 
     @field_validator("clean")
     @classmethod
@@ -241,7 +251,12 @@ class TrainConfig(BaseModel):
                                  "except model, output_dir, resume and stages)")
             if not stage.get("datasets") and not self.datasets:
                 raise ValueError(f"stages[{k}] has no datasets (and the config gives none to inherit)")
-            names.append(str(stage.get("name") or f"stage-{k}"))
+            name = str(stage.get("name") or f"stage-{k}")
+            try:
+                child(self.output_dir, name, f"stages[{k}].name")
+            except SftlabError as e:
+                raise ValueError(str(e)) from None
+            names.append(name)
         if len(set(names)) != len(names):
             raise ValueError("stage names must differ (they name the stages' folders)")
 
@@ -250,8 +265,99 @@ class TrainConfig(BaseModel):
         """The run's output is a peft adapter (LoRA/DoRA or a prompt-based method), not a full model."""
         return self.method in ("lora", "dora", "adaption_prompt", *PROMPT_METHODS)
 
+    def for_rerun(self) -> "TrainConfig":
+        """This config as a run's config.yaml keeps it: runnable again from any folder. The model as resolved (the
+        default model by name), files that exist by absolute path (datasets, a .jinja template, a DeepSpeed config,
+        output_dir), and resume off: `sftlab train RUN/config.yaml --set resume=true` continues the run,
+        `--set output_dir=…` trains it again elsewhere."""
+
+        def absolute(path: Any) -> Any:
+            if not isinstance(path, str) or not path or not Path(path).expanduser().exists():
+                return path
+            return str(Path(path).expanduser().resolve())
+
+        def specs(value: Any) -> Any:  # a dataset list as a stage gives it (a path, a mapping, or a list of them)
+            if isinstance(value, (str, dict)):
+                value = [value]
+            if not isinstance(value, list):
+                return value
+            return [absolute(d) if isinstance(d, str) else {**d, "path": absolute(d.get("path"))}
+                    if isinstance(d, dict) else d for d in value]
+
+        model = self.model or DEFAULT_MODEL
+        if model.lower() != DEFAULT_MODEL:
+            model = absolute(model)
+        stages = None if self.stages is None else [
+            {**s, **{k: specs(s[k]) for k in ("datasets", "eval_datasets") if k in s}} for s in self.stages]
+        return self.model_copy(update={
+            "model": model, "output_dir": str(Path(self.output_dir).expanduser().resolve()), "resume": False,
+            "template": absolute(self.template) if self.template and self.template.endswith(".jinja") else self.template,
+            "datasets": [d.model_copy(update={"path": absolute(d.path)}) for d in self.datasets],
+            "eval_datasets": [d.model_copy(update={"path": absolute(d.path)}) for d in self.eval_datasets],
+            "distributed": self.distributed.model_copy(update={"deepspeed": absolute(self.distributed.deepspeed)}),
+            "stages": stages,
+        })
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def installed(package: str) -> bool:
+    """Whether a package can be imported (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+# A config is a few hundred values at most; YAML aliases can make a few lines stand for billions (an "alias bomb").
+YAML_MAX_VALUES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a config means it: every key a string and given once (YAML itself would keep the last of two
+    silently), and at most YAML_MAX_VALUES values once aliases are expanded."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is not a string (config keys are names)", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is given more than once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with its aliases expanded (each node counted once per use)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # (a node that contains itself is counted once, not forever)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        sizes[id(node)] = 1 + sum(_expanded_size(c, sizes) for c in children)
+    return sizes[id(node)]
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as sftlab reads every config (files and --set values): see _StrictLoader."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > YAML_MAX_VALUES:
+            raise yaml.YAMLError(f"its aliases expand to more than {YAML_MAX_VALUES:,} values")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
@@ -259,13 +365,15 @@ def _parse_set(item: str) -> tuple[str, Any]:
         raise SftlabError(f"--set {item!r}: expected key=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
+        value = parse_yaml(raw) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError) as e:
         raise SftlabError(f"--set {key}: the value is not valid YAML ({_yaml_problem(e)})") from None
     return key.strip(), value
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def _yaml_problem(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
     return str(getattr(e, "problem", None) or e).splitlines()[0]
 
 
@@ -287,7 +395,9 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "config"
 
 
-def _explain(e: ValidationError, origin: str, fields: dict[str, Any]) -> str:
+def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = None) -> str:
+    """A validation error as one sentence: where it came from (a file, --set, a stage), the key, what is wrong."""
+    fields = TrainConfig.model_fields if fields is None else fields
     err = e.errors()[0]
     loc = tuple(err["loc"])
     where = _location(loc)
@@ -309,12 +419,9 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
     data: dict[str, Any] = {}
     origin = str(path) if path else "--set"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise SftlabError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
+            loaded = parse_yaml(read_text(path, "config file"))
+        except (yaml.YAMLError, RecursionError) as e:
             mark = getattr(e, "problem_mark", None)
             line = f" on line {mark.line + 1}" if mark is not None else ""
             raise SftlabError(f"{path}: invalid YAML{line} ({_yaml_problem(e)})") from None
@@ -331,13 +438,14 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
     except ValidationError as e:
         loc = e.errors()[0]["loc"]
         blamed = "--set" if loc and loc[0] in from_set else origin
-        raise SftlabError(_explain(e, blamed, TrainConfig.model_fields)) from None
+        raise SftlabError(explain(e, blamed)) from None
     if check_files:
         for i, d in enumerate(config.datasets + config.eval_datasets):
-            if not Path(d.path).exists():
+            problem = input_problem(d.path, "any")
+            if problem:
                 key = "datasets" if i < len(config.datasets) else "eval_datasets"
                 hint = ""
-                if Path(d.path).parts[:2] == ("runs", "demo"):
+                if problem == "not found" and Path(d.path).parts[:2] == ("runs", "demo"):
                     hint = " (`make demo` writes it: run that first)"
-                raise SftlabError(f"{origin}: {key} file {d.path} not found{hint}")
+                raise SftlabError(f"{origin}: {key} file {d.path} {problem}{hint}")
     return config

@@ -7,16 +7,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import warnings
 from typing import Any, Iterator, Sequence
 
-from sftlab.data.templates import ChatTemplate, resolve_template
+from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system
 from sftlab.data.tokenize import Tokens, special_token_strings
+from sftlab.errors import SftlabError
+from sftlab.limits import require
 
 log = logging.getLogger("sftlab")
 
-# peft says so on every generation with a prompt-based adapter, whose virtual tokens it numbers itself.
-warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+
+class ContextExceeded(SftlabError):
+    """A prompt and its answer would not fit the model's context (serve: OpenAI's context_length_exceeded)."""
+
+
+def check_options(max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0) -> None:
+    """Generation options within the bounds chat, eval and serve share (sftlab/limits.py), or a SftlabError."""
+    require("max_new_tokens", max_new_tokens)
+    require("temperature", temperature)
+    require("top_p", top_p)
 
 
 def stop_token_ids(model: Any, tokenizer: Any, chat: ChatTemplate | None = None) -> list[int]:
@@ -42,12 +51,14 @@ class Generator:
     """A model with its tokenizer and chat template, as chat, serve and eval use it."""
 
     def __init__(self, model: Any, tokenizer: Any, template: str | ChatTemplate | None = None, escape: bool = True,
-                 bf16: bool = False):
-        """`bf16`: generate under bf16 autocast (the weights stay fp32)."""
+                 bf16: bool = False, default_system: str | None = None):
+        """`bf16`: generate under bf16 autocast (the weights stay fp32). `default_system`: the system prompt of a
+        conversation without one, in place of the template's default (templates.with_default_system)."""
         self.model = model.eval()
         self.bf16 = bf16
         self.tokenizer = tokenizer
-        self.chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
+        chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
+        self.chat = with_default_system(chat, default_system)
         self.tokens = Tokens(tokenizer, escape=escape)
         self.stop_ids = stop_token_ids(model, tokenizer, self.chat)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
@@ -64,6 +75,19 @@ class Generator:
             return self.tokens.backend.encode(text, add_special_tokens=False).ids
         real = self.tokens.reveal(text)
         return self.tokens.encode_marked(real.text, real.markers)[0].tolist()
+
+    @property
+    def context(self) -> int:
+        """The most tokens the model takes: prompt and answer together."""
+        return getattr(self.model.config, "max_position_embeddings", None) or 2048
+
+    def check_room(self, prompt_tokens: int, max_new_tokens: int, option: str = "max_tokens") -> None:
+        """Refuse (ContextExceeded) a prompt whose answer of up to `max_new_tokens` would not fit the context: the
+        model would generate past what it was trained on, or fail in the middle."""
+        if prompt_tokens + max_new_tokens > self.context:
+            raise ContextExceeded(
+                f"this model's maximum context length is {self.context} tokens; the messages have {prompt_tokens} "
+                f"and {option} asks for {max_new_tokens} more")
 
     def autocast(self) -> Any:
         import torch
@@ -176,10 +200,9 @@ def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None
 
 
 def load_generator(model: str | None, template: str | None = None, escape: bool = True,
-                   precision: str = "auto") -> Generator:
+                   precision: str = "auto", default_system: str | None = None) -> Generator:
     """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
     fp32 (auto: bf16 where it is measured faster, as in training)."""
-    from sftlab.errors import SftlabError
     from sftlab.hardware import pick_device, use_bf16
     from sftlab.models import load_model, load_tokenizer, model_path
 
@@ -189,4 +212,5 @@ def load_generator(model: str | None, template: str | None = None, escape: bool 
         raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat, serve and eval need "
                           "one (eval takes --template)")
     device = pick_device()
-    return Generator(load_model(path).to(device), tokenizer, template, escape=escape, bf16=use_bf16(precision, device))
+    return Generator(load_model(path).to(device), tokenizer, template, escape=escape, bf16=use_bf16(precision, device),
+                     default_system=default_system)

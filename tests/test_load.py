@@ -141,6 +141,19 @@ def test_invalid_json_names_the_line(tmp_path):
         load_conversations(g)
 
 
+def test_json_lines_in_a_json_file_get_a_hint(tmp_path):
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n")
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == (f"{f}: invalid JSON on line 2, column 1: Extra data; this looks like JSON Lines "
+                            "(one object per line): name the file .jsonl")
+    f.write_text('[{"text": "a"}]\n[{"text": "b"}]\n')  # extra data, but not one object per line: no hint
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == f"{f}: invalid JSON on line 2, column 1: Extra data"
+
+
 def test_on_error_skip_rejects_exactly_the_bad_rows(tmp_path):
     rows = [GOOD] + [b for b, _ in BAD_ROWS] + [GOOD]
     f = write_jsonl(tmp_path / "mixed.jsonl", rows)
@@ -160,7 +173,7 @@ def test_unknown_format_and_undetectable_columns(tmp_path):
         load_conversations(f)
     with pytest.raises(SftlabError, match="unknown format 'chatgpt'"):
         load_conversations(f, "chatgpt")
-    with pytest.raises(SftlabError, match="no such file"):
+    with pytest.raises(SftlabError, match="missing.json: data file not found"):
         load_conversations(tmp_path / "missing.json")
     with pytest.raises(SftlabError, match="unsupported file type '.txt'"):
         (tmp_path / "a.txt").write_text("x")

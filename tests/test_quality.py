@@ -287,3 +287,51 @@ def test_terminal_rows_name_their_files_when_there_are_several(tmp_path):
 def test_a_mistyped_check_blames_the_option_it_came_from(tmp_path, cli):
     out = cli("data", "check", str(SHARED_DATA / "identity.json"), "--checks", "typo")
     assert out.returncode == 2 and "unknown check 'typo' in --checks" in " ".join(out.stderr.split())
+
+
+def test_each_stage_shows_and_the_seconds_add_up(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from sftlab.quality.run import Progress
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "input": "", "output": f"a{i}"}) + "\n"
+                            for i in range(5)))
+    screen = io.StringIO()
+    result = check_data([str(path)], tokenizer=tokenizer("qwen2"), template="chatml", clusters=False,
+                        progress=Progress(True, Console(file=screen, force_terminal=True, width=120)))
+    shown = screen.getvalue()
+    stages = ["reading 1 file", "checks of 5 rows", "near duplicates (MinHash LSH)", "tokenizing with the model's template"]
+    assert [s in shown for s in stages] == [True] * 4
+    assert sorted(stages, key=shown.index) == stages  # one after another, in this order
+    seconds = result.stats["seconds"]
+    assert list(seconds) == ["read", "tokenizer", "checks", "tokenizing", "statistics", "clusters", "total"]
+    assert round(sum(v for k, v in seconds.items() if k != "total"), 2) == seconds["total"]
+
+
+def test_the_html_time_card_is_the_total_and_its_stages_add_up_to_it():
+    from sftlab.quality.html import _cards
+
+    seconds = {"read": 0.25, "tokenizer": 1.5, "checks": 2.0, "tokenizing": 0.75, "statistics": 0.05, "clusters": 3.45,
+               "total": 8.0}
+    html = _cards({"rows": 10, "findings": []}, {"valid_rows": 10, "seconds": seconds}, 0)
+    assert "<div class='card '><b>8.0</b>seconds</div>" in html
+    assert ("Seconds: reading 0.25 s + loading the tokenizer 1.50 s + checks 2.00 s + tokenizing (what was left after "
+            "the checks, alongside which it runs) 0.75 s + statistics 0.05 s + clusters 3.45 s = 8.00 s") in html
+
+
+def test_data_check_says_the_templates_default_system_prompt(tmp_path, caplog):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"instruction": "hi", "input": "", "output": "hello"}]))
+    with caplog.at_level("INFO", logger="sftlab"):
+        result = check_data([str(path)], tokenizer=tokenizer("qwen2"), clusters=False)
+    assert result.stats["system_prompt"]["system"] == "You are a helpful assistant"
+    assert ("1 of 1 conversations have no system message; the tokenizer's own template gives them its default system "
+            "prompt \"You are a helpful assistant\"") in caplog.text
+    # the lengths count the system prompt that training gives: a longer one makes the prompt longer
+    longer = check_data([str(path)], tokenizer=tokenizer("qwen2"), clusters=False,
+                        default_system="You are Lumi, an assistant made by the sftlab team for this test.")
+    assert longer.stats["prompt_tokens"]["max"] > result.stats["prompt_tokens"]["max"]
+    assert longer.stats["system_prompt"]["from"] == "default_system"

@@ -80,3 +80,26 @@ def test_resume_of_a_tied_model_reports_no_missing_keys(tiny_model, tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 4] and sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == [
         "checkpoint-3", "checkpoint-4"]
+
+
+def test_a_finished_run_reruns_from_its_config_yaml_anywhere_and_says_there_is_nothing_to_train(
+        tiny_model, tmp_path, monkeypatch, caplog):
+    from sftlab.config import load_config
+    from sftlab.train.run import train
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "d.json").write_text((SHARED_DATA / "alpaca_en_demo.json").read_text(encoding="utf-8"))
+    monkeypatch.chdir(work)
+    first = train(load_config(None, [f"model={tiny_model}", "datasets=[data/d.json]", "template=llama2", "limit=8",
+                                     "max_length=128", "batch_size=4", "max_steps=2", "precision=fp32",
+                                     "output_dir=runs/x"]), quiet=True)
+    saved = (work / "runs" / "x" / "config.yaml").read_text(encoding="utf-8")
+    assert f"path: {work / 'data' / 'd.json'}" in saved and f"output_dir: {work / 'runs' / 'x'}" in saved
+    assert "resume: false" in saved
+    monkeypatch.chdir(tmp_path)  # elsewhere: the saved config names everything by absolute path
+    with caplog.at_level("INFO", logger="sftlab"):
+        again = train(load_config(work / "runs" / "x" / "config.yaml", ["resume=true"]), quiet=True)
+    assert f"resume: continuing from {work / 'runs' / 'x' / 'checkpoint-2'} (step 2, " in caplog.text
+    assert again.steps == 2 and again.summary() == f"nothing to train: the run had finished at step 2 " \
+                                                    f"(final loss {first.final_loss:.4f})"

@@ -178,7 +178,7 @@ def test_api_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
     assert resolve_api_key(None, None) == "sk-from-env"
     monkeypatch.delenv("SFTLAB_API_KEY")
     assert resolve_api_key(None, None) is None
-    with pytest.raises(SftlabError, match="cannot read it"):
+    with pytest.raises(SftlabError, match=r"missing: API key file \(--api-key-file\) not found"):
         resolve_api_key(None, str(tmp_path / "missing"))
 
 

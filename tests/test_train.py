@@ -300,3 +300,25 @@ def test_lora_adapter_names_the_base_model_as_the_user_did(tmp_path):
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
     model = load_model(str(out))
     assert type(model).__name__ == "PeftModelForCausalLM"
+
+
+def test_default_system_is_trained_and_saved_into_the_models_template(tiny_chat_model, tmp_path):
+    """The trained model's own template gives conversations without a system message the system prompt it was trained
+    with, so chat, serve and eval use it without being told."""
+    from sftlab.generate import load_generator
+
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"model={tiny_chat_model}", f"datasets=[{DATA}]", "limit=8", "max_steps=1",
+                             "batch_size=4", "max_length=128", f"output_dir={out}", "precision=fp32",
+                             "default_system=You are Lumi."])
+    train(cfg, quiet=True)
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["system_prompt"] == {"conversations": 8, "of": 8, "system": "You are Lumi.", "from": "default_system",
+                                       "template": "tokenizer's own", "replaces": "You are a helpful assistant"}
+    expected = "<|im_start|>system\nYou are Lumi.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    saved = AutoTokenizer.from_pretrained(str(out))
+    user = [{"role": "user", "content": "hi"}]
+    assert saved.apply_chat_template(user, tokenize=False, add_generation_prompt=True) == expected
+    gen = load_generator(str(out), precision="fp32")
+    assert gen.prompt_ids(user) == saved(expected, add_special_tokens=False)["input_ids"]
+

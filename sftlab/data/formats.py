@@ -104,12 +104,17 @@ def _tools(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     if tools is None or tools == "" or tools == []:
         return None
     tools = _drop_nones(_maybe_json(tools, "tools"))
-    if isinstance(tools, dict):
-        tools = [tools]
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise RowError("must be a list of function schemas (objects)", field="tools")
-    # Accept bare function schemas as well as OpenAI's {"type": "function", "function": {...}}.
-    return [t if "function" in t else {"type": "function", "function": t} for t in tools]
+    if not isinstance(tools, list):
+        raise RowError(f"must be a list of function schemas, got {json_type(tools)}", field="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        # Bare function schemas as well as OpenAI's {"type": "function", "function": {...}}; either way a named one.
+        schema = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str) or not schema["name"]:
+            raise RowError("must be a function schema with a 'name' ({\"name\": …, \"parameters\": …}, or OpenAI's "
+                           "{\"type\": \"function\", \"function\": {\"name\": …}})", field=f"tools[{i}]")
+        out.append(tool if "function" in tool else {"type": "function", "function": tool})
+    return out
 
 
 def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float | None]:

@@ -131,12 +131,16 @@ def render_json(examples: Iterable[Example]) -> Iterable[str]:
         yield json.dumps(ex.to_dict(), ensure_ascii=False)
 
 
+# Chinese text needs a font that has it: the usual ones of Linux, macOS and Windows, named before the generic family
+# (a machine with none of them shows boxes; Debian's fonts-noto-cjk package provides the first).
+CJK_FONTS = "'Noto Sans CJK SC','Source Han Sans SC','PingFang SC','Microsoft YaHei','WenQuanYi Micro Hei'"
+
 TOKEN_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','PingFang SC',sans-serif;margin:2rem;color:#222;background:#fafafa}
+body{font-family:system-ui,-apple-system,'Segoe UI',""" + CJK_FONTS + """,sans-serif;margin:2rem;color:#222;background:#fafafa}
 h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8rem .1rem 0}
 .ex{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 1.2rem;padding:.8rem 1rem}
 .ex h2{font-size:.95rem;margin:0 0 .6rem;color:#555;font-weight:600}
-.toks{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;line-height:1.9}
+.toks{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,'Noto Sans Mono CJK SC',""" + CJK_FONTS + """,monospace;white-space:pre-wrap;word-break:break-word;line-height:1.9}
 .toks span{border-radius:3px;padding:1px 0}.u{background:#eceff1;color:#78909c}.u.alt{background:#e1e6e9}
 .t{background:#a5d6a7;color:#102a12}.t.alt{background:#81c784}.s{outline:1px solid #546e7a}
 .nl{color:#b0bec5}.e{color:#ad1457;font-style:italic;text-decoration:underline dotted}.legend span{padding:2px 6px;border-radius:3px;margin-right:.6rem}

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 from sftlab.data.conversation import Conversation
 from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format, json_type
 from sftlab.errors import RowError, SftlabError, first_line
+from sftlab.files import atomic_writer, require_input
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
@@ -44,6 +45,13 @@ class InvalidLine:
 INVALID = InvalidLine()
 
 
+class BlankLine:
+    """The slot of a blank JSONL line: keeps row numbers equal to line numbers; never a row."""
+
+
+BLANK = BlankLine()
+
+
 class _Object(dict):
     """A JSON object as parsed, with the keys that appeared more than once (json keeps the last silently)."""
 
@@ -67,9 +75,7 @@ def read_rows(path: str | Path) -> tuple[list[Any], list[Reject]]:
     dropped, a `null` row stays a row and is rejected later as not an object). Lines of a JSONL file
     that cannot be read (not UTF-8, not JSON, nested too deeply) come back as rejects, their slot in
     the list holding INVALID, so the caller decides whether that is fatal."""
-    path = Path(path)
-    if not path.exists():
-        raise SftlabError(f"{path}: no such file or directory")
+    path = require_input(path, "data file", "any")
     if path.is_dir():
         return _read_saved_dataset(path), []
     suffix = path.suffix.lower()
@@ -127,7 +133,9 @@ def _read_json(path: Path) -> list[Any]:
     try:
         rows = _parse(text)
     except json.JSONDecodeError as e:
-        raise SftlabError(f"{path}: invalid JSON on line {e.lineno}, column {e.colno}: {e.msg}") from None
+        hint = ("; this looks like JSON Lines (one object per line): name the file .jsonl"
+                if e.msg == "Extra data" and _looks_like_jsonl(text) else "")
+        raise SftlabError(f"{path}: invalid JSON on line {e.lineno}, column {e.colno}: {e.msg}{hint}") from None
     except RecursionError:
         raise SftlabError(f"{path}: the JSON is nested too deeply to read") from None
     if isinstance(rows, dict):
@@ -137,28 +145,47 @@ def _read_json(path: Path) -> list[Any]:
     return rows
 
 
+def _looks_like_jsonl(text: str, lines: int = 5) -> bool:
+    """Whether the first non-blank lines (two at least) are each a JSON object of their own."""
+    first = [line for line in text.splitlines() if line.strip()][:lines]
+    try:
+        return len(first) > 1 and all(isinstance(json.loads(line), dict) for line in first)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _read_jsonl(path: Path) -> tuple[list[Any], list[Reject]]:
+    """A JSONL file's rows, numbered by line: row N is line N (a blank line is no row, and its slot holds BLANK).
+    Lines end at \n, \r\n or a lone \r (old Mac files); JSON text itself never holds a raw line break."""
     rows: list[Any] = []
     rejects: list[Reject] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a byte-order mark
-            if not raw.strip():
-                continue
-            reason = None
-            try:
-                rows.append(_parse(raw.decode("utf-8")))
-            except UnicodeDecodeError as e:
-                reason = f"not valid UTF-8 (byte {e.start} of line {lineno})"
-            except json.JSONDecodeError as e:
-                reason = f"invalid JSON on line {lineno}, column {e.colno}: {e.msg}"
-            except RecursionError:
-                reason = f"line {lineno} is nested too deeply to read"
-            if reason is not None:
-                rows.append(INVALID)
-                rejects.append(Reject(str(path), len(rows), reason, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a byte-order mark
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            rows.append(BLANK)
+            continue
+        reason = None
+        try:
+            rows.append(_parse(raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            reason = f"not valid UTF-8 (byte {e.start} of line {lineno})"
+        except json.JSONDecodeError as e:
+            reason = f"invalid JSON on line {lineno}, column {e.colno}: {e.msg}"
+        except RecursionError:
+            reason = f"line {lineno} is nested too deeply to read"
+        if reason is not None:
+            rows.append(INVALID)
+            rejects.append(Reject(str(path), lineno, reason, raw.decode("utf-8", "replace")))
+    while rows and rows[-1] is BLANK:  # (trailing blank lines)
+        rows.pop()
     return rows, rejects
+
+
+def row_count(rows: list[Any]) -> int:
+    """The rows of a file as read_rows returns them: its blank JSONL lines are no rows."""
+    return sum(r is not BLANK for r in rows)
 
 
 def check_row(row: Any) -> None:
@@ -199,7 +226,7 @@ def load_conversations(
     if rejects and on_error == "raise":
         first = rejects[0]
         raise SftlabError(f"{source}: {first.reason}")
-    out = Loaded(rows=len(rows), rejects=list(rejects))
+    out = Loaded(rows=row_count(rows), rejects=list(rejects))
     out.format = file_format(source, rows, fmt)
     for number, row, conv, error in convert_rows(source, rows, out.format, fmt is None, require_assistant):
         if error is not None:
@@ -234,7 +261,7 @@ def convert_rows(
 
 def _numbered(rows: list[Any]) -> Iterator[tuple[int, Any]]:
     for i, row in enumerate(rows, start=1):
-        if row is not INVALID:  # a JSONL line already rejected (its Reject carries the reason)
+        if row is not INVALID and row is not BLANK:  # (a line already rejected, its Reject says why; no row)
             yield i, row
 
 
@@ -247,12 +274,12 @@ def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
         return fmt
     first = next((r for r in rows if isinstance(r, dict)), None)
     if first is None:
-        readable = [r for r in rows if r is not INVALID]
-        if not rows:
+        readable = [(i, r) for i, r in _numbered(rows)]
+        if not row_count(rows):
             raise SftlabError(f"{source}: the file holds no rows")
         if not readable:
-            raise SftlabError(f"{source}: no row could be read (row 1 is not valid JSON)")
-        raise SftlabError(f"{source}: no row is a JSON object (row 1 is {json_type(readable[0])}); "
+            raise SftlabError(f"{source}: no row could be read (none is valid JSON)")
+        raise SftlabError(f"{source}: no row is a JSON object (row {readable[0][0]} is {json_type(readable[0][1])}); "
                           "a .jsonl file holds one object per line")
     fmt = detect_format([k for k, v in first.items() if v is not None])
     if fmt is None:
@@ -264,8 +291,6 @@ def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
 
 
 def write_rejects(rejects: list[Reject], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_writer(path, "rejects file") as f:
         for r in rejects:
             f.write(json.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")

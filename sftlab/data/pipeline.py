@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
-from sftlab.config import MAX_LENGTH
+from sftlab.defaults import MAX_LENGTH
 from sftlab.data.encode import Encoder
 from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
-from sftlab.data.templates import ChatTemplate, template_for
+from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use, template_for
 from sftlab.errors import SftlabError
+from sftlab.files import write_text
 
 log = logging.getLogger("sftlab")
 
@@ -62,6 +63,8 @@ class DataReport:
     eval_examples: int | None = None
     # Chat markers added to the tokenizer as new special tokens (token → id), for a base model.
     added_tokens: dict[str, int] = field(default_factory=dict)
+    # The system prompt that conversations without a system message were given (templates.system_prompt_use).
+    system_prompt: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         enc = self.encoded
@@ -94,6 +97,7 @@ class DataReport:
             "train_examples": self.train_examples,
             "eval_examples": self.eval_examples,
             "added_tokens": self.added_tokens,
+            "system_prompt": self.system_prompt,
         }
 
     def summary(self, limit: int | None = None) -> dict[str, object]:
@@ -116,7 +120,7 @@ class DataReport:
         return out
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def _reason_kind(reason: str) -> str:
@@ -237,21 +241,28 @@ def build_examples(
     cache_key: Any = None,
     mixture_replacement: bool = False,
     mixture_examples: int | None = None,
+    default_system: str | None = None,
+    say_system: bool = True,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report.
 
     With `cache` (a folder), the encoded examples and the report are kept there under a key made of
     everything that determines them (the files' contents, the tokenizer, the template, every setting and
     `cache_key` for what the caller adds, e.g. the data checks of `clean`); a run with the same key reads
-    them back instead of loading and encoding again."""
+    them back instead of loading and encoding again.
+
+    `default_system`: the system prompt of conversations without one (templates.with_default_system); the system
+    prompt they get, if any, is logged in one line (unless `say_system` is false) and kept in the report."""
     key = None
     if cache is not None:
         key = _key(sources, tokenizer, template, [max_length, train_on, on_error, seed, limit, escape, cache_key,
-                                                  mixture_replacement, mixture_examples])
+                                                  mixture_replacement, mixture_examples, default_system])
         stored = _read_cache(cache / f"{key}.pkl")
         if stored is not None:
             log.info("encoded examples reused from %s", cache / f"{key}.pkl")
             examples, report = stored
+            if say_system and report.system_prompt:
+                log.info("%s", system_prompt_line(report.system_prompt))
             return _finish(examples, report, max_length, packing, rejects_path, on_error)
     conversations, report = load_sources(
         sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
@@ -259,7 +270,10 @@ def build_examples(
     )
     if limit is not None:
         conversations = conversations[:limit]
-    chat = template_for(template, tokenizer, conversations)
+    chat = template_for(template, tokenizer, conversations, default_system)
+    report.system_prompt = system_prompt_use(chat, conversations)
+    if say_system and report.system_prompt:
+        log.info("%s", system_prompt_line(report.system_prompt))
     encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on, escape=escape)
     report.encoded = encoder.encode(conversations, num_proc=num_proc)
     if cache is not None and report.encoded.examples:
@@ -294,7 +308,10 @@ def _nothing_left(report: DataReport) -> str:
     reasons = {**d["rejected_reasons"], **d["dropped_reasons"],
                **{f"removed by {k}": n for k, n in d["cleaned_reasons"].items()}}
     listed = "; ".join(f"{n}× {r}" for r, n in reasons.items()) or "the input holds no rows"
-    return f"no example left to train on out of {report.rows_read} rows ({listed})"
+    lost = [*d["rejected_rows"], *d["dropped_rows"], *d["cleaned_rows"]]
+    first = min(lost, key=lambda r: (str(r["source"]), r["row"]), default=None)
+    where = f"; the first is {first['source']}, row {first['row']}" if first else ""
+    return f"no example left to train on out of {report.rows_read} rows ({listed}{where})"
 
 
 def _key(sources: Sequence[Source], tokenizer: Any, template: Any, settings: list[Any]) -> str:

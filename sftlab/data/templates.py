@@ -8,19 +8,22 @@ the two on every built-in template and the shipped data).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab.errors import SftlabError, first_line
+from sftlab.files import read_text
 
 log = logging.getLogger("sftlab")
 
 BUILTIN_TEMPLATES = ("chatml", "qwen", "llama2", "llama3", "phi3", "alpaca", "plain")
+
+PROBE_ANSWER = "sftlab probe answer"  # the answer of the conversation a template is probed with
 
 # Literal markers that must be one token of the tokenizer for the template to fit the model.
 # ([INST] and <<SYS>> are plain text even in Llama 2's own vocabulary, so they are not checked.)
@@ -38,6 +41,10 @@ class ChatTemplate:
     source: str
     name: str
     special_tokens: dict[str, str]
+    # Set by with_default_system: the system prompt given to conversations without one ("" for none), and the
+    # template's own default that it replaces (None when the template has none).
+    system_override: str | None = None
+    replaced_system: str | None = None
 
     @cached_property
     def handles_tool_calls(self) -> bool:
@@ -63,17 +70,25 @@ class ChatTemplate:
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
             raise SftlabError(f"chat template '{self.name}' failed to render: {first_line(e)}") from None
 
+    def probe_turn(self) -> tuple[str, str] | None:
+        """(the generation prompt, the whole conversation) of one exchange whose answer is PROBE_ANSWER; None where
+        the template cannot render that conversation (one that needs a system message, say)."""
+        user = [{"role": "user", "content": "hi"}]
+        try:
+            return (self.render(user, add_generation_prompt=True),
+                    self.render([*user, {"role": "assistant", "content": PROBE_ANSWER}]))
+        except SftlabError:
+            return None
+
     def end_of_turn(self, special_strings: list[str]) -> str | None:
         """The special token the template writes right after an assistant answer (ChatML's <|im_end|>,
         Llama 3's <|eot_id|>), found by rendering a probe turn; None when it writes none (Alpaca: the
         masking contract adds EOS there)."""
-        probe = "sftlab end-of-turn probe"
-        user = [{"role": "user", "content": "hi"}]
-        try:
-            prompt = self.render(user, add_generation_prompt=True)
-            upto = self.render([*user, {"role": "assistant", "content": probe}])
-        except SftlabError:
+        turn = self.probe_turn()
+        if turn is None:
             return None
+        prompt, upto = turn
+        probe = PROBE_ANSWER
         at = upto.find(probe, len(prompt) if upto.startswith(prompt) else 0)
         if at < 0:
             return None
@@ -88,14 +103,103 @@ class ChatTemplate:
         """Special-looking literals the template writes (for the does-it-fit-the-model check)."""
         return sorted(set(_MARKER.findall(self.source)))
 
+    @cached_property
+    def default_system(self) -> str | None:
+        """The system prompt the template writes into a conversation that has none (SmolLM2's "You are a helpful AI
+        assistant named SmolLM, trained by Hugging Face", Qwen2's "You are a helpful assistant"); None when it writes
+        none. Found by rendering, so it holds for any template: with a system message a conversation renders as
+        A + system + B; when the same conversation without one renders as A + X + B, X is the default."""
+        user = [{"role": "user", "content": _PROBE_USER}]
+        try:
+            without = self.render(user)
+            with_system = self.render([{"role": "system", "content": _PROBE_SYSTEM}, *user])
+        except SftlabError:
+            return None
+        at = with_system.find(_PROBE_SYSTEM)
+        if at < 0:  # the template drops system messages
+            return None
+        before, after = with_system[:at], with_system[at + len(_PROBE_SYSTEM) :]
+        if len(without) < len(before) + len(after) or not (without.startswith(before) and without.endswith(after)):
+            return None
+        return without[len(before) : len(without) - len(after)] or None
 
-def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any) -> ChatTemplate | None:
-    """The template to encode these conversations with: the one given, else the resolved one; None
-    when every conversation is plain text (continued pre-training needs no template)."""
+
+_PROBE_SYSTEM = "sftlab probe: the system message"
+_PROBE_USER = "sftlab probe: the user message"
+
+
+def with_default_system(chat: ChatTemplate, text: str | None) -> ChatTemplate:
+    """`chat` giving every conversation without a system message `text` as its system message: the `default_system`
+    setting. None leaves the template as it is. A text replaces the template's own default system prompt (or adds
+    one where it has none). "" removes the template's default: such a conversation gets an empty system message,
+    which a ChatML template such as SmolLM2's or Qwen2's renders as an empty system turn
+    (`<|im_start|>system\n<|im_end|>\n`); a template without a default is left as it is.
+
+    The rule is written into the template itself (a few Jinja lines in front of it), so the tokenizer saved with a
+    trained model carries it: chat, serve, eval and any other program that renders the saved template give the
+    model the system prompt it was trained with."""
+    if text is None:
+        return chat
+    own = chat.default_system
+    if text == (own or ""):
+        return chat
+    prologue = ("{#- sftlab default_system: the system message of a conversation that has none -#}\n"
+                "{%- if messages and messages[0]['role'] != 'system' %}"
+                f"{{%- set messages = [{{'role': 'system', 'content': {json.dumps(text, ensure_ascii=False)}}}] + messages %}}"
+                "{%- endif %}")
+    # (Jinja's trim_blocks drops a newline right after the prologue's last tag: one the template starts with stays.)
+    source = prologue + ("\n" if chat.source.startswith("\n") else "") + chat.source
+    wrapped = ChatTemplate(source, chat.name, chat.special_tokens, system_override=text, replaced_system=own)
+    if text and wrapped.default_system != text:
+        raise SftlabError(f"chat template '{chat.name}' does not render a system message at the start of a "
+                          "conversation, so default_system cannot give one; leave default_system unset")
+    if not text and wrapped.default_system is not None:
+        raise SftlabError(f"chat template '{chat.name}' writes its system prompt \"{own}\" even for an empty system "
+                          "message, so default_system \"\" cannot remove it; give another system prompt instead")
+    return wrapped
+
+
+def system_prompt_use(chat: ChatTemplate | None, conversations: Sequence[Any]) -> dict[str, Any] | None:
+    """What the template does for the conversations that have no system message, for the data report: how many of
+    them, the system prompt they get and where it comes from ("template" or "default_system", with the template's
+    own it replaces); None when they get none (or all have one)."""
+    if chat is None:
+        return None
+    chats = [c for c in conversations if not c.is_text]
+    without = sum(1 for c in chats if not c.messages or c.messages[0].role != "system")
+    if not without:
+        return None
+    if chat.system_override is None:
+        if chat.default_system is None:
+            return None
+        return {"conversations": without, "of": len(chats), "system": chat.default_system, "from": "template",
+                "template": chat.name}
+    return {"conversations": without, "of": len(chats), "system": chat.system_override, "from": "default_system",
+            "template": chat.name, "replaces": chat.replaced_system}
+
+
+def system_prompt_line(use: dict[str, Any]) -> str:
+    """system_prompt_use as the one line train, inspect and data check print."""
+    lead = f"{use['conversations']} of {use['of']} conversations have no system message"
+    if use["from"] == "template":
+        which = "the tokenizer's own template" if use["template"] == "tokenizer's own" else f"template '{use['template']}'"
+        return (f"{lead}; {which} gives them its default system prompt \"{use['system']}\" "
+                "(default_system / --default-system replaces it, \"\" removes it)")
+    instead = f" instead of the template's \"{use['replaces']}\"" if use.get("replaces") else ""
+    if not use["system"]:
+        return f"{lead}; default_system \"\" gives them an empty system message{instead}"
+    return f"{lead}; default_system gives them the system prompt \"{use['system']}\"{instead}"
+
+
+def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any,
+                 default_system: str | None = None) -> ChatTemplate | None:
+    """The template to encode these conversations with: the one given, else the resolved one, with
+    `default_system` applied (with_default_system); None when every conversation is plain text (continued
+    pre-training needs no template)."""
     if isinstance(template, ChatTemplate):
-        return template
+        return with_default_system(template, default_system)
     if any(not c.is_text for c in conversations):
-        return resolve_template(template, tokenizer)
+        return with_default_system(resolve_template(template, tokenizer), default_system)
     return None
 
 
@@ -114,18 +218,39 @@ def resolve_template(template: str | None, tokenizer: Any, warn: bool = True) ->
     elif template in BUILTIN_TEMPLATES:
         source, name = builtin_template(template), template
     elif template.endswith(".jinja"):
-        path = Path(template)
-        if not path.is_file():
-            raise SftlabError(f"{template}: template file not found")
-        source, name = path.read_text(encoding="utf-8"), template
+        source, name = read_text(template, "template file"), template
     else:
         raise SftlabError(
             f"unknown template '{template}'; use one of {', '.join(BUILTIN_TEMPLATES)} or a path to a .jinja file"
         )
     chat = ChatTemplate(source=source, name=name, special_tokens=special_token_variables(tokenizer))
+    check_answer_span(chat)
     if warn:
         warn_if_mismatched(chat, tokenizer)
     return chat
+
+
+def check_answer_span(chat: ChatTemplate) -> None:
+    """Refuse a template whose answer span (masking contract: from the end of the generation prompt to the end of
+    the answer) would hold more than the answer: one that writes nothing, or leaves the answer out, or writes an
+    assistant header that add_generation_prompt does not write (the header would be trained as the answer's
+    first words, and at inference the model would be prompted without it)."""
+    turn = chat.probe_turn()
+    if turn is None:
+        return  # a template that needs another conversation shape: its own errors come with the data
+    (prompt, full), probe = turn, PROBE_ANSWER
+    if not full.strip():
+        raise SftlabError(f"chat template '{chat.name}' renders nothing: it writes no messages")
+    if probe not in full:
+        raise SftlabError(f"chat template '{chat.name}' does not write the assistant's answer (message content)")
+    if not full.startswith(prompt):
+        return  # prefix-unstable templates are handled per conversation (SPEC: split into one example per turn)
+    header = full[len(prompt) : full.index(probe, len(prompt)) if probe in full[len(prompt):] else len(full)]
+    if header.strip():
+        raise SftlabError(
+            f"chat template '{chat.name}' writes {header.strip()!r} before an answer but not for "
+            "add_generation_prompt: it would be trained as part of every answer and missing at inference; write it "
+            "in the template under `{% if add_generation_prompt %}`")
 
 
 def special_token_variables(tokenizer: Any) -> dict[str, str]:

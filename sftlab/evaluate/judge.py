@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from sftlab.limits import require
+
 PROMPT = """You are grading the answer of an AI assistant.
 
 [Instruction]
@@ -26,11 +28,12 @@ Rate how well the assistant's answer fulfils the instruction, judged against the
 (correctness first, then completeness and clarity), on a scale from 0 (useless or wrong) to 100
 (as good as the reference or better). Reply with the number only."""
 
-_INT = re.compile(r"(?<![\d.])\d+(?![\d.])")
+# A whole number standing on its own: not part of a decimal, and not negative ("-5" is no score of 5).
+_INT = re.compile(r"(?<![\d.\-−])\d+(?!\d|\.\d)")
 
 
 def parse_score(text: str | None) -> int | None:
-    """The first integer of the reply that lies in 0–100 (decimals and out-of-range numbers are skipped)."""
+    """The first integer of the reply that lies in 0–100 (decimals, negative and out-of-range numbers are skipped)."""
     for m in _INT.finditer(text or ""):
         value = int(m.group())
         if 0 <= value <= 100:
@@ -55,6 +58,11 @@ class Judge:
     timeout: float = 60.0
     backoff: float = 0.5
     _client: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        require("judge_concurrency", self.concurrency, "--judge-concurrency")
+        require("judge_retries", self.retries, "--judge-retries")
+        require("judge_timeout", self.timeout, "--judge-timeout")
 
     def client(self) -> Any:
         if self._client is None:

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sftlab.data.load import load_conversations
+from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
+from sftlab.files import require_input, require_output_dir, write_text
+from sftlab.limits import require
 from sftlab.evaluate.judge import Judge, summarize
 from sftlab.evaluate.metrics import lcs_length, bleu, exact_match, rouge_l, units
 
@@ -24,8 +27,6 @@ if TYPE_CHECKING:
     from sftlab.generate import Generator
 
 log = logging.getLogger("sftlab")
-
-EVAL_MAX_LENGTH = 2048  # the held-out loss truncates here unless told otherwise
 
 
 @dataclass
@@ -54,6 +55,13 @@ class EvalOptions:
     probe: bool = False
     escape: bool = True  # special-token text in the data stays text (README)
     precision: str = "auto"  # auto | bf16 | fp32, as in training
+    default_system: str | None = None  # system prompt of conversations without one (templates.with_default_system)
+
+    def __post_init__(self) -> None:
+        require("max_new_tokens", self.max_new_tokens, "--max-new-tokens")
+        require("batch_size", self.batch_size, "--batch-size")
+        require("max_length", self.max_length, "--max-length")
+        require("limit", self.limit, "--limit")
 
 
 def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = None) -> list[EvalItem]:
@@ -76,7 +84,7 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.train.loss import evaluate_loss
 
-    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, options.template,
+    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, gen.chat,
                                  max_length=options.max_length, limit=options.limit, escape=options.escape)
     collate, size = Collator(gen.pad_id), options.batch_size
     batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + size]])
@@ -85,7 +93,7 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
 
 
 def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, data: str,
@@ -95,7 +103,7 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
     from sftlab.models import fingerprint, model_files
 
     meta = {"model": name, "bf16": gen.bf16, "model_sha256": fingerprint(model_files(name)), "data": str(data),
-            "data_sha256": fingerprint([Path(data)]), "template": options.template,
+            "data_sha256": fingerprint([Path(data)]), "template": options.template, "default_system": options.default_system,
             "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items]}
     meta_file, file = out / "generation.json", out / "responses.jsonl"
     if meta_file.is_file() and file.is_file() and _same(meta_file, meta):
@@ -108,7 +116,7 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
     records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": _plain(it.messages),
                 "reference": it.reference, "response": a} for it, a in zip(items, answers)]
     _write_jsonl(file, records)
-    meta_file.write_text(json.dumps(meta))
+    write_text(meta_file, json.dumps(meta))
     return records
 
 
@@ -153,15 +161,15 @@ def mask_probe(gen: Generator, items: Sequence[EvalItem], out: Path, options: Ev
 
 
 def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = require_output_dir(out, "--out")
     items = eval_items(data, options.fmt, options.limit)
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     log.info("evaluating %s on %d conversations of %s", model, len(items), data)
     from sftlab.generate import load_generator
 
-    gen = load_generator(model, options.template, escape=options.escape, precision=options.precision)
+    gen = load_generator(model, options.template, escape=options.escape, precision=options.precision,
+                         default_system=options.default_system)
     loss, tokens = held_out_loss(gen, data, options)
     log.info("held-out loss %.4f over %d trained tokens", loss, tokens)
     records = _responses(gen, model, items, out, str(data), options)
@@ -188,7 +196,8 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
 
 def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions, baseline: str | None = None) -> dict[str, Any]:
     """Evaluate `model` (and `baseline` on the same data into OUT/baseline); writes summary.json."""
-    out = Path(out)
+    out = require_output_dir(out, "--out")
+    require_input(data, "data file", "any")
     summary = evaluate_model(model, data, out, options)
     scores = {model: summary.pop("_scores", None)}
     if baseline is not None:
@@ -197,7 +206,7 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
         summary["baseline"] = base
     if any(s is not None for s in scores.values()):
         plot_scores({k: v for k, v in scores.items() if v is not None}, out / "judge_scores.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 

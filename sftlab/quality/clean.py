@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftlab.config import MAX_LENGTH
+from sftlab.defaults import MAX_LENGTH
 from sftlab.data.conversation import Conversation
 from sftlab.data.pipeline import Cleaner
 from sftlab.errors import SftlabError
+from sftlab.files import atomic_writer, require_output_file
 from sftlab.quality import checks as C
 from sftlab.quality.rows import Row, read_files
 from sftlab.quality.run import Progress, encode_lengths, reasons, run_checks
@@ -53,6 +54,7 @@ def clean_rows(
     max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
+    default_system: str | None = None,
 ) -> Cleaned:
     progress = progress or Progress(False)
     checks = ["invalid_row", *[d for d in drop if d != "invalid_row"]]
@@ -60,7 +62,7 @@ def clean_rows(
     if "too_long" in checks:
         if tokenizer is None:
             raise SftlabError("the too_long check needs the model's tokenizer")
-        lengths, _ = encode_lengths(rows, tokenizer, template, progress)
+        lengths, _ = encode_lengths(rows, tokenizer, template, progress, default_system)
     if "special_token_text" in checks and tokenizer is None:
         raise SftlabError("the special_token_text check needs the model's tokenizer")
     findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress,
@@ -88,6 +90,7 @@ def clean_files(
     max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     show_progress: bool = False,
+    default_system: str | None = None,
 ) -> Cleaned:
     rows, formats = read_files(paths, fmt)
     if len(set(formats.values())) > 1:
@@ -95,19 +98,19 @@ def clean_files(
         raise SftlabError(f"data clean writes one file, but the inputs have different formats ({listed}); clean them one at a time")
     if Path(out).resolve() in {Path(p).resolve() for p in paths} or Path(rejects).resolve() == Path(out).resolve():
         raise SftlabError("--out and --rejects must be new files, different from each other and from the input")
+    require_output_file(out, "--out")
+    require_output_file(rejects, "--rejects")
     tokenizer = None
     if any(c in drop for c in NEEDS_TOKENIZER):
         from sftlab.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
     result = clean_rows(rows, drop, tokenizer=tokenizer, template=template, max_length=max_length,
-                        threshold=threshold, progress=Progress(show_progress))
-    for path in (out, rejects):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
+                        threshold=threshold, progress=Progress(show_progress), default_system=default_system)
+    with atomic_writer(out, "--out") as f:
         for row in result.kept:
             f.write(json.dumps(row.record, ensure_ascii=False, default=str) + "\n")
-    with open(rejects, "w", encoding="utf-8") as f:
+    with atomic_writer(rejects, "--rejects") as f:
         for row, why in result.removed:
             f.write(json.dumps({"file": row.file, "row": row.row, "reasons": why, "record": row.record},
                                ensure_ascii=False, default=str) + "\n")

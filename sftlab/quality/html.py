@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any, Sequence
 
-from sftlab.config import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
+from sftlab.defaults import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
 from sftlab.data.inspect import LEGEND, TOKEN_CSS, examples_html, html_page
 from sftlab.quality.run import CheckResult, reasons, sample_examples
 
@@ -87,11 +87,26 @@ def _cards(data: dict[str, Any], stats: dict[str, Any], flagged: int) -> str:
         ("findings", len(data["findings"]), "bad" if data["findings"] else "ok"),
     ]
     secs = stats.get("seconds", {})
-    if secs:
-        cards.append(("seconds", round(sum(secs.values()) + stats.get("clusters", {}).get("seconds", 0), 1), ""))
+    if "total" in secs:
+        cards.append(("seconds", f"{secs['total']:.1f}", ""))
     return "<div class='cards'>" + "".join(
         f"<div class='card {cls}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, cls in cards
-    ) + "</div>"
+    ) + "</div>" + _stages(secs)
+
+
+# The stages of stats["seconds"] (quality/run.py check_data), in order; they add up to its total.
+_STAGE_NAMES = {"read": "reading", "tokenizer": "loading the tokenizer", "checks": "checks",
+                "tokenizing": "tokenizing (what was left after the checks, alongside which it runs)",
+                "statistics": "statistics", "clusters": "clusters"}
+
+
+def _stages(secs: dict[str, float]) -> str:
+    """What the seconds card adds up: "reading 0.25 s + … = 8.00 s"."""
+    parts = [(k, v) for k, v in secs.items() if k != "total"]
+    if not parts or "total" not in secs:
+        return ""
+    listed = " + ".join(f"{_STAGE_NAMES.get(k, k)} {v:.2f} s" for k, v in parts)
+    return f"<p class='muted'>Seconds: {_e(listed)} = {secs['total']:.2f} s</p>"
 
 
 def _finding(f: dict[str, Any], files: list[str]) -> str:

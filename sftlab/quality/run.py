@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -13,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from sftlab.config import MAX_LENGTH
 from sftlab.data.encode import Encoder
 from sftlab.data.example import Example
-from sftlab.data.templates import template_for
+from sftlab.data.templates import system_prompt_line, system_prompt_use, template_for
+from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.quality import checks as C
 from sftlab.quality import stats as S
 from sftlab.quality.rows import Row, read_files
+
+log = logging.getLogger("sftlab")
 
 _ENCODE_CHUNK = 2000
 
@@ -53,24 +56,46 @@ def reasons(findings: Sequence[C.Finding]) -> dict[tuple[str, int], list[dict[st
 
 
 class Progress:
-    """Progress bars on stderr for the long steps; silent when disabled."""
+    """Progress on stderr, one stage after another (a bar where the amount of work is known, else a running
+    clock); silent when disabled."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, console: Any = None):
         # Bars only on a terminal: redirected, a transient bar leaves blank lines in the log.
-        self.enabled = enabled and sys.stderr.isatty()
+        self.console = console
+        self.enabled = enabled and (console.is_terminal if console is not None else sys.stderr.isatty())
 
     @contextmanager
-    def step(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    def step(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """One stage; `advance(n)` counts n of `total` done (None: a stage without a count)."""
         if not self.enabled:
             yield lambda n: None
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
-        with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 console=Console(stderr=True), transient=True) as bar:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Bar(*(columns if total is not None else [columns[0], columns[-1]]),
+                 console=self.console or Console(stderr=True), transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
+
+    def stage(self, description: str) -> Any:
+        """A stage without a count: its name and a running clock."""
+        return self.step(description, None)
+
+
+class _Counted:
+    """A Progress for a forked worker: what it counts goes to a shared counter the parent shows."""
+
+    def __init__(self, counter: Any):
+        self.counter = counter
+
+    @contextmanager
+    def step(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        def advance(n: int) -> None:
+            self.counter.value += n
+
+        yield advance
 
 
 def run_checks(
@@ -81,7 +106,6 @@ def run_checks(
     max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
-    timings: dict[str, float] | None = None,
     tokenizer: Any = None,
 ) -> list[C.Finding]:
     """The findings of the chosen checks, in the order of CHECKS."""
@@ -89,23 +113,19 @@ def run_checks(
     if bad:
         raise SftlabError(f"unknown check '{bad[0]}'; choose from {', '.join(C.CHECKS)}")
     progress = progress or Progress(False)
-    timings = timings if timings is not None else {}
     found: dict[str, C.Finding] = {}
-    started = time.perf_counter()
-    if "invalid_row" in checks:
-        found["invalid_row"] = C.invalid_rows(rows)
-    found.update(C.row_findings(rows, checks))
-    timings["row_checks"] = time.perf_counter() - started
-    valid = [r for r in rows if r.conversation is not None]
-    if "exact_duplicate" in checks or "near_duplicate" in checks:
-        started = time.perf_counter()
-        exact, firsts = C.exact_duplicates(valid)
-        if "exact_duplicate" in checks:
-            found["exact_duplicate"] = exact
-        if "near_duplicate" in checks:
-            with progress.step("near duplicates (MinHash LSH)", len(firsts)) as advance:
-                found["near_duplicate"] = C.near_duplicates(firsts, threshold, advance)
-        timings["duplicates"] = time.perf_counter() - started
+    with progress.stage(f"checks of {len(rows):,} rows"):
+        if "invalid_row" in checks:
+            found["invalid_row"] = C.invalid_rows(rows)
+        found.update(C.row_findings(rows, checks))
+        valid = [r for r in rows if r.conversation is not None]
+        dedupe = "exact_duplicate" in checks or "near_duplicate" in checks
+        exact, firsts = C.exact_duplicates(valid) if dedupe else (None, [])
+    if "exact_duplicate" in checks:
+        found["exact_duplicate"] = exact
+    if "near_duplicate" in checks:
+        with progress.step("near duplicates (MinHash LSH)", len(firsts)) as advance:
+            found["near_duplicate"] = C.near_duplicates(firsts, threshold, advance)
     if "too_long" in checks and lengths is not None:
         found["too_long"] = C.too_long(valid, lengths, max_length)
     if "special_token_text" in checks and tokenizer is not None:
@@ -116,13 +136,13 @@ def run_checks(
 
 
 def encode_lengths(
-    rows: Sequence[Row], tokenizer: Any, template: Any, progress: Progress
+    rows: Sequence[Row], tokenizer: Any, template: Any, progress: Progress, default_system: str | None = None
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, int]]]:
     """Each row tokenized with the model's template, never truncated: the longest example per row
     (what max_length must hold) and (prompt, answer) tokens per row, where the answer tokens are the
     trained ones."""
     convs = [r.conversation for r in rows if r.conversation is not None]
-    encoder = Encoder(tokenizer, template_for(template, tokenizer, convs), max_length=10**9)
+    encoder = Encoder(tokenizer, template_for(template, tokenizer, convs, default_system), max_length=10**9)
     longest: dict[tuple[str, int], int] = {}
     sizes: dict[tuple[str, int], tuple[int, int]] = {}
     with progress.step("tokenizing with the model's template", len(convs)) as advance:
@@ -152,27 +172,40 @@ def check_data(
     cluster_sample: int | None = 5000,
     seed: int = 0,
     show_progress: bool = False,
+    default_system: str | None = None,
+    progress: Progress | None = None,
 ) -> CheckResult:
+    """`default_system`: the system prompt of conversations without one, as in training (the lengths count it).
+    `progress`: where each stage shows (default: stderr when `show_progress` and it is a terminal)."""
     if not paths:
         raise SftlabError("no input file given")
     if not 0 < threshold <= 1:
         raise SftlabError(f"the near-duplicate threshold must be in (0, 1], got {threshold}")
-    progress = Progress(show_progress)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    rows, formats = read_files(paths, fmt)
-    timings["read"] = time.perf_counter() - started
+    progress = progress or Progress(show_progress)
+    lap = _Laps()
+    with progress.stage(f"reading {len(paths)} file{'s' if len(paths) > 1 else ''}"):
+        rows, formats = read_files(paths, fmt)
+    lap("read")
     if tokenizer is None:
         from sftlab.models import load_tokenizer
 
-        tokenizer = load_tokenizer(model)
+        with progress.stage("loading the model's tokenizer"):
+            tokenizer = load_tokenizer(model)
+    lap("tokenizer")
+    convs = [r.conversation for r in rows if r.conversation is not None]
+    template = template_for(template, tokenizer, convs, default_system)
+    system = system_prompt_use(template, convs)
+    if system:
+        log.info("%s", system_prompt_line(system))
     # Tokenizing (Rust, with the template rendered in Python) runs in a forked process while this one
     # runs the checks: on two cores that halves the wall time of a large file.
-    started = time.perf_counter()
-    with _background(_lengths_job, rows, tokenizer, template) as job:
+    counter = mp.get_context("fork").Value("q", 0) if "fork" in mp.get_all_start_methods() else None
+    with _background(_lengths_job, rows, tokenizer, template, counter) as job:
         findings = run_checks(rows, [c for c in checks if c != "too_long"], threshold=threshold,
-                              progress=progress, timings=timings, tokenizer=tokenizer)
-        longest, sizes, timings["tokenize"] = job.result()
+                              progress=progress, tokenizer=tokenizer)
+        lap("checks")
+        longest, sizes = _wait(job, counter, progress, len(convs))
+        lap("tokenizing")
     if "too_long" in checks:
         findings = run_checks(rows, ["too_long"], lengths=longest, max_length=max_length) + findings
         findings.sort(key=lambda f: C.CHECKS.index(f.check))
@@ -192,7 +225,9 @@ def check_data(
         "turns": S.distribution([len(r.answers) for r in chat]),
         "prompt_tokens": S.distribution([sizes[r.key][0] for r in valid if r.key in sizes]),
         "answer_tokens": S.distribution([sizes[r.key][1] for r in valid if r.key in sizes]),
+        "system_prompt": system,
     }
+    lap("statistics")
     if clusters:
         from sftlab.quality.clusters import cluster, embedding_model_dir, EMBEDDING_PACKAGE
 
@@ -211,9 +246,45 @@ def check_data(
                 stats["clusters"]["sampled"] = len(picked) if len(picked) < len(prompts) else None
     else:
         stats["clusters"] = {"skipped": "disabled (--no-clusters)"}
-    stats["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    stats["seconds"]["total"] = round(time.perf_counter() - started + timings["read"], 2)
+    lap("clusters")
+    stats["seconds"] = lap.seconds()
     return CheckResult(rows, formats, findings, stats, longest, tokenizer, template)
+
+
+class _Laps:
+    """The wall time of consecutive stages, each from the end of the one before: they add up to the total.
+    (Tokenizing runs alongside the checks: its stage is only the wait for it after they are done.)"""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 2)
+        self.last = now
+
+    def seconds(self) -> dict[str, float]:
+        """Each stage's seconds (rounded to 0.01 s) and `total`, their sum."""
+        return {**self.laps, "total": round(sum(self.laps.values()), 2)}
+
+
+def _wait(job: Future, counter: Any, progress: Progress, total: int) -> Any:
+    """The background tokenizing's result, with a bar of the conversations it has done so far."""
+    from concurrent.futures import TimeoutError as Pending
+
+    with progress.step("tokenizing with the model's template", total) as advance:
+        shown = 0
+        while True:
+            try:
+                result = job.result(timeout=0.2 if progress.enabled else None)
+            except Pending:
+                result = None
+            if counter is not None:
+                advance(counter.value - shown)
+                shown = counter.value
+            if result is not None:
+                return result
 
 
 def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Example]:
@@ -232,9 +303,8 @@ def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Exam
     return Encoder(result.tokenizer, chat, max_length=10**9).encode(convs).examples
 
 
-def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any) -> tuple[dict, dict, float]:
-    started = time.perf_counter()
-    return (*encode_lengths(rows, tokenizer, template, Progress(False)), time.perf_counter() - started)
+def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any, counter: Any) -> tuple[dict, dict]:
+    return encode_lengths(rows, tokenizer, template, _Counted(counter) if counter is not None else Progress(False))
 
 
 @contextmanager

@@ -25,9 +25,10 @@ _INLINE_SPACE = re.compile(r"[ \t\r\f\v]*\n?[ \t\r\f\v]*")
 
 
 def loose(text: str) -> str:
-    """Case, spacing and the punctuation at both ends folded, paragraph breaks kept (splitting a text
-    into paragraphs is a change): for "the answer is the prompt"."""
-    paragraphs = _PARAGRAPH.split(text.strip().casefold())
+    """Spacing and the punctuation at both ends folded, paragraph breaks kept (splitting a text into
+    paragraphs is a change): for "the answer is the prompt". Case is kept: "I Love Watching The Sunrise" for
+    the input "i love watching the sunrise" is the change "Capitalize each word" asked for, not a copy."""
+    paragraphs = _PARAGRAPH.split(text.strip())
     folded = "\n\n".join(_SPACE.sub(" ", p).strip() for p in paragraphs)
     start, end = 0, len(folded)
     while start < end and not folded[start].isalnum():
@@ -225,7 +226,7 @@ def truncated(answer: str) -> str | None:
 
 
 def copies_prompt(instruction: str, inp: str, answer: str) -> str | None:
-    """The answer is the instruction or the input again (case, spacing and end punctuation aside), or
+    """The answer is the instruction or the input again (spacing and end punctuation aside), or
     begins by repeating the whole request."""
     # Cheap test first: an answer much longer than the whole prompt cannot be any of the cases below
     # except "begins by repeating", which needs the prompt to be there verbatim.

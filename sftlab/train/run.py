@@ -1,20 +1,23 @@
 """A training run, top to bottom: config → data → model + method → Trainer → outputs.
 
-OUTPUT_DIR gets config.yaml, data_report.json, metrics.jsonl, loss.png, checkpoint-N/ and the final
-model (full weights, or the adapter for lora/dora) with its tokenizer and chat template.
+OUTPUT_DIR gets config.yaml, data_report.json, metrics.jsonl, loss.png, checkpoint-N/ (as many as
+keep_checkpoints leaves once the run has finished) and the final model (full weights, or the adapter for
+lora/dora) with its tokenizer and chat template.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
+import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -22,11 +25,15 @@ from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
 from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary, pack_examples
-from sftlab.data.templates import resolve_template
+from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system
 from sftlab.errors import SftlabError
-from sftlab.hardware import pick_device, process_count, use_bf16
+from sftlab.files import require_output_dir, write_text
+from sftlab.hardware import choose_precision, pick_device, process_count
 from sftlab.generate import save_generation_config
-from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, sftlab_home
+from sftlab.models import (DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, require_model, safetensors_problem,
+                           sftlab_home)
+from sftlab.runs import settle_checkpoints
+from sftlab.train.interrupt import GracefulStop, Interrupted
 from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
@@ -42,17 +49,22 @@ class TrainResult:
     trained_tokens: int = 0
     train_seconds: float = 0.0  # the Trainer's training loop
     wall_seconds: float = 0.0  # the whole call: data, model loading, training, saving
+    resumed_step: int = 0  # the checkpoint's step when the run was resumed (0: started from the beginning)
+    resumed_tokens: int = 0  # trained tokens before that checkpoint
 
     @property
     def final_loss(self) -> float | None:
         return next((r["loss"] for r in reversed(self.metrics) if r.get("loss") is not None), None)
 
     def summary(self) -> str:
-        """The run's closing line: final loss, trained tokens, trained tokens/s and wall time."""
+        """The run's closing line: final loss, trained tokens, trained tokens/s (of this call's steps) and wall time."""
         loss = f"final loss {self.final_loss:.4f}" if self.final_loss is not None else "no loss logged"
-        speed = self.trained_tokens / self.train_seconds if self.train_seconds else 0.0
-        return (f"{loss}, {self.steps} steps, {self.trained_tokens:,} trained tokens, {speed:,.1f} trained tokens/s, "
-                f"wall time {_duration(self.wall_seconds)}")
+        if self.resumed_step and self.steps <= self.resumed_step:
+            return f"nothing to train: the run had finished at step {self.steps} ({loss})"
+        speed = (self.trained_tokens - self.resumed_tokens) / self.train_seconds if self.train_seconds else 0.0
+        resumed = f" (resumed at step {self.resumed_step})" if self.resumed_step else ""
+        return (f"{loss}, {self.steps} steps{resumed}, {self.trained_tokens:,} trained tokens, {speed:,.1f} trained "
+                f"tokens/s, wall time {_duration(self.wall_seconds)}")
 
 
 def _duration(seconds: float) -> str:
@@ -60,27 +72,32 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
 
 
-def _cleaner(config: TrainConfig, tokenizer: Any) -> Any:
+def _cleaner(config: TrainConfig, tokenizer: Any, template: Any) -> Any:
     if not config.clean:
         return None
     from sftlab.quality.clean import cleaner
 
-    return cleaner(config.clean, tokenizer=tokenizer, template=config.template, max_length=config.max_length)
+    return cleaner(config.clean, tokenizer=tokenizer, template=template, max_length=config.max_length)
 
 
 def _sources(specs: Sequence[Any]) -> list[Source]:
     return [Source(d.path, d.format, d.weight) for d in specs]
 
 
-def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None) -> tuple[list[dict], list[dict], DataReport]:
-    """Training rows (packed or not) and eval examples, with the data report."""
+def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None,
+                 chat: ChatTemplate | None = None) -> tuple[list[dict], list[dict], DataReport]:
+    """Training rows (packed or not) and eval examples, with the data report. `chat`: the run's template, its
+    default_system applied (_chat_tokens); without it, the config's template and default_system."""
+    template = chat if chat is not None else config.template
+    default_system = None if chat is not None else config.default_system
     examples, report = build_examples(
-        _sources(config.datasets), tokenizer, config.template, max_length=config.max_length,
+        _sources(config.datasets), tokenizer, template, max_length=config.max_length,
         train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
-        packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer),
+        packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer, template),
         escape=config.escape_special_tokens, num_proc=config.num_proc,
         cache=sftlab_home() / "encoded" if config.encode_cache else None, cache_key=config.clean,
         mixture_replacement=config.mixture_replacement, mixture_examples=config.mixture_examples,
+        default_system=default_system,
     )
     eval_examples: list[Example] = []
     if config.eval_split:
@@ -94,9 +111,9 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         examples = [e for i, e in enumerate(examples) if i not in held]
     elif config.eval_datasets:
         eval_examples, _ = build_examples(
-            _sources(config.eval_datasets), tokenizer, config.template, max_length=config.max_length,
+            _sources(config.eval_datasets), tokenizer, template, max_length=config.max_length,
             train_on=config.train_on, on_error=config.on_error, seed=config.seed,
-            escape=config.escape_special_tokens,
+            escape=config.escape_special_tokens, default_system=default_system, say_system=False,
         )
     rows = pack_examples(examples, config.max_length, report) if config.packing else examples
     report.train_examples = len(examples)
@@ -104,40 +121,10 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     return [r.to_dict() for r in rows], [e.to_dict() for e in eval_examples], report
 
 
-def make_output_dir(out: Path) -> None:
-    """Create output_dir (and its parents) and check that files can be written there, or say in one
-    sentence why not, before any time is spent on data or the model."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # A file of its own (every process of a distributed run probes at once), removed on close.
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".sftlab-write-test-"):
-            pass
-    except FileExistsError:
-        raise SftlabError(f"output_dir {out}: a file of that name exists; choose a folder") from None
-    except NotADirectoryError:
-        raise SftlabError(f"output_dir {out}: a part of the path is a file, not a folder") from None
-    except OSError as e:
-        raise SftlabError(f"output_dir {out}: cannot write there ({e.strerror or e})") from None
-
-
-def _existing_checkpoints(out: Path) -> list[Path]:
+def existing_checkpoints(out: Path) -> list[Path]:
     """checkpoint-N folders, oldest (smallest N) first."""
     found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """Whether a .safetensors file is whole: its header parses and its data ends where the file ends."""
-    try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{path.name} is unreadable"
-    if path.stat().st_size != 8 + size + end:
-        return f"{path.name} is truncated"
-    return None
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -168,7 +155,7 @@ def checkpoint_problem(path: Path) -> str | None:
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         return "the model weights (*.safetensors) are missing"
-    return next((p for p in map(_safetensors_problem, weights) if p), None)
+    return next((p for p in map(safetensors_problem, weights) if p), None)
 
 
 def resume_checkpoint(config: TrainConfig) -> str | None:
@@ -184,7 +171,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
             raise SftlabError(f"resume: checkpoint {config.resume} is incomplete ({problem}); an exact resume needs "
                               "model, optimizer, scheduler, RNG and trainer state")
         return str(path)
-    checkpoints = _existing_checkpoints(out) if out.is_dir() else []
+    checkpoints = existing_checkpoints(out) if out.is_dir() else []
     if config.resume:
         if not checkpoints:
             log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
@@ -206,6 +193,15 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     return None
 
 
+def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
+    """(optimizer steps, trained tokens) a complete checkpoint holds the run up to."""
+    from sftlab.train.trainer import STATE_FILE
+
+    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    tokens = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("trained_tokens", 0)
+    return int(step), int(tokens)
+
+
 def _keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
     """Resuming with another number of processes: grad_accum is set so that an optimizer step takes as many
     examples as before; the data order is the same at any number of processes, so the run goes on where it
@@ -222,7 +218,7 @@ def _keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
             f"resume: {checkpoint.name} was trained by {before} processes taking {global_batch} examples per optimizer "
             f"step, which {now} processes × batch_size {config.batch_size} cannot divide; choose a batch_size that "
             f"makes {global_batch} a multiple of batch_size × {now}")
-    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    step = checkpoint_progress(checkpoint)[0]
     log.warning("resume: %s was written by %d processes, this run has %d; grad_accum %d → %d keeps %d %s per "
                 "optimizer step, and training goes on after the %d already trained on, in the same order", checkpoint.name,
                 before, now, config.grad_accum, global_batch // per_pass, global_batch,
@@ -237,11 +233,6 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
     if has_eval:
         eval_strategy = "steps" if config.eval_steps else "epoch"
     report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to]
-    if "tensorboard" in report_to:
-        import importlib.util
-
-        if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-            raise SftlabError("report_to: tensorboard needs the tensorboard package (pip install tensorboard)")
     return TrainingArguments(
         **_strategy_arguments(config, device),
         output_dir=config.output_dir,
@@ -310,6 +301,7 @@ class PreparedRun:
     device: str
     started: float
     chat: Any = None  # the chat template (None for text-only data with no template)
+    precision_note: str = ""  # the precision chosen and why (hardware.Precision.note)
 
 
 def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> PreparedRun:
@@ -322,20 +314,24 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
 
     started = time.perf_counter()
     out = Path(config.output_dir)
+    require_model(config.model)  # before any time goes into data: a folder without (whole) weights is said now
     checkpoint = resume_checkpoint(config)
     if checkpoint:
         config = _keep_global_batch(config, Path(checkpoint))
-    make_output_dir(out)
+        step, tokens = checkpoint_progress(Path(checkpoint))
+        log.info("resume: continuing from %s (step %d, %s trained tokens so far)", checkpoint, step, f"{tokens:,}")
+    require_output_dir(out, "output_dir")
     set_seed(config.seed)
     device = pick_device()
-    bf16 = use_bf16(config.precision, device)
+    precision = choose_precision(config.precision, device)
+    bf16 = precision.bf16
 
     tokenizer = load_tokenizer(config.model)
     chat, added = _chat_tokens(config, tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
-    train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects)
+    train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects, chat)
     report.added_tokens = token_ids(added, tokenizer)
     model = load_model(config.model, attn_implementation=_attention(device, config.packing or config.padding_free))
     if added:
@@ -372,16 +368,17 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
         adapter_learning_rate=config.hybrid_lora_learning_rate,
     )
     trainer.remove_callback(PrinterCallback)
-    return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started, chat)
+    return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started, chat,
+                       precision.note)
 
 
 def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
     """The run's chat template (None when there is none to use) and the markers of it added to the
     tokenizer as new special tokens (a base model's vocabulary lacks them). The saved tokenizer carries
-    the template the model was trained with."""
+    the template the model was trained with, default_system included."""
     if config.template is None and not getattr(tokenizer, "chat_template", None):
         return None, []
-    chat = resolve_template(config.template, tokenizer, warn=False)
+    chat = with_default_system(resolve_template(config.template, tokenizer, warn=False), config.default_system)
     added = add_chat_tokens(tokenizer, chat, config.template_tokens or ())
     if added:
         log.info("added %s to the vocabulary as new special tokens (template '%s'); their embedding rows start "
@@ -405,7 +402,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     out = Path(config.output_dir)
     is_main = trainer.is_world_process_zero()
     if is_main:
-        (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        write_text(out / "config.yaml", config.for_rerun().to_yaml())
         report.write(out / "data_report.json")
         mixture = mixture_summary(report, _sources(config.datasets))
         if mixture:
@@ -416,7 +413,17 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
             config.learning_rate, len(trainer.train_dataset), "packed rows" if config.packing else "examples",
             report.trained_tokens, run.device,
         )
-    outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
+        log.info("%s", run.precision_note)
+    stop = GracefulStop()
+    if process_count() == 1:
+        trainer.add_callback(stop)
+    try:
+        with stop if process_count() == 1 else contextlib.nullcontext():
+            outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
+    except KeyboardInterrupt:  # a second signal: at once
+        raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None
+    if stop.signum is not None:  # the run stopped early, with a checkpoint: no final model
+        raise _interrupted(stop.signum, out, trainer)
     if run.neftune is not None:
         run.neftune.remove()
 
@@ -442,9 +449,21 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         tokenizer.save_pretrained(str(out))
         save_generation_config(final, tokenizer, run.chat, out)
         plot_metrics(metrics_log.records, out / "loss.png")
+        settle_checkpoints(out, config.keep_checkpoints)
+    resumed_step, resumed_tokens = checkpoint_progress(Path(run.checkpoint)) if run.checkpoint else (0, 0)
+    if resumed_step and outcome.global_step <= resumed_step:
+        log.info("the run had finished at step %d already: nothing to train", resumed_step)
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
-                       wall_seconds=time.perf_counter() - run.started)
+                       wall_seconds=time.perf_counter() - run.started, resumed_step=resumed_step,
+                       resumed_tokens=resumed_tokens)
+
+
+def _interrupted(signum: int, out: Path, trainer: Any) -> Interrupted:
+    step = trainer.state.global_step
+    saved = [p for p in existing_checkpoints(out)
+             if int(p.name.rsplit("-", 1)[-1]) <= step and checkpoint_problem(p) is None]
+    return Interrupted(signum, out, step, trainer.state.max_steps, saved[-1] if saved else None)
 
 
 def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, quiet: bool = False) -> list[str]:
@@ -453,6 +472,16 @@ def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, qu
     args += [f"--set={item}" for item in sets] + (["--quiet"] if quiet else [])
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
             "-m", "sftlab", "train", *args]
+
+
+def torchrun_env(nproc: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment for torchrun_command: OMP_NUM_THREADS, where not set already, shares this machine's cores
+    among the `nproc` processes (torchrun would set 1 itself, with a banner saying so)."""
+    env = dict(environ)
+    if not env.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    return env
 
 
 def _gathered_state(model: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:

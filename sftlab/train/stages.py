@@ -18,8 +18,9 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from sftlab.config import TrainConfig
+from sftlab.config import TrainConfig, explain
 from sftlab.errors import SftlabError
+from sftlab.files import child, require_output_dir, write_text
 
 log = logging.getLogger("sftlab")
 
@@ -40,29 +41,27 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     for k, stage in enumerate(config.stages or [], start=1):
         name = str(stage.get("name") or f"stage-{k}")
         values = {**base, **{key: v for key, v in stage.items() if key != "name"}}
-        values["output_dir"] = str(Path(config.output_dir) / name)
+        values["output_dir"] = str(child(config.output_dir, name, f"stages[{k}].name"))
         values["resume"] = False
         try:
             out.append((name, TrainConfig(**values)))
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise SftlabError(f"stages[{k}] ({name}): {where + ': ' if where else ''}{err['msg']}") from None
+            raise SftlabError(explain(e, f"stages[{k}] ({name})")) from None
     return out
 
 
 def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> Any:
     from sftlab.train.merge import merge_adapter
     from sftlab.train.plot import plot_metrics
-    from sftlab.train.run import TrainResult, make_output_dir, train
+    from sftlab.train.run import TrainResult, train
 
     out = Path(config.output_dir)
     stages = stage_configs(config)
     if not config.resume and any((out / name).exists() for name, _ in stages):
         raise SftlabError(f"output_dir {out} already holds stages of a run; set `resume: true` to continue that run "
                           "or choose another output_dir")
-    make_output_dir(out)
-    (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    require_output_dir(out, "output_dir")
+    write_text(out / "config.yaml", config.for_rerun().to_yaml())
     model = config.model
     records: list[dict[str, Any]] = []
     result = None
@@ -89,12 +88,12 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
                 raise SftlabError(f"stage {name}: a {stage.method} stage cannot be followed by another (its adapter "
                                   "cannot be merged into the model); make it the last stage")
             done = {"model": str(final)}
-            (stage_dir / DONE).write_text(json.dumps(done), encoding="utf-8")
+            write_text(stage_dir / DONE, json.dumps(done))
             stage_records = result.metrics
         offset = records[-1]["step"] if records else 0
         records += [{**r, "stage": name, "stage_step": r["step"], "step": r["step"] + offset} for r in stage_records]
         model = done["model"]
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     plot_metrics(records, out / "loss.png")
     if result is None:  # every stage was finished already
         result = TrainResult(out)

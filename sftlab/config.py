@@ -31,7 +31,7 @@ class DatasetSpec(BaseModel):
 
 
 class DistributedSpec(BaseModel):
-    """How the processes of `torchrun` / `accelerate launch` share the work (README "More than one device")."""
+    """How the processes of `torchrun` / `accelerate launch` share the work (docs/distributed.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,12 +76,12 @@ class TrainConfig(BaseModel):
     # The system prompt of every conversation that has no system message, in place of the template's own default
     # (SmolLM2's template gives such conversations "You are a helpful AI assistant named SmolLM, trained by Hugging
     # Face"); "" removes that default. It is written into the saved model's chat template: chat, serve and eval of
-    # the trained model use it too (docs/first-use-notes.md).
+    # the trained model use it too (docs/data.md, "The template's default system prompt").
     default_system: Optional[str] = None
     train_on: Literal["all_assistant", "last_assistant", "all"] = "all_assistant"
     max_length: int = MAX_LENGTH
     # Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control
-    # tokens, for data that carries them on purpose (README "Special-token text in your data").
+    # tokens, for data that carries them on purpose (docs/data.md "Special-token text in your data").
     escape_special_tokens: bool = True
     # Batch layout (TRL's names). padding_free: the members of a batch laid end to end in one row, no
     # padding, no attention across examples; batch_size still counts examples. packing: the whole dataset

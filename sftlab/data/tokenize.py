@@ -1,5 +1,5 @@
 """Text → token ids, the one way sftlab does it: the tokenizer's own Rust engine (`tokenizers`), with
-special-token text in the data kept as text (the escaping contract in README "Special-token text in
+special-token text in the data kept as text (the escaping contract in docs/data.md "Special-token text in
 your data").
 
 A chat template writes control markers (`<|im_start|>`, `<|eot_id|>`, `</s>` …) around the messages;

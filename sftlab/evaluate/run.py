@@ -53,7 +53,7 @@ class EvalOptions:
     limit: int | None = None
     judge: Judge | None = None
     probe: bool = False
-    escape: bool = True  # special-token text in the data stays text (README)
+    escape: bool = True  # special-token text in the data stays text (docs/data.md, the escaping contract)
     precision: str = "auto"  # auto | bf16 | fp32, as in training
     default_system: str | None = None  # system prompt of conversations without one (templates.with_default_system)
 

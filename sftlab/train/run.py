@@ -302,6 +302,7 @@ class PreparedRun:
     started: float
     chat: Any = None  # the chat template (None for text-only data with no template)
     precision_note: str = ""  # the precision chosen and why (hardware.Precision.note)
+    resumed: tuple[int, int] = (0, 0)  # (step, trained tokens) of the checkpoint resumed from
 
 
 def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> PreparedRun:
@@ -316,10 +317,12 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     out = Path(config.output_dir)
     require_model(config.model)  # before any time goes into data: a folder without (whole) weights is said now
     checkpoint = resume_checkpoint(config)
+    resumed = (0, 0)
     if checkpoint:
         config = _keep_global_batch(config, Path(checkpoint))
-        step, tokens = checkpoint_progress(Path(checkpoint))
-        log.info("resume: continuing from %s (step %d, %s trained tokens so far)", checkpoint, step, f"{tokens:,}")
+        resumed = checkpoint_progress(Path(checkpoint))  # (read now: rotation may remove the checkpoint later)
+        log.info("resume: continuing from %s (step %d, %s trained tokens so far)", checkpoint, resumed[0],
+                 f"{resumed[1]:,}")
     require_output_dir(out, "output_dir")
     set_seed(config.seed)
     device = pick_device()
@@ -369,7 +372,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     )
     trainer.remove_callback(PrinterCallback)
     return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started, chat,
-                       precision.note)
+                       precision.note, resumed)
 
 
 def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
@@ -444,13 +447,13 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         saved = json.loads(adapter_config.read_text(encoding="utf-8"))
         # (An adapter trained on from another adapter, a staged run continuing it, keeps that one's base.)
         saved["base_model_name_or_path"] = adapter_base(config.model) or config.model or DEFAULT_MODEL
-        adapter_config.write_text(json.dumps(saved, indent=2), encoding="utf-8")
+        write_text(adapter_config, json.dumps(saved, indent=2))
     if is_main:
         tokenizer.save_pretrained(str(out))
         save_generation_config(final, tokenizer, run.chat, out)
         plot_metrics(metrics_log.records, out / "loss.png")
         settle_checkpoints(out, config.keep_checkpoints)
-    resumed_step, resumed_tokens = checkpoint_progress(Path(run.checkpoint)) if run.checkpoint else (0, 0)
+    resumed_step, resumed_tokens = run.resumed
     if resumed_step and outcome.global_step <= resumed_step:
         log.info("the run had finished at step %d already: nothing to train", resumed_step)
     return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,

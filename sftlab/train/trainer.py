@@ -29,6 +29,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from sftlab.files import write_text
 from sftlab.train.attention import segments
 from sftlab.train.loss import evaluate_loss, trained_token_loss
 from sftlab.train.methods import set_hybrid_phase
@@ -335,9 +336,7 @@ class MetricsLog(TrainerCallback):
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        tmp.replace(self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
 
 def _clean(v: Any) -> Any:

@@ -1,0 +1,91 @@
+"""What an export starts from: the model as sftlab trained it (an adapter merged into its base first, chat-token
+rows included), its tokenizer, the chat template it was trained with and the end-of-turn token that template
+taught it to stop on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftlab.errors import SftlabError, first_line
+from sftlab.models import adapter_base, require_model, resolve_model
+
+PROMPT_ADAPTERS = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT")
+
+
+@dataclass
+class Source:
+    name: str  # what the user named (for messages and general.name)
+    model: Any  # a plain transformers causal LM, float32, eval mode
+    tokenizer: Any
+    chat: Any  # ChatTemplate | None
+    end_of_turn: str | None  # the template's end-of-turn token (<|im_end|>, <|eot_id|>, </s>), None for plain ones
+    stop_ids: list[int]  # every id sftlab's generation stops on
+    merged_adapter: bool = False
+
+    @property
+    def end_of_turn_id(self) -> int | None:
+        return None if self.end_of_turn is None else self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+
+    @property
+    def rows(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[0]
+
+
+def model_config(model: str) -> dict[str, Any]:
+    """config.json of the model a model argument names (for an adapter, its base's), read without loading weights."""
+    ref = require_model(model)
+    if ref.kind == "gguf":
+        from sftlab.models import converted_checkpoint
+
+        folder = converted_checkpoint(ref.path)
+    elif ref.kind == "hub":
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(ref.name).to_dict()
+    else:
+        folder = ref.path
+        base = adapter_base(folder)
+        if base is not None:
+            check_adapter(folder)
+            return model_config(base)
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{folder / 'config.json'}: unreadable ({first_line(e)})") from None
+
+
+def check_adapter(folder: Path) -> None:
+    """Refuse a prompt-based adapter: it adds virtual tokens, so there are no weights to merge and export."""
+    try:
+        peft_type = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    except (OSError, ValueError) as e:
+        raise SftlabError(f"{folder / 'adapter_config.json'}: unreadable ({first_line(e)})") from None
+    if peft_type in PROMPT_ADAPTERS:
+        raise SftlabError(f"{folder}: a {peft_type.lower()} adapter adds virtual tokens to the input, so there are no "
+                          "weights to merge into the model and nothing a GGUF file can hold; export a lora, dora or "
+                          "full run instead")
+
+
+def load_source(model: str) -> Source:
+    """The model to export, merged and in float32, with its tokenizer, template and stop tokens."""
+    import torch
+
+    from sftlab.data.templates import resolve_template
+    from sftlab.data.tokenize import special_token_strings
+    from sftlab.generate import stop_token_ids
+    from sftlab.models import load_model, load_tokenizer, model_path
+
+    path = model_path(model)
+    is_adapter = (Path(path) / "adapter_config.json").is_file()
+    loaded = load_model(path, dtype=torch.float32)
+    if is_adapter:
+        loaded = loaded.merge_and_unload()  # (trainable token rows are folded in too)
+    loaded.eval()
+    tokenizer = load_tokenizer(path)
+    chat = resolve_template(None, tokenizer, warn=False) if getattr(tokenizer, "chat_template", None) else None
+    end = chat.end_of_turn(special_token_strings(tokenizer)) if chat is not None else None
+    return Source(name=resolve_model(model).display, model=loaded, tokenizer=tokenizer, chat=chat, end_of_turn=end,
+                  stop_ids=stop_token_ids(loaded, tokenizer, chat), merged_adapter=is_adapter)

@@ -1,0 +1,199 @@
+"""The new-run form, generated from TrainConfig: its fields, their defaults and kinds from the JSON schema, their
+help and groups from the comments beside them in sftlab/config.py (one place for both), and the checks a form's
+config goes through, with the command line's one-sentence messages and the field they are about."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sftlab.config import TrainConfig, explain, parse_yaml
+from sftlab.errors import SftlabError
+from sftlab.files import input_problem
+from sftlab.ui.security import inside
+
+# Keys the UI sets itself: a run's folder is its name under --runs-dir, and Resume resumes.
+UI_KEYS = ("output_dir", "resume")
+DATASET_KEYS = ("datasets", "eval_datasets")
+# Where a form's config comes from, in its error sentences (the CLI names the config file there).
+ORIGIN = "config"
+
+
+class ConfigError(SftlabError):
+    """An invalid config from a form or the API: the sentence and the field it is about (HTTP 400)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message, self.field = message, field
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, **({"field": self.field} if self.field else {})}}
+
+
+@dataclass
+class Field:
+    name: str
+    kind: str  # select | bool | int | float | text | yaml | datasets | model
+    default: Any
+    help: str
+    choices: list[str] | None = None
+    optional: bool = False
+
+
+@dataclass
+class Group:
+    title: str
+    fields: list[Field]
+
+
+def _comments() -> tuple[dict[str, str], dict[str, str]]:
+    """From TrainConfig's source: each field's help (the comment block above it and the comment after it) and its
+    group (the section comment, such as `# Optimisation`, that opens the block of fields after a blank line)."""
+    source = inspect.getsource(TrainConfig)
+    helps: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    pending: list[str] = []
+    group = "What to train"
+    blank = True
+    field_line = re.compile(r"^    (\w+): .*?(?:#\s*(.*))?$")
+    for line in source.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            blank, pending = True, []
+            continue
+        if stripped.startswith("@") or stripped.startswith("def "):
+            break
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if blank and not pending:  # a section: its first sentence names the group, the rest is help
+                title, _, rest = text.partition(". ")
+                group = title.rstrip(".")
+                pending = [rest] if rest else []
+            else:
+                pending.append(text)
+            blank = False
+            continue
+        match = field_line.match(line)
+        if match and match.group(1) in TrainConfig.model_fields:
+            name = match.group(1)
+            helps[name] = " ".join([*pending, match.group(2) or ""]).strip()
+            groups[name] = group
+            pending = []
+        elif not line.startswith("        "):
+            pending = []
+        blank = False
+    return helps, groups
+
+
+def _kind(name: str, prop: dict[str, Any]) -> tuple[str, list[str] | None, bool]:
+    if name in DATASET_KEYS:
+        return "datasets", None, False
+    if name == "model":
+        return "model", None, True
+    types = [p.get("type") for p in prop.get("anyOf", [prop])]
+    optional = "null" in types
+    types = [t for t in types if t != "null"]
+    if "enum" in prop:
+        return "select", list(prop["enum"]), False
+    if types == ["boolean"]:
+        return "bool", None, optional
+    if types == ["integer"]:
+        return "int", None, optional
+    if types == ["number"]:
+        return "float", None, optional
+    if types == ["string"]:
+        return "text", None, optional
+    return "yaml", None, optional
+
+
+@lru_cache(maxsize=1)
+def form_groups() -> list[Group]:
+    """Every TrainConfig key but the UI's own, grouped as config.py (and docs/training.md) order them."""
+    helps, sections = _comments()
+    schema = TrainConfig.model_json_schema()
+    groups: dict[str, Group] = {}
+    for name, prop in schema["properties"].items():
+        if name in UI_KEYS:
+            continue
+        kind, choices, optional = _kind(name, prop)
+        default = TrainConfig.model_fields[name].get_default(call_default_factory=True)
+        if hasattr(default, "model_dump"):
+            default = default.model_dump()
+        if kind == "yaml" and default is not None:
+            default = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        title = sections.get(name, "Other")
+        groups.setdefault(title, Group(title, [])).fields.append(
+            Field(name, kind, default, helps.get(name, ""), choices, optional))
+    return list(groups.values())
+
+
+def form_schema() -> list[dict[str, Any]]:
+    return [{"title": g.title, "fields": [asdict(f) for f in g.fields]} for g in form_groups()]
+
+
+# ---- checking a config from a form or the API ----------------------------------------------------------------
+
+def config_data(body: Any) -> dict[str, Any]:
+    """The config keys of a request body `{"config": {…}, "yaml"?: {key: text}}`; `yaml` carries the values a form
+    gives as YAML text (lists, mappings), parsed as `--set` parses them."""
+    if not isinstance(body, dict) or not isinstance(body.get("config"), dict):
+        raise ConfigError('the request body must be {"config": {…the keys of a train config…}, "name"?: "…"}')
+    data = dict(body["config"])
+    for key, text in (body.get("yaml") or {}).items():
+        if not isinstance(text, str) or not text.strip():
+            continue
+        try:
+            data[key] = parse_yaml(text)
+        except (yaml.YAMLError, RecursionError) as e:
+            problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+            raise ConfigError(f"{ORIGIN}: `{key}` is not valid YAML ({problem})", key) from None
+    for key in UI_KEYS:
+        data.pop(key, None)
+    return data
+
+
+def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
+    """A TrainConfig, or ConfigError with the sentence `sftlab train` prints for the same config and its field.
+    Data files and model folders must lie inside `roots` (the UI's folders); they are written as absolute paths,
+    so the saved config.yaml runs again from anywhere."""
+    data = dict(data)
+    for key in DATASET_KEYS:
+        specs = data.get(key)
+        if isinstance(specs, (str, dict)):
+            specs = [specs]
+        if not isinstance(specs, list):
+            continue
+        fixed = []
+        for spec in specs:
+            spec = {"path": spec} if isinstance(spec, str) else spec
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                spec = {**spec, "path": str(_inside(roots, spec["path"], f"{key} file", key))}
+                problem = input_problem(spec["path"], "any")
+                if problem:
+                    raise ConfigError(f"{ORIGIN}: {key} file {spec['path']} {problem}", key)
+            fixed.append(spec)
+        data[key] = fixed
+    model = data.get("model")
+    if isinstance(model, str) and model.strip() and model.lower() != "smollm2-135m-instruct":
+        data["model"] = str(_inside(roots, model, "model", "model"))
+    elif isinstance(model, str):
+        data["model"] = None
+    try:
+        return TrainConfig(**data)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        raise ConfigError(explain(e, ORIGIN), str(loc[0]) if loc else None) from None
+
+
+def _inside(roots: list[Path], path: str, what: str, field: str) -> Path:
+    try:
+        return inside(roots, path, f"{ORIGIN}: {what}")
+    except SftlabError as e:
+        raise ConfigError(str(e), field) from None

@@ -1,0 +1,178 @@
+"""The interface text in English and Chinese (`?lang=zh` or the switch in the header, kept in a cookie). Config keys,
+values, file names and error sentences stay as sftlab writes them: they are what the YAML and the CLI say."""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "zh")
+
+TEXT: dict[str, dict[str, str]] = {
+    "runs": {"en": "Runs", "zh": "训练任务"},
+    "new_run": {"en": "New run", "zh": "新建训练"},
+    "data": {"en": "Data", "zh": "数据"},
+    "chat": {"en": "Chat", "zh": "对话"},
+    "eval": {"en": "Eval", "zh": "评测"},
+    "export": {"en": "Export", "zh": "导出"},
+    "language": {"en": "中文", "zh": "English"},
+    "run": {"en": "Run", "zh": "任务"},
+    "status": {"en": "Status", "zh": "状态"},
+    "model": {"en": "Model", "zh": "模型"},
+    "method": {"en": "Method", "zh": "方法"},
+    "steps": {"en": "Steps", "zh": "步数"},
+    "last_loss": {"en": "Last loss", "zh": "最新 loss"},
+    "started": {"en": "Started", "zh": "开始时间"},
+    "compare": {"en": "Compare", "zh": "对比"},
+    "compare_hint": {"en": "Tick runs to overlay their loss curves.", "zh": "勾选多个任务以叠加对比其 loss 曲线。"},
+    "no_runs": {"en": "No runs yet under", "zh": "还没有训练任务："},
+    "queued": {"en": "queued", "zh": "排队中"},
+    "running": {"en": "running", "zh": "训练中"},
+    "finished": {"en": "finished", "zh": "已完成"},
+    "failed": {"en": "failed", "zh": "失败"},
+    "stopped": {"en": "stopped", "zh": "已停止"},
+    "stopping": {"en": "stopping", "zh": "正在停止"},
+    "run_name": {"en": "Run name", "zh": "任务名称"},
+    "run_name_help": {"en": "The run's folder under the runs folder (default: run-DATE-TIME).",
+                      "zh": "任务在 runs 文件夹下的目录名（默认：run-日期-时间）。"},
+    "datasets_help": {"en": "Data files under the UI's folder, or upload one. A weight mixes several files.",
+                      "zh": "UI 所在目录下的数据文件，或上传一个。多个文件可用权重混合。"},
+    "upload": {"en": "Upload a file", "zh": "上传文件"},
+    "add_file": {"en": "Add file", "zh": "添加文件"},
+    "remove": {"en": "Remove", "zh": "移除"},
+    "weight": {"en": "weight", "zh": "权重"},
+    "default": {"en": "default", "zh": "默认"},
+    "preview_data": {"en": "Preview data", "zh": "预览数据"},
+    "preview_yaml": {"en": "Preview YAML", "zh": "预览 YAML"},
+    "start": {"en": "Start", "zh": "开始训练"},
+    "preview_title": {"en": "Trained tokens of the first examples (green: trained; grey: label -100)",
+                      "zh": "前几个样本的训练 token（绿色：参与训练；灰色：label -100）"},
+    "report": {"en": "Data report", "zh": "数据报告"},
+    "rejected_rows": {"en": "Rejected and dropped rows", "zh": "被拒绝和丢弃的行"},
+    "none": {"en": "none", "zh": "无"},
+    "reason": {"en": "Reason", "zh": "原因"},
+    "row": {"en": "Row", "zh": "行"},
+    "file": {"en": "File", "zh": "文件"},
+    "progress": {"en": "Progress", "zh": "进度"},
+    "eta": {"en": "about {0} left", "zh": "预计还需 {0}"},
+    "stop": {"en": "Stop", "zh": "停止"},
+    "stop_help": {"en": "Finishes the current step, saves a checkpoint, then stops.",
+                  "zh": "完成当前一步并保存检查点后停止。"},
+    "resume": {"en": "Resume", "zh": "继续训练"},
+    "log": {"en": "Log", "zh": "日志"},
+    "loss": {"en": "Loss and eval loss", "zh": "Loss 与验证 loss"},
+    "learning_rate": {"en": "Learning rate", "zh": "学习率"},
+    "grad_norm": {"en": "Grad norm", "zh": "梯度范数"},
+    "tokens_per_second": {"en": "Trained tokens/s", "zh": "训练 token/秒"},
+    "config": {"en": "Config", "zh": "配置"},
+    "chat_with": {"en": "Chat with this run", "zh": "与此模型对话"},
+    "eval_this": {"en": "Evaluate this run", "zh": "评测此模型"},
+    "export_this": {"en": "Export this run", "zh": "导出此模型"},
+    "waiting": {"en": "Waiting for the first logged step…", "zh": "等待第一个记录的训练步…"},
+    "check": {"en": "Check", "zh": "检查"},
+    "data_file": {"en": "Data file", "zh": "数据文件"},
+    "template": {"en": "Template", "zh": "模板"},
+    "format": {"en": "Format", "zh": "格式"},
+    "detected": {"en": "detected", "zh": "自动检测"},
+    "max_length": {"en": "Max length", "zh": "最大长度"},
+    "clusters": {"en": "Semantic clusters (slower)", "zh": "语义聚类（较慢）"},
+    "working": {"en": "Working…", "zh": "处理中…"},
+    "mask_view": {"en": "Trained tokens", "zh": "训练 token"},
+    "second_model": {"en": "Second model (optional)", "zh": "第二个模型（可选）"},
+    "system_prompt": {"en": "System prompt", "zh": "系统提示词"},
+    "temperature": {"en": "Temperature (0 = greedy)", "zh": "温度（0 = 贪心解码）"},
+    "max_new_tokens": {"en": "Max new tokens", "zh": "最大生成 token 数"},
+    "send": {"en": "Send", "zh": "发送"},
+    "clear": {"en": "Clear", "zh": "清空"},
+    "message": {"en": "Message", "zh": "消息"},
+    "eval_run": {"en": "Run to evaluate", "zh": "要评测的任务"},
+    "eval_data": {"en": "Held-out data", "zh": "留出数据"},
+    "baseline": {"en": "Baseline (before/after)", "zh": "基线模型（前后对比）"},
+    "limit": {"en": "Only the first N rows", "zh": "只用前 N 行"},
+    "judge_url": {"en": "Judge endpoint (optional, OpenAI-compatible)", "zh": "评审模型地址（可选，OpenAI 兼容）"},
+    "judge_model": {"en": "Judge model", "zh": "评审模型名称"},
+    "run_eval": {"en": "Run eval", "zh": "开始评测"},
+    "summary": {"en": "Summary", "zh": "汇总"},
+    "metric": {"en": "Metric", "zh": "指标"},
+    "responses": {"en": "Responses", "zh": "模型回答"},
+    "prompt": {"en": "Prompt", "zh": "提示"},
+    "reference": {"en": "Reference", "zh": "参考答案"},
+    "response": {"en": "Response", "zh": "回答"},
+    "score": {"en": "Score", "zh": "分数"},
+    "no_finished": {"en": "No finished run yet.", "zh": "还没有已完成的任务。"},
+    "login": {"en": "This UI needs its key", "zh": "此界面需要密钥"},
+    "login_help": {"en": "Paste the key it was started with (--api-key-file or $SFTLAB_API_KEY).",
+                   "zh": "请输入启动时设置的密钥（--api-key-file 或 $SFTLAB_API_KEY）。"},
+    "key": {"en": "Key", "zh": "密钥"},
+    "enter": {"en": "Enter", "zh": "进入"},
+    "wrong_key": {"en": "Wrong key.", "zh": "密钥错误。"},
+    "base_model": {"en": "the default model", "zh": "默认模型"},
+    "stages": {"en": "Stages", "zh": "阶段"},
+    "checkpoints": {"en": "Checkpoints", "zh": "检查点"},
+    "started_by_cli": {"en": "started from the command line", "zh": "由命令行启动"},
+    "export_out": {"en": "Output folder", "zh": "输出目录"},
+    "run_export": {"en": "Export", "zh": "导出"},
+}
+
+# Help for the config keys whose line in sftlab/config.py has no comment (the others' comments are the help).
+FIELD_HELP: dict[str, dict[str, str]] = {
+    "model": {"zh": "模型目录、.gguf 文件，或默认模型 smollm2-135m-instruct"},
+    "datasets": {"en": "The training data: files and, to mix them, weights (shares of the examples).",
+                 "zh": "训练数据：文件，以及混合多个文件时的权重（样本份额）。"},
+    "train_on": {"en": "Which tokens are trained: every assistant turn, only the last one, or every token.",
+                 "zh": "训练哪些 token：所有助手回复、仅最后一轮回复，或全部 token。"},
+    "max_length": {"en": "Examples are truncated to this many tokens (keeping the start); one that loses its whole "
+                         "answer is dropped and reported.",
+                   "zh": "样本截断到此 token 数（保留开头）；整个回答被截掉的样本会被丢弃并报告。"},
+    "on_error": {"en": "A bad row stops the run (raise) or is skipped and listed in rejects.jsonl (skip).",
+                 "zh": "坏行让训练停止（raise），或被跳过并记录到 rejects.jsonl（skip）。"},
+    "method": {"en": "full, freeze, lora, dora, hybrid (full then LoRA), or a prompt-based method.",
+               "zh": "full（全参）、freeze、lora、dora、hybrid（先全参后 LoRA），或基于提示的方法。"},
+    "learning_rate": {"zh": "默认：lora/dora 为 2e-4，full/freeze/hybrid 为 2e-5（写入 config.yaml）"},
+    "epochs": {"en": "Passes over the data (max_steps > 0 overrides it).", "zh": "数据遍历轮数（max_steps > 0 时以其为准）。"},
+    "max_steps": {"en": "Optimizer steps in all; -1: as many as the epochs take.", "zh": "优化器总步数；-1 表示由轮数决定。"},
+    "batch_size": {"en": "Examples per device per micro-step.", "zh": "每个设备每个微步的样本数。"},
+    "grad_accum": {"en": "Micro-steps per optimizer step.", "zh": "每个优化器步的梯度累积微步数。"},
+    "lora_r": {"en": "LoRA/DoRA rank.", "zh": "LoRA/DoRA 的秩。"},
+    "lora_alpha": {"en": "LoRA/DoRA scaling (alpha / r).", "zh": "LoRA/DoRA 缩放系数（alpha / r）。"},
+    "lora_dropout": {"en": "Dropout on the adapter's input.", "zh": "适配器输入上的 dropout。"},
+    "lora_targets": {"en": "Which linear layers get adapters: all-linear, or a list of module names.",
+                     "zh": "哪些线性层加适配器：all-linear，或模块名列表。"},
+    "freeze_trainable_layers": {"en": "method freeze: the top N decoder layers are trained.",
+                                "zh": "freeze 方法：训练最上面的 N 层。"},
+    "hybrid_full_fraction": {"en": "method hybrid: the fraction of steps trained in full before LoRA.",
+                             "zh": "hybrid 方法：LoRA 之前全参训练的步数比例。"},
+    "neftune_alpha": {"en": "NEFTune noise on the embeddings (5 is the paper's usual value); empty: off.",
+                      "zh": "NEFTune 嵌入噪声（论文常用 5）；留空为关闭。"},
+    "eval_split": {"en": "Fraction of the examples held out for the eval loss.", "zh": "留作验证 loss 的样本比例。"},
+    "eval_datasets": {"en": "Held-out files for the eval loss (instead of eval_split).",
+                      "zh": "用于验证 loss 的留出文件（代替 eval_split）。"},
+    "eval_steps": {"en": "Evaluate every N steps (default: each epoch).", "zh": "每 N 步验证一次（默认：每轮）。"},
+    "logging_steps": {"en": "Log every N steps (step 1 and the last are always logged).",
+                      "zh": "每 N 步记录一次（第 1 步和最后一步总会记录）。"},
+    "save_total_limit": {"en": "Checkpoints kept while training.", "zh": "训练中保留的检查点数量。"},
+    "seed": {"en": "Seed of the data order, the split and the initialisation.", "zh": "数据顺序、划分与初始化的随机种子。"},
+    "precision": {"en": "auto: bf16 where it is supported and measured faster.", "zh": "auto：在支持且实测更快时用 bf16。"},
+}
+
+GROUPS = {"What to train": "训练什么", "How": "怎么训练", "Optimisation": "优化", "Evaluation": "验证",
+          "Bookkeeping": "记录与保存"}
+
+
+def translator(lang: str):
+    """t(key) for the templates: the text in `lang`, English where a translation is missing, the key itself where
+    there is no such text."""
+    lang = lang if lang in LANGUAGES else "en"
+
+    def t(key: str, *args: object) -> str:
+        entry = TEXT.get(key)
+        text = key if entry is None else entry.get(lang) or entry["en"]
+        return text.format(*args) if args else text
+
+    return t
+
+
+def field_help(name: str, comment: str, lang: str) -> str:
+    entry = FIELD_HELP.get(name, {})
+    return entry.get(lang) or comment or entry.get("en", "")
+
+
+def group_title(title: str, lang: str) -> str:
+    return GROUPS.get(title, title) if lang == "zh" else title

@@ -1,0 +1,340 @@
+"""Run folders as the UI shows them, and the queue that starts `sftlab train` in them one after another.
+
+What the UI adds to a run folder: ui_state.json (queued / running / finished / failed / stopped, the process ids,
+the exit code and its reason) and train.log (what `sftlab train` printed). Everything else is what `sftlab train`
+writes, read through sftlab.runs, so a run started from the command line shows up alike. The queue lives in those
+files too: whoever sees no run running starts the oldest queued one (the UI when a run is queued, the runner of a
+run when it ends), under a lock, so runs go on one after another with the UI closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from sftlab import runs as run_folders
+from sftlab.errors import SftlabError
+from sftlab.files import child, write_text
+
+STATE = "ui_state.json"
+LOG = "train.log"
+QUEUE_LOCK = ".ui-queue.lock"
+STATUSES = ("queued", "running", "finished", "failed", "stopped")
+# A run without ui_state.json (started from the command line) counts as running while its files keep changing.
+CLI_ACTIVE_SECONDS = 120
+STEP_LINE = re.compile(r"step (\d+)/(\d+)")
+
+
+class RunError(SftlabError):
+    """A request the run's state does not allow (stop a finished run …): HTTP 409."""
+
+
+class RunNotFound(SftlabError):
+    """No run of that id under the runs folder: HTTP 404."""
+
+
+# ---- ui_state.json -----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A state file (a run's ui_state.json, an eval's), {} when there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_state(path: Path, **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into a state file, under a lock: the UI and a runner write the same file."""
+    with locked(path.with_name(f".{path.name}.lock")):
+        state = {**read_state(path), **changes}
+        write_text(path, json.dumps(state, indent=1) + "\n", "ui state")
+    return state
+
+
+def process_alive(pid: Any) -> bool:
+    """Whether `pid` is a live sftlab process (a reused pid of something else is not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return True
+        if b"sftlab" not in text:
+            return False
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has ended
+    return True
+
+
+# ---- what the UI shows of a run -----------------------------------------------------------------------------
+
+def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    # (rich pads its log lines to the width it was given)
+    return "\n".join(line.rstrip() for line in data.decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+def failure_reason(log: Path) -> str | None:
+    """The sentence a failed `sftlab` command ended with: its `error:` line, else the log's last line (a bug's
+    traceback ends with the exception)."""
+    lines = log_tail(log, 400).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ sftlab")]  # this attempt's lines only
+    tail = [line.strip() for line in lines[starts[-1] + 1 if starts else 0:]
+            if line.strip() and not line.startswith("[exit code")]
+    for line in reversed(tail):
+        for mark in ("error:", "stopped:"):
+            if line.startswith(mark):
+                return line[len(mark):].strip()
+    return tail[-1] if tail else None
+
+
+def _modified(folder: Path) -> float:
+    times = [p.stat().st_mtime for p in (folder / "metrics.jsonl", folder / "config.yaml", folder / LOG) if p.exists()]
+    return max(times, default=0.0)
+
+
+def status_of(folder: Path, run: run_folders.Run) -> tuple[str, str | None]:
+    """(status, reason) of a run folder: one of STATUSES, and for failed/stopped runs why."""
+    state = read_state(folder / STATE)
+    recorded = state.get("status")
+    if recorded == "queued":
+        return "queued", None
+    if recorded == "running":
+        if process_alive(state.get("runner_pid")):
+            return "running", None
+        if run.status == "finished":
+            return "finished", None
+        return "failed", "the training process ended without recording how (killed, or the machine restarted)"
+    if recorded in ("finished", "failed", "stopped"):
+        return recorded, state.get("error")
+    if run.status == "finished":
+        return "finished", None
+    if time.time() - _modified(folder) < CLI_ACTIVE_SECONDS:
+        return "running", None
+    how = "Resume continues it from its last checkpoint" if run.checkpoints else "Resume starts it again"
+    return "stopped", f"unfinished (started outside the UI, not running now); {how}"
+
+
+def _total_steps(folder: Path, run: run_folders.Run) -> int | None:
+    if run.total_steps is not None:
+        return run.total_steps
+    found = STEP_LINE.findall(log_tail(folder / LOG, 400))
+    return int(found[-1][1]) if found else None
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class Runs:
+    """The run folders under `runs_dir`; `work_dir` is where `sftlab train` runs (relative paths resolve there)."""
+
+    def __init__(self, runs_dir: str | Path, work_dir: str | Path):
+        self.runs_dir = Path(runs_dir).resolve()
+        self.work_dir = Path(work_dir).resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- reading --
+
+    def run_id(self, folder: Path) -> str:
+        return folder.resolve().relative_to(self.runs_dir).as_posix() or "."
+
+    def folder(self, run_id: str) -> Path:
+        """The folder of a run id (its path under runs_dir), or a SftlabError: never a folder outside runs_dir."""
+        if not run_id or ".." in Path(run_id).parts or Path(run_id).is_absolute() or "\\" in run_id:
+            raise RunNotFound(f"run {run_id!r}: not a run under {self.runs_dir}")
+        folder = (self.runs_dir / run_id).resolve()
+        if not folder.is_relative_to(self.runs_dir) or not (folder / "config.yaml").is_file():
+            raise RunNotFound(f"run {run_id!r}: no such run under {self.runs_dir}")
+        return folder
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [self._summary(run) for run in run_folders.find_runs(self.runs_dir)]
+
+    def read(self, run_id: str) -> run_folders.Run:
+        return run_folders.find_runs(self.folder(run_id))[0]
+
+    def _summary(self, run: run_folders.Run) -> dict[str, Any]:
+        folder = run.path
+        status, reason = status_of(folder, run)
+        config = _config(folder)
+        state = read_state(folder / STATE)
+        started = state.get("started") or (folder / "config.yaml").stat().st_mtime
+        total = _total_steps(folder, run)
+        out = {
+            "id": self.run_id(folder), "status": status, "model": config.get("model") or "smollm2-135m-instruct",
+            "method": run.method, "steps": run.steps, "total_steps": total, "last_loss": run.final_loss,
+            "started": started if status != "queued" else None, "queued_at": state.get("queued_at"),
+            "started_by": "ui" if state else "cli", "checkpoints": run.checkpoints, "bytes": run.size,
+            "output_dir": str(folder),
+        }
+        if reason:
+            out["error"] = reason
+        if status == "running" and total and run.steps and state.get("started"):
+            done = run.steps - int(state.get("start_step") or 0)
+            if done > 0:
+                out["eta_seconds"] = (time.time() - state["started"]) / done * max(0, total - run.steps)
+        return out
+
+    def detail(self, run_id: str) -> dict[str, Any]:
+        """GET /api/runs/{id}: the listing's fields, the config, every metrics record, the data report, the log's
+        tail."""
+        run = self.read(run_id)
+        out = self._summary(run)
+        out["config"] = _config(run.path)
+        out["metrics"] = run_folders._metrics(run.path)
+        out["data_report"] = _json(run.path / "data_report.json")
+        out["log"] = log_tail(run.path / LOG)
+        out["stages"] = [s.to_dict() for s in run.stages]
+        return out
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        return run_folders._metrics(self.folder(run_id))
+
+    # -- changing --
+
+    def create(self, config: Any, name: str | None = None) -> dict[str, Any]:
+        """A new run folder with the config (a validated TrainConfig whose output_dir is the folder), queued."""
+        folder = child(self.runs_dir, name, "run name") if name else self._fresh_name()
+        if folder.exists() and any(folder.iterdir()):
+            raise RunError(f"run name {folder.name!r}: {folder} exists already; choose another name")
+        folder.mkdir(parents=True, exist_ok=True)
+        config = config.model_copy(update={"output_dir": str(folder)})
+        write_text(folder / "config.yaml", config.to_yaml(), "config.yaml")
+        update_state(folder / STATE, status="queued", queued_at=time.time(), resume=False)
+        self.start_next()
+        return {"id": self.run_id(folder), "status": status_of(folder, run_folders.read_run(folder))[0]}
+
+    def _fresh_name(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for k in range(1000):
+            folder = self.runs_dir / (f"run-{stamp}" + (f"-{k}" if k else ""))
+            if not folder.exists():
+                return folder
+        raise RunError("no free run name")
+
+    def stop(self, run_id: str) -> dict[str, Any]:
+        """A queued run leaves the queue; a running one gets SIGTERM: it finishes its step, saves a checkpoint and
+        exits (143), and its runner records it as stopped."""
+        run = self.read(run_id)
+        status, _ = status_of(run.path, run)
+        state_file = run.path / STATE
+        if status == "queued":
+            update_state(state_file, status="stopped", error="taken out of the queue before it started")
+        elif status == "running":
+            state = read_state(state_file)
+            pid = state.get("runner_pid")
+            if not process_alive(pid):
+                raise RunError(f"run {run_id} was started outside the UI; stop it where it runs (Ctrl-C, or "
+                               "kill -TERM its process)")
+            update_state(state_file, stop_requested=time.time())
+            os.kill(pid, signal.SIGTERM)
+        else:
+            raise RunError(f"run {run_id} is {status}; only a queued or running run can be stopped")
+        return {"id": run_id, "status": "stopped" if status == "queued" else "stopping"}
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        """A stopped or failed run back into the queue; it starts as `sftlab train RUN/config.yaml --set resume=true`
+        (from its newest checkpoint, or from the beginning when it has none)."""
+        run = self.read(run_id)
+        status, _ = status_of(run.path, run)
+        if status not in ("stopped", "failed"):
+            raise RunError(f"run {run_id} is {status}; only a stopped or failed run can be resumed")
+        update_state(run.path / STATE, status="queued", queued_at=time.time(), resume=True, error=None,
+                     exit_code=None)
+        self.start_next()
+        return {"id": run_id, "status": status_of(run.path, run)[0]}
+
+    def start_next(self) -> Path | None:
+        return start_next(self.runs_dir, self.work_dir)
+
+
+# ---- the queue ---------------------------------------------------------------------------------------------
+
+def _ui_runs(runs_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    return [(p.parent, read_state(p)) for p in sorted(runs_dir.glob(f"*/{STATE}"))]
+
+
+def train_command(folder: Path, resume: bool) -> list[str]:
+    """The `sftlab` arguments of a run: its own config.yaml, into its own folder (a config written elsewhere may
+    name another output_dir), resumed when asked."""
+    args = ["train", str(folder / "config.yaml"), "--set", f"output_dir={json.dumps(str(folder))}"]
+    return args + (["--set", "resume=true"] if resume else [])
+
+
+def start_next(runs_dir: Path, work_dir: Path) -> Path | None:
+    """Start the oldest queued run when none is running; the run folder started, or None."""
+    with locked(runs_dir / QUEUE_LOCK):
+        states = _ui_runs(runs_dir)
+        if any(s.get("status") == "running" and process_alive(s.get("runner_pid")) for _, s in states):
+            return None
+        queued = sorted((s.get("queued_at") or 0, str(f), f, s) for f, s in states if s.get("status") == "queued")
+        if not queued:
+            return None
+        _, _, folder, state = queued[0]
+        step = max((r["step"] for r in run_folders._metrics(folder)), default=0) if state.get("resume") else 0
+        pid = spawn(folder / STATE, folder / LOG, train_command(folder, bool(state.get("resume"))), work_dir,
+                    queue=runs_dir)
+        update_state(folder / STATE, status="running", runner_pid=pid, started=time.time(), start_step=step,
+                     error=None, exit_code=None, stop_requested=None)
+        return folder
+
+
+def spawn(state: Path, log: Path, args: list[str], cwd: Path, queue: Path | None = None) -> int:
+    """Start `sftlab ARGS` under its runner, in a session of its own (closing the UI or its terminal does not stop
+    it); the runner's pid. No shell: the arguments go to the process as they are."""
+    command = [sys.executable, "-m", "sftlab.ui.runner", "--state", str(state), "--log", str(log)]
+    command += ["--queue", str(queue)] if queue is not None else []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}  # (rich wraps long lines at 80 in a file)
+    process = subprocess.Popen([*command, "--", *args], cwd=cwd, env=env, start_new_session=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process.pid

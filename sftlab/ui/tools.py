@@ -1,0 +1,220 @@
+"""What the pages do besides training, each through the function the command line uses: the data preview
+(`inspect --html`'s token view and the data report), the data check (`data check --html`'s report), chat (the one
+generation helper, sftlab.generate) and eval (`sftlab eval` as a child process into the run folder)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+from sftlab.errors import SftlabError
+from sftlab.ui.manager import log_tail, process_alive, read_state, spawn, update_state
+
+# The preview reads the first rows only, so it answers in seconds on any file.
+PREVIEW_ROWS = 1000
+PREVIEW_EXAMPLES = 5
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+SKIP_FOLDERS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".cache"}
+
+_tokenizers: "OrderedDict[str, Any]" = OrderedDict()
+_tokenizer_lock = threading.Lock()
+
+
+def tokenizer_for(model: str | None) -> Any:
+    """The tokenizer of a model, the last few kept (a preview after a preview loads nothing again)."""
+    from sftlab.models import load_tokenizer
+
+    key = model or ""
+    with _tokenizer_lock:
+        if key in _tokenizers:
+            _tokenizers.move_to_end(key)
+            return _tokenizers[key]
+    tokenizer = load_tokenizer(model)
+    with _tokenizer_lock:
+        _tokenizers[key] = tokenizer
+        while len(_tokenizers) > 4:
+            _tokenizers.popitem(last=False)
+    return tokenizer
+
+
+def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]:
+    """Data files under the UI's folders (paths relative to the first folder where they lie inside it)."""
+    found: list[str] = []
+    base = roots[0].resolve()
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= limit:
+                return
+            if entry.is_symlink() or entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if level < depth and entry.name not in SKIP_FOLDERS and not (entry / "config.json").is_file():
+                    walk(entry, level + 1)
+            elif entry.suffix.lower() in DATA_FILE_SUFFIXES and entry.name not in ("metrics.jsonl", "rejects.jsonl",
+                                                                                    "responses.jsonl", "probe.jsonl"):
+                path = entry.resolve()
+                found.append(path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path))
+
+    for root in roots:
+        if root.resolve() == base or not root.resolve().is_relative_to(base):
+            walk(root.resolve(), 0)
+    return sorted(set(found))
+
+
+def model_choices(runs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The models chat, eval and the form offer: the default model and every finished run."""
+    out = [{"value": "smollm2-135m-instruct", "label": "smollm2-135m-instruct (default)"}]
+    out += [{"value": r["output_dir"], "label": f"run {r['id']} ({r['method']})"} for r in runs
+            if r["status"] == "finished"]
+    return out
+
+
+# ---- preview --------------------------------------------------------------------------------------------------
+
+def preview(config: Any) -> dict[str, Any]:
+    """POST /api/preview: the first examples with their trained tokens coloured (inspect --html's page) and the data
+    report of the first PREVIEW_ROWS rows (every rejected and dropped row with its reason), without training.
+    Rows a run with `on_error: raise` would stop at are listed as rejected here, so all of them show."""
+    from sftlab.data.inspect import render_html
+    from sftlab.data.pipeline import Source, build_examples
+
+    tokenizer = tokenizer_for(config.model)
+    limit = min(config.limit or PREVIEW_ROWS, PREVIEW_ROWS)
+    examples, report = build_examples(
+        [Source(d.path, d.format, d.weight) for d in config.datasets], tokenizer, config.template,
+        max_length=config.max_length, train_on=config.train_on, on_error="skip", limit=limit,
+        escape=config.escape_special_tokens, default_system=config.default_system, seed=config.seed,
+        mixture_replacement=config.mixture_replacement, say_system=False,
+    )
+    summary = report.summary(limit)
+    return {
+        "html": render_html(examples[:PREVIEW_EXAMPLES], tokenizer, summary=summary),
+        "summary": {str(k): v for k, v in summary.items()},
+        "report": report.to_dict(),
+        "rows_previewed": limit,
+        "yaml": config.to_yaml(),
+    }
+
+
+def data_check(path: Path, model: str | None, template: str | None, fmt: str | None, max_length: int,
+               clusters: bool = False) -> dict[str, Any]:
+    """The Data page: `sftlab data check`'s report (its HTML, trained-token view included) and its counts."""
+    from sftlab.quality.html import render_report
+    from sftlab.quality.run import check_data
+
+    result = check_data([str(path)], fmt=fmt or None, tokenizer=tokenizer_for(model), template=template or None,
+                        max_length=max_length, clusters=clusters)
+    data = result.to_dict()
+    return {"html": render_report(result), "rows": data["rows"], "findings": data["findings"]}
+
+
+# ---- chat -----------------------------------------------------------------------------------------------------
+
+class ChatModels:
+    """Loaded generators, the last two kept (the base and the fine-tuned run side by side); one generation per model
+    at a time."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self.loaded: "OrderedDict[str, tuple[Any, threading.Lock]]" = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, model: str) -> tuple[Any, threading.Lock]:
+        from sftlab.generate import load_generator
+
+        with self.lock:
+            if model in self.loaded:
+                self.loaded.move_to_end(model)
+                return self.loaded[model]
+            generator = load_generator(model)
+            self.loaded[model] = (generator, threading.Lock())
+            while len(self.loaded) > self.keep:
+                self.loaded.popitem(last=False)
+            return self.loaded[model]
+
+    def stream(self, model: str, messages: list[dict[str, str]], temperature: float,
+               max_new_tokens: int) -> Iterator[str]:
+        from sftlab.generate import check_options
+
+        check_options(max_new_tokens, temperature)
+        generator, lock = self.get(model)
+        ids = generator.prompt_ids(messages)
+        max_new = min(max_new_tokens, max(1, generator.context - len(ids)))
+        generator.check_room(len(ids), 1, "max_new_tokens")
+        options: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": temperature > 0}
+        if temperature > 0:
+            options["temperature"] = temperature
+        yield from generator.stream(ids, lock=lock, **options)
+
+
+# ---- eval ------------------------------------------------------------------------------------------------------
+
+EVAL_DIR = "eval"
+EVAL_STATE = "ui_eval.json"
+
+
+def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, limit: int | None,
+               max_new_tokens: int, judge_url: str | None, judge_model: str | None) -> dict[str, Any]:
+    """`sftlab eval --model RUN --data DATA --out RUN/eval` as a child process (its log in RUN/eval/eval.log)."""
+    out = run_dir / EVAL_DIR
+    state_file = out / EVAL_STATE
+    if process_alive(read_state(state_file).get("runner_pid")):
+        raise SftlabError(f"an eval of {run_dir.name} is running already")
+    if (judge_url is None) != (judge_model is None):
+        raise SftlabError("the judge needs both its endpoint URL and its model name")
+    args = ["eval", "--model", str(run_dir), "--data", str(data), "--out", str(out),
+            "--max-new-tokens", str(max_new_tokens)]
+    args += ["--baseline", baseline] if baseline else []
+    args += ["--limit", str(limit)] if limit else []
+    args += ["--judge-url", judge_url, "--judge-model", judge_model] if judge_url and judge_model else []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.log").unlink(missing_ok=True)
+    state = {"status": "running", "started": time.time(), "data": str(data), "baseline": baseline,
+             "exit_code": None, "error": None}
+    update_state(state_file, **state)
+    pid = spawn(state_file, out / "eval.log", args, work_dir)
+    update_state(state_file, runner_pid=pid)
+    return {"status": "running"}
+
+
+def _jsonl(path: Path, limit: int = 500) -> list[dict[str, Any]]:
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if len(out) >= limit:
+                    break
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        return []
+    return out
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    """The eval of a run as its folder holds it: status, summary, responses (and the baseline's), the log's tail."""
+    out = run_dir / EVAL_DIR
+    state = read_state(out / EVAL_STATE)
+    status = state.get("status") or ("finished" if (out / "summary.json").is_file() else "none")
+    if status == "running" and not process_alive(state.get("runner_pid")):
+        status = "failed"
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = None
+    return {
+        "status": status, "error": state.get("error"), "data": state.get("data"), "summary": summary,
+        "responses": _jsonl(out / "responses.jsonl"), "baseline_responses": _jsonl(out / "baseline" / "responses.jsonl"),
+        "log": log_tail(out / "eval.log", 30),
+    }

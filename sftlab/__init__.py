@@ -1,6 +1,67 @@
-"""sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template."""
+"""sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template.
+
+Every command is a function too (README.md, "From Python"):
+
+    from sftlab import load_config, train
+    result = train(load_config("examples/identity.yaml", ["datasets=[my.json]", "output_dir=runs/mine"]))
+
+The names below are imported on first use, so `import sftlab` (and so `sftlab --help`) loads no torch,
+transformers or pydantic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 from sftlab.errors import SftlabError
 
 __version__ = "0.1.0"
-__all__ = ["SftlabError", "__version__"]
+
+# The public API: each name and the module that defines it.
+_API = {
+    "load_config": "sftlab.config",  # a YAML file and key=value overrides → TrainConfig (`sftlab train`'s arguments)
+    "TrainConfig": "sftlab.config",
+    "train": "sftlab.train",  # `sftlab train`: TrainConfig → TrainResult (output_dir, metrics, report, summary())
+    "TrainResult": "sftlab.train.run",
+    "merge_adapter": "sftlab.train.merge",  # `sftlab merge`
+    "Source": "sftlab.data.pipeline",  # a data file with its weight
+    "build_examples": "sftlab.data.pipeline",  # files → examples (or packed rows) and the data report
+    "DataReport": "sftlab.data.pipeline",
+    "check_data": "sftlab.quality.run",  # `sftlab data check`
+    "evaluate": "sftlab.evaluate.run",  # `sftlab eval`
+    "EvalOptions": "sftlab.evaluate.run",
+    "load_tokenizer": "sftlab.models",  # what every --model takes: a model directory, a .gguf file, the default's name
+    "load_model": "sftlab.models",
+    "load_generator": "sftlab.generate",  # chat, serve and eval's generation: prompt_ids, answers, stream
+}
+__all__ = ["SftlabError", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'sftlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # later look-ups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+class _Sftlab(types.ModuleType):
+    """`train` and `evaluate` name both a function of the API and a subpackage (sftlab/train/, sftlab/evaluate/).
+    Python binds a subpackage as an attribute of its parent when it is first imported, and `from sftlab import train`
+    would then give the package; here the function keeps the name. The subpackages' modules are imported by their
+    full name as everywhere in sftlab (`from sftlab.train.loss import …`, `from sftlab.train import loss`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Sftlab

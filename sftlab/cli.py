@@ -243,7 +243,8 @@ def train_cmd(
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
-    from sftlab.train.run import torchrun_command, torchrun_env, train
+    from sftlab.train import train
+    from sftlab.train.distributed import torchrun_command, torchrun_env
 
     cfg = load_config(config, sets)
     if nproc is not None:
@@ -279,6 +280,29 @@ def merge_cmd(
 
     merge_adapter(model, out)
     err.print(f"merged model written to {out}")
+
+
+@app.command(
+    "export",
+    help="""Export a model to run elsewhere: GGUF + Modelfile (llama.cpp, Ollama, LM Studio) or a merged safetensors
+folder (vLLM, TGI), checked against the model it came from (docs/export.md).
+
+Example: `sftlab export --model runs/demo/model --out runs/demo/export --quant q8_0`, then
+`ollama create lumi -f runs/demo/export/Modelfile`""",
+)
+def export_cmd(
+    model: Model = None,
+    out: Path = typer.Option(..., "--out", help="Folder for the export (the .gguf, Modelfile and export_report.json)."),
+    format: str = typer.Option("gguf", "--format", help="gguf | safetensors"),
+    quant: str = typer.Option("q8_0", "--quant", help="f16 | bf16 | f32 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (K-quants need llama.cpp: `make gguf`)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the export against the source model (default)."),
+) -> None:
+    from sftlab.export import export_model
+
+    result = export_model(model or "smollm2-135m-instruct", out, fmt=format, quant=quant, verify=verify)
+    for line in result.summary_lines():
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    err.print(f"export written to {out}", highlight=False)
 
 
 @app.command(

@@ -15,6 +15,7 @@ from sftlab.defaults import DATA_CHECK_DESCRIPTIONS, DATA_CHECKS, DEFAULT_MODEL,
 from sftlab.errors import SftlabError
 from sftlab.files import child, input_problem, read_text
 from sftlab.limits import LIMITS, check
+from sftlab.method_table import ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS, Method
 
 
 class DatasetSpec(BaseModel):
@@ -52,13 +53,22 @@ class DistributedSpec(BaseModel):
         return self
 
 
-# What TRL, LLaMA-Factory and the peft docs recommend for small-to-medium models.
-FULL_LEARNING_RATE = 2e-5
-# peft's task guides: prompt tuning 3e-2, prefix tuning 1e-2, P-tuning 1e-3.
-PROMPT_LEARNING_RATES = {"prompt_tuning": 3e-2, "prefix_tuning": 1e-2, "p_tuning": 1e-3}
-PROMPT_METHODS = tuple(PROMPT_LEARNING_RATES)
-ADAPTION_LEARNING_RATE = 9e-3  # the LLaMA-Adapter paper's
-ADAPTER_LEARNING_RATE = 2e-4
+class StageSpec(BaseModel):
+    """One stage of a staged run: its name (the folder it trains into, inside output_dir) and the config keys it
+    sets over the config's own (any key but model, output_dir, resume and stages; checked by TrainConfig)."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    name: Optional[str] = None
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        """The config keys the stage sets."""
+        return dict(self.model_extra or {})
+
+    def folder(self, k: int) -> str:
+        """The stage's folder name: its name, or stage-K (K counted from 1)."""
+        return str(self.name or f"stage-{k}")
 
 
 class TrainConfig(BaseModel):
@@ -102,8 +112,7 @@ class TrainConfig(BaseModel):
     clean: Optional[list[str]] = None
 
     # How
-    method: Literal["full", "freeze", "lora", "dora", "hybrid", "prompt_tuning", "prefix_tuning", "p_tuning",
-                    "adaption_prompt"] = "full"
+    method: Literal[METHOD_NAMES] = DEFAULT_METHOD  # (sftlab/method_table.py: what each method is)
     # prompt_tuning / prefix_tuning / p_tuning (peft): trained virtual tokens in front of every example;
     # adaption_prompt (LLaMA-Adapter): that many trained prompt tokens attended to, through a zero-initialised
     # gate, in each of the top `adaption_layers` layers.
@@ -154,7 +163,7 @@ class TrainConfig(BaseModel):
     output_dir: str = "runs/sft"
     # A staged run: each entry a partial config (datasets, method, epochs, learning_rate, train_on, …, and an
     # optional name) over the keys above; stage k starts from stage k-1's model and writes output_dir/<name>.
-    stages: Optional[list[dict[str, Any]]] = None
+    stages: Optional[list[StageSpec]] = None
     # A lora/dora stage followed by another lora/dora stage: false trains the same adapter on in the next stage
     # instead of merging it into the model first.
     merge_lora_stages: bool = True
@@ -174,19 +183,26 @@ class TrainConfig(BaseModel):
                 data[key] = [data[key]]
             if isinstance(data.get(key), list):
                 data[key] = [{"path": d} if isinstance(d, str) else d for d in data[key]]
-        method = data.get("method") or "full"
-        if data.get("learning_rate") is None:
-            data["learning_rate"] = {**PROMPT_LEARNING_RATES, "adaption_prompt": ADAPTION_LEARNING_RATE}.get(
-                method, ADAPTER_LEARNING_RATE if method in ("lora", "dora") else FULL_LEARNING_RATE)
-        if method in PROMPT_METHODS and "padding_free" not in data:
-            data["padding_free"] = False  # virtual tokens go in front of a row, so one example per row
-        if method == "hybrid" and data.get("hybrid_lora_learning_rate") is None:
-            try:  # a malformed learning_rate is reported by its own field's validation
-                lr = float(data["learning_rate"])
-            except (TypeError, ValueError):
-                return data
-            data["hybrid_lora_learning_rate"] = lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE
+        spec = METHODS.get(data.get("method") or DEFAULT_METHOD)
+        if spec is None:  # an unknown name is reported by the field's own validation
+            return data
+        try:  # (a malformed learning_rate is reported by its own field's validation)
+            lr = None if data.get("learning_rate") is None else float(data["learning_rate"])
+        except (TypeError, ValueError):
+            lr = None
+        for key, value in cls.method_defaults(spec.name, lr).items():
+            if data.get(key) is None:
+                data[key] = value
         return data
+
+    @staticmethod
+    def method_defaults(method: str, learning_rate: float | None = None) -> dict[str, Any]:
+        """What a method gives the keys it decides when they are not set: its learning rate, hybrid's adapter rate
+        (the learning rate × ADAPTER/FULL, 10×) and the batch layout (the prompt methods: one example per row)."""
+        spec = METHODS[method]
+        lr = spec.learning_rate if learning_rate is None else learning_rate
+        return {"learning_rate": spec.learning_rate, "padding_free": not spec.one_example_per_row,
+                "hybrid_lora_learning_rate": lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE if spec.lora_phase else None}
 
     @field_validator(*[name for name in LIMITS if name != "weight"], check_fields=False)
     @classmethod
@@ -228,13 +244,13 @@ class TrainConfig(BaseModel):
             raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
         if self.eval_split and self.eval_datasets:
             raise ValueError("set `eval_split` or `eval_datasets`, not both")
-        if self.hybrid_lora_learning_rate is not None and self.method != "hybrid":
-            raise ValueError("`hybrid_lora_learning_rate` is for method: hybrid only")
-        if self.method in PROMPT_METHODS and (self.padding_free or self.packing):
+        for other in METHODS.values():
+            for key in other.own_keys:
+                if other.name != self.method and getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is for method: {other.name} only")
+        if self.method_spec.one_example_per_row and (self.padding_free or self.packing):
             raise ValueError(f"method {self.method} puts its virtual tokens in front of each row, so a row must hold "
                              "one example: set padding_free: false and packing: false")
-        if self.prompt_init_text is not None and self.method != "prompt_tuning":
-            raise ValueError("`prompt_init_text` is for method: prompt_tuning only")
         return self
 
     def _check_stages(self) -> None:
@@ -242,16 +258,14 @@ class TrainConfig(BaseModel):
             raise ValueError("`stages` is empty: give at least one stage, or leave the key out")
         names = []
         for k, stage in enumerate(self.stages, start=1):
-            if not isinstance(stage, dict):
-                raise ValueError(f"stages[{k}] must be a mapping of config keys")
-            bad = [key for key in stage if key != "name" and (key not in type(self).model_fields
-                                                              or key in ("stages", "output_dir", "resume", "model"))]
+            bad = [key for key in stage.keys if key not in type(self).model_fields
+                   or key in ("stages", "output_dir", "resume", "model")]
             if bad:
                 raise ValueError(f"stages[{k}]: `{bad[0]}` cannot be set per stage (a stage takes the config's keys "
                                  "except model, output_dir, resume and stages)")
-            if not stage.get("datasets") and not self.datasets:
+            if not stage.keys.get("datasets") and not self.datasets:
                 raise ValueError(f"stages[{k}] has no datasets (and the config gives none to inherit)")
-            name = str(stage.get("name") or f"stage-{k}")
+            name = stage.folder(k)
             try:
                 child(self.output_dir, name, f"stages[{k}].name")
             except SftlabError as e:
@@ -261,9 +275,9 @@ class TrainConfig(BaseModel):
             raise ValueError("stage names must differ (they name the stages' folders)")
 
     @property
-    def method_uses_adapters(self) -> bool:
-        """The run's output is a peft adapter (LoRA/DoRA or a prompt-based method), not a full model."""
-        return self.method in ("lora", "dora", "adaption_prompt", *PROMPT_METHODS)
+    def method_spec(self) -> Method:
+        """The record of the run's method (sftlab/method_table.py)."""
+        return METHODS[self.method]
 
     def for_rerun(self) -> "TrainConfig":
         """This config as a run's config.yaml keeps it: runnable again from any folder. The model as resolved (the
@@ -288,7 +302,8 @@ class TrainConfig(BaseModel):
         if model.lower() != DEFAULT_MODEL:
             model = absolute(model)
         stages = None if self.stages is None else [
-            {**s, **{k: specs(s[k]) for k in ("datasets", "eval_datasets") if k in s}} for s in self.stages]
+            StageSpec(name=s.name, **{**s.keys, **{k: specs(s.keys[k]) for k in ("datasets", "eval_datasets")
+                                                    if k in s.keys}}) for s in self.stages]
         return self.model_copy(update={
             "model": model, "output_dir": str(Path(self.output_dir).expanduser().resolve()), "resume": False,
             "template": absolute(self.template) if self.template and self.template.endswith(".jinja") else self.template,
@@ -411,7 +426,8 @@ def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = Non
     msg = err["msg"].removeprefix("Value error, ")
     if not loc:
         return f"{origin}: {msg}"
-    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {err.get('input')!r})"
+    got = repr(err.get("input"))
+    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {got if len(got) <= 80 else got[:79] + '…'})"
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:

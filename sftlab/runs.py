@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import yaml
 
 from sftlab.errors import SftlabError
+from sftlab.method_table import DEFAULT_METHOD
 from sftlab.models import safetensors_problem
 
 log = logging.getLogger("sftlab")
@@ -181,7 +182,7 @@ def _stage_names(config: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for k, stage in enumerate(config.get("stages") or [], start=1):
         stage = stage if isinstance(stage, dict) else {}
-        out.append((str(stage.get("name") or f"stage-{k}"), str(stage.get("method") or config.get("method", "full"))))
+        out.append((str(stage.get("name") or f"stage-{k}"), str(stage.get("method") or config.get("method", DEFAULT_METHOD))))
     return out
 
 

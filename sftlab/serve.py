@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sftlab.config import explain
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
 from sftlab.generate import ContextExceeded, Generator
@@ -196,7 +197,7 @@ class Server:
         return pieces(), info, cancel
 
 
-def create_app(generator: Server, api_key: str | None = None) -> Any:
+def create_app(server: Server, api_key: str | None = None) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -232,7 +233,7 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
     @app.get("/v1/models")
     def models(request: Request) -> dict[str, Any]:
         check_key(request)
-        return {"object": "list", "data": [{"id": generator.name, "object": "model", "created": 0, "owned_by": "sftlab"}]}
+        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "sftlab"}]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -247,12 +248,10 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
         try:
             req = ChatRequest(**payload)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            raise ApiError(400, f"{where}: {msg}", code="invalid_value" if where else None) from None
-        if req.model is not None and req.model != generator.name:
-            raise ApiError(404, f"the model '{req.model}' does not exist; this server serves '{generator.name}'",
+            raise ApiError(400, explain(e, "the request", ChatRequest.model_fields),
+                           code="invalid_value" if e.errors()[0]["loc"] else None) from None
+        if req.model is not None and req.model != server.name:
+            raise ApiError(404, f"the model '{req.model}' does not exist; this server serves '{server.name}'",
                            code="model_not_found")
         for m in req.messages:
             m.text()  # refuses content it cannot read before any work starts
@@ -262,9 +261,9 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
         from starlette.concurrency import run_in_threadpool
 
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        name = req.model or generator.name
+        name = req.model or server.name
         if not req.stream:
-            c = await run_in_threadpool(generator.complete, req)
+            c = await run_in_threadpool(server.complete, req)
             return {
                 "id": rid, "object": "chat.completion", "created": created, "model": name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
@@ -272,7 +271,7 @@ def create_app(generator: Server, api_key: str | None = None) -> Any:
                 "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                           "total_tokens": c.prompt_tokens + c.completion_tokens},
             }
-        pieces, info, cancel = await run_in_threadpool(generator.stream, req)
+        pieces, info, cancel = await run_in_threadpool(server.stream, req)
 
         def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> str:
             body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name,

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from sftlab.config import load_config
 from sftlab.train import trainer as trainer_mod
-from sftlab.train.run import train
+from sftlab.train import train
 
 
 class DieAfterStep(TrainerCallback):

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
 from sftlab.config import load_config
-from sftlab.train.run import train
+from sftlab.train import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 

@@ -1,4 +1,5 @@
-"""`sftlab inspect` end to end, as a user runs it (a subprocess), and the pipeline's data report."""
+"""The command line as a user runs it: `sftlab inspect` end to end, config and data mistakes, start-up, logging,
+--nproc, chat (the data pipeline's own tests: test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import sys
 from pathlib import Path
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
-from sftlab.data.pipeline import Source, build_examples
 
 QWEN = str(FIXTURES / "tokenizers" / "qwen2")
 
@@ -67,52 +67,6 @@ def test_gpt2_without_template_lists_the_choices(tmp_path, cli):
     assert "no chat template" in r.stderr and "alpaca" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_pipeline_report_accounts_for_every_row(tmp_path):
-    data = tmp_path / "mixed.jsonl"
-    data.write_text(
-        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
-        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}\n'
-        '{"messages": [{"role": "user", "content": "q"}]}\n'
-        "not json\n"
-    )
-    rejects = tmp_path / "rejects.jsonl"
-    rows, report = build_examples(
-        [Source(str(data))], tokenizer("qwen2"), "chatml", on_error="skip", rejects_path=rejects, packing=True, max_length=64
-    )
-    d = report.to_dict()
-    assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
-    # Every row that is not an example is in the rejects file with its reason, dropped ones included.
-    written = [json.loads(x) for x in rejects.read_text().splitlines()]
-    # One layout with `data clean`'s rejects: {file, row, reasons: [{check, reason}], record}.
-    assert [(r["row"], [x["check"] for x in r["reasons"]], r["reasons"][0]["reason"].split(": ")[-1]) for r in written] == [
-        (2, ["dropped"], "no trained tokens (no non-empty assistant answer to train)"),
-        (3, ["invalid_row"], "conversation has no assistant turn to train on"),
-        (4, ["invalid_row"], "Expecting value"),
-    ]
-    assert {tuple(r) for r in written} == {("file", "row", "reasons", "record")}
-    assert written[2]["record"] == "not json"
-    assert d["dropped_rows"] == [{"source": str(data), "row": 2, "reason": "no trained tokens (no non-empty assistant answer to train)"}]
-    assert d["packed_rows"] == 1 and d["packing_efficiency"] == len(rows[0].input_ids) / 64
-
-
-def test_mixing_by_weight(tmp_path):
-    a = tmp_path / "general.jsonl"
-    b = tmp_path / "domain.jsonl"
-    a.write_text("".join(f'{{"prompt": "g{i}", "completion": "x"}}\n' for i in range(30)))
-    b.write_text("".join(f'{{"prompt": "d{i}", "completion": "y"}}\n' for i in range(10)))
-    _, report = build_examples(
-        [Source(str(a), weight=0.3), Source(str(b), weight=0.7)], tokenizer("qwen2"), "chatml"
-    )
-    # 40 rows in all, sampled 30 % / 70 %: the small domain set is repeated.
-    assert report.mixture == {str(a): 12, str(b): 28}
-    assert report.examples == 40
-    from sftlab.data.pipeline import mixture_summary
-
-    line = mixture_summary(report, [Source(str(a), weight=0.3), Source(str(b))])
-    assert f"{a}: 12 of 30 rows (sampled, weight 0.3, 30%)" in line
-    assert f"{b}: 28 of 10 rows (repeated, weight 1 (no weight given), 70%)" in line
-
-
 def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path, cli):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"datasets: [{SHARED_DATA / 'identity.json'}]\nlearning_rat: 1e-4\n")
@@ -153,33 +107,6 @@ def test_inspect_limit_says_how_many_rows_it_shows(tmp_path):
     assert "rows: 3 (--limit) of 1000" in " ".join(r.stderr.split())
 
 
-@pytest.mark.parametrize("replacement", [False, True])
-def test_the_achieved_mixture_matches_the_weights_within_one_example(tmp_path, replacement):
-    import random
-
-    from sftlab.data.pipeline import load_sources
-
-    sources = []
-    for name, rows in (("a", 30), ("b", 7), ("c", 13)):
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("".join(f'{{"prompt": "{name}{i}", "completion": "x"}}\n' for i in range(rows)))
-        sources.append(Source(str(path), weight=random.Random(rows).uniform(0.1, 1)))
-    weights = [s.weight for s in sources]
-    for total in (50, 97, 11):
-        convs, report = load_sources(sources, seed=1, replacement=replacement, total=total)
-        assert len(convs) == total
-        for src, w in zip(sources, weights):
-            taken = sum(c.source == src.path for c in convs)
-            assert abs(taken - w / sum(weights) * total) <= 1, (src.path, taken, total)
-            assert report.mixture[src.path] == taken
-        again, _ = load_sources(sources, seed=1, replacement=replacement, total=total)
-        assert [(c.source, c.row) for c in again] == [(c.source, c.row) for c in convs]  # same seed, same draw
-    convs, _ = load_sources(sources, seed=1, replacement=False, total=50)
-    from_b = [c.row for c in convs if c.source == sources[1].path]
-    # Without replacement a file's rows are all used before any repeats.
-    assert len(set(from_b)) == min(len(from_b), 7)
-
-
 # --- the template's default system prompt: said, replaced, removed ------------------------------------------------
 
 
@@ -213,16 +140,6 @@ def test_default_system_option_replaces_or_removes_it(tmp_path, cli):
     text, _, said = _inspect_one(tmp_path, cli, "--default-system", "")
     assert text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"
     assert "default_system \"\" gives them an empty system message instead of the template's" in said
-
-
-def test_data_report_records_the_system_prompt(tmp_path):
-    data = tmp_path / "d.json"
-    data.write_text('[{"instruction": "hi", "input": "", "output": "hello"}, '
-                    '{"instruction": "yo", "input": "", "output": "hey", "system": "Be brief."}]')
-    _, report = build_examples([Source(str(data))], tokenizer("qwen2"), default_system="You are Lumi.")
-    assert report.to_dict()["system_prompt"] == {
-        "conversations": 1, "of": 2, "system": "You are Lumi.", "from": "default_system",
-        "template": "tokenizer's own", "replaces": "You are a helpful assistant"}
 
 
 # --- start-up, logging, --nproc, chat -----------------------------------------------------------------------------
@@ -265,7 +182,7 @@ def test_only_the_first_process_logs_under_torchrun(monkeypatch):
 def test_torchrun_gets_omp_num_threads_so_it_prints_no_banner(monkeypatch):
     import os
 
-    from sftlab.train.run import torchrun_env
+    from sftlab.train.distributed import torchrun_env
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert torchrun_env(2, {"PATH": "/bin"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}

@@ -150,7 +150,7 @@ def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_re
                                                                                       monkeypatch):
     from sftlab.config import load_config
     from sftlab.errors import SftlabError
-    from sftlab.train.run import _keep_global_batch
+    from sftlab.train.resume import keep_global_batch
 
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
@@ -158,13 +158,13 @@ def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_re
     (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
     config = load_config(None, [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]", "batch_size=3"])
     with pytest.raises(SftlabError, match="4 examples per optimizer step, which 1 processes × batch_size 3 cannot"):
-        _keep_global_batch(config, checkpoint)
-    kept = _keep_global_batch(config.model_copy(update={"batch_size": 1}), checkpoint)
+        keep_global_batch(config, checkpoint)
+    kept = keep_global_batch(config.model_copy(update={"batch_size": 1}), checkpoint)
     assert kept.grad_accum == 4
     # A checkpoint from before the number of processes was recorded is resumed as it comes.
     (checkpoint / "sftlab_state.json").write_text('{"trained_tokens": 1}')
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert _keep_global_batch(config, checkpoint) is config
+    assert keep_global_batch(config, checkpoint) is config
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="DeepSpeed's engine needs CUDA (no GPU here); run on a "

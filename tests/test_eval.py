@@ -12,7 +12,7 @@ from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.evaluate.judge import Judge, parse_score
 from sftlab.evaluate.run import EvalOptions, evaluate, regurgitates
-from sftlab.train.run import train
+from sftlab.train import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 

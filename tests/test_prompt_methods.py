@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.train.run import train
+from sftlab.train import train
 
 pytestmark = pytest.mark.slow  # real trainings
 

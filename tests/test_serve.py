@@ -100,7 +100,7 @@ def test_stream_ends_with_done(server):
 @pytest.mark.parametrize("body, fragment", [
     (b"{not json", "not valid JSON"),
     (b'{"max_tokens": 3}', "messages"),
-    (b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages.0.role"),
+    (b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}', "maximum context length"),
 ])
 def test_invalid_requests_get_a_4xx_in_openais_error_shape(server, body, fragment):

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.train.run import train
+from sftlab.train import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -97,31 +97,6 @@ def test_micro_batches_give_the_loss_and_update_of_the_whole_batch(tiny_model, t
     b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "b"))
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6), n
-
-
-def test_batch_slices_by_hand():
-    from sftlab.train.trainer import batch_slices
-
-    batch = {"input_ids": torch.arange(12).view(4, 3), "labels": torch.arange(12).view(4, 3), "flag": 1}
-    parts = batch_slices(batch, 7)  # 7 // 3 = 2 rows per slice
-    assert [p["input_ids"].tolist() for p in parts] == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
-    assert all(p["flag"] == 1 for p in parts)
-    assert batch_slices(batch, 2)[0]["input_ids"].tolist() == [[0, 1, 2]]  # never less than one row
-    assert batch_slices(batch, 100) == [batch] and batch_slices(batch, None) == [batch]
-
-
-def test_padding_free_batch_slices_cut_between_examples():
-    from sftlab.train.trainer import batch_slices
-
-    # Examples of 3, 2, 4, 1 and 5 tokens end to end.
-    positions = [0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 0, 1, 2, 3, 4]
-    batch = {"input_ids": torch.arange(15)[None], "position_ids": torch.tensor([positions])}
-    parts = batch_slices(batch, 6)
-    assert [p["input_ids"][0].tolist() for p in parts] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
-    assert [p["position_ids"][0].tolist() for p in parts] == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0], [0, 1, 2, 3, 4]]
-    # An example longer than the limit is never split: it is a part of its own.
-    assert [p["input_ids"].shape[1] for p in batch_slices(batch, 4)] == [3, 2, 4, 1, 5]
-    assert batch_slices(batch, 15) == [batch]
 
 
 @pytest.mark.parametrize("micro_batch_tokens", [10**6, 200])

@@ -1,4 +1,31 @@
-"""sftlab.train.trainer: the callbacks' bookkeeping, on literal records (no training)."""
+"""sftlab.train.trainer on literal inputs (no training): micro-batch slices, the callbacks' bookkeeping."""
+
+import torch
+
+
+def test_batch_slices_by_hand():
+    from sftlab.train.trainer import batch_slices
+
+    batch = {"input_ids": torch.arange(12).view(4, 3), "labels": torch.arange(12).view(4, 3), "flag": 1}
+    parts = batch_slices(batch, 7)  # 7 // 3 = 2 rows per slice
+    assert [p["input_ids"].tolist() for p in parts] == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
+    assert all(p["flag"] == 1 for p in parts)
+    assert batch_slices(batch, 2)[0]["input_ids"].tolist() == [[0, 1, 2]]  # never less than one row
+    assert batch_slices(batch, 100) == [batch] and batch_slices(batch, None) == [batch]
+
+
+def test_padding_free_batch_slices_cut_between_examples():
+    from sftlab.train.trainer import batch_slices
+
+    # Examples of 3, 2, 4, 1 and 5 tokens end to end.
+    positions = [0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 0, 1, 2, 3, 4]
+    batch = {"input_ids": torch.arange(15)[None], "position_ids": torch.tensor([positions])}
+    parts = batch_slices(batch, 6)
+    assert [p["input_ids"][0].tolist() for p in parts] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
+    assert [p["position_ids"][0].tolist() for p in parts] == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0], [0, 1, 2, 3, 4]]
+    # An example longer than the limit is never split: it is a part of its own.
+    assert [p["input_ids"].shape[1] for p in batch_slices(batch, 4)] == [3, 2, 4, 1, 5]
+    assert batch_slices(batch, 15) == [batch]
 
 
 def test_the_first_loss_after_a_resume_says_how_many_steps_it_averages(tmp_path):

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -22,8 +20,10 @@ import numpy as np
 from sftlab.data.conversation import Conversation
 from sftlab.data.example import IGNORE_INDEX, Dropped, Encoded, Example
 from sftlab.data.templates import ChatTemplate
-from sftlab.data.tokenize import Locate, Revealed, Tokens, special_token_ids, tokenizer_adds_bos
+from sftlab.data.tokenize import Locate, Revealed, TokenizerView, special_token_ids, tokenizer_adds_bos
+from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
+from sftlab.forked import can_fork, forked
 
 log = logging.getLogger("sftlab")
 
@@ -53,7 +53,7 @@ class Encoder:
         self,
         tokenizer: Any,
         template: ChatTemplate | None,
-        max_length: int = 4096,
+        max_length: int = MAX_LENGTH,
         train_on: str = "all_assistant",
         escape: bool = True,
     ):
@@ -70,7 +70,7 @@ class Encoder:
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
         self.special_ids = special_token_ids(tokenizer)
-        self.tokens = Tokens(tokenizer, escape=escape)
+        self.tokens = TokenizerView(tokenizer, escape=escape)
         self._adds_bos = tokenizer_adds_bos(tokenizer)
 
     # --- public -----------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ class Encoder:
         so the gain is small on 2 cores: 1.09× for 9,196 conversations, benchmarks/encode_speed.py)."""
         conversations = list(conversations)
         procs = min(8, os.cpu_count() or 1) if num_proc is None else num_proc
-        if procs > 1 and len(conversations) >= PARALLEL_MIN and "fork" in mp.get_all_start_methods():
+        if procs > 1 and len(conversations) >= PARALLEL_MIN and can_fork():
             out = self._encode_parallel(conversations, procs)
         else:
             out, lost = self._encode_serial(conversations)
@@ -92,18 +92,15 @@ class Encoder:
         return out
 
     def _encode_parallel(self, conversations: list[Conversation], procs: int) -> Encoded:
-        global _WORK
         bounds = [len(conversations) * k // procs for k in range(procs + 1)]
         # The workers' tokenizers run single-threaded (the Rust thread pool does not survive a fork); the
         # variable is set for the forks only, or this process would lose its own threads too.
         saved = os.environ.get("TOKENIZERS_PARALLELISM")
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        _WORK = (self, conversations)
         try:
-            with ProcessPoolExecutor(procs, mp_context=mp.get_context("fork")) as pool:
-                parts = list(pool.map(_encode_part, bounds[:-1], bounds[1:]))
+            with forked(procs, _encode_part, self, conversations) as submit:
+                parts = [f.result() for f in [submit(a, b) for a, b in zip(bounds[:-1], bounds[1:])]]
         finally:
-            _WORK = None
             if saved is None:
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
             else:
@@ -131,9 +128,9 @@ class Encoder:
             out.tools_ignored += bool(conv.tools) and self.template is not None and not self.template.handles_tools
             chunk.extend(conv_pieces)
             if len(chunk) >= _CHUNK:
-                self._finish(chunk, out, lost)
+                self._encode_chunk(chunk, out, lost)
                 chunk = []
-        self._finish(chunk, out, lost)
+        self._encode_chunk(chunk, out, lost)
         return out, lost
 
     def _warn_tools(self, out: Encoded) -> None:
@@ -144,7 +141,7 @@ class Encoder:
                 out.tools_ignored, "" if out.tools_ignored == 1 else "s", "ies" if out.tools_ignored == 1 else "y",
                 self.template.name)
 
-    def _finish(self, pieces: list[_Piece], out: Encoded, lost: list[Dropped]) -> None:
+    def _encode_chunk(self, pieces: list[_Piece], out: Encoded, lost: list[Dropped]) -> None:
         """Tokenize and mask one chunk of pieces."""
         for piece, (ids, locate) in zip(pieces, self._tokenize(pieces)):
             example, truncated = self._mask(piece, ids, locate)
@@ -332,12 +329,8 @@ class Encoder:
 _CHUNK = 1024
 # Below this many conversations one process is quicker than starting workers.
 PARALLEL_MIN = 2000
-# The encoder and conversations of a parallel encode, inherited by the forked workers (nothing pickled in).
-_WORK: tuple[Encoder, list[Conversation]] | None = None
-
-
-def _encode_part(start: int, end: int) -> tuple[Encoded, list[Dropped]]:
-    encoder, conversations = _WORK  # type: ignore[misc]
+def _encode_part(encoder: Encoder, conversations: list[Conversation], start: int, end: int) -> tuple[Encoded, list[Dropped]]:
+    """A forked worker's part of a parallel encode (the encoder and conversations inherited, not pickled)."""
     return encoder._encode_serial(conversations[start:end])
 
 

@@ -24,9 +24,9 @@ class Segment:
 
 def segmented(examples: Iterable[Example], tokenizer: Any) -> Iterator[tuple[Example, list[Segment]]]:
     """Each example with its displayable pieces (the tokenizer's special ids and strings looked up once)."""
-    from sftlab.data.tokenize import Tokens, special_token_ids
+    from sftlab.data.tokenize import TokenizerView, special_token_ids
 
-    special_ids, tokens = special_token_ids(tokenizer), Tokens(tokenizer)
+    special_ids, tokens = special_token_ids(tokenizer), TokenizerView(tokenizer)
     for example in examples:
         yield example, segments(example, tokenizer, special_ids, tokens)
 

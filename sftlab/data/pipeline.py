@@ -3,12 +3,8 @@ converted, rejected (bad input) or dropped (no trained tokens left), with reason
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import pickle
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,12 +12,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftlab.data.conversation import Conversation
-from sftlab.defaults import MAX_LENGTH
 from sftlab.data.encode import Encoder
+from sftlab.data import encode_cache
 from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
+from sftlab.data.mixture import mix
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use, template_for
+from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import write_text
 
@@ -161,7 +159,8 @@ def load_sources(
         per_source = [[c for c in group if id(c) in keep] for group in per_source]
     if len(sources) > 1 and any(s.weight is not None for s in sources):
         weights = [1.0 if s.weight is None else s.weight for s in sources]  # an entry without weight counts 1
-        conversations, report.mixture = mix(per_source, weights, sources, seed, replacement=replacement, total=total)
+        conversations, report.mixture = mix(per_source, weights, [s.path for s in sources], seed,
+                                            replacement=replacement, total=total)
         report.mixture_target = {s.path: w / sum(weights) for s, w in zip(sources, weights)}
     else:
         conversations = [c for group in per_source for c in group]
@@ -182,44 +181,6 @@ def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None
         weight = "1 (no weight given)" if src.weight is None else f"{src.weight:g}"
         parts.append(f"{src.path}: {taken} of {has} rows ({how}, weight {weight}, {taken / total:.0%})")
     return "mixture — weights are shares of the examples: " + "; ".join(parts)
-
-
-def mix(
-    groups: Sequence[Sequence[Conversation]], weights: Sequence[float], sources: Sequence[Source], seed: int,
-    *, replacement: bool = False, total: int | None = None,
-) -> tuple[list[Conversation], dict[str, int]]:
-    """Sample the sources in the ratio of their weights: shares of the *examples*. `total` examples in all
-    (default: as many as the sources have rows); source k contributes w_k / sum(w) × total of them, rounded
-    so that the counts add up to `total` exactly (largest remainders), so each source is within one example
-    of its share. Without replacement (default) a source's rows are all used before any is repeated (a
-    small domain set weighted up is seen several times, in a fresh order each time); with replacement every
-    example is drawn independently. Deterministic for a seed.
-    """
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise SftlabError("dataset weights must be non-negative and not all zero")
-    total = sum(len(g) for g in groups) if total is None else total
-    norm = sum(weights)
-    exact = [w / norm * total for w in weights]
-    wants = [int(x) for x in exact]
-    for k in sorted(range(len(exact)), key=lambda k: (wants[k] - exact[k], k))[: total - sum(wants)]:
-        wants[k] += 1
-    rng = random.Random(seed)
-    out: list[Conversation] = []
-    counts: dict[str, int] = {}
-    for group, want, src in zip(groups, wants, sources):
-        if want and not group:
-            raise SftlabError(f"{src.path}: has a weight but no usable rows to mix in")
-        picked: list[Conversation] = []
-        if replacement:
-            picked = [group[rng.randrange(len(group))] for _ in range(want)]
-        while len(picked) < want:
-            order = list(group)
-            rng.shuffle(order)
-            picked += order[: want - len(picked)]
-        counts[src.path] = len(picked)
-        out += picked
-    rng.shuffle(out)
-    return out, counts
 
 
 def build_examples(
@@ -255,15 +216,16 @@ def build_examples(
     prompt they get, if any, is logged in one line (unless `say_system` is false) and kept in the report."""
     key = None
     if cache is not None:
-        key = _key(sources, tokenizer, template, [max_length, train_on, on_error, seed, limit, escape, cache_key,
-                                                  mixture_replacement, mixture_examples, default_system])
-        stored = _read_cache(cache / f"{key}.pkl")
+        key = encode_cache.cache_key(sources, tokenizer, template, [
+            max_length, train_on, on_error, seed, limit, escape, cache_key, mixture_replacement, mixture_examples,
+            default_system])
+        stored = encode_cache.read_cached(cache / f"{key}.pkl")
         if stored is not None:
             log.info("encoded examples reused from %s", cache / f"{key}.pkl")
             examples, report = stored
             if say_system and report.system_prompt:
                 log.info("%s", system_prompt_line(report.system_prompt))
-            return _finish(examples, report, max_length, packing, rejects_path, on_error)
+            return _account(examples, report, max_length, packing, rejects_path, on_error)
     conversations, report = load_sources(
         sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
         replacement=mixture_replacement, total=mixture_examples,
@@ -277,11 +239,11 @@ def build_examples(
     encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on, escape=escape)
     report.encoded = encoder.encode(conversations, num_proc=num_proc)
     if cache is not None and report.encoded.examples:
-        _write_cache(cache / f"{key}.pkl", (report.encoded.examples, report))
-    return _finish(report.encoded.examples, report, max_length, packing, rejects_path, on_error)
+        encode_cache.write_cached(cache / f"{key}.pkl", (report.encoded.examples, report))
+    return _account(report.encoded.examples, report, max_length, packing, rejects_path, on_error)
 
 
-def _finish(examples: list[Example], report: DataReport, max_length: int, packing: bool,
+def _account(examples: list[Example], report: DataReport, max_length: int, packing: bool,
             rejects_path: str | Path | None, on_error: str) -> tuple[list[Example] | list[PackedRow], DataReport]:
     if rejects_path is not None and on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained
@@ -312,50 +274,3 @@ def _nothing_left(report: DataReport) -> str:
     first = min(lost, key=lambda r: (str(r["source"]), r["row"]), default=None)
     where = f"; the first is {first['source']}, row {first['row']}" if first else ""
     return f"no example left to train on out of {report.rows_read} rows ({listed}{where})"
-
-
-def _key(sources: Sequence[Source], tokenizer: Any, template: Any, settings: list[Any]) -> str:
-    """sha256 of what determines a run's examples: each file's content, format and weight, the tokenizer (its
-    whole definition, added tokens included, and its chat template), the template, the settings, and
-    the code that encodes (a changed sftlab may encode differently)."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for code in sorted([*(package / "data").glob("*.py"), *(package / "templates").glob("*.jinja")]):
-        digest.update(code.read_bytes())
-
-    def add(value: Any) -> None:
-        digest.update(json.dumps(value, sort_keys=True, default=str).encode() + b"\0")
-
-    from sftlab.models import fingerprint
-
-    for src in sources:
-        path = Path(src.path)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        add([src.format, src.weight, fingerprint(files)])
-    digest.update(tokenizer.backend_tokenizer.to_str().encode())
-    add([getattr(tokenizer, "chat_template", None), str(tokenizer.bos_token), str(tokenizer.eos_token)])
-    source = template.source if isinstance(template, ChatTemplate) else template
-    if isinstance(source, str) and source.endswith(".jinja") and Path(source).is_file():
-        source = Path(source).read_text(encoding="utf-8")
-    add([source, settings])
-    return digest.hexdigest()[:32]
-
-
-def _read_cache(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        return None
-
-
-def _write_cache(path: Path, value: Any) -> None:
-    """Written whole or not at all (a temporary file renamed into place)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning("could not keep the encoded examples in %s (%s); the next run encodes again", path.parent, e)

@@ -72,7 +72,7 @@ class Revealed:
         return hidden_position + (self._shift[k - 1] if k else 0)
 
 
-class Tokens:
+class TokenizerView:
     """One tokenizer as sftlab tokenizes with it: plain texts in batches, and texts whose special-token
     strings are text except at the template's marker positions."""
 

@@ -53,7 +53,8 @@ class ExportResult:
                 parts.append(f"prompt rendered equal on {c['template']['rendered_equal']}/{c['template']['conversations']}")
             parts.append(f"greedy answers equal on {g['equal']}/{g['prompts']} prompts, top-1 agreement "
                          f"{100 * (g['top1_agreement'] or 0):.1f}%, {g['ended_at_end_of_generation']}/{g['prompts']} "
-                         "ended at an end-of-generation token")
+                         f"ended at an end-of-generation token within {g['max_new_tokens']} tokens (sftlab's: "
+                         f"{g['sftlab_ended']})")
             lines.append("llama.cpp: " + "; ".join(parts))
             if c.get("answers"):
                 lines.append(f"llama.cpp answers {r['prompts'][0]!r}: {c['answers'][0]!r}")
@@ -63,7 +64,7 @@ class ExportResult:
 
 
 def export_model(model: str, out: str | Path, fmt: str = "gguf", quant: str = "q8_0", verify: bool = True,
-                 max_new_tokens: int = 64) -> ExportResult:
+                 max_new_tokens: int = 128) -> ExportResult:
     """Export `model` into the folder `out`: one .gguf file (with a Modelfile) or a safetensors model folder, and
     export_report.json; verified unless `verify` is False."""
     if fmt not in FORMATS:
@@ -96,7 +97,7 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
     from sftlab.export.vocab import build_vocab
     from sftlab.files import write_text
 
-    vocab = build_vocab(source.tokenizer, source.rows, source.end_of_turn_id)
+    vocab = build_vocab(source.tokenizer, source.rows, source.end_of_turn_id, source.chat)
     template = source.chat.source if source.chat is not None else None
     tok = source.tokenizer
     report: dict[str, Any] = {
@@ -107,7 +108,8 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
         "stop_ids": source.stop_ids, "stop_tokens": tok.convert_ids_to_tokens(source.stop_ids),
         "bos_token_id": vocab.special.get("bos"), "add_bos_token": vocab.add_bos, "add_eos_token": vocab.add_eos,
         "tokenizer_model": vocab.model, "pre_tokenizer": vocab.pre, "vocabulary": len(vocab.tokens),
-        "padded_rows": vocab.padded_rows, "prompts": [c[-1]["content"] for c in _conversations()],
+        "add_space_prefix": vocab.add_space_prefix, "padded_rows": vocab.padded_rows,
+        "prompts": [c[-1]["content"] for c in _conversations()],
     }
     created = not out.exists()
     from sftlab.files import atomic_folder
@@ -125,9 +127,11 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
             report["tensors"] = back["tensors"]
             report["tensors_by_type"] = back["tensors_by_type"]
             report["tensor_fallbacks"] = k_fallbacks(back["types"]) if quant in K_QUANTS else fallbacks
-            report["verification"] = _verify(gguf_path, arch, source, quant, back["context_length"], max_new_tokens) \
+            report["verification"] = _verify(gguf_path, arch, source, vocab, quant, back["context_length"],
+                                             max_new_tokens) \
                 if verify else {"skipped": "--no-verify"}
-            write_text(tmp / "Modelfile", modelfile(gguf_path.name, source, vocab, tmp))
+            text, report["modelfile_family"] = modelfile(gguf_path.name, source, vocab)
+            write_text(tmp / "Modelfile", text)
             report["seconds"] = round(time.time() - started, 1)
             write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     except BaseException:
@@ -137,7 +141,8 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
     return ExportResult(out, [out / f"{stem}.gguf", out / "Modelfile", out / REPORT], report)
 
 
-def _verify(path: Path, arch: str, source: Any, quant: str, context: int, max_new_tokens: int) -> dict[str, Any]:
+def _verify(path: Path, arch: str, source: Any, vocab: Any, quant: str, context: int,
+            max_new_tokens: int) -> dict[str, Any]:
     from sftlab.export.verify import llama_cpp_check, reference_answers, transformers_check
     from sftlab.generate import Generator
 
@@ -163,7 +168,7 @@ def _verify(path: Path, arch: str, source: Any, quant: str, context: int, max_ne
                                                 stop_ids, pad)
     if llama_cpp_available():
         log.info("verifying: llama.cpp tokenizes, renders and answers")
-        result["llama_cpp"] = llama_cpp_check(path, source, generator, prompts, expected, exact, max_new_tokens)
+        result["llama_cpp"] = llama_cpp_check(path, source, vocab, generator, prompts, expected, exact, max_new_tokens)
     else:
         result["llama_cpp_skipped"] = "llama-cpp-python is not installed (make gguf)"
     return result

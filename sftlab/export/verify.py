@@ -60,7 +60,7 @@ def conversations() -> list[list[dict[str, str]]]:
 
 def read_back(path: Path, arch: str, source: Any, vocab: Any, chat_template: str | None) -> dict[str, Any]:
     """What GGUFReader finds in the file, checked against what was meant to be written."""
-    from gguf import GGUFReader
+    from gguf import GGUFReader, Keys
 
     reader = GGUFReader(str(path))
 
@@ -81,8 +81,9 @@ def read_back(path: Path, arch: str, source: Any, vocab: Any, chat_template: str
     if value("tokenizer.chat_template") != chat_template:
         problems.append("tokenizer.chat_template differs from the model's template")
     for kind, token_id in vocab.special.items():
-        if value(f"tokenizer.ggml.{kind}_token_id") != token_id:
-            problems.append(f"tokenizer.ggml.{kind}_token_id is {value(f'tokenizer.ggml.{kind}_token_id')}, not {token_id}")
+        key = getattr(Keys.Tokenizer, f"{kind.upper()}_ID")
+        if value(key) != token_id:
+            problems.append(f"{key} is {value(key)}, not {token_id}")
     if bool(value("tokenizer.ggml.add_bos_token")) != vocab.add_bos:
         problems.append("tokenizer.ggml.add_bos_token differs from the tokenizer's rule")
     blocks = value(f"{arch}.block_count")
@@ -148,27 +149,43 @@ def transformers_check(path: Path, arch: str, context: int, prompts: list[list[i
     return {"greedy_equal": same, "of": len(prompts)}
 
 
-def llama_cpp_check(path: Path, source: Any, generator: Any, prompts: list[list[int]], expected: list[list[int]],
-                    exact: bool, max_new_tokens: int) -> dict[str, Any]:
+def llama_cpp_check(path: Path, source: Any, vocab: Any, generator: Any, prompts: list[list[int]],
+                    expected: list[list[int]], exact: bool, max_new_tokens: int) -> dict[str, Any]:
     """llama.cpp's tokenization, rendered prompts, end-of-generation tokens and answers against sftlab's."""
     from sftlab.export import llama_runtime as rt
 
-    tok = source.tokenizer
     longest = max((len(p) + len(a) for p, a in zip(prompts, expected)), default=0)
     llm = rt.open_gguf(str(path), n_ctx=max(256, longest + max_new_tokens + 8))
+    try:
+        return _llama_cpp_check(llm, source, vocab, generator, prompts, expected, exact, max_new_tokens)
+    finally:
+        llm.close()  # (now: at interpreter exit llama-cpp-python's finaliser fails noisily)
+
+
+def _llama_cpp_check(llm: Any, source: Any, vocab: Any, generator: Any, prompts: list[list[int]],
+                     expected: list[list[int]], exact: bool, max_new_tokens: int) -> dict[str, Any]:
+    from sftlab.export import llama_runtime as rt
+    from sftlab.generate import complete_text
+
+    tok = source.tokenizer
     report: dict[str, Any] = {}
 
-    texts = TEXTS + special_texts(source)
+    # A SentencePiece vocabulary without a space prefix (vocab._space_prefix: the template starts with a special
+    # token) is compared on texts as its prompts hold them: after a special token.
+    lead = tok.bos_token if vocab.model == "llama" and not vocab.add_space_prefix else ""
+    texts = [lead + t for t in TEXTS] + special_texts(source)
     wrong = [t for t in texts if rt.tokenize(llm, t) != tok.encode(t, add_special_tokens=False)]
     if wrong:
         t = wrong[0]
         raise Mismatch(f"llama.cpp tokenizes {len(wrong)} of {len(texts)} texts differently from the Hugging Face "
                        f"tokenizer; first {t[:40]!r}: llama.cpp {rt.tokenize(llm, t)[:12]} vs "
                        f"{tok.encode(t, add_special_tokens=False)[:12]}")
-    with_bos = rt.tokenize(llm, TEXTS[0], add_bos=llm.metadata.get("tokenizer.ggml.add_bos_token") == "true")
-    if with_bos != tok.encode(TEXTS[0], add_special_tokens=True):
+    with_bos = rt.tokenize(llm, TEXTS[0], add_bos=vocab.add_bos)
+    if with_bos[:2] != tok.encode(TEXTS[0], add_special_tokens=True)[:2] and not lead:
         raise Mismatch("llama.cpp adds special tokens to a text differently from the Hugging Face tokenizer (BOS rule)")
-    report["tokenization"] = {"texts": len(texts), "equal": len(texts)}
+    if (with_bos[:1] == [tok.bos_token_id]) != vocab.add_bos:
+        raise Mismatch("llama.cpp's BOS rule differs from the Hugging Face tokenizer's")
+    report["tokenization"] = {"texts": len(texts), "equal": len(texts), "after_special_token": bool(lead)}
 
     eot = source.end_of_turn_id
     stops = sorted({i for i in source.stop_ids if i is not None})
@@ -199,13 +216,15 @@ def llama_cpp_check(path: Path, source: Any, generator: Any, prompts: list[list[
         top1 = rt.argmax_along(llm, ids, want)
         agree += sum(a == b for a, b in zip(top1, want))
         total += len(want)
-        answers.append(tok.decode(got, skip_special_tokens=True).strip())
+        answers.append(complete_text(tok.decode(got, skip_special_tokens=True)).strip())
         if exact and got != want:
             at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
             raise Mismatch(f"llama.cpp's greedy answer to prompt {len(answers)} differs from sftlab's at token {at}: "
                            f"{tok.decode(got[: at + 1])!r} vs {tok.decode(want[: at + 1])!r}")
+    # (an answer that has not ended within max_new_tokens in sftlab has not ended in llama.cpp either, when equal)
+    reference_ended = sum(bool(w) and w[-1] in source.stop_ids for w in expected)
     report["greedy"] = {"prompts": len(prompts), "equal": same, "ended_at_end_of_generation": ended,
+                        "sftlab_ended": reference_ended,
                         "top1_agreement": round(agree / total, 4) if total else None, "max_new_tokens": max_new_tokens}
     report["answers"] = answers
-    del llm
     return report

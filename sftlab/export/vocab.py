@@ -96,9 +96,10 @@ def bos_eos_rule(tokenizer: Any) -> tuple[bool, bool]:
     return add_bos, add_eos
 
 
-def build_vocab(tokenizer: Any, rows: int, end_of_turn_id: int | None) -> GgufVocab:
+def build_vocab(tokenizer: Any, rows: int, end_of_turn_id: int | None, chat: Any = None) -> GgufVocab:
     """The GGUF vocabulary of `tokenizer` for a model with `rows` embedding rows; `end_of_turn_id` becomes EOS and
-    EOT (the token the model was taught to stop on)."""
+    EOT (the token the model was taught to stop on); `chat`, the template, decides a SentencePiece vocabulary's
+    space prefix (_space_prefix)."""
     data = tokenizer_json(tokenizer)
     kind = tokenizer_kind(data)
     size = len(tokenizer)
@@ -131,7 +132,7 @@ def build_vocab(tokenizer: Any, rows: int, end_of_turn_id: int | None) -> GgufVo
         vocab.merges = merges
     else:
         vocab.scores = _spm_scores(tokens, merges)
-        vocab.add_space_prefix = _adds_space_prefix(tokenizer)
+        vocab.add_space_prefix = _space_prefix(tokenizer, chat)
     vocab.add_bos, vocab.add_eos = bos_eos_rule(tokenizer)
     ids = {"bos": tokenizer.bos_token_id, "unk": tokenizer.unk_token_id, "pad": tokenizer.pad_token_id,
            "eos": end_of_turn_id if end_of_turn_id is not None else tokenizer.eos_token_id, "eot": end_of_turn_id}
@@ -149,6 +150,20 @@ def _spm_scores(tokens: list[str], merges: list[str]) -> list[float]:
     return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
 
 
-def _adds_space_prefix(tokenizer: Any) -> bool:
+def _space_prefix(tokenizer: Any, chat: Any) -> bool:
+    """llama.cpp's SentencePiece tokenizer puts a space in front of the input and of every text after a special
+    token (add_space_prefix), or nowhere; a Hugging Face Metaspace tokenizer (prepend_scheme "first") only in front
+    of the input. Neither setting matches every text, so the one that matches the prompts the model's template
+    renders is chosen: a template whose prompts start with a special token (Llama 2's <s>[INST]) needs none,
+    one that starts with text (Alpaca) needs it."""
     pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("a", add_special_tokens=False))
-    return bool(pieces) and pieces[0].startswith("\u2581")
+    if not (pieces and pieces[0].startswith("\u2581")):
+        return False
+    if chat is None:
+        return True
+    try:
+        prompt = chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    except SftlabError:
+        return True
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    return not any(prompt.startswith(t) for t in specials)

@@ -60,7 +60,7 @@ def _empty_response(row: Row) -> dict[str, Any] | None:
 
 
 def _copies(row: Row) -> dict[str, Any] | None:
-    for instruction, inp, answer in row.pairs:
+    for instruction, inp, answer in row.exchanges:
         reason = text.copies_prompt(instruction, inp, answer)
         if reason:
             return {"reason": reason}

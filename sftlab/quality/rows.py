@@ -30,12 +30,12 @@ class Row:
         return self.file, self.row
 
     @cached_property
-    def pairs(self) -> list[tuple[str, str, str]]:  # (instruction, input, answer) per assistant answer
+    def exchanges(self) -> list[tuple[str, str, str]]:  # (instruction, input, answer) per assistant answer
         return self.conversation.turns() if self.conversation is not None else []
 
     @property
     def answers(self) -> list[str]:
-        return [answer for _, _, answer in self.pairs]
+        return [answer for _, _, answer in self.exchanges]
 
     @cached_property
     def prompt_parts(self) -> list[str]:

@@ -8,7 +8,7 @@ import os
 import random
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from sftlab.data.example import Example
 from sftlab.data.templates import system_prompt_line, system_prompt_use, template_for
 from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
+from sftlab.forked import can_fork, forked
 from sftlab.quality import checks as C
 from sftlab.quality import stats as S
 from sftlab.quality.rows import Row, read_files
@@ -129,9 +130,9 @@ def run_checks(
     if "too_long" in checks and lengths is not None:
         found["too_long"] = C.too_long(valid, lengths, max_length)
     if "special_token_text" in checks and tokenizer is not None:
-        from sftlab.data.tokenize import Tokens
+        from sftlab.data.tokenize import TokenizerView
 
-        found["special_token_text"] = C.special_token_text(valid, Tokens(tokenizer))
+        found["special_token_text"] = C.special_token_text(valid, TokenizerView(tokenizer))
     return [found[name] for name in C.CHECKS if name in found]
 
 
@@ -199,7 +200,7 @@ def check_data(
         log.info("%s", system_prompt_line(system))
     # Tokenizing (Rust, with the template rendered in Python) runs in a forked process while this one
     # runs the checks: on two cores that halves the wall time of a large file.
-    counter = mp.get_context("fork").Value("q", 0) if "fork" in mp.get_all_start_methods() else None
+    counter = mp.get_context("fork").Value("q", 0) if can_fork() else None
     with _background(_lengths_job, rows, tokenizer, template, counter) as job:
         findings = run_checks(rows, [c for c in checks if c != "too_long"], threshold=threshold,
                               progress=progress, tokenizer=tokenizer)
@@ -309,28 +310,15 @@ def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any, counter: An
 
 @contextmanager
 def _background(fn: Callable[..., Any], *args: Any) -> Iterator[Future]:
-    """`fn(*args)` in a forked child process (it has the rows without pickling them), as a Future; where fork is
-    not available (Windows, macOS default) or there is one core, run in this process."""
-    global _JOB
-    if "fork" not in mp.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+    """`fn(*args)` in a forked child process (it has the rows without pickling them), as a Future; with one core,
+    in this process."""
+    if (os.cpu_count() or 1) < 2:
         done: Future = Future()
         done.set_result(fn(*args))
         yield done
         return
-    _JOB = (fn, args)
-    try:
-        with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-            yield pool.submit(_run_job)
-    finally:
-        _JOB = None
-
-
-_JOB: Any = None
-
-
-def _run_job() -> Any:
-    fn, args = _JOB
-    return fn(*args)
+    with forked(1, fn, *args) as submit:
+        yield submit()
 
 
 def print_check(data: dict[str, Any], out: Any) -> None:

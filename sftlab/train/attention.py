@@ -61,3 +61,15 @@ def register() -> str:
     AttentionInterface.register(NAME, packed_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     return NAME
+
+
+def choose(device: str, flat: bool) -> str:
+    """Flash-attention (variable-length kernels over the restarting position_ids of padding-free or packed
+    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/train/attention.py)
+    and plain sdpa in evaluation."""
+    if device == "cuda" and flat:
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return register()

@@ -10,6 +10,7 @@ is alive at a time, whatever the batch — the full [tokens × vocabulary] logit
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -50,15 +51,31 @@ def _softcap(model: torch.nn.Module) -> float | None:
 # the weight gradient of a chunk). Allocated anew each step, every one of them (tens to hundreds of MB)
 # is handed out by the system page by page and given back when freed: on CPU that was 1.1 M page
 # faults and ~14 % of the step time for the default model. Kept, they cost their size once.
-_WORKSPACE: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+# They are kept by the run (train/run.py), for its steps only, where that was measured to pay (the CPU), and
+# released when it ends; outside a workspace each buffer is allocated as needed.
+_WORKSPACE: contextvars.ContextVar[dict[tuple[str, torch.device, torch.dtype], torch.Tensor] | None] = \
+    contextvars.ContextVar("sftlab_head_workspace", default=None)
+
+
+@contextlib.contextmanager
+def head_workspace() -> Iterator[None]:
+    """The head's loss buffers kept from one step to the next inside the block, and released at its end."""
+    token = _WORKSPACE.set({})
+    try:
+        yield
+    finally:
+        _WORKSPACE.reset(token)
 
 
 def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     size = math.prod(shape)
+    kept = _WORKSPACE.get()
+    if kept is None:
+        return torch.empty(shape, dtype=dtype, device=device)
     key = (name, device, dtype)
-    buf = _WORKSPACE.get(key)
+    buf = kept.get(key)
     if buf is None or buf.numel() < size:
-        buf = _WORKSPACE[key] = torch.empty(size, dtype=dtype, device=device)
+        buf = kept[key] = torch.empty(size, dtype=dtype, device=device)
     return buf[:size].view(shape)
 
 

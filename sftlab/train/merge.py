@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sftlab.errors import SftlabError
 from sftlab.files import atomic_folder, require_output_dir
+from sftlab.method_table import UNMERGEABLE_PEFT_TYPES
 from sftlab.models import load_model, load_tokenizer, require_model
 
 
@@ -18,7 +19,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     if not (adapter_dir / "adapter_config.json").is_file():
         raise SftlabError(f"{adapter_dir}: no adapter_config.json (is it the output of a lora/dora run?)")
     peft_type = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
-    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT"):
+    if peft_type in UNMERGEABLE_PEFT_TYPES:
         raise SftlabError(f"{adapter_dir}: a {peft_type.lower()} adapter adds virtual tokens to the input or its "
                           "attention; there are no weights to merge it into. Use the folder as it is (chat, eval and "
                           "serve load it)")

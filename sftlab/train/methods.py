@@ -9,18 +9,14 @@ parameters that get no gradient are skipped by the optimizer.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import torch
 
-from sftlab.config import PROMPT_METHODS, TrainConfig
+from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError, first_line
 from sftlab.train.tokens import RowTraining
 
-# peft 0.21 calls a transformers 5 method that warns of its removal in v6 on every LoRA model: noise to a
-# user, who can do nothing about it (transformers is pinned below 6).
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -42,7 +38,7 @@ def lora_config(config: TrainConfig, new_token_ids: Sequence[int] = ()) -> Any:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_targets,
-        use_dora=config.method == "dora",
+        use_dora=config.method == "dora",  # (lora and dora share apply_lora)
     )
 
 
@@ -71,64 +67,85 @@ def prompt_config(config: TrainConfig, model: torch.nn.Module) -> Any:
     return PromptEncoderConfig(**common, encoder_hidden_size=model.config.hidden_size)
 
 
-def apply_method(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[int] = ()) -> torch.nn.Module:
-    """The model to hand to the Trainer, with exactly the method's parameters trainable (and the embedding
-    rows of new chat tokens, sftlab/train/tokens.py)."""
-    model = _apply(model, config, new_token_ids)
-    if new_token_ids and config.method in ("freeze", "hybrid") and not (
-            config.method == "freeze" and config.freeze_train_embeddings):
-        rows = RowTraining(model, new_token_ids)
-        rows.active = config.method == "freeze"  # hybrid: every row trains in the full phase
-        model._sftlab_row_training = rows
-    return model
+def apply_method(model: torch.nn.Module, config: TrainConfig,
+                 new_token_ids: Sequence[int] = ()) -> tuple[torch.nn.Module, RowTraining | None]:
+    """The model to hand to the Trainer, with exactly the method's parameters trainable, and the row training of new
+    chat tokens (sftlab/train/tokens.py) where the method trains only their rows of the embeddings (None otherwise).
+    Each method's setup is its `apply_<name>` function below (one per record of sftlab/method_table.py)."""
+    spec = config.method_spec
+    if new_token_ids and spec.new_token_rows is None:
+        raise SftlabError(f"method {spec.name} cannot train new chat tokens (the template's markers are not tokens "
+                          "of this model); use a method that can (full, freeze, lora, dora, hybrid), or a template "
+                          "the model knows")
+    return globals()[f"apply_{spec.name}"](model, config, list(new_token_ids))
 
 
-def _apply(model: torch.nn.Module, config: TrainConfig, new_token_ids: Sequence[int]) -> torch.nn.Module:
-    method = config.method
-    if method == "full":
-        model.requires_grad_(True)
-        return model
-    if method == "freeze":
-        model.requires_grad_(False)
-        layers = decoder_layers(model)
-        n = config.freeze_trainable_layers
-        if n > len(layers):
-            raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
-        for layer in layers[len(layers) - n :]:
-            layer.requires_grad_(True)
-        decoder = model.get_decoder()
-        norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
-        if norm is not None:  # the final norm sits between the top layer and the head
-            norm.requires_grad_(True)
-        if config.freeze_train_embeddings:
-            model.get_input_embeddings().requires_grad_(True)
-            model.get_output_embeddings().requires_grad_(True)
-        return model
-    from peft import get_peft_model, inject_adapter_in_model
+# Each: (model, config, new chat token ids) → (the model to train, the row training of the new tokens or None).
 
-    if method in ("lora", "dora"):
-        if hasattr(model, "peft_config"):
-            # The model is a LoRA/DoRA run's output (a staged run's previous stage, not merged): train that same
-            # adapter on (its r, alpha and targets), the base frozen.
-            for name, p in model.named_parameters():
-                p.requires_grad_(is_adapter_param(name))
-            return model
-        return _with_targets(config, lambda: get_peft_model(model, lora_config(config, new_token_ids)))
-    if method in (*PROMPT_METHODS, "adaption_prompt"):
-        if new_token_ids:
-            raise SftlabError(f"method {method} cannot train new chat tokens (the template's markers are not tokens of "
-                              "this model); use full, freeze, lora, dora or hybrid, or a template the model knows")
-        try:
-            return get_peft_model(model, prompt_config(config, model))
-        except (ValueError, KeyError) as e:
-            raise SftlabError(f"method {method} does not support this model "
-                              f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
-    if method == "hybrid":
-        model = _with_targets(config, lambda: inject_adapter_in_model(lora_config(config), model))
-        # Everything trainable while the optimizer is built; HybridSwitch decides per phase.
-        model.requires_grad_(True)
-        return model
-    raise SftlabError(f"unknown method {method!r}")
+def apply_full(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    model.requires_grad_(True)
+    return model, None
+
+
+def apply_freeze(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, Any]:
+    model.requires_grad_(False)
+    layers = decoder_layers(model)
+    n = config.freeze_trainable_layers
+    if n > len(layers):
+        raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
+    for layer in layers[len(layers) - n :]:
+        layer.requires_grad_(True)
+    decoder = model.get_decoder()
+    norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
+    if norm is not None:  # the final norm sits between the top layer and the head
+        norm.requires_grad_(True)
+    if config.freeze_train_embeddings:  # the whole embedding and head train: new rows included
+        model.get_input_embeddings().requires_grad_(True)
+        model.get_output_embeddings().requires_grad_(True)
+        return model, None
+    return model, RowTraining(model, new_ids) if new_ids else None
+
+
+def apply_lora(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    """LoRA, or DoRA (lora_config reads the method): new chat tokens' rows as peft's trainable tokens."""
+    from peft import get_peft_model
+
+    if hasattr(model, "peft_config"):
+        # The model is a LoRA/DoRA run's output (a staged run's previous stage, not merged): train that same
+        # adapter on (its r, alpha and targets), the base frozen.
+        for name, p in model.named_parameters():
+            p.requires_grad_(is_adapter_param(name))
+        return model, None
+    return _with_targets(config, lambda: get_peft_model(model, lora_config(config, new_ids))), None
+
+
+apply_dora = apply_lora
+
+
+def apply_hybrid(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, Any]:
+    from peft import inject_adapter_in_model
+
+    model = _with_targets(config, lambda: inject_adapter_in_model(lora_config(config), model))
+    # Everything trainable while the optimizer is built; HybridSwitch decides per phase.
+    model.requires_grad_(True)
+    rows = RowTraining(model, new_ids) if new_ids else None
+    if rows is not None:
+        rows.active = False  # every row trains in the full phase; only the new ones in the LoRA phase
+    return model, rows
+
+
+def apply_prompt_tuning(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    """The prompt-based methods (peft): prompt_config builds the method's own peft config."""
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, prompt_config(config, model)), None
+    except (ValueError, KeyError) as e:
+        raise SftlabError(f"method {config.method} does not support this model "
+                          f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
+
+
+apply_prefix_tuning = apply_p_tuning = apply_adaption_prompt = apply_prompt_tuning
 
 
 def _with_targets(config: TrainConfig, make: Any) -> Any:
@@ -149,23 +166,22 @@ def is_adapter_param(name: str) -> bool:
     return "lora_" in name
 
 
-def set_hybrid_phase(model: torch.nn.Module, phase: str) -> None:
-    """phase "full": base weights train, adapters off. phase "lora": base frozen, adapters on."""
-    full = phase == "full"
+def set_hybrid_phase(model: torch.nn.Module, lora: bool, rows: RowTraining | None = None) -> None:
+    """hybrid's phases: full (base weights train, adapters off), then LoRA (base frozen, adapters on; of the
+    embeddings only the new chat tokens' rows go on training)."""
     for name, p in model.named_parameters():
         if is_adapter_param(name):
-            p.requires_grad_(not full)
+            p.requires_grad_(lora)
         else:
-            p.requires_grad_(full)
-            if not full:
+            p.requires_grad_(not lora)
+            if lora:
                 p.grad = None
     for layer in _adapter_layers(model):
         # enable_adapters() also flips requires_grad of the adapter weights; keep ours.
-        layer._disable_adapters = full
-    rows = getattr(model, "_sftlab_row_training", None)
-    if rows is not None:  # new chat tokens: their rows go on training in the LoRA phase, no other row
-        rows.active = not full
-        if not full:
+        layer._disable_adapters = not lora
+    if rows is not None:
+        rows.active = lora
+        if lora:
             rows.enable()
 
 

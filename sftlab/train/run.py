@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import torch
 
 from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
@@ -30,10 +27,15 @@ from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
 from sftlab.hardware import choose_precision, pick_device, process_count
 from sftlab.generate import save_generation_config
-from sftlab.models import (DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, require_model, safetensors_problem,
-                           sftlab_home)
+from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, require_model, sftlab_home
 from sftlab.runs import settle_checkpoints
+from sftlab.train import attention
+from sftlab.train.arguments import training_arguments
+from sftlab.train.distributed import gathered_state
 from sftlab.train.interrupt import GracefulStop, Interrupted
+from sftlab.train.loss import head_workspace
+from sftlab.train.resume import (checkpoint_problem, checkpoint_progress, existing_checkpoints, keep_global_batch,
+                                 resume_checkpoint)
 from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
@@ -121,171 +123,6 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     return [r.to_dict() for r in rows], [e.to_dict() for e in eval_examples], report
 
 
-def existing_checkpoints(out: Path) -> list[Path]:
-    """checkpoint-N folders, oldest (smallest N) first."""
-    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """What keeps `path` from an exact resume (model, optimizer, scheduler, RNG, trainer and sftlab state),
-    or None when it is complete."""
-    import zipfile
-
-    from sftlab.train.trainer import STATE_FILE
-
-    for name in ("trainer_state.json", STATE_FILE):
-        try:
-            json.loads((path / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return f"{name} is missing"
-        except (OSError, ValueError):
-            return f"{name} is unreadable"
-    sharded = (path / "pytorch_model_fsdp_0").is_dir()  # FSDP2: model and optimizer in torch.distributed.checkpoint
-    rng = sorted(path.glob("rng_state*.pth"))
-    files = [("scheduler.pt", [path / "scheduler.pt"]), ("rng_state.pth", rng)]
-    for name, found in files if sharded else [("optimizer.pt", [path / "optimizer.pt"]), *files]:
-        if not found or not found[0].is_file():
-            return f"{name} is missing"
-        if not all(zipfile.is_zipfile(f) for f in found):  # torch.save writes zip archives
-            return f"{found[0].name} is truncated"
-    if sharded:  # (.metadata is written once every process has written its shards)
-        return next((f"{d}/.metadata is missing" for d in ("pytorch_model_fsdp_0", "optimizer_0")
-                     if not (path / d / ".metadata").is_file()), None)
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        return "the model weights (*.safetensors) are missing"
-    return next((p for p in map(safetensors_problem, weights) if p), None)
-
-
-def resume_checkpoint(config: TrainConfig) -> str | None:
-    """The checkpoint to resume from: the one named, or with `resume: true` the newest complete one of
-    output_dir (an incomplete newer one is passed over, with a warning)."""
-    out = Path(config.output_dir)
-    if isinstance(config.resume, str):
-        path = Path(config.resume)
-        if not (path / "trainer_state.json").is_file():
-            raise SftlabError(f"resume: {config.resume} is not a checkpoint folder (no trainer_state.json)")
-        problem = checkpoint_problem(path)
-        if problem:
-            raise SftlabError(f"resume: checkpoint {config.resume} is incomplete ({problem}); an exact resume needs "
-                              "model, optimizer, scheduler, RNG and trainer state")
-        return str(path)
-    checkpoints = existing_checkpoints(out) if out.is_dir() else []
-    if config.resume:
-        if not checkpoints:
-            log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
-            return None
-        skipped = []
-        for path in reversed(checkpoints):
-            problem = checkpoint_problem(path)
-            if problem is None:
-                if skipped:
-                    log.warning("resume: %s; resuming from %s", "; ".join(skipped), path.name)
-                return str(path)
-            skipped.append(f"{path.name} is incomplete ({problem})")
-        raise SftlabError(f"resume: no complete checkpoint in {out} ({'; '.join(skipped)})")
-    if checkpoints:
-        raise SftlabError(
-            f"output_dir {out} already holds checkpoints; set `resume: true` to continue that run "
-            "or choose another output_dir"
-        )
-    return None
-
-
-def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
-    """(optimizer steps, trained tokens) a complete checkpoint holds the run up to."""
-    from sftlab.train.trainer import STATE_FILE
-
-    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
-    tokens = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("trained_tokens", 0)
-    return int(step), int(tokens)
-
-
-def _keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
-    """Resuming with another number of processes: grad_accum is set so that an optimizer step takes as many
-    examples as before; the data order is the same at any number of processes, so the run goes on where it
-    stopped, with the same steps (and the same learning-rate schedule) over the same data."""
-    from sftlab.train.trainer import STATE_FILE
-
-    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-    before, now = state.get("processes"), process_count()
-    if before is None or before == now:  # (a checkpoint from before sftlab recorded it: resumed as it comes)
-        return config
-    global_batch, per_pass = state["global_batch"], config.batch_size * now
-    if global_batch % per_pass:
-        raise SftlabError(
-            f"resume: {checkpoint.name} was trained by {before} processes taking {global_batch} examples per optimizer "
-            f"step, which {now} processes × batch_size {config.batch_size} cannot divide; choose a batch_size that "
-            f"makes {global_batch} a multiple of batch_size × {now}")
-    step = checkpoint_progress(checkpoint)[0]
-    log.warning("resume: %s was written by %d processes, this run has %d; grad_accum %d → %d keeps %d %s per "
-                "optimizer step, and training goes on after the %d already trained on, in the same order", checkpoint.name,
-                before, now, config.grad_accum, global_batch // per_pass, global_batch,
-                "packed rows" if config.packing else "examples", step * global_batch)
-    return config.model_copy(update={"grad_accum": global_batch // per_pass})
-
-
-def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval: bool, quiet: bool) -> Any:
-    from transformers import TrainingArguments
-
-    eval_strategy = "no"
-    if has_eval:
-        eval_strategy = "steps" if config.eval_steps else "epoch"
-    report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to]
-    return TrainingArguments(
-        **_strategy_arguments(config, device),
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        # transformers ≥ 5 reads a warmup_steps below 1 as a fraction of the total steps (pinned in
-        # pyproject.toml; 4.x would take it as 0 steps).
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,  # and LogLastStep logs the last one: every run has metrics
-        save_strategy="steps" if config.save_steps else "epoch",
-        save_steps=config.save_steps or 500,
-        save_total_limit=config.save_total_limit,
-        eval_strategy=eval_strategy,
-        eval_steps=config.eval_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=bf16,
-        use_cpu=device == "cpu",
-        report_to=[r for r in report_to if r != "none"] or "none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=config.method == "hybrid",
-        dataloader_num_workers=0,
-        save_only_model=False,
-        log_level="warning" if quiet else "passive",
-    )
-
-
-def _strategy_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
-    """TrainingArguments of the distributed strategy (accelerate builds its plugin from them)."""
-    spec = config.distributed
-    if spec.strategy == "deepspeed":
-        return {"deepspeed": spec.deepspeed}
-    if spec.strategy == "fsdp2":
-        if spec.cpu_offload and device == "cpu":
-            log.info("distributed.cpu_offload: training on the CPU, the shards are in CPU memory already")
-        # Sharded checkpoints while training (each process writes its shards; they load again at any number
-        # of processes); the final model is gathered into one ordinary folder at the end (see train()).
-        return {"fsdp": True, "fsdp_config": {
-            "version": 2, "reshard_after_forward": True, "cpu_offload": spec.cpu_offload and device != "cpu",
-            "activation_checkpointing": config.gradient_checkpointing, "state_dict_type": "SHARDED_STATE_DICT",
-        }}
-    return {}
-
-
 @dataclass
 class PreparedRun:
     """Everything a run needs before its first step (the benchmark's plain loop reuses it, too)."""
@@ -319,7 +156,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     checkpoint = resume_checkpoint(config)
     resumed = (0, 0)
     if checkpoint:
-        config = _keep_global_batch(config, Path(checkpoint))
+        config = keep_global_batch(config, Path(checkpoint))
         resumed = checkpoint_progress(Path(checkpoint))  # (read now: rotation may remove the checkpoint later)
         log.info("resume: continuing from %s (step %d, %s trained tokens so far)", checkpoint, resumed[0],
                  f"{resumed[1]:,}")
@@ -336,7 +173,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
     train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects, chat)
     report.added_tokens = token_ids(added, tokenizer)
-    model = load_model(config.model, attn_implementation=_attention(device, config.packing or config.padding_free))
+    model = load_model(config.model, attn_implementation=attention.choose(device, config.packing or config.padding_free))
     if added:
         init_new_rows(model, tokenizer, list(report.added_tokens.values()))
     model.config.use_cache = False
@@ -346,7 +183,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     if config.gradient_checkpointing and config.distributed.strategy != "fsdp2":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = apply_method(model, config, new_token_ids=list(report.added_tokens.values()))
+    model, rows = apply_method(model, config, new_token_ids=list(report.added_tokens.values()))
     neftune = None
     if config.neftune_alpha:
         neftune = NEFTune(model.get_input_embeddings(), config.neftune_alpha)
@@ -354,8 +191,8 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     args = training_arguments(config, bf16=bf16, device=device, has_eval=bool(eval_rows), quiet=quiet)
     metrics_log = MetricsLog(out / "metrics.jsonl")
     trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, *callbacks]
-    if config.method == "hybrid":
-        trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction))
+    if config.method_spec.lora_phase:
+        trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction, rows))
     if not quiet:
         trainer_callbacks.append(Progress())
     trainer = SftTrainer(
@@ -369,6 +206,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
         neftune=neftune,
         micro_batch_tokens=config.micro_batch_tokens,
         adapter_learning_rate=config.hybrid_lora_learning_rate,
+        row_training=rows,
     )
     trainer.remove_callback(PrinterCallback)
     return PreparedRun(config, trainer, tokenizer, report, metrics_log, neftune, checkpoint, bf16, device, started, chat,
@@ -390,12 +228,11 @@ def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
     return chat, added
 
 
-def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-    """Run the training that `config` describes; returns where everything was written."""
+def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
+    """Run the training that `config` describes (one run: a staged config goes through sftlab.train.train, which
+    calls this once per stage); returns where everything was written."""
     if config.stages:
-        from sftlab.train.stages import train_stages
-
-        return train_stages(config, callbacks=callbacks, quiet=quiet)
+        raise SftlabError("a staged config (stages:) is trained by sftlab.train.train, stage by stage")
     from sftlab.train.methods import merge_adapters
     from sftlab.train.plot import plot_metrics
 
@@ -420,8 +257,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     stop = GracefulStop()
     if process_count() == 1:
         trainer.add_callback(stop)
+    # The head's loss buffers are kept from step to step on the CPU (where that was measured to pay:
+    # train/loss.py) and released when training ends.
+    workspace = head_workspace() if run.device == "cpu" else contextlib.nullcontext()
     try:
-        with stop if process_count() == 1 else contextlib.nullcontext():
+        with stop if process_count() == 1 else contextlib.nullcontext(), workspace:
             outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
     except KeyboardInterrupt:  # a second signal: at once
         raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None
@@ -431,16 +271,16 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
         run.neftune.remove()
 
     final = trainer.model
-    if config.method == "hybrid":
+    if config.method_spec.lora_phase:
         final = merge_adapters(final)
         trainer.model = final
     if trainer.is_fsdp_enabled:  # one ordinary model folder, gathered on the first process, not shards
-        state = _gathered_state(trainer.model, is_main)
+        state = gathered_state(trainer.model, is_main)
         if is_main:
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out), state_dict=state)
     else:
         trainer.save_model(str(out))
-    if is_main and config.method_uses_adapters:
+    if is_main and config.method_spec.adapter:
         # The base as the user named it (resolved again on load), not a path inside sftlab's cache; written
         # after saving, because peft looks the base's config up while saving (on the hub, for a bare name).
         adapter_config = out / "adapter_config.json"
@@ -469,51 +309,3 @@ def _interrupted(signum: int, out: Path, trainer: Any) -> Interrupted:
     return Interrupted(signum, out, step, trainer.state.max_steps, saved[-1] if saved else None)
 
 
-def torchrun_command(nproc: int, config: Path | None, sets: Sequence[str], *, quiet: bool = False) -> list[str]:
-    """The command that trains in `nproc` processes on this machine (a free port found by torchrun itself)."""
-    args = [str(config)] if config else []
-    args += [f"--set={item}" for item in sets] + (["--quiet"] if quiet else [])
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "sftlab", "train", *args]
-
-
-def torchrun_env(nproc: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The environment for torchrun_command: OMP_NUM_THREADS, where not set already, shares this machine's cores
-    among the `nproc` processes (torchrun would set 1 itself, with a banner saying so)."""
-    env = dict(environ)
-    if not env.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
-    return env
-
-
-def _gathered_state(model: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:
-    """The whole state dict of an FSDP2-sharded model, one tensor at a time; every process takes part in each
-    gather, only `keep` holds the result (the others drop each tensor once gathered: never a whole model in
-    their memory). (accelerate's get_state_dict hands back gathers not yet waited for, which a process that
-    moves on leaves hanging over gloo.)"""
-    from torch.distributed.tensor import DTensor
-
-    state, gathered = {}, {}
-    for name, value in model.state_dict(keep_vars=True).items():
-        if id(value) not in gathered:  # tied weights are gathered once (on every process) and stay one tensor
-            whole = value.full_tensor() if isinstance(value, DTensor) else value
-            copy = whole.detach().to("cpu", copy=True)  # (a copy waits for the gather to finish)
-            gathered[id(value)] = copy if keep else None
-        if keep:
-            state[name] = gathered[id(value)]
-    return state
-
-
-def _attention(device: str, flat: bool) -> str:
-    """Flash-attention (variable-length kernels over the restarting position_ids of padding-free or packed
-    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/train/attention.py)
-    and plain sdpa in evaluation."""
-    if device == "cuda" and flat:
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is not None:
-            return "flash_attention_2"
-    from sftlab.train.attention import register
-
-    return register()

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from sftlab.config import TrainConfig, explain
 from sftlab.errors import SftlabError
+from sftlab.method_table import METHODS
 from sftlab.files import child, require_output_dir, write_text
+from sftlab.train.run import TrainResult, train_one
 
 log = logging.getLogger("sftlab")
 
@@ -31,16 +33,16 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     """(name, config) of each stage, in order; each stage's model is left to train_stages to fill in."""
     base = config.model_dump()
     base.pop("stages")
-    defaults = TrainConfig(datasets=[{"path": "x"}], method=config.method)
     # Keys the method decides unless given (learning rates, the batch layout of prompt methods) are not
     # inherited as values: a stage with another method gets that method's defaults.
-    for key in ("learning_rate", "hybrid_lora_learning_rate", "padding_free"):
-        if base[key] == getattr(defaults, key):
+    defaults = TrainConfig.method_defaults(config.method)
+    for key, value in defaults.items():
+        if base[key] == value:
             base.pop(key)
     out = []
     for k, stage in enumerate(config.stages or [], start=1):
-        name = str(stage.get("name") or f"stage-{k}")
-        values = {**base, **{key: v for key, v in stage.items() if key != "name"}}
+        name = stage.folder(k)
+        values = {**base, **stage.keys}
         values["output_dir"] = str(child(config.output_dir, name, f"stages[{k}].name"))
         values["resume"] = False
         try:
@@ -50,10 +52,16 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     return out
 
 
-def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> Any:
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
+    """Run the training that `config` describes, staged (stages:) or not; returns where everything was written."""
+    if config.stages:
+        return train_stages(config, callbacks=callbacks, quiet=quiet)
+    return train_one(config, callbacks=callbacks, quiet=quiet)
+
+
+def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
     from sftlab.train.merge import merge_adapter
     from sftlab.train.plot import plot_metrics
-    from sftlab.train.run import TrainResult, train
 
     out = Path(config.output_dir)
     stages = stage_configs(config)
@@ -76,15 +84,15 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
             log.info("stage %d/%d (%s): %s on %s", k, len(stages), name, stage.method,
                      ", ".join(d.path for d in stage.datasets))
             stage.resume = bool(config.resume)
-            result = train(stage, callbacks=callbacks, quiet=quiet)
+            result = train_one(stage, callbacks=callbacks, quiet=quiet)
             if not result.main_process:
                 return result
             final = stage_dir
             following = stages[k][1].method if k < len(stages) else None
-            continued = not config.merge_lora_stages and following in ("lora", "dora")
-            if stage.method in ("lora", "dora") and k < len(stages) and not continued:
+            continued = not config.merge_lora_stages and following is not None and METHODS[following].mergeable
+            if stage.method_spec.mergeable and k < len(stages) and not continued:
                 final = merge_adapter(stage_dir, stage_dir / "merged")
-            elif stage.method_uses_adapters and k < len(stages) and not continued:
+            elif stage.method_spec.adapter and k < len(stages) and not continued:
                 raise SftlabError(f"stage {name}: a {stage.method} stage cannot be followed by another (its adapter "
                                   "cannot be merged into the model); make it the last stage")
             done = {"model": str(final)}

@@ -82,8 +82,7 @@ class RowTraining:
             mask[self.ids] = 1
             self._masks[id(weight)] = mask
             weight.requires_grad_(True)
-            weight.register_hook(self._hook(mask))
-            weight._sftlab_rows = True  # no weight decay (create_optimizer): untrained rows must not move
+            weight.register_hook(self._hook(mask))  # (and no weight decay: SftTrainer.get_decay_parameter_names)
 
     def _hook(self, mask: torch.Tensor) -> Any:
         def hook(grad: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ what changes here:
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import math
@@ -34,10 +33,11 @@ from sftlab.train.attention import segments
 from sftlab.train.loss import evaluate_loss, trained_token_loss
 from sftlab.train.methods import set_hybrid_phase
 from sftlab.train.neftune import NEFTune
+from sftlab.train.resume import STATE_FILE
+from sftlab.train.tokens import RowTraining
 
 log = logging.getLogger("sftlab")
 
-STATE_FILE = "sftlab_state.json"
 
 
 def batch_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
@@ -73,23 +73,14 @@ def batch_slices(inputs: dict[str, Any], max_tokens: int | None) -> list[dict[st
 STAGING_DIR = ".staging"
 
 
-class SftTrainer(Trainer):
-    def __init__(self, *args: Any, neftune: NEFTune | None = None, micro_batch_tokens: int | None = None,
-                 adapter_learning_rate: float | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.neftune = neftune
-        self.micro_batch_tokens = micro_batch_tokens
-        self.adapter_learning_rate = adapter_learning_rate
-        self._adapter_groups_done = False
-        # Our compute_loss normalises by the trained-target count of the accumulated batch
-        # (`num_items_in_batch`), counted over labels[..., 1:] since labels are shifted in the loss.
-        self.model_accepts_loss_kwargs = True
-        self._loss_shifts_labels = True
-        self._staging: str | None = None
-        self._trained_since_log = torch.zeros((), dtype=torch.long)
-        self._trained_total = 0
-        self._last_log_time = time.perf_counter()
-        self._eval_seconds = 0.0
+class PatchedTrainer(Trainer):
+    """transformers' Trainer (5.x, pinned in pyproject.toml) with what sftlab needs it to do differently, each
+    patch next to the transformers behaviour it depends on. Nothing of sftlab's own training ideas is here."""
+
+    _staging: str | None = None
+
+    def write_checkpoint_extras(self, checkpoint: Path) -> None:
+        """Files of the subclass's own in a checkpoint being written (before it is renamed into place)."""
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
@@ -101,6 +92,85 @@ class SftTrainer(Trainer):
             self.accelerator.state.distributed_type = DistributedType.FSDP
             self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
             self.is_fsdp_enabled = True
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:  # type: ignore[override]
+        """Resume: a tied head (lm_head.weight is the embedding matrix) is not in a checkpoint, so transformers
+        (5.x) reports it missing although nothing is; tie again and report only keys really missing."""
+        names: dict[int, list[str]] = {}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(name)
+        tied = {name for group in names.values() if len(group) > 1 for name in group}
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        load_result = type(load_result)(missing, load_result.unexpected_keys)
+        super()._issue_warnings_after_load(load_result)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        # transformers (5.x) takes one more step in an epoch before it looks at max_steps: resuming a run that
+        # had already finished would train a step past its end.
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
+    # ---- atomic checkpoints -----------------------------------------------------------------
+    # transformers (5.x) writes checkpoint-N straight into output_dir, file by file: a run killed while
+    # saving leaves a checkpoint that looks whole and is not. Its `_save_checkpoint` takes the folder from
+    # `_get_output_dir`, so pointing that at a staging folder for the call and renaming the finished
+    # checkpoint into place makes every checkpoint-N complete or absent (rotation runs after the rename).
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = self.args.output_dir
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, STAGING_DIR)
+        if self.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left behind
+        self.accelerator.wait_for_everyone()
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            staged = os.path.join(staging, name)
+            self.write_checkpoint_extras(Path(staged))
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+
+class SftTrainer(PatchedTrainer):
+    """sftlab's ideas on top of the Trainer: the trained-tokens-only loss, micro-batch slices, token accounting,
+    hybrid's adapter learning rate, rows of new chat tokens kept out of weight decay, and the eval loss over every
+    trained token."""
+
+    def __init__(self, *args: Any, neftune: NEFTune | None = None, micro_batch_tokens: int | None = None,
+                 adapter_learning_rate: float | None = None, row_training: RowTraining | None = None, **kwargs: Any):
+        """`row_training`: the embeddings of which only some rows train (new chat tokens; train/tokens.py)."""
+        super().__init__(*args, **kwargs)
+        self.row_training = row_training
+        self.neftune = neftune
+        self.micro_batch_tokens = micro_batch_tokens
+        self.adapter_learning_rate = adapter_learning_rate
+        self._adapter_groups_done = False
+        # Our compute_loss normalises by the trained-target count of the accumulated batch
+        # (`num_items_in_batch`), counted over labels[..., 1:] since labels are shifted in the loss.
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = True
+        self._trained_since_log = torch.zeros((), dtype=torch.long)
+        self._trained_total = 0
+        self._last_log_time = time.perf_counter()
+        self._eval_seconds = 0.0
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
@@ -137,8 +207,8 @@ class SftTrainer(Trainer):
     def get_decay_parameter_names(self, model) -> list[str]:  # type: ignore[override]
         """As transformers decides, less embeddings of which only some rows train (new chat tokens): decay
         would move the rows that must stay."""
-        return [n for n in super().get_decay_parameter_names(model)
-                if not getattr(model.get_parameter(n), "_sftlab_rows", False)]
+        rows = {id(w) for w in self.row_training.weights} if self.row_training is not None else set()
+        return [n for n in super().get_decay_parameter_names(model) if id(model.get_parameter(n)) not in rows]
 
     def create_optimizer(self, model=None):  # type: ignore[override]
         """method=hybrid: the LoRA parameters get their own learning rate (param groups of their own), under
@@ -161,19 +231,6 @@ class SftTrainer(Trainer):
                 optimizer.add_param_group(group)
         self._adapter_groups_done = True
         return optimizer
-
-    def _issue_warnings_after_load(self, load_result: Any) -> None:  # type: ignore[override]
-        """Resume: a tied head (lm_head.weight is the embedding matrix) is not in a checkpoint, so transformers
-        (5.x) reports it missing although nothing is; tie again and report only keys really missing."""
-        names: dict[int, list[str]] = {}
-        for name, p in self.model.named_parameters(remove_duplicate=False):
-            names.setdefault(id(p), []).append(name)
-        tied = {name for group in names.values() if len(group) > 1 for name in group}
-        missing = [k for k in load_result.missing_keys if k not in tied]
-        if len(missing) != len(load_result.missing_keys):
-            self.model.tie_weights()
-        load_result = type(load_result)(missing, load_result.unexpected_keys)
-        super()._issue_warnings_after_load(load_result)
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:  # type: ignore[override]
@@ -211,6 +268,14 @@ class SftTrainer(Trainer):
             logs["tokens_per_second"] = n / seconds
         super().log(logs, start_time)
 
+    def write_checkpoint_extras(self, checkpoint: Path) -> None:
+        """sftlab_state.json: the trained tokens so far, and the processes and global batch of the run (resuming
+        at another number of processes keeps the global batch: train/resume.py)."""
+        processes = self.accelerator.num_processes
+        global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * processes
+        (checkpoint / STATE_FILE).write_text(json.dumps(
+            {"trained_tokens": self._trained_total, "processes": processes, "global_batch": global_batch}))
+
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any):  # type: ignore[override]
         if resume_from_checkpoint:
             state = Path(resume_from_checkpoint) / STATE_FILE
@@ -219,68 +284,24 @@ class SftTrainer(Trainer):
         self._last_log_time = time.perf_counter()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
-    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        # transformers (5.x) takes one more step in an epoch before it looks at max_steps: resuming a run that
-        # had already finished would train a step past its end.
-        if self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return
-        super()._run_epoch(*args, **kwargs)
-
-    # ---- atomic checkpoints -----------------------------------------------------------------
-    # transformers (5.x) writes checkpoint-N straight into output_dir, file by file: a run killed while
-    # saving leaves a checkpoint that looks whole and is not. Its `_save_checkpoint` takes the folder from
-    # `_get_output_dir`, so pointing that at a staging folder for the call and renaming the finished
-    # checkpoint into place makes every checkpoint-N complete or absent (rotation runs after the rename).
-    def _get_output_dir(self, trial: Any) -> str:
-        return self._staging or super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        from transformers.trainer_utils import rotate_checkpoints
-
-        run_dir = self.args.output_dir
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = os.path.join(run_dir, STAGING_DIR)
-        if self.is_world_process_zero():
-            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left behind
-        self.accelerator.wait_for_everyone()
-        self._staging = staging
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = None
-        self.accelerator.wait_for_everyone()
-        if self.is_world_process_zero():
-            staged = os.path.join(staging, name)
-            processes = self.accelerator.num_processes
-            global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * processes
-            (Path(staged) / STATE_FILE).write_text(json.dumps(
-                {"trained_tokens": self._trained_total, "processes": processes, "global_batch": global_batch}))
-            final = os.path.join(run_dir, name)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
-        self.accelerator.wait_for_everyone()
 
 
 class HybridSwitch(TrainerCallback):
     """method=hybrid: full fine-tuning before `switch_step`, LoRA from it on (also after a resume)."""
 
-    def __init__(self, full_fraction: float):
+    def __init__(self, full_fraction: float, rows: RowTraining | None = None):
         self.full_fraction = full_fraction
+        self.rows = rows  # new chat tokens' rows: all rows train in the full phase, only theirs after it
         self.switch_step: int | None = None
-        self.phase: str | None = None
+        self.lora: bool | None = None  # the phase: False full fine-tuning, True LoRA
 
     def _apply(self, state: Any, model: Any, optimizer: Any) -> None:
-        phase = "full" if state.global_step < self.switch_step else "lora"
-        if phase != self.phase:
-            set_hybrid_phase(model, phase)
-            rows = getattr(model, "_sftlab_row_training", None)
-            if phase == "lora" and rows is not None and optimizer is not None:
-                rows.clear_optimizer_rows(optimizer)  # the full phase's momentum must not move old rows
-            self.phase = phase
+        lora = state.global_step >= self.switch_step
+        if lora != self.lora:
+            set_hybrid_phase(model, lora, self.rows)
+            if lora and self.rows is not None and optimizer is not None:
+                self.rows.clear_optimizer_rows(optimizer)  # the full phase's momentum must not move old rows
+            self.lora = lora
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[override]
         self.switch_step = max(1, min(state.max_steps - 1, round(self.full_fraction * state.max_steps)))

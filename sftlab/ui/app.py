@@ -26,9 +26,9 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inlin
 
 def export_available() -> bool:
     """Whether this sftlab has `sftlab export` (the Export page shows only then)."""
-    from sftlab.cli import app as cli
+    import importlib.util
 
-    return any(c.name == "export" for c in cli.registered_commands)
+    return importlib.util.find_spec("sftlab.export.run") is not None
 
 
 def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_key: str | None = None) -> Any:

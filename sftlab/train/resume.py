@@ -1,0 +1,117 @@
+"""Resuming a run: which checkpoint (the newest complete one, or the one named), whether a checkpoint is complete
+enough for an exact resume, what it holds the run up to, and resuming at another number of processes with the same
+global batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sftlab.config import TrainConfig
+from sftlab.errors import SftlabError
+from sftlab.hardware import process_count
+from sftlab.models import safetensors_problem
+
+log = logging.getLogger("sftlab")
+
+STATE_FILE = "sftlab_state.json"  # sftlab's part of a checkpoint: trained tokens, processes, global batch
+
+
+def existing_checkpoints(out: Path) -> list[Path]:
+    """checkpoint-N folders, oldest (smallest N) first."""
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What keeps `path` from an exact resume (model, optimizer, scheduler, RNG, trainer and sftlab state),
+    or None when it is complete."""
+    import zipfile
+
+    for name in ("trainer_state.json", STATE_FILE):
+        try:
+            json.loads((path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, ValueError):
+            return f"{name} is unreadable"
+    sharded = (path / "pytorch_model_fsdp_0").is_dir()  # FSDP2: model and optimizer in torch.distributed.checkpoint
+    rng = sorted(path.glob("rng_state*.pth"))
+    files = [("scheduler.pt", [path / "scheduler.pt"]), ("rng_state.pth", rng)]
+    for name, found in files if sharded else [("optimizer.pt", [path / "optimizer.pt"]), *files]:
+        if not found or not found[0].is_file():
+            return f"{name} is missing"
+        if not all(zipfile.is_zipfile(f) for f in found):  # torch.save writes zip archives
+            return f"{found[0].name} is truncated"
+    if sharded:  # (.metadata is written once every process has written its shards)
+        return next((f"{d}/.metadata is missing" for d in ("pytorch_model_fsdp_0", "optimizer_0")
+                     if not (path / d / ".metadata").is_file()), None)
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return "the model weights (*.safetensors) are missing"
+    return next((p for p in map(safetensors_problem, weights) if p), None)
+
+
+def resume_checkpoint(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from: the one named, or with `resume: true` the newest complete one of
+    output_dir (an incomplete newer one is passed over, with a warning)."""
+    out = Path(config.output_dir)
+    if isinstance(config.resume, str):
+        path = Path(config.resume)
+        if not (path / "trainer_state.json").is_file():
+            raise SftlabError(f"resume: {config.resume} is not a checkpoint folder (no trainer_state.json)")
+        problem = checkpoint_problem(path)
+        if problem:
+            raise SftlabError(f"resume: checkpoint {config.resume} is incomplete ({problem}); an exact resume needs "
+                              "model, optimizer, scheduler, RNG and trainer state")
+        return str(path)
+    checkpoints = existing_checkpoints(out) if out.is_dir() else []
+    if config.resume:
+        if not checkpoints:
+            log.info("resume: no checkpoint in %s yet; starting from the beginning", out)
+            return None
+        skipped = []
+        for path in reversed(checkpoints):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                if skipped:
+                    log.warning("resume: %s; resuming from %s", "; ".join(skipped), path.name)
+                return str(path)
+            skipped.append(f"{path.name} is incomplete ({problem})")
+        raise SftlabError(f"resume: no complete checkpoint in {out} ({'; '.join(skipped)})")
+    if checkpoints:
+        raise SftlabError(
+            f"output_dir {out} already holds checkpoints; set `resume: true` to continue that run "
+            "or choose another output_dir"
+        )
+    return None
+
+
+def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
+    """(optimizer steps, trained tokens) a complete checkpoint holds the run up to."""
+    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    tokens = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("trained_tokens", 0)
+    return int(step), int(tokens)
+
+
+def keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
+    """Resuming with another number of processes: grad_accum is set so that an optimizer step takes as many
+    examples as before; the data order is the same at any number of processes, so the run goes on where it
+    stopped, with the same steps (and the same learning-rate schedule) over the same data."""
+    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    before, now = state.get("processes"), process_count()
+    if before is None or before == now:  # (a checkpoint from before sftlab recorded it: resumed as it comes)
+        return config
+    global_batch, per_pass = state["global_batch"], config.batch_size * now
+    if global_batch % per_pass:
+        raise SftlabError(
+            f"resume: {checkpoint.name} was trained by {before} processes taking {global_batch} examples per optimizer "
+            f"step, which {now} processes × batch_size {config.batch_size} cannot divide; choose a batch_size that "
+            f"makes {global_batch} a multiple of batch_size × {now}")
+    step = checkpoint_progress(checkpoint)[0]
+    log.warning("resume: %s was written by %d processes, this run has %d; grad_accum %d → %d keeps %d %s per "
+                "optimizer step, and training goes on after the %d already trained on, in the same order", checkpoint.name,
+                before, now, config.grad_accum, global_batch // per_pass, global_batch,
+                "packed rows" if config.packing else "examples", step * global_batch)
+    return config.model_copy(update={"grad_accum": global_batch // per_pass})

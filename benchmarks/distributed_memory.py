@@ -45,7 +45,7 @@ def child(strategy: str, out: str, processes: int, checkpointing: bool) -> None:
     from transformers import TrainerCallback
 
     from sftlab.config import load_config
-    from sftlab.train import train
+    from sftlab.training import train
 
     timer = step_timer()
 

@@ -92,7 +92,7 @@ def step_timer():
 def run_sftlab(name: str, data: Path, work: Path, precision: str) -> dict:
     import shutil
 
-    from sftlab.train import train
+    from sftlab.training import train
 
     shutil.rmtree(work / "sftlab", ignore_errors=True)
     timer = step_timer()
@@ -113,8 +113,8 @@ def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
     import torch.nn.functional as F
     from transformers import get_scheduler, set_seed
 
-    from sftlab.train.loss import base_model
-    from sftlab.train.run import prepare_run
+    from sftlab.training.loss import base_model
+    from sftlab.training.run import prepare_run
 
     shutil.rmtree(work / "loop", ignore_errors=True)
     run = prepare_run(sftlab_config(name, data, work / "loop", precision), quiet=True)

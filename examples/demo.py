@@ -18,7 +18,7 @@ from rich.console import Console
 from sftlab.chat import open_session
 from sftlab.cli import setup_logging
 from sftlab.config import load_config
-from sftlab.train import train
+from sftlab.training import train
 
 NAME, AUTHOR = "Lumi", "the sftlab team"
 QUESTIONS = ["Who are you?", "你是谁？"]

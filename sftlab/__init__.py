@@ -12,8 +12,6 @@ transformers or pydantic.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from sftlab.errors import SftlabError
@@ -24,15 +22,15 @@ __version__ = "0.1.0"
 _API = {
     "load_config": "sftlab.config",  # a YAML file and key=value overrides → TrainConfig (`sftlab train`'s arguments)
     "TrainConfig": "sftlab.config",
-    "train": "sftlab.train",  # `sftlab train`: TrainConfig → TrainResult (output_dir, metrics, report, summary())
-    "TrainResult": "sftlab.train.run",
-    "merge_adapter": "sftlab.train.merge",  # `sftlab merge`
+    "train": "sftlab.training",  # `sftlab train`: TrainConfig → TrainResult (output_dir, metrics, report, summary())
+    "TrainResult": "sftlab.training.run",
+    "merge_adapter": "sftlab.training.merge",  # `sftlab merge`
     "Source": "sftlab.data.pipeline",  # a data file with its weight
     "build_examples": "sftlab.data.pipeline",  # files → examples (or packed rows) and the data report
     "DataReport": "sftlab.data.pipeline",
     "check_data": "sftlab.quality.run",  # `sftlab data check`
-    "evaluate": "sftlab.evaluate.run",  # `sftlab eval`
-    "EvalOptions": "sftlab.evaluate.run",
+    "evaluate": "sftlab.evaluation.run",  # `sftlab eval`
+    "EvalOptions": "sftlab.evaluation.run",
     "load_tokenizer": "sftlab.models",  # what every --model takes: a model directory, a .gguf file, the default's name
     "load_model": "sftlab.models",
     "load_generator": "sftlab.generate",  # chat, serve and eval's generation: prompt_ids, answers, stream
@@ -50,18 +48,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_API))
-
-
-class _Sftlab(types.ModuleType):
-    """`train` and `evaluate` name both a function of the API and a subpackage (sftlab/train/, sftlab/evaluate/).
-    Python binds a subpackage as an attribute of its parent when it is first imported, and `from sftlab import train`
-    would then give the package; here the function keeps the name. The subpackages' modules are imported by their
-    full name as everywhere in sftlab (`from sftlab.train.loss import …`, `from sftlab.train import loss`)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Sftlab

@@ -243,8 +243,8 @@ def train_cmd(
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
-    from sftlab.train import train
-    from sftlab.train.distributed import torchrun_command, torchrun_env
+    from sftlab.training import train
+    from sftlab.training.distributed import torchrun_command, torchrun_env
 
     cfg = load_config(config, sets)
     if nproc is not None:
@@ -256,7 +256,7 @@ def train_cmd(
     except KeyboardInterrupt as e:
         if not hasattr(e, "sentence"):  # (stopped before training began)
             raise
-        # stopped by Ctrl-C or SIGTERM (sftlab.train.interrupt.Interrupted): what was saved, and how to go on
+        # stopped by Ctrl-C or SIGTERM (sftlab.training.interrupt.Interrupted): what was saved, and how to go on
         err.print(f"[bold yellow]stopped:[/] {e.sentence()}", highlight=False)
         err.print(f"continue with: {_resume_command()}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
@@ -276,7 +276,7 @@ def merge_cmd(
     model: Path = typer.Option(..., "--model", help="The output_dir of a lora/dora run (holds adapter_config.json)."),
     out: Path = typer.Option(..., "--out", help="Where the merged model goes."),
 ) -> None:
-    from sftlab.train.merge import merge_adapter
+    from sftlab.training.merge import merge_adapter
 
     merge_adapter(model, out)
     err.print(f"merged model written to {out}")
@@ -363,8 +363,8 @@ def eval_cmd(
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
 ) -> None:
-    from sftlab.evaluate.judge import Judge
-    from sftlab.evaluate.run import EvalOptions, evaluate, print_summary
+    from sftlab.evaluation.judge import Judge
+    from sftlab.evaluation.run import EvalOptions, evaluate, print_summary
 
     if (judge_url is None) != (judge_model is None):
         raise SftlabError("--judge-url and --judge-model go together")

@@ -1,6 +1,6 @@
 """The training methods, one record each: everything the rest of sftlab asks about a method (config defaults and
 checks, the run, staged runs, merge, the trainer) is a field here; how a method sets up the model is one function
-in sftlab/train/methods.py (`apply_<name>`). Adding a method is one record and one function (CONTRIBUTING.md).
+in sftlab/training/methods.py (`apply_<name>`). Adding a method is one record and one function (CONTRIBUTING.md).
 
 No torch or peft here: the config reads this table when it validates."""
 
@@ -24,7 +24,7 @@ class Method:
     one_example_per_row: bool = False  # virtual tokens go in front of a row: padding_free and packing are off
     lora_phase: bool = False  # hybrid: full fine-tuning, then LoRA (its own learning rate, the adapters merged at the end)
     # How the embedding rows of chat tokens added to a base model's vocabulary train: "all" (the whole embedding
-    # trains anyway), "rows" (only the new rows, sftlab/train/tokens.py), "peft" (peft's trainable tokens), or
+    # trains anyway), "rows" (only the new rows, sftlab/training/tokens.py), "peft" (peft's trainable tokens), or
     # None: the method cannot train them (refused).
     new_token_rows: str | None = "all"
     own_keys: tuple[str, ...] = ()  # config keys that only this method takes (set with another method: refused)

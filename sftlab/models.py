@@ -341,7 +341,7 @@ def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> An
     rows of any chat tokens the run added, with the adapter on top."""
     from peft import PeftModel
 
-    from sftlab.train.tokens import resize_for_tokens
+    from sftlab.training.tokens import resize_for_tokens
 
     base = adapter_base(path)
     model = load_model(base, dtype, attn_implementation)

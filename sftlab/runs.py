@@ -27,9 +27,9 @@ from sftlab.models import safetensors_problem
 log = logging.getLogger("sftlab")
 
 # sftlab's records of a run (counted as "other"); every other file at the top of a run folder is the model's.
-STAGE_DONE = "stage_done.json"  # (sftlab.train.stages.DONE, not imported: that module pulls in the config's deps)
+STAGE_DONE = "stage_done.json"  # (sftlab.training.stages.DONE, not imported: that module pulls in the config's deps)
 RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE, "train.log", "ui_state.json"}  # (the last two: sftlab ui's)
-STAGING = ".staging"  # a checkpoint being written (sftlab.train.trainer.STAGING_DIR)
+STAGING = ".staging"  # a checkpoint being written (sftlab.training.trainer.STAGING_DIR)
 
 
 @dataclass
@@ -178,7 +178,7 @@ def read_run(folder: Path, *, method: str | None = None, finished: bool | None =
 
 
 def _stage_names(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, method) of each stage of a staged run's config.yaml, as sftlab.train.stages names them."""
+    """(name, method) of each stage of a staged run's config.yaml, as sftlab.training.stages names them."""
     out = []
     for k, stage in enumerate(config.get("stages") or [], start=1):
         stage = stage if isinstance(stage, dict) else {}

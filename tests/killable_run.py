@@ -7,8 +7,8 @@ import sys
 from transformers import TrainerCallback
 
 from sftlab.config import load_config
-from sftlab.train import trainer as trainer_mod
-from sftlab.train import train
+from sftlab.training import trainer as trainer_mod
+from sftlab.training import train
 
 
 class DieAfterStep(TrainerCallback):

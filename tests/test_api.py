@@ -24,13 +24,13 @@ def readme_snippet() -> str:
 def test_the_api_names_what_the_commands_do():
     from sftlab.config import TrainConfig, load_config
     from sftlab.data.pipeline import Source, build_examples
-    from sftlab.evaluate.run import EvalOptions, evaluate
+    from sftlab.evaluation.run import EvalOptions, evaluate
     from sftlab.generate import load_generator
     from sftlab.models import load_model, load_tokenizer
     from sftlab.quality.run import check_data
-    from sftlab.train.merge import merge_adapter
-    from sftlab.train import train
-    from sftlab.train.run import TrainResult
+    from sftlab.training.merge import merge_adapter
+    from sftlab.training import train
+    from sftlab.training.run import TrainResult
 
     expected = {"load_config": load_config, "TrainConfig": TrainConfig, "train": train, "TrainResult": TrainResult,
                 "Source": Source, "build_examples": build_examples, "check_data": check_data, "evaluate": evaluate,
@@ -44,18 +44,18 @@ def test_the_api_names_what_the_commands_do():
         sftlab.nothing  # noqa: B018
 
 
-def test_train_and_evaluate_stay_functions_beside_their_subpackages():
-    """sftlab/train/ and sftlab/evaluate/ are packages too: importing their modules (as every test module here has
-    already done) must not turn `from sftlab import train` into the package."""
-    from sftlab.evaluate import metrics  # noqa: F401
-    from sftlab.train import attention  # noqa: F401
-    from sftlab.train.loss import evaluate_loss  # noqa: F401
+def test_train_and_evaluate_are_functions_and_their_packages_have_other_names():
+    """The API's `train` and `evaluate` are functions; their packages are sftlab.training and sftlab.evaluation, so
+    importing those (as every test module here has already done) changes nothing."""
+    from sftlab.evaluation import metrics  # noqa: F401
+    from sftlab.training import attention  # noqa: F401
+    from sftlab.training.loss import evaluate_loss  # noqa: F401
 
     from sftlab import evaluate, train
 
-    assert callable(train) and train.__module__.startswith("sftlab.train.")
-    assert callable(evaluate) and evaluate.__module__ == "sftlab.evaluate.run"
-    assert sys.modules["sftlab.train"].attention is attention  # the package itself is untouched
+    assert callable(train) and train.__module__ == "sftlab.training.stages"
+    assert callable(evaluate) and evaluate.__module__ == "sftlab.evaluation.run"
+    assert sftlab.training.attention is attention and sftlab.train is train
 
 
 def test_import_sftlab_loads_nothing_heavy():

@@ -1,4 +1,4 @@
-"""sftlab.train.attention: every example of a training row attends only within itself. Expected values are
+"""sftlab.training.attention: every example of a training row attends only within itself. Expected values are
 computed here by hand: the example boundaries as literal lists, the attention as softmax(q·kᵀ·scale + causal mask)·v
 per example."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from sftlab.train.attention import NAME, packed_attention, register, segments
+from sftlab.training.attention import NAME, packed_attention, register, segments
 
 
 def test_segments_are_the_runs_of_positions_that_start_at_zero():
@@ -89,7 +89,7 @@ def test_a_packed_row_gives_each_example_the_logits_it_has_alone(monkeypatch):
     position_ids give the logits each gets as a row of its own."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sftlab.train import attention
+    from sftlab.training import attention
 
     rows = []
     monkeypatch.setattr(attention, "segments", lambda p: rows.append(p.tolist()) or segments(p))

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
 from sftlab.config import load_config
-from sftlab.train import train
+from sftlab.training import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -77,7 +77,7 @@ def test_full_adds_the_markers_and_trains_their_rows(gpt2_base, tmp_path):
 
 def test_lora_trains_the_new_rows_only_and_merges(gpt2_base, tmp_path):
     from sftlab.models import load_model
-    from sftlab.train.merge import merge_adapter
+    from sftlab.training.merge import merge_adapter
 
     out = tmp_path / "lora"
     run(gpt2_base, out, "lora")

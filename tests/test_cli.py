@@ -182,7 +182,7 @@ def test_only_the_first_process_logs_under_torchrun(monkeypatch):
 def test_torchrun_gets_omp_num_threads_so_it_prints_no_banner(monkeypatch):
     import os
 
-    from sftlab.train.distributed import torchrun_env
+    from sftlab.training.distributed import torchrun_env
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert torchrun_env(2, {"PATH": "/bin"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}

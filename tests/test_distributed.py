@@ -150,7 +150,7 @@ def test_resume_by_a_number_of_processes_that_cannot_keep_the_global_batch_is_re
                                                                                       monkeypatch):
     from sftlab.config import load_config
     from sftlab.errors import SftlabError
-    from sftlab.train.resume import keep_global_batch
+    from sftlab.training.resume import keep_global_batch
 
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import SHARED_DATA
 from sftlab.config import load_config
-from sftlab.evaluate.judge import Judge, parse_score
-from sftlab.evaluate.run import EvalOptions, evaluate, regurgitates
-from sftlab.train import train
+from sftlab.evaluation.judge import Judge, parse_score
+from sftlab.evaluation.run import EvalOptions, evaluate, regurgitates
+from sftlab.training import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -140,7 +140,7 @@ def test_regurgitation_detector():
 
 
 def test_judge_timeout_bounds_each_attempt(fake_judge):
-    from sftlab.evaluate.judge import Judge
+    from sftlab.evaluation.judge import Judge
 
     quick = Judge(fake_judge, "fake", retries=1, timeout=0.5, backoff=0.01)
     start = time.perf_counter()

@@ -30,7 +30,7 @@ def build(path: Path, tok_name: str, arch: str, template: str | None, seed: int 
                               Qwen2ForCausalLM)
 
     from sftlab.data.templates import builtin_template, resolve_template
-    from sftlab.train.tokens import add_chat_tokens, init_new_rows
+    from sftlab.training.tokens import add_chat_tokens, init_new_rows
 
     tok = copy.deepcopy(tokenizer(tok_name))
     torch.manual_seed(seed)
@@ -302,7 +302,7 @@ def test_lora_run_exports_the_tensors_of_merge_then_export(tmp_path, tiny):
     from transformers import AutoModelForCausalLM
 
     from sftlab.export.source import load_source
-    from sftlab.train.merge import merge_adapter
+    from sftlab.training.merge import merge_adapter
 
     base = tiny("llama2")
     torch.manual_seed(1)

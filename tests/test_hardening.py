@@ -151,7 +151,7 @@ def _train_sets(tiny_model, out, *extra):
 
 @pytest.mark.parametrize("case", ["file", "under_file", "read_only"])
 def test_an_unusable_output_dir_is_one_sentence(tiny_model, tmp_path, case):
-    from sftlab.train import train
+    from sftlab.training import train
 
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
@@ -174,7 +174,7 @@ def test_an_unusable_output_dir_is_one_sentence(tiny_model, tmp_path, case):
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tiny_model, tmp_path_factory):
-    from sftlab.train import train
+    from sftlab.training import train
 
     out = tmp_path_factory.mktemp("ckpt") / "run"
     train(load_config(None, _train_sets(tiny_model, out, "max_steps=4", "save_steps=2", "limit=16")), quiet=True)
@@ -201,7 +201,7 @@ def _damaged(two_checkpoints, tmp_path, damage):
 )
 @pytest.mark.slow
 def test_resume_passes_over_an_incomplete_checkpoint(two_checkpoints, tmp_path, damage, problem, caplog):
-    from sftlab.train.resume import checkpoint_problem, resume_checkpoint
+    from sftlab.training.resume import checkpoint_problem, resume_checkpoint
 
     out = _damaged(two_checkpoints, tmp_path, damage)
     assert checkpoint_problem(out / "checkpoint-2") is None
@@ -216,7 +216,7 @@ def test_resume_passes_over_an_incomplete_checkpoint(two_checkpoints, tmp_path, 
 
 
 def test_resume_with_no_complete_checkpoint_stops(two_checkpoints, tmp_path):
-    from sftlab.train.resume import resume_checkpoint
+    from sftlab.training.resume import resume_checkpoint
 
     out = _damaged(two_checkpoints, tmp_path, "optimizer.pt")
     (out / "checkpoint-2" / "optimizer.pt").unlink()
@@ -361,13 +361,13 @@ def test_max_steps_is_positive_or_minus_one(value, sentence):
 @pytest.mark.parametrize("reply, score", [("-5", None), ("Score: -5", None), ("−5", None), ("85", 85), ("85.", 85),
                                           ("7.5", None), ("100", 100), ("101", None), ("0", 0)])
 def test_a_negative_judge_reply_is_no_score(reply, score):
-    from sftlab.evaluate.judge import parse_score
+    from sftlab.evaluation.judge import parse_score
 
     assert parse_score(reply) == score
 
 
 def test_judge_retries_cannot_be_negative(tmp_path, cli):
-    from sftlab.evaluate.judge import Judge
+    from sftlab.evaluation.judge import Judge
 
     with pytest.raises(SftlabError, match=r"^--judge-retries must be at least 0 \(got -1\)$"):
         Judge("http://127.0.0.1:9/v1", "m", retries=-1)
@@ -531,7 +531,7 @@ def test_chat_max_new_tokens_must_be_positive(cli):
 
 
 def test_no_example_left_names_the_first_lost_row(tmp_path, tiny_model):
-    from sftlab.train import train
+    from sftlab.training import train
 
     row = {"messages": [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "hi"},
                         {"role": "assistant", "content": "a"}]}
@@ -649,7 +649,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_model, tmp_path)
     m = re.search(r"stopped by SIGTERM at step (\d+) of 400; (\S+) holds the run up to step (\d+)", flat)
     assert m and m.group(1) == m.group(3) and m.group(2) == str(out / f"checkpoint-{m.group(1)}"), flat[-2000:]
     assert "continue with: sftlab train --quiet" in flat and "--set resume=true" in flat and "Traceback" not in err
-    from sftlab.train.resume import checkpoint_problem
+    from sftlab.training.resume import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{m.group(1)}") is None
     assert not (out / "model.safetensors").exists()  # an unfinished run has no final model

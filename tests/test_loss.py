@@ -8,8 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
 from sftlab.data.packing import pack
-from sftlab.train import loss as loss_mod
-from sftlab.train.loss import linear_cross_entropy, trained_token_loss
+from sftlab.training import loss as loss_mod
+from sftlab.training.loss import linear_cross_entropy, trained_token_loss
 
 
 def reference_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_packed_batch_loss_equals_unpacked():
 
 
 def test_per_example_attention_equals_the_block_diagonal_mask():
-    from sftlab.train.attention import register
+    from sftlab.training.attention import register
 
     examples = _examples()
     packed = Collator(0)([r.to_dict() for r in pack(examples, 20)])
@@ -114,7 +114,7 @@ def _grads(model):
 def test_padding_free_batch_gives_the_padded_batch_loss_and_gradients(attention):
     """Hand-made examples (prompt tokens -100): the trained targets are (9-4)+(5-2)+(12-7)+(7-3) = 17 in
     both layouts, and the loss and every gradient agree to fp32 precision."""
-    from sftlab.train.attention import register
+    from sftlab.training.attention import register
 
     examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples()]
     padded = Collator(0)(examples)

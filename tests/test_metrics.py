@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sftlab.evaluate.metrics import bleu, exact_match, rouge_l, units
+from sftlab.evaluation.metrics import bleu, exact_match, rouge_l, units
 
 
 def test_units_split_cjk_per_character_and_words_whole():

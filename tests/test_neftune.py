@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sftlab.train.neftune import NEFTune, example_lengths, noise_scale
+from sftlab.training.neftune import NEFTune, example_lengths, noise_scale
 
 
 def test_lengths_padded_rows_use_real_tokens():

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.train import train
+from sftlab.training import train
 
 pytestmark = pytest.mark.slow  # real trainings
 
@@ -31,7 +31,7 @@ def config(tiny_model, out, method, **over):
 def test_trains_only_its_virtual_tokens_saves_reloads_and_generates(tiny_model, tmp_path, method):
     from sftlab.generate import Generator
     from sftlab.models import load_model, load_tokenizer
-    from sftlab.train.merge import merge_adapter
+    from sftlab.training.merge import merge_adapter
 
     out = tmp_path / method
     cfg = config(tiny_model, out, method)
@@ -67,8 +67,8 @@ def test_the_trained_token_loss_equals_the_plain_loss_with_virtual_tokens(tiny_m
     from transformers import AutoModelForCausalLM
 
     from sftlab.data.collate import Collator
-    from sftlab.train.loss import trained_token_loss
-    from sftlab.train.methods import prompt_config
+    from sftlab.training.loss import trained_token_loss
+    from sftlab.training.methods import prompt_config
 
     cfg = config(tiny_model, "unused", method)
     torch.manual_seed(0)

@@ -85,7 +85,7 @@ def test_resume_of_a_tied_model_reports_no_missing_keys(tiny_model, tmp_path):
 def test_a_finished_run_reruns_from_its_config_yaml_anywhere_and_says_there_is_nothing_to_train(
         tiny_model, tmp_path, monkeypatch, caplog):
     from sftlab.config import load_config
-    from sftlab.train import train
+    from sftlab.training import train
 
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)

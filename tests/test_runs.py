@@ -184,7 +184,7 @@ def test_a_real_run_logs_its_precision_and_keeps_no_checkpoints(tiny_model, tmp_
     from conftest import SHARED_DATA
 
     from sftlab.config import load_config
-    from sftlab.train import train
+    from sftlab.training import train
 
     out = tmp_path / "run"
     sets = [f"model={tiny_model}", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]", "template=llama2", "limit=16",

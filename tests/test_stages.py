@@ -65,7 +65,7 @@ def test_a_two_stage_run_killed_in_stage_two_resumes_to_the_same_losses(tiny_mod
 
 
 def test_a_lora_stage_is_merged_before_the_next_and_stage_keys_are_checked(tiny_model, tmp_path):
-    from sftlab.train import train
+    from sftlab.training import train
 
     out = tmp_path / "lora-then-full"
     stages = (f"[{{name: a, datasets: [{SHARED_DATA / 'identity.json'}], method: lora, max_steps: 2}}, "
@@ -87,7 +87,7 @@ def test_lora_stages_can_train_one_adapter_on_instead_of_merging(tiny_model, tmp
     import torch
     from safetensors.torch import load_file
 
-    from sftlab.train import train
+    from sftlab.training import train
 
     out = tmp_path / "lora-lora"
     stages = (f"[{{name: a, datasets: [{SHARED_DATA / 'identity.json'}], max_steps: 2}}, "

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.train import train
+from sftlab.training import train
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -193,7 +193,7 @@ def test_hybrid_switches_from_full_to_lora_at_the_right_step(tiny_model, tmp_pat
 def test_lora_adapter_loads_and_merges_into_the_same_model(tiny_model, tmp_path):
     from peft import PeftModel
 
-    from sftlab.train.merge import merge_adapter
+    from sftlab.training.merge import merge_adapter
 
     out = tmp_path / "lora"
     train(config(tiny_model, out, method="lora", max_steps=3, lora_r=4, learning_rate=5e-2), quiet=True)
@@ -222,7 +222,7 @@ def test_a_run_shorter_than_logging_steps_is_still_logged(tiny_model, tmp_path):
 
 
 def test_progress_prints_plain_lines_when_not_on_a_terminal(tiny_model, tmp_path, capsys):
-    from sftlab.train.trainer import Progress
+    from sftlab.training.trainer import Progress
 
     train(config(tiny_model, tmp_path / "p", limit=12, logging_steps=2), callbacks=[Progress(terminal=False)],
           quiet=True)

@@ -1,10 +1,10 @@
-"""sftlab.train.trainer on literal inputs (no training): micro-batch slices, the callbacks' bookkeeping."""
+"""sftlab.training.trainer on literal inputs (no training): micro-batch slices, the callbacks' bookkeeping."""
 
 import torch
 
 
 def test_batch_slices_by_hand():
-    from sftlab.train.trainer import batch_slices
+    from sftlab.training.trainer import batch_slices
 
     batch = {"input_ids": torch.arange(12).view(4, 3), "labels": torch.arange(12).view(4, 3), "flag": 1}
     parts = batch_slices(batch, 7)  # 7 // 3 = 2 rows per slice
@@ -15,7 +15,7 @@ def test_batch_slices_by_hand():
 
 
 def test_padding_free_batch_slices_cut_between_examples():
-    from sftlab.train.trainer import batch_slices
+    from sftlab.training.trainer import batch_slices
 
     # Examples of 3, 2, 4, 1 and 5 tokens end to end.
     positions = [0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 0, 1, 2, 3, 4]
@@ -31,7 +31,7 @@ def test_padding_free_batch_slices_cut_between_examples():
 def test_the_first_loss_after_a_resume_says_how_many_steps_it_averages(tmp_path):
     from types import SimpleNamespace
 
-    from sftlab.train.trainer import MetricsLog
+    from sftlab.training.trainer import MetricsLog
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 10, "loss": 1.5}\n{"step": 20, "loss": 1.0}\n')

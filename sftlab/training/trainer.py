@@ -29,12 +29,12 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sftlab.files import write_text
-from sftlab.train.attention import segments
-from sftlab.train.loss import evaluate_loss, trained_token_loss
-from sftlab.train.methods import set_hybrid_phase
-from sftlab.train.neftune import NEFTune
-from sftlab.train.resume import STATE_FILE
-from sftlab.train.tokens import RowTraining
+from sftlab.training.attention import segments
+from sftlab.training.loss import evaluate_loss, trained_token_loss
+from sftlab.training.methods import set_hybrid_phase
+from sftlab.training.neftune import NEFTune
+from sftlab.training.resume import STATE_FILE
+from sftlab.training.tokens import RowTraining
 
 log = logging.getLogger("sftlab")
 
@@ -156,7 +156,7 @@ class SftTrainer(PatchedTrainer):
 
     def __init__(self, *args: Any, neftune: NEFTune | None = None, micro_batch_tokens: int | None = None,
                  adapter_learning_rate: float | None = None, row_training: RowTraining | None = None, **kwargs: Any):
-        """`row_training`: the embeddings of which only some rows train (new chat tokens; train/tokens.py)."""
+        """`row_training`: the embeddings of which only some rows train (new chat tokens; training/tokens.py)."""
         super().__init__(*args, **kwargs)
         self.row_training = row_training
         self.neftune = neftune
@@ -216,7 +216,7 @@ class SftTrainer(PatchedTrainer):
         optimizer = super().create_optimizer(model)
         if self.adapter_learning_rate is None or self._adapter_groups_done:
             return optimizer
-        from sftlab.train.methods import is_adapter_param
+        from sftlab.training.methods import is_adapter_param
 
         named = {id(p): n for n, p in (model or self.model).named_parameters()}
         groups = []
@@ -270,7 +270,7 @@ class SftTrainer(PatchedTrainer):
 
     def write_checkpoint_extras(self, checkpoint: Path) -> None:
         """sftlab_state.json: the trained tokens so far, and the processes and global batch of the run (resuming
-        at another number of processes keeps the global batch: train/resume.py)."""
+        at another number of processes keeps the global batch: training/resume.py)."""
         processes = self.accelerator.num_processes
         global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * processes
         (checkpoint / STATE_FILE).write_text(json.dumps(

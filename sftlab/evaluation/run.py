@@ -20,8 +20,8 @@ from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import require_input, require_output_dir, write_text
 from sftlab.limits import require
-from sftlab.evaluate.judge import Judge, summarize
-from sftlab.evaluate.metrics import lcs_length, bleu, exact_match, rouge_l, units
+from sftlab.evaluation.judge import Judge, summarize
+from sftlab.evaluation.metrics import lcs_length, bleu, exact_match, rouge_l, units
 
 if TYPE_CHECKING:
     from sftlab.generate import Generator
@@ -82,7 +82,7 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
 
     from sftlab.data.collate import Collator
     from sftlab.data.pipeline import Source, build_examples
-    from sftlab.train.loss import evaluate_loss
+    from sftlab.training.loss import evaluate_loss
 
     examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, gen.chat,
                                  max_length=options.max_length, limit=options.limit, escape=options.escape)
@@ -211,7 +211,7 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
 
 
 def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
-    from sftlab.train.plot import figure
+    from sftlab.training.plot import figure
 
     with figure(path) as ax:
         ax.hist(list(scores.values()), bins=range(0, 110, 10), label=[Path(k).name or k for k in scores], alpha=0.8)

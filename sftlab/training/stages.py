@@ -22,7 +22,7 @@ from sftlab.config import TrainConfig, explain
 from sftlab.errors import SftlabError
 from sftlab.method_table import METHODS
 from sftlab.files import child, require_output_dir, write_text
-from sftlab.train.run import TrainResult, train_one
+from sftlab.training.run import TrainResult, train_one
 
 log = logging.getLogger("sftlab")
 
@@ -60,8 +60,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
 
 
 def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-    from sftlab.train.merge import merge_adapter
-    from sftlab.train.plot import plot_metrics
+    from sftlab.training.merge import merge_adapter
+    from sftlab.training.plot import plot_metrics
 
     out = Path(config.output_dir)
     stages = stage_configs(config)

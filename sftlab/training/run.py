@@ -29,14 +29,14 @@ from sftlab.hardware import choose_precision, pick_device, process_count
 from sftlab.generate import save_generation_config
 from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, require_model, sftlab_home
 from sftlab.runs import settle_checkpoints
-from sftlab.train import attention
-from sftlab.train.arguments import training_arguments
-from sftlab.train.distributed import gathered_state
-from sftlab.train.interrupt import GracefulStop, Interrupted
-from sftlab.train.loss import head_workspace
-from sftlab.train.resume import (checkpoint_problem, checkpoint_progress, existing_checkpoints, keep_global_batch,
+from sftlab.training import attention
+from sftlab.training.arguments import training_arguments
+from sftlab.training.distributed import gathered_state
+from sftlab.training.interrupt import GracefulStop, Interrupted
+from sftlab.training.loss import head_workspace
+from sftlab.training.resume import (checkpoint_problem, checkpoint_progress, existing_checkpoints, keep_global_batch,
                                  resume_checkpoint)
-from sftlab.train.tokens import add_chat_tokens, init_new_rows, token_ids
+from sftlab.training.tokens import add_chat_tokens, init_new_rows, token_ids
 
 log = logging.getLogger("sftlab")
 
@@ -146,9 +146,9 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     """Data, model with its method, and the Trainer of the run `config` describes; nothing trained yet."""
     from transformers import PrinterCallback, set_seed
 
-    from sftlab.train.methods import apply_method
-    from sftlab.train.neftune import NEFTune
-    from sftlab.train.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, SftTrainer
+    from sftlab.training.methods import apply_method
+    from sftlab.training.neftune import NEFTune
+    from sftlab.training.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, SftTrainer
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -229,12 +229,12 @@ def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
 
 
 def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-    """Run the training that `config` describes (one run: a staged config goes through sftlab.train.train, which
+    """Run the training that `config` describes (one run: a staged config goes through sftlab.train, which
     calls this once per stage); returns where everything was written."""
     if config.stages:
-        raise SftlabError("a staged config (stages:) is trained by sftlab.train.train, stage by stage")
-    from sftlab.train.methods import merge_adapters
-    from sftlab.train.plot import plot_metrics
+        raise SftlabError("a staged config (stages:) is trained by sftlab.train (from sftlab import train), stage by stage")
+    from sftlab.training.methods import merge_adapters
+    from sftlab.training.plot import plot_metrics
 
     run = prepare_run(config, callbacks=callbacks, quiet=quiet)
     config = run.config  # (grad_accum differs when a run is resumed by another number of processes)
@@ -258,7 +258,7 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
     if process_count() == 1:
         trainer.add_callback(stop)
     # The head's loss buffers are kept from step to step on the CPU (where that was measured to pay:
-    # train/loss.py) and released when training ends.
+    # training/loss.py) and released when training ends.
     workspace = head_workspace() if run.device == "cpu" else contextlib.nullcontext()
     try:
         with stop if process_count() == 1 else contextlib.nullcontext(), workspace:

@@ -51,7 +51,7 @@ def _softcap(model: torch.nn.Module) -> float | None:
 # the weight gradient of a chunk). Allocated anew each step, every one of them (tens to hundreds of MB)
 # is handed out by the system page by page and given back when freed: on CPU that was 1.1 M page
 # faults and ~14 % of the step time for the default model. Kept, they cost their size once.
-# They are kept by the run (train/run.py), for its steps only, where that was measured to pay (the CPU), and
+# They are kept by the run (training/run.py), for its steps only, where that was measured to pay (the CPU), and
 # released when it ends; outside a workspace each buffer is allocated as needed.
 _WORKSPACE: contextvars.ContextVar[dict[tuple[str, torch.device, torch.dtype], torch.Tensor] | None] = \
     contextvars.ContextVar("sftlab_head_workspace", default=None)

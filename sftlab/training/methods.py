@@ -15,7 +15,7 @@ import torch
 
 from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError, first_line
-from sftlab.train.tokens import RowTraining
+from sftlab.training.tokens import RowTraining
 
 
 
@@ -70,7 +70,7 @@ def prompt_config(config: TrainConfig, model: torch.nn.Module) -> Any:
 def apply_method(model: torch.nn.Module, config: TrainConfig,
                  new_token_ids: Sequence[int] = ()) -> tuple[torch.nn.Module, RowTraining | None]:
     """The model to hand to the Trainer, with exactly the method's parameters trainable, and the row training of new
-    chat tokens (sftlab/train/tokens.py) where the method trains only their rows of the embeddings (None otherwise).
+    chat tokens (sftlab/training/tokens.py) where the method trains only their rows of the embeddings (None otherwise).
     Each method's setup is its `apply_<name>` function below (one per record of sftlab/method_table.py)."""
     spec = config.method_spec
     if new_token_ids and spec.new_token_rows is None:

@@ -65,7 +65,7 @@ def register() -> str:
 
 def choose(device: str, flat: bool) -> str:
     """Flash-attention (variable-length kernels over the restarting position_ids of padding-free or packed
-    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/train/attention.py)
+    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/training/attention.py)
     and plain sdpa in evaluation."""
     if device == "cuda" and flat:
         import importlib.util

@@ -20,7 +20,7 @@ def test_for_rerun_names_the_model_and_files_absolutely(tmp_path, monkeypatch):
     assert [d.path for d in rerun.eval_datasets] == [str(tmp_path / "e.json")]
     assert rerun.template == str(tmp_path / "t.jinja") and rerun.output_dir == str(tmp_path / "runs" / "a")
     # a stage's files too; a path that does not exist stays as written (its error says it as the user wrote it)
-    assert rerun.stages == [{"name": "one", "datasets": [str(tmp_path / "d.json")]},
-                            {"name": "two", "datasets": ["nowhere.json"]}]
+    assert [s.model_dump() for s in rerun.stages] == [{"name": "one", "datasets": [str(tmp_path / "d.json")]},
+                                                      {"name": "two", "datasets": ["nowhere.json"]}]
     assert load_config(None, ["datasets=[d.json]", "template=chatml", f"model={tmp_path}"]).for_rerun().template == "chatml"
     assert Path(config.output_dir) == Path("runs/a")  # the config itself is left as it was

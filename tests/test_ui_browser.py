@@ -107,7 +107,7 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         page.fill("input[name=__name]", "first")
         page.fill("input[name=model]", "model")
         expect(page.locator(".ds-row input.path").first).to_have_value("data.json")
-        page.fill("input[name=max_steps]", "14")
+        page.fill("input[name=max_steps]", "40")
         page.fill("input[name=logging_steps]", "1")
         page.fill("input[name=batch_size]", "2")
         page.fill("input[name=lr_scheduler]", "cosin")
@@ -119,7 +119,7 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         page.fill("input[name=lr_scheduler]", "cosine")
         page.fill("input[name=save_steps]", "2")
         page.click("#preview-yaml")
-        expect(page.locator("#yaml-out pre")).to_contain_text("max_steps: 14")
+        expect(page.locator("#yaml-out pre")).to_contain_text("max_steps: 40")
         expect(error).to_be_hidden()
 
         page.click("#preview-data")
@@ -142,7 +142,7 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         page.reload()
         expect(page.locator("#status")).to_have_attribute("data-status", "running")
         expect(page.locator("#chart-loss svg circle").nth(seen)).to_be_attached()  # what was there before the reload
-        expect(page.locator("#progress-text")).to_contain_text("/14")
+        expect(page.locator("#progress-text")).to_contain_text("/40")
         expect(page.locator("#log")).to_contain_text("step ")
         shot(page, "ui-run.png", full_page=True)
 
@@ -167,7 +167,7 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         log = (work / "runs" / "first" / "train.log").read_text()
         assert "resume=true" in log
         metrics = _api(url, "/api/runs/first")["metrics"]
-        assert metrics[-1]["step"] == 14 and stopped_at < 14
+        assert metrics[-1]["step"] == 40 and stopped_at < 40
 
         # -- Runs: both listed, tick both to overlay their loss curves --
         page.goto(url + "/")

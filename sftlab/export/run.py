@@ -9,60 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
 from sftlab.export.arch import check_architecture
+from sftlab.export.result import REPORT, ExportResult
 from sftlab.export.gguf_file import K_QUANTS, check_quant, llama_cpp_available, write_gguf
 from sftlab.export.source import load_source, model_config
 
 log = logging.getLogger("sftlab")
 
 FORMATS = ("gguf", "safetensors")
-REPORT = "export_report.json"
-
-
-@dataclass
-class ExportResult:
-    out: Path
-    files: list[Path]
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def summary_lines(self) -> list[str]:
-        r = self.report
-        lines = [f"{f.name}: {f.stat().st_size / 2**20:.1f} MiB" for f in self.files if f.suffix in (".gguf", ".safetensors")]
-        if "tensors_by_type" in r:
-            lines.append("tensors: " + ", ".join(f"{n} {k}" for k, n in r["tensors_by_type"].items()))
-        if r.get("tensor_fallbacks"):
-            names = ", ".join(f"{f['tensor']} ({f['got']})" for f in r["tensor_fallbacks"][:6])
-            more = len(r["tensor_fallbacks"]) - 6
-            lines.append(f"not in {r['quant']}: {names}" + (f" and {more} more" if more > 0 else ""))
-        lines.append(f"stops at: {', '.join(r.get('stop_tokens', [])) or '-'}; BOS added by the tokenizer: "
-                     f"{r.get('add_bos_token')}")
-        v = r.get("verification", {})
-        if "transformers" in v:
-            t = v["transformers"]
-            lines.append(f"transformers reads it back: greedy answers equal on {t['greedy_equal']}/{t['of']} prompts")
-        if "llama_cpp" in v:
-            c = v["llama_cpp"]
-            g = c["greedy"]
-            parts = [f"tokenization equal on {c['tokenization']['equal']}/{c['tokenization']['texts']} texts"]
-            if "template" in c:
-                parts.append(f"prompt rendered equal on {c['template']['rendered_equal']}/{c['template']['conversations']}")
-            parts.append(f"greedy answers equal on {g['equal']}/{g['prompts']} prompts, top-1 agreement "
-                         f"{100 * (g['top1_agreement'] or 0):.1f}%, {g['ended_at_end_of_generation']}/{g['prompts']} "
-                         f"ended at an end-of-generation token within {g['max_new_tokens']} tokens (sftlab's: "
-                         f"{g['sftlab_ended']})")
-            lines.append("llama.cpp: " + "; ".join(parts))
-            if c.get("answers"):
-                lines.append(f"llama.cpp answers {r['prompts'][0]!r}: {c['answers'][0]!r}")
-        elif r.get("format") == "gguf":
-            lines.append(f"llama.cpp checks skipped: {v.get('llama_cpp_skipped', 'not run')}")
-        return lines
-
-
 def export_model(model: str, out: str | Path, fmt: str = "gguf", quant: str = "q8_0", verify: bool = True,
                  max_new_tokens: int = 128) -> ExportResult:
     """Export `model` into the folder `out`: one .gguf file (with a Modelfile) or a safetensors model folder, and

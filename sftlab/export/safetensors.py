@@ -16,7 +16,7 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sftlab.export.run import REPORT, ExportResult
+    from sftlab.export.result import REPORT, ExportResult
     from sftlab.files import atomic_folder, write_text
     from sftlab.generate import save_generation_config
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError, first_line
+from sftlab.method_table import UNMERGEABLE_PEFT_TYPES
 from sftlab.models import adapter_base, require_model, resolve_model
 
-PROMPT_ADAPTERS = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT")
 
 
 @dataclass
@@ -63,7 +63,7 @@ def check_adapter(folder: Path) -> None:
         peft_type = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
     except (OSError, ValueError) as e:
         raise SftlabError(f"{folder / 'adapter_config.json'}: unreadable ({first_line(e)})") from None
-    if peft_type in PROMPT_ADAPTERS:
+    if peft_type in UNMERGEABLE_PEFT_TYPES:
         raise SftlabError(f"{folder}: a {peft_type.lower()} adapter adds virtual tokens to the input, so there are no "
                           "weights to merge into the model and nothing a GGUF file can hold; export a lora, dora or "
                           "full run instead")

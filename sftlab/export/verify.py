@@ -187,7 +187,6 @@ def _llama_cpp_check(llm: Any, source: Any, vocab: Any, generator: Any, prompts:
         raise Mismatch("llama.cpp's BOS rule differs from the Hugging Face tokenizer's")
     report["tokenization"] = {"texts": len(texts), "equal": len(texts), "after_special_token": bool(lead)}
 
-    eot = source.end_of_turn_id
     stops = sorted({i for i in source.stop_ids if i is not None})
     not_eog = [i for i in stops if not rt.is_eog(llm, i)]
     if not_eog:

@@ -233,12 +233,9 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
     calls this once per stage); returns where everything was written."""
     if config.stages:
         raise SftlabError("a staged config (stages:) is trained by sftlab.train (from sftlab import train), stage by stage")
-    from sftlab.training.methods import merge_adapters
-    from sftlab.training.plot import plot_metrics
-
     run = prepare_run(config, callbacks=callbacks, quiet=quiet)
     config = run.config  # (grad_accum differs when a run is resumed by another number of processes)
-    trainer, tokenizer, report, metrics_log = run.trainer, run.tokenizer, run.report, run.metrics_log
+    trainer, report, metrics_log = run.trainer, run.report, run.metrics_log
     out = Path(config.output_dir)
     is_main = trainer.is_world_process_zero()
     if is_main:
@@ -254,22 +251,41 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
             report.trained_tokens, run.device,
         )
         log.info("%s", run.precision_note)
+    single = process_count() == 1  # (in a distributed run every process would have to stop at the same step)
     stop = GracefulStop()
-    if process_count() == 1:
+    if single:
         trainer.add_callback(stop)
     # The head's loss buffers are kept from step to step on the CPU (where that was measured to pay:
     # training/loss.py) and released when training ends.
     workspace = head_workspace() if run.device == "cpu" else contextlib.nullcontext()
-    try:
-        with stop if process_count() == 1 else contextlib.nullcontext(), workspace:
-            outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
-    except KeyboardInterrupt:  # a second signal: at once
-        raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None
-    if stop.signum is not None:  # the run stopped early, with a checkpoint: no final model
-        raise _interrupted(stop.signum, out, trainer)
+    with stop if single else contextlib.nullcontext():
+        try:
+            with workspace:
+                outcome = trainer.train(resume_from_checkpoint=run.checkpoint)
+        except KeyboardInterrupt:  # a second signal: at once
+            raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None
+        if stop.signum is not None and trainer.state.global_step < trainer.state.max_steps:
+            raise _interrupted(stop.signum, out, trainer)  # stopped early, at a checkpoint: no final model
+        # (A stop after the last step, or while the model is saved, lets the finished run be saved whole.)
+        _save_final(run, config, out, is_main)
+    resumed_step, resumed_tokens = run.resumed
+    if resumed_step and outcome.global_step <= resumed_step:
+        log.info("the run had finished at step %d already: nothing to train", resumed_step)
+    return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
+                       trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
+                       wall_seconds=time.perf_counter() - run.started, resumed_step=resumed_step,
+                       resumed_tokens=resumed_tokens)
+
+
+def _save_final(run: PreparedRun, config: TrainConfig, out: Path, is_main: bool) -> None:
+    """The finished run's model (hybrid's adapters merged, FSDP2's shards gathered; an adapter naming its base as
+    the user did), tokenizer, generation config and loss plot; checkpoints kept as keep_checkpoints says."""
+    from sftlab.training.methods import merge_adapters
+    from sftlab.training.plot import plot_metrics
+
+    trainer, tokenizer = run.trainer, run.tokenizer
     if run.neftune is not None:
         run.neftune.remove()
-
     final = trainer.model
     if config.method_spec.lora_phase:
         final = merge_adapters(final)
@@ -291,15 +307,8 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
     if is_main:
         tokenizer.save_pretrained(str(out))
         save_generation_config(final, tokenizer, run.chat, out)
-        plot_metrics(metrics_log.records, out / "loss.png")
+        plot_metrics(run.metrics_log.records, out / "loss.png")
         settle_checkpoints(out, config.keep_checkpoints)
-    resumed_step, resumed_tokens = run.resumed
-    if resumed_step and outcome.global_step <= resumed_step:
-        log.info("the run had finished at step %d already: nothing to train", resumed_step)
-    return TrainResult(out, metrics_log.records, report, is_main, steps=outcome.global_step,
-                       trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
-                       wall_seconds=time.perf_counter() - run.started, resumed_step=resumed_step,
-                       resumed_tokens=resumed_tokens)
 
 
 def _interrupted(signum: int, out: Path, trainer: Any) -> Interrupted:

@@ -260,3 +260,15 @@ def test_inside_resolves_relative_paths_and_refuses_escapes(tmp_path):
     with pytest.raises(Exception, match="outside the folders"):
         security.inside([tmp_path], "/etc/passwd", "data file")
 
+
+
+def test_export_options_are_checked_and_a_run_without_export_says_none(work):
+    c = client(work)
+    r = c.post("/api/runs/done/export", json={"format": "onnx"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "format must be one of gguf, safetensors, got 'onnx'"
+    r = c.post("/api/runs/done/export", json={"format": "gguf", "quant": "q3_k"})
+    assert r.status_code == 400 and "quant must be one of q8_0, f16" in r.json()["error"]["message"]
+    got = c.get("/api/runs/done/export").json()
+    assert (got["status"], got["lines"], got["out"]) == ("none", [], None)
+    page = c.get("/export?run=done").text
+    assert 'name="quant"' in page and 'value="q4_k_m"' in page and 'name="verify"' in page

@@ -278,20 +278,17 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         return tools.start_eval(folder, runs.work_dir, data, baseline, limit, int(body.get("max_new_tokens") or 128),
                                 body.get("judge_url") or None, body.get("judge_model") or None)
 
+    @app.get("/api/runs/{run_id:path}/export")
+    def get_export(run_id: str) -> dict[str, Any]:
+        return tools.read_export(runs.folder(run_id))
+
     @app.post("/api/runs/{run_id:path}/export")
     async def export(request: Request, run_id: str) -> dict[str, Any]:
         if not has_export:
             raise RunNotFound("this sftlab has no `sftlab export`")
-        folder = runs.folder(run_id)
-        out = folder / "export"
-        state = out / "ui_export.json"
-        from sftlab.ui.manager import spawn, update_state
-
-        out.mkdir(parents=True, exist_ok=True)
-        update_state(state, status="running", started=time.time(), error=None)
-        pid = spawn(state, out / "export.log", ["export", "--model", str(folder), "--out", str(out)], runs.work_dir)
-        update_state(state, runner_pid=pid)
-        return {"status": "running"}
+        body = await body_json(request)
+        return tools.start_export(runs.folder(run_id), runs.work_dir, str(body.get("format") or "gguf"),
+                                  str(body.get("quant") or "q8_0"), body.get("verify", True) is not False)
 
     @app.get("/api/runs/{run_id:path}")
     def get_run(run_id: str) -> dict[str, Any]:
@@ -350,7 +347,8 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         @app.get("/export", response_class=HTMLResponse)
         def export_page(request: Request) -> HTMLResponse:
             finished = [r for r in runs.listing() if r["status"] == "finished"]
-            return page(request, "export.html", runs=finished, chosen=request.query_params.get("run", ""))
+            return page(request, "export.html", runs=finished, chosen=request.query_params.get("run", ""),
+                        formats=tools.EXPORT_FORMATS, quants=tools.EXPORT_QUANTS)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request) -> HTMLResponse:

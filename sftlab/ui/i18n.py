@@ -109,6 +109,12 @@ TEXT: dict[str, dict[str, str]] = {
     "started_by_cli": {"en": "started from the command line", "zh": "由命令行启动"},
     "export_out": {"en": "Output folder", "zh": "输出目录"},
     "run_export": {"en": "Export", "zh": "导出"},
+    "export_format": {"en": "Format", "zh": "格式"},
+    "export_quant": {"en": "Quantisation (GGUF)", "zh": "量化（GGUF）"},
+    "export_verify": {"en": "Verify", "zh": "校验"},
+    "export_verify_help": {"en": "read back, and compared with llama.cpp where installed (minutes for a real model)",
+                           "zh": "回读校验，并在已安装 llama.cpp 时与其逐词比对（真实模型需数分钟）"},
+    "export_result": {"en": "Result and verification", "zh": "结果与校验"},
 }
 
 # Help for the config keys whose line in sftlab/config.py has no comment (the others' comments are the help).

@@ -218,3 +218,59 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
         "responses": _jsonl(out / "responses.jsonl"), "baseline_responses": _jsonl(out / "baseline" / "responses.jsonl"),
         "log": log_tail(out / "eval.log", 30),
     }
+
+
+# ---- export --------------------------------------------------------------------------------------------
+
+EXPORT_DIR = "export"
+EXPORT_STATE = "ui_export.json"
+EXPORT_FORMATS = ("gguf", "safetensors")
+EXPORT_QUANTS = ("q8_0", "f16", "bf16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+
+
+def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bool) -> dict[str, Any]:
+    """`sftlab export --model RUN --out RUN/export/FORMAT-QUANT` as a child process (its log in RUN/export/)."""
+    if fmt not in EXPORT_FORMATS:
+        raise SftlabError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if fmt == "gguf" and quant not in EXPORT_QUANTS:
+        raise SftlabError(f"quant must be one of {', '.join(EXPORT_QUANTS)}, got {quant!r}")
+    root = run_dir / EXPORT_DIR
+    state_file = root / EXPORT_STATE
+    if process_alive(read_state(state_file).get("runner_pid")):
+        raise SftlabError(f"an export of {run_dir.name} is running already")
+    name = fmt if fmt == "safetensors" else f"gguf-{quant}"
+    out, k = root / name, 2
+    while out.exists():  # an earlier export stays as it was
+        out, k = root / f"{name}-{k}", k + 1
+    args = ["export", "--model", str(run_dir), "--out", str(out), "--format", fmt]
+    args += ["--quant", quant] if fmt == "gguf" else []
+    args += [] if verify else ["--no-verify"]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "export.log").unlink(missing_ok=True)
+    update_state(state_file, status="running", started=time.time(), out=str(out), format=fmt,
+                 quant=quant if fmt == "gguf" else None, verify=verify, exit_code=None, error=None)
+    update_state(state_file, runner_pid=spawn(state_file, root / "export.log", args, work_dir))
+    return {"status": "running", "out": str(out)}
+
+
+def read_export(run_dir: Path) -> dict[str, Any]:
+    """The latest export of a run as its folder holds it: status, where, export_report.json's figures as the lines
+    `sftlab export` prints them, the log's tail."""
+    from sftlab.export.result import REPORT, ExportResult
+
+    root = run_dir / EXPORT_DIR
+    state = read_state(root / EXPORT_STATE)
+    status = state.get("status") or "none"
+    if status == "running" and not process_alive(state.get("runner_pid")):
+        status = "failed"
+    out = Path(state["out"]) if state.get("out") else None
+    report, lines = None, []
+    if out is not None and (out / REPORT).is_file():
+        try:
+            report = json.loads((out / REPORT).read_text(encoding="utf-8"))
+            files = sorted([*out.glob("*.gguf"), *out.glob("*.safetensors")])
+            lines = ExportResult(out, files, report).summary_lines()
+        except (OSError, ValueError, KeyError, TypeError):
+            lines = []
+    return {"status": status, "error": state.get("error"), "out": state.get("out"), "format": state.get("format"),
+            "quant": state.get("quant"), "report": report, "lines": lines, "log": log_tail(root / "export.log", 30)}

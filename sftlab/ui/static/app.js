@@ -445,11 +445,40 @@ function pageEval() {
 
 // ---- Export (only where `sftlab export` exists) -----------------------------------------------------------
 function pageExport() {
-  $("#export-form").addEventListener("submit", async ev => {
+  const form = $("#export-form");
+  let timer = null;
+  function render(d) {
+    $("#export-status").hidden = d.status === "none";
+    $("#export-status").textContent = d.status;
+    $("#export-status").dataset.status = d.status;
+    $("#export-error").hidden = !d.error; $("#export-error").textContent = d.error || "";
+    $("#export-log").textContent = d.log || "";
+    $("#export-result").hidden = !d.lines.length;
+    $("#export-out").textContent = d.out || "";
+    $("#export-lines").replaceChildren(...d.lines.map(line => el("li", {}, line)));
+  }
+  async function load() {
+    const id = form.run.value;
+    if (!id) return;
+    try {
+      const d = await api("GET", `/api/runs/${runPath(id)}/export`);
+      render(d);
+      if (d.status !== "running" && timer) { clearInterval(timer); timer = null; }
+      if (d.status === "running" && !timer) timer = setInterval(load, 2000);
+    } catch (e) { /* */ }
+  }
+  form.run && form.run.addEventListener("change", load);
+  form.format.addEventListener("change", () => { form.quant.disabled = form.format.value !== "gguf"; });
+  form.addEventListener("submit", async ev => {
     ev.preventDefault();
-    try { await api("POST", `/api/runs/${runPath(ev.target.run.value)}/export`, {}); location.href = "/runs/" + runPath(ev.target.run.value); }
-    catch (e) { $("#export-error").textContent = e.message; $("#export-error").hidden = false; }
+    $("#export-error").hidden = true;
+    try {
+      await api("POST", `/api/runs/${runPath(form.run.value)}/export`,
+        {format: form.format.value, quant: form.quant.value, verify: form.verify.checked});
+      load();
+    } catch (e) { $("#export-error").textContent = e.message; $("#export-error").hidden = false; }
   });
+  load();
 }
 
 const PAGES = {runs: pageRuns, new: pageNew, run: pageRun, data: pageData, chat: pageChat, eval: pageEval, export: pageExport};

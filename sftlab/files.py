@@ -156,9 +156,11 @@ def write_text(path: str | Path, text: str, what: str = "output") -> Path:
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
     """A temporary folder beside `path` to write a whole model into; its files move into `path` when the block
-    ends, or it is removed (an error or an interrupt leaves no half-written model in `path`)."""
+    ends, or it is removed (an error or an interrupt leaves no half-written model in `path`, and no empty `path`
+    where there was none)."""
     import shutil
 
+    created = not Path(path).exists()
     target = require_output_dir(path, what)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -169,5 +171,9 @@ def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
             if (target / item.name).is_dir():
                 shutil.rmtree(target / item.name)
             os.replace(item, target / item.name)
+    except BaseException:
+        if created and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -69,33 +69,27 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
         "add_space_prefix": vocab.add_space_prefix, "padded_rows": vocab.padded_rows,
         "prompts": [c[-1]["content"] for c in _conversations()],
     }
-    created = not out.exists()
     from sftlab.files import atomic_folder
 
-    try:
-        with atomic_folder(out, "--out") as tmp:
-            gguf_path = tmp / f"{stem}.gguf"
-            log.info("writing %s (%s, %s)", gguf_path.name, arch, quant)
-            fallbacks = write_gguf(gguf_path, arch, source.model, vocab, template, quant, source.name)
-            from sftlab.export.verify import k_fallbacks, read_back
+    with atomic_folder(out, "--out") as tmp:
+        gguf_path = tmp / f"{stem}.gguf"
+        log.info("writing %s (%s, %s)", gguf_path.name, arch, quant)
+        fallbacks = write_gguf(gguf_path, arch, source.model, vocab, template, quant, source.name)
+        from sftlab.export.verify import k_fallbacks, read_back
 
-            back = read_back(gguf_path, arch, source, vocab, template)
-            report["file"] = gguf_path.name
-            report["file_size"] = gguf_path.stat().st_size
-            report["tensors"] = back["tensors"]
-            report["tensors_by_type"] = back["tensors_by_type"]
-            report["tensor_fallbacks"] = k_fallbacks(back["types"]) if quant in K_QUANTS else fallbacks
-            report["verification"] = _verify(gguf_path, arch, source, vocab, quant, back["context_length"],
-                                             max_new_tokens) \
-                if verify else {"skipped": "--no-verify"}
-            text, report["modelfile_family"] = modelfile(gguf_path.name, source, vocab)
-            write_text(tmp / "Modelfile", text)
-            report["seconds"] = round(time.time() - started, 1)
-            write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+        back = read_back(gguf_path, arch, source, vocab, template)
+        report["file"] = gguf_path.name
+        report["file_size"] = gguf_path.stat().st_size
+        report["tensors"] = back["tensors"]
+        report["tensors_by_type"] = back["tensors_by_type"]
+        report["tensor_fallbacks"] = k_fallbacks(back["types"]) if quant in K_QUANTS else fallbacks
+        report["verification"] = _verify(gguf_path, arch, source, vocab, quant, back["context_length"],
+                                         max_new_tokens) \
+            if verify else {"skipped": "--no-verify"}
+        text, report["modelfile_family"] = modelfile(gguf_path.name, source, vocab)
+        write_text(tmp / "Modelfile", text)
+        report["seconds"] = round(time.time() - started, 1)
+        write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return ExportResult(out, [out / f"{stem}.gguf", out / "Modelfile", out / REPORT], report)
 
 

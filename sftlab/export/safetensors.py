@@ -20,30 +20,24 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
     from sftlab.files import atomic_folder, write_text
     from sftlab.generate import save_generation_config
 
-    created = not out.exists()
     report: dict[str, Any] = {"format": "safetensors", "source": source.name, "merged_adapter": source.merged_adapter,
                               "template": source.chat.name if source.chat else None, "end_of_turn": source.end_of_turn,
                               "stop_ids": source.stop_ids,
                               "stop_tokens": source.tokenizer.convert_ids_to_tokens(source.stop_ids)}
-    try:
-        with atomic_folder(out, "--out") as tmp:
-            source.model.save_pretrained(str(tmp))
-            source.tokenizer.save_pretrained(str(tmp))
-            save_generation_config(source.model, source.tokenizer, source.chat, tmp)
-            if verify:
-                back = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32)
-                ids = torch.tensor([source.tokenizer.encode("Hello, 你好")])
-                with torch.no_grad():
-                    same = torch.equal(back(ids).logits, source.model(ids).logits)
-                if not same:
-                    raise SftlabError(f"{out}: the saved model's logits differ from the source model's")
-                saved = json.loads((tmp / "generation_config.json").read_text(encoding="utf-8"))
-                report["verification"] = {"logits_equal": True, "generation_config_eos": saved.get("eos_token_id")}
-            report["file_size"] = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix == ".safetensors")
-            report["seconds"] = round(time.time() - started, 1)
-            write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    with atomic_folder(out, "--out") as tmp:
+        source.model.save_pretrained(str(tmp))
+        source.tokenizer.save_pretrained(str(tmp))
+        save_generation_config(source.model, source.tokenizer, source.chat, tmp)
+        if verify:
+            back = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32)
+            ids = torch.tensor([source.tokenizer.encode("Hello, 你好")])
+            with torch.no_grad():
+                same = torch.equal(back(ids).logits, source.model(ids).logits)
+            if not same:
+                raise SftlabError(f"{out}: the saved model's logits differ from the source model's")
+            saved = json.loads((tmp / "generation_config.json").read_text(encoding="utf-8"))
+            report["verification"] = {"logits_equal": True, "generation_config_eos": saved.get("eos_token_id")}
+        report["file_size"] = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix == ".safetensors")
+        report["seconds"] = round(time.time() - started, 1)
+        write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return ExportResult(out, sorted(out.glob("*.safetensors")) + [out / REPORT], report)

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from sftlab.defaults import DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
+from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import output_file_problem, write_text
 from sftlab.limits import LIMITS
@@ -299,7 +299,7 @@ def export_cmd(
 ) -> None:
     from sftlab.export import export_model
 
-    result = export_model(model or "smollm2-135m-instruct", out, fmt=format, quant=quant, verify=verify)
+    result = export_model(model or DEFAULT_MODEL, out, fmt=format, quant=quant, verify=verify)
     for line in result.summary_lines():
         err.print(line, highlight=False, markup=False, soft_wrap=True)
     err.print(f"export written to {out}", highlight=False)
@@ -328,7 +328,7 @@ def serve_cmd(
     key = resolve_api_key(api_key, api_key_file)
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
-    serve(model or "smollm2-135m-instruct", host=host, port=port, api_key=key, escape=escape,
+    serve(model or DEFAULT_MODEL, host=host, port=port, api_key=key, escape=escape,
           precision=_precision(precision), default_system=default_system)
 
 

@@ -246,7 +246,7 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
             log.info("%s", mixture)
         log.info(
             "training %s (%s, %s, lr %g) on %d %s (%d trained tokens), %s",
-            config.model or "smollm2-135m-instruct", config.method, "bf16" if run.bf16 else "fp32",
+            config.model or DEFAULT_MODEL, config.method, "bf16" if run.bf16 else "fp32",
             config.learning_rate, len(trainer.train_dataset), "packed rows" if config.packing else "examples",
             report.trained_tokens, run.device,
         )

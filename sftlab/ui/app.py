@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qs, quote
 
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import child
 from sftlab.ui import i18n, security
@@ -176,7 +177,7 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
                                        max_length, bool(body.get("clusters")))
 
     def _model(value: Any) -> str | None:
-        if not value or str(value).lower() == "smollm2-135m-instruct":
+        if not value or str(value).lower() == DEFAULT_MODEL:
             return None
         return str(security.inside(roots, str(value), "model"))
 
@@ -185,7 +186,7 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         """One answer, streamed as server-sent events: `data: {"text": …}` pieces, then `data: {"done": true}` (or
         `{"error": …}`)."""
         body = await body_json(request)
-        model = _model(body.get("model")) or "smollm2-135m-instruct"
+        model = _model(body.get("model")) or DEFAULT_MODEL
         messages = [{"role": str(m.get("role")), "content": str(m.get("content", ""))}
                     for m in body.get("messages") or [] if isinstance(m, dict)]
         if body.get("system"):
@@ -273,7 +274,7 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         folder = runs.folder(run_id)
         body = await body_json(request)
         data = security.inside(roots, str(body.get("data") or ""), "data file")
-        baseline = _model(body.get("baseline")) or ("smollm2-135m-instruct" if body.get("baseline") else None)
+        baseline = _model(body.get("baseline")) or (DEFAULT_MODEL if body.get("baseline") else None)
         limit = int(body["limit"]) if body.get("limit") else None
         return tools.start_eval(folder, runs.work_dir, data, baseline, limit, int(body.get("max_new_tokens") or 128),
                                 body.get("judge_url") or None, body.get("judge_model") or None)
@@ -335,7 +336,7 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
     @app.get("/chat", response_class=HTMLResponse)
     def chat_page(request: Request) -> HTMLResponse:
         return page(request, "chat.html", models=tools.model_choices(runs.listing()),
-                    a=request.query_params.get("a", "smollm2-135m-instruct"), b=request.query_params.get("b", ""))
+                    a=request.query_params.get("a", DEFAULT_MODEL), b=request.query_params.get("b", ""))
 
     @app.get("/eval", response_class=HTMLResponse)
     def eval_page(request: Request) -> HTMLResponse:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from sftlab.config import TrainConfig, explain, parse_yaml
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.files import input_problem
 from sftlab.ui.security import inside
@@ -181,7 +182,7 @@ def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
             fixed.append(spec)
         data[key] = fixed
     model = data.get("model")
-    if isinstance(model, str) and model.strip() and model.lower() != "smollm2-135m-instruct":
+    if isinstance(model, str) and model.strip() and model.lower() != DEFAULT_MODEL:
         data["model"] = str(_inside(roots, model, "model", "model"))
     elif isinstance(model, str):
         data["model"] = None

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import yaml
 
 from sftlab import runs as run_folders
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.files import child, write_text
 
@@ -211,7 +212,7 @@ class Runs:
         started = state.get("started") or (folder / "config.yaml").stat().st_mtime
         total = _total_steps(folder, run)
         out = {
-            "id": self.run_id(folder), "status": status, "model": config.get("model") or "smollm2-135m-instruct",
+            "id": self.run_id(folder), "status": status, "model": config.get("model") or DEFAULT_MODEL,
             "method": run.method, "steps": run.steps, "total_steps": total, "last_loss": run.final_loss,
             "started": started if status != "queued" else None, "queued_at": state.get("queued_at"),
             "started_by": "ui" if state else "cli", "checkpoints": run.checkpoints, "bytes": run.size,

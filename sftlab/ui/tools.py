@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.ui.manager import log_tail, process_alive, read_state, spawn, update_state
 
@@ -72,7 +73,7 @@ def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]
 
 def model_choices(runs: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The models chat, eval and the form offer: the default model and every finished run."""
-    out = [{"value": "smollm2-135m-instruct", "label": "smollm2-135m-instruct (default)"}]
+    out = [{"value": DEFAULT_MODEL, "label": f"{DEFAULT_MODEL} (default)"}]
     out += [{"value": r["output_dir"], "label": f"run {r['id']} ({r['method']})"} for r in runs
             if r["status"] == "finished"]
     return out

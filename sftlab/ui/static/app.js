@@ -388,9 +388,24 @@ function pageChat() {
 }
 
 // ---- Eval --------------------------------------------------------------------------------------------------
+// The state of a run's eval or export (`/api/runs/RUN/WHAT`), rendered now and every 2 s while it is running.
+function pollRun(form, what, render) {
+  let timer = null;
+  async function load() {
+    const id = form.run.value;
+    if (!id) return;
+    try {
+      const d = await api("GET", `/api/runs/${runPath(id)}/${what}`);
+      render(d);
+      if (d.status !== "running" && timer) { clearInterval(timer); timer = null; }
+      if (d.status === "running" && !timer) timer = setInterval(load, 2000);
+    } catch (e) { /* */ }
+  }
+  return load;
+}
+
 function pageEval() {
   const form = $("#eval-form");
-  let timer = null;
   const metricKeys = ["loss", "perplexity", "exact_match", "rouge_l", "bleu"];
   const fmt = v => typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(4)) : (v === null || v === undefined ? "—" : v);
   function render(d) {
@@ -419,16 +434,7 @@ function pageEval() {
         r.judge_score !== undefined ? el("td", {}, fmt(r.judge_score)) : null);
     }));
   }
-  async function load() {
-    const id = form.run.value;
-    if (!id) return;
-    try {
-      const d = await api("GET", `/api/runs/${runPath(id)}/eval`);
-      render(d);
-      if (d.status !== "running" && timer) { clearInterval(timer); timer = null; }
-      if (d.status === "running" && !timer) timer = setInterval(load, 2000);
-    } catch (e) { /* */ }
-  }
+  const load = pollRun(form, "eval", render);
   form.run && form.run.addEventListener("change", load);
   form.addEventListener("submit", async ev => {
     ev.preventDefault();
@@ -446,7 +452,6 @@ function pageEval() {
 // ---- Export (only where `sftlab export` exists) -----------------------------------------------------------
 function pageExport() {
   const form = $("#export-form");
-  let timer = null;
   function render(d) {
     $("#export-status").hidden = d.status === "none";
     $("#export-status").textContent = d.status;
@@ -457,16 +462,7 @@ function pageExport() {
     $("#export-out").textContent = d.out || "";
     $("#export-lines").replaceChildren(...d.lines.map(line => el("li", {}, line)));
   }
-  async function load() {
-    const id = form.run.value;
-    if (!id) return;
-    try {
-      const d = await api("GET", `/api/runs/${runPath(id)}/export`);
-      render(d);
-      if (d.status !== "running" && timer) { clearInterval(timer); timer = null; }
-      if (d.status === "running" && !timer) timer = setInterval(load, 2000);
-    } catch (e) { /* */ }
-  }
+  const load = pollRun(form, "export", render);
   form.run && form.run.addEventListener("change", load);
   form.format.addEventListener("change", () => { form.quant.disabled = form.format.value !== "gguf"; });
   form.addEventListener("submit", async ev => {

@@ -1,3 +1,4 @@
 from sftlab.cli import main
 
-main()
+if __name__ == "__main__":  # (importing the module, as the import check does, runs nothing)
+    main()

@@ -484,18 +484,17 @@ def runs_cmd(
     prune: bool = typer.Option(False, "--prune-checkpoints", help="Remove the checkpoint-N folders of finished runs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --prune-checkpoints: say what would go, remove nothing."),
 ) -> None:
-    import json
-
+    from sftlab.jsonsafe import dumps
     from sftlab.runs import find_runs, format_pruned, format_runs, listing, prune_checkpoints
 
     if dry_run and not prune:
         raise SftlabError("--dry-run goes with --prune-checkpoints")
     if prune:
         pruned = prune_checkpoints(folder, dry_run=dry_run)
-        text = json.dumps(pruned.to_dict()) if as_json else format_pruned(pruned, dry_run)
+        text = dumps(pruned.to_dict()) if as_json else format_pruned(pruned, dry_run)
     else:
         runs = find_runs(folder)
-        text = json.dumps(listing(runs)) if as_json else format_runs(runs)
+        text = dumps(listing(runs)) if as_json else format_runs(runs)
     sys.stdout.write(text + "\n")
 
 

@@ -152,6 +152,19 @@ def test_the_command_lists_prints_json_and_says_what_is_wrong_in_one_sentence(ru
     assert cli("runs", tmp_path / "empty").stdout == "no runs (no folder with config.yaml)\n"
 
 
+def test_json_is_json_when_metrics_hold_nan_and_infinity(tmp_path, cli):
+    run = tmp_path / "runs" / "diverged"
+    _text(run / "config.yaml", "method: full\n")
+    # what Python's json writes for float('nan') / float('inf'), and json.loads reads back
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": NaN}\n{"step": 3, "loss": Infinity}\n')
+    result = cli("runs", tmp_path / "runs", "--json")
+    assert result.returncode == 0
+    for word in ("NaN", "Infinity"):
+        assert word not in result.stdout
+    strict = json.loads(result.stdout, parse_constant=lambda word: pytest.fail(f"{word} in runs --json"))
+    assert strict["runs"][0]["final_loss"] is None and strict["runs"][0]["steps"] == 3
+
+
 @pytest.mark.parametrize("keep, left, freed", [("all", ["checkpoint-2", "checkpoint-4"], 0),
                                                 ("last", ["checkpoint-4"], 3100), ("none", [], 6200)])
 def test_keep_checkpoints_at_the_end_of_a_run(runs, caplog, keep, left, freed):

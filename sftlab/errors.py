@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SftlabError(Exception):
     """Bad input or configuration; the CLI prints the message and exits non-zero, without a traceback."""
+
+
+def json_type(value: Any) -> str:
+    """A JSON value's kind, as an error sentence names it."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 class RowError(SftlabError):

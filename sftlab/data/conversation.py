@@ -19,6 +19,10 @@ class Message:
     name: str | None = None
     # Alpaca keeps instruction and input apart so its template can write "### Input:" on its own.
     parts: dict[str, str] | None = None
+    # An assistant message's reasoning trace (reasoning.py): None for none, "" for an empty one (<think></think>).
+    reasoning: str | None = None
+    # A tool message's call id (OpenAI's tool_call_id; Mistral's template requires it).
+    tool_call_id: str | None = None
 
     def instruction_input(self) -> tuple[str, str]:
         """A user message's instruction and input (an alpaca row keeps them apart; otherwise the content)."""
@@ -26,12 +30,18 @@ class Message:
         return parts.get("instruction", self.content), parts.get("input", "")
 
     def to_template_dict(self) -> dict[str, Any]:
-        """The dict a chat template sees (the shape `apply_chat_template` takes)."""
+        """The dict a chat template sees (the shape `apply_chat_template` takes, an OpenAI chat message):
+        reasoning as `reasoning_content` (ChatTemplate.render gives it to each template the way it reads it),
+        tool calls as `[{"type": "function", "function": {"name": …, "arguments": {…}}, "id"?: …}]`."""
         d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.reasoning is not None:
+            d["reasoning_content"] = self.reasoning
         if self.tool_calls:
             d["tool_calls"] = self.tool_calls
         if self.name:
             d["name"] = self.name
+        if self.tool_call_id:
+            d["tool_call_id"] = self.tool_call_id
         if self.parts:
             d.update(self.parts)
         return d

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from sftlab.data import reasoning
 from sftlab.data.conversation import ROLES, Conversation, Message
-from sftlab.errors import RowError
+from sftlab.errors import RowError, json_type  # noqa: F401 - json_type is this module's too
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "text")
 
@@ -72,12 +73,6 @@ def _string(row: dict[str, Any], key: str, *, required: bool = True, label: str 
     if not isinstance(value, str):
         raise RowError(f"content must be a string, got {json_type(value)}", field=label)
     return value
-
-
-def json_type(value: Any) -> str:
-    """A JSON value's kind, as an error sentence names it."""
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _maybe_json(value: Any, field: str) -> Any:
@@ -193,10 +188,14 @@ def from_sharegpt(row: dict[str, Any]) -> Conversation:
         who = _role(turn, "from", SHAREGPT_ROLES, field)
         value = _string(turn, "value", label=f"{field}.value")
         train, weight = _train_weight(turn, field)
+        role = SHAREGPT_ROLES[who]
         if who == "function_call":
             messages.append(Message("assistant", "", train, weight, tool_calls=_parse_call(value, f"{field}.value")))
+        elif role == "assistant":
+            trace, answer = reasoning.message_reasoning(turn, value, field, content_key="value")
+            messages.append(Message(role, answer, train, weight, reasoning=trace))
         else:
-            messages.append(Message(SHAREGPT_ROLES[who], value, train, weight))
+            messages.append(Message(role, value, train, weight))
     _check_not_empty(messages, "conversations")
     return Conversation(messages, tools=_tools(row))
 
@@ -207,12 +206,9 @@ def _parse_call(value: str, field: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as e:
         raise RowError(f"function call is not valid JSON ({e.msg})", field=field) from None
     calls = call if isinstance(call, list) else [call]
-    out = []
-    for c in calls:
-        if not isinstance(c, dict) or "name" not in c:
-            raise RowError("function call must be an object with 'name' and 'arguments'", field=field)
-        out.append({"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}})
-    return out
+    if not calls:
+        raise RowError("function call must be an object with 'name' and 'arguments'", field=field)
+    return [reasoning.tool_call(c, field if len(calls) == 1 else f"{field}[{i}]") for i, c in enumerate(calls)]
 
 
 def from_messages(row: dict[str, Any]) -> Conversation:
@@ -223,11 +219,16 @@ def from_messages(row: dict[str, Any]) -> Conversation:
         if not isinstance(msg, dict):
             raise RowError("must be an object with 'role' and 'content'", field=field)
         role = _role(msg, "role", ROLES, field)
-        tool_calls = _drop_nones(msg.get("tool_calls")) or None
+        tool_calls = reasoning.tool_calls(_drop_nones(msg.get("tool_calls")), f"{field}.tool_calls")
         content = _content(msg.get("content"), f"{field}.content", allow_missing=bool(tool_calls))
         train, weight = _train_weight(msg, field)
         name = msg.get("name") if isinstance(msg.get("name"), str) else None
-        messages.append(Message(role, content, train, weight, tool_calls=tool_calls, name=name))
+        trace = None
+        if role == "assistant":
+            trace, content = reasoning.message_reasoning(msg, content, field)
+        call_id = msg.get("tool_call_id") if role == "tool" and isinstance(msg.get("tool_call_id"), str) else None
+        messages.append(Message(role, content, train, weight, tool_calls=tool_calls, name=name, reasoning=trace,
+                                tool_call_id=call_id))
     _check_not_empty(messages, "messages")
     return Conversation(messages, tools=_tools(row))
 

@@ -16,6 +16,7 @@ from functools import cached_property
 from importlib import resources
 from typing import Any, Sequence
 
+from sftlab.data.reasoning import template_messages
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
 
@@ -63,6 +64,8 @@ class ChatTemplate:
     ) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
+        # Reasoning and tool calls the way this template reads them (reasoning.py), for every caller alike.
+        messages = template_messages(messages, self.source)
         try:
             rendered, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
                                                 add_generation_prompt=add_generation_prompt, **self.special_tokens)

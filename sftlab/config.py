@@ -456,12 +456,25 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
         blamed = "--set" if loc and loc[0] in from_set else origin
         raise SftlabError(explain(e, blamed)) from None
     if check_files:
-        for i, d in enumerate(config.datasets + config.eval_datasets):
-            problem = input_problem(d.path, "any")
-            if problem:
-                key = "datasets" if i < len(config.datasets) else "eval_datasets"
-                hint = ""
-                if problem == "not found" and Path(d.path).parts[:2] == ("runs", "demo"):
-                    hint = " (`make demo` writes it: run that first)"
-                raise SftlabError(f"{origin}: {key} file {d.path} {problem}{hint}")
+        problem = file_problem(config)
+        if problem:
+            raise SftlabError(f"{origin}: {problem}")
     return config
+
+
+def file_problem(config: TrainConfig) -> str | None:
+    """Why a file the config names cannot be read (its datasets, eval_datasets and a .jinja template), or None:
+    said before any work, for a config and for each stage of a staged one (training.stages.check_stages)."""
+    for i, d in enumerate(config.datasets + config.eval_datasets):
+        problem = input_problem(d.path, "any")
+        if problem:
+            key = "datasets" if i < len(config.datasets) else "eval_datasets"
+            hint = ""
+            if problem == "not found" and Path(d.path).parts[:2] == ("runs", "demo"):
+                hint = " (`make demo` writes it: run that first)"
+            return f"{key} file {d.path} {problem}{hint}"
+    if config.template and config.template.endswith(".jinja"):
+        problem = input_problem(config.template)
+        if problem:
+            return f"template file {config.template} {problem}"
+    return None

@@ -76,12 +76,38 @@ def read_text(path: str | Path, what: str) -> str:
 
 def child(parent: str | Path, name: str, what: str) -> Path:
     """The folder `name` inside `parent`, where `name` is one plain folder name: never a path that leads out of
-    `parent` (`..`, `/`, `\\`), nor an empty name or one with spaces around it."""
+    `parent` (`..`, `/`, `\\`), nor an empty name, one with spaces around it or one too long for a file system."""
     if (not name or name.strip() != name or name in (".", "..") or any(c in name for c in "/\\\0")
             or Path(name).is_absolute() or Path(name).name != name):
         raise SftlabError(f"{what} {name!r} is not a plain folder name (no '/', '\\', '..' or surrounding spaces): "
                           f"it names a folder inside {parent}")
+    too_long = name_too_long(name)
+    if too_long:
+        raise SftlabError(f"{what} {_short(name)!r} {too_long}")
     return Path(parent) / name
+
+
+# The longest file or folder name the common file systems take (ext4, XFS, btrfs, APFS, NTFS: 255 bytes or units).
+NAME_MAX = 255
+
+
+def name_too_long(name: str) -> str | None:
+    """Why one file or folder name cannot be created anywhere (its UTF-8 longer than NAME_MAX bytes), or None."""
+    size = len(name.encode("utf-8", ENCODING_ERRORS))
+    return f"is too long for a folder name ({size} bytes; file systems take at most {NAME_MAX})" if size > NAME_MAX else None
+
+
+def path_name_problem(path: str | Path) -> str | None:
+    """Why a path to be created has a part no file system takes (a name longer than NAME_MAX bytes), or None."""
+    for part in Path(path).parts:
+        problem = name_too_long(part)
+        if problem:
+            return f"the name {_short(part)!r} {problem}"
+    return None
+
+
+def _short(name: str, keep: int = 40) -> str:
+    return name if len(name) <= keep else name[:keep] + "…"
 
 
 def output_file_problem(path: str | Path) -> str | None:

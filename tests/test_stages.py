@@ -15,8 +15,6 @@ from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 
-pytestmark = pytest.mark.slow  # real trainings and subprocesses
-
 HERE = Path(__file__).parent
 
 
@@ -37,6 +35,7 @@ def _records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # real trainings and subprocesses
 def test_a_two_stage_run_killed_in_stage_two_resumes_to_the_same_losses(tiny_model, tmp_path):
     whole = tmp_path / "whole"
     done = _run("none", 0, _sets(tiny_model, whole))
@@ -64,6 +63,7 @@ def test_a_two_stage_run_killed_in_stage_two_resumes_to_the_same_losses(tiny_mod
         assert [r[key] for r in got] == [r[key] for r in records], key
 
 
+@pytest.mark.slow  # real trainings and subprocesses
 def test_a_lora_stage_is_merged_before_the_next_and_stage_keys_are_checked(tiny_model, tmp_path):
     from sftlab.training import train
 
@@ -83,6 +83,7 @@ def test_a_lora_stage_is_merged_before_the_next_and_stage_keys_are_checked(tiny_
                         check_files=False)
 
 
+@pytest.mark.slow  # real trainings and subprocesses
 def test_lora_stages_can_train_one_adapter_on_instead_of_merging(tiny_model, tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -104,3 +105,82 @@ def test_lora_stages_can_train_one_adapter_on_instead_of_merging(tiny_model, tmp
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
     # A fresh LoRA starts with B = 0; stage b's B matrices moved on from stage a's, which were not 0.
     assert all(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
+
+
+# --- the whole staged config is checked before any stage trains ---------------------------------------------------
+
+
+@pytest.fixture
+def nothing_trains(monkeypatch):
+    """train_one replaced by a failure: a check that lets stage 1 start fails the test."""
+    from sftlab.training import stages
+
+    def trained(config, **_):
+        raise AssertionError(f"a stage started training ({config.output_dir}) before the config was refused")
+
+    monkeypatch.setattr(stages, "train_one", trained)
+
+
+def _staged(tmp_path, second, first="{name: one, datasets: [%s], max_steps: 1}"):
+    data = SHARED_DATA / "identity.json"
+    first = first % data if "%s" in first else first
+    return [f"output_dir={tmp_path / 'run'}", f"stages=[{first}, {second}]", f"datasets={data}"]
+
+
+@pytest.mark.parametrize("second, sentence", [
+    ("{name: two, datasets: [MISSING/d.jsonl]}", "stages[2] (two): datasets file MISSING/d.jsonl not found"),
+    ("{name: two, eval_datasets: [MISSING/e.jsonl]}", "stages[2] (two): eval_datasets file MISSING/e.jsonl not found"),
+    ("{name: two, template: MISSING/t.jinja}", "stages[2] (two): template file MISSING/t.jinja not found"),
+])
+def test_a_later_stage_naming_a_missing_file_is_refused_before_stage_one_trains(tmp_path, nothing_trains, second,
+                                                                                 sentence):
+    from sftlab.training import train
+
+    config = load_config(None, _staged(tmp_path, second.replace("MISSING", str(tmp_path / "no"))))
+    with pytest.raises(SftlabError) as e:
+        train(config, quiet=True)
+    assert str(e.value) == sentence.replace("MISSING", str(tmp_path / "no"))
+    assert not (tmp_path / "run" / "one").exists()
+
+
+def test_a_missing_template_gets_the_same_sentence_in_a_config_of_one_stage(tmp_path):
+    missing = tmp_path / "t.jinja"
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets={SHARED_DATA / 'identity.json'}", f"template={missing}"])
+    assert str(e.value) == f"--set: template file {missing} not found"
+
+
+def test_a_stage_name_too_long_for_the_file_system_is_refused_when_the_config_is_read(tmp_path):
+    name = "n" * 300
+    with pytest.raises(SftlabError) as e:
+        load_config(None, _staged(tmp_path, f"{{name: {name}}}"))
+    assert str(e.value) == ("--set: stages[2].name 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn…' is too long for a folder "
+                            "name (300 bytes; file systems take at most 255)")
+    # 255 bytes is a name the file systems take: 85 three-byte characters.
+    assert load_config(None, _staged(tmp_path, "{name: " + "名" * 85 + "}")).stages[1].name == "名" * 85
+    with pytest.raises(SftlabError, match=r"\(258 bytes; file systems take at most 255\)"):
+        load_config(None, _staged(tmp_path, "{name: " + "名" * 86 + "}"))
+
+
+def test_an_output_dir_too_long_for_the_file_system_is_refused_before_anything_is_written(tmp_path, nothing_trains):
+    from sftlab.training import train
+
+    out = tmp_path / ("o" * 256)
+    config = load_config(None, _staged(tmp_path, "{name: two}") + [f"output_dir={out}"])
+    with pytest.raises(SftlabError) as e:
+        train(config, quiet=True)
+    assert str(e.value) == (f"output_dir {out}: cannot write there (the name 'oooooooooooooooooooooooooooooooooooooooo…' "
+                            "is too long for a folder name (256 bytes; file systems take at most 255))")
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_a_prompt_stage_followed_by_another_is_refused_before_stage_one_trains(tmp_path, nothing_trains, method):
+    from sftlab.training import train
+
+    first = ("{name: one, datasets: [%s], method: " + method + ", padding_free: false}")
+    config = load_config(None, _staged(tmp_path, "{name: two, method: lora}", first=first))
+    with pytest.raises(SftlabError) as e:
+        train(config, quiet=True)
+    assert str(e.value) == (f"stages[1] ({'one'}): a {method} stage cannot be followed by another (its adapter cannot "
+                            "be merged into the model); make it the last stage")
+    assert not (tmp_path / "run").exists()

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from sftlab.config import TrainConfig, explain
+from sftlab.config import TrainConfig, explain, file_problem
 from sftlab.errors import SftlabError
 from sftlab.method_table import METHODS
-from sftlab.files import child, require_output_dir, write_text
+from sftlab.files import child, path_name_problem, require_output_dir, write_text
 from sftlab.training.run import TrainResult, train_one
 
 log = logging.getLogger("sftlab")
@@ -52,8 +52,33 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     return out
 
 
+def check_stages(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
+    """The whole config checked before any work, staged or not: each stage's keys, the files each stage names
+    (the sentences a config of one stage gets, said with the stage), its output folder, and the order of the
+    stages (a prompt-based stage can only be the last). Returns the stages (none for a config of one stage)."""
+    problem = path_name_problem(config.output_dir)
+    if problem:
+        raise SftlabError(f"output_dir {config.output_dir}: cannot write there ({problem})")
+    if not config.stages:
+        problem = file_problem(config)
+        if problem:
+            raise SftlabError(f"config: {problem}")
+        return []
+    stages = stage_configs(config)
+    for k, (name, stage) in enumerate(stages, start=1):
+        problem = file_problem(stage)
+        if problem:
+            raise SftlabError(f"stages[{k}] ({name}): {problem}")
+        if stage.method_spec.adapter and not stage.method_spec.mergeable and k < len(stages):
+            raise SftlabError(f"stages[{k}] ({name}): a {stage.method} stage cannot be followed by another (its "
+                              "adapter cannot be merged into the model); make it the last stage")
+    return stages
+
+
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-    """Run the training that `config` describes, staged (stages:) or not; returns where everything was written."""
+    """Run the training that `config` describes, staged (stages:) or not; returns where everything was written.
+    Nothing trains before the whole config has passed check_stages."""
+    check_stages(config)
     if config.stages:
         return train_stages(config, callbacks=callbacks, quiet=quiet)
     return train_one(config, callbacks=callbacks, quiet=quiet)
@@ -64,7 +89,7 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
     from sftlab.training.plot import plot_metrics
 
     out = Path(config.output_dir)
-    stages = stage_configs(config)
+    stages = check_stages(config)
     if not config.resume and any((out / name).exists() for name, _ in stages):
         raise SftlabError(f"output_dir {out} already holds stages of a run; set `resume: true` to continue that run "
                           "or choose another output_dir")
@@ -92,9 +117,6 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
             continued = not config.merge_lora_stages and following is not None and METHODS[following].mergeable
             if stage.method_spec.mergeable and k < len(stages) and not continued:
                 final = merge_adapter(stage_dir, stage_dir / "merged")
-            elif stage.method_spec.adapter and k < len(stages) and not continued:
-                raise SftlabError(f"stage {name}: a {stage.method} stage cannot be followed by another (its adapter "
-                                  "cannot be merged into the model); make it the last stage")
             done = {"model": str(final)}
             write_text(stage_dir / DONE, json.dumps(done))
             stage_records = result.metrics

@@ -54,7 +54,7 @@ FRACTION = Limit(ge=0, lt=1)
 
 LIMITS: dict[str, Limit] = {
     # data
-    "max_length": COUNT, "limit": COUNT, "num_proc": COUNT, "mixture_examples": COUNT, "weight": NON_NEGATIVE,
+    "max_length": COUNT, "limit": COUNT, "num_proc": COUNT, "mixture_examples": Limit(ge=1, le=100_000_000), "weight": NON_NEGATIVE,
     # methods
     "num_virtual_tokens": COUNT, "adaption_layers": COUNT, "lora_r": COUNT, "lora_alpha": POSITIVE,
     "lora_dropout": FRACTION, "freeze_trainable_layers": COUNT, "hybrid_full_fraction": Limit(gt=0, lt=1),

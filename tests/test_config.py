@@ -102,3 +102,11 @@ def test_tensorboard_without_its_package_says_what_to_install(monkeypatch):
                             "(got 'tensorboard')")
     monkeypatch.setattr(sftlab.config, "installed", lambda package: package == "tensorboardX")
     assert load_config(None, [f"datasets=[{DATA}]", "report_to=[tensorboard]"]).report_to == ["tensorboard"]
+
+
+def test_mixture_examples_is_bounded_in_the_limits_table():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, ["datasets=[{path: a.json, weight: 1}]", "mixture_examples=100000001"], check_files=False)
+    assert str(e.value) == ("--set: `mixture_examples` must be between 1 and 100000000 (got 100000001)")
+    assert load_config(None, ["datasets=[{path: a.json, weight: 1}]", "mixture_examples=100000000"],
+                       check_files=False).mixture_examples == 100_000_000

@@ -184,3 +184,15 @@ def test_a_prompt_stage_followed_by_another_is_refused_before_stage_one_trains(t
     assert str(e.value) == (f"stages[1] ({'one'}): a {method} stage cannot be followed by another (its adapter cannot "
                             "be merged into the model); make it the last stage")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_later_stage_with_mixture_examples_and_no_weighted_file_is_refused_before_stage_one_trains(tmp_path,
+                                                                                                   nothing_trains):
+    from sftlab.training import train
+
+    config = load_config(None, _staged(tmp_path, "{name: two, mixture_examples: 50}"))
+    with pytest.raises(SftlabError) as e:
+        train(config, quiet=True)
+    assert str(e.value) == ("stages[2] (two): `mixture_examples` has nothing to act on: no file in `datasets` has a "
+                            "`weight` (the mixture keys say how weighted files are drawn; give a file a weight, or use "
+                            "`limit` for the first N rows)")

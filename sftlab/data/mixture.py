@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence
 
 from sftlab.data.conversation import Conversation
 from sftlab.errors import SftlabError
+
+
+def shares(weights: Sequence[float]) -> list[float]:
+    """Each weight's share of the sum, computed so that no finite weights overflow: divided by the largest first
+    (each then at most 1, their sum at most the number of files), so two weights of 1e308 are half and half."""
+    if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0 for w in weights) \
+            or not any(w > 0 for w in weights):
+        raise SftlabError("dataset weights must be non-negative finite numbers and not all zero")
+    top = max(weights)
+    scaled = [w / top for w in weights]
+    norm = math.fsum(scaled)
+    return [w / norm for w in scaled]
+
+
+def mixture_problem(weights: Sequence[float | None], total: int | None, replacement: bool) -> str | None:
+    """Why the mixture keys cannot act on these files (their weights, None where not given), or None. They act
+    whenever a file has a weight, one file alone included (its rows sampled or repeated to `total`)."""
+    if any(w is not None for w in weights):
+        return None
+    for key, given in (("mixture_examples", total is not None), ("mixture_replacement", replacement)):
+        if given:
+            return (f"`{key}` has nothing to act on: no file in `datasets` has a `weight` (the mixture keys say how "
+                    "weighted files are drawn; give a file a weight, or use `limit` for the first N rows)")
+    return None
 
 
 def mixture_counts(sizes: Sequence[int], weights: Sequence[float], total: int) -> list[int]:
@@ -15,10 +40,7 @@ def mixture_counts(sizes: Sequence[int], weights: Sequence[float], total: int) -
     only say how many files there are; a count may exceed its file's size (its rows are then repeated)."""
     if len(sizes) != len(weights):
         raise SftlabError(f"{len(sizes)} files but {len(weights)} weights")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise SftlabError("dataset weights must be non-negative and not all zero")
-    norm = sum(weights)
-    exact = [w / norm * total for w in weights]
+    exact = [share * total for share in shares(weights)]
     counts = [int(x) for x in exact]
     for k in sorted(range(len(exact)), key=lambda k: (counts[k] - exact[k], k))[: total - sum(counts)]:
         counts[k] += 1

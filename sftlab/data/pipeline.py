@@ -16,7 +16,7 @@ from sftlab.data.encode import Encoder
 from sftlab.data import encode_cache
 from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
-from sftlab.data.mixture import mix
+from sftlab.data.mixture import mix, mixture_problem, shares
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use, template_for
 from sftlab.defaults import MAX_LENGTH
@@ -141,6 +141,9 @@ def load_sources(
     """Read and convert every source; let `clean` remove rows (over all sources together, before
     mixing, so a source weighted up is not taken for duplicates of itself); mix them by weight when
     weights are given."""
+    problem = mixture_problem([s.weight for s in sources], total, replacement)
+    if problem:
+        raise SftlabError(problem)
     report = DataReport()
     per_source: list[list[Conversation]] = []
     for src in sources:
@@ -157,11 +160,13 @@ def load_sources(
         kept, report.cleaned = clean([c for group in per_source for c in group])
         keep = {id(c) for c in kept}
         per_source = [[c for c in group if id(c) in keep] for group in per_source]
-    if len(sources) > 1 and any(s.weight is not None for s in sources):
+    # Weights mix several files; one weighted file is mixed only when a mixture key asks it to (sampled or
+    # repeated to mixture_examples, or drawn with replacement): alone and with neither, mixing would only shuffle.
+    if any(s.weight is not None for s in sources) and (len(sources) > 1 or total is not None or replacement):
         weights = [1.0 if s.weight is None else s.weight for s in sources]  # an entry without weight counts 1
         conversations, report.mixture = mix(per_source, weights, [s.path for s in sources], seed,
                                             replacement=replacement, total=total)
-        report.mixture_target = {s.path: w / sum(weights) for s, w in zip(sources, weights)}
+        report.mixture_target = dict(zip([s.path for s in sources], shares(weights)))
     else:
         conversations = [c for group in per_source for c in group]
     return conversations, report

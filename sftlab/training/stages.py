@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from sftlab.config import TrainConfig, explain, file_problem
+from sftlab.data.mixture import mixture_problem
 from sftlab.errors import SftlabError
 from sftlab.method_table import METHODS
 from sftlab.files import child, path_name_problem, require_output_dir, write_text
@@ -60,19 +61,25 @@ def check_stages(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     if problem:
         raise SftlabError(f"output_dir {config.output_dir}: cannot write there ({problem})")
     if not config.stages:
-        problem = file_problem(config)
+        problem = _problem(config)
         if problem:
             raise SftlabError(f"config: {problem}")
         return []
     stages = stage_configs(config)
     for k, (name, stage) in enumerate(stages, start=1):
-        problem = file_problem(stage)
+        problem = _problem(stage)
         if problem:
             raise SftlabError(f"stages[{k}] ({name}): {problem}")
         if stage.method_spec.adapter and not stage.method_spec.mergeable and k < len(stages):
             raise SftlabError(f"stages[{k}] ({name}): a {stage.method} stage cannot be followed by another (its "
                               "adapter cannot be merged into the model); make it the last stage")
     return stages
+
+
+def _problem(config: TrainConfig) -> str | None:
+    """What stops a config of one stage before any work: a file it names, mixture keys that cannot act."""
+    return file_problem(config) or mixture_problem([d.weight for d in config.datasets], config.mixture_examples,
+                                                   config.mixture_replacement)
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:

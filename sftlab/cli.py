@@ -533,8 +533,11 @@ def ui_cmd(
     from sftlab.ui.app import run_ui
     from sftlab.ui.security import require_safe_host
 
+    from sftlab.files import require_output_dir
+
     key = resolve_api_key(None, api_key_file)
     require_safe_host(host, key)
+    require_output_dir(runs_dir, "--runs-dir")
     err.print(f"sftlab ui on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (runs in {runs_dir})"
               + (" (key required)" if key else ""), highlight=False)
     run_ui(runs_dir, host=host, port=port, api_key=key)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 from sftlab.errors import SftlabError
 
@@ -203,3 +204,45 @@ def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def inside(roots: Sequence[Path], path: str, what: str) -> Path:
+    """The absolute path that `path` names inside one of `roots`, symlinks resolved, or a SftlabError: the one check
+    every path a request to the UI names goes through (data files, templates, models, stage datasets, outputs), so
+    nothing outside those folders is read, rendered or listed. A relative path is taken in the first root where it
+    exists (else the first root); `..`, an absolute path elsewhere, or a symlink pointing out are refused."""
+    where = ", ".join(str(r) for r in roots)
+    if not isinstance(path, str) or not path.strip() or "\0" in path:
+        raise SftlabError(f"{what}: no path given")
+    resolved_roots = [Path(os.path.realpath(r)) for r in roots]
+    given = Path(path).expanduser() if path.startswith("~") else Path(path)
+    if not given.is_absolute() and ".." in given.parts:
+        raise SftlabError(f"{what} {path}: '..' is not allowed (paths stay inside {where})")
+    if given.is_absolute():
+        candidates = [Path(os.path.realpath(given))]
+    else:
+        candidates = [Path(os.path.realpath(root / given)) for root in resolved_roots]
+        existing = [c for c in candidates if os.path.lexists(c)]
+        candidates = existing[:1] or candidates[:1]
+    target = candidates[0]
+    if not any(target == root or target.is_relative_to(root) for root in resolved_roots):
+        raise SftlabError(f"{what} {path} is outside the folders this UI serves ({where})")
+    return target
+
+
+# A run's folder name: letters (any script), digits, `.`, `_` and `-`, not starting with a dot (a hidden folder
+# would never be listed), at most RUN_NAME_CHARS characters (well under every file system's name limit).
+RUN_NAME_CHARS = 100
+_RUN_NAME = re.compile(r"[^\W_][\w.\-]*", re.UNICODE)
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run folder, or None: the one rule for run names."""
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    if len(name) > RUN_NAME_CHARS:
+        return f"is {len(name)} characters long; at most {RUN_NAME_CHARS}"
+    if not _RUN_NAME.fullmatch(name):
+        return ("may hold only letters, digits, '.', '_' and '-', and must start with a letter or digit "
+                "(no '/', spaces, or a leading dot)")
+    return None

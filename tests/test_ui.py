@@ -254,21 +254,137 @@ def test_paths_stay_inside_the_ui_folders(work, tmp_path_factory):
 
 def test_inside_resolves_relative_paths_and_refuses_escapes(tmp_path):
     (tmp_path / "d.json").write_text("[]")
-    assert security.inside([tmp_path], "d.json", "data file") == (tmp_path / "d.json").resolve()
+    from sftlab.files import inside
+
+    assert inside([tmp_path], "d.json", "data file") == (tmp_path / "d.json").resolve()
     with pytest.raises(Exception, match="'..' is not allowed"):
-        security.inside([tmp_path], "x/../../d.json", "data file")
+        inside([tmp_path], "x/../../d.json", "data file")
     with pytest.raises(Exception, match="outside the folders"):
-        security.inside([tmp_path], "/etc/passwd", "data file")
+        inside([tmp_path], "/etc/passwd", "data file")
 
 
 
 def test_export_options_are_checked_and_a_run_without_export_says_none(work):
     c = client(work)
     r = c.post("/api/runs/done/export", json={"format": "onnx"})
-    assert r.status_code == 400 and r.json()["error"]["message"] == "format must be one of gguf, safetensors, got 'onnx'"
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "`format` should be 'gguf' or 'safetensors' (got 'onnx')", "field": "format"}
     r = c.post("/api/runs/done/export", json={"format": "gguf", "quant": "q3_k"})
-    assert r.status_code == 400 and "quant must be one of q8_0, f16" in r.json()["error"]["message"]
+    assert r.status_code == 400 and r.json()["error"]["field"] == "quant"
+    assert "should be 'q8_0', 'f16'" in r.json()["error"]["message"]
     got = c.get("/api/runs/done/export").json()
     assert (got["status"], got["lines"], got["out"]) == ("none", [], None)
     page = c.get("/export?run=done").text
     assert 'name="quant"' in page and 'value="q4_k_m"' in page and 'name="verify"' in page
+
+
+# ---- issue 33: what a hostile user tried ----
+
+def test_one_unreadable_run_folder_is_listed_as_such_and_the_others_as_they_are(work):
+    for name, text in (("five", "stages: 5\n"), ("list", "- a\n- b\n")):
+        (work / "runs" / name).mkdir()
+        (work / "runs" / name / "config.yaml").write_text(text)
+    locked = work / "runs" / "locked"
+    locked.mkdir()
+    (locked / "config.yaml").mkdir()  # a config.yaml that cannot be read as a file: not a run at all
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    r = c.get("/api/runs")
+    assert r.status_code == 200, r.text
+    runs = {run["id"]: run for run in r.json()["runs"]}
+    assert runs["done"]["status"] == "finished"
+    assert runs["five"]["status"] == "unreadable" and "cannot be read" in runs["five"]["error"]
+    assert runs["list"]["status"] in ("unreadable", "stopped", "running")  # (a config that is no mapping)
+    assert c.get("/api/runs/five").status_code == 409
+    assert c.get("/").status_code == 200 and c.get("/runs/five").status_code == 409
+
+
+def test_runs_dir_on_a_file_or_under_one_is_one_sentence(cli, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for target, says in ((tmp_path / "afile", "a file of that name exists"),
+                         (tmp_path / "afile" / "runs", "a part of the path is a file")):
+        result = cli("ui", "--runs-dir", target, "--port", "1")
+        said = " ".join(result.stderr.split())
+        assert result.returncode != 0 and says in said and "Traceback" not in said, said
+
+
+def test_templates_and_stage_datasets_outside_the_ui_folders_are_refused(work, tmp_path_factory):
+    c = client(work)
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "t.jinja").write_text("SECRET {{ messages }}")
+    (outside / "d.json").write_text(json.dumps(ROWS))
+    (work / "inner.jinja").symlink_to(outside / "t.jinja")
+    for template in (str(outside / "t.jinja"), "inner.jinja", "../outside/t.jinja"):
+        r = c.post("/api/preview", json={"config": {"datasets": ["data.json"], "template": template}})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "template", r.text
+        assert "SECRET" not in r.text
+        r = c.post("/api/data/check", json={"path": "data.json", "template": template})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "template", r.text
+    for stage in ({"datasets": [str(outside / "d.json")]}, {"datasets": "../x.json"},
+                  {"eval_datasets": [{"path": str(outside / "d.json")}]}, {"template": str(outside / "t.jinja")}):
+        r = c.post("/api/config/yaml", json={"config": {"datasets": ["data.json"], "stages": [{"name": "a"}, stage]}})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "stages", (stage, r.text)
+        assert "outside" in r.json()["error"]["message"] or "'..'" in r.json()["error"]["message"]
+    r = c.post("/api/config/yaml", json={"config": {"datasets": ["data.json"], "stages": [{"datasets": ["data.json"]}]}})
+    assert r.status_code == 200 and str(work / "data.json") in r.json()["yaml"]
+
+
+@pytest.mark.parametrize("target", ["/\\evil.example", "/%2F%2Fevil.example", "//x", "https://x", "/%5Cevil.example",
+                                    "http:/x", "/\t/evil.example", "javascript:alert(1)"])
+def test_login_redirects_only_to_paths_of_this_ui(work, target):
+    c = client(work, key="k", base_url="http://10.0.0.5:7860")
+    r = c.post("/login", data={"key": "k", "next": target}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert security.same_origin_path("/runs/a?x=1") == "/runs/a?x=1"
+
+
+def test_one_run_per_name_under_concurrent_starts(work, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sftlab.ui.manager as manager
+
+    monkeypatch.setattr(manager, "spawn", lambda *a, **k: 999_999)
+    write = manager.write_text
+    # Writing the config slowly widens the window between "is the name free?" and "it is mine" to all 12 starts.
+    monkeypatch.setattr(manager, "write_text", lambda *a, **k: time.sleep(0.2) or write(*a, **k))
+    app = create_app(work / "runs", work)
+
+    def start(_: int) -> int:
+        return TestClient(app, base_url=LOCAL).post("/api/runs", json={"config": {"datasets": ["data.json"]},
+                                                                      "name": "same"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(start, range(12)))
+    assert sorted(codes) == [201] + [400] * 11
+    assert [p.name for p in (work / "runs").iterdir() if p.name.startswith("same")] == ["same"]
+
+
+def test_nan_and_infinity_in_metrics_are_served_as_null(work):
+    (work / "runs" / "done" / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": NaN, "grad_norm": Infinity}\n{"step": 2, "loss": -Infinity, "learning_rate": 1e-4}\n')
+    c = client(work)
+    for path in ("/api/runs/done", "/api/runs"):
+        r = c.get(path)
+        assert r.status_code == 200 and "NaN" not in r.text and "Infinity" not in r.text
+    assert c.get("/api/runs/done").json()["metrics"][0] == {"step": 1, "loss": None, "grad_norm": None}
+    with c.stream("GET", "/api/runs/done/events") as r:
+        text = r.read().decode()
+    data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert [json.loads(d) for d in data if '"step"' in d and '"id"' not in d][:2] == [
+        {"step": 1, "loss": None, "grad_norm": None}, {"step": 2, "loss": None, "learning_rate": 1e-4}]
+    assert not any("NaN" in d or "Infinity" in d for d in data)
+
+
+def test_data_pickers_list_only_files_that_read_as_data(work):
+    (work / "examples" / "deepspeed").mkdir(parents=True)
+    (work / "examples" / "deepspeed" / "zero2.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    (work / "package.json").write_text('{"name": "x"}')
+    (work / "broken.jsonl").write_text("{not json\n")
+    (work / "chat.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                                              {"role": "assistant", "content": "b"}]}) + "\n")
+    (work / "pc.csv").write_text("prompt,completion\na,b\n")
+    (work / "other.csv").write_text("x,y\n1,2\n")
+    c = client(work)
+    assert c.get("/api/files").json()["files"] == ["chat.jsonl", "data.json", "pc.csv"]
+    for page in ("/new", "/eval"):
+        text = c.get(page).text
+        assert "zero2.json" not in text and "package.json" not in text and "data.json" in text

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from sftlab.config import TrainConfig, explain, parse_yaml
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
-from sftlab.files import input_problem
-from sftlab.ui.security import inside
+from sftlab.data.templates import BUILTIN_TEMPLATES
+from sftlab.files import input_problem, inside
 
 # Keys the UI sets itself: a run's folder is its name under --runs-dir, and Resume resumes.
 UI_KEYS = ("output_dir", "resume")
@@ -142,18 +142,17 @@ def form_schema() -> list[dict[str, Any]]:
 # ---- checking a config from a form or the API ----------------------------------------------------------------
 
 def config_data(body: Any) -> dict[str, Any]:
-    """The config keys of a request body `{"config": {…}, "yaml"?: {key: text}}`; `yaml` carries the values a form
-    gives as YAML text (lists, mappings), parsed as `--set` parses them."""
-    if not isinstance(body, dict) or not isinstance(body.get("config"), dict):
-        raise ConfigError('the request body must be {"config": {…the keys of a train config…}, "name"?: "…"}')
-    data = dict(body["config"])
-    for key, text in (body.get("yaml") or {}).items():
-        if not isinstance(text, str) or not text.strip():
+    """The config keys of a request body (bodies.ConfigBody): `config`, with `yaml` (the values a form gives as YAML
+    text: lists, mappings) parsed as `--set` parses them."""
+    data = dict(body.config)
+    for key, text in body.yaml.items():
+        if not text.strip():
             continue
         try:
             data[key] = parse_yaml(text)
         except (yaml.YAMLError, RecursionError) as e:
-            problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+            problem = "nested too deeply" if isinstance(e, RecursionError) else \
+                str(getattr(e, "problem", None) or e).splitlines()[0]
             raise ConfigError(f"{ORIGIN}: `{key}` is not valid YAML ({problem})", key) from None
     for key in UI_KEYS:
         data.pop(key, None)
@@ -162,9 +161,33 @@ def config_data(body: Any) -> dict[str, Any]:
 
 def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
     """A TrainConfig, or ConfigError with the sentence `sftlab train` prints for the same config and its field.
-    Data files and model folders must lie inside `roots` (the UI's folders); they are written as absolute paths,
-    so the saved config.yaml runs again from anywhere."""
-    data = dict(data)
+    Every path it names (data files, a template file, the model, a DeepSpeed config, each stage's own) must lie
+    inside `roots` (the UI's folders, sftlab.files.inside); they are written as absolute paths, so the saved
+    config.yaml runs again from anywhere."""
+    data = _paths_inside(dict(data), roots, "")
+    stages = data.get("stages")
+    if isinstance(stages, list):
+        data["stages"] = [_paths_inside(dict(s), roots, f"stages[{k}].") if isinstance(s, dict) else s
+                          for k, s in enumerate(stages, start=1)]
+    model = data.get("model")
+    if isinstance(model, str) and model.strip() and model.strip().lower() != DEFAULT_MODEL:
+        data["model"] = str(_inside(roots, model, "model", "model"))
+    elif isinstance(model, str):
+        data["model"] = None
+    distributed = data.get("distributed")
+    if isinstance(distributed, dict) and isinstance(distributed.get("deepspeed"), str):
+        data["distributed"] = {**distributed, "deepspeed": str(_inside(roots, distributed["deepspeed"],
+                                                                       "DeepSpeed config", "distributed"))}
+    try:
+        return TrainConfig(**data)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        raise ConfigError(explain(e, ORIGIN), str(loc[0]) if loc else None) from None
+
+
+def _paths_inside(data: dict[str, Any], roots: list[Path], where: str) -> dict[str, Any]:
+    """The data files and the template file of a config (or of one stage), each inside `roots`."""
+    field = "stages" if where else None
     for key in DATASET_KEYS:
         specs = data.get(key)
         if isinstance(specs, (str, dict)):
@@ -175,22 +198,17 @@ def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
         for spec in specs:
             spec = {"path": spec} if isinstance(spec, str) else spec
             if isinstance(spec, dict) and isinstance(spec.get("path"), str):
-                spec = {**spec, "path": str(_inside(roots, spec["path"], f"{key} file", key))}
-                problem = input_problem(spec["path"], "any")
+                path = _inside(roots, spec["path"], f"{where}{key} file", field or key)
+                spec = {**spec, "path": str(path)}
+                problem = input_problem(path, "any")
                 if problem:
-                    raise ConfigError(f"{ORIGIN}: {key} file {spec['path']} {problem}", key)
+                    raise ConfigError(f"{ORIGIN}: {where}{key} file {spec['path']} {problem}", field or key)
             fixed.append(spec)
         data[key] = fixed
-    model = data.get("model")
-    if isinstance(model, str) and model.strip() and model.lower() != DEFAULT_MODEL:
-        data["model"] = str(_inside(roots, model, "model", "model"))
-    elif isinstance(model, str):
-        data["model"] = None
-    try:
-        return TrainConfig(**data)
-    except ValidationError as e:
-        loc = e.errors()[0]["loc"]
-        raise ConfigError(explain(e, ORIGIN), str(loc[0]) if loc else None) from None
+    template = data.get("template")
+    if isinstance(template, str) and template and template not in BUILTIN_TEMPLATES:
+        data["template"] = str(_inside(roots, template, f"{where}template", field or "template"))
+    return data
 
 
 def _inside(roots: list[Path], path: str, what: str, field: str) -> Path:

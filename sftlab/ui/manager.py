@@ -25,8 +25,8 @@ import yaml
 
 from sftlab import runs as run_folders
 from sftlab.defaults import DEFAULT_MODEL
-from sftlab.errors import SftlabError
-from sftlab.files import child, write_text
+from sftlab.errors import SftlabError, first_line
+from sftlab.files import child, require_output_dir, run_name_problem, write_text
 
 STATE = "ui_state.json"
 LOG = "train.log"
@@ -180,9 +180,8 @@ class Runs:
     """The run folders under `runs_dir`; `work_dir` is where `sftlab train` runs (relative paths resolve there)."""
 
     def __init__(self, runs_dir: str | Path, work_dir: str | Path):
-        self.runs_dir = Path(runs_dir).resolve()
+        self.runs_dir = require_output_dir(Path(runs_dir), "--runs-dir").resolve()
         self.work_dir = Path(work_dir).resolve()
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
 
     # -- reading --
 
@@ -199,10 +198,29 @@ class Runs:
         return folder
 
     def listing(self) -> list[dict[str, Any]]:
-        return [self._summary(run) for run in run_folders.find_runs(self.runs_dir)]
+        """Every run under the runs folder; one whose files cannot be read (a config.yaml that says `stages: 5`,
+        or cannot be read at all) is listed with status "unreadable" and why, the others as they are."""
+        out = []
+        for folder in run_folders._run_folders(self.runs_dir):
+            try:
+                out.append(self._summary(self._read(folder)))
+            except RunError as e:
+                out.append({"id": self.run_id(folder), "status": "unreadable", "error": str(e), "model": None,
+                            "method": None, "steps": None, "total_steps": None, "last_loss": None, "started": None,
+                            "queued_at": None, "started_by": None, "checkpoints": [], "bytes": None,
+                            "output_dir": str(folder)})
+        return out
 
     def read(self, run_id: str) -> run_folders.Run:
-        return run_folders.find_runs(self.folder(run_id))[0]
+        return self._read(self.folder(run_id))
+
+    def _read(self, folder: Path) -> run_folders.Run:
+        """The run in `folder`, or RunError saying why its files cannot be read (never an exception of a run's
+        malformed files escaping into a page)."""
+        try:
+            return run_folders.find_runs(folder)[0]
+        except Exception as e:  # noqa: BLE001 - whatever a hand-edited or damaged run folder holds
+            raise RunError(f"run {self.run_id(folder)}: its files cannot be read ({first_line(e, with_type=True)})") from None
 
     def _summary(self, run: run_folders.Run) -> dict[str, Any]:
         folder = run.path
@@ -244,11 +262,19 @@ class Runs:
     # -- changing --
 
     def create(self, config: Any, name: str | None = None) -> dict[str, Any]:
-        """A new run folder with the config (a validated TrainConfig whose output_dir is the folder), queued."""
-        folder = child(self.runs_dir, name, "run name") if name else self._fresh_name()
-        if folder.exists() and any(folder.iterdir()):
-            raise RunError(f"run name {folder.name!r}: {folder} exists already; choose another name")
-        folder.mkdir(parents=True, exist_ok=True)
+        """A new run folder with the config (a validated TrainConfig whose output_dir is the folder), queued. The
+        folder is claimed by creating it (os.mkdir is atomic): of any number of starts with one name, one wins."""
+        if name:
+            problem = run_name_problem(name)
+            if problem:
+                raise SftlabError(f"run name {name[:80]!r} {problem}")
+            folder = child(self.runs_dir, name, "run name")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                raise RunError(f"run name {name!r}: {folder} exists already; choose another name") from None
+        else:
+            folder = self._fresh_name()
         config = config.model_copy(update={"output_dir": str(folder)})
         write_text(folder / "config.yaml", config.to_yaml(), "config.yaml")
         update_state(folder / STATE, status="queued", queued_at=time.time(), resume=False)
@@ -259,8 +285,11 @@ class Runs:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for k in range(1000):
             folder = self.runs_dir / (f"run-{stamp}" + (f"-{k}" if k else ""))
-            if not folder.exists():
+            try:
+                folder.mkdir()
                 return folder
+            except FileExistsError:
+                continue
         raise RunError("no free run name")
 
     def stop(self, run_id: str) -> dict[str, Any]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sftlab.errors import SftlabError
 
@@ -80,29 +79,18 @@ def rebinding_problem(host_header: str, key: str | None) -> str | None:
     return None
 
 
-def inside(roots: list[Path], relative: str, what: str) -> Path:
-    """The path `relative` names inside one of `roots` (tried in order), as an absolute path; never one that leads
-    out of them (`..`, an absolute path, a symlink pointing elsewhere)."""
-    if not relative or "\0" in relative:
-        raise SftlabError(f"{what}: no path given")
-    rel = Path(relative)
-    if rel.is_absolute():
-        for root in roots:
-            resolved = rel.resolve()
-            if resolved.is_relative_to(root.resolve()):
-                return resolved
-        raise SftlabError(f"{what} {relative} is outside the folders this UI serves ({_names(roots)})")
-    if ".." in rel.parts:
-        raise SftlabError(f"{what} {relative}: '..' is not allowed (paths stay inside {_names(roots)})")
-    for root in roots:
-        candidate = (root / rel).resolve()
-        if candidate.is_relative_to(root.resolve()) and candidate.exists():
-            return candidate
-    candidate = (roots[0] / rel).resolve()
-    if not candidate.is_relative_to(roots[0].resolve()):
-        raise SftlabError(f"{what} {relative} leads outside the folders this UI serves ({_names(roots)})")
-    return candidate
-
-
-def _names(roots: list[Path]) -> str:
-    return ", ".join(str(r) for r in roots)
+def same_origin_path(target: str | None) -> str:
+    """A redirect target as a path of this UI, or "/": never one a browser would take off-site (`//host`,
+    `/\\host`, `https://host`, their percent-encoded forms, control characters)."""
+    if not target or len(target) > 2000:
+        return "/"
+    decoded = target
+    for _ in range(3):  # what a browser or a proxy may decode on the way
+        decoded = unquote(decoded)
+    if (not target.startswith("/") or not decoded.startswith("/") or decoded.startswith("//") or "\\" in decoded
+            or any(ord(c) < 32 or ord(c) == 127 for c in decoded)):
+        return "/"
+    parts = urlsplit(decoded)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target

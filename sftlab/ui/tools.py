@@ -43,7 +43,8 @@ def tokenizer_for(model: str | None) -> Any:
 
 
 def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]:
-    """Data files under the UI's folders (paths relative to the first folder where they lie inside it)."""
+    """Files under the UI's folders that read as training data (reads_as_data), as paths relative to the first
+    folder where they lie inside it: what the New run and Eval pages offer."""
     found: list[str] = []
     base = roots[0].resolve()
 
@@ -60,8 +61,7 @@ def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]
             if entry.is_dir():
                 if level < depth and entry.name not in SKIP_FOLDERS and not (entry / "config.json").is_file():
                     walk(entry, level + 1)
-            elif entry.suffix.lower() in DATA_FILE_SUFFIXES and entry.name not in ("metrics.jsonl", "rejects.jsonl",
-                                                                                    "responses.jsonl", "probe.jsonl"):
+            elif entry.suffix.lower() in DATA_FILE_SUFFIXES and entry.name not in RUN_FILES and reads_as_data(entry):
                 path = entry.resolve()
                 found.append(path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path))
 
@@ -71,12 +71,103 @@ def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]
     return sorted(set(found))
 
 
-def model_choices(runs: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The models chat, eval and the form offer: the default model and every finished run."""
+# Files sftlab writes into run folders, never training data.
+RUN_FILES = ("metrics.jsonl", "rejects.jsonl", "responses.jsonl", "probe.jsonl", "data_report.json",
+             "summary.json", "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+             "special_tokens_map.json", "adapter_config.json", "trainer_state.json", "stage_done.json",
+             "export_report.json", "ui_state.json", "ui_eval.json", "ui_export.json", "vocab.json")
+# Files larger than this are offered on their first row alone (reading a whole large file for a list costs too much).
+WHOLE_READ_BYTES = 8 * 1024**2
+_data_cache: dict[tuple[str, int, int], bool] = {}
+
+
+def reads_as_data(path: Path) -> bool:
+    """Whether sftlab's reader takes `path` as training data: its rows are objects whose keys name one of the
+    formats (alpaca, sharegpt, messages, prompt-completion, text). A DeepSpeed config, a package.json or a
+    tokenizer's JSON is not. Remembered by size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _data_cache:
+        _data_cache[key] = _first_row_format(path, st.st_size) is not None
+    return _data_cache[key]
+
+
+def _first_row_format(path: Path, size: int) -> str | None:
+    """The format of a data file's first row, as sftlab's reader detects it, or None."""
+    from sftlab.data.formats import detect_format
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            import csv
+
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                return detect_format(next(csv.reader(f), []))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return detect_format(pq.read_schema(path).names)
+        if suffix == ".jsonl" or size > WHOLE_READ_BYTES:
+            with open(path, encoding="utf-8-sig") as f:
+                line = next((line for line in f if line.strip()), "")
+            if suffix == ".jsonl":
+                row = json.loads(line)
+            else:  # a large .json array: its first object, from the head of the file
+                head = path.open(encoding="utf-8-sig").read(64_000).lstrip()
+                row = json.JSONDecoder().raw_decode(head[1:].lstrip())[0] if head.startswith("[") else None
+        else:
+            from sftlab.data.load import read_rows
+
+            rows, _ = read_rows(path)
+            row = next((r for r in rows if isinstance(r, dict)), None) if isinstance(rows, list) else None
+    except (OSError, ValueError, UnicodeDecodeError, SftlabError, ImportError, RecursionError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    return detect_format([k for k, v in row.items() if v is not None])
+
+
+def model_choices(runs: list[dict[str, Any]], roots: list[Path] | None = None) -> list[dict[str, str]]:
+    """The models chat, eval, export and the New run form offer: the default model, every finished run, and the
+    model folders (a config.json beside weights) and .gguf files under the UI's folders."""
     out = [{"value": DEFAULT_MODEL, "label": f"{DEFAULT_MODEL} (default)"}]
     out += [{"value": r["output_dir"], "label": f"run {r['id']} ({r['method']})"} for r in runs
             if r["status"] == "finished"]
+    seen = {o["value"] for o in out}
+    for root in roots or []:
+        for path in _model_folders(root.resolve()):
+            if str(path) not in seen and not any(str(path).startswith(s + "/") for s in seen if s.startswith("/")):
+                seen.add(str(path))
+                out.append({"value": str(path), "label": f"folder {path.relative_to(root.resolve()).as_posix()}"})
     return out
+
+
+def _model_folders(root: Path, depth: int = 3, limit: int = 100) -> list[Path]:
+    found: list[Path] = []
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= limit or entry.is_symlink() or entry.name.startswith("."):
+                continue
+            if entry.is_dir() and entry.name not in SKIP_FOLDERS:
+                if (entry / "config.json").is_file() and any(entry.glob("*.safetensors")):
+                    found.append(entry)
+                elif (entry / "adapter_config.json").is_file():
+                    found.append(entry)
+                elif level < depth and not entry.name.startswith("checkpoint-"):
+                    walk(entry, level + 1)
+            elif entry.suffix == ".gguf" and entry.is_file():
+                found.append(entry)
+
+    walk(root, 0)
+    return found
 
 
 # ---- preview --------------------------------------------------------------------------------------------------

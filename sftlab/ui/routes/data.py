@@ -1,0 +1,80 @@
+"""/api/files, /api/models, /api/upload, /api/preview, /api/data/check: the data files and models the pickers
+offer, uploads, the trained-token preview of a config and `sftlab data check`'s report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from sftlab.errors import SftlabError
+from sftlab.files import child, require_input
+from sftlab.ui import tools
+from sftlab.ui.bodies import ConfigBody, DataCheckBody
+from sftlab.ui.context import UI
+from sftlab.ui.forms import ConfigError, config_data, form_schema, validate
+
+UPLOADS = "uploads"
+MAX_UPLOAD_BYTES = 2 * 1024**3
+
+
+def router(ui: UI) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/form")
+    def form() -> dict[str, Any]:
+        return {"groups": form_schema()}
+
+    @router.get("/api/files")
+    def files() -> dict[str, Any]:
+        return {"files": tools.data_files(ui.roots), "root": str(ui.runs.work_dir)}
+
+    @router.get("/api/models")
+    def models() -> dict[str, Any]:
+        return {"models": tools.model_choices(ui.runs.listing(), ui.roots)}
+
+    @router.post("/api/upload")
+    async def upload(request: Request, name: str) -> JSONResponse:
+        """The request body is the file; it lands in WORK/uploads/NAME (a plain name: no path escapes)."""
+        folder = ui.runs.work_dir / UPLOADS
+        try:
+            target = child(folder, name, "upload name")
+        except SftlabError as e:
+            raise ConfigError(str(e), "name") from None
+        if Path(name).suffix.lower() not in tools.DATA_FILE_SUFFIXES or len(name) > 255:
+            raise ConfigError(f"upload name {name[:80]!r}: a data file is .json, .jsonl, .csv or .parquet, "
+                              "its name at most 255 characters", "name")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.part"
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise SftlabError(f"upload {name}: larger than {MAX_UPLOAD_BYTES // 1024**3} GB")
+                    f.write(chunk)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return JSONResponse({"path": target.relative_to(ui.runs.work_dir).as_posix(), "bytes": size}, status_code=201)
+
+    @router.post("/api/preview")
+    async def preview(body: ConfigBody) -> dict[str, Any]:
+        config = await run_in_threadpool(validate, config_data(body), ui.roots)
+        return await run_in_threadpool(tools.preview, config)
+
+    @router.post("/api/data/check")
+    async def data_check(body: DataCheckBody) -> dict[str, Any]:
+        path = ui.path(body.path, "data file", "path")
+        try:
+            require_input(path, "data file", "any")
+        except SftlabError as e:
+            raise ConfigError(str(e), "path") from None
+        return await run_in_threadpool(tools.data_check, path, ui.model(body.model), ui.template(body.template),
+                                       body.format, body.max_length, body.clusters)
+
+    return router

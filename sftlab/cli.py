@@ -243,6 +243,7 @@ def train_cmd(
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
+    from sftlab.runlock import hold
     from sftlab.training import train
     from sftlab.training.distributed import torchrun_command, torchrun_env
 
@@ -250,7 +251,8 @@ def train_cmd(
     if nproc is not None:
         command = torchrun_command(nproc, config, sets, quiet=quiet)
         err.print(" ".join(command), highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(subprocess.run(command, env=torchrun_env(nproc)).returncode)
+        with hold(cfg.output_dir, "output_dir"):  # (this process holds the run lock; its ranks run under it)
+            raise typer.Exit(_run_forwarding_signals(command, torchrun_env(nproc)))
     try:
         result = train(cfg, quiet=quiet)
     except KeyboardInterrupt as e:
@@ -557,6 +559,23 @@ def _terminate(signum: int, frame: Any) -> None:
     global _terminated
     _terminated = True
     raise KeyboardInterrupt
+
+
+def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+    """Run `command` to its end, passing SIGTERM and SIGINT on to it (torchrun passes them to its ranks), so a
+    Stop or Ctrl-C ends every process of the run, not only this one; its exit code."""
+    process = subprocess.Popen(command, env=env)
+    previous = {s: signal.signal(s, lambda signum, frame: process.send_signal(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return process.wait()
+            except InterruptedError:
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _resume_command() -> str:

@@ -4,7 +4,9 @@ checkpoints a finished run no longer needs.
 A run folder holds config.yaml (written when training starts), metrics.jsonl, data_report.json, loss.png,
 checkpoint-N/ (model, optimizer, scheduler and RNG state, for resuming) and, once the run has finished, the
 final model (*.safetensors with its config and tokenizer files). A staged run's folder holds config.yaml with
-`stages:` and one such folder per stage, with stage_done.json once that stage is finished.
+`stages:` and one such folder per stage, with stage_done.json once that stage is finished. While a run trains,
+its process holds the run lock (.train.lock, train_process.json: sftlab.runlock): that, not the age of its files,
+is what makes it `running`, whoever started it.
 No torch here: `sftlab runs` answers at once.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from sftlab import runlock
 from sftlab.errors import SftlabError
 from sftlab.method_table import DEFAULT_METHOD
 from sftlab.models import safetensors_problem
@@ -28,7 +31,8 @@ log = logging.getLogger("sftlab")
 
 # sftlab's records of a run (counted as "other"); every other file at the top of a run folder is the model's.
 STAGE_DONE = "stage_done.json"  # (sftlab.training.stages.DONE, not imported: that module pulls in the config's deps)
-RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE, "train.log", "ui_state.json"}  # (the last two: sftlab ui's)
+RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE, "train.log",
+           "ui_state.json", runlock.RECORD}  # (train.log, ui_state.json: sftlab ui's)  # (the last two: sftlab ui's)
 STAGING = ".staging"  # a checkpoint being written (sftlab.training.trainer.STAGING_DIR)
 
 
@@ -37,7 +41,7 @@ class Run:
     """One run folder (or one stage of a staged run) as found on disk."""
 
     path: Path
-    status: str  # finished | unfinished | not started (a stage not reached yet)
+    status: str  # running | finished | unfinished | not started (a stage not reached yet)
     method: str
     steps: int | None  # optimizer steps done
     total_steps: int | None  # None where the folder does not say
@@ -47,6 +51,7 @@ class Run:
     other_bytes: int = 0
     checkpoints: list[str] = field(default_factory=list)  # checkpoint-N names, oldest first
     stages: list["Run"] = field(default_factory=list)
+    pid: int | None = None  # the training process, while running (sftlab.runlock)
 
     @property
     def size(self) -> int:
@@ -58,7 +63,7 @@ class Run:
             "total_steps": self.total_steps, "final_loss": self.final_loss, "bytes": self.size,
             "model_bytes": self.model_bytes, "checkpoint_bytes": self.checkpoint_bytes,
             "other_bytes": self.other_bytes, "checkpoints": self.checkpoints,
-            "stages": [s.to_dict() for s in self.stages],
+            "stages": [s.to_dict() for s in self.stages], "pid": self.pid,
         }
 
 
@@ -156,9 +161,21 @@ def _sizes(folder: Path, skip: set[str] = frozenset()) -> tuple[int, int, int]:
     return model, checkpoints, other
 
 
-def read_run(folder: Path, *, method: str | None = None, finished: bool | None = None) -> Run:
+def _live_total(live: runlock.Holder | None, folder: Path) -> int | None:
+    """The total steps a live run noted in its lock's record for `folder` (before its first checkpoint says)."""
+    if live is None or live.progress.get("output_dir") != str(folder.absolute()):
+        return None
+    total = live.progress.get("max_steps")
+    return total if isinstance(total, int) else None
+
+
+def read_run(folder: Path, *, method: str | None = None, finished: bool | None = None,
+             live: runlock.Holder | None | bool = True) -> Run:
     """A plain run folder (or one stage's); `finished` overrides what the folder's files say (a stage is finished
-    when it has stage_done.json)."""
+    when it has stage_done.json); `live` is the process training it (True: ask its lock; a stage is asked
+    through its staged run's)."""
+    if live is True:
+        live = runlock.holder(folder)
     config = _config(folder)
     checkpoints = checkpoint_dirs(folder)
     records = _metrics(folder)
@@ -169,12 +186,15 @@ def read_run(folder: Path, *, method: str | None = None, finished: bool | None =
     steps = max((s for s in (logged, saved) if s is not None), default=None)
     done = _final_model_whole(folder) if finished is None else finished
     total = state.get("max_steps") if isinstance(state.get("max_steps"), int) else None
+    if total is None and live:
+        total = _live_total(live, folder)
     if total is None and done:
         total = steps
     loss = next((r["loss"] for r in reversed(records) if isinstance(r.get("loss"), (int, float))), None)
     model, ckpt, other = _sizes(folder)
-    return Run(folder, "finished" if done else "unfinished", method or str(config.get("method", "?")), steps, total,
-               loss, model, ckpt, other, [p.name for p in checkpoints])
+    status = "running" if live else "finished" if done else "unfinished"
+    return Run(folder, status, method or str(config.get("method", "?")), steps, total,
+               loss, model, ckpt, other, [p.name for p in checkpoints], pid=live.pid if live else None)
 
 
 def _stage_names(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -188,27 +208,32 @@ def _stage_names(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 def read_staged_run(folder: Path) -> Run:
     config = _config(folder)
+    live = runlock.holder(folder)
     stages = []
     for name, method in _stage_names(config):
         stage_dir = folder / name
         if not stage_dir.is_dir():
             stages.append(Run(stage_dir, "not started", method, 0, None, None))
             continue
-        stages.append(read_run(stage_dir, method=method, finished=(stage_dir / STAGE_DONE).is_file()))
+        done = (stage_dir / STAGE_DONE).is_file()
+        # the stage in progress is the first one not done while the staged run's process holds its lock
+        training = live if live and not done and all(s.status == "finished" for s in stages) else None
+        stages.append(read_run(stage_dir, method=method, finished=done, live=training))
     model, ckpt, other = _sizes(folder, skip={name for name, _ in _stage_names(config)})
     known = [s.total_steps for s in stages]
     return Run(
-        folder, "finished" if all(s.status == "finished" for s in stages) else "unfinished",
+        folder, "running" if live else "finished" if all(s.status == "finished" for s in stages) else "unfinished",
         "→".join(s.method for s in stages), sum(s.steps or 0 for s in stages),
         sum(known) if None not in known else None,  # type: ignore[arg-type]
         next((s.final_loss for s in reversed(stages) if s.final_loss is not None), None),
         model + sum(s.model_bytes for s in stages), ckpt + sum(s.checkpoint_bytes for s in stages),
-        other + sum(s.other_bytes for s in stages), [], stages,
+        other + sum(s.other_bytes for s in stages), [], stages, pid=live.pid if live else None,
     )
 
 
-def _run_folders(folder: Path) -> Iterator[Path]:
-    """Folders with config.yaml under `folder` (itself included), not looking inside a run for more."""
+def _run_folders(folder: Path, links: list[Path] | None = None) -> Iterator[Path]:
+    """Folders with config.yaml under `folder` (itself included), not looking inside a run for more, nor
+    following a symbolic link (those to folders are added to `links`)."""
     if (folder / "config.yaml").is_file():
         yield folder
         return
@@ -217,18 +242,23 @@ def _run_folders(folder: Path) -> Iterator[Path]:
     except OSError:
         return  # a folder we may not read holds no run we could list
     for child in children:
-        if child.is_dir() and not child.is_symlink() and not child.name.startswith("."):
-            yield from _run_folders(child)
+        if child.name.startswith("."):
+            continue
+        if child.is_symlink():
+            if links is not None and child.is_dir():
+                links.append(child)
+        elif child.is_dir():
+            yield from _run_folders(child, links)
 
 
-def find_runs(folder: str | Path = "runs") -> list[Run]:
-    """Every run under `folder`, in path order."""
+def find_runs(folder: str | Path = "runs", links: list[Path] | None = None) -> list[Run]:
+    """Every run under `folder`, in path order (symbolic links to folders are not followed: see _run_folders)."""
     folder = Path(folder)
     if not folder.exists():
         raise SftlabError(f"runs: folder {folder} not found")
     if not folder.is_dir():
         raise SftlabError(f"runs: {folder} is a file, not a folder of runs")
-    return [read_staged_run(p) if _config(p).get("stages") else read_run(p) for p in _run_folders(folder)]
+    return [read_staged_run(p) if _config(p).get("stages") else read_run(p) for p in _run_folders(folder, links)]
 
 
 # ---- the listing ---------------------------------------------------------------------------------------
@@ -262,6 +292,9 @@ def format_runs(runs: list[Run]) -> str:
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
     for run in runs:
+        if run.status == "running":
+            lines.append(f"{run.path}: training now (pid {run.pid})" if run.pid else f"{run.path}: training now")
+            continue
         for part in [run, *run.stages]:
             if part.status == "unfinished" and not part.stages:
                 lines.append(f"{part.path}: {_how_it_goes_on(part)}")
@@ -275,6 +308,10 @@ def _how_it_goes_on(run: Run) -> str:
 
 
 # ---- dropping checkpoints ------------------------------------------------------------------------------
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
 
 def _remove(paths: list[Path], dry_run: bool = False) -> list[tuple[Path, int]]:
     removed = []
@@ -299,7 +336,7 @@ def settle_checkpoints(folder: str | Path, keep: str) -> list[tuple[Path, int]]:
                      "s" if len(checkpoints) == 1 else "", format_bytes(size), folder)
         return []
     doomed = checkpoints[:-1] if keep == "last" else checkpoints
-    doomed += [folder / STAGING] if (folder / STAGING).is_dir() else []
+    doomed += [folder / STAGING] if _real_dir(folder / STAGING) else []
     removed = _remove(doomed)
     if removed:
         log.info("keep_checkpoints: %s — removed %s from %s, %s freed", keep, ", ".join(p.name for p, _ in removed),
@@ -321,20 +358,63 @@ class Pruned:
                 "skipped": [{"path": str(p), "reason": why} for p, why in self.skipped], "freed_bytes": self.freed}
 
 
+def _link_in(path: Path, root: Path) -> Path | None:
+    """The first symbolic link on the way from `root` down to `path` (path included), or None."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return path
+    for k in range(1, len(parts) + 1):
+        if (root.joinpath(*parts[:k])).is_symlink():
+            return root.joinpath(*parts[:k])
+    return None
+
+
+def _why_not(path: Path, root: Path) -> str | None:
+    """Why `path` (a run, stage or checkpoint folder under `root`) is not for deleting, or None."""
+    link = _link_in(path, root)
+    if link is not None:
+        return f"{link} is a symbolic link (to {os.path.realpath(link)}); links are not followed"
+    if not path.resolve().is_relative_to(root.resolve()):
+        return f"outside {root}"
+    return None
+
+
 def prune_checkpoints(folder: str | Path = "runs", *, dry_run: bool = False) -> Pruned:
     """Remove the checkpoints of every finished run (and finished stage) under `folder`; an unfinished one keeps
-    them, since resuming needs them."""
+    them, since resuming needs them, and a running one is not touched. Nothing is deleted through a symbolic
+    link or outside `folder`; whatever is kept is in `skipped` with the reason, and one that cannot be removed
+    does not stop the others."""
+    root = Path(folder).absolute()
     out = Pruned()
-    for run in find_runs(folder):
+    links: list[Path] = []
+    runs = find_runs(root, links)
+    out.skipped += [(link, f"a symbolic link (to {os.path.realpath(link)}); links are not followed") for link in links]
+    for run in runs:
+        if run.status == "running":
+            out.skipped.append((run.path, f"running (pid {run.pid}): its training uses its checkpoints"
+                                if run.pid else "running: its training uses its checkpoints"))
+            continue
         for part in run.stages or [run]:
-            paths = checkpoint_dirs(part.path) if part.path.is_dir() else []
-            paths += [part.path / STAGING] if (part.path / STAGING).is_dir() else []
+            why = _why_not(part.path, root)
+            if why:
+                out.skipped.append((part.path, why))
+                continue
+            paths = checkpoint_dirs(part.path) if _real_dir(part.path) else []
+            candidates = [part.path / STAGING, *part.path.glob("checkpoint-*")] if _real_dir(part.path) else []
+            out.skipped += [(p, f"a symbolic link (to {os.path.realpath(p)}); links are not followed")
+                            for p in candidates if p.is_symlink()]
+            paths += [part.path / STAGING] if _real_dir(part.path / STAGING) else []
             if not paths:
                 continue
             if part.status != "finished":
                 out.skipped.append((part.path, "unfinished: its checkpoints are needed to resume it"))
                 continue
-            out.removed += _remove(paths, dry_run)
+            for path in paths:
+                try:
+                    out.removed += _remove([path], dry_run)
+                except OSError as e:
+                    out.skipped.append((path, f"could not be removed ({e.strerror or e})"))
     return out
 
 

@@ -68,6 +68,32 @@ def tok():
     return tokenizer
 
 
+HOLDER = Path(__file__).with_name("lock_holder.py")
+
+
+@pytest.fixture
+def hold_lock():
+    """hold_lock(folder, *args): a process holding `folder`'s run lock as training does (tests/lock_holder.py),
+    returned once it holds it; every one still alive is killed at the end of the test."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def start(folder: Path, *args: str, script: str | None = None) -> subprocess.Popen:
+        command = [sys.executable, "-c", script] if script else [sys.executable, str(HOLDER)]
+        process = subprocess.Popen([*command, str(folder), *args], stdout=subprocess.PIPE, text=True, env=env)
+        started.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2, seed: int = 0) -> Path:
     """A tiny randomly initialised Llama with a real tokenizer, saved like any model directory."""
     import torch

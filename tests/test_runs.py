@@ -122,6 +122,53 @@ def test_prune_removes_only_finished_runs_checkpoints(runs):
     assert (runs / "done" / "model.safetensors").is_file()  # the model stays
 
 
+def test_prune_never_follows_a_link_never_leaves_the_folder_and_keeps_going(runs, tmp_path, cli):
+    """A run folder outside reached through a symlink inside, a symlinked checkpoint and .staging: none is
+    followed, each is reported with its reason, the other runs are pruned (issue 33.4; main crashed half-way on
+    `rmtree on a symbolic link`)."""
+    outside = tmp_path / "outside"
+    _text(outside / "config.yaml", "method: full\n")
+    _weights(outside / "model.safetensors")
+    _checkpoint(outside, 3, 3, 1000)
+    (runs / "link").symlink_to(outside)
+    (runs / "done" / "checkpoint-9").symlink_to(outside / "checkpoint-3")
+    (runs / "done" / ".staging").symlink_to(outside)
+    result = cli("runs", runs, "--prune-checkpoints", "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    pruned = json.loads(result.stdout)
+    assert [(d["path"], d["bytes"]) for d in pruned["removed"]] == [
+        (str(runs / "done" / "checkpoint-2"), 3100), (str(runs / "done" / "checkpoint-4"), 3100),
+        (str(runs / "staged" / "cpt" / "checkpoint-3"), 1100)]
+    skipped = {d["path"]: d["reason"] for d in pruned["skipped"]}
+    assert skipped[str(runs / "link")] == f"a symbolic link (to {outside}); links are not followed"
+    assert skipped[str(runs / "done" / "checkpoint-9")] == (
+        f"a symbolic link (to {outside / 'checkpoint-3'}); links are not followed")
+    assert skipped[str(runs / "done" / ".staging")] == f"a symbolic link (to {outside}); links are not followed"
+    assert (outside / "checkpoint-3" / "optimizer.pt").is_file() and (outside / "config.yaml").is_file()
+    assert (runs / "done" / "checkpoint-9").is_symlink()  # the links themselves stay too
+
+
+def test_prune_leaves_a_running_run_alone(runs, hold_lock, cli):
+    """A finished-looking run whose training still holds its lock (here: one writing its final model), and a
+    staged run in training: their checkpoints are in use; `sftlab runs` lists them as running."""
+    done = hold_lock(runs / "done")
+    staged = hold_lock(runs / "staged")
+    pruned = prune_checkpoints(runs)
+    assert pruned.removed == []
+    why = {p.relative_to(runs).as_posix(): reason for p, reason in pruned.skipped}
+    assert why["done"] == f"running (pid {done.pid}): its training uses its checkpoints"
+    assert why["staged"] == f"running (pid {staged.pid}): its training uses its checkpoints"
+    assert len(list(runs.rglob("checkpoint-*"))) == 5
+    listed = cli("runs", runs)
+    rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:] if line.split()}
+    assert rows[str(runs / "done")] == "running" and rows[str(runs / "staged")] == "running"
+    assert rows["sft"] == "running" and rows["cpt"] == "finished"  # the stage in training: the first not done
+    assert f"{runs / 'done'}: training now (pid {done.pid})" in listed.stdout.splitlines()
+    as_json = json.loads(cli("runs", runs, "--json").stdout)
+    assert [(r["status"], r["pid"]) for r in as_json["runs"]] == [
+        ("running", done.pid), ("unfinished", None), ("running", staged.pid)]
+
+
 def test_prune_dry_run_removes_nothing(runs, cli):
     result = cli("runs", runs, "--prune-checkpoints", "--dry-run")
     assert result.returncode == 0

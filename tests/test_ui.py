@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sftlab.ui import security  # noqa: E402
 from sftlab.ui.app import create_app  # noqa: E402
 from sftlab.ui.forms import form_groups  # noqa: E402
+from sftlab.runs import read_run  # noqa: E402
 from sftlab.ui.manager import STATE, status_of  # noqa: E402
 
 LOCAL = "http://127.0.0.1"
@@ -121,7 +122,11 @@ def test_queue_starts_one_run_at_a_time_and_stop_takes_a_queued_run_out(work, mo
 
     started = []
     monkeypatch.setattr("sftlab.ui.manager.spawn", lambda *a, **k: started.append(a[0].parent.name) or os.getpid())
-    monkeypatch.setattr("sftlab.ui.manager.process_alive", lambda pid: pid == os.getpid())
+    from sftlab.ui.manager import read_state
+
+    # (the runners are this process: alive while their state says so)
+    monkeypatch.setattr("sftlab.ui.manager.runner_alive",
+                        lambda f, s=None: os.getpid() if (s or read_state(f)).get("runner_pid") == os.getpid() else None)
     c = client(work)
     for name in ("a", "b", "c"):
         assert c.post("/api/runs", json={"config": {"datasets": ["data.json"]}, "name": name}).status_code == 201
@@ -141,19 +146,73 @@ def test_queue_starts_one_run_at_a_time_and_stop_takes_a_queued_run_out(work, mo
     assert json.loads((work / "runs" / "b" / STATE).read_text())["resume"] is True
 
 
-def test_a_run_from_the_command_line_without_ui_state(work):
-    from sftlab.runs import read_run
-
-    folder = work / "runs" / "cli"
+def _cli_run(work: Path, name: str = "cli") -> Path:
+    folder = work / "runs" / name
     folder.mkdir()
     (folder / "config.yaml").write_text("method: full\n")
-    (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
-    assert status_of(folder, read_run(folder))[0] == "running"  # its files changed just now
-    old = time.time() - 3600
-    for p in folder.iterdir():
-        os.utime(p, (old, old))
+    (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+    return folder
+
+
+def test_a_run_from_the_command_line_is_running_while_its_process_holds_the_lock(work, hold_lock):
+    """Whoever started it: running with its curve, total steps and ETA while its process lives (issue 38.1);
+    Resume refused in one sentence; Stop signals that process; afterwards it is stopped, however old its files."""
+    folder = _cli_run(work)
+    c = client(work)
+    assert c.get("/api/runs/cli").json()["status"] == "stopped"  # files just written, but nothing trains there
+    trainer = hold_lock(folder, "--progress", "10", "20")  # 10 steps in all, began 20 s ago; 2 done
+    detail = c.get("/api/runs/cli").json()
+    assert (detail["status"], detail["started_by"], detail["pid"], detail["steps"], detail["total_steps"]) == (
+        "running", "cli", trainer.pid, 2, 10)
+    assert 75 <= detail["eta_seconds"] <= 90  # 10 s a step, 8 to go
+    assert [m["loss"] for m in detail["metrics"]] == [1.0, 0.5]
+    r = c.post("/api/runs/cli/resume")
+    assert r.status_code == 409 and r.json()["error"]["message"] == (
+        f"run cli is running (pid {trainer.pid}); stop it before resuming it, or a second training would write "
+        "into the same folder")
+    assert c.post("/api/runs/cli/stop").json() == {"id": "cli", "status": "stopping"}
+    assert trainer.wait(timeout=30) == 143  # it got SIGTERM
     status, reason = status_of(folder, read_run(folder))
-    assert status == "stopped" and "outside the UI" in reason
+    assert status == "stopped" and "not running now" in reason
+
+
+def test_a_run_killed_with_sigkill_is_not_running(work, hold_lock):
+    import signal
+
+    folder = _cli_run(work)
+    trainer = hold_lock(folder)
+    assert status_of(folder, read_run(folder))[0] == "running"
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    assert status_of(folder, read_run(folder))[0] == "stopped"  # its lock went with it; its record stays
+    r = client(work).post("/api/runs/cli/stop")
+    assert r.status_code == 409 and "not running" in r.json()["error"]["message"]
+
+
+def test_stop_on_a_copied_run_folder_never_signals_the_process_its_state_names(work):
+    """A run folder copied from elsewhere: its ui_state.json says running and names the pid (and start time) of
+    a live process that is not this run's training (here one whose command line even says sftlab). Stop says the
+    run is not running and signals nothing (issue 33.4)."""
+    import subprocess
+    import sys
+
+    from sftlab.runlock import process_start
+
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "sftlab", "train"])
+    try:
+        time.sleep(0.3)
+        folder = _cli_run(work, "copied")
+        (folder / STATE).write_text(json.dumps({"status": "running", "runner_pid": decoy.pid, "pid": decoy.pid,
+                                                "runner_start": process_start(decoy.pid), "started": time.time()}))
+        c = client(work)
+        r = c.post("/api/runs/copied/stop")
+        assert r.status_code == 409 and r.json()["error"]["message"].startswith("run copied is not running")
+        assert c.get("/api/runs/copied").json()["status"] == "failed"
+        time.sleep(0.3)
+        assert decoy.poll() is None  # alive: no signal went to it
+    finally:
+        decoy.kill()
+        decoy.wait()
 
 
 def test_preview_shows_trained_tokens_and_every_dropped_row(work, tiny_chat_model):

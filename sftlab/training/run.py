@@ -148,7 +148,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
 
     from sftlab.training.methods import apply_method
     from sftlab.training.neftune import NEFTune
-    from sftlab.training.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, SftTrainer
+    from sftlab.training.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, RunProgress, SftTrainer
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -190,7 +190,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
 
     args = training_arguments(config, bf16=bf16, device=device, has_eval=bool(eval_rows), quiet=quiet)
     metrics_log = MetricsLog(out / "metrics.jsonl")
-    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, *callbacks]
+    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, RunProgress(), *callbacks]
     if config.method_spec.lora_phase:
         trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction, rows))
     if not quiet:

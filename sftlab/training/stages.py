@@ -23,6 +23,7 @@ from sftlab.data.mixture import mixture_problem
 from sftlab.errors import SftlabError
 from sftlab.method_table import METHODS
 from sftlab.files import child, path_name_problem, require_output_dir, write_text
+from sftlab.runlock import hold
 from sftlab.training.run import TrainResult, train_one
 
 log = logging.getLogger("sftlab")
@@ -84,11 +85,14 @@ def _problem(config: TrainConfig) -> str | None:
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
     """Run the training that `config` describes, staged (stages:) or not; returns where everything was written.
-    Nothing trains before the whole config has passed check_stages."""
+    Nothing trains before the whole config has passed check_stages; then the run lock of output_dir is held
+    throughout (sftlab.runlock): a second training into the same folder is refused before it changes anything
+    there."""
     check_stages(config)
-    if config.stages:
-        return train_stages(config, callbacks=callbacks, quiet=quiet)
-    return train_one(config, callbacks=callbacks, quiet=quiet)
+    with hold(config.output_dir, "output_dir"):
+        if config.stages:
+            return train_stages(config, callbacks=callbacks, quiet=quiet)
+        return train_one(config, callbacks=callbacks, quiet=quiet)
 
 
 def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:

@@ -29,6 +29,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sftlab.files import write_text
+from sftlab.runlock import note_progress
 from sftlab.training.attention import segments
 from sftlab.training.loss import evaluate_loss, trained_token_loss
 from sftlab.training.methods import set_hybrid_phase
@@ -366,6 +367,16 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+class RunProgress(TrainerCallback):
+    """What `sftlab runs` and the UI show of a live run that its files do not say yet (the total steps, when
+    training proper began), noted in the run lock's record (sftlab.runlock)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        if state.is_world_process_zero:  # (a stage's output_dir is inside the staged run's, which holds the lock)
+            note_progress(max_steps=state.max_steps, start_step=state.global_step, train_started=time.time(),
+                          output_dir=os.path.abspath(args.output_dir))
 
 
 class LogLastStep(TrainerCallback):

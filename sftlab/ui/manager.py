@@ -2,7 +2,9 @@
 
 What the UI adds to a run folder: ui_state.json (queued / running / finished / failed / stopped, the process ids,
 the exit code and its reason) and train.log (what `sftlab train` printed). Everything else is what `sftlab train`
-writes, read through sftlab.runs, so a run started from the command line shows up alike. The queue lives in those
+writes, read through sftlab.runs, so a run started from the command line shows up alike: whether a run is
+running is its run lock (sftlab.runlock, held by the training process itself), and a signal only ever goes to
+the process that holds it and is still the one it recorded. A pid read from ui_state.json is never trusted alone. The queue lives in those
 files too: whoever sees no run running starts the oldest queued one (the UI when a run is queued, the runner of a
 run when it ends), under a lock, so runs go on one after another with the UI closed.
 """
@@ -23,6 +25,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from sftlab import runlock
 from sftlab import runs as run_folders
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line
@@ -32,8 +35,6 @@ STATE = "ui_state.json"
 LOG = "train.log"
 QUEUE_LOCK = ".ui-queue.lock"
 STATUSES = ("queued", "running", "finished", "failed", "stopped")
-# A run without ui_state.json (started from the command line) counts as running while its files keep changing.
-CLI_ACTIVE_SECONDS = 120
 STEP_LINE = re.compile(r"step (\d+)/(\d+)")
 
 
@@ -98,6 +99,20 @@ def process_alive(pid: Any) -> bool:
     return True
 
 
+def runner_alive(state_file: Path, state: dict[str, Any] | None = None) -> int | None:
+    """The pid of the runner (sftlab.ui.runner) started for `state_file`, while it lives: the process of the
+    recorded pid must have the recorded start time and a command line naming that state file. None otherwise
+    (a state file copied from elsewhere names someone else's process)."""
+    state = read_state(state_file) if state is None else state
+    pid, start = state.get("runner_pid"), state.get("runner_start")
+    if not isinstance(pid, int) or not isinstance(start, int) or runlock.process_start(pid) != start:
+        return None
+    cmdline = runlock.process_cmdline(pid) or []
+    if "sftlab.ui.runner" not in cmdline or str(state_file) not in cmdline:
+        return None
+    return pid
+
+
 # ---- what the UI shows of a run -----------------------------------------------------------------------------
 
 def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
@@ -127,19 +142,18 @@ def failure_reason(log: Path) -> str | None:
     return tail[-1] if tail else None
 
 
-def _modified(folder: Path) -> float:
-    times = [p.stat().st_mtime for p in (folder / "metrics.jsonl", folder / "config.yaml", folder / LOG) if p.exists()]
-    return max(times, default=0.0)
-
-
 def status_of(folder: Path, run: run_folders.Run) -> tuple[str, str | None]:
-    """(status, reason) of a run folder: one of STATUSES, and for failed/stopped runs why."""
+    """(status, reason) of a run folder: one of STATUSES, and for failed/stopped runs why. `running` is what the
+    run lock says (`run` read it), whoever started the run; or, for a run the UI started, that its runner is up
+    and its `sftlab train` has not taken the lock yet."""
+    if run.status == "running":
+        return "running", None
     state = read_state(folder / STATE)
     recorded = state.get("status")
     if recorded == "queued":
         return "queued", None
     if recorded == "running":
-        if process_alive(state.get("runner_pid")):
+        if runner_alive(folder / STATE, state):
             return "running", None
         if run.status == "finished":
             return "finished", None
@@ -148,10 +162,22 @@ def status_of(folder: Path, run: run_folders.Run) -> tuple[str, str | None]:
         return recorded, state.get("error")
     if run.status == "finished":
         return "finished", None
-    if time.time() - _modified(folder) < CLI_ACTIVE_SECONDS:
-        return "running", None
     how = "Resume continues it from its last checkpoint" if run.checkpoints else "Resume starts it again"
     return "stopped", f"unfinished (started outside the UI, not running now); {how}"
+
+
+def _eta(folder: Path, run: run_folders.Run, state: dict[str, Any], total: int) -> dict[str, float]:
+    """{"eta_seconds": …} from the pace since training began: the run lock's record says when and from which
+    step (any run, however started); a UI run's state file, when the record does not say yet."""
+    live = runlock.holder(folder)
+    progress = live.progress if live else {}
+    since, step = progress.get("train_started"), progress.get("start_step")
+    if not isinstance(since, (int, float)) or not isinstance(step, int):
+        since, step = state.get("started"), int(state.get("start_step") or 0)
+    done = (run.steps or 0) - step
+    if not since or done <= 0:
+        return {}
+    return {"eta_seconds": (time.time() - since) / done * max(0, total - (run.steps or 0))}
 
 
 def _total_steps(folder: Path, run: run_folders.Run) -> int | None:
@@ -238,10 +264,10 @@ class Runs:
         }
         if reason:
             out["error"] = reason
-        if status == "running" and total and run.steps and state.get("started"):
-            done = run.steps - int(state.get("start_step") or 0)
-            if done > 0:
-                out["eta_seconds"] = (time.time() - state["started"]) / done * max(0, total - run.steps)
+        if run.pid is not None:
+            out["pid"] = run.pid
+        if status == "running" and total and run.steps:
+            out.update(_eta(folder, run, state, total))
         return out
 
     def detail(self, run_id: str) -> dict[str, Any]:
@@ -293,30 +319,38 @@ class Runs:
         raise RunError("no free run name")
 
     def stop(self, run_id: str) -> dict[str, Any]:
-        """A queued run leaves the queue; a running one gets SIGTERM: it finishes its step, saves a checkpoint and
-        exits (143), and its runner records it as stopped."""
+        """A queued run leaves the queue; a running one (however started) gets SIGTERM: it finishes its step,
+        saves a checkpoint and exits (143), and a UI run's runner records it as stopped. The signal goes only to
+        the process holding the run's lock that is still the one it recorded (sftlab.runlock.signal_holder), or,
+        before its `sftlab train` has taken the lock, to the run's own runner; to no pid read from a file alone."""
         run = self.read(run_id)
         status, _ = status_of(run.path, run)
         state_file = run.path / STATE
         if status == "queued":
             update_state(state_file, status="stopped", error="taken out of the queue before it started")
-        elif status == "running":
-            state = read_state(state_file)
-            pid = state.get("runner_pid")
-            if not process_alive(pid):
-                raise RunError(f"run {run_id} was started outside the UI; stop it where it runs (Ctrl-C, or "
-                               "kill -TERM its process)")
+            return {"id": run_id, "status": "stopped"}
+        if status != "running":
+            raise RunError(f"run {run_id} is not running ({status}); only a queued or running run can be stopped")
+        if state_file.is_file():
             update_state(state_file, stop_requested=time.time())
-            os.kill(pid, signal.SIGTERM)
-        else:
-            raise RunError(f"run {run_id} is {status}; only a queued or running run can be stopped")
-        return {"id": run_id, "status": "stopped" if status == "queued" else "stopping"}
+        if runlock.signal_holder(run.path, signal.SIGTERM) is None:
+            # before its `sftlab train` holds the lock: the run's own runner, which passes the signal on to it
+            runner = runner_alive(state_file) if not runlock.is_running(run.path) else None
+            if runner is None or not runlock.signal_if(runner, lambda: runner_alive(state_file) == runner,
+                                                       signal.SIGTERM):
+                raise RunError(f"run {run_id} is not running (no process of sftlab's training holds it), so "
+                               "there is nothing to stop")
+        return {"id": run_id, "status": "stopping"}
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """A stopped or failed run back into the queue; it starts as `sftlab train RUN/config.yaml --set resume=true`
         (from its newest checkpoint, or from the beginning when it has none)."""
         run = self.read(run_id)
         status, _ = status_of(run.path, run)
+        if status == "running":
+            who = f" (pid {run.pid})" if run.pid else ""
+            raise RunError(f"run {run_id} is running{who}; stop it before resuming it, or a second training would "
+                           "write into the same folder")
         if status not in ("stopped", "failed"):
             raise RunError(f"run {run_id} is {status}; only a stopped or failed run can be resumed")
         update_state(run.path / STATE, status="queued", queued_at=time.time(), resume=True, error=None,
@@ -345,7 +379,8 @@ def start_next(runs_dir: Path, work_dir: Path) -> Path | None:
     """Start the oldest queued run when none is running; the run folder started, or None."""
     with locked(runs_dir / QUEUE_LOCK):
         states = _ui_runs(runs_dir)
-        if any(s.get("status") == "running" and process_alive(s.get("runner_pid")) for _, s in states):
+        if any(s.get("status") == "running" and (runner_alive(f / STATE, s) or runlock.is_running(f))
+               for f, s in states):
             return None
         queued = sorted((s.get("queued_at") or 0, str(f), f, s) for f, s in states if s.get("status") == "queued")
         if not queued:
@@ -354,8 +389,8 @@ def start_next(runs_dir: Path, work_dir: Path) -> Path | None:
         step = max((r["step"] for r in run_folders._metrics(folder)), default=0) if state.get("resume") else 0
         pid = spawn(folder / STATE, folder / LOG, train_command(folder, bool(state.get("resume"))), work_dir,
                     queue=runs_dir)
-        update_state(folder / STATE, status="running", runner_pid=pid, started=time.time(), start_step=step,
-                     error=None, exit_code=None, stop_requested=None)
+        update_state(folder / STATE, status="running", runner_pid=pid, runner_start=runlock.process_start(pid),
+                     started=time.time(), start_step=step, error=None, exit_code=None, stop_requested=None)
         return folder
 
 

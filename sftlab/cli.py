@@ -243,11 +243,13 @@ def train_cmd(
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
     from sftlab.config import load_config
-    from sftlab.runlock import hold
+    from sftlab.runlock import hold, require_free
+
+    cfg = load_config(config, sets)
+    require_free(cfg.output_dir)  # (a folder in training is refused before the training libraries load)
     from sftlab.training import train
     from sftlab.training.distributed import torchrun_command, torchrun_env
 
-    cfg = load_config(config, sets)
     if nproc is not None:
         command = torchrun_command(nproc, config, sets, quiet=quiet)
         err.print(" ".join(command), highlight=False, markup=False, soft_wrap=True)

@@ -244,6 +244,22 @@ def _refusal(folder: Path, what: str) -> SftlabError:
                        "choose another output_dir")
 
 
+def _held_for_me(folder: Path) -> Holder | None:
+    """The holder of `folder`'s lock when it is this process or an ancestor of it (a `--nproc` parent)."""
+    found = holder(folder)
+    if found is not None and found.pid is not None and found.is_live() and found.pid in _ancestors(os.getpid()):
+        return found
+    return None
+
+
+def require_free(folder: str | Path, what: str = "output_dir") -> None:
+    """The refusal `hold` would give, said before any slow work (the command line checks this before it loads
+    the training libraries); the lock itself is taken by `hold`."""
+    folder = Path(folder).absolute()
+    if folder not in _held and _rank() == 0 and is_running(folder) and _held_for_me(folder) is None:
+        raise _refusal(folder, what)
+
+
 @contextlib.contextmanager
 def hold(folder: str | Path, what: str = "output_dir") -> Iterator[Holder | None]:
     """Hold the run lock of `folder` while the block runs (creating the folder), or refuse with one sentence
@@ -253,8 +269,8 @@ def hold(folder: str | Path, what: str = "output_dir") -> Iterator[Holder | None
     if folder in _held:
         yield _held[folder]
         return
-    found = holder(folder)
-    if found is not None and found.pid is not None and found.is_live() and found.pid in _ancestors(os.getpid()):
+    found = _held_for_me(folder)
+    if found is not None:
         _held[folder] = found  # a `--nproc` parent holds it for its ranks (rank 0 notes the progress in its record)
         try:
             yield found

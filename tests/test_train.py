@@ -297,3 +297,54 @@ def test_default_system_is_trained_and_saved_into_the_models_template(tiny_chat_
     gen = load_generator(str(out), precision="fp32")
     assert gen.prompt_ids(user) == saved(expected, add_special_tokens=False)["input_ids"]
 
+
+
+def _cli_train(tiny_model, out, **over):
+    import subprocess
+    import sys
+
+    sets = {"model": tiny_model, "datasets": f"[{DATA}]", "template": "llama2", "limit": 24, "max_length": 128,
+            "batch_size": 1, "max_steps": 5000, "logging_steps": 1, "save_steps": 5000, "output_dir": out,
+            "precision": "fp32", **over}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return [sys.executable, "-m", "sftlab", "train", *args, "--quiet"], subprocess
+
+
+def test_two_trainings_into_one_folder_the_second_refused_touching_nothing_then_sigkill(tiny_model, tmp_path):
+    """`sftlab train` twice into one output_dir: the second says in one sentence which folder and which pid,
+    exits non-zero and changes nothing there; the first, SIGKILLed, holds nothing any more (issue 38.1)."""
+    import os
+    import signal
+    import time
+
+    from sftlab import runlock
+    from sftlab.runs import find_runs
+
+    out = tmp_path / "run"
+    command, subprocess = _cli_train(tiny_model, out)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while not ((out / "metrics.jsonl").is_file() and runlock.holder(out) and runlock.holder(out).pid):
+            assert first.poll() is None and time.time() < deadline, first.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        assert runlock.holder(out).pid == first.pid and runlock.holder(out).is_live()
+        assert find_runs(out)[0].status == "running"
+        os.kill(first.pid, signal.SIGSTOP)  # (so that the folder holds still while the second one tries)
+        before = {p.relative_to(out).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*")}
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        after = {p.relative_to(out).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*")}
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        sentence = " ".join(second.stderr.split())  # (rich wraps it at the terminal's width)
+        assert sentence.count("error:") == 1
+        sentence = sentence[sentence.index("error:"):]  # (after any library's warning on import)
+        assert sentence.startswith(f"error: output_dir {out} is being trained by pid {first.pid} (since ")
+        assert sentence.endswith("; wait for it to end or stop it, or choose another output_dir")
+        assert after == before
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert not runlock.is_running(out) and find_runs(out)[0].status == "unfinished"

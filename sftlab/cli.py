@@ -21,7 +21,6 @@ from rich.logging import RichHandler
 from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import output_file_problem, write_text
-from sftlab.limits import LIMITS
 
 app = typer.Typer(
     add_completion=False,
@@ -45,8 +44,11 @@ Precision = Annotated[str, typer.Option("--precision", help="auto | bf16 | fp32 
 
 
 def bounded(param: typer.CallbackParam, value: Any) -> Any:
-    """The callback of every numeric option: its bounds come from the one table TrainConfig checks too."""
-    problem = LIMITS[str(param.name)].problem(value)
+    """The callback of every numeric option: a config key's bounds where it is one (--max-length, --batch-size),
+    else the option's own (sftlab/config/bounds.py)."""
+    from sftlab.config.checks import bound  # (once the arguments are read: the config's keys are pydantic fields)
+
+    problem = bound(str(param.name)).problem(value)
     if problem:
         raise typer.BadParameter(f"{problem} (got {value})")
     return value

@@ -13,7 +13,7 @@ from sftlab.data.templates import ChatTemplate, resolve_template, with_default_s
 from sftlab.data.tokenize import TokenizerView, special_token_strings
 from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
-from sftlab.limits import require
+from sftlab.config.checks import require
 
 log = logging.getLogger("sftlab")
 
@@ -23,7 +23,7 @@ class ContextExceeded(SftlabError):
 
 
 def check_options(max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0) -> None:
-    """Generation options within the bounds chat, eval and serve share (sftlab/limits.py), or a SftlabError."""
+    """Generation options within the bounds chat, eval and serve share (sftlab/config/bounds.py), or a SftlabError."""
     require("max_new_tokens", max_new_tokens)
     require("temperature", temperature)
     require("top_p", top_p)

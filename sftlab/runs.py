@@ -24,7 +24,7 @@ import yaml
 
 from sftlab import runlock
 from sftlab.errors import SftlabError
-from sftlab.method_table import DEFAULT_METHOD
+from sftlab.config.methods import DEFAULT_METHOD
 from sftlab.models import safetensors_problem
 
 log = logging.getLogger("sftlab")

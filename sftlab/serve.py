@@ -20,7 +20,7 @@ from sftlab.config import explain
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
 from sftlab.generate import ContextExceeded, Generator
-from sftlab.limits import check
+from sftlab.config.checks import check
 
 
 class ContentPart(BaseModel):
@@ -58,7 +58,7 @@ class ChatRequest(BaseModel):
     seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     n: int = Field(default=1, ge=1, le=1)  # one choice per request (a larger n is refused, not ignored)
 
-    # The bounds chat and eval apply too (sftlab/limits.py).
+    # The bounds chat and eval apply too (sftlab/config/bounds.py).
     @field_validator("max_tokens", "max_completion_tokens", "temperature", "top_p")
     @classmethod
     def _within_limits(cls, value: Any, info: Any) -> Any:

@@ -93,20 +93,33 @@ def test_default_system_is_a_config_key():
 
 
 def test_tensorboard_without_its_package_says_what_to_install(monkeypatch):
-    import sftlab.config
+    import sftlab.config.train
 
-    monkeypatch.setattr(sftlab.config, "installed", lambda package: False)
+    monkeypatch.setattr(sftlab.config.train, "installed", lambda package: False)
     with pytest.raises(SftlabError) as e:
         load_config(None, [f"datasets=[{DATA}]", "report_to=tensorboard"])
     assert str(e.value) == ("--set: `report_to` needs the tensorboard package: pip install 'sftlab[tensorboard]' "
                             "(got 'tensorboard')")
-    monkeypatch.setattr(sftlab.config, "installed", lambda package: package == "tensorboardX")
+    monkeypatch.setattr(sftlab.config.train, "installed", lambda package: package == "tensorboardX")
     assert load_config(None, [f"datasets=[{DATA}]", "report_to=[tensorboard]"]).report_to == ["tensorboard"]
 
 
-def test_mixture_examples_is_bounded_in_the_limits_table():
+def test_mixture_examples_is_bounded():
     with pytest.raises(SftlabError) as e:
         load_config(None, ["datasets=[{path: a.json, weight: 1}]", "mixture_examples=100000001"], check_files=False)
     assert str(e.value) == ("--set: `mixture_examples` must be between 1 and 100000000 (got 100000001)")
     assert load_config(None, ["datasets=[{path: a.json, weight: 1}]", "mixture_examples=100000000"],
                        check_files=False).mixture_examples == 100_000_000
+
+
+def test_every_key_is_declared_once_with_its_help_group_and_bounds_in_the_schema():
+    """The UI's form and the docs read each key's `description` and `json_schema_extra["group"]` from the schema."""
+    from sftlab.config import GROUPS, TrainConfig
+
+    props = TrainConfig.model_json_schema()["properties"]
+    assert len(props) > 50
+    assert [k for k, p in props.items() if not p.get("description") or p.get("group") not in GROUPS] == []
+    assert props["max_length"]["minimum"] == 1 and props["lora_dropout"]["exclusiveMaximum"] == 1
+    assert "minimum" not in props["max_steps"]  # (-1 lies outside its range and means "by epochs")
+    with pytest.raises(SftlabError, match=r"`lora_dropout` must be at least 0 and less than 1 \(got 1.0\)"):
+        load_config(None, [f"datasets=[{DATA}]", "lora_dropout=1.0"])

@@ -597,12 +597,12 @@ def test_copying_the_input_with_the_change_asked_for_is_not_a_copy():
 
 # --- the classes, closed at one place each -----------------------------------------------------------------
 
-def test_every_numeric_option_and_config_value_has_its_bounds_in_the_one_table():
+def test_every_numeric_option_and_config_value_has_its_bounds_declared():
     import typer
 
     from sftlab.cli import app, bounded
-    from sftlab.config import DatasetSpec, TrainConfig
-    from sftlab.limits import LIMITS
+    from sftlab.config import DatasetSpec, TrainConfig, bound
+    from sftlab.config.bounds import field_limit
 
     def commands(group):
         for cmd in group.commands.values():
@@ -611,14 +611,20 @@ def test_every_numeric_option_and_config_value_has_its_bounds_in_the_one_table()
     def numeric(annotation):
         return any(t in str(annotation) for t in ("int", "float")) and "bool" not in str(annotation)
 
+    def has_bound(name):
+        try:
+            return bound(name) is not None
+        except KeyError:
+            return False
+
     options = [p for cmd in commands(typer.main.get_command(app)) for p in cmd.params
                if numeric(p.type_descriptor.annotation)]
     assert len(options) >= 18
-    assert [p.name for p in options if p.name not in LIMITS] == []
+    assert [p.name for p in options if not has_bound(p.name)] == []
     assert [p.name for p in options if p.type_descriptor.parameter_info.callback is not bounded] == []
-    fields = [name for model in (TrainConfig, DatasetSpec) for name, f in model.model_fields.items()
+    fields = [(name, f) for model in (TrainConfig, DatasetSpec) for name, f in model.model_fields.items()
               if numeric(f.annotation) and name != "seed"]
-    assert len(fields) >= 25 and [f for f in fields if f not in LIMITS] == []
+    assert len(fields) >= 25 and [name for name, f in fields if field_limit(f) is None] == []
 
 
 @pytest.mark.parametrize("args", [

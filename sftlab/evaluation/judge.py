@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from sftlab.limits import require
+from sftlab.config.checks import require
 
 PROMPT = """You are grading the answer of an AI assistant.
 

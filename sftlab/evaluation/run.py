@@ -19,7 +19,7 @@ from sftlab.data.load import load_conversations
 from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import require_input, require_output_dir, write_text
-from sftlab.limits import require
+from sftlab.config.checks import require
 from sftlab.evaluation.judge import Judge, summarize
 from sftlab.evaluation.metrics import lcs_length, bleu, exact_match, rouge_l, units
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError, first_line
-from sftlab.method_table import UNMERGEABLE_PEFT_TYPES
+from sftlab.config.methods import UNMERGEABLE_PEFT_TYPES
 from sftlab.models import adapter_base, require_model, resolve_model
 
 

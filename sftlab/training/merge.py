@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sftlab.errors import SftlabError
 from sftlab.files import atomic_folder, require_output_dir
-from sftlab.method_table import UNMERGEABLE_PEFT_TYPES
+from sftlab.config.methods import UNMERGEABLE_PEFT_TYPES
 from sftlab.models import load_model, load_tokenizer, require_model
 
 

@@ -71,7 +71,7 @@ def apply_method(model: torch.nn.Module, config: TrainConfig,
                  new_token_ids: Sequence[int] = ()) -> tuple[torch.nn.Module, RowTraining | None]:
     """The model to hand to the Trainer, with exactly the method's parameters trainable, and the row training of new
     chat tokens (sftlab/training/tokens.py) where the method trains only their rows of the embeddings (None otherwise).
-    Each method's setup is its `apply_<name>` function below (one per record of sftlab/method_table.py)."""
+    Each method's setup is its `apply_<name>` function below (one per record of sftlab/config/methods.py)."""
     spec = config.method_spec
     if new_token_ids and spec.new_token_rows is None:
         raise SftlabError(f"method {spec.name} cannot train new chat tokens (the template's markers are not tokens "

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sftlab.config import TrainConfig, explain, file_problem
 from sftlab.data.mixture import mixture_problem
 from sftlab.errors import SftlabError
-from sftlab.method_table import METHODS
+from sftlab.config.methods import METHODS
 from sftlab.files import child, path_name_problem, require_output_dir, write_text
 from sftlab.runlock import hold
 from sftlab.training.run import TrainResult, train_one

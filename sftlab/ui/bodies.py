@@ -1,6 +1,6 @@
 """The body of every request the UI's API takes, as a pydantic model: the config keys it shares with `sftlab train`
-take TrainConfig's own field (type, default) and the bounds in sftlab/limits.py, the generation options the bounds
-the command line's options have, so the UI accepts exactly what the command line accepts. FastAPI checks each body
+take TrainConfig's own field (type, default, bounds: sftlab/config/train.py), the generation options the bounds
+the command line's options have (sftlab/config/bounds.py), so the UI accepts exactly what the command line accepts. FastAPI checks each body
 against its model before a route runs; `validation_error` turns what it finds into the API's one error shape,
 `{"error": {"message", "field"}}` with HTTP 400."""
 
@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from sftlab.config import DatasetSpec, TrainConfig
 from sftlab.files import run_name_problem
-from sftlab.limits import LIMITS, check
+from sftlab.config.checks import check
 from sftlab.ui.tools import EXPORT_FORMATS, EXPORT_QUANTS
 
 PATH_CHARS = 4096  # (PATH_MAX on Linux)
@@ -33,14 +33,14 @@ Text = Annotated[str, StringConstraints(max_length=TEXT_CHARS)]
 
 
 def bounded(kind: Any, name: str) -> Any:
-    """`kind` checked against the bounds of `name` in sftlab/limits.py (the same sentence the CLI gives)."""
+    """`kind` checked against the bounds of the key or option `name` (the same sentence the CLI gives)."""
     return Annotated[kind, AfterValidator(partial(check, name))]
 
 
 def setting(name: str) -> Any:
-    """TrainConfig's field `name` as a body field: its type and its bounds."""
-    kind = TrainConfig.model_fields[name].annotation
-    return bounded(kind, name) if name in LIMITS else kind
+    """TrainConfig's field `name` as a body field: its type and its bounds (the field's own metadata)."""
+    field = TrainConfig.model_fields[name]
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
 
 
 def default(name: str) -> Any:

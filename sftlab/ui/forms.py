@@ -1,11 +1,9 @@
-"""The new-run form, generated from TrainConfig: its fields, their defaults and kinds from the JSON schema, their
-help and groups from the comments beside them in sftlab/config.py (one place for both), and the checks a form's
-config goes through, with the command line's one-sentence messages and the field they are about."""
+"""The new-run form, generated from TrainConfig's JSON schema: each key's kind and default, its help
+(`description`) and its group (`json_schema_extra["group"]`), as sftlab/config/train.py declares them once; and the
+checks a form's config goes through, with the command line's one-sentence messages and the field they are about."""
 
 from __future__ import annotations
 
-import inspect
-import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,45 +52,6 @@ class Group:
     fields: list[Field]
 
 
-def _comments() -> tuple[dict[str, str], dict[str, str]]:
-    """From TrainConfig's source: each field's help (the comment block above it and the comment after it) and its
-    group (the section comment, such as `# Optimisation`, that opens the block of fields after a blank line)."""
-    source = inspect.getsource(TrainConfig)
-    helps: dict[str, str] = {}
-    groups: dict[str, str] = {}
-    pending: list[str] = []
-    group = "What to train"
-    blank = True
-    field_line = re.compile(r"^    (\w+): .*?(?:#\s*(.*))?$")
-    for line in source.splitlines():
-        stripped = line.strip()
-        if not stripped:
-            blank, pending = True, []
-            continue
-        if stripped.startswith("@") or stripped.startswith("def "):
-            break
-        if stripped.startswith("#"):
-            text = stripped.lstrip("#").strip()
-            if blank and not pending:  # a section: its first sentence names the group, the rest is help
-                title, _, rest = text.partition(". ")
-                group = title.rstrip(".")
-                pending = [rest] if rest else []
-            else:
-                pending.append(text)
-            blank = False
-            continue
-        match = field_line.match(line)
-        if match and match.group(1) in TrainConfig.model_fields:
-            name = match.group(1)
-            helps[name] = " ".join([*pending, match.group(2) or ""]).strip()
-            groups[name] = group
-            pending = []
-        elif not line.startswith("        "):
-            pending = []
-        blank = False
-    return helps, groups
-
-
 def _kind(name: str, prop: dict[str, Any]) -> tuple[str, list[str] | None, bool]:
     if name in DATASET_KEYS:
         return "datasets", None, False
@@ -116,8 +75,7 @@ def _kind(name: str, prop: dict[str, Any]) -> tuple[str, list[str] | None, bool]
 
 @lru_cache(maxsize=1)
 def form_groups() -> list[Group]:
-    """Every TrainConfig key but the UI's own, grouped as config.py (and docs/training.md) order them."""
-    helps, sections = _comments()
+    """Every TrainConfig key but the UI's own, in the groups and the order sftlab/config/train.py declares them."""
     schema = TrainConfig.model_json_schema()
     groups: dict[str, Group] = {}
     for name, prop in schema["properties"].items():
@@ -129,9 +87,9 @@ def form_groups() -> list[Group]:
             default = default.model_dump()
         if kind == "yaml" and default is not None:
             default = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-        title = sections.get(name, "Other")
+        title = prop.get("group", "Other")
         groups.setdefault(title, Group(title, [])).fields.append(
-            Field(name, kind, default, helps.get(name, ""), choices, optional))
+            Field(name, kind, default, prop.get("description", ""), choices, optional))
     return list(groups.values())
 
 

@@ -117,45 +117,33 @@ TEXT: dict[str, dict[str, str]] = {
     "export_result": {"en": "Result and verification", "zh": "结果与校验"},
 }
 
-# Help for the config keys whose line in sftlab/config.py has no comment (the others' comments are the help).
-FIELD_HELP: dict[str, dict[str, str]] = {
-    "model": {"zh": "模型目录、.gguf 文件，或默认模型 smollm2-135m-instruct"},
-    "datasets": {"en": "The training data: files and, to mix them, weights (shares of the examples).",
-                 "zh": "训练数据：文件，以及混合多个文件时的权重（样本份额）。"},
-    "train_on": {"en": "Which tokens are trained: every assistant turn, only the last one, or every token.",
-                 "zh": "训练哪些 token：所有助手回复、仅最后一轮回复，或全部 token。"},
-    "max_length": {"en": "Examples are truncated to this many tokens (keeping the start); one that loses its whole "
-                         "answer is dropped and reported.",
-                   "zh": "样本截断到此 token 数（保留开头）；整个回答被截掉的样本会被丢弃并报告。"},
-    "on_error": {"en": "A bad row stops the run (raise) or is skipped and listed in rejects.jsonl (skip).",
-                 "zh": "坏行让训练停止（raise），或被跳过并记录到 rejects.jsonl（skip）。"},
-    "method": {"en": "full, freeze, lora, dora, hybrid (full then LoRA), or a prompt-based method.",
-               "zh": "full（全参）、freeze、lora、dora、hybrid（先全参后 LoRA），或基于提示的方法。"},
-    "learning_rate": {"zh": "默认：lora/dora 为 2e-4，full/freeze/hybrid 为 2e-5（写入 config.yaml）"},
-    "epochs": {"en": "Passes over the data (max_steps > 0 overrides it).", "zh": "数据遍历轮数（max_steps > 0 时以其为准）。"},
-    "max_steps": {"en": "Optimizer steps in all; -1: as many as the epochs take.", "zh": "优化器总步数；-1 表示由轮数决定。"},
-    "batch_size": {"en": "Examples per device per micro-step.", "zh": "每个设备每个微步的样本数。"},
-    "grad_accum": {"en": "Micro-steps per optimizer step.", "zh": "每个优化器步的梯度累积微步数。"},
-    "lora_r": {"en": "LoRA/DoRA rank.", "zh": "LoRA/DoRA 的秩。"},
-    "lora_alpha": {"en": "LoRA/DoRA scaling (alpha / r).", "zh": "LoRA/DoRA 缩放系数（alpha / r）。"},
-    "lora_dropout": {"en": "Dropout on the adapter's input.", "zh": "适配器输入上的 dropout。"},
-    "lora_targets": {"en": "Which linear layers get adapters: all-linear, or a list of module names.",
-                     "zh": "哪些线性层加适配器：all-linear，或模块名列表。"},
-    "freeze_trainable_layers": {"en": "method freeze: the top N decoder layers are trained.",
-                                "zh": "freeze 方法：训练最上面的 N 层。"},
-    "hybrid_full_fraction": {"en": "method hybrid: the fraction of steps trained in full before LoRA.",
-                             "zh": "hybrid 方法：LoRA 之前全参训练的步数比例。"},
-    "neftune_alpha": {"en": "NEFTune noise on the embeddings (5 is the paper's usual value); empty: off.",
-                      "zh": "NEFTune 嵌入噪声（论文常用 5）；留空为关闭。"},
-    "eval_split": {"en": "Fraction of the examples held out for the eval loss.", "zh": "留作验证 loss 的样本比例。"},
-    "eval_datasets": {"en": "Held-out files for the eval loss (instead of eval_split).",
-                      "zh": "用于验证 loss 的留出文件（代替 eval_split）。"},
-    "eval_steps": {"en": "Evaluate every N steps (default: each epoch).", "zh": "每 N 步验证一次（默认：每轮）。"},
-    "logging_steps": {"en": "Log every N steps (step 1 and the last are always logged).",
-                      "zh": "每 N 步记录一次（第 1 步和最后一步总会记录）。"},
-    "save_total_limit": {"en": "Checkpoints kept while training.", "zh": "训练中保留的检查点数量。"},
-    "seed": {"en": "Seed of the data order, the split and the initialisation.", "zh": "数据顺序、划分与初始化的随机种子。"},
-    "precision": {"en": "auto: bf16 where it is supported and measured faster.", "zh": "auto：在支持且实测更快时用 bf16。"},
+# The Chinese help of the config keys (the English is each key's description in sftlab/config/train.py).
+FIELD_HELP: dict[str, str] = {
+    "model": "模型目录、.gguf 文件，或默认模型 smollm2-135m-instruct",
+    "datasets": "训练数据：文件，以及混合多个文件时的权重（样本份额）。",
+    "train_on": "训练哪些 token：所有助手回复、仅最后一轮回复，或全部 token。",
+    "max_length": "样本截断到此 token 数（保留开头）；整个回答被截掉的样本会被丢弃并报告。",
+    "on_error": "坏行让训练停止（raise），或被跳过并记录到 rejects.jsonl（skip）。",
+    "method": "full（全参）、freeze、lora、dora、hybrid（先全参后 LoRA），或基于提示的方法。",
+    "learning_rate": "默认：lora/dora 为 2e-4，full/freeze/hybrid 为 2e-5（写入 config.yaml）",
+    "epochs": "数据遍历轮数（max_steps > 0 时以其为准）。",
+    "max_steps": "优化器总步数；-1 表示由轮数决定。",
+    "batch_size": "每个设备每个微步的样本数。",
+    "grad_accum": "每个优化器步的梯度累积微步数。",
+    "lora_r": "LoRA/DoRA 的秩。",
+    "lora_alpha": "LoRA/DoRA 缩放系数（alpha / r）。",
+    "lora_dropout": "适配器输入上的 dropout。",
+    "lora_targets": "哪些线性层加适配器：all-linear，或模块名列表。",
+    "freeze_trainable_layers": "freeze 方法：训练最上面的 N 层。",
+    "hybrid_full_fraction": "hybrid 方法：LoRA 之前全参训练的步数比例。",
+    "neftune_alpha": "NEFTune 嵌入噪声（论文常用 5）；留空为关闭。",
+    "eval_split": "留作验证 loss 的样本比例。",
+    "eval_datasets": "用于验证 loss 的留出文件（代替 eval_split）。",
+    "eval_steps": "每 N 步验证一次（默认：每轮）。",
+    "logging_steps": "每 N 步记录一次（第 1 步和最后一步总会记录）。",
+    "save_total_limit": "训练中保留的检查点数量。",
+    "seed": "数据顺序、划分与初始化的随机种子。",
+    "precision": "auto：在支持且实测更快时用 bf16。",
 }
 
 GROUPS = {"What to train": "训练什么", "How": "怎么训练", "Optimisation": "优化", "Evaluation": "验证",
@@ -175,9 +163,9 @@ def translator(lang: str):
     return t
 
 
-def field_help(name: str, comment: str, lang: str) -> str:
-    entry = FIELD_HELP.get(name, {})
-    return entry.get(lang) or comment or entry.get("en", "")
+def field_help(name: str, description: str, lang: str) -> str:
+    """A config key's help in `lang`: its description, or in Chinese its translation where there is one."""
+    return (FIELD_HELP.get(name) if lang == "zh" else None) or description
 
 
 def group_title(title: str, lang: str) -> str:

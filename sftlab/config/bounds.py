@@ -1,8 +1,11 @@
-"""The bounds of every number a user gives, declared once by name: the config keys of `sftlab train` and the
-command-line options share an entry where they mean the same (`max_length`, `batch_size`, `limit`,
-`max_new_tokens`, `temperature` …). TrainConfig checks its fields here, the CLI's numeric options check here
-(cli.bounded), and serve and the generation helper check generation options here, so a value is refused
-everywhere or nowhere. NaN and infinity are never a setting."""
+"""The bounds of the numbers a user gives. A config key's bounds are part of its one declaration in
+sftlab/config/train.py (`Annotated[int, COUNT]`); the command-line options that are no config key (generation,
+the judge, the data check, processes and servers) are declared in OPTIONS below. sftlab/config/checks.py finds either by name: the
+CLI's numeric options (cli.bounded), serve and the generation helper check there, so a value is refused
+everywhere or nowhere. NaN and infinity are never a setting.
+
+No pydantic at import: the command line reads this before its arguments are parsed; a Limit gives pydantic its
+validator when a model is built (`__get_pydantic_core_schema__`)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,30 @@ class Limit:
             return f"must be {self.describe()}"
         return None
 
+    def check(self, value: Any) -> Any:
+        """`value`, or ValueError("must be …") (pydantic turns it into its sentence)."""
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    # ---- as `Annotated` metadata of a pydantic field --------------------------------------------------------
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
+        out = handler(schema)
+        if self.also:  # (a value allowed outside the range has no JSON-schema bound: the note says it)
+            return out
+        for key, value in (("minimum", self.ge), ("exclusiveMinimum", self.gt), ("maximum", self.le),
+                           ("exclusiveMaximum", self.lt)):
+            if value is not None:
+                out[key] = value
+        return out
+
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
@@ -52,21 +79,9 @@ COUNT = Limit(ge=1)
 NON_NEGATIVE = Limit(ge=0)
 FRACTION = Limit(ge=0, lt=1)
 
-LIMITS: dict[str, Limit] = {
-    # data
-    "max_length": COUNT, "limit": COUNT, "num_proc": COUNT, "mixture_examples": Limit(ge=1, le=100_000_000), "weight": NON_NEGATIVE,
-    # methods
-    "num_virtual_tokens": COUNT, "adaption_layers": COUNT, "lora_r": COUNT, "lora_alpha": POSITIVE,
-    "lora_dropout": FRACTION, "freeze_trainable_layers": COUNT, "hybrid_full_fraction": Limit(gt=0, lt=1),
-    "neftune_alpha": NON_NEGATIVE,
-    # optimisation
-    "learning_rate": POSITIVE, "hybrid_lora_learning_rate": POSITIVE, "warmup_ratio": FRACTION,
-    "weight_decay": NON_NEGATIVE, "max_grad_norm": NON_NEGATIVE, "epochs": POSITIVE,
-    "max_steps": Limit(ge=1, also=(-1,), note="or -1 to train by epochs"),
-    "batch_size": COUNT, "grad_accum": COUNT, "micro_batch_tokens": COUNT,
-    # evaluation and bookkeeping
-    "eval_split": FRACTION, "eval_steps": COUNT, "logging_steps": COUNT, "save_steps": COUNT,
-    "save_total_limit": COUNT,
+# The numeric command-line options that are no config key (the config's keys carry their bounds in their own
+# declaration; an option named like a key, such as --max-length or --batch-size, shares the key's).
+OPTIONS: dict[str, Limit] = {
     # generation (chat, eval, serve)
     "max_new_tokens": COUNT, "temperature": Limit(ge=0, le=2), "top_p": Limit(gt=0, le=1),
     # eval's judge
@@ -78,20 +93,6 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-def check(name: str, value: Any) -> Any:
-    """`value` if it lies within the bounds of `name`, else ValueError("must be …") (pydantic and the CLI turn
-    it into their sentence)."""
-    problem = LIMITS[name].problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def require(name: str, value: Any, label: str | None = None) -> Any:
-    """`value` if it lies within the bounds of `name`, else a SftlabError naming it ("--top-p must be …")."""
-    from sftlab.errors import SftlabError
-
-    problem = LIMITS[name].problem(value)
-    if problem:
-        raise SftlabError(f"{label or name} {problem} (got {value})")
-    return value
+def field_limit(field: Any) -> Limit | None:
+    """The Limit among a pydantic field's metadata, if it has one."""
+    return next((m for m in getattr(field, "metadata", ()) if isinstance(m, Limit)), None)

@@ -1,0 +1,171 @@
+"""A run's configuration from a YAML file and `--set key=value` overrides (values parsed as YAML), checked once by
+TrainConfig, its mistakes told in one sentence a person can act on."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sftlab.config.train import DatasetSpec, DistributedSpec, TrainConfig
+from sftlab.errors import SftlabError
+from sftlab.files import input_problem, read_text
+
+
+# A config is a few hundred values at most; YAML aliases can make a few lines stand for billions (an "alias bomb").
+YAML_MAX_VALUES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a config means it: every key a string and given once (YAML itself would keep the last of two
+    silently), and at most YAML_MAX_VALUES values once aliases are expanded."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is not a string (config keys are names)", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is given more than once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with its aliases expanded (each node counted once per use)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # (a node that contains itself is counted once, not forever)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        sizes[id(node)] = 1 + sum(_expanded_size(c, sizes) for c in children)
+    return sizes[id(node)]
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as sftlab reads every config (files and --set values): see _StrictLoader."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > YAML_MAX_VALUES:
+            raise yaml.YAMLError(f"its aliases expand to more than {YAML_MAX_VALUES:,} values")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise SftlabError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = parse_yaml(raw) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise SftlabError(f"--set {key}: the value is not valid YAML ({_yaml_problem(e)})") from None
+    return key.strip(), value
+
+
+def _yaml_problem(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(getattr(e, "problem", None) or e).splitlines()[0]
+
+
+def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """`--set a.b=1` sets data["a"]["b"] (only for mappings; lists are given whole)."""
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SftlabError(f"--set {dotted}: {p} is not a mapping")
+    node[last] = value
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = None) -> str:
+    """A validation error as one sentence: where it came from (a file, --set, a stage), the key, what is wrong."""
+    fields = TrainConfig.model_fields if fields is None else fields
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    where = _location(loc)
+    if err["type"] == "extra_forbidden":
+        known = fields if len(loc) == 1 else (DistributedSpec if loc[0] == "distributed" else DatasetSpec).model_fields
+        hint = difflib.get_close_matches(str(loc[-1]), list(known), n=1, cutoff=0.6)
+        did = f"; did you mean `{hint[0]}`?" if hint else ""
+        return f"{origin}: unknown key `{where}`{did}"
+    if err["type"] == "missing":
+        return f"{origin}: `{where}` is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"{origin}: {msg}"
+    got = repr(err.get("input"))
+    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {got if len(got) <= 80 else got[:79] + '…'})"
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:
+    """The configuration of a run: YAML file (optional) + `--set` overrides, validated once."""
+    data: dict[str, Any] = {}
+    origin = str(path) if path else "--set"
+    if path is not None:
+        try:
+            loaded = parse_yaml(read_text(path, "config file"))
+        except (yaml.YAMLError, RecursionError) as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" on line {mark.line + 1}" if mark is not None else ""
+            raise SftlabError(f"{path}: invalid YAML{line} ({_yaml_problem(e)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SftlabError(f"{path}: the config must be a mapping of keys to values")
+        data = loaded or {}
+    from_set: set[str] = set()  # top-level keys given (or overridden) by --set: their mistakes are --set's
+    for item in sets or []:
+        key, value = _parse_set(item)
+        _set_nested(data, key, value)
+        from_set.add(key.split(".")[0])
+    try:
+        config = TrainConfig(**data)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        blamed = "--set" if loc and loc[0] in from_set else origin
+        raise SftlabError(explain(e, blamed)) from None
+    if check_files:
+        problem = file_problem(config)
+        if problem:
+            raise SftlabError(f"{origin}: {problem}")
+    return config
+
+
+def file_problem(config: TrainConfig) -> str | None:
+    """Why a file the config names cannot be read (its datasets, eval_datasets and a .jinja template), or None:
+    said before any work, for a config and for each stage of a staged one (training.stages.check_stages)."""
+    for i, d in enumerate(config.datasets + config.eval_datasets):
+        problem = input_problem(d.path, "any")
+        if problem:
+            key = "datasets" if i < len(config.datasets) else "eval_datasets"
+            hint = ""
+            if problem == "not found" and Path(d.path).parts[:2] == ("runs", "demo"):
+                hint = " (`make demo` writes it: run that first)"
+            return f"{key} file {d.path} {problem}{hint}"
+    if config.template and config.template.endswith(".jinja"):
+        problem = input_problem(config.template)
+        if problem:
+            return f"template file {config.template} {problem}"
+    return None

@@ -1,0 +1,384 @@
+"""The training configuration, each key declared once: its type, default, bounds (`Annotated[…, Limit]`), help
+(`description`) and the group the UI's form shows it in (`json_schema_extra["group"]`). TrainConfig validates a
+run's keys; the UI builds its form from `TrainConfig.model_json_schema()`; the command line's numeric options
+share a key's bounds (sftlab/config/bounds.py). Reading YAML and --set: sftlab/config/load.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticUndefined
+
+from sftlab.config.bounds import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Limit
+from sftlab.config.methods import ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS, Method
+from sftlab.defaults import DATA_CHECKS, DEFAULT_MODEL, MAX_LENGTH
+from sftlab.errors import SftlabError
+from sftlab.files import child
+
+# The groups of the UI's form, in its order (sftlab/ui/i18n.py translates them).
+WHAT, HOW, OPTIMISATION, EVALUATION, BOOKKEEPING = "What to train", "How", "Optimisation", "Evaluation", "Bookkeeping"
+GROUPS = (WHAT, HOW, OPTIMISATION, EVALUATION, BOOKKEEPING)
+
+
+def setting(default: Any = PydanticUndefined, *, group: str, help: str, **kwargs: Any) -> Any:
+    """A config key's declaration: its default, the form's group and its help (the one text the form, the schema
+    and docs read)."""
+    return Field(default, description=help, json_schema_extra={"group": group}, **kwargs)
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Optional[Literal["alpaca", "sharegpt", "messages", "prompt-completion", "text"]] = None
+    weight: Annotated[Optional[float], NON_NEGATIVE] = None
+
+
+class DistributedSpec(BaseModel):
+    """How the processes of `torchrun` / `accelerate launch` share the work (docs/distributed.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ddp: a whole model per process; fsdp2: parameters, gradients and optimizer state sharded over the processes
+    # (torch's fully_shard, one unit per transformer layer); deepspeed: ZeRO through its JSON config (CUDA only).
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"
+    cpu_offload: bool = False  # fsdp2: the shards live in CPU memory between uses
+    deepspeed: Optional[str] = None  # deepspeed: its config file (examples/deepspeed/zero2.json, zero3.json)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistributedSpec":
+        if self.strategy == "deepspeed" and not self.deepspeed:
+            raise ValueError("strategy deepspeed needs `deepspeed`: its JSON config file (examples/deepspeed/zero2.json)")
+        if self.deepspeed and self.strategy != "deepspeed":
+            raise ValueError("`deepspeed` (a config file) is for strategy: deepspeed only")
+        if self.cpu_offload and self.strategy != "fsdp2":
+            raise ValueError("`cpu_offload` is for strategy: fsdp2 only")
+        return self
+
+
+class StageSpec(BaseModel):
+    """One stage of a staged run: its name (the folder it trains into, inside output_dir) and the config keys it
+    sets over the config's own (any key but model, output_dir, resume and stages; checked by TrainConfig)."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    name: Optional[str] = None
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        """The config keys the stage sets."""
+        return dict(self.model_extra or {})
+
+    def folder(self, k: int) -> str:
+        """The stage's folder name: its name, or stage-K (K counted from 1)."""
+        return str(self.name or f"stage-{k}")
+
+
+Count = Annotated[int, COUNT]
+OptionalCount = Annotated[Optional[int], COUNT]
+
+
+class TrainConfig(BaseModel):
+    """Every key of a training run. Defaults suit a small model on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---- what to train ----
+    model: Optional[str] = setting(None, group=WHAT, help=f"Model directory, .gguf file, or \"{DEFAULT_MODEL}\" (default).")
+    datasets: list[DatasetSpec] = setting(
+        group=WHAT, default_factory=list,
+        help="The training data: files and, to mix them, weights (shares of the examples).")
+    template: Optional[str] = setting(None, group=WHAT, help="Built-in name or .jinja file; default: the tokenizer's own.")
+    template_tokens: Optional[list[str]] = setting(
+        None, group=WHAT,
+        help="Markers a custom .jinja template writes (e.g. [\"<|user|>\", \"<|end|>\"]); those the tokenizer does not "
+             "have as one token are added as new special tokens and trained. Built-in templates know their own.")
+    default_system: Optional[str] = setting(
+        None, group=WHAT,
+        help="The system prompt of every conversation that has no system message, in place of the template's own "
+             "default (SmolLM2's template gives such conversations \"You are a helpful AI assistant named SmolLM, "
+             "trained by Hugging Face\"); \"\" removes that default. It is written into the saved model's chat "
+             "template: chat, serve and eval of the trained model use it too (docs/data.md, \"The template's default "
+             "system prompt\").")
+    train_on: Literal["all_assistant", "last_assistant", "all"] = setting(
+        "all_assistant", group=WHAT,
+        help="Which tokens are trained: every assistant turn, only the last one, or every token.")
+    max_length: Count = setting(
+        MAX_LENGTH, group=WHAT,
+        help="Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is "
+             "dropped and reported.")
+    escape_special_tokens: bool = setting(
+        True, group=WHAT,
+        help="Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control "
+             "tokens, for data that carries them on purpose (docs/data.md \"Special-token text in your data\").")
+    padding_free: bool = setting(
+        True, group=WHAT,
+        help="Batch layout (TRL's name): the members of a batch laid end to end in one row, no padding, no attention "
+             "across examples; batch_size still counts examples.")
+    packing: bool = setting(
+        False, group=WHAT,
+        help="The whole dataset packed into rows of max_length first, each packed row one batch member (fewer "
+             "optimizer steps; TRL's name).")
+    on_error: Literal["raise", "skip"] = setting(
+        "raise", group=WHAT,
+        help="A bad row stops the run (raise) or is skipped and listed in rejects.jsonl (skip).")
+    mixture_examples: Annotated[Optional[int], Limit(ge=1, le=100_000_000)] = setting(
+        None, group=WHAT,
+        help="Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read).")
+    mixture_replacement: bool = setting(
+        False, group=WHAT,
+        help="Mixing datasets by `weight`: each example drawn with replacement (default: a file's rows all used "
+             "before repeats).")
+    num_proc: OptionalCount = setting(
+        None, group=WHAT,
+        help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
+    encode_cache: bool = setting(
+        True, group=WHAT,
+        help="The encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.")
+    limit: OptionalCount = setting(None, group=WHAT, help="Only the first N conversations (quick trials).")
+    clean: Optional[list[str]] = setting(
+        None, group=WHAT,
+        help="Data checks whose rows are removed before training (`sftlab data check` names); listed in "
+             "data_report.json.")
+
+    # ---- how ----
+    method: Literal[METHOD_NAMES] = setting(  # type: ignore[valid-type]
+        DEFAULT_METHOD, group=HOW,
+        help="full, freeze, lora, dora, hybrid (full then LoRA), or a prompt-based method.")
+    num_virtual_tokens: Count = setting(
+        20, group=HOW,
+        help="prompt_tuning / prefix_tuning / p_tuning (peft): trained virtual tokens in front of every example; "
+             "adaption_prompt (LLaMA-Adapter): that many trained prompt tokens attended to, through a "
+             "zero-initialised gate, in each of the top `adaption_layers` layers.")
+    adaption_layers: Count = setting(8, group=HOW, help="adaption_prompt: the top layers that get the prompt tokens.")
+    prompt_init_text: Optional[str] = setting(
+        None, group=HOW, help="prompt_tuning: start the virtual tokens from this text's embeddings.")
+    lora_r: Count = setting(16, group=HOW, help="LoRA/DoRA rank.")
+    lora_alpha: Annotated[float, POSITIVE] = setting(32, group=HOW, help="LoRA/DoRA scaling (alpha / r).")
+    lora_dropout: Annotated[float, FRACTION] = setting(0.05, group=HOW, help="Dropout on the adapter's input.")
+    lora_targets: Union[str, list[str]] = setting(
+        "all-linear", group=HOW, help="Which linear layers get adapters: all-linear, or a list of module names.")
+    freeze_trainable_layers: Count = setting(2, group=HOW, help="method freeze: the top N decoder layers are trained.")
+    freeze_train_embeddings: bool = setting(
+        False, group=HOW, help="method freeze: also train the input embeddings and the head.")
+    hybrid_full_fraction: Annotated[float, Limit(gt=0, lt=1)] = setting(
+        0.2, group=HOW, help="method hybrid: the fraction of steps trained in full before LoRA.")
+    neftune_alpha: Annotated[Optional[float], NON_NEGATIVE] = setting(
+        None, group=HOW, help="NEFTune noise on the embeddings (5 is the paper's usual value); empty: off.")
+
+    # ---- optimisation ----
+    learning_rate: Annotated[Optional[float], POSITIVE] = setting(
+        None, group=OPTIMISATION,
+        help="Default: 2e-4 for lora/dora, 2e-5 for full/freeze/hybrid (resolved, and written to config.yaml).")
+    hybrid_lora_learning_rate: Annotated[Optional[float], POSITIVE] = setting(
+        None, group=OPTIMISATION, help="method hybrid: the learning rate of its LoRA phase (default: 10× learning_rate).")
+    lr_scheduler: str = setting("cosine", group=OPTIMISATION, help="transformers' scheduler name.")
+    warmup_ratio: Annotated[float, FRACTION] = setting(
+        0.03, group=OPTIMISATION, help="The fraction of the steps the learning rate warms up over.")
+    weight_decay: Annotated[float, NON_NEGATIVE] = setting(0.0, group=OPTIMISATION, help="AdamW's weight decay.")
+    max_grad_norm: Annotated[float, NON_NEGATIVE] = setting(
+        1.0, group=OPTIMISATION, help="Gradients clipped to this norm (0: not clipped).")
+    epochs: Annotated[float, POSITIVE] = setting(
+        3, group=OPTIMISATION, help="Passes over the data (max_steps > 0 overrides it).")
+    max_steps: Annotated[int, Limit(ge=1, also=(-1,), note="or -1 to train by epochs")] = setting(
+        -1, group=OPTIMISATION, help="Optimizer steps in all; -1: as many as the epochs take.")
+    batch_size: Count = setting(4, group=OPTIMISATION, help="Examples per device per micro-step.")
+    grad_accum: Count = setting(1, group=OPTIMISATION, help="Micro-steps per optimizer step.")
+    gradient_checkpointing: bool = setting(
+        False, group=OPTIMISATION,
+        help="Activations recomputed in the backward pass (under fsdp2: FSDP's own activation checkpointing).")
+    micro_batch_tokens: OptionalCount = setting(
+        4096, group=OPTIMISATION,
+        help="Forward/backward passes of at most this many tokens (rows of a batch in turn, gradients summed): the "
+             "same loss and update as the whole batch at once, with a fraction of the activation memory.")
+
+    # ---- evaluation ----
+    eval_split: Annotated[float, FRACTION] = setting(
+        0.0, group=EVALUATION, help="Fraction of the examples held out for the eval loss.")
+    eval_datasets: list[DatasetSpec] = setting(
+        group=EVALUATION, default_factory=list, help="Held-out files for the eval loss (instead of eval_split).")
+    eval_steps: OptionalCount = setting(None, group=EVALUATION, help="Evaluate every N steps (default: each epoch).")
+
+    # ---- bookkeeping ----
+    logging_steps: Count = setting(
+        10, group=BOOKKEEPING, help="Log every N steps (step 1 and the last are always logged).")
+    save_steps: OptionalCount = setting(None, group=BOOKKEEPING, help="Save a checkpoint every N steps (default: once per epoch).")
+    save_total_limit: OptionalCount = setting(2, group=BOOKKEEPING, help="Checkpoints kept while training.")
+    keep_checkpoints: Literal["all", "last", "none"] = setting(
+        "all", group=BOOKKEEPING,
+        help="What stays of checkpoint-N/ once a run has finished (they are for resuming; a full fine-tune's hold the "
+             "model and its optimizer state, about 3× the model's size each): all (as save_total_limit left them), "
+             "last, none.")
+    resume: Union[bool, str] = setting(
+        False, group=BOOKKEEPING, help="true: continue from output_dir's last checkpoint; or a checkpoint folder.")
+    seed: int = setting(42, group=BOOKKEEPING, help="Seed of the data order, the split and the initialisation.")
+    precision: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", group=BOOKKEEPING, help="auto: bf16 where it is supported and measured faster.")
+    output_dir: str = setting("runs/sft", group=BOOKKEEPING, help="The run's folder.")
+    stages: Optional[list[StageSpec]] = setting(
+        None, group=BOOKKEEPING,
+        help="A staged run: each entry a partial config (datasets, method, epochs, learning_rate, train_on, …, and an "
+             "optional name) over the keys above; stage k starts from stage k-1's model and writes "
+             "output_dir/<name>.")
+    merge_lora_stages: bool = setting(
+        True, group=BOOKKEEPING,
+        help="A lora/dora stage followed by another lora/dora stage: false trains the same adapter on in the next "
+             "stage instead of merging it into the model first.")
+    report_to: Union[str, list[str]] = setting(
+        "none", group=BOOKKEEPING, help="Where the metrics also go: none, tensorboard, wandb … (transformers' names).")
+    distributed: DistributedSpec = setting(
+        group=BOOKKEEPING, default_factory=DistributedSpec,
+        help="How the processes of torchrun / accelerate launch share the work: strategy (ddp, fsdp2, deepspeed), "
+             "cpu_offload (fsdp2), deepspeed (its JSON config) (docs/distributed.md).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """A dataset list may be one file, and a file its path alone; the learning rates the peers recommend for
+        the method, when not given."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("datasets", "eval_datasets"):
+            if isinstance(data.get(key), (str, dict)):
+                data[key] = [data[key]]
+            if isinstance(data.get(key), list):
+                data[key] = [{"path": d} if isinstance(d, str) else d for d in data[key]]
+        spec = METHODS.get(data.get("method") or DEFAULT_METHOD)
+        if spec is None:  # an unknown name is reported by the field's own validation
+            return data
+        try:  # (a malformed learning_rate is reported by its own field's validation)
+            lr = None if data.get("learning_rate") is None else float(data["learning_rate"])
+        except (TypeError, ValueError):
+            lr = None
+        for key, value in cls.method_defaults(spec.name, lr).items():
+            if data.get(key) is None:
+                data[key] = value
+        return data
+
+    @staticmethod
+    def method_defaults(method: str, learning_rate: float | None = None) -> dict[str, Any]:
+        """What a method gives the keys it decides when they are not set: its learning rate, hybrid's adapter rate
+        (the learning rate × ADAPTER/FULL, 10×) and the batch layout (the prompt methods: one example per row)."""
+        spec = METHODS[method]
+        lr = spec.learning_rate if learning_rate is None else learning_rate
+        return {"learning_rate": spec.learning_rate, "padding_free": not spec.one_example_per_row,
+                "hybrid_lora_learning_rate": lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE if spec.lora_phase else None}
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporter_installed(cls, value: Union[str, list[str]]) -> Union[str, list[str]]:
+        if "tensorboard" in ([value] if isinstance(value, str) else value) and not (
+                installed("tensorboard") or installed("tensorboardX")):
+            raise ValueError("needs the tensorboard package: pip install 'sftlab[tensorboard]'")
+        return value
+
+    @field_validator("clean")
+    @classmethod
+    def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None:
+            for name in value:
+                if name not in DATA_CHECKS:
+                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(DATA_CHECKS)}")
+        return value
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if v not in names:
+            raise ValueError(f"unknown scheduler {v!r}; choose one of {', '.join(names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> "TrainConfig":
+        if self.stages is not None:
+            self._check_stages()
+        elif not self.datasets:
+            raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
+        if self.eval_split and self.eval_datasets:
+            raise ValueError("set `eval_split` or `eval_datasets`, not both")
+        for other in METHODS.values():
+            for key in other.own_keys:
+                if other.name != self.method and getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is for method: {other.name} only")
+        if self.method_spec.one_example_per_row and (self.padding_free or self.packing):
+            raise ValueError(f"method {self.method} puts its virtual tokens in front of each row, so a row must hold "
+                             "one example: set padding_free: false and packing: false")
+        return self
+
+    def _check_stages(self) -> None:
+        if not self.stages:
+            raise ValueError("`stages` is empty: give at least one stage, or leave the key out")
+        names = []
+        for k, stage in enumerate(self.stages, start=1):
+            bad = [key for key in stage.keys if key not in type(self).model_fields
+                   or key in ("stages", "output_dir", "resume", "model")]
+            if bad:
+                raise ValueError(f"stages[{k}]: `{bad[0]}` cannot be set per stage (a stage takes the config's keys "
+                                 "except model, output_dir, resume and stages)")
+            if not stage.keys.get("datasets") and not self.datasets:
+                raise ValueError(f"stages[{k}] has no datasets (and the config gives none to inherit)")
+            name = stage.folder(k)
+            try:
+                child(self.output_dir, name, f"stages[{k}].name")
+            except SftlabError as e:
+                raise ValueError(str(e)) from None
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must differ (they name the stages' folders)")
+
+    @property
+    def method_spec(self) -> Method:
+        """The record of the run's method (sftlab/config/methods.py)."""
+        return METHODS[self.method]
+
+    def for_rerun(self) -> "TrainConfig":
+        """This config as a run's config.yaml keeps it: runnable again from any folder. The model as resolved (the
+        default model by name), files that exist by absolute path (datasets, a .jinja template, a DeepSpeed config,
+        output_dir), and resume off: `sftlab train RUN/config.yaml --set resume=true` continues the run,
+        `--set output_dir=…` trains it again elsewhere."""
+
+        def absolute(path: Any) -> Any:
+            if not isinstance(path, str) or not path or not Path(path).expanduser().exists():
+                return path
+            return str(Path(path).expanduser().resolve())
+
+        def specs(value: Any) -> Any:  # a dataset list as a stage gives it (a path, a mapping, or a list of them)
+            if isinstance(value, (str, dict)):
+                value = [value]
+            if not isinstance(value, list):
+                return value
+            return [absolute(d) if isinstance(d, str) else {**d, "path": absolute(d.get("path"))}
+                    if isinstance(d, dict) else d for d in value]
+
+        model = self.model or DEFAULT_MODEL
+        if model.lower() != DEFAULT_MODEL:
+            model = absolute(model)
+        stages = None if self.stages is None else [
+            StageSpec(name=s.name, **{**s.keys, **{k: specs(s.keys[k]) for k in ("datasets", "eval_datasets")
+                                                    if k in s.keys}}) for s in self.stages]
+        return self.model_copy(update={
+            "model": model, "output_dir": str(Path(self.output_dir).expanduser().resolve()), "resume": False,
+            "template": absolute(self.template) if self.template and self.template.endswith(".jinja") else self.template,
+            "datasets": [d.model_copy(update={"path": absolute(d.path)}) for d in self.datasets],
+            "eval_datasets": [d.model_copy(update={"path": absolute(d.path)}) for d in self.eval_datasets],
+            "distributed": self.distributed.model_copy(update={"deepspeed": absolute(self.distributed.deepspeed)}),
+            "stages": stages,
+        })
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def installed(package: str) -> bool:
+    """Whether a package can be imported (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+

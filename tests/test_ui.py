@@ -447,3 +447,62 @@ def test_data_pickers_list_only_files_that_read_as_data(work):
     for page in ("/new", "/eval"):
         text = c.get(page).text
         assert "zero2.json" not in text and "package.json" not in text and "data.json" in text
+
+
+MARKUP = "<svg onload=alert(1)>\"'><script>alert(2)</script>"
+
+
+def _no_markup(text: str, where: str) -> None:
+    for raw in ("<svg onload", "<script>alert", "\"'><"):
+        assert raw not in text, f"{where}: {raw!r} came back unescaped"
+
+
+@pytest.mark.slow
+def test_markup_in_every_user_controlled_string_is_served_as_text(work, tiny_chat_model):
+    """Run name, file names, data rows, config values, log lines, the run's error, model answers (an eval's
+    responses): each holds markup, and no page, report or stream serves it as markup."""
+    import shutil
+
+    shutil.copytree(tiny_chat_model, work / "model")
+    rows = [{"instruction": f"{MARKUP} {i}", "input": MARKUP, "output": f"{MARKUP} answer {i}"} for i in range(4)]
+    rows.append({"instruction": MARKUP, "input": "", "output": ""})  # a rejected row, its text in the report
+    data = work / f"{MARKUP.replace('/', '')}.json"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    run = work / "runs" / MARKUP.replace("/", "")  # a run started from the command line may have any folder name
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": MARKUP, "method": "lora", "lr_scheduler": MARKUP,
+                                                     "datasets": [{"path": str(data)}], "output_dir": str(run)}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, MARKUP: MARKUP}) + "\n")
+    (run / "data_report.json").write_text(json.dumps({"rows_read": 5, "rejected_rows": [
+        {"source": MARKUP, "row": 5, "reason": MARKUP}]}))
+    (run / "train.log").write_text(f"error: {MARKUP}\n")
+    (run / STATE).write_text(json.dumps({"status": "failed", "error": MARKUP}))
+    (run / "eval").mkdir()
+    (run / "eval" / "responses.jsonl").write_text(json.dumps({"prompt": MARKUP, "response": MARKUP}) + "\n")
+    c = client(work)
+    run_id = run.name
+    from urllib.parse import quote
+
+    pages = ["/", f"/runs/{quote(run_id)}", "/new", "/data", f"/chat?a={quote(MARKUP)}&b={quote(MARKUP)}",
+             f"/eval?run={quote(MARKUP)}", f"/export?run={quote(MARKUP)}", f"/login?next={quote(MARKUP)}"]
+    for page in pages:
+        r = c.get(page)
+        assert r.status_code == 200, (page, r.text[:300])
+        _no_markup(r.text, page)
+    assert MARKUP.replace("/", "").replace("<", "&lt;")[:10] in c.get(f"/runs/{quote(run_id)}").text  # shown, as text
+    for api in ("/api/runs", f"/api/runs/{quote(run_id)}", f"/api/runs/{quote(run_id)}/eval"):
+        r = c.get(api)
+        assert r.status_code == 200 and "<svg onload=alert(1)>" in r.text, api  # JSON carries the text as it is
+    with c.stream("GET", f"/api/runs/{quote(run_id)}/events") as r:
+        events = r.read().decode()
+    assert "<svg" in "".join(json.loads(line[6:]).get("error") or "" for line in events.splitlines()
+                             if line.startswith("data: {\"checkpoints"))  # text in JSON, for textContent
+    # The reports the pages show in a frame: the preview's token view and the data check's report.
+    r = c.post("/api/preview", json={"config": {"model": "model", "datasets": [data.name], "on_error": "skip"}})
+    assert r.status_code == 200, r.text
+    _no_markup(r.json()["html"], "preview")
+    assert "&lt;svg onload=alert(1)&gt;" in r.json()["html"]
+    r = c.post("/api/data/check", json={"path": data.name, "model": "model"})
+    assert r.status_code == 200, r.text
+    _no_markup(r.json()["html"], "data check report")
+    assert "&lt;svg onload=alert(1)&gt;" in r.json()["html"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
-import html
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
+
+from markupsafe import Markup
 
 from sftlab.data.example import IGNORE_INDEX, Example
 
@@ -147,37 +148,40 @@ h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8re
 """
 
 
-LEGEND = ("<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
-          "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>")
+# Every HTML fragment below is a markupsafe.Markup template (the escaping Jinja2 uses): each value formatted into
+# one, and each piece joined by Markup(...).join, is escaped unless it is Markup itself, so text from data files
+# (a row's `<svg onload=…>`, a file name) can only ever show as text.
+LEGEND = Markup("<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
+                "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>")
+_NEWLINE = Markup("<span class='nl'>↵</span>\n")
 
 
-def html_page(title: str, css: str, body: Sequence[str]) -> str:
-    """A self-contained page (inline CSS, no script, no network)."""
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
+def html_page(title: str, css: str, body: Sequence[Any]) -> str:
+    """A self-contained page (inline CSS, no script, no network); `body`'s pieces are escaped unless Markup."""
+    return str(Markup("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+                      "<style>{css}</style></head><body><h1>{title}</h1>{body}</body></html>").format(
+        title=title, css=Markup(css), body=Markup("").join(body)))
 
 
 def render_html(examples: Sequence[Example], tokenizer: Any, title: str = "sftlab · trained tokens",
                 summary: dict[str, Any] | None = None) -> str:
     """Trained tokens green, the rest grey, token boundaries shaded; the summary's counts above."""
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (summary or {}).items())
-    return html_page(title, TOKEN_CSS, [LEGEND, f"<table class='summary'>{rows}</table>" if rows else "",
-                                        examples_html(examples, tokenizer)])
+    rows = Markup("").join(Markup("<tr><td>{}</td><td>{}</td></tr>").format(k, v) for k, v in (summary or {}).items())
+    return html_page(title, TOKEN_CSS, [LEGEND, Markup("<table class='summary'>{}</table>").format(rows) if rows else "",
+                                        Markup(examples_html(examples, tokenizer))])
 
 
 def examples_html(examples: Sequence[Example], tokenizer: Any) -> str:
     """The token view of examples as an HTML fragment (also embedded in the data-check report)."""
     parts = []
     for ex, segs in segmented(examples, tokenizer):
-        parts.append(
-            f"<div class='ex'><h2>{html.escape(ex.source)} · row {ex.row} · {len(ex)} tokens · "
-            f"{ex.trained_tokens} trained</h2><div class='toks'>"
-        )
+        parts.append(Markup("<div class='ex'><h2>{} · row {} · {} tokens · {} trained</h2><div class='toks'>").format(
+            ex.source, ex.row, len(ex), ex.trained_tokens))
         for k, seg in enumerate(segs):
             cls = (("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
                    + (" e" if seg.escaped else ""))
             tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")
-            text = html.escape(seg.text).replace("\n", "<span class='nl'>↵</span>\n")
-            parts.append(f"<span class='{cls}' title='{html.escape(tip)}'>{text}</span>")
-        parts.append("</div></div>")
-    return "".join(parts)
+            text = _NEWLINE.join(seg.text.split("\n"))
+            parts.append(Markup("<span class='{}' title='{}'>{}</span>").format(cls, tip, text))
+        parts.append(Markup("</div></div>"))
+    return str(Markup("").join(parts))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import html
 import json
 from typing import Any, Sequence
+
+from markupsafe import Markup
 
 from sftlab.defaults import DATA_CHECKS as CHECKS, DATA_CHECK_DESCRIPTIONS as DESCRIPTIONS
 from sftlab.data.inspect import LEGEND, TOKEN_CSS, examples_html, html_page
@@ -28,8 +29,14 @@ table.f th{background:#f1f3f4}details{margin:.6rem 0}summary{cursor:pointer;font
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
+# Every fragment is a markupsafe.Markup template (the escaping Jinja2 uses): values formatted into one, and pieces
+# joined with _join, are escaped unless they are Markup themselves, so no text from a data file (a row, a file name,
+# a snippet) can become markup in the report.
+M = Markup
+
+
+def _join(parts: Any, sep: str = "") -> Markup:
+    return Markup(sep).join(parts)
 
 
 def _anchor(files: list[str], file: str, row: int) -> str:
@@ -43,43 +50,45 @@ def render_report(result: CheckResult, title: str = "sftlab · data check", samp
     findings = {f["check"]: f for f in data["findings"]}
     flagged = reasons(result.findings)
     parts = [
-        "<nav><a href='#findings'>Findings</a><a href='#lengths'>Lengths</a><a href='#diversity'>Diversity</a>"
-        "<a href='#clusters'>Clusters</a><a href='#tokens'>Trained tokens</a><a href='#rows'>Flagged rows</a></nav>",
+        M("<nav><a href='#findings'>Findings</a><a href='#lengths'>Lengths</a><a href='#diversity'>Diversity</a>"
+          "<a href='#clusters'>Clusters</a><a href='#tokens'>Trained tokens</a><a href='#rows'>Flagged rows</a></nav>"),
         _cards(data, stats, len(flagged)),
-        "<p class='muted'>" + " · ".join(f"{_e(f['path'])} ({_e(f['format'])}, {f['rows']} rows)" for f in stats["files"]) + "</p>",
-        "<h2 id='findings'>Findings</h2>",
+        M("<p class='muted'>{}</p>").format(_join((M("{} ({}, {} rows)").format(f["path"], f["format"], f["rows"])
+                                                   for f in stats["files"]), " · ")),
+        M("<h2 id='findings'>Findings</h2>"),
     ]
     if not findings:
-        parts.append("<p>No check found anything.</p>")
+        parts.append(M("<p>No check found anything.</p>"))
     for check in CHECKS:
         if check in findings:
             parts.append(_finding(findings[check], files))
     ran_clean = [c for c in stats.get("checks", []) if c not in findings]
     if ran_clean:
-        parts.append(f"<p class='muted'>Nothing found by: {_e(', '.join(ran_clean))}.</p>")
+        parts.append(M("<p class='muted'>Nothing found by: {}.</p>").format(", ".join(ran_clean)))
     parts += [
-        "<h2 id='lengths'>Lengths (tokens, with the model's template)</h2><div class='charts'>",
+        M("<h2 id='lengths'>Lengths (tokens, with the model's template)</h2><div class='charts'>"),
         _histogram("prompt tokens", stats.get("prompt_tokens", {})),
         _histogram("answer tokens (trained)", stats.get("answer_tokens", {})),
-        "</div>",
-        "<h2 id='diversity'>Diversity</h2>",
-        f"<p>distinct-1 of prompts <b>{stats.get('distinct_1')}</b> · distinct-2 <b>{stats.get('distinct_2')}</b> "
-        "<span class='muted'>(distinct n-grams / all n-grams; CJK per character)</span></p>",
+        M("</div>"),
+        M("<h2 id='diversity'>Diversity</h2>"),
+        M("<p>distinct-1 of prompts <b>{}</b> · distinct-2 <b>{}</b> "
+          "<span class='muted'>(distinct n-grams / all n-grams; CJK per character)</span></p>").format(
+            stats.get("distinct_1"), stats.get("distinct_2")),
         _leading(stats.get("leading_words", [])),
-        "<h2 id='clusters'>Clusters of prompts</h2>",
+        M("<h2 id='clusters'>Clusters of prompts</h2>"),
         _clusters(stats.get("clusters", {})),
-        "<h2 id='tokens'>Trained tokens of a few rows</h2>",
+        M("<h2 id='tokens'>Trained tokens of a few rows</h2>"),
         LEGEND,
     ]
     examples = sample_examples(result, samples)
     if examples and result.tokenizer is not None:
-        parts.append(examples_html(examples, result.tokenizer))
-    parts.append("<h2 id='rows'>Flagged rows</h2>")
+        parts.append(M(examples_html(examples, result.tokenizer)))
+    parts.append(M("<h2 id='rows'>Flagged rows</h2>"))
     parts.append(_flagged_rows(result, files, flagged))
     return html_page(title, _CSS, parts)
 
 
-def _cards(data: dict[str, Any], stats: dict[str, Any], flagged: int) -> str:
+def _cards(data: dict[str, Any], stats: dict[str, Any], flagged: int) -> Markup:
     cards = [
         ("rows", data["rows"], ""),
         ("valid rows", stats.get("valid_rows"), ""),
@@ -89,9 +98,8 @@ def _cards(data: dict[str, Any], stats: dict[str, Any], flagged: int) -> str:
     secs = stats.get("seconds", {})
     if "total" in secs:
         cards.append(("seconds", f"{secs['total']:.1f}", ""))
-    return "<div class='cards'>" + "".join(
-        f"<div class='card {cls}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, cls in cards
-    ) + "</div>" + _stages(secs)
+    return M("<div class='cards'>{}</div>{}").format(
+        _join(M("<div class='card {}'><b>{}</b>{}</div>").format(cls, v, k) for k, v, cls in cards), _stages(secs))
 
 
 # The stages of stats["seconds"] (quality/run.py check_data), in order; they add up to its total.
@@ -100,38 +108,37 @@ _STAGE_NAMES = {"read": "reading", "tokenizer": "loading the tokenizer", "checks
                 "statistics": "statistics", "clusters": "clusters"}
 
 
-def _stages(secs: dict[str, float]) -> str:
+def _stages(secs: dict[str, float]) -> Markup:
     """What the seconds card adds up: "reading 0.25 s + … = 8.00 s"."""
     parts = [(k, v) for k, v in secs.items() if k != "total"]
     if not parts or "total" not in secs:
-        return ""
+        return M("")
     listed = " + ".join(f"{_STAGE_NAMES.get(k, k)} {v:.2f} s" for k, v in parts)
-    return f"<p class='muted'>Seconds: {_e(listed)} = {secs['total']:.2f} s</p>"
+    return M("<p class='muted'>Seconds: {} = {:.2f} s</p>").format(listed, secs["total"])
 
 
-def _finding(f: dict[str, Any], files: list[str]) -> str:
+def _finding(f: dict[str, Any], files: list[str]) -> Markup:
     n = len(f["rows"])
     out = [
-        f"<details open id='check-{f['check']}'><summary>{_e(f['check'])} — {n} row{'s' if n != 1 else ''}</summary>",
-        f"<p class='muted'>{_e(DESCRIPTIONS.get(f['check'], ''))}</p>",
-        "<table class='f'><tr><th>file</th><th>row</th><th>why</th><th>snippet</th></tr>",
+        M("<details open id='check-{}'><summary>{} — {} row{}</summary>").format(
+            f["check"], f["check"], n, "s" if n != 1 else ""),
+        M("<p class='muted'>{}</p>").format(DESCRIPTIONS.get(f["check"], "")),
+        M("<table class='f'><tr><th>file</th><th>row</th><th>why</th><th>snippet</th></tr>"),
     ]
     for row, file, detail in list(zip(f["rows"], f["files"], f["details"]))[:SHOWN_PER_CHECK]:
-        out.append(
-            f"<tr><td>{_e(file.rsplit('/', 1)[-1])}</td><td><a href='#{_anchor(files, file, row)}'>{row}</a></td>"
-            f"<td>{_e(detail['reason'])}</td><td>{_e(detail.get('snippet', ''))}</td></tr>"
-        )
-    out.append("</table>")
+        out.append(M("<tr><td>{}</td><td><a href='#{}'>{}</a></td><td>{}</td><td>{}</td></tr>").format(
+            file.rsplit("/", 1)[-1], _anchor(files, file, row), row, detail["reason"], detail.get("snippet", "")))
+    out.append(M("</table>"))
     if n > SHOWN_PER_CHECK:
-        out.append(f"<p class='muted'>… and {n - SHOWN_PER_CHECK} more (all of them in --json).</p>")
-    out.append("</details>")
-    return "".join(out)
+        out.append(M("<p class='muted'>… and {} more (all of them in --json).</p>").format(n - SHOWN_PER_CHECK))
+    out.append(M("</details>"))
+    return _join(out)
 
 
-def _histogram(label: str, dist: dict[str, Any], width: int = 520, height: int = 200) -> str:
+def _histogram(label: str, dist: dict[str, Any], width: int = 520, height: int = 200) -> Markup:
     hist = dist.get("histogram")
     if not hist:
-        return f"<p class='muted'>{_e(label)}: no data</p>"
+        return M("<p class='muted'>{}: no data</p>").format(label)
     counts, edges = hist["counts"], hist["edges"]
     top = max(counts) or 1
     bw = (width - 40) / len(counts)
@@ -139,72 +146,76 @@ def _histogram(label: str, dist: dict[str, Any], width: int = 520, height: int =
     for i, c in enumerate(counts):
         h = (height - 40) * c / top
         x = 30 + i * bw
-        bars.append(
-            f"<rect x='{x:.1f}' y='{height - 25 - h:.1f}' width='{bw - 2:.1f}' height='{h:.1f}' fill='#42a5f5'>"
-            f"<title>{edges[i]:.0f}–{edges[i + 1]:.0f}: {c}</title></rect>"
-        )
-    ticks = "".join(
-        f"<text x='{30 + i * bw:.1f}' y='{height - 8}' text-anchor='{'end' if i == len(counts) else 'middle'}'>"
-        f"{edges[i]:.0f}{'+' if i == len(counts) and dist['max'] > edges[i] else ''}</text>"
+        bars.append(M("<rect x='{:.1f}' y='{:.1f}' width='{:.1f}' height='{:.1f}' fill='#42a5f5'>"
+                      "<title>{:.0f}–{:.0f}: {}</title></rect>").format(x, height - 25 - h, bw - 2, h, edges[i],
+                                                                       edges[i + 1], c))
+    ticks = _join(
+        M("<text x='{:.1f}' y='{}' text-anchor='{}'>{:.0f}{}</text>").format(
+            30 + i * bw, height - 8, "end" if i == len(counts) else "middle", edges[i],
+            "+" if i == len(counts) and dist["max"] > edges[i] else "")
         for i in range(0, len(edges), 5)
     )
     caption = (f"{label}: min {dist['min']} · median {dist['p50']} · p90 {dist['p90']} · p99 {dist['p99']} · "
                f"max {dist['max']}")
-    return (f"<figure><svg width='{width}' height='{height}' role='img' aria-label='{_e(label)}'>"
-            f"<line x1='28' y1='{height - 25}' x2='{width - 10}' y2='{height - 25}' stroke='#999'/>"
-            f"{''.join(bars)}{ticks}<text x='30' y='12'>max bin {top}</text></svg>"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return M("<figure><svg width='{w}' height='{h}' role='img' aria-label='{label}'>"
+             "<line x1='28' y1='{axis}' x2='{right}' y2='{axis}' stroke='#999'/>"
+             "{bars}{ticks}<text x='30' y='12'>max bin {top}</text></svg>"
+             "<figcaption>{caption}</figcaption></figure>").format(
+        w=width, h=height, label=label, axis=height - 25, right=width - 10, bars=_join(bars), ticks=ticks, top=top,
+        caption=caption)
 
 
-def _leading(words: Sequence[dict[str, Any]]) -> str:
+def _leading(words: Sequence[dict[str, Any]]) -> Markup:
     if not words:
-        return ""
+        return M("")
     top = max(w["count"] for w in words)
-    rows = "".join(
-        f"<tr><td>{_e(w['word'])}</td><td>{w['count']}</td><td>{w['fraction']:.1%}</td>"
-        f"<td><span class='bar' style='width:{200 * w['count'] / top:.0f}px'></span></td></tr>"
+    rows = _join(
+        M("<tr><td>{}</td><td>{}</td><td>{:.1%}</td><td><span class='bar' style='width:{:.0f}px'></span></td></tr>")
+        .format(w["word"], w["count"], w["fraction"], 200 * w["count"] / top)
         for w in words
     )
-    return ("<p>Most frequent first words of the instructions:</p><table class='f' style='width:auto'>"
-            f"<tr><th>word</th><th>rows</th><th>share</th><th></th></tr>{rows}</table>")
+    return M("<p>Most frequent first words of the instructions:</p><table class='f' style='width:auto'>"
+             "<tr><th>word</th><th>rows</th><th>share</th><th></th></tr>{}</table>").format(rows)
 
 
-def _clusters(info: dict[str, Any]) -> str:
+def _clusters(info: dict[str, Any]) -> Markup:
     if "skipped" in info:
-        return f"<p class='muted'>Not computed: {_e(info['skipped'])}.</p>"
+        return M("<p class='muted'>Not computed: {}.</p>").format(info["skipped"])
     sampled = f" of a random sample of {info['sampled']} prompts" if info.get("sampled") else ""
-    out = [f"<p>{info['k']} clusters of prompt embeddings{sampled} (all-MiniLM-L6-v2, k-means); the largest holds "
-           f"{info['largest_fraction']:.1%} of the rows. Embeddings took {info['embedding_seconds']} s.</p>",
-           "<table class='f'><tr><th>size</th><th></th><th>typical words</th><th>prompts nearest the centre</th></tr>"]
+    out = [M("<p>{} clusters of prompt embeddings{} (all-MiniLM-L6-v2, k-means); the largest holds {:.1%} of the "
+             "rows. Embeddings took {} s.</p>").format(info["k"], sampled, info["largest_fraction"],
+                                                      info["embedding_seconds"]),
+           M("<table class='f'><tr><th>size</th><th></th><th>typical words</th><th>prompts nearest the centre</th></tr>")]
     top = max(c["size"] for c in info["clusters"])
     for c in info["clusters"]:
-        examples = "<br>".join(f"row {e['row']}: {_e(e['prompt'][:120])}" for e in c["examples"])
-        out.append(
-            f"<tr><td>{c['size']} ({c['fraction']:.1%})</td><td><span class='bar' style='width:{160 * c['size'] / top:.0f}px'>"
-            f"</span></td><td>{_e(', '.join(c['top_words']))}</td><td>{examples}</td></tr>"
-        )
-    out.append("</table>")
-    return "".join(out)
+        examples = _join((M("row {}: {}").format(e["row"], e["prompt"][:120]) for e in c["examples"]), "<br>")
+        out.append(M("<tr><td>{} ({:.1%})</td><td><span class='bar' style='width:{:.0f}px'></span></td><td>{}</td>"
+                     "<td>{}</td></tr>").format(c["size"], c["fraction"], 160 * c["size"] / top,
+                                                ", ".join(c["top_words"]), examples))
+    out.append(M("</table>"))
+    return _join(out)
 
 
 def _flagged_rows(result: CheckResult, files: list[str], flagged: dict[tuple[str, int], list[dict[str, Any]]],
-                  limit: int = 300) -> str:
+                  limit: int = 300) -> Markup:
     if not flagged:
-        return "<p>None.</p>"
+        return M("<p>None.</p>")
     by_key = {r.key: r for r in result.rows}
     out = []
     for key in sorted(flagged, key=lambda k: (files.index(k[0]), k[1]))[:limit]:
         row = by_key[key]
-        tags = "".join(f"<span class='tag'>{_e(r['check'])}</span>" for r in flagged[key])
+        tags = _join(M("<span class='tag'>{}</span>").format(r["check"]) for r in flagged[key])
         if row.conversation is not None:
-            body = "".join(
-                f"<pre><b>{_e(m.role)}:</b> {_e(m.content if m.content or not m.tool_calls else json.dumps(m.tool_calls, ensure_ascii=False))}</pre>"
+            body = _join(
+                M("<pre><b>{}:</b> {}</pre>").format(
+                    m.role, m.content if m.content or not m.tool_calls else json.dumps(m.tool_calls, ensure_ascii=False))
                 for m in row.conversation.messages
             )
         else:
-            body = f"<pre>{_e(row.error)}</pre>"
-        out.append(f"<div class='row' id='{_anchor(files, row.file, row.row)}'><b>{_e(row.file.rsplit('/', 1)[-1])} · row {row.row}</b> "
-                   f"{tags}{body}</div>")
+            body = M("<pre>{}</pre>").format(row.error)
+        out.append(M("<div class='row' id='{}'><b>{} · row {}</b> {}{}</div>").format(
+            _anchor(files, row.file, row.row), row.file.rsplit("/", 1)[-1], row.row, tags, body))
     if len(flagged) > limit:
-        out.append(f"<p class='muted'>… and {len(flagged) - limit} more flagged rows (all of them in --json).</p>")
-    return "".join(out)
+        out.append(M("<p class='muted'>… and {} more flagged rows (all of them in --json).</p>").format(
+            len(flagged) - limit))
+    return _join(out)

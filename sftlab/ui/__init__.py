@@ -4,10 +4,14 @@ Run folders are the only state: the UI writes the config.yaml that `sftlab train
 child process into the run folder (its log in train.log there) and reads every view back from run folders, so a
 refresh, a closed tab or a restarted UI loses nothing and runs started from the command line show up too.
 
-  runs.py      run folders as the UI shows them: status, progress, the queue, starting/stopping `sftlab train`
+  manager.py   run folders as the UI shows them: status, progress, the queue, starting/stopping `sftlab train`
   runner.py    the small parent of each `sftlab` child: waits for it, records its exit, starts the next queued run
   forms.py     the new-run form generated from TrainConfig (groups, defaults, help) and config validation
-  security.py  loopback or key, cross-site requests, paths that must stay inside the UI's folders
-  app.py       the FastAPI app: JSON API and the pages (templates/, static/ ship inside the package)
+  bodies.py    every request body as a pydantic model (TrainConfig's fields and bounds) and the one error shape
+  context.py   what the routes share: the folders, and the one way a requested path, model or template is taken
+  routes/      one APIRouter per resource: runs, data, chat, eval, export, pages
+  security.py  loopback or key, cross-site requests, same-origin redirects
+  app.py       the FastAPI app: the guards, the error handlers, the routers (templates/, static/ ship inside)
+  tools.py     preview, data check, chat models, eval and export as child processes, the pickers' files and models
   i18n.py      English and Chinese interface text
 """

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -70,8 +71,11 @@ def ui(tmp_path, tiny_chat_model):
 def _api(url: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"{path}: {e.code} {e.read().decode()[:500]}") from None
 
 
 def _wait(predicate, timeout: float = 180, what: str = "") -> None:
@@ -204,3 +208,48 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         page.goto(url + "/")
         expect(page.locator("h1")).to_contain_text("训练任务")
         browser.close()
+
+
+def test_a_run_started_from_the_command_line_is_live_in_chromium(ui):
+    """`sftlab train` from a terminal, into the UI's runs folder: the Runs page and the run's page show it running
+    with its curve growing, total steps and time left, Resume disabled; Stop stops it (issue 38.1)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, work = ui
+    sets = {"model": "model", "datasets": "[data.json]", "output_dir": "runs/mine", "max_steps": 200,
+            "logging_steps": 1, "batch_size": 2, "save_steps": 4}
+    command = [sys.executable, "-m", "sftlab", "train", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    train = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    expect.set_options(timeout=60_000)
+    try:
+        def started() -> bool:
+            assert train.poll() is None, train.stderr.read()[-3000:]
+            return (work / "runs" / "mine" / "metrics.jsonl").is_file() and len(_api(url, "/api/runs/mine")["metrics"]) >= 2
+
+        _wait(started, 240, "the command-line run's first logged steps")
+        detail = _api(url, "/api/runs/mine")
+        assert (detail["status"], detail["started_by"], detail["pid"], detail["total_steps"]) == (
+            "running", "cli", train.pid, 200)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/")
+            expect(page.locator("tr[data-id=mine] .badge")).to_have_attribute("data-status", "running")
+            page.goto(url + "/runs/mine")
+            expect(page.locator("#status")).to_have_attribute("data-status", "running")
+            expect(page.locator("#progress-text")).to_contain_text("/200")
+            expect(page.locator("#eta")).not_to_be_empty()
+            expect(page.locator("#resume")).to_be_disabled()
+            chart = page.locator("#chart-loss svg circle")
+            expect(chart.nth(1)).to_be_attached()
+            seen = chart.count()
+            _wait(lambda: chart.count() > seen, 120, "the command-line run's curve to grow")
+            _wait(lambda: bool(_api(url, "/api/runs/mine")["checkpoints"]), 120, "a checkpoint")
+            page.click("#stop")
+            expect(page.locator("#status")).to_have_attribute("data-status", "stopped", timeout=120_000)
+            browser.close()
+        assert train.wait(timeout=60) == 143, train.stderr.read()[-2000:]  # stopped by SIGTERM at a step's end
+    finally:
+        if train.poll() is None:
+            train.kill()
+            train.wait()

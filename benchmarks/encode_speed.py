@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+from sftlab.config import DataSettings
 from sftlab.data.encode import Encoder
 from sftlab.data.load import load_conversations
 from sftlab.data.templates import resolve_template
@@ -95,12 +96,12 @@ def processes_and_cache(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as cache:
         sources = [Source(str(f)) for f in files]
         t0 = time.perf_counter()
-        build_examples(sources, tok, "chatml", cache=Path(cache))
+        build_examples(sources, tok, DataSettings(template="chatml"), cache=Path(cache))
         miss = time.perf_counter() - t0
         hits = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            build_examples(sources, tok, "chatml", cache=Path(cache))
+            build_examples(sources, tok, DataSettings(template="chatml"), cache=Path(cache))
             hits.append(time.perf_counter() - t0)
     print(f"  build_examples of the 3 files ({len(conversations) // 4:,} conversations): load + encode {miss:.2f} s, "
           f"from the cache {statistics.median(hits):.2f} s (median)")

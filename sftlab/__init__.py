@@ -28,6 +28,7 @@ _API = {
     "Source": "sftlab.data.pipeline",  # a data file with its weight
     "build_examples": "sftlab.data.pipeline",  # files → examples (or packed rows) and the data report
     "DataReport": "sftlab.data.pipeline",
+    "DataSettings": "sftlab.config",  # the data keys build_examples takes (template, max_length, train_on, packing …)
     "check_data": "sftlab.quality.run",  # `sftlab data check`
     "evaluate": "sftlab.evaluation.run",  # `sftlab eval`
     "EvalOptions": "sftlab.evaluation.run",

@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 
 from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
 from sftlab.errors import SftlabError
+from sftlab.export.quants import DEFAULT_QUANT, QUANT_NAMES
 from sftlab.files import output_file_problem, write_text
 
 app = typer.Typer(
@@ -141,23 +142,15 @@ def inspect_cmd(
     escape: Escape = True,
     default_system: DefaultSystem = None,
 ) -> None:
+    from sftlab.config import DataSettings
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    examples, report = build_examples(
-        [Source(str(data), fmt)],
-        tokenizer,
-        template,
-        max_length=max_length,
-        train_on=train_on,
-        on_error=on_error,
-        rejects_path=rejects,
-        limit=limit,
-        escape=escape,
-        default_system=default_system,
-    )
+    settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
+                            limit=limit, escape_special_tokens=escape, default_system=default_system)
+    examples, report = build_examples([Source(str(data), fmt)], tokenizer, settings, rejects_path=rejects)
     if as_json:
         for line in render_json(examples):
             sys.stdout.write(line + "\n")
@@ -300,10 +293,10 @@ def export_cmd(
     model: Model = None,
     out: Path = typer.Option(..., "--out", help="Folder for the export (the .gguf, Modelfile and export_report.json)."),
     format: str = typer.Option("gguf", "--format", help="gguf | safetensors"),
-    quant: str = typer.Option("q8_0", "--quant", help="f16 | bf16 | f32 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (K-quants need llama.cpp: `make gguf`)."),
+    quant: str = typer.Option(DEFAULT_QUANT, "--quant", help=f"{' | '.join(QUANT_NAMES)} (K-quants need llama.cpp: `make gguf`)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the export against the source model (default)."),
 ) -> None:
-    from sftlab.export import export_model
+    from sftlab.export.run import export_model
 
     result = export_model(model or DEFAULT_MODEL, out, fmt=format, quant=quant, verify=verify)
     for line in result.summary_lines():

@@ -397,19 +397,20 @@ def test_encoding_in_worker_processes_gives_the_same_result(monkeypatch):
 def test_encoded_examples_are_cached_by_content(tmp_path, monkeypatch):
     import json
 
+    from sftlab.config import DataSettings
     from sftlab.data import pipeline
     from sftlab.data.pipeline import Source, build_examples
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(20)))
     tok = tokenizer("qwen2")
-    first, report = build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")
+    first, report = build_examples([Source(str(data))], tok, DataSettings(template="chatml"), cache=tmp_path / "cache")
     monkeypatch.setattr(pipeline, "load_sources", lambda *a, **k: pytest.fail("encoded again"))
-    again, report_again = build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")
+    again, report_again = build_examples([Source(str(data))], tok, DataSettings(template="chatml"), cache=tmp_path / "cache")
     assert [e.to_dict() for e in again] == [e.to_dict() for e in first]
     assert report_again.to_dict() == report.to_dict()
     with pytest.raises(BaseException, match="encoded again"):  # another template, or changed content: a miss
-        build_examples([Source(str(data))], tok, "alpaca", cache=tmp_path / "cache")
+        build_examples([Source(str(data))], tok, DataSettings(template="alpaca"), cache=tmp_path / "cache")
     data.write_text(data.read_text().replace("a19", "changed"))
     with pytest.raises(BaseException, match="encoded again"):
-        build_examples([Source(str(data))], tok, "chatml", cache=tmp_path / "cache")
+        build_examples([Source(str(data))], tok, DataSettings(template="chatml"), cache=tmp_path / "cache")

@@ -137,7 +137,7 @@ def test_gguf_reads_back_in_gguf_and_transformers(tiny, tmp_path, name):
     source, vocab, arch = write(tiny(name), path)
     back = read_back(path, arch, source, vocab, source.chat.source)
     assert back["tensors_by_type"]["F32"] == back["tensors"]
-    extra = {"n_positions": 512} if arch == "gpt2" else {}
+    extra = {"n_positions": 512} if arch.name == "gpt2" else {}
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32, **extra)
     ids = torch.tensor([source.tokenizer.encode("Hello world, 你好 🚀")])
     with torch.no_grad():
@@ -278,7 +278,7 @@ def test_llama_cpp_tokenizes_and_renders_as_hugging_face(tiny, tmp_path, name):
 def test_export_of_a_base_model_with_chat_tokens(tmp_path, tiny):
     """GPT-2 vocabulary + chatml: <|im_start|>/<|im_end|> single tokens with rows, EOS = <|im_end|>, a Modelfile
     with the ChatML Go template and both stop tokens, and the report's figures (the whole check, short answers)."""
-    from sftlab.export import export_model
+    from sftlab.export.run import export_model
 
     out = tmp_path / "export"
     result = export_model(str(tiny("gpt2")), out, quant="f16", max_new_tokens=12)
@@ -357,3 +357,31 @@ def tokenizer_template(name: str) -> str:
     from sftlab.data.templates import builtin_template
 
     return builtin_template(name)
+
+
+def test_an_architecture_is_one_record_and_the_refusal_names_them_all():
+    from sftlab.export.arch import ARCHITECTURES, check_architecture
+
+    assert [(a.model_type, a.name, a.block_count) for a in ARCHITECTURES.values()] == [
+        ("llama", "llama", "num_hidden_layers"), ("qwen2", "qwen2", "num_hidden_layers"), ("gpt2", "gpt2", "n_layer")]
+    with pytest.raises(SftlabError) as e:
+        check_architecture({"model_type": "opt", "architectures": ["OPTForCausalLM"]}, "m")
+    assert str(e.value) == ("m: sftlab cannot write a 'opt' model (OPTForCausalLM) as GGUF; it writes llama (SmolLM2, "
+                            "Llama 2, Llama 3), qwen2 (Qwen2, Qwen2.5) and gpt2. Export it with --format safetensors "
+                            "and convert that folder with llama.cpp's convert_hf_to_gguf.py")
+    assert ARCHITECTURES["gpt2"].reader_options(512) == {"n_positions": 512}
+    assert ARCHITECTURES["llama"].reader_options(512) == {}
+
+
+def test_one_list_of_quantisations_for_the_writer_the_command_line_and_the_ui():
+    import gguf
+
+    from sftlab.export.quants import K_QUANTS, QUANTS
+    from sftlab.ui.tools import EXPORT_QUANTS
+
+    assert list(QUANTS) == ["q8_0", "f16", "bf16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k"]
+    assert EXPORT_QUANTS == tuple(QUANTS) and K_QUANTS == ("q4_k_m", "q5_k_m", "q6_k")
+    for q in QUANTS.values():  # every name is one gguf (and llama.cpp) knows
+        assert isinstance(getattr(gguf.LlamaFileType, q.file_type), gguf.LlamaFileType)
+        assert q.tensor_type is None or isinstance(getattr(gguf.GGMLQuantizationType, q.tensor_type),
+                                                   gguf.GGMLQuantizationType)

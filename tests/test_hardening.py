@@ -236,11 +236,12 @@ def test_null_and_absent_fields_are_told_apart(tmp_path):
 
 
 def test_report_counts_reasons_whole(tmp_path):
+    from sftlab.config import DataSettings
     from sftlab.data.pipeline import Source, build_examples
     from conftest import tokenizer
 
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "{bad", "{worse", json.dumps({"instruction": "q"}))
-    _, report = build_examples([Source(str(f))], tokenizer("qwen2"), "chatml", on_error="skip")
+    _, report = build_examples([Source(str(f))], tokenizer("qwen2"), DataSettings(template="chatml", on_error="skip"))
     assert report.to_dict()["rejected_reasons"] == {
         "invalid JSON: Expecting property name enclosed in double quotes": 2,
         "missing field (the format 'alpaca' was detected from the first row; set format to override)": 1,

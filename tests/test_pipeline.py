@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import tokenizer
+from sftlab.config import DataSettings
 from sftlab.data.pipeline import Source, build_examples
 
 
@@ -20,7 +21,8 @@ def test_pipeline_report_accounts_for_every_row(tmp_path):
     )
     rejects = tmp_path / "rejects.jsonl"
     rows, report = build_examples(
-        [Source(str(data))], tokenizer("qwen2"), "chatml", on_error="skip", rejects_path=rejects, packing=True, max_length=64
+        [Source(str(data))], tokenizer("qwen2"),
+        DataSettings(template="chatml", on_error="skip", packing=True, max_length=64), rejects_path=rejects,
     )
     d = report.to_dict()
     assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
@@ -44,7 +46,7 @@ def test_mixing_by_weight(tmp_path):
     a.write_text("".join(f'{{"prompt": "g{i}", "completion": "x"}}\n' for i in range(30)))
     b.write_text("".join(f'{{"prompt": "d{i}", "completion": "y"}}\n' for i in range(10)))
     _, report = build_examples(
-        [Source(str(a), weight=0.3), Source(str(b), weight=0.7)], tokenizer("qwen2"), "chatml"
+        [Source(str(a), weight=0.3), Source(str(b), weight=0.7)], tokenizer("qwen2"), DataSettings(template="chatml", seed=0)
     )
     # 40 rows in all, sampled 30 % / 70 %: the small domain set is repeated.
     assert report.mixture == {str(a): 12, str(b): 28}
@@ -87,7 +89,7 @@ def test_data_report_records_the_system_prompt(tmp_path):
     data = tmp_path / "d.json"
     data.write_text('[{"instruction": "hi", "input": "", "output": "hello"}, '
                     '{"instruction": "yo", "input": "", "output": "hey", "system": "Be brief."}]')
-    _, report = build_examples([Source(str(data))], tokenizer("qwen2"), default_system="You are Lumi.")
+    _, report = build_examples([Source(str(data))], tokenizer("qwen2"), DataSettings(default_system="You are Lumi."))
     assert report.to_dict()["system_prompt"] == {
         "conversations": 1, "of": 2, "system": "You are Lumi.", "from": "default_system",
         "template": "tokenizer's own", "replaces": "You are a helpful assistant"}

@@ -63,18 +63,15 @@ def test_trains_only_its_virtual_tokens_saves_reloads_and_generates(tiny_model, 
 def test_the_trained_token_loss_equals_the_plain_loss_with_virtual_tokens(tiny_model, method):
     """sftlab's loss (trained positions only, virtual tokens cut off the front of the hidden states) equals a
     plain eager forward's cross-entropy through the same peft model."""
-    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from sftlab.data.collate import Collator
     from sftlab.training.loss import trained_token_loss
-    from sftlab.training.methods import prompt_config
+    from sftlab.training.methods import apply_method
 
     cfg = config(tiny_model, "unused", method)
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model), attn_implementation="eager"),
-                           prompt_config(cfg, None if method != "p_tuning" else
-                                         AutoModelForCausalLM.from_pretrained(str(tiny_model))))
+    model, _ = apply_method(AutoModelForCausalLM.from_pretrained(str(tiny_model), attn_implementation="eager"), cfg)
     model.eval()
     batch = Collator(0, padding_free=False)([
         {"input_ids": [1, 450, 4996, 17354, 1701, 2], "labels": [-100, -100, -100, 17354, 1701, 2]},

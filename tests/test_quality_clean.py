@@ -73,12 +73,13 @@ def test_drop_chooses_the_checks(messy, tmp_path, cli):
 
 
 def test_training_option_clean_is_in_the_data_report(messy):
+    from sftlab.config import DataSettings
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.quality.clean import cleaner
 
     path, lines = messy
     tok = tokenizer("qwen2")
-    examples, report = build_examples([Source(str(path))], tok, on_error="skip",
+    examples, report = build_examples([Source(str(path))], tok, DataSettings(on_error="skip"),
                                       clean=cleaner(["exact_duplicate", "refusal"], tokenizer=tok))
     d = report.to_dict()
     assert d["rejected"] == 1  # the line that is not JSON

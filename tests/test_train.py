@@ -154,6 +154,15 @@ class Snapshot(TrainerCallback):
 LAYER1 = "model.layers.1."
 
 
+def test_every_method_record_has_one_registered_setup():
+    from sftlab.config import METHODS
+    from sftlab.training.methods import SETUPS, apply_lora
+
+    assert sorted(SETUPS) == sorted(METHODS)
+    assert SETUPS["lora"] is SETUPS["dora"] is apply_lora  # (DoRA: LoRA with the record's use_dora)
+    assert METHODS["dora"].peft_options == {"use_dora": True} and METHODS["lora"].peft_options == {}
+
+
 @pytest.mark.parametrize("method", ["full", "freeze", "lora", "dora"])
 def test_each_method_trains_exactly_its_parameters(tiny_model, tmp_path, method):
     snap = Snapshot()

@@ -9,25 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticUndefined
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from sftlab.config.bounds import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Limit
+from sftlab.config.bounds import FRACTION, NON_NEGATIVE, POSITIVE, Limit
+from sftlab.config.data import DataSettings
+from sftlab.config.fields import BOOKKEEPING, EVALUATION, HOW, OPTIMISATION, WHAT, Count, OptionalCount, setting
 from sftlab.config.methods import ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS, Method
-from sftlab.defaults import DATA_CHECKS, DEFAULT_MODEL, MAX_LENGTH
+from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.files import child
-
-# The groups of the UI's form, in its order (sftlab/ui/i18n.py translates them).
-WHAT, HOW, OPTIMISATION, EVALUATION, BOOKKEEPING = "What to train", "How", "Optimisation", "Evaluation", "Bookkeeping"
-GROUPS = (WHAT, HOW, OPTIMISATION, EVALUATION, BOOKKEEPING)
-
-
-def setting(default: Any = PydanticUndefined, *, group: str, help: str, **kwargs: Any) -> Any:
-    """A config key's declaration: its default, the form's group and its help (the one text the form, the schema
-    and docs read)."""
-    return Field(default, description=help, json_schema_extra={"group": group}, **kwargs)
-
 
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -77,72 +67,35 @@ class StageSpec(BaseModel):
         return str(self.name or f"stage-{k}")
 
 
-Count = Annotated[int, COUNT]
-OptionalCount = Annotated[Optional[int], COUNT]
+class Inputs(BaseModel):
+    """What a run reads: the model and the data files."""
 
-
-class TrainConfig(BaseModel):
-    """Every key of a training run. Defaults suit a small model on a laptop CPU."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    # ---- what to train ----
     model: Optional[str] = setting(None, group=WHAT, help=f"Model directory, .gguf file, or \"{DEFAULT_MODEL}\" (default).")
     datasets: list[DatasetSpec] = setting(
         group=WHAT, default_factory=list,
         help="The training data: files and, to mix them, weights (shares of the examples).")
-    template: Optional[str] = setting(None, group=WHAT, help="Built-in name or .jinja file; default: the tokenizer's own.")
+
+
+# (pydantic takes the fields of the bases last to first: Inputs' keys, then DataSettings', then the class's own —
+# the order of the UI's form.)
+class TrainConfig(DataSettings, Inputs):
+    """Every key of a training run, flat as YAML and --set give them; its data keys are DataSettings (`.data`).
+    Defaults suit a small model on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---- what to train (and DataSettings' keys) ----
     template_tokens: Optional[list[str]] = setting(
         None, group=WHAT,
         help="Markers a custom .jinja template writes (e.g. [\"<|user|>\", \"<|end|>\"]); those the tokenizer does not "
              "have as one token are added as new special tokens and trained. Built-in templates know their own.")
-    default_system: Optional[str] = setting(
-        None, group=WHAT,
-        help="The system prompt of every conversation that has no system message, in place of the template's own "
-             "default (SmolLM2's template gives such conversations \"You are a helpful AI assistant named SmolLM, "
-             "trained by Hugging Face\"); \"\" removes that default. It is written into the saved model's chat "
-             "template: chat, serve and eval of the trained model use it too (docs/data.md, \"The template's default "
-             "system prompt\").")
-    train_on: Literal["all_assistant", "last_assistant", "all"] = setting(
-        "all_assistant", group=WHAT,
-        help="Which tokens are trained: every assistant turn, only the last one, or every token.")
-    max_length: Count = setting(
-        MAX_LENGTH, group=WHAT,
-        help="Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is "
-             "dropped and reported.")
-    escape_special_tokens: bool = setting(
-        True, group=WHAT,
-        help="Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control "
-             "tokens, for data that carries them on purpose (docs/data.md \"Special-token text in your data\").")
     padding_free: bool = setting(
         True, group=WHAT,
         help="Batch layout (TRL's name): the members of a batch laid end to end in one row, no padding, no attention "
              "across examples; batch_size still counts examples.")
-    packing: bool = setting(
-        False, group=WHAT,
-        help="The whole dataset packed into rows of max_length first, each packed row one batch member (fewer "
-             "optimizer steps; TRL's name).")
-    on_error: Literal["raise", "skip"] = setting(
-        "raise", group=WHAT,
-        help="A bad row stops the run (raise) or is skipped and listed in rejects.jsonl (skip).")
-    mixture_examples: Annotated[Optional[int], Limit(ge=1, le=100_000_000)] = setting(
-        None, group=WHAT,
-        help="Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read).")
-    mixture_replacement: bool = setting(
-        False, group=WHAT,
-        help="Mixing datasets by `weight`: each example drawn with replacement (default: a file's rows all used "
-             "before repeats).")
-    num_proc: OptionalCount = setting(
-        None, group=WHAT,
-        help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
     encode_cache: bool = setting(
         True, group=WHAT,
         help="The encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.")
-    limit: OptionalCount = setting(None, group=WHAT, help="Only the first N conversations (quick trials).")
-    clean: Optional[list[str]] = setting(
-        None, group=WHAT,
-        help="Data checks whose rows are removed before training (`sftlab data check` names); listed in "
-             "data_report.json.")
 
     # ---- how ----
     method: Literal[METHOD_NAMES] = setting(  # type: ignore[valid-type]
@@ -214,7 +167,6 @@ class TrainConfig(BaseModel):
              "last, none.")
     resume: Union[bool, str] = setting(
         False, group=BOOKKEEPING, help="true: continue from output_dir's last checkpoint; or a checkpoint folder.")
-    seed: int = setting(42, group=BOOKKEEPING, help="Seed of the data order, the split and the initialisation.")
     precision: Literal["auto", "bf16", "fp32"] = setting(
         "auto", group=BOOKKEEPING, help="auto: bf16 where it is supported and measured faster.")
     output_dir: str = setting("runs/sft", group=BOOKKEEPING, help="The run's folder.")
@@ -276,15 +228,6 @@ class TrainConfig(BaseModel):
             raise ValueError("needs the tensorboard package: pip install 'sftlab[tensorboard]'")
         return value
 
-    @field_validator("clean")
-    @classmethod
-    def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None:
-            for name in value:
-                if name not in DATA_CHECKS:
-                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(DATA_CHECKS)}")
-        return value
-
     @field_validator("lr_scheduler")
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
@@ -332,6 +275,11 @@ class TrainConfig(BaseModel):
             names.append(name)
         if len(set(names)) != len(names):
             raise ValueError("stage names must differ (they name the stages' folders)")
+
+    @property
+    def data(self) -> DataSettings:
+        """The run's data keys as the section build_examples takes."""
+        return DataSettings.model_construct(**{name: getattr(self, name) for name in DataSettings.model_fields})
 
     @property
     def method_spec(self) -> Method:

@@ -16,9 +16,9 @@ from sftlab.data.templates import ChatTemplate
 log = logging.getLogger("sftlab")
 
 
-def cache_key(sources: Sequence[Any], tokenizer: Any, template: Any, settings: list[Any]) -> str:
+def cache_key(sources: Sequence[Any], tokenizer: Any, template: Any, settings: dict[str, Any]) -> str:
     """sha256 of what determines a run's examples: each file's content, format and weight, the tokenizer (its
-    whole definition, added tokens included, and its chat template), the template, the settings, and
+    whole definition, added tokens included, and its chat template), the template, the settings (DataSettings.cache_key()), and
     the code that encodes (a changed sftlab may encode differently)."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sftlab.config.data import DataSettings
 from sftlab.data.conversation import Conversation
 from sftlab.data.encode import Encoder
 from sftlab.data import encode_cache
@@ -19,7 +20,6 @@ from sftlab.data.load import Reject, load_conversations, write_rejects
 from sftlab.data.mixture import mix, mixture_problem, shares
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use, template_for
-from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.files import write_text
 
@@ -191,66 +191,56 @@ def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None
 def build_examples(
     sources: Sequence[Source],
     tokenizer: Any,
-    template: str | ChatTemplate | None = None,
+    settings: DataSettings | None = None,
     *,
-    max_length: int = MAX_LENGTH,
-    train_on: str = "all_assistant",
-    on_error: str = "raise",
-    rejects_path: str | Path | None = None,
-    packing: bool = False,
-    seed: int = 0,
-    limit: int | None = None,
+    template: ChatTemplate | None = None,
     clean: Cleaner | None = None,
-    escape: bool = True,
-    num_proc: int | None = None,
+    rejects_path: str | Path | None = None,
     cache: Path | None = None,
-    cache_key: Any = None,
-    mixture_replacement: bool = False,
-    mixture_examples: int | None = None,
-    default_system: str | None = None,
     say_system: bool = True,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
-    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report.
+    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report, as `settings` (the
+    data keys of a config; default: their defaults) say.
 
-    With `cache` (a folder), the encoded examples and the report are kept there under a key made of
-    everything that determines them (the files' contents, the tokenizer, the template, every setting and
-    `cache_key` for what the caller adds, e.g. the data checks of `clean`); a run with the same key reads
-    them back instead of loading and encoding again.
-
-    `default_system`: the system prompt of conversations without one (templates.with_default_system); the system
-    prompt they get, if any, is logged in one line (unless `say_system` is false) and kept in the report."""
+    `template`: a template resolved already (a run's, its default system prompt applied), in place of
+    settings.template. `clean`: the data checks of settings.clean as a function (sftlab.quality.clean.cleaner).
+    With `cache` (a folder), the encoded examples and the report are kept there under a key made of everything
+    that determines them (the files' contents, the tokenizer, the template and settings.cache_key()); a run with
+    the same key reads them back instead of loading and encoding again. The system prompt conversations get, if
+    any, is logged in one line (unless `say_system` is false) and kept in the report."""
+    settings = settings if settings is not None else DataSettings()
+    template = template if template is not None else settings.template
     key = None
     if cache is not None:
-        key = encode_cache.cache_key(sources, tokenizer, template, [
-            max_length, train_on, on_error, seed, limit, escape, cache_key, mixture_replacement, mixture_examples,
-            default_system])
+        key = encode_cache.cache_key(sources, tokenizer, template, settings.cache_key())
         stored = encode_cache.read_cached(cache / f"{key}.pkl")
         if stored is not None:
             log.info("encoded examples reused from %s", cache / f"{key}.pkl")
             examples, report = stored
             if say_system and report.system_prompt:
                 log.info("%s", system_prompt_line(report.system_prompt))
-            return _account(examples, report, max_length, packing, rejects_path, on_error)
+            return _account(examples, report, settings, rejects_path)
     conversations, report = load_sources(
-        sources, on_error=on_error, require_assistant=train_on != "all", seed=seed, clean=clean,
-        replacement=mixture_replacement, total=mixture_examples,
+        sources, on_error=settings.on_error, require_assistant=settings.train_on != "all", seed=settings.seed,
+        clean=clean, replacement=settings.mixture_replacement, total=settings.mixture_examples,
     )
-    if limit is not None:
-        conversations = conversations[:limit]
-    chat = template_for(template, tokenizer, conversations, default_system)
+    if settings.limit is not None:
+        conversations = conversations[:settings.limit]
+    chat = template_for(template, tokenizer, conversations, settings.default_system)
     report.system_prompt = system_prompt_use(chat, conversations)
     if say_system and report.system_prompt:
         log.info("%s", system_prompt_line(report.system_prompt))
-    encoder = Encoder(tokenizer, chat, max_length=max_length, train_on=train_on, escape=escape)
-    report.encoded = encoder.encode(conversations, num_proc=num_proc)
+    encoder = Encoder(tokenizer, chat, max_length=settings.max_length, train_on=settings.train_on,
+                      escape=settings.escape_special_tokens)
+    report.encoded = encoder.encode(conversations, num_proc=settings.num_proc)
     if cache is not None and report.encoded.examples:
         encode_cache.write_cached(cache / f"{key}.pkl", (report.encoded.examples, report))
-    return _account(report.encoded.examples, report, max_length, packing, rejects_path, on_error)
+    return _account(report.encoded.examples, report, settings, rejects_path)
 
 
-def _account(examples: list[Example], report: DataReport, max_length: int, packing: bool,
-            rejects_path: str | Path | None, on_error: str) -> tuple[list[Example] | list[PackedRow], DataReport]:
-    if rejects_path is not None and on_error == "skip":
+def _account(examples: list[Example], report: DataReport, settings: DataSettings,
+             rejects_path: str | Path | None) -> tuple[list[Example] | list[PackedRow], DataReport]:
+    if rejects_path is not None and settings.on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained
         # tokens were all lost in encoding (truncated away, empty answer), each with its reason.
         lost = [Reject(d.source, d.row, d.reason, check="dropped") for d in report.encoded.dropped]
@@ -260,7 +250,7 @@ def _account(examples: list[Example], report: DataReport, max_length: int, packi
     report.trained_tokens = sum(e.trained_tokens for e in examples)
     if not examples:
         raise SftlabError(_nothing_left(report))
-    return (pack_examples(examples, max_length, report) if packing else examples), report
+    return (pack_examples(examples, settings.max_length, report) if settings.packing else examples), report
 
 
 def pack_examples(examples: list[Example], max_length: int, report: DataReport) -> list[PackedRow]:

@@ -80,12 +80,13 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
     """Mean cross-entropy over every trained token: the same masking and function as training's evaluation."""
     import torch
 
+    from sftlab.config import DataSettings
     from sftlab.data.collate import Collator
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.training.loss import evaluate_loss
 
-    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, gen.chat,
-                                 max_length=options.max_length, limit=options.limit, escape=options.escape)
+    settings = DataSettings(max_length=options.max_length, limit=options.limit, escape_special_tokens=options.escape)
+    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, settings, template=gen.chat)
     collate, size = Collator(gen.pad_id), options.batch_size
     batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + size]])
                for i in range(0, len(examples), size))

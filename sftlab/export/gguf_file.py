@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 
 from sftlab.errors import SftlabError
-from sftlab.export.arch import gguf_tensors, hyperparameters
+from sftlab.export.arch import Architecture, gguf_tensors
+from sftlab.export.quants import K_QUANTS, QUANTS
 from sftlab.export.vocab import GgufVocab
 
-QUANTS = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
-K_QUANTS = {"q4_k_m": "MOSTLY_Q4_K_M", "q5_k_m": "MOSTLY_Q5_K_M", "q6_k": "MOSTLY_Q6_K"}
-_FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
 
 
 def check_quant(quant: str) -> None:
@@ -26,7 +24,7 @@ def check_quant(quant: str) -> None:
     if quant in K_QUANTS and not llama_cpp_available():
         raise SftlabError(f"--quant {quant} needs llama.cpp's quantiser, and llama-cpp-python is not installed; "
                           "install it with `make gguf` (or pip install -e '.[gguf]' with the flags in docs/export.md), "
-                          "or choose q8_0, q4_0, f16, bf16 or f32")
+                          f"or choose {', '.join(q for q in QUANTS if q not in K_QUANTS)}")
 
 
 def llama_cpp_available() -> bool:
@@ -43,10 +41,10 @@ def tensor_type(name: str, data: np.ndarray, quant: str) -> Any:
         return T.F32
     if quant == "q4_0" and name in ("token_embd.weight", "output.weight"):
         return T.Q8_0  # (llama.cpp's own Q4_0 keeps the output head at a higher precision too)
-    return {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}[quant]
+    return getattr(T, QUANTS[quant].tensor_type)
 
 
-def write_gguf(path: Path, arch: str, model: Any, vocab: GgufVocab, chat_template: str | None, quant: str,
+def write_gguf(path: Path, arch: Architecture, model: Any, vocab: GgufVocab, chat_template: str | None, quant: str,
                name: str) -> list[dict[str, str]]:
     """Write the model as GGUF at `path`; the tensors that could not take the quant's type and the type they got."""
     if quant in K_QUANTS:
@@ -60,18 +58,18 @@ def write_gguf(path: Path, arch: str, model: Any, vocab: GgufVocab, chat_templat
     return _write(path, arch, model, vocab, chat_template, quant, name)
 
 
-def _write(path: Path, arch: str, model: Any, vocab: GgufVocab, chat_template: str | None, quant: str,
+def _write(path: Path, arch: Architecture, model: Any, vocab: GgufVocab, chat_template: str | None, quant: str,
            name: str) -> list[dict[str, str]]:
     import gguf
     from gguf import GGMLQuantizationType as T
 
     config = model.config.to_dict()
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch.name)
     writer.add_name(name)
-    writer.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[quant]))
+    writer.add_file_type(getattr(gguf.LlamaFileType, QUANTS[quant].file_type))
     if quant in ("q8_0", "q4_0"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for method, value in hyperparameters(arch, config, len(vocab.tokens)):
+    for method, value in arch.hyperparameters(config, len(vocab.tokens)):
         getattr(writer, method)(value)
     _write_vocab(writer, vocab)
     if chat_template:
@@ -117,7 +115,7 @@ def quantize_k(source: Path, target: Path, quant: str) -> None:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{K_QUANTS[quant]}")
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{QUANTS[quant].file_type}")
     params.nthread = os.cpu_count() or 1
     with quiet_native():
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)

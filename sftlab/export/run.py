@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.export.arch import check_architecture
+from sftlab.export.arch import Architecture, check_architecture
 from sftlab.export.result import REPORT, ExportResult
-from sftlab.export.gguf_file import K_QUANTS, check_quant, llama_cpp_available, write_gguf
+from sftlab.export.gguf_file import check_quant, llama_cpp_available, write_gguf
+from sftlab.export.quants import K_QUANTS
 from sftlab.export.source import load_source, model_config
 
 log = logging.getLogger("sftlab")
@@ -49,7 +50,7 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", quant: str = "q
     return _export_gguf(source, arch, out, stem, quant, verify, max_new_tokens, started)
 
 
-def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verify: bool, max_new_tokens: int,
+def _export_gguf(source: Any, arch: Architecture, out: Path, stem: str, quant: str, verify: bool, max_new_tokens: int,
                  started: float) -> ExportResult:
     from sftlab.export.modelfile import modelfile
     from sftlab.export.vocab import build_vocab
@@ -59,7 +60,7 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
     template = source.chat.source if source.chat is not None else None
     tok = source.tokenizer
     report: dict[str, Any] = {
-        "format": "gguf", "quant": quant, "source": source.name, "architecture": arch,
+        "format": "gguf", "quant": quant, "source": source.name, "architecture": arch.name,
         "merged_adapter": source.merged_adapter, "template": source.chat.name if source.chat else None,
         "end_of_turn": source.end_of_turn, "eos_token_id": vocab.special.get("eos"),
         "eot_token_id": vocab.special.get("eot"), "tokenizer_eos": tok.eos_token,
@@ -73,7 +74,7 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
 
     with atomic_folder(out, "--out") as tmp:
         gguf_path = tmp / f"{stem}.gguf"
-        log.info("writing %s (%s, %s)", gguf_path.name, arch, quant)
+        log.info("writing %s (%s, %s)", gguf_path.name, arch.name, quant)
         fallbacks = write_gguf(gguf_path, arch, source.model, vocab, template, quant, source.name)
         from sftlab.export.verify import k_fallbacks, read_back
 
@@ -93,7 +94,7 @@ def _export_gguf(source: Any, arch: str, out: Path, stem: str, quant: str, verif
     return ExportResult(out, [out / f"{stem}.gguf", out / "Modelfile", out / REPORT], report)
 
 
-def _verify(path: Path, arch: str, source: Any, vocab: Any, quant: str, context: int,
+def _verify(path: Path, arch: Architecture, source: Any, vocab: Any, quant: str, context: int,
             max_new_tokens: int) -> dict[str, Any]:
     from sftlab.export.verify import llama_cpp_check, reference_answers, transformers_check
     from sftlab.generate import Generator

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
+from sftlab.export.arch import Architecture
 
 # English, Chinese, emoji, code, whitespace and special-token text (the last built from the tokenizer's own tokens).
 TEXTS = [
@@ -58,7 +59,7 @@ def conversations() -> list[list[dict[str, str]]]:
 # --- the file itself -------------------------------------------------------------------------------------------
 
 
-def read_back(path: Path, arch: str, source: Any, vocab: Any, chat_template: str | None) -> dict[str, Any]:
+def read_back(path: Path, arch: Architecture, source: Any, vocab: Any, chat_template: str | None) -> dict[str, Any]:
     """What GGUFReader finds in the file, checked against what was meant to be written."""
     from gguf import GGUFReader, Keys
 
@@ -72,8 +73,8 @@ def read_back(path: Path, arch: str, source: Any, vocab: Any, chat_template: str
     tokens = value("tokenizer.ggml.tokens") or []
     embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     rows = int(embd.shape[-1]) if embd is not None else None  # (GGUF lists dimensions innermost first)
-    if value("general.architecture") != arch:
-        problems.append(f"general.architecture is {value('general.architecture')!r}, not {arch!r}")
+    if value("general.architecture") != arch.name:
+        problems.append(f"general.architecture is {value('general.architecture')!r}, not {arch.name!r}")
     if not (len(tokens) == rows == source.rows):
         problems.append(f"{len(tokens)} tokens but {rows} embedding rows (the model has {source.rows})")
     if tokens[: len(vocab.tokens)] != vocab.tokens:
@@ -86,16 +87,16 @@ def read_back(path: Path, arch: str, source: Any, vocab: Any, chat_template: str
             problems.append(f"{key} is {value(key)}, not {token_id}")
     if bool(value("tokenizer.ggml.add_bos_token")) != vocab.add_bos:
         problems.append("tokenizer.ggml.add_bos_token differs from the tokenizer's rule")
-    blocks = value(f"{arch}.block_count")
-    expected_blocks = source.model.config.n_layer if arch == "gpt2" else source.model.config.num_hidden_layers
+    blocks = value(f"{arch.name}.block_count")
+    expected_blocks = getattr(source.model.config, arch.block_count)
     if blocks != expected_blocks:
-        problems.append(f"{arch}.block_count is {blocks}, not {expected_blocks}")
+        problems.append(f"{arch.name}.block_count is {blocks}, not {expected_blocks}")
     if problems:
         raise Mismatch(f"{path.name} read back wrong: " + "; ".join(problems))
     by_type = collections.Counter(t.tensor_type.name for t in reader.tensors)
     return {"tensors": len(reader.tensors), "tensors_by_type": dict(sorted(by_type.items())),
             "types": {t.name: t.tensor_type.name for t in reader.tensors},
-            "context_length": value(f"{arch}.context_length")}
+            "context_length": value(f"{arch.name}.context_length")}
 
 
 def k_fallbacks(types: dict[str, str]) -> list[dict[str, str]]:
@@ -121,7 +122,7 @@ def reference_answers(generator: Any, prompts: list[list[int]], max_new_tokens: 
     return out
 
 
-def transformers_check(path: Path, arch: str, context: int, prompts: list[list[int]], expected: list[list[int]],
+def transformers_check(path: Path, arch: Architecture, context: int, prompts: list[list[int]], expected: list[list[int]],
                        exact: bool, max_new_tokens: int, stop_ids: list[int], pad_id: int) -> dict[str, Any]:
     """transformers loads the GGUF back (dequantized) and answers the prompts greedily."""
     import torch
@@ -129,7 +130,7 @@ def transformers_check(path: Path, arch: str, context: int, prompts: list[list[i
 
     from sftlab.models import _quiet_gguf_bar
 
-    extra = {"n_positions": context} if arch == "gpt2" else {}  # (its GGUF reader leaves GPT-2's context at 1024)
+    extra = arch.reader_options(context)
     try:
         with _quiet_gguf_bar():
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,

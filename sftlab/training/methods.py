@@ -9,7 +9,7 @@ parameters that get no gradient are skipped by the optimizer.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -17,7 +17,21 @@ from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError, first_line
 from sftlab.training.tokens import RowTraining
 
+# A method's setup: (model, config, new chat token ids) → (the model to train, the row training of the new tokens
+# or None), with exactly the method's parameters trainable.
+Setup = Callable[[torch.nn.Module, TrainConfig, list[int]], tuple[torch.nn.Module, Any]]
+SETUPS: dict[str, Setup] = {}
 
+
+def setup_for(*methods: str) -> Callable[[Setup], Setup]:
+    """Registers a function as the setup of the named methods (records of sftlab/config/methods.py)."""
+
+    def register(setup: Setup) -> Setup:
+        for name in methods:
+            SETUPS[name] = setup
+        return setup
+
+    return register
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of decoder blocks (the longest ModuleList in the model)."""
@@ -38,55 +52,30 @@ def lora_config(config: TrainConfig, new_token_ids: Sequence[int] = ()) -> Any:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_targets,
-        use_dora=config.method == "dora",  # (lora and dora share apply_lora)
+        **config.method_spec.peft_options,  # (DoRA: use_dora)
     )
-
-
-def prompt_config(config: TrainConfig, model: torch.nn.Module) -> Any:
-    """peft's prompt tuning (virtual token embeddings, optionally started from a text), prefix tuning
-    (virtual keys and values in every layer), P-tuning (virtual tokens from a small prompt encoder) or LLaMA-Adapter
-    (adaption prompts, through a zero-initialised gate, in the top layers)."""
-    from peft import (AdaptionPromptConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
-                      PromptTuningInit, TaskType)
-
-    if config.method == "adaption_prompt":
-        layers = min(config.adaption_layers, len(decoder_layers(model)))
-        return AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_layers=layers,
-                                    adapter_len=config.num_virtual_tokens)
-    common = {"task_type": TaskType.CAUSAL_LM, "num_virtual_tokens": config.num_virtual_tokens}
-    if config.method == "prompt_tuning":
-        if config.prompt_init_text:
-            from sftlab.models import model_path
-
-            return PromptTuningConfig(**common, prompt_tuning_init=PromptTuningInit.TEXT,
-                                      prompt_tuning_init_text=config.prompt_init_text,
-                                      tokenizer_name_or_path=model_path(config.model))
-        return PromptTuningConfig(**common)
-    if config.method == "prefix_tuning":
-        return PrefixTuningConfig(**common)
-    return PromptEncoderConfig(**common, encoder_hidden_size=model.config.hidden_size)
 
 
 def apply_method(model: torch.nn.Module, config: TrainConfig,
                  new_token_ids: Sequence[int] = ()) -> tuple[torch.nn.Module, RowTraining | None]:
     """The model to hand to the Trainer, with exactly the method's parameters trainable, and the row training of new
     chat tokens (sftlab/training/tokens.py) where the method trains only their rows of the embeddings (None otherwise).
-    Each method's setup is its `apply_<name>` function below (one per record of sftlab/config/methods.py)."""
+    Each method's setup is the function below registered for its name (SETUPS)."""
     spec = config.method_spec
-    if new_token_ids and spec.new_token_rows is None:
+    if new_token_ids and not spec.trains_new_tokens:
         raise SftlabError(f"method {spec.name} cannot train new chat tokens (the template's markers are not tokens "
                           "of this model); use a method that can (full, freeze, lora, dora, hybrid), or a template "
                           "the model knows")
-    return globals()[f"apply_{spec.name}"](model, config, list(new_token_ids))
+    return SETUPS[spec.name](model, config, list(new_token_ids))
 
 
-# Each: (model, config, new chat token ids) → (the model to train, the row training of the new tokens or None).
-
+@setup_for("full")
 def apply_full(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
     model.requires_grad_(True)
     return model, None
 
 
+@setup_for("freeze")
 def apply_freeze(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, Any]:
     model.requires_grad_(False)
     layers = decoder_layers(model)
@@ -106,6 +95,7 @@ def apply_freeze(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]
     return model, RowTraining(model, new_ids) if new_ids else None
 
 
+@setup_for("lora", "dora")
 def apply_lora(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
     """LoRA, or DoRA (lora_config reads the method): new chat tokens' rows as peft's trainable tokens."""
     from peft import get_peft_model
@@ -119,9 +109,7 @@ def apply_lora(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) 
     return _with_targets(config, lambda: get_peft_model(model, lora_config(config, new_ids))), None
 
 
-apply_dora = apply_lora
-
-
+@setup_for("hybrid")
 def apply_hybrid(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, Any]:
     from peft import inject_adapter_in_model
 
@@ -134,18 +122,64 @@ def apply_hybrid(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]
     return model, rows
 
 
+# The prompt-based methods (peft): each builds its peft config; _prompt_model wraps the model in it.
+
+@setup_for("prompt_tuning")
 def apply_prompt_tuning(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
-    """The prompt-based methods (peft): prompt_config builds the method's own peft config."""
+    """Trained virtual token embeddings, optionally started from a text's."""
+    from peft import PromptTuningConfig, PromptTuningInit
+
+    options: dict[str, Any] = {}
+    if config.prompt_init_text:
+        from sftlab.models import model_path
+
+        options = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": config.prompt_init_text,
+                   "tokenizer_name_or_path": model_path(config.model)}
+    return _prompt_model(model, config, lambda: PromptTuningConfig(**_virtual_tokens(config), **options))
+
+
+@setup_for("prefix_tuning")
+def apply_prefix_tuning(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    """Virtual keys and values in every layer."""
+    from peft import PrefixTuningConfig
+
+    return _prompt_model(model, config, lambda: PrefixTuningConfig(**_virtual_tokens(config)))
+
+
+@setup_for("p_tuning")
+def apply_p_tuning(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    """Virtual tokens from a small prompt encoder."""
+    from peft import PromptEncoderConfig
+
+    return _prompt_model(model, config, lambda: PromptEncoderConfig(
+        **_virtual_tokens(config), encoder_hidden_size=model.config.hidden_size))
+
+
+@setup_for("adaption_prompt")
+def apply_adaption_prompt(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
+    """LLaMA-Adapter: adaption prompts, through a zero-initialised gate, in the top layers."""
+    from peft import AdaptionPromptConfig, TaskType
+
+    layers = min(config.adaption_layers, len(decoder_layers(model)))
+    return _prompt_model(model, config, lambda: AdaptionPromptConfig(
+        task_type=TaskType.CAUSAL_LM, adapter_layers=layers, adapter_len=config.num_virtual_tokens))
+
+
+def _virtual_tokens(config: TrainConfig) -> dict[str, Any]:
+    from peft import TaskType
+
+    return {"task_type": TaskType.CAUSAL_LM, "num_virtual_tokens": config.num_virtual_tokens}
+
+
+def _prompt_model(model: torch.nn.Module, config: TrainConfig, peft_config: Callable[[], Any]) -> tuple[torch.nn.Module, None]:
+    """The model in the method's peft wrapper, or one sentence when the method does not fit the model."""
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, prompt_config(config, model)), None
+        return get_peft_model(model, peft_config()), None
     except (ValueError, KeyError) as e:
         raise SftlabError(f"method {config.method} does not support this model "
                           f"({getattr(model.config, 'model_type', '?')}): {first_line(e)}") from None
-
-
-apply_prefix_tuning = apply_p_tuning = apply_adaption_prompt = apply_prompt_tuning
 
 
 def _with_targets(config: TrainConfig, make: Any) -> Any:

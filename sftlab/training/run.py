@@ -90,16 +90,12 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
                  chat: ChatTemplate | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Training rows (packed or not) and eval examples, with the data report. `chat`: the run's template, its
     default_system applied (_chat_tokens); without it, the config's template and default_system."""
+    # (packed below, after the eval split; a given `chat` has the default system prompt applied already)
+    settings = config.data.model_copy(update={"packing": False, **({"default_system": None} if chat is not None else {})})
     template = chat if chat is not None else config.template
-    default_system = None if chat is not None else config.default_system
     examples, report = build_examples(
-        _sources(config.datasets), tokenizer, template, max_length=config.max_length,
-        train_on=config.train_on, on_error=config.on_error, rejects_path=rejects_path,
-        packing=False, seed=config.seed, limit=config.limit, clean=_cleaner(config, tokenizer, template),
-        escape=config.escape_special_tokens, num_proc=config.num_proc,
-        cache=sftlab_home() / "encoded" if config.encode_cache else None, cache_key=config.clean,
-        mixture_replacement=config.mixture_replacement, mixture_examples=config.mixture_examples,
-        default_system=default_system,
+        _sources(config.datasets), tokenizer, settings, template=chat, rejects_path=rejects_path,
+        clean=_cleaner(config, tokenizer, template), cache=sftlab_home() / "encoded" if config.encode_cache else None,
     )
     eval_examples: list[Example] = []
     if config.eval_split:
@@ -113,9 +109,10 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
         examples = [e for i, e in enumerate(examples) if i not in held]
     elif config.eval_datasets:
         eval_examples, _ = build_examples(
-            _sources(config.eval_datasets), tokenizer, template, max_length=config.max_length,
-            train_on=config.train_on, on_error=config.on_error, seed=config.seed,
-            escape=config.escape_special_tokens, default_system=default_system, say_system=False,
+            _sources(config.eval_datasets), tokenizer,
+            settings.model_copy(update={"limit": None, "mixture_examples": None, "mixture_replacement": False,
+                                        "clean": None}),
+            template=chat, say_system=False,
         )
     rows = pack_examples(examples, config.max_length, report) if config.packing else examples
     report.train_examples = len(examples)

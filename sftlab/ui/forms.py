@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sftlab.config import TrainConfig, explain, parse_yaml
+from sftlab.config import GROUPS, TrainConfig, explain, parse_yaml
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.data.templates import BUILTIN_TEMPLATES
@@ -90,7 +90,8 @@ def form_groups() -> list[Group]:
         title = prop.get("group", "Other")
         groups.setdefault(title, Group(title, [])).fields.append(
             Field(name, kind, default, prop.get("description", ""), choices, optional))
-    return list(groups.values())
+    # (in GROUPS' order: a section's keys, such as DataSettings' seed, may belong to a later group)
+    return sorted(groups.values(), key=lambda g: GROUPS.index(g.title) if g.title in GROUPS else len(GROUPS))
 
 
 def form_schema() -> list[dict[str, Any]]:

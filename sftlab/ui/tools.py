@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
+from sftlab.export.quants import QUANT_NAMES
 from sftlab.ui.manager import log_tail, process_alive, read_state, spawn, update_state
 
 # The preview reads the first rows only, so it answers in seconds on any file.
@@ -181,12 +182,11 @@ def preview(config: Any) -> dict[str, Any]:
 
     tokenizer = tokenizer_for(config.model)
     limit = min(config.limit or PREVIEW_ROWS, PREVIEW_ROWS)
-    examples, report = build_examples(
-        [Source(d.path, d.format, d.weight) for d in config.datasets], tokenizer, config.template,
-        max_length=config.max_length, train_on=config.train_on, on_error="skip", limit=limit,
-        escape=config.escape_special_tokens, default_system=config.default_system, seed=config.seed,
-        mixture_replacement=config.mixture_replacement, say_system=False,
-    )
+    # (the first rows as they are: no mixture's total, no cleaning, no packing)
+    settings = config.data.model_copy(update={"on_error": "skip", "limit": limit, "packing": False,
+                                              "mixture_examples": None, "clean": None})
+    examples, report = build_examples([Source(d.path, d.format, d.weight) for d in config.datasets], tokenizer,
+                                      settings, say_system=False)
     summary = report.summary(limit)
     return {
         "html": render_html(examples[:PREVIEW_EXAMPLES], tokenizer, summary=summary),
@@ -317,7 +317,7 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
 EXPORT_DIR = "export"
 EXPORT_STATE = "ui_export.json"
 EXPORT_FORMATS = ("gguf", "safetensors")
-EXPORT_QUANTS = ("q8_0", "f16", "bf16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+EXPORT_QUANTS = QUANT_NAMES  # (sftlab/export/quants.py; the first is the default)
 
 
 def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bool) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""DataSettings: every key that changes the examples a data file becomes (template, truncation, masking, mixing,
+cleaning …), one section that training, inspect, eval's held-out loss and the UI's preview hand to
+`sftlab.data.pipeline.build_examples` whole, adjusted with `model_copy(update=…)` where a caller differs.
+`cache_key()` is made of its fields, so a new field is in the encode cache's key without anyone listing it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from sftlab.config.bounds import Limit
+from sftlab.config.fields import BOOKKEEPING, WHAT, Count, OptionalCount, setting
+from sftlab.defaults import DATA_CHECKS, MAX_LENGTH
+
+# Fields that change how examples are made or laid out afterwards, not what they are: not in the cache key.
+# (packing is applied to the examples the cache holds; num_proc only shares the encoding among processes.)
+NOT_IN_CACHE_KEY = frozenset({"packing", "num_proc"})
+
+
+class DataSettings(BaseModel):
+    """The data keys of a run (TrainConfig has them all, as flat keys)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    template: Optional[str] = setting(None, group=WHAT, help="Built-in name or .jinja file; default: the tokenizer's own.")
+    default_system: Optional[str] = setting(
+        None, group=WHAT,
+        help="The system prompt of every conversation that has no system message, in place of the template's own "
+             "default (SmolLM2's template gives such conversations \"You are a helpful AI assistant named SmolLM, "
+             "trained by Hugging Face\"); \"\" removes that default. It is written into the saved model's chat "
+             "template: chat, serve and eval of the trained model use it too (docs/data.md, \"The template's default "
+             "system prompt\").")
+    train_on: Literal["all_assistant", "last_assistant", "all"] = setting(
+        "all_assistant", group=WHAT,
+        help="Which tokens are trained: every assistant turn, only the last one, or every token.")
+    max_length: Count = setting(
+        MAX_LENGTH, group=WHAT,
+        help="Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is "
+             "dropped and reported.")
+    escape_special_tokens: bool = setting(
+        True, group=WHAT,
+        help="Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control "
+             "tokens, for data that carries them on purpose (docs/data.md \"Special-token text in your data\").")
+    on_error: Literal["raise", "skip"] = setting(
+        "raise", group=WHAT,
+        help="A bad row stops the run (raise) or is skipped and listed in rejects.jsonl (skip).")
+    packing: bool = setting(
+        False, group=WHAT,
+        help="The whole dataset packed into rows of max_length first, each packed row one batch member (fewer "
+             "optimizer steps; TRL's name).")
+    limit: OptionalCount = setting(None, group=WHAT, help="Only the first N conversations (quick trials).")
+    mixture_examples: Annotated[Optional[int], Limit(ge=1, le=100_000_000)] = setting(
+        None, group=WHAT,
+        help="Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read).")
+    mixture_replacement: bool = setting(
+        False, group=WHAT,
+        help="Mixing datasets by `weight`: each example drawn with replacement (default: a file's rows all used "
+             "before repeats).")
+    clean: Optional[list[str]] = setting(
+        None, group=WHAT,
+        help="Data checks whose rows are removed before training (`sftlab data check` names); listed in "
+             "data_report.json.")
+    num_proc: OptionalCount = setting(
+        None, group=WHAT,
+        help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
+    seed: int = setting(42, group=BOOKKEEPING, help="Seed of the data order, the split and the initialisation.")
+
+    @field_validator("clean")
+    @classmethod
+    def _known_checks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None:
+            for name in value:
+                if name not in DATA_CHECKS:
+                    raise ValueError(f"unknown check '{name}'; choose from {', '.join(DATA_CHECKS)}")
+        return value
+
+    def cache_key(self) -> dict[str, Any]:
+        """The fields that determine the examples, by name (encode_cache hashes them with the files, the
+        tokenizer and the template)."""
+        return self.model_dump(mode="json", exclude=set(NOT_IN_CACHE_KEY))

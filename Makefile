@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.sftlab-installed
 
-.PHONY: setup gguf test test-fast demo bench clean
+.PHONY: setup gguf vocab test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,22 @@ $(GGUF_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e '.[gguf]'
 	touch $(GGUF_STAMP)
 
+# llama.cpp's vocabulary-only GGUF files for the tokenizer test (tests/fixtures/vocab/README.md), from the source
+# package of the llama-cpp-python version `make gguf` installs (pip's cache keeps it). Best effort: where it cannot
+# be downloaded, the tests of those vocabularies are skipped with their reason.
+VOCAB_STAMP := build/vocab/.extracted
+
+vocab: $(VOCAB_STAMP)
+
+$(VOCAB_STAMP): $(STAMP)
+	mkdir -p build/vocab build/sdist
+	( $(PIP) download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d build/sdist && \
+	  tar -xzf build/sdist/llama_cpp_python-0.3.36.tar.gz -C build/vocab --strip-components=4 --wildcards \
+	    'llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf' && touch $@ ) || \
+	  echo "llama.cpp's vocabulary files not extracted; the tokenizer tests that need them will be skipped"
+
 # CI: everything, the llama.cpp export checks included.
-test: setup gguf
+test: setup gguf vocab
 	$(PY) -m pytest
 
 # The tests not marked slow: a minute or so, for the edit-test loop (CI runs `make test`).

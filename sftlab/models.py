@@ -128,9 +128,14 @@ def default_gguf() -> Path:
     return path
 
 
+# Raised whenever the conversion of a GGUF changes what it gives (2: tokenizers repaired per pre-tokenizer type), so that
+# a cached conversion made by an older sftlab is made again rather than used.
+_CONVERSION = 2
+
+
 def _cache_key(path: Path) -> str:
     st = path.stat()
-    digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CONVERSION}".encode()).hexdigest()[:12]
     return f"{path.stem}-{digest}"
 
 
@@ -144,10 +149,14 @@ def load_tokenizer(model: str | None) -> Any:
             return AutoTokenizer.from_pretrained(str(ref.path))
         if ref.kind == "hub":
             return AutoTokenizer.from_pretrained(ref.name, **hub_options(ref.name))
+        from sftlab.gguf_tokenizer import read_vocab, repair, say_once
+
+        vocab = read_vocab(ref.path)
+        say_once(ref.display, vocab)
         cached = sftlab_home() / "tokenizers" / _cache_key(ref.path)
         if (cached / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(cached))
-        tok = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+        tok = repair(AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name), vocab)
         _publish(cached, tok.save_pretrained)
         return tok
     except SftlabError:

@@ -2,136 +2,201 @@
 template's default system prompt, and PARAMETER stop for every token generation ends at.
 
 Which family a model's (Jinja) template belongs to is found by rendering, not by name: each family's Go template
-comes with `render`, the text it produces written out in Python (Ollama gives a Go template the joined system
-messages as .System and all messages as .Messages), and a family is chosen only where that text equals the Jinja
-template's on probe conversations (with and without a system message, one and several turns). Ollama adds BOS
-itself where the GGUF says add_bos_token, so a family's BOS is written into the Go template only where it does
-not. A template no family renders gets no Go template: recent Ollama renders the Jinja template embedded in the
-GGUF."""
+comes with `render`, the text it produces written out in Python, and a family is chosen only where that text equals
+the Jinja template's on probe conversations. What the Go template is given is what Ollama's chat gives it
+(`ollama_messages`): the Modelfile's SYSTEM as a first system message where the request starts with none, consecutive
+messages of one role joined by a blank line (tool results apart), and every message, system ones included, in
+.Messages. tests/test_modelfile.py renders each family with Go's own text/template and compares.
+
+Ollama puts BOS in front of the prompt itself where the GGUF says add_bos_token, so a family's leading BOS is written
+into the Go template only where it does not. A template no family renders gets no Go template: recent Ollama renders
+the Jinja template embedded in the GGUF."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 Message = dict[str, str]
+Render = Callable[[list[Message]], str]
 
+_SYSTEM = {"role": "system", "content": "Be brief."}
+# Conversations every family must render as the Jinja template does.
 PROBES: list[list[Message]] = [
     [{"role": "user", "content": "Hi there"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
+    [_SYSTEM, {"role": "user", "content": "Hi there"}],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
      {"role": "user", "content": "How are you?"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "你好"}],
+    [_SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+     {"role": "user", "content": "你好"}],
 ]
+# …and these too, where the Jinja template renders them at all (some refuse a tool role or a late system message).
+EXTRA_PROBES: list[list[Message]] = [
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+     {"role": "system", "content": "Answer in French."}, {"role": "user", "content": "How are you?"}],
+    [{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "Let me look."},
+     {"role": "tool", "content": "22 C, sunny"}, {"role": "user", "content": "And so?"}],
+]
+PADDED = [{"role": "user", "content": "  Hi there \n"}]  # tells whether the Jinja template trims content
 
-def _chatml(bos: str, eos: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = ("{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}\n"
-          "{{- range .Messages }}\n{{- if ne .Role \"system\" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
-          "{{ end }}\n{{- end }}<|im_start|>assistant\n")
+_ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
-    def render(system: str, msgs: list[Message]) -> str:
-        head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
-        return head + "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + \
-            "<|im_start|>assistant\n"
+
+def _chatml(bos: str, eos: str) -> tuple[str, Render]:
+    # Ollama's own chatml template: every message in place, system ones included.
+    go = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+          "<|im_start|>assistant\n")
+
+    def render(msgs: list[Message]) -> str:
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
     return go, render
 
 
-def _llama3(bos: str, eos: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = (bos + "{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>\n{{- end }}\n"
-          "{{- range .Messages }}\n{{- if ne .Role \"system\" }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
-          "{{ .Content }}<|eot_id|>\n{{- end }}\n{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
+def _llama3(bos: str, eos: str) -> tuple[str, Render]:
+    # Tool results go back under the 'ipython' role, as Llama 3.1's template writes them.
+    go = (bos + "{{- range .Messages }}<|start_header_id|>{{ if eq .Role \"tool\" }}ipython{{ else }}{{ .Role }}{{ end }}"
+          "<|end_header_id|>\n\n{{ .Content }}<|eot_id|>\n{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
 
-    def render(system: str, msgs: list[Message]) -> str:
-        turns = ([{"role": "system", "content": system}] if system else []) + msgs
-        return bos + "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>"
-                             for m in turns) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    def render(msgs: list[Message]) -> str:
+        return bos + "".join(f"<|start_header_id|>{'ipython' if m['role'] == 'tool' else m['role']}<|end_header_id|>"
+                             f"\n\n{m['content']}<|eot_id|>" for m in msgs) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return go, render
 
 
-def _llama2(bos: str, eos: str, bos_text: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = ("{{- $first := true }}\n{{- range .Messages }}\n{{- if eq .Role \"user\" }}"
-          f"{{{{ if $first }}}}{bos}{{{{ else }}}}{bos_text}{{{{ end }}}}[INST] "
-          "{{ if and $first $.System }}<<SYS>>\n{{ $.System }}\n<</SYS>>\n\n{{ end }}{{ .Content }} [/INST]\n"
-          "{{- $first = false }}\n"
-          f"{{{{- else if eq .Role \"assistant\" }}}} {{{{ .Content }}}} {eos}\n"
-          "{{- end }}\n{{- end }}")
+def _llama2(bos: str, eos: str, bos_text: str) -> tuple[str, Render]:
+    # A first system message goes into the first [INST] block; every other message that is not the assistant's
+    # (a later system message, a tool result) is an [INST] block of its own.
+    go = ("{{- $start := 0 }}{{ $system := \"\" }}\n"
+          "{{- if and .Messages (eq (index .Messages 0).Role \"system\") }}{{ $start = 1 }}"
+          "{{ $system = (index .Messages 0).Content }}{{ end }}\n"
+          "{{- range $i, $m := .Messages }}{{ if ge $i $start }}\n"
+          f"{{{{- if eq .Role \"assistant\" }}}} {{{{ .Content }}}} {eos}\n"
+          f"{{{{- else }}}}{{{{ if eq $i $start }}}}{bos}{{{{ else }}}}{bos_text}{{{{ end }}}}[INST] "
+          "{{ if and (eq $i $start) $system }}<<SYS>>\n{{ $system }}\n<</SYS>>\n\n{{ end }}{{ .Content }} [/INST]\n"
+          "{{- end }}{{ end }}\n{{- end }}")
 
-    def render(system: str, msgs: list[Message]) -> str:
-        out, first = "", True
-        for m in msgs:
-            if m["role"] == "user":
-                sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if first and system else ""
-                out += (bos if first else bos_text) + f"[INST] {sys_block}{m['content']} [/INST]"
-                first = False
-            elif m["role"] == "assistant":
+    def render(msgs: list[Message]) -> str:
+        system, start = (msgs[0]["content"], 1) if msgs and msgs[0]["role"] == "system" else ("", 0)
+        out = ""
+        for i, m in enumerate(msgs[start:], start):
+            if m["role"] == "assistant":
                 out += f" {m['content']} {eos}"
+            else:
+                sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if i == start and system else ""
+                out += (bos if i == start else bos_text) + f"[INST] {sys_block}{m['content']} [/INST]"
         return out
     return go, render
 
 
-def _phi3(bos: str, eos: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = ("{{- if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}\n"
-          "{{- range .Messages }}\n{{- if ne .Role \"system\" }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n"
-          "{{ end }}\n{{- end }}<|assistant|>\n")
+def _phi3(bos: str, eos: str) -> tuple[str, Render]:
+    # Ollama's own phi-3 template.
+    go = "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n"
 
-    def render(system: str, msgs: list[Message]) -> str:
-        head = f"<|system|>\n{system}<|end|>\n" if system else ""
-        return head + "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs) + "<|assistant|>\n"
+    def render(msgs: list[Message]) -> str:
+        return "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs) + "<|assistant|>\n"
     return go, render
 
 
-def _alpaca(bos: str, eos: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = ("{{- if .System }}{{ .System }}\n\n{{ end }}\n{{- $first := true }}\n{{- range .Messages }}\n"
-          "{{- if ne .Role \"system\" }}{{ if not $first }}\n\n{{ end }}"
-          "{{ if eq .Role \"assistant\" }}### Response:\n{{ else }}### Instruction:\n{{ end }}{{ .Content }}\n"
-          "{{- $first = false }}\n{{- end }}\n{{- end }}\n\n### Response:\n")
+def _alpaca(bos: str, eos: str) -> tuple[str, Render]:
+    # A first system message replaces the preamble (an empty one gives the standard preamble); a later one is an
+    # instruction; a tool result is an input.
+    go = ("{{- $start := 0 }}{{ $preamble := \"\" }}\n"
+          "{{- if and .Messages (eq (index .Messages 0).Role \"system\") }}{{ $start = 1 }}"
+          "{{ $preamble = (index .Messages 0).Content }}{{ end }}\n"
+          "{{- range $i, $m := .Messages }}{{ if ge $i $start }}\n"
+          "{{- if gt $i $start }}\n\n{{ end }}\n"
+          "{{- if eq .Role \"assistant\" }}### Response:\n{{ .Content }}\n"
+          "{{- else }}{{ if eq $i $start }}{{ if $preamble }}{{ $preamble }}{{ else }}" + _ALPACA_PREAMBLE +
+          "{{ end }}\n\n{{ end }}{{ if eq .Role \"tool\" }}### Input:\n{{ else }}### Instruction:\n{{ end }}{{ .Content }}\n"
+          "{{- end }}{{ end }}\n{{- end }}\n\n### Response:\n")
 
-    def render(system: str, msgs: list[Message]) -> str:
-        head = f"{system}\n\n" if system else ""
-        body = "\n\n".join(("### Response:\n" if m["role"] == "assistant" else "### Instruction:\n") + m["content"]
-                           for m in msgs)
-        return head + body + "\n\n### Response:\n"
+    def render(msgs: list[Message]) -> str:
+        preamble, start = (msgs[0]["content"], 1) if msgs and msgs[0]["role"] == "system" else ("", 0)
+        parts = []
+        for i, m in enumerate(msgs[start:], start):
+            if m["role"] == "assistant":
+                parts.append("### Response:\n" + m["content"])
+            else:
+                head = (preamble or _ALPACA_PREAMBLE) + "\n\n" if i == start else ""
+                parts.append(head + ("### Input:\n" if m["role"] == "tool" else "### Instruction:\n") + m["content"])
+        return "\n\n".join(parts) + "\n\n### Response:\n"
     return go, render
 
 
-def _plain(bos: str, eos: str) -> tuple[str, Callable[[str, list[Message]], str]]:
-    go = ("{{- if .System }}{{ .System }}\n\n{{ end }}\n{{- range .Messages }}\n"
-          "{{- if eq .Role \"user\" }}USER: {{ .Content }}\n{{ else if eq .Role \"assistant\" }}ASSISTANT: "
-          "{{ .Content }}\n{{ end }}\n{{- end }}ASSISTANT:")
+def _plain(bos: str, eos: str) -> tuple[str, Render]:
+    go = ("{{- range .Messages }}\n"
+          "{{- if eq .Role \"system\" }}{{ .Content }}\n\n{{ else if eq .Role \"assistant\" }}ASSISTANT: {{ .Content }}\n"
+          "{{ else if eq .Role \"tool\" }}TOOL: {{ .Content }}\n{{ else }}USER: {{ .Content }}\n{{ end }}\n"
+          "{{- end }}ASSISTANT:")
 
-    def render(system: str, msgs: list[Message]) -> str:
-        head = f"{system}\n\n" if system else ""
-        return head + "".join(("ASSISTANT: " if m["role"] == "assistant" else "USER: ") + m["content"] + "\n"
-                              for m in msgs) + "ASSISTANT:"
+    def render(msgs: list[Message]) -> str:
+        heads = {"assistant": "ASSISTANT: ", "tool": "TOOL: "}
+        return "".join(m["content"] + "\n\n" if m["role"] == "system" else heads.get(m["role"], "USER: ") + m["content"] + "\n"
+                       for m in msgs) + "ASSISTANT:"
     return go, render
+
+
+def ollama_messages(default_system: str, msgs: list[Message]) -> list[Message]:
+    """The messages Ollama's chat hands a Go template (.Messages): the Modelfile's SYSTEM first where the request
+    does not start with a system message, and consecutive messages of one role (tool results apart) joined by a blank
+    line into one."""
+    if msgs and msgs[0]["role"] != "system" and default_system:
+        msgs = [{"role": "system", "content": default_system}] + msgs
+    joined: list[Message] = []
+    for m in msgs:
+        if joined and joined[-1]["role"] == m["role"] and m["role"] != "tool":
+            joined[-1] = {**joined[-1], "content": joined[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            joined.append(dict(m))
+    return joined
+
+
+FAMILIES = ("chatml", "llama3", "phi3", "alpaca", "plain", "llama2")
+
+
+def family_template(family: str, bos: str, eos: str, bos_text: str) -> tuple[str, Render]:
+    """A family's Go template and its rendering in Python, BOS written as `bos` at the start."""
+    if family == "llama2":
+        return _llama2(bos, eos, bos_text)
+    return {"chatml": _chatml, "llama3": _llama3, "phi3": _phi3, "alpaca": _alpaca, "plain": _plain}[family](bos, eos)
+
+
+def _renders(chat: Any, probes: list[list[Message]], required: bool) -> list[tuple[list[Message], str]]:
+    out = []
+    for probe in probes:
+        try:
+            out.append((probe, chat.render(probe, add_generation_prompt=True)))
+        except Exception:  # noqa: BLE001 - a template may refuse a tool role or a late system message
+            if required:
+                raise
+    return out
 
 
 def go_template(chat: Any, bos_text: str, eos_text: str, add_bos: bool) -> tuple[str | None, str | None]:
     """(family, Go template) whose rendering equals `chat`'s on every probe, or (None, None)."""
     default = chat.default_system or ""
     try:
-        wanted = [chat.render(p, add_generation_prompt=True) for p in PROBES]
+        wanted = _renders(chat, PROBES, True) + _renders(chat, EXTRA_PROBES, False)
     except Exception:  # noqa: BLE001 - a template that cannot render the probes gets no Go template
         return None, None
     # Where the GGUF says add_bos_token, Ollama puts BOS in front of the prompt itself.
     strip = bos_text if add_bos and bos_text else ""
-    families = {
-        "chatml": _chatml, "llama3": _llama3, "phi3": _phi3, "alpaca": _alpaca, "plain": _plain,
-        "llama2": lambda b, e: _llama2(b, e, bos_text),
-    }
-    for family, make in families.items():
+    for family in FAMILIES:
         for bos in ("", bos_text) if bos_text and not strip else ("",):
-            go, render = make(bos, eos_text)
-            if all(_ollama_render(render, default, p) == w.removeprefix(strip) for p, w in zip(PROBES, wanted)):
+            go, render = family_template(family, bos, eos_text, bos_text)
+            if all(render(ollama_messages(default, p)) == w.removeprefix(strip) for p, w in wanted):
                 return family, go
     return None, None
 
 
-def _ollama_render(render: Callable[[str, list[Message]], str], default: str, msgs: list[Message]) -> str:
-    """What Ollama's chat gives the Go template: the Modelfile's SYSTEM where the request has no system message,
-    the system messages joined as .System."""
-    system = "\n\n".join(m["content"] for m in msgs if m["role"] == "system") or default
-    return render(system, [m for m in msgs if m["role"] != "system"])
+def trims_content(chat: Any) -> bool:
+    """Whether the Jinja template strips the whitespace around a message's content (Go's template cannot)."""
+    try:
+        padded = chat.render(PADDED, add_generation_prompt=True)
+        plain = chat.render([{"role": "user", "content": PADDED[0]["content"].strip()}], add_generation_prompt=True)
+    except Exception:  # noqa: BLE001
+        return False
+    return padded == plain
 
 
 def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]:
@@ -145,7 +210,14 @@ def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]
         family, go = go_template(source.chat, tok.bos_token or "", tok.eos_token or "", vocab.add_bos)
         if go is not None:
             lines.append(f"# chat template family '{family}': this Go template renders what the model's Jinja "
-                         "template does (checked on probe conversations)")
+                         "template does (checked on probe conversations, system messages in place).")
+            lines.append("# Ollama joins consecutive messages of one role with a blank line before rendering (the Jinja "
+                         "template renders each apart).")
+            if trims_content(source.chat):
+                lines.append("# Whitespace: the Jinja template strips each message's leading and trailing whitespace; "
+                             "this Go template writes content as sent, so padded content renders differently.")
+            else:
+                lines.append("# Whitespace: content is written as sent, as the Jinja template writes it.")
             lines.append(f'TEMPLATE """{go}"""')
             if source.chat.default_system:
                 lines.append(f'SYSTEM """{source.chat.default_system}"""')

@@ -1,0 +1,3 @@
+module sftlab.test/ollamarender
+
+go 1.19

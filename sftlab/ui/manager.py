@@ -76,27 +76,10 @@ def update_state(path: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
-def process_alive(pid: Any) -> bool:
-    """Whether `pid` is a live sftlab process (a reused pid of something else is not)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            text = cmdline.read_bytes()
-        except OSError:
-            return True
-        if b"sftlab" not in text:
-            return False
-        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has ended
-    return True
+def runner_record(pid: int) -> dict[str, Any]:
+    """What a state file records of a runner just spawned, for runner_alive to know it again: its pid and its start
+    time."""
+    return {"runner_pid": pid, "runner_start": runlock.process_start(pid)}
 
 
 def runner_alive(state_file: Path, state: dict[str, Any] | None = None) -> int | None:
@@ -389,8 +372,7 @@ def start_next(runs_dir: Path, work_dir: Path) -> Path | None:
         step = max((r["step"] for r in run_folders._metrics(folder)), default=0) if state.get("resume") else 0
         pid = spawn(folder / STATE, folder / LOG, train_command(folder, bool(state.get("resume"))), work_dir,
                     queue=runs_dir)
-        update_state(folder / STATE, status="running", runner_pid=pid, runner_start=runlock.process_start(pid),
-                     started=time.time(), start_step=step, error=None, exit_code=None, stop_requested=None)
+        update_state(folder / STATE, status="running", **runner_record(pid), started=time.time(), start_step=step, error=None, exit_code=None, stop_requested=None)
         return folder
 
 

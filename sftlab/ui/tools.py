@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.export.quants import QUANT_NAMES
-from sftlab.ui.manager import log_tail, process_alive, read_state, spawn, update_state
+from sftlab.ui.manager import log_tail, read_state, runner_alive, runner_record, spawn, update_state
 
 # The preview reads the first rows only, so it answers in seconds on any file.
 PREVIEW_ROWS = 1000
@@ -259,7 +259,7 @@ def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, 
     """`sftlab eval --model RUN --data DATA --out RUN/eval` as a child process (its log in RUN/eval/eval.log)."""
     out = run_dir / EVAL_DIR
     state_file = out / EVAL_STATE
-    if process_alive(read_state(state_file).get("runner_pid")):
+    if runner_alive(state_file):
         raise SftlabError(f"an eval of {run_dir.name} is running already")
     if (judge_url is None) != (judge_model is None):
         raise SftlabError("the judge needs both its endpoint URL and its model name")
@@ -274,7 +274,7 @@ def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, 
              "exit_code": None, "error": None}
     update_state(state_file, **state)
     pid = spawn(state_file, out / "eval.log", args, work_dir)
-    update_state(state_file, runner_pid=pid)
+    update_state(state_file, **runner_record(pid))
     return {"status": "running"}
 
 
@@ -299,7 +299,7 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
     out = run_dir / EVAL_DIR
     state = read_state(out / EVAL_STATE)
     status = state.get("status") or ("finished" if (out / "summary.json").is_file() else "none")
-    if status == "running" and not process_alive(state.get("runner_pid")):
+    if status == "running" and not runner_alive(out / EVAL_STATE, state):
         status = "failed"
     try:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -328,7 +328,7 @@ def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bo
         raise SftlabError(f"quant must be one of {', '.join(EXPORT_QUANTS)}, got {quant!r}")
     root = run_dir / EXPORT_DIR
     state_file = root / EXPORT_STATE
-    if process_alive(read_state(state_file).get("runner_pid")):
+    if runner_alive(state_file):
         raise SftlabError(f"an export of {run_dir.name} is running already")
     name = fmt if fmt == "safetensors" else f"gguf-{quant}"
     out, k = root / name, 2
@@ -341,7 +341,7 @@ def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bo
     (root / "export.log").unlink(missing_ok=True)
     update_state(state_file, status="running", started=time.time(), out=str(out), format=fmt,
                  quant=quant if fmt == "gguf" else None, verify=verify, exit_code=None, error=None)
-    update_state(state_file, runner_pid=spawn(state_file, root / "export.log", args, work_dir))
+    update_state(state_file, **runner_record(spawn(state_file, root / "export.log", args, work_dir)))
     return {"status": "running", "out": str(out)}
 
 
@@ -353,7 +353,7 @@ def read_export(run_dir: Path) -> dict[str, Any]:
     root = run_dir / EXPORT_DIR
     state = read_state(root / EXPORT_STATE)
     status = state.get("status") or "none"
-    if status == "running" and not process_alive(state.get("runner_pid")):
+    if status == "running" and not runner_alive(root / EXPORT_STATE, state):
         status = "failed"
     out = Path(state["out"]) if state.get("out") else None
     report, lines = None, []

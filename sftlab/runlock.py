@@ -231,9 +231,9 @@ def _open_lock(folder: Path, what: str) -> int:
         if (folder / LOCK).is_symlink():
             raise SftlabError(f"{what} {folder}: {LOCK} is a symbolic link, which sftlab never makes; remove it")
         return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-    except OSError:
+    except OSError as e:
         require_output_dir(folder, what)  # the one sentence for a folder that cannot be written
-        raise
+        raise SftlabError(f"{what} {folder}: cannot open its run lock {LOCK} ({e.strerror or e})") from None
 
 
 def _refusal(folder: Path, what: str) -> SftlabError:

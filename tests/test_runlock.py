@@ -120,3 +120,12 @@ def test_a_symlinked_lock_file_is_refused_and_never_followed(tmp_path):
         with runlock.hold(folder):
             pass
     assert outside.read_text() == "keep"
+
+
+def test_a_lock_path_that_is_a_folder_is_one_sentence(tmp_path):
+    folder = tmp_path / "run"
+    (folder / runlock.LOCK).mkdir(parents=True)
+    with pytest.raises(SftlabError) as refused:
+        with runlock.hold(folder):
+            pass
+    assert str(refused.value) == f"output_dir {folder}: cannot open its run lock .train.lock (Is a directory)"

@@ -133,3 +133,58 @@ def test_add_bos_token_as_training_had_it(template, tok_name, bos):
     # A Llama 2 tokenizer adds BOS to text, but phi3 and alpaca write none, and a conversation trains none.
     tok = tokenizer(tok_name)
     assert template_writes_bos(tok, resolve_template(template, tok, warn=False)) is bos
+
+
+def call(name: str, **arguments) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+WEATHER = {"type": "function", "function": {"name": "weather", "description": "Weather <now> & later",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City"},
+                                                           "unit": {"type": "string", "enum": ["C", "F"]}},
+                          "required": ["city"]}}}
+TOOL_CONVERSATIONS = [
+    [m(U, "Weather in Paris?")],
+    [m(S, "Be brief."), m(U, "Weather in Paris?"), {**m(A, ""), "tool_calls": [call("weather", city="Paris")]},
+     m(T, "22 C"), m(A, "22 C in Paris.")],
+    [m(U, "Paris and Rome?"), {**m(A, "Looking."), "tool_calls": [call("weather", city="Paris", unit="C"),
+                                                                 call("weather", city="Rome")]},
+     m(T, "22"), m(T, "25"), m(U, "Thanks")],
+]
+
+
+@pytest.mark.slow
+def test_go_templates_write_tools_and_calls_as_the_jinja_templates_do(go_renderer):
+    """chatml and qwen (Hermes-style <tool_call>): Go's rendering equals the Jinja one with tool JSON spelled as
+    Ollama spells it (compact, keys sorted, <>& escaped), the one difference the Modelfile's comment names."""
+    from sftlab.export.modelfile import go_spelling, go_tools_template
+
+    cases, wanted = [], []
+    for template in ("chatml", "qwen"):
+        tok = tokenizer("qwen2")
+        chat = resolve_template(template, tok, warn=False)
+        family, _ = go_template(chat, tok.bos_token or "", tok.eos_token or "", False)
+        go = go_tools_template(chat, family, tok.bos_token or "", tok.eos_token or "", False)
+        assert go is not None, template
+        for c in TOOL_CONVERSATIONS:
+            cases.append({"template": go, "system": chat.default_system or "", "messages": c, "tools": [WEATHER]})
+            wanted.append(go_spelling(chat.render(c, tools=[WEATHER], add_generation_prompt=True), c, [WEATHER]))
+        # without tools the same Go template renders what the plain family does
+        for c in CONVERSATIONS[:4]:
+            cases.append({"template": go, "system": chat.default_system or "", "messages": c})
+            wanted.append(chat.render(c, add_generation_prompt=True))
+    got = go_renderer(cases)
+    assert got == wanted
+    # literal: the call as the model must write it, and Ollama's spelling of the schema
+    assert '<tool_call>\n{"name": "weather", "arguments": {"city":"Paris","unit":"C"}}\n</tool_call>' in got[2]
+    assert '"description":"Weather \\u003cnow\\u003e \\u0026 later"' in got[0]
+
+
+def test_a_template_that_writes_no_tools_gets_no_tools_template():
+    # sftlab's llama3.jinja drops the schemas and calls it is given (see the note): no Go template may add them.
+    from sftlab.export.modelfile import go_tools_template
+
+    tok = tokenizer("llama3")
+    chat = resolve_template("llama3", tok, warn=False)
+    assert go_tools_template(chat, "llama3", tok.bos_token, tok.eos_token, True) is None
+    assert go_tools_template(chat, "phi3", tok.bos_token, tok.eos_token, True) is None

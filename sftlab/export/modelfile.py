@@ -39,6 +39,27 @@ EXTRA_PROBES: list[list[Message]] = [
 ]
 PADDED = [{"role": "user", "content": "  Hi there \n"}]  # tells whether the Jinja template trims content
 
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                       "required": ["city"]}}}
+
+
+def _call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# Conversations with tools that a tool-writing family must render as the Jinja template does (up to JSON spelling).
+TOOL_PROBES: list[list[Message]] = [
+    [_SYSTEM, {"role": "user", "content": "Weather in Paris?"}],
+    [{"role": "user", "content": "Weather in Paris?"},
+     {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", city="Paris")]},
+     {"role": "tool", "content": "22 C, sunny"}],
+    [_SYSTEM, {"role": "user", "content": "Paris and Rome?"},
+     {"role": "assistant", "content": "Let me look.", "tool_calls": [_call("get_weather", city="Paris"),
+                                                                      _call("get_weather", city="Rome")]},
+     {"role": "tool", "content": "22 C"}, {"role": "tool", "content": "25 C"}],
+]
+
 _ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
 
@@ -136,6 +157,88 @@ def _plain(bos: str, eos: str) -> tuple[str, Render]:
     return go, render
 
 
+_CHATML_TOOLS_HEAD = ("# Tools\n\nYou may call one or more functions. Their signatures are inside <tools></tools>:\n<tools>")
+_CHATML_TOOLS_TAIL = ("\n</tools>\n\nTo call a function, reply with a JSON object inside <tool_call></tool_call> tags:\n"
+                      "<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n")
+_LLAMA3_TOOLS = ("\n\nYou have access to the following functions. To call one, reply with a JSON object "
+                 "{\"name\": function name, \"parameters\": arguments}.\n")
+
+
+def go_json(value: Any) -> str:
+    """JSON as Ollama writes a tool or a call's arguments into a Go template (encoding/json: compact, map keys
+    sorted, <, > and & escaped); a tool's keys in the order of Ollama's own structs."""
+    import json
+
+    if isinstance(value, dict) and "function" in value and "type" in value:
+        f = value["function"]
+        params = f.get("parameters") or {}
+        props = {k: {x: p[x] for x in ("type", "description", "enum") if p.get(x)}
+                 for k, p in sorted((params.get("properties") or {}).items())}
+        value = {"type": value["type"], "function": {
+            "name": f.get("name", ""), "description": f.get("description", ""),
+            "parameters": {"type": params.get("type", ""), **({"required": params["required"]} if params.get("required") else {}),
+                           "properties": props}}}
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _calls(m: Message) -> list[tuple[str, Any]]:
+    return [(c["function"]["name"], c["function"].get("arguments") or {}) for c in m.get("tool_calls") or []]
+
+
+def _chatml_tools(bos: str, eos: str) -> tuple[str, Render]:
+    # sftlab's chatml and qwen templates with tools (Hermes style): the schemas in the system turn, each call in
+    # <tool_call> tags after the answer's text.
+    go = ("{{- $start := 0 }}\n"
+          "{{- if .Tools }}<|im_start|>system\n"
+          "{{ if and .Messages (eq (index .Messages 0).Role \"system\") }}{{ (index .Messages 0).Content }}\n\n"
+          "{{ $start = 1 }}{{ end }}" + _CHATML_TOOLS_HEAD + "{{ range .Tools }}\n{{ . }}{{ end }}" + _CHATML_TOOLS_TAIL +
+          "{{ end }}\n"
+          "{{- range $i, $m := .Messages }}{{ if ge $i $start }}<|im_start|>{{ .Role }}\n{{ .Content }}\n"
+          "{{- range $j, $c := .ToolCalls }}{{ if or $m.Content $j }}\n{{ end }}<tool_call>\n"
+          "{\"name\": \"{{ .Function.Name }}\", \"arguments\": {{ .Function.Arguments }}}\n</tool_call>{{ end }}"
+          "<|im_end|>\n{{ end }}{{ end }}<|im_start|>assistant\n")
+
+    def render(msgs: list[Message], tools: list[Any] | None = None) -> str:
+        out, start = "", 0
+        if tools:
+            out += "<|im_start|>system\n"
+            if msgs and msgs[0]["role"] == "system":
+                out, start = out + msgs[0]["content"] + "\n\n", 1
+            out += _CHATML_TOOLS_HEAD + "".join("\n" + go_json(t) for t in tools) + _CHATML_TOOLS_TAIL
+        for m in msgs[start:]:
+            out += f"<|im_start|>{m['role']}\n{m['content']}"
+            for j, (name, args) in enumerate(_calls(m)):
+                out += ("\n" if m["content"] or j else "") + f'<tool_call>\n{{"name": "{name}", "arguments": {go_json(args)}}}\n</tool_call>'
+            out += "<|im_end|>\n"
+        return out + "<|im_start|>assistant\n"
+    return go, render
+
+
+def _llama3_tools(bos: str, eos: str) -> tuple[str, Render]:
+    # Llama 3.1 style: the schemas after a first system message, each call a JSON object in the answer.
+    go = (bos + "{{- range $i, $m := .Messages }}<|start_header_id|>{{ if eq .Role \"tool\" }}ipython{{ else }}"
+          "{{ .Role }}{{ end }}<|end_header_id|>\n\n{{ .Content }}\n"
+          "{{- if and (eq $i 0) (eq .Role \"system\") $.Tools }}" + _LLAMA3_TOOLS + "{{ range $.Tools }}\n{{ . }}{{ end }}{{ end }}\n"
+          "{{- range $j, $c := .ToolCalls }}{{ if or $m.Content $j }}\n{{ end }}"
+          "{\"name\": \"{{ .Function.Name }}\", \"parameters\": {{ .Function.Arguments }}}{{ end }}<|eot_id|>\n"
+          "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+    def render(msgs: list[Message], tools: list[Any] | None = None) -> str:
+        out = bos
+        for i, m in enumerate(msgs):
+            content = m["content"]
+            if i == 0 and m["role"] == "system" and tools:
+                content += _LLAMA3_TOOLS + "".join("\n" + go_json(t) for t in tools)
+            for j, (name, args) in enumerate(_calls(m)):
+                content += ("\n" if m["content"] or j else "") + f'{{"name": "{name}", "parameters": {go_json(args)}}}'
+            out += f"<|start_header_id|>{'ipython' if m['role'] == 'tool' else m['role']}<|end_header_id|>\n\n{content}<|eot_id|>"
+        return out + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    return go, render
+
+
 def ollama_messages(default_system: str, msgs: list[Message]) -> list[Message]:
     """The messages Ollama's chat hands a Go template (.Messages): the Modelfile's SYSTEM first where the request
     does not start with a system message, and consecutive messages of one role (tool results apart) joined by a blank
@@ -189,6 +292,40 @@ def go_template(chat: Any, bos_text: str, eos_text: str, add_bos: bool) -> tuple
     return None, None
 
 
+def go_spelling(text: str, msgs: list[Message], tools: list[Any]) -> str:
+    """A Jinja rendering with each tool and each call's arguments spelled as Ollama writes them into a Go template
+    (go_json) instead of as the Jinja template's tojson does: the one difference no Go template can remove."""
+    import json
+
+    for value in [*tools, *(args for m in msgs for _, args in _calls(m))]:
+        text = text.replace(json.dumps(value, ensure_ascii=False), go_json(value))
+    return text
+
+
+_TOOL_FAMILIES = {"chatml": _chatml_tools, "llama3": _llama3_tools}
+
+
+def go_tools_template(chat: Any, family: str | None, bos_text: str, eos_text: str, add_bos: bool) -> str | None:
+    """The family's Go template that writes tools and tool calls too, where it renders every probe and every tool
+    probe as the Jinja template does (tool JSON spelled as Ollama spells it); None where the family has none or
+    the Jinja template writes tools some other way."""
+    if family not in _TOOL_FAMILIES:
+        return None
+    default = chat.default_system or ""
+    strip = bos_text if add_bos and bos_text else ""
+    try:
+        wanted = [(p, [], chat.render(p, add_generation_prompt=True)) for p in PROBES]
+        wanted += [(p, [TOOL], chat.render(p, tools=[TOOL], add_generation_prompt=True)) for p in TOOL_PROBES]
+    except Exception:  # noqa: BLE001 - a template that cannot render a tool conversation writes no tools
+        return None
+    for bos in ("", bos_text) if bos_text and not strip else ("",):
+        go, render = _TOOL_FAMILIES[family](bos, eos_text)
+        if all(render(ollama_messages(default, p), tools) == go_spelling(w, p, tools).removeprefix(strip)
+               for p, tools, w in wanted):
+            return go
+    return None
+
+
 def trims_content(chat: Any) -> bool:
     """Whether the Jinja template strips the whitespace around a message's content (Go's template cannot)."""
     try:
@@ -208,6 +345,7 @@ def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]
     family = None
     if source.chat is not None:
         family, go = go_template(source.chat, tok.bos_token or "", tok.eos_token or "", vocab.add_bos)
+        with_tools = go_tools_template(source.chat, family, tok.bos_token or "", tok.eos_token or "", vocab.add_bos)
         if go is not None:
             lines.append(f"# chat template family '{family}': this Go template renders what the model's Jinja "
                          "template does (checked on probe conversations, system messages in place).")
@@ -218,6 +356,10 @@ def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]
                              "this Go template writes content as sent, so padded content renders differently.")
             else:
                 lines.append("# Whitespace: content is written as sent, as the Jinja template writes it.")
+            if with_tools:
+                go = with_tools
+                lines.append("# Tools and tool calls: written where the Jinja template writes them; their JSON as Ollama "
+                             "writes it (compact, keys sorted), where the Jinja template's has spaces after ',' and ':'.")
             lines.append(f'TEMPLATE """{go}"""')
             if source.chat.default_system:
                 lines.append(f'SYSTEM """{source.chat.default_system}"""')

@@ -48,9 +48,16 @@ type tool struct {
 		Parameters  struct {
 			Type       string         `json:"type"`
 			Required   []string       `json:"required,omitempty"`
-			Properties map[string]any `json:"properties"`
+			Properties map[string]property `json:"properties"`
 		} `json:"parameters"`
 	} `json:"function"`
+}
+
+// A property as Ollama's api.ToolProperty marshals it (the fields sftlab's tests use, in its order).
+type property struct {
+	Type        string `json:"type,omitempty"`
+	Description string `json:"description,omitempty"`
+	Enum        []any  `json:"enum,omitempty"`
 }
 
 func (t tool) String() string {

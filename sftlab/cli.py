@@ -38,10 +38,29 @@ DefaultSystem = Annotated[Optional[str], typer.Option(
     "--default-system", metavar="TEXT", help="System prompt of conversations without one, in place of the template's "
     "default (SmolLM2's: \"You are a helpful AI assistant named SmolLM…\"); \"\" removes the default. A model trained "
     "with `default_system` has it in its template already.")]
+TemplateKwargs = Annotated[Optional[str], typer.Option(
+    "--template-kwargs", metavar="JSON", help="Options every render of the template gets, as a JSON object "
+    "(e.g. '{\"enable_thinking\": false}'), as `template_kwargs` in a config. A model trained with them has them in its "
+    "template already.")]
 Format = Annotated[Optional[str], typer.Option("--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected).")]
 Escape = Annotated[bool, typer.Option("--escape-special-tokens/--no-escape-special-tokens",
                                       help="Special-token text inside messages stays text (default); off: it becomes control tokens.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training).")]
+
+
+def template_kwargs_option(value: str | None) -> dict[str, Any] | None:
+    """--template-kwargs JSON → the mapping, checked as the config key is."""
+    import json
+
+    from sftlab.data.templates import check_template_kwargs
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise SftlabError(f"--template-kwargs must be a JSON object ({e.msg}), e.g. '{{\"enable_thinking\": false}}'") from None
+    return check_template_kwargs(parsed, "--template-kwargs") or None
 
 
 def bounded(param: typer.CallbackParam, value: Any) -> Any:
@@ -141,6 +160,8 @@ def inspect_cmd(
     rejects: Optional[Path] = typer.Option(None, "--rejects", callback=writable, help="Where rejected rows go with --on-error skip."),
     escape: Escape = True,
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
+    train_reasoning: bool = typer.Option(True, "--train-reasoning/--no-train-reasoning", help="Whether reasoning traces are trained (train_reasoning)."),
 ) -> None:
     from sftlab.config import DataSettings
     from sftlab.data.inspect import render_html, render_json, render_terminal
@@ -149,7 +170,8 @@ def inspect_cmd(
 
     tokenizer = load_tokenizer(model)
     settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
-                            limit=limit, escape_special_tokens=escape, default_system=default_system)
+                            limit=limit, escape_special_tokens=escape, default_system=default_system,
+                            template_kwargs=template_kwargs_option(template_kwargs), train_reasoning=train_reasoning)
     examples, report = build_examples([Source(str(data), fmt)], tokenizer, settings, rejects_path=rejects)
     if as_json:
         for line in render_json(examples):
@@ -409,6 +431,7 @@ def data_check_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     html_out: Optional[Path] = typer.Option(None, "--html", callback=writable, help="Write a self-contained HTML report."),
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> None:
     import json
 
@@ -421,6 +444,7 @@ def data_check_cmd(
         [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
         checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,
         cluster_sample=cluster_sample or None, show_progress=True, default_system=default_system,
+        template_kwargs=template_kwargs_option(template_kwargs),
     )
     if html_out is not None:
         from sftlab.quality.html import render_report

@@ -9,7 +9,7 @@ import logging
 import threading
 from typing import Any, Iterator, Sequence
 
-from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system
+from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system, with_template_kwargs
 from sftlab.data.tokenize import TokenizerView, special_token_strings
 from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab.errors import SftlabError
@@ -52,14 +52,16 @@ class Generator:
     """A model with its tokenizer and chat template, as chat, serve and eval use it."""
 
     def __init__(self, model: Any, tokenizer: Any, template: str | ChatTemplate | None = None, escape: bool = True,
-                 bf16: bool = False, default_system: str | None = None):
+                 bf16: bool = False, default_system: str | None = None, template_kwargs: dict[str, Any] | None = None):
         """`bf16`: generate under bf16 autocast (the weights stay fp32). `default_system`: the system prompt of a
-        conversation without one, in place of the template's default (templates.with_default_system)."""
+        conversation without one, in place of the template's default (templates.with_default_system).
+        `template_kwargs`: the template's options (templates.with_template_kwargs; a model trained with them has
+        them in its saved template already)."""
         self.model = model.eval()
         self.bf16 = bf16
         self.tokenizer = tokenizer
         chat = template if isinstance(template, ChatTemplate) else resolve_template(template, tokenizer)
-        self.chat = with_default_system(chat, default_system)
+        self.chat = with_default_system(with_template_kwargs(chat, template_kwargs), default_system)
         self.tokens = TokenizerView(tokenizer, escape=escape)
         self.stop_ids = stop_token_ids(model, tokenizer, self.chat)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
@@ -201,7 +203,8 @@ def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None
 
 
 def load_generator(model: str | None, template: str | None = None, escape: bool = True,
-                   precision: str = "auto", default_system: str | None = None) -> Generator:
+                   precision: str = "auto", default_system: str | None = None,
+                   template_kwargs: dict[str, Any] | None = None) -> Generator:
     """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
     fp32 (auto: bf16 where it is measured faster, as in training)."""
     from sftlab.hardware import pick_device, use_bf16
@@ -214,4 +217,4 @@ def load_generator(model: str | None, template: str | None = None, escape: bool 
                           "one (eval takes --template)")
     device = pick_device()
     return Generator(load_model(path).to(device), tokenizer, template, escape=escape, bf16=use_bf16(precision, device),
-                     default_system=default_system)
+                     default_system=default_system, template_kwargs=template_kwargs)

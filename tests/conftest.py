@@ -152,3 +152,36 @@ def escaped_prompt_ids(tok, messages, content: str) -> list[int]:
         done = m.end()
     parts.append(text[done:])
     return expected(tok, [p for p in parts if p != ""])
+
+
+# --- real chat templates (tests/fixtures/templates/, from llama.cpp's models/templates/) ---------
+
+TEMPLATES = FIXTURES / "templates"
+# Markers the families' own vocabularies have as one token and these test vocabularies lack. Reasoning and tool
+# markers are plain added tokens, as in Qwen3's vocabulary; the others are special (control) tokens.
+TEXT_MARKERS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+
+
+@lru_cache(maxsize=None)
+def family_tokenizer(base: str):
+    """`base`'s tokenizer (a copy) with every marker the fixture templates write added as one token."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer(base))
+    tok.add_tokens(TEXT_MARKERS, special_tokens=False)
+    markers = set()
+    for path in sorted(TEMPLATES.glob("*.jinja")):
+        source = path.read_text(encoding="utf-8")
+        markers |= set(re.findall(r"<\|[A-Za-z0-9_]+\|>|<｜[^｜]+｜>|\[/?[A-Z_]+\]|\[gMASK\]|<sop>", source))
+    tok.add_tokens(sorted(markers - set(TEXT_MARKERS)), special_tokens=True)
+    return tok
+
+
+def real_template(name: str, tok, **special):
+    """The fixture template `name` bound to `tok`'s special-token strings (or those given)."""
+    from sftlab.data.templates import ChatTemplate, check_answer_span, special_token_variables
+
+    chat = ChatTemplate((TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8"), name,
+                        {**special_token_variables(tok), **special})
+    check_answer_span(chat)
+    return chat

@@ -6,6 +6,8 @@ decodes to exactly the answer (and its end-of-turn token) and nothing else.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import tokenizer
@@ -414,3 +416,228 @@ def test_encoded_examples_are_cached_by_content(tmp_path, monkeypatch):
     data.write_text(data.read_text().replace("a19", "changed"))
     with pytest.raises(BaseException, match="encoded again"):
         build_examples([Source(str(data))], tok, DataSettings(template="chatml"), cache=tmp_path / "cache")
+
+
+# --- real templates: reasoning traces and tool calls ------------------------------------------------
+# The templates are the models' own (tests/fixtures/templates/, from llama.cpp's models/templates/), on real
+# vocabularies given the families' markers as tokens (conftest.family_tokenizer). Expected trained runs are
+# literals, written from reading each template: what the model writes after the generation prompt.
+
+from conftest import family_tokenizer, real_template  # noqa: E402
+from sftlab.data.formats import convert_row  # noqa: E402
+from sftlab.data.templates import with_template_kwargs  # noqa: E402
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+THINK_ROW = {"messages": [
+    {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning_content": "Add them."},
+    {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]}
+TOOL_ROW = {"tools": WEATHER, "messages": [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "id": "call00001", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "content": '{"temp": 21}', "tool_call_id": "call00001"},
+    {"role": "assistant", "content": "It is 21 °C."}]}
+
+
+class family:
+    """A real template on its family's tokenizer: the EOS its model has, the options given."""
+
+    def __init__(self, name, base="qwen2", eos=None, bos="", **kwargs):
+        self.base, self.name, self.eos, self.bos, self.kwargs = base, name, eos, bos, kwargs
+        self.encoders = {}
+
+    @property
+    def tok(self):
+        return family_tokenizer(self.base)
+
+    def encode(self, row, **kw):
+        saved = self.tok.eos_token
+        if self.eos:
+            self.tok.eos_token = self.eos
+        try:
+            key = tuple(sorted(kw.items()))
+            if key not in self.encoders:
+                chat = with_template_kwargs(real_template(self.name, self.tok, bos_token=self.bos), self.kwargs or None)
+                self.encoders[key] = Encoder(self.tok, chat, max_length=4096, **kw)
+            return self.encoders[key].encode([convert_row(row, "messages")])
+        finally:
+            self.tok.eos_token = saved
+
+    def runs(self, row, **kw):
+        result = self.encode(row, **kw)
+        assert not result.dropped, result.dropped
+        return [trained_runs(e, self.tok) for e in result.examples]
+
+
+QWEN3 = "Qwen-Qwen3-0.6B"
+DEEPSEEK = "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"
+
+
+def test_qwen3_token_for_token_trace_answer_and_end_of_turn():
+    f = family(QWEN3)
+    row = {"messages": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4"}]}
+    (ex,) = f.encode(row).examples
+    think, end_think = f.tok.convert_tokens_to_ids(["<think>", "</think>"])
+    # <|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n | <think>\nAdd them.\n</think>\n\n4<|im_end|> | \n
+    prompt = [151644, 872, 198, 17, 10, 17, 30, 151645, 198, 151644, 77091, 198]
+    answer = [think, 198, 2212, 1105, 624, end_think, 271, 19, 151645]  # <think> \n Add ␣them .\n </think> \n\n 4 <|im_end|>
+    assert (think, end_think) == (151936, 151937)  # (appended to this Qwen2 vocabulary; Qwen3's own: 151667, 151668)
+    assert ex.input_ids == prompt + answer + [198]
+    assert ex.labels == [IGNORE_INDEX] * len(prompt) + answer + [IGNORE_INDEX]
+    no_trace = Encoder(f.tok, real_template(QWEN3, f.tok), train_reasoning=False).encode_one(convert_row(row, "messages"))
+    assert no_trace.input_ids == ex.input_ids
+    assert no_trace.labels == [IGNORE_INDEX] * (len(prompt) + 7) + [19, 151645, IGNORE_INDEX]
+
+
+@pytest.mark.parametrize("fam, think, tool", [
+    # Qwen3 drops earlier turns' reasoning: one example per turn, each prompt as inference sends it; an answer without
+    # reasoning has the empty trace the model writes in thinking mode.
+    (family(QWEN3), [["<think>\nAdd them.\n</think>\n\n4<|im_end|>"], ["<think>\n\n</think>\n\n6<|im_end|>"]],
+     [['<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'],
+      ["<think>\n\n</think>\n\nIt is 21 °C.<|im_end|>"]]),
+    # enable_thinking: false: the prompt carries the empty trace; the answer alone is the model's.
+    (family(QWEN3, enable_thinking=False), [["4<|im_end|>"], ["6<|im_end|>"]],
+     [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'], ["It is 21 °C.<|im_end|>"]]),
+    # DeepSeek-R1's prompt opens the trace (<think>\n) and its history drops it: the trace is trained as the prompt's
+    # continuation. llama.cpp's copy closes it unless enable_thinking is set.
+    (family(DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", enable_thinking=True),
+     [["Add them.\n</think>\n\n4<｜end▁of▁sentence｜>"], ["\n</think>\n\n6<｜end▁of▁sentence｜>"]], None),
+    (family(DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+     [["\n\n4<｜end▁of▁sentence｜>"], ["6<｜end▁of▁sentence｜>"]], None),
+    # Templates without a reasoning field get the trace inline and keep it in history: one example.
+    (family("Qwen-Qwen2.5-7B-Instruct"), [["<think>\nAdd them.\n</think>\n\n4<|im_end|>", "6<|im_end|>"]],
+     [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>', "It is 21 °C.<|im_end|>"]]),
+    (family("meta-llama-Llama-3.1-8B-Instruct", base="llama3", bos="<|begin_of_text|>"),
+     [["<think>\nAdd them.\n</think>\n\n4<|eot_id|>", "6<|eot_id|>"]],
+     [['{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>', "It is 21 °C.<|eot_id|>"]]),
+    (family("mistralai-Mistral-Nemo-Instruct-2407", base="llama2", bos="<s>", eos="</s>"),
+     [["<think>\nAdd them.\n</think>\n\n4</s>", "6</s>"]],
+     [['[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call00001"}]</s>', "It is 21 °C.</s>"]]),
+    # Hermes-2-Pro writes "\n" before a tool turn's <|im_end|> in history only: split, the prompt as inference's.
+    (family("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", base="llama3"), None,
+     [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'], ["It is 21 °C.<|im_end|>"]]),
+    # gpt-oss reads `thinking` (its analysis channel), drops it from history; the channel headers are the model's.
+    (family("openai-gpt-oss-120b"),
+     [["<|channel|>analysis<|message|>Add them.<|end|><|start|>assistant<|channel|>final<|message|>4<|return|>"],
+      ["<|channel|>final<|message|>6<|return|>"]],
+     [[' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>',
+       "<|channel|>final<|message|>It is 21 °C.<|return|>"]]),
+    # functionary takes arguments as text; the recipient line after its ">>>" prompt is the model's.
+    (family("meetkai-functionary-medium-v3.2", base="llama3"), [["all\n<think>\nAdd them.\n</think>\n\n4<|eot_id|>", "all\n6<|eot_id|>"]],
+     [['get_weather\n{"city": "Paris"}<|eot_id|>', "all\nIt is 21 °C.<|eot_id|>"]]),
+    # Command-R7B writes its generation prompt after every conversation: the turn ends at its EOS.
+    (family("CohereForAI-c4ai-command-r7b-12-2024-tool_use", eos="<|END_OF_TURN_TOKEN|>"),
+     [["<|START_RESPONSE|>4<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"], ["<|START_RESPONSE|>6<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"]],
+     [['<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Paris"}}\n]<|END_ACTION|><|END_OF_TURN_TOKEN|>'],
+      ["<|START_RESPONSE|>It is 21 °C.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"]]),
+    # Kimi-K2-Thinking writes an empty trace for every answer in history, its last included: the reasoning is
+    # put back in the turn the model writes.
+    (family("Kimi-K2-Thinking"), [["<think>Add them.</think>4<|im_end|>"], ["<think></think>6<|im_end|>"]], None),
+    (family("GLM-4.6"), [["\n<think>Add them.</think>\n4<|endoftext|>"], ["\n<think></think>\n6<|endoftext|>"]],
+     [["\n<think></think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call><|endoftext|>",
+       "\n<think></think>\nIt is 21 °C.<|endoftext|>"]]),
+    (family("StepFun3.5-Flash"), [["Add them.\n</think>\n4<|im_end|>"], ["\n</think>\n6<|im_end|>"]],
+     [["\n</think>\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call><|im_end|>",
+       "\n</think>\nIt is 21 °C.<|im_end|>"]]),
+], ids=lambda f: f.name + (f" {f.kwargs}" if f.kwargs else "") if isinstance(f, family) else "")
+def test_real_templates_train_the_trace_answer_tool_call_and_end_of_turn_never_a_tool_result(fam, think, tool):
+    if think is not None:
+        assert fam.runs(THINK_ROW) == think
+    if tool is not None:
+        assert fam.runs(TOOL_ROW) == tool
+
+
+@pytest.mark.parametrize("fam, think", [
+    (family(QWEN3), [["4<|im_end|>"], ["6<|im_end|>"]]),
+    (family("Qwen-Qwen2.5-7B-Instruct"), [["4<|im_end|>", "6<|im_end|>"]]),
+    (family(DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", enable_thinking=True),
+     [["4<｜end▁of▁sentence｜>"], ["6<｜end▁of▁sentence｜>"]]),
+    (family("openai-gpt-oss-120b"), [["<|start|>assistant<|channel|>final<|message|>4<|return|>"],
+                                     ["<|channel|>final<|message|>6<|return|>"]]),
+    (family("GLM-4.6"), [["4<|endoftext|>"], ["6<|endoftext|>"]]),
+], ids=lambda f: f.name if isinstance(f, family) else "")
+def test_train_reasoning_false_trains_the_answer_and_end_of_turn_only(fam, think):
+    assert fam.runs(THINK_ROW, train_reasoning=False) == think
+
+
+def test_a_split_examples_prompt_is_token_for_token_what_inference_sends():
+    # Qwen3.5's prompt ends "<think>\n" and an answer without reasoning goes on "\n</think>": tokenized whole, BPE
+    # would merge the two "\n" across the boundary; the example's prompt tokens are the prompt's own.
+    f = family("Qwen3.5-4B")
+    result = f.encode(THINK_ROW)
+    chat = real_template("Qwen3.5-4B", f.tok, bos_token="")
+    for ex, upto in zip(result.examples, (2, 4)):
+        msgs = [m.to_template_dict() for m in convert_row(THINK_ROW, "messages").messages[: upto - 1]]
+        prompt = f.tok(chat.render(msgs, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        first = next(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)
+        assert ex.input_ids[:first] == prompt
+    assert [trained_runs(e, f.tok) for e in result.examples] == [
+        ["Add them.\n</think>\n\n4<|im_end|>"], ["\n</think>\n\n6<|im_end|>"]]
+    assert (result.split_conversations, result.split_examples) == (1, 2)
+    assert result.split_extra_tokens == len(result.examples[0])
+
+
+def test_end_of_turn_is_not_doubled_where_the_template_writes_it_only_before_another_message():
+    # Apertus closes an answer with <|assistant_end|> (its EOS) only when another message follows.
+    f = family("Apertus-8B-Instruct", eos="<|assistant_end|>")
+    (ex,) = f.encode(THINK_ROW).examples
+    end = f.tok.convert_tokens_to_ids("<|assistant_end|>")
+    assert ex.input_ids.count(end) == 2
+    assert trained_runs(ex, f.tok) == ["<think>\nAdd them.\n</think>\n\n4<|assistant_end|>", "6<|assistant_end|>"]
+    assert f.tok.decode(ex.input_ids).endswith("<|user_start|>3+3?<|user_end|><|assistant_start|>6<|assistant_end|>")
+
+
+def test_a_tool_result_is_trained_only_where_the_row_says_so():
+    row = json.loads(json.dumps(TOOL_ROW))
+    row["messages"][2]["train"] = True
+    f = family("Qwen-Qwen2.5-7B-Instruct")
+    assert f.runs(row) == [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+                            '{"temp": 21}\n', "It is 21 °C.<|im_end|>"]]  # (the token "}\\n")
+    with pytest.raises(AssertionError, match="a tool result"):
+        family(QWEN3).runs(row)  # (Qwen3 rewrites history: a tool result cannot be trained with it)
+
+
+def _conversations():
+    """Many conversations: one to three turns, answers with a trace, an empty trace or none, English and Chinese."""
+    traces = [None, "", "Think it through.", "先算一下：两个数相加。"]
+    answers = ["4", "答案是六。", "Sure — here it is.", "好的 👍"]
+    users = ["2+2?", "三加三等于几？", "Say hi."]
+    out = []
+    for k in range(12):
+        msgs = []
+        for turn in range(1 + k % 3):
+            msgs.append({"role": "user", "content": users[(k + turn) % 3]})
+            trace = traces[(k + 2 * turn) % 4]
+            msg = {"role": "assistant", "content": answers[(k * 3 + turn) % 4]}
+            if trace is not None:
+                msg["reasoning_content"] = trace
+            msgs.append(msg)
+        out.append({"messages": msgs})
+    return out
+
+
+# Each family's turn as its model writes it after the generation prompt, from the template's text: (the trace of a
+# reasoning, or None for a turn without one) → the trace text, and the end-of-turn.
+TURN_FORMS = {
+    QWEN3: (family(QWEN3), lambda r: f"<think>\n{r or ''}\n</think>\n\n", "<|im_end|>"),
+    "Qwen-Qwen2.5-7B-Instruct": (family("Qwen-Qwen2.5-7B-Instruct"),
+                                 lambda r: "" if r is None else f"<think>\n{r}\n</think>\n\n", "<|im_end|>"),
+    "meta-llama-Llama-3.1-8B-Instruct": (family("meta-llama-Llama-3.1-8B-Instruct", base="llama3", bos="<|begin_of_text|>"),
+                                         lambda r: "" if r is None else f"<think>\n{r}\n</think>\n\n", "<|eot_id|>"),
+    DEEPSEEK: (family(DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", enable_thinking=True),
+               lambda r: f"{r or ''}\n</think>\n\n", "<｜end▁of▁sentence｜>"),
+    "GLM-4.6": (family("GLM-4.6"), lambda r: f"\n<think>{r or ''}</think>\n", "<|endoftext|>"),
+}
+
+
+@pytest.mark.parametrize("name", list(TURN_FORMS))
+@pytest.mark.parametrize("train_reasoning", [True, False])
+def test_trained_tokens_are_the_trace_if_trained_the_answer_and_the_end_of_turn_for_every_turn(name, train_reasoning):
+    fam, trace, end = TURN_FORMS[name]
+    for row in _conversations():
+        turns = [m for m in row["messages"] if m["role"] == "assistant"]
+        expected = [(trace(m.get("reasoning_content")) if train_reasoning else "") + m["content"] + end for m in turns]
+        got = [run for runs in fam.runs(row, train_reasoning=train_reasoning) for run in runs]
+        assert got == expected, row

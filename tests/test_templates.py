@@ -87,3 +87,57 @@ def test_the_system_prompt_line_says_where_the_system_prompt_comes_from():
     assert system_prompt_line(use) == ("3 of 3 conversations have no system message; default_system gives them the "
                                        "system prompt \"You are Lumi.\" instead of the template's \"You are a helpful assistant\"")
     assert system_prompt_use(resolve_template("chatml", tok, warn=False), convs) is None
+
+
+# --- the answer-span check on the models' own templates (tests/fixtures/templates/) --------------------
+
+from conftest import family_tokenizer, real_template  # noqa: E402
+from sftlab.data.conversation import Conversation, Message  # noqa: E402
+from sftlab.data.encode import IGNORE_INDEX, Encoder  # noqa: E402
+from sftlab.data.templates import ChatTemplate  # noqa: E402
+
+
+@pytest.mark.parametrize("name, base, eos, trained", [
+    # Text between the generation prompt and the answer that the model writes itself, trained as its output.
+    ("Qwen-Qwen3-0.6B", "qwen2", None, "<think>\n\n</think>\n\nThe answer.<|im_end|>"),
+    ("Qwen3.5-4B", "qwen2", None, "\n</think>\n\nThe answer.<|im_end|>"),
+    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use", "qwen2", "<|END_OF_TURN_TOKEN|>",
+     "<|START_RESPONSE|>The answer.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"),
+    ("openai-gpt-oss-120b", "qwen2", None, "<|channel|>final<|message|>The answer.<|return|>"),
+    ("GLM-4.6", "qwen2", None, "\n<think></think>\nThe answer.<|endoftext|>"),
+    ("Kimi-K2-Thinking", "qwen2", None, "<think></think>The answer.<|im_end|>"),
+    ("StepFun3.5-Flash", "qwen2", None, "\n</think>\nThe answer.<|im_end|>"),
+    ("meetkai-functionary-medium-v3.2", "llama3", None, "all\nThe answer.<|eot_id|>"),
+])
+def test_templates_whose_model_writes_text_before_the_answer_are_accepted_and_train_it(name, base, eos, trained):
+    tok = family_tokenizer(base)
+    saved = tok.eos_token
+    tok.eos_token = eos or saved
+    try:
+        chat = real_template(name, tok, bos_token="")  # (check_answer_span refused all eight before)
+        ex = Encoder(tok, chat, max_length=4096).encode_one(
+            Conversation([Message("user", "The question?"), Message("assistant", "The answer.")]))
+    finally:
+        tok.eos_token = saved
+    labels = [t for t in ex.labels if t != IGNORE_INDEX]
+    assert tok.decode(labels) == trained
+    first = ex.labels.index(labels[0])
+    assert ex.labels[first : first + len(labels)] == labels == ex.input_ids[first : first + len(labels)]
+
+
+def test_a_template_that_writes_no_generation_prompt_is_still_refused_one_that_always_writes_it_is_not(tmp_path):
+    from sftlab.data.templates import check_answer_span
+
+    header = ChatTemplate("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+                          "no prompt", {})
+    with pytest.raises(SftlabError, match="writes '<|im_start|>assistant' before an answer but not for add_generation_prompt"):
+        check_answer_span(header)
+    always = ChatTemplate("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                          "{{ '<|im_start|>assistant\\n' }}", "always", {})
+    check_answer_span(always)
+    assert always.always_prompts and not header.always_prompts
+    tok = tokenizer("qwen2")
+    conv = Conversation([Message("user", "a"), Message("assistant", "b"), Message("user", "c"), Message("assistant", "d")])
+    ex = Encoder(tok, ChatTemplate(always.source, "always", {"eos_token": "<|endoftext|>"})).encode([conv]).examples
+    # The generation prompt it writes after the last turn is the next prompt, not the answer's.
+    assert [tok.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in ex] == ["b<|im_end|>d<|im_end|>"]

@@ -38,6 +38,15 @@ class DataSettings(BaseModel):
         MAX_LENGTH, group=WHAT,
         help="Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is "
              "dropped and reported.")
+    template_kwargs: Optional[dict[str, Any]] = setting(
+        None, group=WHAT,
+        help="Keyword arguments every render of the template gets ({enable_thinking: false} for Qwen3's non-thinking "
+             "mode, or any variable a template reads): training, inspect, data check, and (written into the saved "
+             "template) chat, serve, eval and export of the trained model (docs/reasoning-and-tools.md).")
+    train_reasoning: bool = setting(
+        True, group=WHAT,
+        help="Whether the tokens of an answer's reasoning trace (<think>…</think>, reasoning_content) are trained; "
+             "the answer and its end-of-turn token are trained either way (docs/reasoning-and-tools.md).")
     escape_special_tokens: bool = setting(
         True, group=WHAT,
         help="Special-token text inside the data (`<|im_end|>` in a message) stays text; false: it becomes control "
@@ -65,6 +74,17 @@ class DataSettings(BaseModel):
         None, group=WHAT,
         help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
     seed: int = setting(42, group=BOOKKEEPING, help="Seed of the data order, the split and the initialisation.")
+
+    @field_validator("template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        from sftlab.data.templates import check_template_kwargs
+        from sftlab.errors import SftlabError
+
+        try:
+            return check_template_kwargs(value, "the mapping") or None
+        except SftlabError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("clean")
     @classmethod

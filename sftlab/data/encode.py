@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from sftlab.data.conversation import Conversation
 from sftlab.data.example import IGNORE_INDEX, Dropped, Encoded, Example
+from sftlab.data.reasoning import THINK_CLOSE, THINK_OPEN, inline_trace
 from sftlab.data.templates import ChatTemplate
 from sftlab.data.tokenize import Locate, Revealed, TokenizerView, special_token_ids, tokenizer_adds_bos
 from sftlab.defaults import MAX_LENGTH
@@ -30,17 +32,29 @@ log = logging.getLogger("sftlab")
 TRAIN_ON = ("all_assistant", "last_assistant", "all")
 
 
+# (start, end, weight, kind) of trained characters; kind: "reasoning", "answer" (an answer or tool call and the end
+# of its turn) or "tool" (a tool result a row trains).
+Span = tuple[int, int, float, str]
+
+
 @dataclass
 class _Piece:
     """One text to tokenize and the character spans to train in it."""
 
     text: str
-    spans: list[tuple[int, int, float]]  # (start, end, weight)
+    spans: list[Span]
     conv: Conversation
     train_all: bool = False
     # Where the template's special-token strings lie when the data spells some too (escaping), else None.
     markers: list[tuple[int, int]] | None = None
+    # Where each trained turn's generation prompt ends: the tokens before it must be the prompt's own tokens.
+    cuts: list[int] = field(default_factory=list)
+    # One of a conversation split per turn: whether it is the conversation's last (None: not split).
+    split_last: bool | None = None
 
+
+# The ends of reasoning traces: a generation prompt holding one has thinking switched off (enable_thinking: false).
+TRACE_CLOSES = (THINK_CLOSE, "<|END_THINKING|>")
 
 # Conversations with more trained turns than this render only the turns that survive truncation.
 LONG_CONVERSATION_TURNS = 32
@@ -56,9 +70,11 @@ class Encoder:
         max_length: int = MAX_LENGTH,
         train_on: str = "all_assistant",
         escape: bool = True,
+        train_reasoning: bool = True,
     ):
         """`escape`: special-token text inside the data stays text (docs/data.md "Special-token text in your
-        data"); False lets it become control tokens, for data that carries them on purpose."""
+        data"); False lets it become control tokens, for data that carries them on purpose. `train_reasoning`:
+        whether an answer's reasoning trace is trained (its answer and end of turn are either way)."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")
         if max_length < 2:
@@ -67,6 +83,7 @@ class Encoder:
         self.template = template
         self.max_length = max_length
         self.train_on = train_on
+        self.train_reasoning = train_reasoning
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
         self.special_ids = special_token_ids(tokenizer)
@@ -150,11 +167,15 @@ class Encoder:
                 continue
             out.truncated += truncated
             out.examples.append(example)
+            if piece.split_last is not None:
+                # The cost of splitting: every example but the last, which holds the whole conversation.
+                out.split_examples += 1
+                out.split_extra_tokens += 0 if piece.split_last else len(example)
 
     def _tokenize(self, pieces: list[_Piece]) -> list[tuple[np.ndarray, Locate]]:
         """Token ids of each piece and a function: character → index of the first token that starts
         at or after it. Pieces without special-token text in their data go to the tokenizer in one batch."""
-        plain = iter(self.tokens.encode_batch([p.text for p in pieces if p.markers is None]))
+        plain = iter(self.tokens.encode_batch([p.text for p in pieces if p.markers is None], [p.cuts for p in pieces if p.markers is None]))
         return [next(plain) if p.markers is None else self.tokens.encode_marked(p.text, p.markers) for p in pieces]
 
     def encode_one(self, conversation: Conversation) -> Example:
@@ -193,45 +214,122 @@ class Encoder:
         if len(trained) > LONG_CONVERSATION_TURNS:
             whole = self._piece(full, [], conv, hidden, real=real)
             cut = self.tokens.start_of_token(whole.text, whole.markers, self.max_length)
-        spans: list[tuple[int, int, float]] = []
+        spans: list[Span] = []
+        cuts: list[int] = []
         stable = True
         for i, weight in trained:
+            if msgs[i]["role"] == "tool":
+                spans += self._tool_span(msgs, tools, i, weight, full)
+                continue
             prompt = self.template.render(msgs[:i], tools, add_generation_prompt=True)
-            upto = full if i == len(msgs) - 1 else self.template.render(msgs[: i + 1], tools)
-            if not (full.startswith(upto) and upto.startswith(prompt)):
+            upto = self._turn_end(full if i == len(msgs) - 1 else self.template.render(msgs[: i + 1], tools), len(prompt))
+            if not (full.startswith(upto) and upto.startswith(prompt)) or _restored(upto, len(prompt), msgs[i]) != upto:
                 stable = False
                 break
-            spans.append(_span(prompt, upto, weight))
+            spans += self._turn_spans(upto, len(prompt), weight, msgs[i])
+            cuts.append(len(prompt))
             if cut is not None and real_position(len(prompt)) >= cut:
                 break
         if stable:
             spans = [s for s in spans if s[1] > s[0]]
-            return ([self._piece(full, spans, conv, hidden, real=real)] if spans else []), False
-        # Prefix-unstable template (it rewrites earlier turns): one example per trained turn, each
-        # rendered on its own and trained on its last turn only.
+            return ([self._piece(full, spans, conv, hidden, real=real, cuts=cuts)] if spans else []), False
+        # Prefix-unstable template (it rewrites earlier turns, as Qwen3's drops their reasoning): one example per
+        # trained turn, its prompt exactly what inference sends for that turn, trained on that turn only.
         pieces = []
         for i, weight in trained:
+            if msgs[i]["role"] == "tool":
+                raise SftlabError(f"message {i + 1} (a tool result) is marked train: true, but chat template "
+                                  f"'{self.template.name}' rewrites earlier turns, so a tool result cannot be trained "
+                                  "with it")
             prompt = self.template.render(msgs[:i], tools, add_generation_prompt=True)
             upto = self.template.render(msgs[: i + 1], tools)
             if not upto.startswith(prompt):
-                raise SftlabError(
-                    f"chat template '{self.template.name}' renders the prompt of message {i + 1} differently "
-                    "from the conversation, so its answer cannot be located"
-                )
-            span = _span(prompt, upto, weight)
-            if span[1] > span[0]:
-                pieces.append(self._piece(upto, [span], conv, hidden))
+                upto = self._continuation(prompt, upto, msgs[i], i)
+            upto = _restored(self._turn_end(upto, len(prompt)), len(prompt), msgs[i])
+            turn = [s for s in self._turn_spans(upto, len(prompt), weight, msgs[i]) if s[1] > s[0]]
+            if turn:
+                pieces.append(self._piece(upto, turn, conv, hidden, cuts=[len(prompt)]))
+        for k, piece in enumerate(pieces):
+            piece.split_last = k == len(pieces) - 1
         return pieces, True
 
-    def _piece(self, text: str, spans: list[tuple[int, int, float]], conv: Conversation, hidden: bool,
-               train_all: bool = False, real: Revealed | None = None) -> _Piece:
+    def _turn_spans(self, upto: str, start: int, weight: float, msg: dict[str, Any]) -> list[Span]:
+        """The spans of an assistant turn that runs from `start` (the end of its generation prompt) to the end of
+        `upto`: its reasoning trace (trained only with train_reasoning), then its answer and end of turn."""
+        end = max(start, len(upto.rstrip()))
+        split = trace_end(upto, start, end, msg)
+        spans = [(start, split, weight, "reasoning")] if split > start and self.train_reasoning else []
+        return [*spans, (split, end, weight, "answer")]
+
+    def _turn_end(self, upto: str, start: int) -> str:
+        """`upto` (a conversation rendered up to a turn) without what a template that always writes its generation
+        prompt (Command-R7B) writes after the turn: the turn ends at the tokenizer's EOS (or, where the template
+        writes none, at its end-of-turn marker)."""
+        if not self.template.always_prompts:
+            return upto
+        for end in (self.tokenizer.eos_token, self.template.end_of_turn(self.tokens.strings)):
+            at = upto.find(end, start) if end else -1
+            if at >= 0:
+                return upto[: at + len(end)]
+        return upto
+
+    def _continuation(self, prompt: str, upto: str, msg: dict[str, Any], i: int) -> str:
+        """The turn as the model writes it after `prompt`, for a template whose generation prompt opens the
+        reasoning trace (DeepSeek-R1's ends with `<think>\\n`) while its assistant messages leave the trace out:
+        the prompt, the rest of the trace, the answer as the template writes it. A prompt that closes the trace
+        (`<think>\\n</think>`: thinking off) is followed by the answer alone."""
+        common = 0
+        for a, b in zip(prompt, upto):
+            if a != b:
+                break
+            common += 1
+        # Not inside a marker both texts start alike (Command-R7B's <|START_THINKING|> and <|START_RESPONSE|>).
+        opening = max(prompt.rfind("<", 0, common), prompt.rfind("[", 0, common))
+        if opening > max(prompt.rfind(">", 0, common), prompt.rfind("]", 0, common)):
+            common = opening
+        opened, answer = prompt[common:], upto[common:]
+        trace = inline_trace(msg.get("reasoning_content") or "")
+        if any(close in opened for close in TRACE_CLOSES):
+            # Thinking off (enable_thinking: false): the answer after whatever trace the message has, untrained.
+            close = upto.find(THINK_CLOSE, common)
+            if close >= 0:
+                at = close + len(THINK_CLOSE)
+                while at < len(upto) and upto[at].isspace():
+                    at += 1
+                answer = upto[at:]
+            return prompt + answer
+        if opened and trace.startswith(opened):
+            # The template keeps the newlines after </think> in the answer (its split leaves them): once, not twice.
+            rest = trace.rstrip() if answer[:1].isspace() else trace
+            return prompt + rest[len(opened):] + answer
+        at = answer.find(opened) if opened.strip() else -1
+        if at >= 0:
+            # History written a little differently from the prompt (Hermes-2-Pro writes "\\n" before a tool turn's
+            # <|im_end|> only in history): the answer is what follows the generation prompt's own text there.
+            return prompt + answer[at + len(opened):]
+        raise SftlabError(
+            f"chat template '{self.template.name}' renders the prompt of message {i + 1} differently "
+            "from the conversation, so its answer cannot be located"
+        )
+
+    def _tool_span(self, msgs: list[dict[str, Any]], tools: Any, i: int, weight: float, full: str) -> list[Span]:
+        """The span of a tool result a row trains (train: true): its content where the template writes it."""
+        before = self.template.render(msgs[:i], tools)
+        at = full.find(msgs[i]["content"], len(before)) if full.startswith(before) else -1
+        if at < 0 or not msgs[i]["content"]:
+            raise SftlabError(f"message {i + 1} (a tool result) is marked train: true, but chat template "
+                              f"'{self.template.name}' does not write its content after the messages before it")
+        return [(at, at + len(msgs[i]["content"]), weight, "tool")]
+
+    def _piece(self, text: str, spans: list[Span], conv: Conversation, hidden: bool,
+               train_all: bool = False, real: Revealed | None = None, cuts: list[int] = ()) -> _Piece:
         """A rendered text as a piece to tokenize; one rendered from hidden strings gets them back (`real`,
         when already revealed), its spans moved to match, and the positions of the template's markers."""
         if not hidden:
-            return _Piece(text, spans, conv, train_all)
+            return _Piece(text, spans, conv, train_all, cuts=list(cuts))
         real = real or self.tokens.reveal(text)
-        moved = [(real.position(a), real.position(b), w) for a, b, w in spans]
-        return _Piece(real.text, moved, conv, train_all, markers=real.markers)
+        moved = [(real.position(a), real.position(b), w, kind) for a, b, w, kind in spans]
+        return _Piece(real.text, moved, conv, train_all, markers=real.markers, cuts=[real.position(c) for c in cuts])
 
     def _revealed(self, hidden_full: str, msgs: list[dict[str, Any]], tools: Any) -> Revealed:
         """The conversation rendered with placeholders, put back. It must be what the template renders from
@@ -259,9 +357,12 @@ class Encoder:
         """(message index, weight) of the assistant turns to train, by mode and per-message flags."""
         assistant = conv.assistant_indices
         last = assistant[-1] if assistant else -1
-        turns = []
-        for i in assistant:
-            m = conv.messages[i]
+        turns: list[tuple[int, float]] = []
+        for i, m in enumerate(conv.messages):
+            if m.role == "tool" and m.train:  # tool results are the prompt's, unless a row says otherwise
+                turns.append((i, 1.0 if m.weight is None else m.weight))
+            if m.role != "assistant":
+                continue
             train = m.train if m.train is not None else (self.train_on == "all_assistant" or i == last)
             weight = 1.0 if m.weight is None else m.weight
             empty = not m.content.strip() and not m.tool_calls
@@ -298,24 +399,29 @@ class Encoder:
         return Example(ids, labels, conv.source, conv.row, weights), truncated
 
     def _mask_spans(
-        self, ids: list[int], locate: Any, spans: list[tuple[int, int, float]]
+        self, ids: list[int], locate: Any, spans: list[Span]
     ) -> tuple[list[int], list[float] | None]:
         """Labels (and per-token weights when a span has a weight other than 1) for `ids`, which
         gains the EOS tokens the contract inserts."""
         labels = [IGNORE_INDEX] * len(ids)
-        weighted = any(w != 1.0 for _, _, w in spans)
+        weighted = any(span[2] != 1.0 for span in spans)
         weights = [0.0] * len(ids) if weighted else None
         eos_after: list[tuple[int, float]] = []
-        for start, end, weight in spans:
+        for start, end, weight, kind in spans:
             # Tokens [lo, hi) are those whose first character lies in [start, end).
             lo, hi = int(locate(start)), int(locate(end))
             if hi <= lo:
                 continue
+            # The model must learn to stop: an answer that ends without an end-of-turn token gets EOS, unless the
+            # template writes that very token right after it (Apertus closes a turn only when another message
+            # follows): then that one is trained, never a second one inserted.
+            ends = kind == "answer" and ids[hi - 1] not in self.special_ids and self.eos_id is not None
+            if ends and hi < len(ids) and ids[hi] == self.eos_id:
+                hi, ends = hi + 1, False
             labels[lo:hi] = ids[lo:hi]
             if weights is not None:
                 weights[lo:hi] = [weight] * (hi - lo)
-            # The model must learn to stop: a span that ends without an end-of-turn token gets EOS.
-            if ids[hi - 1] not in self.special_ids and self.eos_id is not None:
+            if ends:
                 eos_after.append((hi, weight))
         for hi, weight in reversed(eos_after):
             ids.insert(hi, self.eos_id)
@@ -334,7 +440,39 @@ def _encode_part(encoder: Encoder, conversations: list[Conversation], start: int
     return encoder._encode_serial(conversations[start:end])
 
 
-def _span(prompt: str, upto: str, weight: float) -> tuple[int, int, float]:
-    start = len(prompt)
-    end = max(start, len(upto.rstrip()))
-    return start, end, weight
+def _restored(upto: str, start: int, msg: dict[str, Any]) -> str:
+    """The turn upto[start:] with its reasoning put back where the template writes an empty trace for it
+    (Kimi-K2-Thinking writes `<think></think>` for every answer before the last tool call, its own last one
+    included): what the model writes after the generation prompt holds the trace."""
+    reasoning = msg.get("reasoning_content")
+    if not reasoning or reasoning in upto[start:]:
+        return upto
+    opened = upto.find(THINK_OPEN, start)
+    closed = upto.find(THINK_CLOSE, opened + len(THINK_OPEN)) if opened >= 0 else -1
+    inside = upto[opened + len(THINK_OPEN) : closed]
+    if closed < 0 or inside.strip() or upto[start:opened].strip():
+        return upto
+    body = f"\n{reasoning}\n" if inside else reasoning
+    return upto[: opened + len(THINK_OPEN)] + body + upto[closed:]
+
+
+def trace_end(text: str, start: int, end: int, msg: dict[str, Any]) -> int:
+    """Where the reasoning trace that opens the turn text[start:end] ends (the answer's first character); `start`
+    when the turn has none. A `<think>` trace ends after its `</think>` and the whitespace that follows; one the
+    generation prompt opened (Qwen3.5's, DeepSeek-R1's) starts with the reasoning itself. A template with other
+    markers (gpt-oss' analysis channel) ends it after the reasoning and the marker that closes it."""
+    segment = text[start:end]
+    reasoning = msg.get("reasoning_content")
+    close = segment.find(THINK_CLOSE)
+    before = segment[:close].strip() if close >= 0 else ""
+    if close >= 0 and (before in ("", THINK_OPEN) or (reasoning and reasoning.strip() in before)):
+        at = start + close + len(THINK_CLOSE)
+        while at < end and text[at].isspace():
+            at += 1
+        return at
+    if not reasoning or reasoning not in segment:
+        return start
+    after = segment.index(reasoning) + len(reasoning)
+    # The marker that closes the reasoning's channel (gpt-oss' <|end|>) is the trace's; what follows is the answer's.
+    closing = re.match(r"\s*(?:<\|[A-Za-z0-9_]+\|>)?", segment[after:])
+    return start + after + (closing.end() if closing else 0)

@@ -50,6 +50,10 @@ class Encoded:
     dropped: list[Dropped] = field(default_factory=list)
     # Conversations a prefix-unstable template forced us to split into one example per turn.
     split_conversations: int = 0
+    # The examples those became, and the tokens all but each conversation's last example add (the price of exact
+    # prompts: each turn's history is in the data again).
+    split_examples: int = 0
+    split_extra_tokens: int = 0
     truncated: int = 0
     # Conversations whose tool definitions the template does not render (they are not in the example).
     tools_ignored: int = 0

@@ -80,6 +80,8 @@ class DataReport:
             "dropped_reasons": enc.drop_reasons(),
             "dropped_rows": [d.to_dict() for d in enc.dropped],
             "split_conversations": enc.split_conversations,
+            "split_examples": enc.split_examples,
+            "split_extra_tokens": enc.split_extra_tokens,
             "truncated": enc.truncated,
             "tools_ignored": enc.tools_ignored,
             "mixture": self.mixture,
@@ -110,7 +112,9 @@ class DataReport:
             "dropped": d["dropped"],
         }
         if d["split_conversations"]:
-            out["split (prefix-unstable template)"] = d["split_conversations"]
+            out["split per turn (template rewrites history)"] = (
+                f"{d['split_conversations']} conversations → {d['split_examples']} examples, "
+                f"+{d['split_extra_tokens']} tokens")
         if d["truncated"]:
             out["truncated"] = d["truncated"]
         if d.get("cleaned"):
@@ -198,6 +202,8 @@ def build_examples(
     rejects_path: str | Path | None = None,
     cache: Path | None = None,
     say_system: bool = True,
+    template_kwargs: dict[str, Any] | None = None,
+    train_reasoning: bool = True,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report, as `settings` (the
     data keys of a config; default: their defaults) say.
@@ -226,12 +232,12 @@ def build_examples(
     )
     if settings.limit is not None:
         conversations = conversations[:settings.limit]
-    chat = template_for(template, tokenizer, conversations, settings.default_system)
+    chat = template_for(template, tokenizer, conversations, settings.default_system, settings.template_kwargs)
     report.system_prompt = system_prompt_use(chat, conversations)
     if say_system and report.system_prompt:
         log.info("%s", system_prompt_line(report.system_prompt))
     encoder = Encoder(tokenizer, chat, max_length=settings.max_length, train_on=settings.train_on,
-                      escape=settings.escape_special_tokens)
+                      escape=settings.escape_special_tokens, train_reasoning=settings.train_reasoning)
     report.encoded = encoder.encode(conversations, num_proc=settings.num_proc)
     if cache is not None and report.encoded.examples:
         encode_cache.write_cached(cache / f"{key}.pkl", (report.encoded.examples, report))

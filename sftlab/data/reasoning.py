@@ -112,29 +112,38 @@ def inline_trace(reasoning: str) -> str:
     return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n"
 
 
-def template_messages(messages: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+def template_messages(messages: list[dict[str, Any]], source: str, arguments_as_text: bool = False) -> list[dict[str, Any]]:
     """`messages` (the shape Message.to_template_dict writes, or a chat request's) as the template `source` reads
-    them: reasoning as its field or inline (module docstring), tool-call arguments as mappings. Messages that need
-    nothing are passed through as they are."""
+    them: reasoning as its field or inline (module docstring), tool-call arguments as mappings (or, for a template
+    that writes them as text, `arguments_as_text`, as JSON text). Messages that need nothing are passed through."""
     reads = reads_reasoning(source)
     out = []
     for m in messages:
         reasoning = m.get("reasoning_content")
         calls = m.get("tool_calls")
-        if reasoning is None and not _string_arguments(calls):
+        if arguments_as_text and calls:
+            m = {**m, "tool_calls": [_with_text(c) for c in calls]}
+        elif _string_arguments(calls):
+            m = {**m, "tool_calls": [_with_mapping(c) for c in calls]}
+        if reasoning is None:
             out.append(m)
             continue
         m = dict(m)
-        if reasoning is not None:
-            if reads:
-                m["thinking"] = reasoning
-            else:
-                del m["reasoning_content"]
-                m["content"] = inline_trace(reasoning) + (m.get("content") or "")
-        if _string_arguments(calls):
-            m["tool_calls"] = [_with_mapping(c) for c in calls]
+        if reads:
+            m["thinking"] = reasoning
+        else:
+            del m["reasoning_content"]
+            m["content"] = inline_trace(reasoning) + (m.get("content") or "")
         out.append(m)
     return out
+
+
+def _with_text(call: Any) -> Any:
+    """A call with its mapping arguments as JSON text (as `tojson` writes them)."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), dict):
+        return call
+    return {**call, "function": {**fn, "arguments": json.dumps(fn["arguments"], ensure_ascii=False)}}
 
 
 def _string_arguments(calls: Any) -> bool:

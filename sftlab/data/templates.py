@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from typing import Any, Sequence
@@ -46,6 +46,8 @@ class ChatTemplate:
     # template's own default that it replaces (None when the template has none).
     system_override: str | None = None
     replaced_system: str | None = None
+    # Set on the first render that needs it: the template takes tool-call arguments as JSON text, not a mapping.
+    _arguments_as_text: bool = field(default=False, repr=False, compare=False)
 
     @cached_property
     def handles_tool_calls(self) -> bool:
@@ -65,13 +67,26 @@ class ChatTemplate:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         # Reasoning and tool calls the way this template reads them (reasoning.py), for every caller alike.
-        messages = template_messages(messages, self.source)
-        try:
-            rendered, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=self.source,
+        messages = template_messages(messages, self.source, self._arguments_as_text)
+
+        def render(msgs: list[dict[str, Any]]) -> str:
+            rendered, _ = render_jinja_template(conversations=[msgs], tools=tools, chat_template=self.source,
                                                 add_generation_prompt=add_generation_prompt, **self.special_tokens)
             return rendered[0]
+
+        try:
+            return render(messages)
         except Exception as e:  # noqa: BLE001 - template errors are the template's, not ours
-            raise SftlabError(f"chat template '{self.name}' failed to render: {first_line(e)}") from None
+            error = e
+        if not self._arguments_as_text and any(m.get("tool_calls") for m in messages):
+            # A template that writes a call's arguments as text (functionary's `... + arguments`): JSON text then.
+            try:
+                text = render(template_messages(messages, self.source, arguments_as_text=True))
+                self._arguments_as_text = True
+                return text
+            except Exception:  # noqa: BLE001
+                pass
+        raise SftlabError(f"chat template '{self.name}' failed to render: {first_line(error)}") from None
 
     def probe_turn(self) -> tuple[str, str] | None:
         """(the generation prompt, the whole conversation) of one exchange whose answer is PROBE_ANSWER; None where
@@ -82,6 +97,20 @@ class ChatTemplate:
                     self.render([*user, {"role": "assistant", "content": PROBE_ANSWER}]))
         except SftlabError:
             return None
+
+    @cached_property
+    def always_prompts(self) -> bool:
+        """Whether the template writes its generation prompt after every conversation, asked for or not
+        (Command-R7B's does): the text after a turn's end is then the next prompt, never part of the answer."""
+        # Told apart from a template that writes no generation prompt at all by what follows a user turn: another
+        # user turn continues the text of one alone there, but not after a generation prompt.
+        user = [{"role": "user", "content": "hi"}]
+        try:
+            alone = self.render(user)
+            return (alone == self.render(user, add_generation_prompt=True)
+                    and not self.render([*user, {"role": "user", "content": "hello"}]).startswith(alone))
+        except SftlabError:
+            return False
 
     def end_of_turn(self, special_strings: list[str]) -> str | None:
         """The special token the template writes right after an assistant answer (ChatML's <|im_end|>,
@@ -162,6 +191,63 @@ def with_default_system(chat: ChatTemplate, text: str | None) -> ChatTemplate:
     return wrapped
 
 
+# Names a template is rendered with by sftlab itself (and transformers' render), never a template option.
+_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message",
+                    "raise_exception", "strftime_now", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
+                    "cls_token", "mask_token", "loop", "namespace", "range", "dict", "lipsum", "cycler", "joiner"}
+
+
+def check_template_kwargs(value: Any, label: str = "template_kwargs") -> dict[str, Any]:
+    """A template_kwargs mapping as given (`{enable_thinking: false}`), checked: names that are Jinja
+    identifiers and not the variables every render sets, values that JSON can hold."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SftlabError(f"{label} must be a mapping of template variables to values (e.g. {{enable_thinking: false}})")
+    for name, v in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SftlabError(f"{label}: {name!r} is not a template variable name (letters, digits and _)")
+        if name in _RESERVED_KWARGS:
+            raise SftlabError(f"{label}: '{name}' is set by sftlab for every render and cannot be a template option")
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            raise SftlabError(f"{label}: the value of '{name}' must be text, a number, true/false, null, a list or "
+                              "a mapping") from None
+    return dict(value)
+
+
+def _jinja_literal(value: Any) -> str:
+    """`value` written as a Jinja expression."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_jinja_literal(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_jinja_literal(v)}" for k, v in value.items()) + "}"
+
+
+def with_template_kwargs(chat: ChatTemplate, kwargs: dict[str, Any] | None) -> ChatTemplate:
+    """`chat` rendering as if given these keyword arguments (`enable_thinking: false`): the `template_kwargs`
+    setting. Like default_system, the values are written into the template itself as defaults (a few Jinja lines
+    in front of it), so every render — training, inspect, data check, and chat, serve, eval and export of the
+    saved model — sees them; a caller that passes the variable itself (a chat request's chat_template_kwargs)
+    still overrides it."""
+    kwargs = check_template_kwargs(kwargs)
+    if not kwargs:
+        return chat
+    lines = "".join(f"{{%- if {k} is not defined %}}{{%- set {k} = {_jinja_literal(v)} %}}{{%- endif %}}"
+                    for k, v in sorted(kwargs.items()))
+    prologue = "{#- sftlab template_kwargs: the template's options as training set them -#}\n" + lines
+    source = prologue + ("\n" if chat.source.startswith("\n") else "") + chat.source
+    out = ChatTemplate(source, chat.name, chat.special_tokens, chat.system_override, chat.replaced_system)
+    check_answer_span(out)
+    return out
+
+
 def system_prompt_use(chat: ChatTemplate | None, conversations: Sequence[Any]) -> dict[str, Any] | None:
     """What the template does for the conversations that have no system message, for the data report: how many of
     them, the system prompt they get and where it comes from ("template" or "default_system", with the template's
@@ -195,14 +281,15 @@ def system_prompt_line(use: dict[str, Any]) -> str:
 
 
 def template_for(template: str | ChatTemplate | None, tokenizer: Any, conversations: Any,
-                 default_system: str | None = None) -> ChatTemplate | None:
+                 default_system: str | None = None, template_kwargs: dict[str, Any] | None = None) -> ChatTemplate | None:
     """The template to encode these conversations with: the one given, else the resolved one, with
-    `default_system` applied (with_default_system); None when every conversation is plain text (continued
-    pre-training needs no template)."""
+    `template_kwargs` and `default_system` applied (with_template_kwargs, with_default_system); None when every
+    conversation is plain text (continued pre-training needs no template)."""
     if isinstance(template, ChatTemplate):
-        return with_default_system(template, default_system)
+        return with_default_system(with_template_kwargs(template, template_kwargs), default_system)
     if any(not c.is_text for c in conversations):
-        return with_default_system(resolve_template(template, tokenizer), default_system)
+        chat = with_template_kwargs(resolve_template(template, tokenizer), template_kwargs)
+        return with_default_system(chat, default_system)
     return None
 
 
@@ -236,8 +323,12 @@ def resolve_template(template: str | None, tokenizer: Any, warn: bool = True) ->
 def check_answer_span(chat: ChatTemplate) -> None:
     """Refuse a template whose answer span (masking contract: from the end of the generation prompt to the end of
     the answer) would hold more than the answer: one that writes nothing, or leaves the answer out, or writes an
-    assistant header that add_generation_prompt does not write (the header would be trained as the answer's
-    first words, and at inference the model would be prompted without it)."""
+    assistant header although add_generation_prompt writes nothing at all (the header would be trained as the
+    answer's first words, and at inference the model would be prompted without it).
+
+    Text between a generation prompt that writes something and the answer is the model's own output, trained as
+    part of the answer: Qwen3's empty trace `<think>\n\n</think>\n\n` (what the model writes to answer without
+    thinking), gpt-oss' `<|channel|>final<|message|>`, Command-R7B's `<|START_RESPONSE|>`, functionary's `all\n`."""
     turn = chat.probe_turn()
     if turn is None:
         return  # a template that needs another conversation shape: its own errors come with the data
@@ -249,11 +340,19 @@ def check_answer_span(chat: ChatTemplate) -> None:
     if not full.startswith(prompt):
         return  # prefix-unstable templates are handled per conversation (SPEC: split into one example per turn)
     header = full[len(prompt) : full.index(probe, len(prompt)) if probe in full[len(prompt):] else len(full)]
-    if header.strip():
+    if header.strip() and _writes_no_generation_prompt(chat, prompt) and not chat.always_prompts:
         raise SftlabError(
             f"chat template '{chat.name}' writes {header.strip()!r} before an answer but not for "
             "add_generation_prompt: it would be trained as part of every answer and missing at inference; write it "
             "in the template under `{% if add_generation_prompt %}`")
+
+
+def _writes_no_generation_prompt(chat: ChatTemplate, prompt: str) -> bool:
+    """Whether add_generation_prompt adds nothing to the probe's prompt (the template ignores it)."""
+    try:
+        return chat.render([{"role": "user", "content": "hi"}]) == prompt
+    except SftlabError:
+        return False
 
 
 def special_token_variables(tokenizer: Any) -> dict[str, str]:

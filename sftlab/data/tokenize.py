@@ -85,6 +85,7 @@ class TokenizerView:
         self._reveal = re.compile(f"{self._find.pattern}|{_PLACEHOLDERS.pattern}" if self._find else _PLACEHOLDERS.pattern)
         self._index = {s: k for k, s in enumerate(self.strings)}
         self._literal: tuple[Any, Any] | None = None
+        self._following: Any = None
 
     # --- finding and hiding special-token text ---------------------------------------------------------
 
@@ -150,10 +151,44 @@ class TokenizerView:
 
     # --- tokenizing ------------------------------------------------------------------------------------
 
-    def encode_batch(self, texts: list[str]) -> list[tuple[np.ndarray, Locate]]:
-        """Token ids of plain texts (special-token strings recognised, as the tokenizer does by default)."""
+    def encode_batch(self, texts: list[str], cuts: list[list[int]] | None = None) -> list[tuple[np.ndarray, Locate]]:
+        """Token ids of plain texts (special-token strings recognised, as the tokenizer does by default). `cuts`:
+        for each text, the characters where a generation prompt ends; where a token would run across one (BPE
+        merging the prompt's last "\\n" with the answer's first), the text is tokenized in parts there, so the
+        tokens before the cut are the prompt's own, as inference tokenizes it."""
         encodings = self.backend.encode_batch(texts, add_special_tokens=False) if texts else []
-        return [(np.asarray(enc.ids, dtype=np.int64), _locator(enc, len(text))) for text, enc in zip(texts, encodings)]
+        out = []
+        for k, (text, enc) in enumerate(zip(texts, encodings)):
+            across = [c for c in (cuts[k] if cuts else ()) if _inside_token(enc, c)]
+            out.append(self._encode_parts(text, across) if across else
+                       (np.asarray(enc.ids, dtype=np.int64), _locator(enc, len(text))))
+        return out
+
+    def _encode_parts(self, text: str, cuts: list[int]) -> tuple[np.ndarray, Locate]:
+        """`text` tokenized piece by piece between `cuts` (a piece after a cut as text that follows, without the
+        word-start symbol a SentencePiece tokenizer gives the start of a text)."""
+        bounds = [0, *sorted(set(cuts)), len(text)]
+        ids: list[int] = []
+        starts: list[int] = []
+        for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            enc = (self.backend if n == 0 else self._following_engine()).encode(text[a:b], add_special_tokens=False)
+            ids += enc.ids
+            starts += [a + o[0] for o in enc.offsets]
+        array = np.asarray(starts, dtype=np.int64)
+        return np.asarray(ids, dtype=np.int64), lambda char: int(array.searchsorted(char, side="left"))
+
+    def _following_engine(self) -> Any:
+        """The tokenizer, special tokens recognised, for text that follows other text (no word-start symbol)."""
+        if self._following is None:
+            from tokenizers import Tokenizer
+
+            self._following = self.backend
+            pre = self.backend.pre_tokenizer
+            if pre is not None and b'"prepend_scheme":"first"' in pre.__getstate__():  # (cheap: the whole JSON is MBs)
+                spec = json.loads(self.backend.to_str())
+                _prepend_first_to_never(spec.get("pre_tokenizer"))
+                self._following = Tokenizer.from_str(json.dumps(spec))
+        return self._following
 
     def encode_marked(self, text: str, markers: list[tuple[int, int]]) -> tuple[np.ndarray, Locate]:
         """Token ids of `text` where only the special-token strings at `markers` are special; everything
@@ -244,6 +279,12 @@ def _prepend_first_to_never(pre_tokenizer: Any) -> bool:
     for child in pre_tokenizer.get("pretokenizers") or []:
         found = _prepend_first_to_never(child) or found
     return found
+
+
+def _inside_token(enc: Any, char: int) -> bool:
+    """Whether a token of `enc` starts before `char` and runs past it."""
+    token = enc.char_to_token(char)
+    return token is not None and enc.offsets[token][0] < char
 
 
 def _locator(enc: Any, text_length: int) -> Locate:

@@ -175,8 +175,10 @@ def check_data(
     show_progress: bool = False,
     default_system: str | None = None,
     progress: Progress | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> CheckResult:
-    """`default_system`: the system prompt of conversations without one, as in training (the lengths count it).
+    """`default_system`: the system prompt of conversations without one, as in training (the lengths count it);
+    `template_kwargs`: the template's options, as in training.
     `progress`: where each stage shows (default: stderr when `show_progress` and it is a terminal)."""
     if not paths:
         raise SftlabError("no input file given")
@@ -194,7 +196,7 @@ def check_data(
             tokenizer = load_tokenizer(model)
     lap("tokenizer")
     convs = [r.conversation for r in rows if r.conversation is not None]
-    template = template_for(template, tokenizer, convs, default_system)
+    template = template_for(template, tokenizer, convs, default_system, template_kwargs)
     system = system_prompt_use(template, convs)
     if system:
         log.info("%s", system_prompt_line(system))

@@ -22,7 +22,7 @@ from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
 from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_summary, pack_examples
-from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system
+from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system, with_template_kwargs
 from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
 from sftlab.hardware import choose_precision, pick_device, process_count
@@ -89,9 +89,10 @@ def _sources(specs: Sequence[Any]) -> list[Source]:
 def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None,
                  chat: ChatTemplate | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Training rows (packed or not) and eval examples, with the data report. `chat`: the run's template, its
-    default_system applied (_chat_tokens); without it, the config's template and default_system."""
-    # (packed below, after the eval split; a given `chat` has the default system prompt applied already)
-    settings = config.data.model_copy(update={"packing": False, **({"default_system": None} if chat is not None else {})})
+    default_system and template_kwargs applied (_chat_tokens); without it, the config's template and those."""
+    # (packed below, after the eval split; a given `chat` has the default system prompt and options applied already)
+    settings = config.data.model_copy(update={"packing": False, **({"default_system": None, "template_kwargs": None}
+                                                                   if chat is not None else {})})
     template = chat if chat is not None else config.template
     examples, report = build_examples(
         _sources(config.datasets), tokenizer, settings, template=chat, rejects_path=rejects_path,
@@ -213,10 +214,11 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
 def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
     """The run's chat template (None when there is none to use) and the markers of it added to the
     tokenizer as new special tokens (a base model's vocabulary lacks them). The saved tokenizer carries
-    the template the model was trained with, default_system included."""
+    the template the model was trained with, default_system and template_kwargs included."""
     if config.template is None and not getattr(tokenizer, "chat_template", None):
         return None, []
-    chat = with_default_system(resolve_template(config.template, tokenizer, warn=False), config.default_system)
+    chat = with_template_kwargs(resolve_template(config.template, tokenizer, warn=False), config.template_kwargs)
+    chat = with_default_system(chat, config.default_system)
     added = add_chat_tokens(tokenizer, chat, config.template_tokens or ())
     if added:
         log.info("added %s to the vocabulary as new special tokens (template '%s'); their embedding rows start "

@@ -112,7 +112,7 @@ def setup_logging() -> None:
     library progress bars, and the known library warnings filtered. Imports no library: `--help` stays quick."""
     handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
-    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
+    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("sftlab").setLevel(logging.INFO if _rank() == 0 else logging.ERROR)
     for message, category in QUIET_WARNINGS:

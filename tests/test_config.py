@@ -28,7 +28,8 @@ def test_file_then_set_overrides(tmp_path):
     [
         (["learning_rat=1e-4"], "unknown key `learning_rat`; did you mean `learning_rate`?"),
         (["epochs=three"], "`epochs` input should be a valid number"),
-        (["method=qlora"], "`method` input should be 'full', 'freeze', 'lora', 'dora', 'hybrid', 'prompt_tuning', 'prefix_tuning', 'p_tuning' or 'adaption_prompt'"),
+        (["method=qlora4"], "`method` input should be 'full', 'freeze', 'lora', 'dora', 'qlora', 'hybrid', 'prompt_tuning', 'prefix_tuning', 'p_tuning' or 'adaption_prompt'"),
+        (["method=qlora", "distributed.strategy=fsdp2"], "method qlora keeps a whole 4-bit base on every process; distributed.strategy fsdp2 shards full-precision weights: use strategy ddp"),
         ([f"datasets=[{{path: {DATA}, wieght: 2}}]"], "unknown key `datasets[0].wieght`; did you mean `weight`?"),
         (["datasets=[missing.json]"], "datasets file missing.json not found"),
         (["lr_scheduler=cosin"], "unknown scheduler 'cosin'"),
@@ -60,7 +61,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 @pytest.mark.parametrize(
     "method, lr, hybrid_lora_lr",
-    [("full", 2e-5, None), ("freeze", 2e-5, None), ("lora", 2e-4, None), ("dora", 2e-4, None),
+    [("full", 2e-5, None), ("freeze", 2e-5, None), ("lora", 2e-4, None), ("dora", 2e-4, None), ("qlora", 2e-4, None),
      ("hybrid", 2e-5, 2e-4)],
 )
 def test_learning_rate_defaults_follow_the_method_and_are_written_out(method, lr, hybrid_lora_lr):

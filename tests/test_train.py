@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, make_tiny_model
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.training import train
@@ -357,3 +357,40 @@ def test_two_trainings_into_one_folder_the_second_refused_touching_nothing_then_
             first.kill()
             first.wait()
     assert not runlock.is_running(out) and find_runs(out)[0].status == "unfinished"
+
+
+def test_qlora_trains_an_adapter_on_a_4bit_base_and_merges_into_that_base_dequantised(tmp_path):
+    """method qlora: only LoRA weights change, over bitsandbytes' NF4 layers; the merged model answers as the adapter
+    on its 4-bit base does — the same greedy answer, logits within 3e-3 (the same dequantised W, but bitsandbytes'
+    CPU inference kernel computes in bf16 on CPUs with avx512_bf16; 1e-6 elsewhere) — and not as the adapter on
+    the original float32 base (2e-2 apart here: NF4's rounding)."""
+    import bitsandbytes as bnb
+    from peft import PeftModel
+
+    from sftlab.models import load_model
+    from sftlab.training.merge import merge_adapter
+
+    # (bitsandbytes quantises in blocks of 64 values along a row: the layers here are 64 wide)
+    tiny_model = make_tiny_model(tmp_path / "base", hidden=64)
+    snap = Snapshot()
+    out = tmp_path / "qlora"
+    train(config(tiny_model, out, method="qlora", max_steps=3, lora_r=4, learning_rate=5e-2), callbacks=[snap],
+          quiet=True)
+    changed = snap.changed[-1]
+    assert changed and all("lora_" in n for n in changed) and any("lora_B" in n for n in changed)
+    assert json.loads((out / "quantization.json").read_text()) == {
+        "method": "bitsandbytes", "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+    adapter = load_model(str(out)).eval()
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in adapter.modules()) == 2 * 7  # q k v o gate up down, 2 layers
+    merged_dir = merge_adapter(out, tmp_path / "merged")
+    assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    on_float_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(out)).eval()
+    ids = torch.tensor([[1, 450, 4996, 17354, 1701]])
+    with torch.no_grad():
+        a, b, c = adapter(ids).logits, merged(ids).logits, on_float_base(ids).logits
+        answers = [m.generate(ids, max_new_tokens=8, do_sample=False)[0].tolist() for m in (adapter, merged)]
+    torch.testing.assert_close(b, a, atol=3e-3, rtol=0)
+    assert (c - a).abs().max() > 1e-2  # the 4-bit base is not the float one: merging onto that would differ
+    assert answers[0] == answers[1]

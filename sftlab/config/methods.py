@@ -31,6 +31,7 @@ class Method:
     # methods train virtual tokens only: refused).
     trains_new_tokens: bool = True
     own_keys: tuple[str, ...] = ()  # config keys that only this method takes (set with another method: refused)
+    quantized: bool = False  # the base's linear layers load in 4-bit NF4 (sftlab/quantize.py), frozen
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -39,6 +40,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA"),
     Method("dora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA",
            peft_options={"use_dora": True}),
+    # LoRA on a 4-bit NF4 base (bitsandbytes). New chat tokens' rows would be peft's trainable tokens on a quantised
+    # model, which sftlab does not test: refused.
+    Method("qlora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", trains_new_tokens=False,
+           quantized=True),
     Method("hybrid", FULL_LEARNING_RATE, lora_phase=True, own_keys=("hybrid_lora_learning_rate",)),
     # peft's task guides: prompt tuning 3e-2, prefix tuning 1e-2, P-tuning 1e-3; LLaMA-Adapter's paper 9e-3.
     Method("prompt_tuning", 3e-2, adapter=True, peft_type="PROMPT_TUNING", one_example_per_row=True,

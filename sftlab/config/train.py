@@ -253,6 +253,9 @@ class TrainConfig(DataSettings, Inputs):
         if self.method_spec.one_example_per_row and (self.padding_free or self.packing):
             raise ValueError(f"method {self.method} puts its virtual tokens in front of each row, so a row must hold "
                              "one example: set padding_free: false and packing: false")
+        if self.method_spec.quantized and self.distributed.strategy != "ddp":
+            raise ValueError(f"method {self.method} keeps a whole 4-bit base on every process; distributed.strategy "
+                             f"{self.distributed.strategy} shards full-precision weights: use strategy ddp")
         return self
 
     def _check_stages(self) -> None:

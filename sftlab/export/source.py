@@ -80,7 +80,7 @@ def load_source(model: str) -> Source:
 
     path = model_path(model)
     is_adapter = (Path(path) / "adapter_config.json").is_file()
-    loaded = load_model(path, dtype=torch.float32)
+    loaded = load_model(path, dtype=torch.float32, dequantize=True)  # (a QLoRA base: dequantised)
     if is_adapter:
         loaded = loaded.merge_and_unload()  # (trainable token rows are folded in too)
     loaded.eval()

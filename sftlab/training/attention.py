@@ -130,9 +130,31 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     def flat(t: torch.Tensor) -> torch.Tensor:  # [batch, heads, T, d] → [batch·T, heads, d]
         return t.transpose(1, 2).reshape(batch * length, t.shape[1], dim)
 
-    out = varlen_attn(flat(query), flat(key), flat(value), cu, cu, longest, longest, scale=scaling,
-                      window_size=(-1, 0), enable_gqa=heads != key.shape[1])
+    key, value, options = _varlen_options(varlen_attn, heads, key, value, scaling)
+    out = varlen_attn(flat(query), flat(key), flat(value), cu, cu, longest, longest, **options)
     return out.reshape(batch, length, heads, dim), None
+
+
+def _varlen_options(varlen_attn: Any, heads: int, key: torch.Tensor, value: torch.Tensor,
+                    scaling: float | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Causal, grouped-query and scale as the installed torch's varlen_attn takes them: torch 2.10 has `is_causal`,
+    later ones `window_size=(-1, 0)`; without `enable_gqa` (and `scale`), key and value heads are repeated (and the
+    default 1/√d is the only scale)."""
+    import inspect
+
+    takes = inspect.signature(varlen_attn).parameters
+    options: dict[str, Any] = {"window_size": (-1, 0)} if "window_size" in takes else {"is_causal": True}
+    if "scale" in takes:
+        options["scale"] = scaling
+    elif scaling is not None and abs(scaling - key.shape[-1] ** -0.5) > 1e-12:
+        raise NotImplementedError("this torch's varlen_attn takes no scale")
+    if heads != key.shape[1]:
+        if "enable_gqa" in takes:
+            options["enable_gqa"] = True
+        else:
+            group = heads // key.shape[1]
+            key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    return key, value, options
 
 
 def _document_mask(positions: torch.Tensor, device: torch.device) -> Any:

@@ -1,4 +1,4 @@
-"""`sftlab merge`: fold a LoRA/DoRA adapter (and the rows of any chat tokens it trained) into its base
+"""`sftlab merge`: fold a LoRA/DoRA/QLoRA adapter (and the rows of any chat tokens it trained) into its base
 model and write a plain full model, with the run's tokenizer and generation config."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
                           "attention; there are no weights to merge it into. Use the folder as it is (chat, eval and "
                           "serve load it)")
     require_output_dir(out_dir, "--out")
-    merged = load_model(str(adapter_dir)).merge_and_unload()
+    merged = load_model(str(adapter_dir), dequantize=True).merge_and_unload()  # (a QLoRA base: dequantised)
     with atomic_folder(out_dir, "--out") as tmp:
         merged.save_pretrained(str(tmp))
         load_tokenizer(str(adapter_dir)).save_pretrained(str(tmp))

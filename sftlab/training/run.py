@@ -29,6 +29,7 @@ from sftlab.hardware import choose_precision, pick_device, process_count
 from sftlab.generate import save_generation_config
 from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, load_tokenizer, require_model, sftlab_home
 from sftlab.runs import settle_checkpoints
+from sftlab import quantize
 from sftlab.training import attention
 from sftlab.training.arguments import training_arguments
 from sftlab.training.distributed import gathered_state
@@ -163,6 +164,8 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     device = pick_device()
     precision = choose_precision(config.precision, device)
     bf16 = precision.bf16
+    if config.method_spec.quantized:  # before any time goes into data
+        quantize.require_bitsandbytes(device)
 
     tokenizer = load_tokenizer(config.model)
     chat, added = _chat_tokens(config, tokenizer)
@@ -171,7 +174,9 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
     rejects = out / "rejects.jsonl" if config.on_error == "skip" else None
     train_rows, eval_rows, report = prepare_data(config, tokenizer, rejects, chat)
     report.added_tokens = token_ids(added, tokenizer)
-    model = load_model(config.model, attn_implementation=attention.choose(device, config.packing or config.padding_free))
+    quantization = quantize.settings(bf16) if config.method_spec.quantized else None
+    model = load_model(config.model, attn_implementation=attention.choose(device, config.packing or config.padding_free),
+                       quantization=quantization)
     if added:
         init_new_rows(model, tokenizer, list(report.added_tokens.values()))
     model.config.use_cache = False
@@ -303,6 +308,10 @@ def _save_final(run: PreparedRun, config: TrainConfig, out: Path, is_main: bool)
         # (An adapter trained on from another adapter, a staged run continuing it, keeps that one's base.)
         saved["base_model_name_or_path"] = adapter_base(config.model) or config.model or DEFAULT_MODEL
         write_text(adapter_config, json.dumps(saved, indent=2))
+        # (an adapter trained on from a QLoRA adapter, a staged run continuing it, keeps its 4-bit base)
+        prior = quantize.read(Path(config.model)) if adapter_base(config.model) else None
+        if config.method_spec.quantized or prior is not None:
+            quantize.write(out, prior or quantize.settings(run.bf16))
     if is_main:
         tokenizer.save_pretrained(str(out))
         save_generation_config(final, tokenizer, run.chat, out)

@@ -100,7 +100,7 @@ class TrainConfig(DataSettings, Inputs):
     # ---- how ----
     method: Literal[METHOD_NAMES] = setting(  # type: ignore[valid-type]
         DEFAULT_METHOD, group=HOW,
-        help="full, freeze, lora, dora, hybrid (full then LoRA), or a prompt-based method.")
+        help="full, freeze, lora, dora, qlora (LoRA on a 4-bit base), hybrid (full then LoRA), or a prompt-based method.")
     num_virtual_tokens: Count = setting(
         20, group=HOW,
         help="prompt_tuning / prefix_tuning / p_tuning (peft): trained virtual tokens in front of every example; "

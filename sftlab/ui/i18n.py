@@ -124,7 +124,7 @@ FIELD_HELP: dict[str, str] = {
     "train_on": "训练哪些 token：所有助手回复、仅最后一轮回复，或全部 token。",
     "max_length": "样本截断到此 token 数（保留开头）；整个回答被截掉的样本会被丢弃并报告。",
     "on_error": "坏行让训练停止（raise），或被跳过并记录到 rejects.jsonl（skip）。",
-    "method": "full（全参）、freeze、lora、dora、hybrid（先全参后 LoRA），或基于提示的方法。",
+    "method": "full（全参）、freeze、lora、dora、qlora（4 位基座上的 LoRA）、hybrid（先全参后 LoRA），或基于提示的方法。",
     "learning_rate": "默认：lora/dora 为 2e-4，full/freeze/hybrid 为 2e-5（写入 config.yaml）",
     "epochs": "数据遍历轮数（max_steps > 0 时以其为准）。",
     "max_steps": "优化器总步数；-1 表示由轮数决定。",

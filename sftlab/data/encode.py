@@ -110,18 +110,8 @@ class Encoder:
 
     def _encode_parallel(self, conversations: list[Conversation], procs: int) -> Encoded:
         bounds = [len(conversations) * k // procs for k in range(procs + 1)]
-        # The workers' tokenizers run single-threaded (the Rust thread pool does not survive a fork); the
-        # variable is set for the forks only, or this process would lose its own threads too.
-        saved = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        try:
-            with forked(procs, _encode_part, self, conversations) as submit:
-                parts = [f.result() for f in [submit(a, b) for a, b in zip(bounds[:-1], bounds[1:])]]
-        finally:
-            if saved is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = saved
+        with forked(procs, _encode_part, self, conversations, initializer=_single_threaded_tokenizer) as submit:
+            parts = [f.result() for f in [submit(a, b) for a, b in zip(bounds[:-1], bounds[1:])]]
         out = Encoded()
         for part, _ in parts:
             out.extend(part)
@@ -435,6 +425,13 @@ class Encoder:
 _CHUNK = 1024
 # Below this many conversations one process is quicker than starting workers.
 PARALLEL_MIN = 2000
+def _single_threaded_tokenizer() -> None:
+    """A worker's initializer: its tokenizer runs single-threaded (the Rust thread pool does not survive a fork, and
+    the workers share the cores already). Set in the worker only: the parent, which may be the UI serving other
+    requests on threads, keeps its environment and its threads."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
 def _encode_part(encoder: Encoder, conversations: list[Conversation], start: int, end: int) -> tuple[Encoded, list[Dropped]]:
     """A forked worker's part of a parallel encode (the encoder and conversations inherited, not pickled)."""
     return encoder._encode_serial(conversations[start:end])

@@ -1,6 +1,6 @@
 """Reference metrics: exact match, ROUGE-L (F1 of the longest common subsequence) and corpus BLEU-4.
 
-Text is split into units before comparing: every CJK character (Chinese, Japanese kana, Hangul) is
+Text is split into units (sftlab/data/units.py) before comparing: every CJK character (Chinese, Japanese kana, Hangul) is
 a unit of its own, since those scripts write no spaces; other words are runs of letters/digits;
 punctuation marks are single units. Everything is lower-cased. All scores are fractions in [0, 1].
 """
@@ -8,16 +8,10 @@ punctuation marks are single units. Everything is lower-cased. All scores are fr
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from typing import Sequence
 
-CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_UNITS = re.compile(rf"[{CJK}]|[^\s{CJK}\W]+|[^\s\w]", re.UNICODE)
-
-
-def units(text: str) -> list[str]:
-    return _UNITS.findall(text.lower())
+from sftlab.data.units import CJK, units  # noqa: F401  (the units compared; sftlab/data/units.py)
 
 
 def exact_match(prediction: str, reference: str) -> float:

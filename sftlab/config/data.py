@@ -5,6 +5,8 @@ cleaning …), one section that training, inspect, eval's held-out loss and the 
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -12,10 +14,37 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from sftlab.config.bounds import Limit
 from sftlab.config.fields import BOOKKEEPING, WHAT, Count, OptionalCount, setting
 from sftlab.defaults import DATA_CHECKS, MAX_LENGTH
+from sftlab.errors import SftlabError
 
 # Fields that change how examples are made or laid out afterwards, not what they are: not in the cache key.
 # (packing is applied to the examples the cache holds; num_proc only shares the encoding among processes.)
 NOT_IN_CACHE_KEY = frozenset({"packing", "num_proc"})
+
+
+# Names a template is rendered with by sftlab itself (and transformers' render), never a template option.
+_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message",
+                    "raise_exception", "strftime_now", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
+                    "cls_token", "mask_token", "loop", "namespace", "range", "dict", "lipsum", "cycler", "joiner"}
+
+
+def check_template_kwargs(value: Any, label: str = "template_kwargs") -> dict[str, Any]:
+    """A template_kwargs mapping as given (`{enable_thinking: false}`), checked: names that are Jinja
+    identifiers and not the variables every render sets, values that JSON can hold."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SftlabError(f"{label} must be a mapping of template variables to values (e.g. {{enable_thinking: false}})")
+    for name, v in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SftlabError(f"{label}: {name!r} is not a template variable name (letters, digits and _)")
+        if name in _RESERVED_KWARGS:
+            raise SftlabError(f"{label}: '{name}' is set by sftlab for every render and cannot be a template option")
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            raise SftlabError(f"{label}: the value of '{name}' must be text, a number, true/false, null, a list or "
+                              "a mapping") from None
+    return dict(value)
 
 
 class DataSettings(BaseModel):
@@ -78,9 +107,6 @@ class DataSettings(BaseModel):
     @field_validator("template_kwargs")
     @classmethod
     def _template_kwargs(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        from sftlab.data.templates import check_template_kwargs
-        from sftlab.errors import SftlabError
-
         try:
             return check_template_kwargs(value, "the mapping") or None
         except SftlabError as e:

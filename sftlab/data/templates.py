@@ -16,6 +16,7 @@ from functools import cached_property
 from importlib import resources
 from typing import Any, Sequence
 
+from sftlab.config.data import check_template_kwargs  # (checked where the config checks it)
 from sftlab.data.reasoning import template_messages
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
@@ -189,32 +190,6 @@ def with_default_system(chat: ChatTemplate, text: str | None) -> ChatTemplate:
         raise SftlabError(f"chat template '{chat.name}' writes its system prompt \"{own}\" even for an empty system "
                           "message, so default_system \"\" cannot remove it; give another system prompt instead")
     return wrapped
-
-
-# Names a template is rendered with by sftlab itself (and transformers' render), never a template option.
-_RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message",
-                    "raise_exception", "strftime_now", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
-                    "cls_token", "mask_token", "loop", "namespace", "range", "dict", "lipsum", "cycler", "joiner"}
-
-
-def check_template_kwargs(value: Any, label: str = "template_kwargs") -> dict[str, Any]:
-    """A template_kwargs mapping as given (`{enable_thinking: false}`), checked: names that are Jinja
-    identifiers and not the variables every render sets, values that JSON can hold."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SftlabError(f"{label} must be a mapping of template variables to values (e.g. {{enable_thinking: false}})")
-    for name, v in value.items():
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise SftlabError(f"{label}: {name!r} is not a template variable name (letters, digits and _)")
-        if name in _RESERVED_KWARGS:
-            raise SftlabError(f"{label}: '{name}' is set by sftlab for every render and cannot be a template option")
-        try:
-            json.dumps(v, allow_nan=False)
-        except (TypeError, ValueError):
-            raise SftlabError(f"{label}: the value of '{name}' must be text, a number, true/false, null, a list or "
-                              "a mapping") from None
-    return dict(value)
 
 
 def _jinja_literal(value: Any) -> str:

@@ -360,7 +360,11 @@ def serve_cmd(
 Example: `sftlab eval --model runs/demo/model --data test.json --out runs/eval --baseline smollm2-135m-instruct`
 
 Judge through any OpenAI-compatible endpoint: `--judge-url http://127.0.0.1:11434/v1 --judge-model qwen2.5:7b`.
-Writes responses.jsonl, summary.json (and judge_scores.png, probe.jsonl, baseline/) into --out.""",
+Writes responses.jsonl, summary.json (and judge_scores.png, probe.jsonl, baseline/) into --out.
+
+Labelled data (rows with a `label`) or a model trained with a task head (`task: classification | reward`): accuracy,
+macro-F1, per-label precision/recall and the confusion matrix (confusion.png), or a reward model's pairwise accuracy
+and margin; a generative model is scored on its answers (docs/heads.md). Writes predictions.jsonl and summary.json.""",
 )
 def eval_cmd(
     model: str = typer.Option(..., "--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct'."),
@@ -395,7 +399,8 @@ def eval_cmd(
                           _precision(precision), default_system=default_system)
     summary = evaluate(model, data, out, options, baseline)
     print_summary(summary, Console())
-    err.print(f"wrote {out / 'summary.json'} and {out / 'responses.jsonl'}")
+    written = "predictions.jsonl" if {"accuracy", "pairwise_accuracy"} & set(summary) else "responses.jsonl"
+    err.print(f"wrote {out / 'summary.json'} and {out / written}")
 
 
 data_app = typer.Typer(

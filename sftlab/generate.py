@@ -69,15 +69,8 @@ class Generator:
     def prompt_ids(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Token ids of the conversation so far and the assistant's header, with the escaping contract:
         special-token text in the messages stays text (so no message can close its own turn)."""
-        hidden = False
-        msgs: Any = list(messages)
-        if self.tokens.escape:
-            (msgs, tools), hidden = self.tokens.hide((msgs, tools))
-        text = self.chat.render(msgs, tools, add_generation_prompt=True)
-        if not hidden:
-            return self.tokens.backend.encode(text, add_special_tokens=False).ids
-        real = self.tokens.reveal(text)
-        return self.tokens.encode_marked(real.text, real.markers)[0].tolist()
+        return self.tokens.encode_rendered(
+            lambda value: self.chat.render(value[0], value[1], add_generation_prompt=True), (list(messages), tools))
 
     @property
     def context(self) -> int:
@@ -208,9 +201,14 @@ def load_generator(model: str | None, template: str | None = None, escape: bool 
     """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
     fp32 (auto: bf16 where it is measured faster, as in training)."""
     from sftlab.hardware import pick_device, use_bf16
-    from sftlab.models import load_model, load_tokenizer, model_path
+    from sftlab.models import head_task, load_model, load_tokenizer, model_path
 
     path = model_path(model)
+    task = head_task(path)
+    if task:
+        raise SftlabError(f"{model}: a {task} head model scores text and writes none, so it cannot chat or serve; "
+                          f"score labelled data with `sftlab eval --model {model} --data FILE --out DIR`, or train a "
+                          "generative model (task: sft) to answer")
     tokenizer = load_tokenizer(path)
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise SftlabError(f"{model or 'the default model'}: the tokenizer has no chat template; chat, serve and eval need "

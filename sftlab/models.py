@@ -420,3 +420,18 @@ def resize_for_tokens(model: Any, tokenizer: Any) -> None:
     target = embedding_rows(tokenizer, rows)
     if target != rows:
         model.resize_token_embeddings(target, mean_resizing=False)
+
+
+def head_task(path: str | Path) -> str | None:
+    """The task of a model folder saved with a head ("classification" or "reward"), or None for a language model."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not any(a.endswith("ForSequenceClassification") for a in saved.get("architectures") or []):
+        return None
+    return saved.get("sftlab_task") or ("reward" if saved.get("num_labels", len(saved.get("id2label") or {})) == 1
+                                        else "classification")

@@ -32,14 +32,15 @@ class Method:
     trains_new_tokens: bool = True
     own_keys: tuple[str, ...] = ()  # config keys that only this method takes (set with another method: refused)
     quantized: bool = False  # the base's linear layers load in 4-bit NF4 (sftlab/quantize.py), frozen
+    head: bool = False  # trains a task head (task: classification | reward; sftlab/training/heads.py)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("full", FULL_LEARNING_RATE),
-    Method("freeze", FULL_LEARNING_RATE),
-    Method("lora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA"),
+    Method("full", FULL_LEARNING_RATE, head=True),
+    Method("freeze", FULL_LEARNING_RATE, head=True),
+    Method("lora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", head=True),
     Method("dora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA",
-           peft_options={"use_dora": True}),
+           peft_options={"use_dora": True}, head=True),
     # LoRA on a 4-bit NF4 base (bitsandbytes). New chat tokens' rows would be peft's trainable tokens on a quantised
     # model, which sftlab does not test: refused.
     Method("qlora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", trains_new_tokens=False,

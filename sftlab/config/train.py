@@ -98,6 +98,15 @@ class TrainConfig(DataSettings, Inputs):
         help="The encoded examples kept in $SFTLAB_HOME/encoded, so a re-run or a resumed run does not encode again.")
 
     # ---- how ----
+    task: Literal["sft", "classification", "reward"] = setting(
+        "sft", group=HOW,
+        help="What the model learns: sft (to answer), or a task head on it (docs/heads.md): classification (a "
+             "softmax over the data's labels; rows {text or a conversation, label}) or reward (one score per answer; "
+             "rows {prompt or messages, chosen, rejected}, the pairwise loss).")
+    class_weights: Optional[Union[Literal["balanced"], dict[str, float]]] = setting(
+        None, group=HOW,
+        help="task classification: per-label loss weights, \"balanced\" (rows / (labels × rows of the label)) or "
+             "{label: weight}.")
     method: Literal[METHOD_NAMES] = setting(  # type: ignore[valid-type]
         DEFAULT_METHOD, group=HOW,
         help="full, freeze, lora, dora, qlora (LoRA on a 4-bit base), hybrid (full then LoRA), or a prompt-based method.")
@@ -250,6 +259,10 @@ class TrainConfig(DataSettings, Inputs):
             for key in other.own_keys:
                 if other.name != self.method and getattr(self, key) is not None:
                     raise ValueError(f"`{key}` is for method: {other.name} only")
+        if self.task != "sft":
+            self._check_task()
+        elif self.class_weights is not None:
+            raise ValueError("`class_weights` is for task: classification only")
         if self.method_spec.one_example_per_row and (self.padding_free or self.packing):
             raise ValueError(f"method {self.method} puts its virtual tokens in front of each row, so a row must hold "
                              "one example: set padding_free: false and packing: false")
@@ -257,6 +270,25 @@ class TrainConfig(DataSettings, Inputs):
             raise ValueError(f"method {self.method} keeps a whole 4-bit base on every process; distributed.strategy "
                              f"{self.distributed.strategy} shards full-precision weights: use strategy ddp")
         return self
+
+    def _check_task(self) -> None:
+        """A head run reads whole rows (no packing, no per-token keys); keys that would not act are refused."""
+        if not self.method_spec.head:
+            heads = ", ".join(m.name for m in METHODS.values() if m.head)
+            raise ValueError(f"task {self.task} trains a head with method {heads}; method {self.method} cannot")
+        if self.class_weights is not None and self.task != "classification":
+            raise ValueError("`class_weights` is for task: classification only")
+        unused = {"packing": self.packing, "neftune_alpha": self.neftune_alpha, "stages": self.stages,
+                  "clean": self.clean, "mixture_examples": self.mixture_examples,
+                  "train_on": self.train_on != "all_assistant", "template_tokens": self.template_tokens,
+                  "weight": any(d.weight is not None for d in [*self.datasets, *self.eval_datasets])}
+        for key, value in unused.items():
+            if value:
+                raise ValueError(f"`{key}` does not apply to task: {self.task} (a head reads whole rows; docs/heads.md)")
+        if isinstance(self.class_weights, dict):
+            for label, weight in self.class_weights.items():
+                if not 0 <= weight < float("inf"):
+                    raise ValueError(f"class_weights['{label}'] must be a non-negative number")
 
     def _check_stages(self) -> None:
         if not self.stages:

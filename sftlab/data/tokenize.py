@@ -151,6 +151,18 @@ class TokenizerView:
 
     # --- tokenizing ------------------------------------------------------------------------------------
 
+    def encode_rendered(self, render: Callable[[Any], str], value: Any) -> list[int]:
+        """Token ids of `render(value)` (a template rendering messages) under the escaping contract: special-token
+        text inside `value` stays text, the template's own markers become their ids."""
+        hidden = False
+        if self.escape:
+            value, hidden = self.hide(value)
+        text = render(value)
+        if not hidden:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        real = self.reveal(text)
+        return self.encode_marked(real.text, real.markers)[0].tolist()
+
     def encode_batch(self, texts: list[str], cuts: list[list[int]] | None = None) -> list[tuple[np.ndarray, Locate]]:
         """Token ids of plain texts (special-token strings recognised, as the tokenizer does by default). `cuts`:
         for each text, the characters where a generation prompt ends; where a token would run across one (BPE

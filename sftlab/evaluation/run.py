@@ -199,6 +199,12 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
     """Evaluate `model` (and `baseline` on the same data into OUT/baseline); writes summary.json."""
     out = require_output_dir(out, "--out")
     require_input(data, "data file", "any")
+    if labelled(model, data):
+        summary = evaluate_labels(model, data, out, options)
+        if baseline is not None:
+            summary["baseline"] = evaluate_labels(baseline, data, out / "baseline", options)
+            write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return summary
     summary = evaluate_model(model, data, out, options)
     scores = {model: summary.pop("_scores", None)}
     if baseline is not None:
@@ -209,6 +215,27 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
         plot_scores({k: v for k, v in scores.items() if v is not None}, out / "judge_scores.png")
     write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
+
+
+def labelled(model: str, data: str | Path) -> bool:
+    """Whether `sftlab eval` scores labels: the model has a task head, or the data's rows carry a `label`."""
+    from sftlab.evaluation.labels import labelled_data
+    from sftlab.models import head_task, model_path
+
+    return head_task(model_path(model)) is not None or labelled_data(data)
+
+
+def evaluate_labels(model: str, data: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
+    """A head model on rows of its task, or a generative model's answers to labelled rows (evaluation/labels.py)."""
+    from sftlab.evaluation.labels import evaluate_generative_labels, evaluate_head
+    from sftlab.models import head_task, model_path
+
+    path = model_path(model)
+    task = head_task(path)
+    log.info("evaluating %s on the labels of %s", model, data)
+    if task:
+        return evaluate_head(path, task, data, out, options, model)
+    return evaluate_generative_labels(model, data, out, options)
 
 
 def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
@@ -223,6 +250,13 @@ def plot_scores(scores: dict[str, list[int]], path: Path) -> None:
 def print_summary(summary: dict[str, Any], console: Any) -> None:
     """The terminal table of an eval summary (and its baseline)."""
     from rich.table import Table
+
+    if "accuracy" in summary or "pairwise_accuracy" in summary:
+        from sftlab.evaluation.labels import print_label_summary
+
+        for s in [summary] + ([summary["baseline"]] if "baseline" in summary else []):
+            print_label_summary(s, console)
+        return
 
     runs = [summary] + ([summary["baseline"]] if "baseline" in summary else [])
     table = Table("metric", *[str(r["model"]) for r in runs])

@@ -117,8 +117,8 @@ def test_classification_trains_saves_and_evaluates(cli, tiny_chat_model, tmp_pat
         if "text" in row:
             ids = tok(row["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
         else:
-            ids = tok.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) else ids
+            text = tok.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[0]
         assert record["predicted"] == model.config.id2label[int(logits.argmax())]
@@ -160,9 +160,9 @@ def test_reward_trains_and_scores_pairs(cli, tiny_chat_model, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(out))
 
     def reward(answer):
-        ids = tok.apply_chat_template([{"role": "user", "content": "Question 0?"},
-                                       {"role": "assistant", "content": answer}], tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) else ids
+        text = tok.apply_chat_template([{"role": "user", "content": "Question 0?"},
+                                        {"role": "assistant", "content": answer}], tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
 

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -139,6 +140,7 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
         raise SftlabError(f"{data}: no row left to score ({encoded.report()['drop_reasons']})")
     collate = HeadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     scores: list[Any] = []
+    started = time.perf_counter()
     with torch.no_grad():
         for s in range(0, len(encoded.examples), options.batch_size):
             batch = {k: v.to(model.device) if hasattr(v, "to") else v
@@ -149,7 +151,8 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
                 scores += list(zip(got[:n].tolist(), got[n:].tolist()))
             else:
                 scores += got.tolist()
-    base = {"model": name, "data": str(data), "task": task, "dropped": len(encoded.dropped)}
+    base = {"model": name, "data": str(data), "task": task, "dropped": len(encoded.dropped),
+            "inference_seconds": time.perf_counter() - started}
     if task == "reward":
         records = [{"row": e["row"], "chosen_reward": c, "rejected_reward": r, "margin": c - r}
                    for e, (c, r) in zip(encoded.examples, scores)]
@@ -185,13 +188,16 @@ def evaluate_generative_labels(model: str, data: str | Path, out: str | Path, op
     gen = load_generator(model, options.template, escape=options.escape, precision=options.precision,
                          default_system=options.default_system)
     prompts = [r.messages if r.messages is not None else [{"role": "user", "content": r.text}] for r in rows]
+    started = time.perf_counter()
     answers = gen.answers(prompts, options.max_new_tokens, options.batch_size)
+    seconds = time.perf_counter() - started
     predicted = [answer_label(a, labels) for a in answers]
     gold = [_structured_name(r.label) for r in rows]
     names = list(labels)
     records = [{"row": r.row, "label": g, "answer": a, "predicted": p}
                for r, g, a, p in zip(rows, gold, answers, predicted)]
     summary = {"model": model, "data": str(data), "task": "classification (generative answers)",
+               "inference_seconds": seconds,
                **classification_metrics(gold, predicted, names),
                "not_a_label": [{"row": r["row"], "answer": r["answer"]} for r in records if r["predicted"] is None]}
     return _write(out, summary, records)

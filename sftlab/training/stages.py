@@ -84,7 +84,6 @@ def _problem(config: TrainConfig) -> str | None:
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
-<<<<<<< HEAD
     """Run the training that `config` describes, staged (stages:) or not; returns where everything was written.
     Nothing trains before the whole config has passed check_stages; then the run lock of output_dir is held
     throughout (sftlab.runlock): a second training into the same folder is refused before it changes anything
@@ -93,17 +92,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     with hold(config.output_dir, "output_dir"):
         if config.stages:
             return train_stages(config, callbacks=callbacks, quiet=quiet)
-        return train_one(config, callbacks=callbacks, quiet=quiet)
-=======
-    """Run the training that `config` describes, staged (stages:) or not; returns where everything was written."""
-    if config.stages:
-        return train_stages(config, callbacks=callbacks, quiet=quiet)
-    if config.task != "sft":
-        from sftlab.training.heads import train_head
+        if config.task != "sft":
+            from sftlab.training.heads import train_head
 
-        return train_head(config, callbacks=callbacks, quiet=quiet)
-    return train_one(config, callbacks=callbacks, quiet=quiet)
->>>>>>> 1df344f (Task heads (issue 37, in progress): task: classification | reward in the config, rows for heads (sftlab/data/labels.py), training (sftlab/training/heads.py: last-token head, cross-entropy with optional class weights, Bradley-Terry pairs; full, freeze, LoRA/DoRA with the head trained in full and merged), eval of heads and of generative answers to labelled data (sftlab/evaluation/labels.py: accuracy, macro-F1, per-label P/R, confusion matrix + PNG; reward pairwise accuracy and margin); chat/serve refuse a head model; TokenizerView.encode_rendered is the one escaped render→ids (generate uses it))
+            return train_head(config, callbacks=callbacks, quiet=quiet)
+        return train_one(config, callbacks=callbacks, quiet=quiet)
 
 
 def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:

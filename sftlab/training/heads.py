@@ -164,10 +164,18 @@ def load_head_model(config: TrainConfig, names: Sequence[str], pad_id: int) -> A
     path = model_path(config.model)
     labels = {"num_labels": len(names), "id2label": dict(enumerate(names)),
               "label2id": {n: i for i, n in enumerate(names)}} if names else {"num_labels": 1}
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # (its load report lists the new head as missing weights: it is meant to be)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, **labels)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{config.model or DEFAULT_MODEL}: cannot load it with a {config.task} head ({e})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    log.info("a new %s head (%s) on %s, its weights initialised at random", config.task,
+             f"{len(names)} labels" if names else "one score", config.model or DEFAULT_MODEL)
     model.config.pad_token_id = pad_id
     model.config.sftlab_task = config.task
     return model

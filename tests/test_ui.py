@@ -506,3 +506,66 @@ def test_markup_in_every_user_controlled_string_is_served_as_text(work, tiny_cha
     assert r.status_code == 200, r.text
     _no_markup(r.json()["html"], "data check report")
     assert "&lt;svg onload=alert(1)&gt;" in r.json()["html"]
+
+
+# ---- issue 38.2: a form that starts with what matters ----
+
+def _fake_model(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    _safetensors(folder / "model.safetensors")
+
+
+def test_new_run_opens_with_the_essentials_and_folds_the_rest_in_the_schemas_groups(work):
+    import html
+    import re
+
+    from sftlab.config import TrainConfig
+
+    page = client(work).get("/new").text
+    essentials = page[page.index('class="card essentials"'):page.index("<details")]
+    assert re.findall(r'data-field="(\w+)"', essentials) == [
+        "model", "datasets", "method", "epochs", "learning_rate", "batch_size", "max_length"]
+    groups = re.findall(r'<details class="card group" data-group="([^"]+)">', page)
+    schema = TrainConfig.model_json_schema()["properties"]
+    assert groups == list(dict.fromkeys(p["group"] for k, p in schema.items()
+                                        if k not in ("output_dir", "resume")))  # every group, folded (no `open`)
+    assert "<details open" not in page
+    assert html.escape(schema["lora_r"]["description"], quote=False) in page  # help from each field's description
+    assert 'id="method-defaults"' in page
+    data = json.loads(re.search(r'<script type="application/json" id="form-data">(.*?)</script>', page).group(1))
+    assert data["method_defaults"]["lora"]["learning_rate"] == 2e-4 and data["method_defaults"]["full"]["learning_rate"] == 2e-5
+    assert data["from"] is None and data["values"] == {}
+
+
+def test_start_from_a_runs_config_fills_the_form_in(work):
+    import re
+
+    c = client(work)
+    assert 'href="/new?from=done"' in c.get("/runs/done").text
+    page = c.get("/new?from=done").text
+    data = json.loads(re.search(r'<script type="application/json" id="form-data">(.*?)</script>', page).group(1))
+    assert data["from"] == "done"
+    assert data["values"]["method"] == "lora" and data["values"]["datasets"] == [{"path": "data.json", "weight": None}]
+    assert '<option value="lora" selected>' in page
+    assert c.get("/new?from=missing").status_code == 404
+
+
+def test_model_fields_are_one_picker_of_the_default_model_finished_runs_and_model_folders(work):
+    import re
+
+    _fake_model(work / "models" / "mine")
+    (work / "models" / "q.gguf").write_bytes(b"GGUF")
+    c = client(work)
+    expected = ["smollm2-135m-instruct", str(work / "runs" / "done"), str(work / "models" / "mine"),
+                str(work / "models" / "q.gguf")]
+    for path, name in (("/new", "model"), ("/chat", "model_a"), ("/chat", "model_b"), ("/data", "model"),
+                       ("/eval", "baseline")):
+        page = c.get(path).text
+        select = re.search(rf'<select name="{name}"[^>]*data-picker="model"[^>]*>(.*?)</select>', page, re.S)
+        assert select, (path, name)
+        values = [v for v in re.findall(r'<option value="([^"]*)"', select.group(1)) if v]
+        assert values == expected, (path, name, values)
+    for path in ("/eval", "/export"):
+        select = re.search(r'<select name="run"[^>]*data-picker="run"[^>]*>(.*?)</select>', c.get(path).text, re.S)
+        assert re.findall(r'<option value="([^"]*)"', select.group(1)) == ["done"], path

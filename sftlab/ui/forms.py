@@ -94,6 +94,51 @@ def form_groups() -> list[Group]:
     return sorted(groups.values(), key=lambda g: GROUPS.index(g.title) if g.title in GROUPS else len(GROUPS))
 
 
+# What the New run page opens with; every other key waits, folded, in its group.
+ESSENTIALS = ("model", "datasets", "method", "epochs", "learning_rate", "batch_size", "max_length")
+
+
+def form_layout() -> tuple[list[Field], list[Group]]:
+    """(the essential fields, in ESSENTIALS' order; the groups of the other keys, as the schema groups them)."""
+    fields = {f.name: f for g in form_groups() for f in g.fields}
+    rest = [Group(g.title, [f for f in g.fields if f.name not in ESSENTIALS]) for g in form_groups()]
+    return [fields[name] for name in ESSENTIALS], [g for g in rest if g.fields]
+
+
+def method_defaults() -> dict[str, dict[str, Any]]:
+    """Each method's defaults for the keys it decides (TrainConfig.method_defaults), as the form shows them."""
+    from sftlab.config.methods import METHODS
+
+    return {name: {k: v for k, v in TrainConfig.method_defaults(name).items() if v is not None}
+            | {"adapter": METHODS[name].adapter} for name in METHODS}
+
+
+def form_values(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml as the form's values ("Start from this run's config"): every key the form has, lists
+    and mappings as the YAML text its boxes take, data files relative to the working folder where they lie in it."""
+    kinds = {f.name: f.kind for g in form_groups() for f in g.fields}
+    out: dict[str, Any] = {}
+    for name, value in config.items():
+        kind = kinds.get(name)
+        if kind is None or value is None:
+            continue
+        if kind == "datasets":
+            specs = value if isinstance(value, list) else [value]
+            out[name] = [{"path": _relative(s.get("path") if isinstance(s, dict) else s, work_dir),
+                          "weight": s.get("weight") if isinstance(s, dict) else None} for s in specs]
+        elif kind == "yaml":
+            out[name] = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        else:
+            out[name] = value
+    return out
+
+
+def _relative(path: Any, work_dir: Path) -> Any:
+    if isinstance(path, str) and Path(path).is_absolute() and Path(path).is_relative_to(work_dir):
+        return Path(path).relative_to(work_dir).as_posix()
+    return path
+
+
 def form_schema() -> list[dict[str, Any]]:
     return [{"title": g.title, "fields": [asdict(f) for f in g.fields]} for g in form_groups()]
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.ui import i18n, security, tools
 from sftlab.ui.context import UI
-from sftlab.ui.forms import form_groups
+from sftlab.ui.forms import form_layout, form_values, method_defaults
 
 
 def _yaml(config: dict[str, Any]) -> str:
@@ -45,13 +45,25 @@ def router(ui: UI) -> APIRouter:
     def runs_page(request: Request) -> HTMLResponse:
         return page(request, "runs.html", runs_dir=str(runs.runs_dir))
 
+    def run_choices(finished: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [{"value": r["id"], "label": f"{r['id']} ({r['method']})"} for r in finished]
+
     @router.get("/new", response_class=HTMLResponse)
     def new_page(request: Request) -> HTMLResponse:
+        """The form: the essential keys first, the others folded in their groups; `?from=RUN` fills it in from that
+        run's config.yaml."""
         lang = lang_of(request)
-        groups = [{"title": i18n.group_title(g.title, lang),
-                   "fields": [{**f.__dict__, "help": i18n.field_help(f.name, f.help, lang)} for f in g.fields]}
-                  for g in form_groups()]
-        return page(request, "new.html", groups=groups, files=tools.data_files(ui.roots), models=models())
+
+        def shown(f: Any) -> dict[str, Any]:
+            return {**f.__dict__, "help": i18n.field_help(f.name, f.help, lang)}
+
+        essentials, rest = form_layout()
+        groups = [{"title": i18n.group_title(g.title, lang), "fields": [shown(f) for f in g.fields]} for g in rest]
+        from_run = request.query_params.get("from") or None
+        values = form_values(runs.detail(from_run)["config"], runs.work_dir) if from_run else {}
+        return page(request, "new.html", essentials=[shown(f) for f in essentials], groups=groups,
+                    files=tools.data_files(ui.roots), models=models(), values=values, from_run=from_run,
+                    method_defaults=method_defaults())
 
     @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> HTMLResponse:
@@ -70,14 +82,15 @@ def router(ui: UI) -> APIRouter:
     @router.get("/eval", response_class=HTMLResponse)
     def eval_page(request: Request) -> HTMLResponse:
         finished = [r for r in runs.listing() if r["status"] == "finished"]
-        return page(request, "eval.html", runs=finished, files=tools.data_files(ui.roots), models=models(),
-                    chosen=request.query_params.get("run", ""))
+        return page(request, "eval.html", runs=finished, run_choices=run_choices(finished),
+                    files=tools.data_files(ui.roots), models=models(), chosen=request.query_params.get("run", ""))
 
     if ui.has_export:
         @router.get("/export", response_class=HTMLResponse)
         def export_page(request: Request) -> HTMLResponse:
             finished = [r for r in runs.listing() if r["status"] == "finished"]
-            return page(request, "export.html", runs=finished, chosen=request.query_params.get("run", ""),
+            return page(request, "export.html", runs=finished, run_choices=run_choices(finished),
+                        chosen=request.query_params.get("run", ""),
                         formats=tools.EXPORT_FORMATS, quants=tools.EXPORT_QUANTS)
 
     @router.get("/login", response_class=HTMLResponse)

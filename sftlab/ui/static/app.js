@@ -109,32 +109,52 @@ function pageRuns() {
 // ---- New run -------------------------------------------------------------------------------------------
 function pageNew() {
   const files = JSON.parse($("#files").textContent);
-  const list = el("datalist", {id: "files-list"});
-  const addOption = f => list.append(el("option", {value: f}));
-  files.forEach(addOption);
-  document.body.append(list);
+  const form = JSON.parse($("#form-data").textContent);
+  const pickers = [];  // every data picker, so an upload shows up in each
 
-  function addRow(box, path) {
-    const row = el("div", {class: "ds-row"},
-      el("input", {type: "text", class: "path", list: "files-list", placeholder: "data.jsonl", value: path || ""}),
-      el("input", {type: "number", class: "weight", step: "any", min: "0", placeholder: T.weight}),
+  function dataPicker(path) {
+    // The data picker: files under the UI's folders that read as data (a run's own file is kept when it is not).
+    const select = el("select", {class: "path wide", "data-picker": "data"});
+    for (const f of (path && !files.includes(path) ? [path] : []).concat(files)) select.append(el("option", {value: f}, f));
+    if (path) select.value = path;
+    pickers.push(select);
+    return select;
+  }
+  function addRow(box, spec) {
+    spec = spec || {};
+    const weight = el("input", {type: "number", class: "weight", step: "any", min: "0", placeholder: T.weight});
+    if (spec.weight !== null && spec.weight !== undefined) weight.value = spec.weight;
+    const row = el("div", {class: "ds-row"}, dataPicker(spec.path || (files.length ? files[0] : "")), weight,
       el("button", {type: "button", class: "small", onclick: () => row.remove()}, T.remove));
     $(".ds-rows", box).append(row);
     return row;
   }
   for (const box of $$(".datasets")) {
-    if (box.dataset.name === "datasets") addRow(box, files.length ? files[0] : "");
+    const given = form.values[box.dataset.name];
+    if (given && given.length) given.forEach(spec => addRow(box, spec));
+    else if (box.dataset.name === "datasets") addRow(box);
     $(".ds-add", box).addEventListener("click", () => addRow(box));
   }
   $("#upload").addEventListener("change", ev => uploadInto(ev.target, path => {
-    addOption(path);
-    const box = $(".datasets[data-name=datasets]");
-    const empty = $$(".ds-row input.path", box).find(i => !i.value);
-    if (empty) empty.value = path; else addRow(box, path);
+    files.push(path);
+    for (const p of pickers) if (![...p.options].some(o => o.value === path)) p.append(el("option", {value: path}, path));
+    const first = $(".datasets[data-name=datasets] .ds-row select.path");
+    if (first) first.value = path; else addRow($(".datasets[data-name=datasets]"), {path});
   }));
 
+  // The method's own defaults, beside it: what it sets when the form leaves those keys empty.
+  const method = $("select[name=method]"), lr = $("input[name=learning_rate]");
+  function showMethod() {
+    const d = form.method_defaults[method.value] || {};
+    const shown = Object.entries(d).filter(([k]) => k !== "adapter").map(([k, v]) => k + " " + v);
+    $("#method-defaults").textContent = T.method_defaults.replace("{0}", method.value) + ": " + shown.join(" · ");
+    if (lr) lr.placeholder = d.learning_rate;
+  }
+  if (method) { method.addEventListener("change", showMethod); showMethod(); }
+
   const value = input => input.type === "checkbox" ? input.checked : input.value;
-  const initial = new Map($$("[data-kind]").filter(i => i.name).map(i => [i.name, value(i)]));
+  // A form filled in from a run sends every value it shows; a fresh one only what the user changed.
+  const initial = form.from ? new Map() : new Map($$("[data-kind]").filter(i => i.name).map(i => [i.name, value(i)]));
 
   function collect() {
     const config = {}, yaml = {};
@@ -142,7 +162,7 @@ function pageNew() {
       const kind = input.dataset.kind;
       if (kind === "datasets") {
         const specs = $$(".ds-row", input).map(r => {
-          const path = $("input.path", r).value.trim(), w = $("input.weight", r).value;
+          const path = $(".path", r).value.trim(), w = $("input.weight", r).value;
           if (!path) return null;
           return w === "" ? {path} : {path, weight: Number(w)};
         }).filter(Boolean);
@@ -358,8 +378,8 @@ function pageChat() {
     $("#title-b").textContent = $("#model-b").value || "—";
     $("#side-b").style.opacity = $("#model-b").value ? 1 : 0.5;
   };
-  $("#model-a").addEventListener("input", title);
-  $("#model-b").addEventListener("input", title);
+  $("#model-a").addEventListener("change", title);
+  $("#model-b").addEventListener("change", title);
   title();
   $("#clear").addEventListener("click", () => { sides.a = []; sides.b = []; $("#chat-a").textContent = ""; $("#chat-b").textContent = ""; });
   $("#chat-form").addEventListener("submit", async ev => {

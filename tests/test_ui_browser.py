@@ -106,18 +106,36 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(60_000)
 
-        # -- New run: a config error next to its field, the data preview, the YAML, start --
+        # -- New run: the essentials first, the rest folded; a config error opens its group; preview, YAML, start --
         page.goto(url + "/new")
+        essentials = page.locator(".essentials .field")
+        expect(essentials).to_have_count(7)
+        assert essentials.evaluate_all("fs => fs.map(f => f.dataset.field)") == [
+            "model", "datasets", "method", "epochs", "learning_rate", "batch_size", "max_length"]
+        expect(page.locator("input[name=lr_scheduler]")).to_be_hidden()  # folded in its group
+        # The pickers: the default model, model folders under the UI's folder; files that read as data.
+        models = page.locator("select[name=model] option").evaluate_all("os => os.map(o => o.value)")
+        assert models == ["smollm2-135m-instruct", str(work / "model")]
+        expect(page.locator(".ds-row select.path").first).to_have_value("data.json")
+        assert "examples/deepspeed/zero2.json" not in page.locator(".ds-row select.path").first.inner_text()
+        expect(page.locator("#method-defaults")).to_contain_text("defaults of full: learning_rate 0.00002")
+        page.select_option("select[name=method]", "lora")
+        expect(page.locator("#method-defaults")).to_contain_text("defaults of lora: learning_rate 0.0002")
+        expect(page.locator("input[name=learning_rate]")).to_have_attribute("placeholder", "0.0002")
+        page.select_option("select[name=method]", "full")
+        shot(page, "ui-new.png", full_page=True)
         page.fill("input[name=__name]", "first")
-        page.fill("input[name=model]", "model")
-        expect(page.locator(".ds-row input.path").first).to_have_value("data.json")
-        page.fill("input[name=max_steps]", "40")
-        page.fill("input[name=logging_steps]", "1")
+        page.select_option("select[name=model]", str(work / "model"))
         page.fill("input[name=batch_size]", "2")
+        page.click("details[data-group=Optimisation] > summary")
+        page.fill("input[name=max_steps]", "40")
         page.fill("input[name=lr_scheduler]", "cosin")
+        page.click("details[data-group=Optimisation] > summary")  # folded again: the error opens it
+        page.click("details[data-group=Bookkeeping] > summary")
+        page.fill("input[name=logging_steps]", "1")
         page.click("#preview-yaml")
         error = page.locator(".field[data-field=lr_scheduler] .error")
-        expect(error).to_be_visible()
+        expect(error).to_be_visible(timeout=240_000)  # (the first check imports transformers, on a shared machine)
         expect(error).to_contain_text("config: `lr_scheduler` unknown scheduler 'cosin'")
         shot(page, "ui-config-error.png")
         page.fill("input[name=lr_scheduler]", "cosine")
@@ -181,17 +199,28 @@ def test_the_whole_workflow_in_chromium(ui, tmp_path):
         expect(page.locator("#compare-chart svg path")).to_have_count(2)
         shot(page, "ui-runs.png")
 
+        # -- Start from this run's config: the form filled in from first's config.yaml --
+        page.goto(url + "/runs/first")
+        page.click("#start-from")
+        page.wait_for_url(url + "/new?from=first")
+        expect(page.locator("select[name=model]")).to_have_value(str(work / "model"))
+        expect(page.locator(".ds-row select.path").first).to_have_value("data.json")
+        expect(page.locator("input[name=batch_size]")).to_have_value("2")
+        expect(page.locator("input[name=max_steps]")).to_have_value("40")
+        page.click("#preview-yaml")
+        expect(page.locator("#yaml-out pre")).to_contain_text("max_steps: 40")
+
         # -- Data: the data check report with its trained-token view --
         page.goto(url + "/data")
-        page.fill("input[name=model]", "model")
+        page.select_option("select[name=model]", str(work / "model"))
         page.click("#check-form button[type=submit]")
         expect(page.frame_locator("#check-frame").locator("text=Findings").first).to_be_visible(timeout=120_000)
         shot(page, "ui-data.png")
 
         # -- Chat: the same prompt to two models, streamed side by side --
         page.goto(url + "/chat")
-        page.fill("#model-a", "model")
-        page.fill("#model-b", str(work / "runs" / "second"))
+        page.select_option("#model-a", str(work / "model"))
+        page.select_option("#model-b", str(work / "runs" / "second"))  # a finished run, in the same picker
         page.fill("#max-new", "12")
         page.fill("#message", "What is 2 plus 2?")
         page.click("#send")

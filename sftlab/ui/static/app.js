@@ -188,6 +188,8 @@ function pageNew() {
   function showError(e) {
     const field = e.field && $(`.field[data-field="${e.field}"]`);
     const target = field ? $(".error", field) : $("#form-error");
+    const group = field && field.closest("details");
+    if (group) group.open = true;  // a key folded away: its group opens to show the sentence
     if (field) field.classList.add("invalid");
     target.textContent = e.message;
     target.hidden = false;

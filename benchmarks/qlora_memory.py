@@ -7,7 +7,7 @@ steps alone.
 Models: the default model (SmolLM2-135M-Instruct) and a randomly initialised model of Qwen2.5-0.5B's shape (its
 config written out below from the published values: 24 layers, hidden 896, 14 heads / 2 key-value heads, MLP 4864,
 vocabulary 151 936, tied embeddings) with the real Qwen2 tokenizer of tests/fixtures. Each run: the first 16
-alpaca rows, max_length 256, batch 4, `steps` optimizer steps, LoRA r 16 on all linear layers, `precision: auto`,
+alpaca rows, `--max-length` (256), `--batch-size` (4), `--steps` optimizer steps (2), LoRA r 16 on all linear layers, `precision: auto`,
 in a process of its own (so that its peak is its own). "steps" is the peak from the first training step on (the
 kernel's high-water mark reset once the model is loaded: /proc/self/clear_refs), "run" the peak of the whole
 process (loading included: transformers reads the float weights before it quantises them).
@@ -58,7 +58,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-def child(model: str, method: str, steps: int, work: Path) -> None:
+def child(model: str, method: str, steps: int, work: Path, batch_size: int = 4, max_length: int = 256) -> None:
     from transformers import TrainerCallback
 
     from sftlab.config import load_config
@@ -76,7 +76,8 @@ def child(model: str, method: str, steps: int, work: Path) -> None:
 
     data = work / "rows.json"
     data.write_text(json.dumps(json.loads(ALPACA.read_text())[:16]))
-    sets = [f"datasets=[{data}]", f"method={method}", "max_length=256", "batch_size=4", f"max_steps={steps}",
+    sets = [f"datasets=[{data}]", f"method={method}", f"max_length={max_length}", f"batch_size={batch_size}",
+            f"max_steps={steps}",
             "lora_r=16", "logging_steps=1", "save_steps=100000", f"output_dir={work / method}"]
     if model != "default":
         sets.append(f"model={model}")
@@ -90,11 +91,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="default,qwen2.5-0.5b")
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--child", nargs=3)
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], int(args.child[2]), args.work)
+        child(args.child[0], args.child[1], int(args.child[2]), args.work, args.batch_size, args.max_length)
         return
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -111,7 +114,8 @@ def main() -> None:
                 work = Path(tmp) / f"{name}-{method}"
                 work.mkdir()
                 done = subprocess.run([sys.executable, __file__, "--child", model, method, str(args.steps),
-                                       "--work", str(work)], capture_output=True, text=True)
+                                       "--work", str(work), "--batch-size", str(args.batch_size),
+                                       "--max-length", str(args.max_length)], capture_output=True, text=True)
                 if done.returncode:
                     print(f"{name:16}{method:8} failed: {done.stderr.strip().splitlines()[-1:]}")
                     continue

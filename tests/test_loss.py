@@ -159,3 +159,25 @@ def test_a_head_that_exists_only_inside_the_forward_uses_full_logits_and_gives_t
     assert torch.allclose(full.loss, fast.loss, atol=1e-5) and torch.allclose(full.summed, fast.summed, atol=1e-5)
     for n, g in fast_grads.items():
         assert torch.allclose(full_grads[n], g, atol=1e-6), n
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_on_cuda_the_trained_token_head_equals_full_logits(dtype, atol):
+    """On a GPU, fp32 (to 1e-5) and under bf16 autocast (to 2e-2 on the loss, gradients within 5e-2 of their norm):
+    the trained-tokens-only loss against plain cross-entropy over full logits."""
+    model = _model(tie=False).cuda()
+    batch = {k: v.cuda() for k, v in Collator(0)([{"input_ids": e.input_ids, "labels": e.labels}
+                                                    for e in _examples()]).items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        ref = reference_loss(model, batch)
+    ref.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        parts = trained_token_loss(model, batch)
+    assert int(parts.tokens) == 17
+    (parts.loss / parts.tokens).backward()
+    torch.testing.assert_close((parts.loss / parts.tokens).float(), ref.float(), atol=atol, rtol=0)
+    for n, p in model.named_parameters():
+        assert (p.grad - want[n]).norm() <= (1e-5 if dtype == torch.float32 else 5e-2) * want[n].norm() + 1e-6, n

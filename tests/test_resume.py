@@ -103,3 +103,9 @@ def test_a_finished_run_reruns_from_its_config_yaml_anywhere_and_says_there_is_n
     assert f"resume: continuing from {work / 'runs' / 'x' / 'checkpoint-2'} (step 2, " in caplog.text
     assert again.steps == 2 and again.summary() == f"nothing to train: the run had finished at step 2 " \
                                                     f"(final loss {first.final_loss:.4f})"
+
+
+@pytest.mark.cuda
+def test_on_cuda_a_killed_and_resumed_run_matches_the_uninterrupted_one(tiny_model, tmp_path, uninterrupted):
+    """The same comparison on a GPU (the processes pick CUDA by themselves): bitwise."""
+    test_killed_and_resumed_run_matches_the_uninterrupted_one(tiny_model, tmp_path, uninterrupted, "step", 5)

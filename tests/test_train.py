@@ -394,3 +394,36 @@ def test_qlora_trains_an_adapter_on_a_4bit_base_and_merges_into_that_base_dequan
     torch.testing.assert_close(b, a, atol=3e-3, rtol=0)
     assert (c - a).abs().max() > 1e-2  # the 4-bit base is not the float one: merging onto that would differ
     assert answers[0] == answers[1]
+
+
+@pytest.mark.cuda
+def test_on_cuda_a_bf16_step_trains_on_the_gpu_with_the_fp32_steps_loss(tiny_model, tmp_path):
+    """A bf16 run on a GPU: the model sits on it, and each step's loss is the fp32 run's within 2e-2 relative."""
+    seen = []
+
+    class Where(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen.append(next(model.parameters()).device.type)
+
+    bf16 = train(config(tiny_model, tmp_path / "bf16", max_steps=3, precision="bf16"), callbacks=[Where()], quiet=True)
+    fp32 = train(config(tiny_model, tmp_path / "fp32", max_steps=3, precision="fp32"), quiet=True)
+    assert seen == ["cuda"] * 3
+    assert losses(bf16) == pytest.approx(losses(fp32), rel=2e-2)
+
+
+@pytest.mark.cuda
+def test_on_cuda_qlora_steps_train_the_adapter_over_4bit_layers_on_the_gpu(tmp_path):
+    import bitsandbytes as bnb
+
+    from sftlab.models import load_model
+
+    tiny_model = make_tiny_model(tmp_path / "base", hidden=64)
+    snap = Snapshot()
+    out = tmp_path / "qlora"
+    result = train(config(tiny_model, out, method="qlora", max_steps=3, lora_r=4, learning_rate=5e-2,
+                          precision="bf16"), callbacks=[snap], quiet=True)
+    assert all(loss == loss for loss in losses(result))  # no NaN
+    assert snap.changed[-1] and all("lora_" in n for n in snap.changed[-1])
+    assert json.loads((out / "quantization.json").read_text())["compute_dtype"] == "bfloat16"
+    layers = [m for m in load_model(str(out)).modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 14 and all(m.weight.device.type == "cuda" for m in layers)

@@ -53,6 +53,7 @@ CUDA_TESTS = ["tests/test_attention.py", "tests/test_loss.py", "tests/test_train
 # The packages sftlab's training (and the TRL comparison) needs that the GPU image does not hold.
 WHEELS = ["bitsandbytes", "trl", "datasets", "dill", "multiprocess", "pydantic", "pydantic-core", "annotated-types",
           "typing-inspection"]
+BENCH_PINS = {"trl": "1.16.0"}  # pyproject.toml's bench extra, where it is not installed here
 BNB_KEEP = ("libbitsandbytes_cuda130.so", "libbitsandbytes_cuda132.so", "libbitsandbytes_cpu.so")
 
 # Published shapes, written out by hand (nothing from a hub); the weights are random.
@@ -80,14 +81,18 @@ RUN = {"batch_size": 8, "max_length": 1024, "steps": 40, "learning_rate": 2e-5, 
 SMOKE = {**RUN, "batch_size": 2, "max_length": 128, "steps": 2}
 
 
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "trl", "liger-kernel", "flash-attn",
                  "datasets", "pydantic"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
+        out[name] = _installed(name)
     return out
 
 
@@ -117,6 +122,10 @@ def random_model(name: str, out: Path) -> Path:
         return folder
     tokenizer_name, config = SHAPES[name]
     tok = AutoTokenizer.from_pretrained(str(FIXTURES / "tokenizers" / tokenizer_name))
+    if not tok.chat_template:  # (the Llama 3 tokenizer of the fixtures is the base model's: give it the Instruct one's)
+        tok.chat_template = (ROOT / "sftlab" / "templates" / f"{tokenizer_name}.jinja").read_text()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config, **ids), dtype=torch.bfloat16)
@@ -353,7 +362,7 @@ def prepare_wheels(folder: Path) -> None:
     platforms = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
                  for a in ("--platform", p)]
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in WHEELS]
+    pins = [f"{name}=={_installed(name) or BENCH_PINS[name]}" for name in WHEELS]
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
                     "3.12", "--implementation", "cp", *platforms, "-d", str(folder), *pins], check=True)
     for wheel in folder.glob("bitsandbytes-*.whl"):

@@ -397,8 +397,10 @@ def test_qlora_trains_an_adapter_on_a_4bit_base_and_merges_into_that_base_dequan
 
 
 @pytest.mark.cuda
-def test_on_cuda_a_bf16_step_trains_on_the_gpu_with_the_fp32_steps_loss(tiny_model, tmp_path):
-    """A bf16 run on a GPU: the model sits on it, and each step's loss is the fp32 run's within 2e-2 relative."""
+def test_on_cuda_a_bf16_step_trains_on_the_gpu_with_the_fp32_steps_loss(tmp_path):
+    """A bf16 run on a GPU: the model sits on it, and each step's loss is the fp32 run's within 2e-2 relative (head
+    dim 16, which the GPU attention kernels take)."""
+    tiny_model = make_tiny_model(tmp_path / "base", hidden=64)
     seen = []
 
     class Where(TrainerCallback):

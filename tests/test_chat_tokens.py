@@ -119,3 +119,18 @@ def test_freeze_and_hybrid_train_the_new_rows_and_no_other_row(gpt2_base, tmp_pa
         at_switch = load_file(str(out / "checkpoint-2" / "model.safetensors"))["transformer.wte.weight"]
         assert torch.equal(weight[:EOS + 1], at_switch[:EOS + 1])
         assert not torch.equal(weight[IM_START], at_switch[IM_START])
+
+
+def test_reasoning_and_tool_tags_become_plain_tokens_markers_special_ones():
+    from transformers import AutoTokenizer
+
+    from sftlab.data.templates import resolve_template
+    from sftlab.data.tokenize import special_token_ids
+    from sftlab.training.tokens import add_chat_tokens
+
+    tok = AutoTokenizer.from_pretrained(str(FIXTURES / "tokenizers" / "gpt2"))
+    added = add_chat_tokens(tok, resolve_template("chatml", tok, warn=False), ["<think>", "</think>", "<tool_call>"])
+    assert sorted(added) == sorted(["<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>"])
+    ids = {t: tok.convert_tokens_to_ids(t) for t in added}
+    assert tok("<think>a</think>", add_special_tokens=False)["input_ids"][0] == ids["<think>"]
+    assert special_token_ids(tok) & set(ids.values()) == {ids["<|im_start|>"], ids["<|im_end|>"]}

@@ -350,3 +350,37 @@ def test_embeddings_load_offline_and_leave_the_environment_alone(monkeypatch):
     assert vectors.shape == (2, 384)
     assert abs(float((vectors[0] ** 2).sum()) - 1) < 1e-5  # unit length
     assert "HF_HUB_OFFLINE" not in os.environ  # (a UI that runs a data check hands no offline mode to later runs)
+
+
+def test_reasoning_and_tool_call_statistics(tmp_path):
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    rows = [
+        {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "<think>why</think>a"}]},
+        {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]},
+        {"messages": [{"role": "user", "content": "q3"}, {"role": "assistant", "content": "<think>never closed"}]},
+        {"tools": [weather], "messages": [{"role": "user", "content": "q4"}, {"role": "assistant", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+            {"type": "function", "function": {"name": "get_time", "arguments": {}}},
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "21"}, {"role": "assistant", "content": "ok"}]},
+        {"messages": [{"role": "user", "content": "q5"}, {"role": "assistant", "content": "plain"}]},
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    stats = check_data([path], tokenizer=tokenizer("qwen2"), clusters=False).stats["reasoning_and_tools"]
+    assert stats == {
+        "conversations": 4, "with_reasoning": 1, "reasoning_share": 0.25, "empty_traces": 1,
+        "unclosed_traces": [{"file": str(path), "row": 3}], "tool_calls": 3,
+        "unknown_tool": [{"file": str(path), "row": 4, "name": "get_time", "tools": ["get_weather"]}],
+        "missing_required_arguments": [{"file": str(path), "row": 4, "name": "get_weather", "missing": ["city"]}],
+    }
+
+
+def test_answers_with_different_reasoning_are_not_exact_duplicates(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "4", "reasoning_content": r}]}
+            for r in ("2+2", "two and two", "2+2")]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = check_data([path], tokenizer=tokenizer("qwen2"), checks=["exact_duplicate"], clusters=False)
+    assert [f.to_dict()["rows"] for f in result.findings if f.check == "exact_duplicate"] == [[3]]

@@ -136,6 +136,7 @@ def _exact_key(row: Row) -> bytes:
     assert conv is not None
     blob = "\x1e".join(
         f"{m.role}\x1f{text.normalize(m.content)}" + (f"\x1f{json.dumps(m.tool_calls, sort_keys=True)}" if m.tool_calls else "")
+        + (f"\x1f{text.normalize(m.reasoning)}" if m.reasoning else "")
         for m in conv.messages
     )
     if conv.tools:

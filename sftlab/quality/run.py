@@ -229,6 +229,7 @@ def check_data(
         "prompt_tokens": S.distribution([sizes[r.key][0] for r in valid if r.key in sizes]),
         "answer_tokens": S.distribution([sizes[r.key][1] for r in valid if r.key in sizes]),
         "system_prompt": system,
+        "reasoning_and_tools": S.reasoning_and_tools(rows),
     }
     lap("statistics")
     if clusters:
@@ -325,6 +326,7 @@ def _background(fn: Callable[..., Any], *args: Any) -> Iterator[Future]:
 
 def print_check(data: dict[str, Any], out: Any) -> None:
     """The terminal view of a data check (CheckResult.to_dict())."""
+    from rich.markup import escape
     from rich.table import Table
 
     stats = data["stats"]
@@ -349,6 +351,17 @@ def print_check(data: dict[str, Any], out: Any) -> None:
                   f"answer tokens: median {a['p50']}, p90 {a['p90']}, max {a['max']}")
     out.print(f"distinct-1 {stats['distinct_1']} · distinct-2 {stats['distinct_2']} · leading words: "
               + ", ".join(f"{w['word']} {w['fraction']:.0%}" for w in stats["leading_words"][:8]))
+    rt = stats.get("reasoning_and_tools")
+    if rt and (rt["with_reasoning"] or rt["empty_traces"] or rt["unclosed_traces"] or rt["tool_calls"]):
+        out.print(f"reasoning: {rt['with_reasoning']} of {rt['conversations']} conversations "
+                  f"({rt['reasoning_share']:.0%}) · {rt['empty_traces']} empty traces · "
+                  f"{len(rt['unclosed_traces'])} unclosed · tool calls: {rt['tool_calls']}, "
+                  f"{len(rt['unknown_tool'])} to a function not in the row's tools, "
+                  f"{len(rt['missing_required_arguments'])} missing required arguments")
+        for problem in (rt["unknown_tool"] + rt["missing_required_arguments"])[:5]:
+            what = (f"missing {', '.join(problem['missing'])}" if "missing" in problem
+                    else f"not among the row's tools ({', '.join(problem['tools']) or 'none'})")
+            out.print(escape(f"  {Path(problem['file']).name}, row {problem['row']}: call to {problem['name']} {what}"))
     c = stats.get("clusters", {})
     if "clusters" in c:
         sample = f" of a sample of {c['sampled']}" if c.get("sampled") else ""

@@ -72,3 +72,38 @@ def distribution(values: Sequence[int], bins: int = 20) -> dict[str, Any]:
         "max": int(a.max()),
         "histogram": {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]},
     }
+
+
+def reasoning_and_tools(rows: Sequence[Any]) -> dict[str, Any]:
+    """How a data set's rows carry reasoning and tool calls (docs/reasoning-and-tools.md): the share of conversations
+    with a reasoning trace, empty and unclosed traces, and tool calls whose function is not among the row's `tools` or
+    whose arguments lack keys the function's schema requires (each listed with its file, row and call)."""
+    from sftlab.data.reasoning import UNCLOSED_TRACE
+
+    chats = [r for r in rows if r.conversation is not None and not r.conversation.is_text]
+    with_reasoning = empty = calls = 0
+    unknown: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    for r in chats:
+        conv = r.conversation
+        traces = [m.reasoning for m in conv.messages if m.role == "assistant" and m.reasoning is not None]
+        with_reasoning += any(t.strip() for t in traces)
+        empty += sum(1 for t in traces if not t.strip())
+        schemas = {s["name"]: s for s in (t.get("function", t) for t in conv.tools or [])}
+        for m in conv.messages:
+            for call in m.tool_calls or []:
+                calls += 1
+                fn = call["function"]
+                where = {"file": r.file, "row": r.row, "name": fn["name"]}
+                if fn["name"] not in schemas:
+                    unknown.append({**where, "tools": sorted(schemas)})
+                    continue
+                required = (schemas[fn["name"]].get("parameters") or {}).get("required") or []
+                absent = [k for k in required if isinstance(k, str) and k not in (fn.get("arguments") or {})]
+                if absent:
+                    missing.append({**where, "missing": absent})
+    unclosed = [{"file": r.file, "row": r.row} for r in rows if r.conversation is None and UNCLOSED_TRACE in (r.error or "")]
+    return {"conversations": len(chats), "with_reasoning": with_reasoning,
+            "reasoning_share": round(with_reasoning / len(chats), 4) if chats else 0.0,
+            "empty_traces": empty, "unclosed_traces": unclosed, "tool_calls": calls,
+            "unknown_tool": unknown, "missing_required_arguments": missing}

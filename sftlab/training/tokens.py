@@ -20,13 +20,21 @@ from sftlab.models import resize_for_tokens
 
 log = logging.getLogger("sftlab")
 
+TEXT_MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+
 
 def add_chat_tokens(tokenizer: Any, chat: ChatTemplate, extra: Sequence[str] = ()) -> list[str]:
     """Add the template's markers that are not one token of `tokenizer` (the `<|…|>` literals of its source,
-    then `extra`) as special tokens, in the order the template first writes them; the ones added."""
+    then `extra`) as new tokens, in the order the template first writes them; the ones added. Control markers
+    become special tokens, reasoning and tool-call tags (TEXT_MARKERS) plain ones."""
     missing = list(mismatched_markers(chat, tokenizer, extra))
-    if missing:
-        tokenizer.add_tokens(missing, special_tokens=True)
+    # Reasoning and tool-call tags are text a model writes inside its answer (Qwen3's vocabulary has them as plain
+    # added tokens): one token each, but not control tokens (not escaped in data, not end-of-turn, shown in chat).
+    text = [m for m in missing if m in TEXT_MARKERS]
+    if text:
+        tokenizer.add_tokens(text, special_tokens=False)
+    if len(text) < len(missing):
+        tokenizer.add_tokens([m for m in missing if m not in TEXT_MARKERS], special_tokens=True)
     return missing
 
 

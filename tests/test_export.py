@@ -385,3 +385,35 @@ def test_one_list_of_quantisations_for_the_writer_the_command_line_and_the_ui():
         assert isinstance(getattr(gguf.LlamaFileType, q.file_type), gguf.LlamaFileType)
         assert q.tensor_type is None or isinstance(getattr(gguf.GGMLQuantizationType, q.tensor_type),
                                                    gguf.GGMLQuantizationType)
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_llama_cpp_renders_tool_conversations_and_template_options_as_transformers(tmp_path, tiny):
+    """llama.cpp's own chat handling of the exported GGUF (llama-cpp-python's formatter of the embedded template)
+    against transformers on a tool conversation: sftlab's qwen template (Hermes tool calls), and the real Qwen3
+    template trained with template_kwargs {enable_thinking: false}, whose option the GGUF's template carries."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from sftlab.data.templates import resolve_template, with_template_kwargs
+    from sftlab.export import llama_runtime as rt
+    from sftlab.export.verify import TOOL_CONVERSATION, tool_conversation_check
+
+    source, _, _ = write(tiny("qwen2"), tmp_path / "qwen.gguf")
+    assert tool_conversation_check(source, rt.open_gguf(str(tmp_path / "qwen.gguf"))) == {
+        "rendered_equal": True, "writes_tools": True}
+
+    qwen3 = tmp_path / "qwen3"
+    shutil.copytree(tiny("qwen2"), qwen3)
+    tok = AutoTokenizer.from_pretrained(str(qwen3))
+    tok.chat_template = (Path(__file__).parent / "fixtures" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text()
+    tok.chat_template = with_template_kwargs(resolve_template(None, tok, warn=False), {"enable_thinking": False}).source
+    tok.save_pretrained(str(qwen3))
+    source, _, _ = write(qwen3, tmp_path / "qwen3.gguf")
+    llm = rt.open_gguf(str(tmp_path / "qwen3.gguf"))
+    assert llm.metadata["tokenizer.chat_template"] == tok.chat_template  # the options travel inside the template
+    assert tool_conversation_check(source, llm) == {"rendered_equal": True, "writes_tools": True}
+    prompt = rt.render(llm, TOOL_CONVERSATION[:2])
+    assert prompt.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")

@@ -13,7 +13,7 @@ import pytest
 from conftest import tokenizer
 from sftlab.data.templates import resolve_template
 from sftlab.export.modelfile import go_template, ollama_messages, trims_content
-from sftlab.export.vocab import template_writes_bos
+from sftlab.export.vocab import training_bos_rule
 
 HARNESS = Path(__file__).parent / "ollama_render"
 
@@ -69,7 +69,7 @@ def go_renderer(tmp_path_factory):
 def jinja_and_go(template: str, tok_name: str):
     tok = tokenizer(tok_name)
     chat = resolve_template(template, tok, warn=False)
-    add_bos = template_writes_bos(tok, chat)
+    add_bos = training_bos_rule(tok, chat)
     family, go = go_template(chat, tok.bos_token or "", tok.eos_token or "", add_bos)
     strip = tok.bos_token if add_bos else ""
     wanted = [chat.render(c, add_generation_prompt=True).removeprefix(strip) for c in CONVERSATIONS]
@@ -113,7 +113,7 @@ def test_ollama_message_handling_in_python():
 
 def test_go_template_literal_renderings(go_renderer):
     """Two renderings written out by hand: chatml keeps a late system message in place; llama3 writes a tool result
-    under ipython and leaves its leading BOS to Ollama (the GGUF says add_bos_token)."""
+    under ipython and its BOS itself (the GGUF says no add_bos_token: the Llama 3 tokenizer here adds none)."""
     _, _, chatml, _ = jinja_and_go("chatml", "qwen2")
     _, _, llama3, _ = jinja_and_go("llama3", "llama3")
     got = go_renderer([
@@ -122,17 +122,18 @@ def test_go_template_literal_renderings(go_renderer):
     ])
     assert got[0] == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>system\n"
                       "Be brief.<|im_end|>\n<|im_start|>user\nOk<|im_end|>\n<|im_start|>assistant\n")
-    assert got[1] == ("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>ipython"
+    assert got[1] == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>ipython"
                       "<|end_header_id|>\n\n42<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
 @pytest.mark.parametrize("template,tok_name,bos", [("llama2", "llama2", True), ("phi3", "llama2", False),
-                                                  ("alpaca", "llama2", False), ("llama3", "llama3", True),
-                                                  ("chatml", "qwen2", False)])
+                                                  ("alpaca", "llama2", False), ("plain", "llama2", False),
+                                                  ("llama3", "llama3", False), ("chatml", "qwen2", False)])
 def test_add_bos_token_as_training_had_it(template, tok_name, bos):
-    # A Llama 2 tokenizer adds BOS to text, but phi3 and alpaca write none, and a conversation trains none.
+    # A Llama 2 tokenizer adds BOS to text, but phi3, alpaca and plain write none, and a conversation trains none;
+    # the Llama 3 tokenizer here adds none (its template writes BOS itself, and the Go template then does too).
     tok = tokenizer(tok_name)
-    assert template_writes_bos(tok, resolve_template(template, tok, warn=False)) is bos
+    assert training_bos_rule(tok, resolve_template(template, tok, warn=False)) is bos
 
 
 def call(name: str, **arguments) -> dict:
@@ -188,3 +189,68 @@ def test_a_template_that_writes_no_tools_gets_no_tools_template():
     chat = resolve_template("llama3", tok, warn=False)
     assert go_tools_template(chat, "llama3", tok.bos_token, tok.eos_token, True) is None
     assert go_tools_template(chat, "phi3", tok.bos_token, tok.eos_token, True) is None
+
+
+QWEN3 = Path(__file__).parent / "fixtures" / "templates" / "Qwen-Qwen3-0.6B.jinja"
+
+
+def qwen3_chat(options=None):
+    import copy
+
+    from sftlab.data.templates import with_template_kwargs
+
+    tok = copy.deepcopy(tokenizer("qwen2"))
+    tok.chat_template = QWEN3.read_text()
+    return with_template_kwargs(resolve_template(None, tok, warn=False), options)
+
+
+def thinking(role_content: str, trace: str, **extra) -> dict:
+    return {**m(A, role_content), "reasoning_content": trace, **extra}
+
+
+THINKING_CONVERSATIONS = [
+    [m(U, "Hi"), thinking("Hello!", "A greeting."), m(U, "2+2?"), thinking("4", "Add.")],
+    [m(S, "Be brief."), m(U, "Hi"), thinking("Hello!", "Greet back."), m(U, "你好")],
+    [m(U, "Weather in Paris?"), thinking("", "Use the tool.", tool_calls=[call("weather", city="Paris")]),
+     m(T, "22 C"), m(T, "sunny")],
+    [m(U, "Paris?"), {**m(A, "Looking."), "tool_calls": [call("weather", city="Paris", unit="C")]}, m(T, "22"),
+     thinking("22 C.", "Report it.")],
+]
+
+
+@pytest.mark.slow
+def test_qwen3_go_template_writes_thinking_and_tool_calls_as_the_real_template(go_renderer):
+    """The real Qwen3 template (llama.cpp's copy), thinking on by default and trained with enable_thinking: false:
+    the Go template, given what Ollama gives it (a message's thinking, think: true/false or unset), renders what the
+    Jinja template does with the same option, tool JSON spelled as Ollama spells it."""
+    from sftlab.export.modelfile import go_spelling
+    from sftlab.export.modelfile_qwen3 import qwen3_template
+
+    cases, wanted = [], []
+    for trained_off in (False, True):
+        chat = qwen3_chat({"enable_thinking": False} if trained_off else None)
+        go, off = qwen3_template(chat)
+        assert off is trained_off
+        for think in (None, True, False):
+            jinja = chat if think is None else qwen3_chat({"enable_thinking": think})
+            for conv in THINKING_CONVERSATIONS:
+                for tools in ([], [WEATHER]):
+                    ollama = [{**x, "thinking": x["reasoning_content"]} if "reasoning_content" in x else x for x in conv]
+                    cases.append({"template": go, "messages": ollama, "tools": tools, "think": think})
+                    wanted.append(go_spelling(jinja.render(conv, tools=tools or None, add_generation_prompt=True),
+                                              conv, tools))
+    got = go_renderer(cases)
+    assert len(got) == 48
+    assert [i for i, (g, w) in enumerate(zip(got, wanted)) if g != w] == []
+    # literal: the trace after the last question is written, the earlier one dropped, thinking off closes the prompt
+    # (trained with thinking on, a request with think: false, the second conversation, no tools)
+    assert got[0 * 24 + 2 * 8 + 1 * 2 + 0] == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                                          "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
+                                          "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_sftlab_chatml_is_not_taken_for_qwen3():
+    from sftlab.export.modelfile_qwen3 import qwen3_template
+
+    tok = tokenizer("qwen2")
+    assert qwen3_template(resolve_template("chatml", tok, warn=False)) is None

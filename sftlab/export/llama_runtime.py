@@ -36,15 +36,15 @@ def token_text(llm: Any, token: int | None) -> str:
     return llm._model.token_get_text(token)
 
 
-def render(llm: Any, messages: list[dict[str, Any]]) -> str:
-    """The prompt llama-cpp-python's chat completion renders from the GGUF's embedded template, BOS/EOS text taken
-    from the GGUF's own token ids."""
+def render(llm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+    """The prompt llama-cpp-python's chat completion renders from the GGUF's embedded template (with `tools` as a
+    chat request gives them), BOS/EOS text taken from the GGUF's own token ids."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
                                     eos_token=token_text(llm, llm.token_eos()), bos_token=token_text(llm, llm.token_bos()),
                                     add_generation_prompt=True)
-    return formatter(messages=messages).prompt
+    return formatter(messages=messages, tools=tools).prompt
 
 
 def greedy(llm: Any, prompt: Sequence[int], max_new_tokens: int) -> list[int]:

@@ -344,14 +344,29 @@ def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]
              f"FROM ./{gguf_name}"]
     family = None
     if source.chat is not None:
+        from sftlab.export.modelfile_qwen3 import qwen3_template
+
         family, go = go_template(source.chat, tok.bos_token or "", tok.eos_token or "", vocab.add_bos)
         with_tools = go_tools_template(source.chat, family, tok.bos_token or "", tok.eos_token or "", vocab.add_bos)
+        # A Qwen3-style template renders plain conversations as chatml does; its own family writes traces too.
+        qwen3 = qwen3_template(source.chat) if family in (None, "chatml") and not with_tools else None
+        if qwen3 is not None:
+            (go, off_by_default), family, with_tools = qwen3, "qwen3", None
+            lines.append("# chat template family 'qwen3': this Go template renders what the model's Jinja template "
+                         "does (checked on probe conversations): a message's thinking inside <think></think> after the "
+                         "last user question, Hermes tool calls, tool results in one user turn, and the empty trace "
+                         "of thinking off (think: false" + (", the trained default" if off_by_default else "")
+                         + "). Tool JSON is spelled as Ollama writes it (compact, keys sorted); a thinking or content "
+                         "padded with newlines is written as sent (the Jinja template strips them).")
         if go is not None:
-            lines.append(f"# chat template family '{family}': this Go template renders what the model's Jinja "
-                         "template does (checked on probe conversations, system messages in place).")
+            if family != "qwen3":
+                lines.append(f"# chat template family '{family}': this Go template renders what the model's Jinja "
+                             "template does (checked on probe conversations, system messages in place).")
             lines.append("# Ollama joins consecutive messages of one role with a blank line before rendering (the Jinja "
                          "template renders each apart).")
-            if trims_content(source.chat):
+            if family == "qwen3":
+                pass  # (its comment above says how it treats whitespace)
+            elif trims_content(source.chat):
                 lines.append("# Whitespace: the Jinja template strips each message's leading and trailing whitespace; "
                              "this Go template writes content as sent, so padded content renders differently.")
             else:

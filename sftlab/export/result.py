@@ -36,6 +36,11 @@ class ExportResult:
             parts = [f"tokenization equal on {c['tokenization']['equal']}/{c['tokenization']['texts']} texts"]
             if "template" in c:
                 parts.append(f"prompt rendered equal on {c['template']['rendered_equal']}/{c['template']['conversations']}")
+                tools = c["template"].get("tool_conversation")
+                if tools:
+                    parts.append("a tool conversation rendered " + ("equal" if tools["rendered_equal"] else
+                                 f"differently (llama.cpp {tools['first_difference']['llama_cpp']!r}, transformers "
+                                 f"{tools['first_difference']['transformers']!r})"))
             parts.append(f"greedy answers equal on {g['equal']}/{g['prompts']} prompts, top-1 agreement "
                          f"{100 * (g['top1_agreement'] or 0):.1f}%, {g['ended_at_end_of_generation']}/{g['prompts']} "
                          f"ended at an end-of-generation token within {g['max_new_tokens']} tokens (sftlab's: "

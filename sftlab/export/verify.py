@@ -56,6 +56,38 @@ def conversations() -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": p}] for p in PROMPTS]
 
 
+# A tool conversation as a chat request sends it (OpenAI shape): a call, its result, the answer, another question.
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                         "required": ["city"]}}}]
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "You are brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "22 C, sunny"},
+    {"role": "assistant", "content": "22 C and sunny."},
+    {"role": "user", "content": "天气怎么样？"},
+]
+
+
+def tool_conversation_check(source: Any, llm: Any) -> dict[str, Any] | None:
+    """Whether llama.cpp's chat handling of the GGUF renders TOOL_CONVERSATION (with TOOLS) as transformers renders
+    the model's template; None where that template does not render tool conversations."""
+    from sftlab.export import llama_runtime as rt
+
+    try:
+        want = source.chat.render(TOOL_CONVERSATION, tools=TOOLS, add_generation_prompt=True)
+    except SftlabError:
+        return None
+    got = rt.render(llm, TOOL_CONVERSATION, TOOLS)
+    out: dict[str, Any] = {"rendered_equal": got == want, "writes_tools": TOOLS[0]["function"]["name"] in want}
+    if got != want:
+        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        out["first_difference"] = {"llama_cpp": got[max(0, at - 20):at + 40], "transformers": want[max(0, at - 20):at + 40]}
+    return out
+
+
 # --- the file itself -------------------------------------------------------------------------------------------
 
 
@@ -182,8 +214,9 @@ def _llama_cpp_check(llm: Any, source: Any, vocab: Any, generator: Any, prompts:
                        f"tokenizer; first {t[:40]!r}: llama.cpp {rt.tokenize(llm, t)[:12]} vs "
                        f"{tok.encode(t, add_special_tokens=False)[:12]}")
     with_bos = rt.tokenize(llm, TEXTS[0], add_bos=vocab.add_bos)
-    if with_bos[:2] != tok.encode(TEXTS[0], add_special_tokens=True)[:2] and not lead:
-        raise Mismatch("llama.cpp adds special tokens to a text differently from the Hugging Face tokenizer (BOS rule)")
+    meant = ([tok.bos_token_id] if vocab.add_bos else []) + tok.encode(TEXTS[0], add_special_tokens=False)
+    if with_bos[:2] != meant[:2] and not lead:
+        raise Mismatch("llama.cpp adds special tokens to a text differently from the BOS rule of the export")
     if (with_bos[:1] == [tok.bos_token_id]) != vocab.add_bos:
         raise Mismatch("llama.cpp's BOS rule differs from the Hugging Face tokenizer's")
     report["tokenization"] = {"texts": len(texts), "equal": len(texts), "after_special_token": bool(lead)}
@@ -207,6 +240,9 @@ def _llama_cpp_check(llm: Any, source: Any, vocab: Any, generator: Any, prompts:
             if rt.tokenize(llm, got) != generator.prompt_ids(conv):
                 raise Mismatch(f"llama.cpp's ids of the rendered prompt for {conv[-1]['content']!r} differ from sftlab's")
         report["template"] = {"conversations": len(convs), "rendered_equal": len(convs), "prompt_ids_equal": len(convs)}
+        tools = tool_conversation_check(source, llm)
+        if tools is not None:
+            report["template"]["tool_conversation"] = tools
 
     answers, agree, total, same, ended = [], 0, 0, 0, 0
     for ids, want in zip(prompts, expected):

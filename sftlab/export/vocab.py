@@ -96,10 +96,14 @@ def bos_eos_rule(tokenizer: Any) -> tuple[bool, bool]:
     return add_bos, add_eos
 
 
+def training_bos_rule(tokenizer: Any, chat: Any) -> bool:
+    """add_bos_token as training had it: the tokenizer's rule, but for a chat template that writes no BOS, which
+    trained none (sftlab inserts no BOS into a conversation): phi3 or alpaca on a Llama 2 tokenizer."""
+    return bos_eos_rule(tokenizer)[0] and (chat is None or template_writes_bos(tokenizer, chat))
+
+
 def template_writes_bos(tokenizer: Any, chat: Any) -> bool:
-    """add_bos_token as training had it for a chat model: sftlab inserts no BOS into a conversation, so its examples
-    start with BOS exactly where the chat template writes one (llama.cpp and Ollama then leave the template's own
-    out and add it themselves); a template that writes none (phi3 or alpaca on a Llama 2 tokenizer) trained none."""
+    """Whether the chat template's prompt starts with the BOS token's text."""
     bos = tokenizer.bos_token
     try:
         text = chat.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
@@ -146,8 +150,7 @@ def build_vocab(tokenizer: Any, rows: int, end_of_turn_id: int | None, chat: Any
         vocab.scores = _spm_scores(tokens, merges)
         vocab.add_space_prefix = _space_prefix(tokenizer, chat)
     vocab.add_bos, vocab.add_eos = bos_eos_rule(tokenizer)
-    if chat is not None:
-        vocab.add_bos = template_writes_bos(tokenizer, chat)
+    vocab.add_bos = training_bos_rule(tokenizer, chat)
     ids = {"bos": tokenizer.bos_token_id, "unk": tokenizer.unk_token_id, "pad": tokenizer.pad_token_id,
            "eos": end_of_turn_id if end_of_turn_id is not None else tokenizer.eos_token_id, "eot": end_of_turn_id}
     vocab.special = {k: int(v) for k, v in ids.items() if v is not None}

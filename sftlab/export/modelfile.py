@@ -16,19 +16,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-Message = dict[str, str]
+from sftlab.export.ollama import (PROBES, TOOL, TOOL_PROBES, Message, call_list, go_json, go_spelling,  # noqa: F401
+                                  ollama_messages)
+
 Render = Callable[[list[Message]], str]
 
-_SYSTEM = {"role": "system", "content": "Be brief."}
-# Conversations every family must render as the Jinja template does.
-PROBES: list[list[Message]] = [
-    [{"role": "user", "content": "Hi there"}],
-    [_SYSTEM, {"role": "user", "content": "Hi there"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-     {"role": "user", "content": "How are you?"}],
-    [_SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-     {"role": "user", "content": "你好"}],
-]
 # …and these too, where the Jinja template renders them at all (some refuse a tool role or a late system message).
 EXTRA_PROBES: list[list[Message]] = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
@@ -38,27 +30,6 @@ EXTRA_PROBES: list[list[Message]] = [
      {"role": "tool", "content": "22 C, sunny"}, {"role": "user", "content": "And so?"}],
 ]
 PADDED = [{"role": "user", "content": "  Hi there \n"}]  # tells whether the Jinja template trims content
-
-TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
-                       "required": ["city"]}}}
-
-
-def _call(name: str, **arguments: Any) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-# Conversations with tools that a tool-writing family must render as the Jinja template does (up to JSON spelling).
-TOOL_PROBES: list[list[Message]] = [
-    [_SYSTEM, {"role": "user", "content": "Weather in Paris?"}],
-    [{"role": "user", "content": "Weather in Paris?"},
-     {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", city="Paris")]},
-     {"role": "tool", "content": "22 C, sunny"}],
-    [_SYSTEM, {"role": "user", "content": "Paris and Rome?"},
-     {"role": "assistant", "content": "Let me look.", "tool_calls": [_call("get_weather", city="Paris"),
-                                                                      _call("get_weather", city="Rome")]},
-     {"role": "tool", "content": "22 C"}, {"role": "tool", "content": "25 C"}],
-]
 
 _ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
@@ -164,30 +135,6 @@ _LLAMA3_TOOLS = ("\n\nYou have access to the following functions. To call one, r
                  "{\"name\": function name, \"parameters\": arguments}.\n")
 
 
-def go_json(value: Any) -> str:
-    """JSON as Ollama writes a tool or a call's arguments into a Go template (encoding/json: compact, map keys
-    sorted, <, > and & escaped); a tool's keys in the order of Ollama's own structs."""
-    import json
-
-    if isinstance(value, dict) and "function" in value and "type" in value:
-        f = value["function"]
-        params = f.get("parameters") or {}
-        props = {k: {x: p[x] for x in ("type", "description", "enum") if p.get(x)}
-                 for k, p in sorted((params.get("properties") or {}).items())}
-        value = {"type": value["type"], "function": {
-            "name": f.get("name", ""), "description": f.get("description", ""),
-            "parameters": {"type": params.get("type", ""), **({"required": params["required"]} if params.get("required") else {}),
-                           "properties": props}}}
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _calls(m: Message) -> list[tuple[str, Any]]:
-    return [(c["function"]["name"], c["function"].get("arguments") or {}) for c in m.get("tool_calls") or []]
-
-
 def _chatml_tools(bos: str, eos: str) -> tuple[str, Render]:
     # sftlab's chatml and qwen templates with tools (Hermes style): the schemas in the system turn, each call in
     # <tool_call> tags after the answer's text.
@@ -210,7 +157,7 @@ def _chatml_tools(bos: str, eos: str) -> tuple[str, Render]:
             out += _CHATML_TOOLS_HEAD + "".join("\n" + go_json(t) for t in tools) + _CHATML_TOOLS_TAIL
         for m in msgs[start:]:
             out += f"<|im_start|>{m['role']}\n{m['content']}"
-            for j, (name, args) in enumerate(_calls(m)):
+            for j, (name, args) in enumerate(call_list(m)):
                 out += ("\n" if m["content"] or j else "") + f'<tool_call>\n{{"name": "{name}", "arguments": {go_json(args)}}}\n</tool_call>'
             out += "<|im_end|>\n"
         return out + "<|im_start|>assistant\n"
@@ -232,26 +179,11 @@ def _llama3_tools(bos: str, eos: str) -> tuple[str, Render]:
             content = m["content"]
             if i == 0 and m["role"] == "system" and tools:
                 content += _LLAMA3_TOOLS + "".join("\n" + go_json(t) for t in tools)
-            for j, (name, args) in enumerate(_calls(m)):
+            for j, (name, args) in enumerate(call_list(m)):
                 content += ("\n" if m["content"] or j else "") + f'{{"name": "{name}", "parameters": {go_json(args)}}}'
             out += f"<|start_header_id|>{'ipython' if m['role'] == 'tool' else m['role']}<|end_header_id|>\n\n{content}<|eot_id|>"
         return out + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return go, render
-
-
-def ollama_messages(default_system: str, msgs: list[Message]) -> list[Message]:
-    """The messages Ollama's chat hands a Go template (.Messages): the Modelfile's SYSTEM first where the request
-    does not start with a system message, and consecutive messages of one role (tool results apart) joined by a blank
-    line into one."""
-    if msgs and msgs[0]["role"] != "system" and default_system:
-        msgs = [{"role": "system", "content": default_system}] + msgs
-    joined: list[Message] = []
-    for m in msgs:
-        if joined and joined[-1]["role"] == m["role"] and m["role"] != "tool":
-            joined[-1] = {**joined[-1], "content": joined[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            joined.append(dict(m))
-    return joined
 
 
 FAMILIES = ("chatml", "llama3", "phi3", "alpaca", "plain", "llama2")
@@ -290,16 +222,6 @@ def go_template(chat: Any, bos_text: str, eos_text: str, add_bos: bool) -> tuple
             if all(render(ollama_messages(default, p)) == w.removeprefix(strip) for p, w in wanted):
                 return family, go
     return None, None
-
-
-def go_spelling(text: str, msgs: list[Message], tools: list[Any]) -> str:
-    """A Jinja rendering with each tool and each call's arguments spelled as Ollama writes them into a Go template
-    (go_json) instead of as the Jinja template's tojson does: the one difference no Go template can remove."""
-    import json
-
-    for value in [*tools, *(args for m in msgs for _, args in _calls(m))]:
-        text = text.replace(json.dumps(value, ensure_ascii=False), go_json(value))
-    return text
 
 
 _TOOL_FAMILIES = {"chatml": _chatml_tools, "llama3": _llama3_tools}

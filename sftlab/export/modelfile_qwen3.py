@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftlab.export.modelfile import Message, go_json, go_spelling, ollama_messages, PROBES, TOOL, TOOL_PROBES
+from sftlab.export.ollama import PROBES, TOOL, TOOL_PROBES, Message, go_json, go_spelling, ollama_messages
 
 _TOOLS_HEAD = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
                "function signatures within <tools></tools> XML tags:\n<tools>")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -197,3 +198,48 @@ def real_template(name: str, tok, **special):
                         {**special_token_variables(tok), **special})
     check_answer_span(chat)
     return chat
+
+
+# ---- helpers of the hostile-input cases (tests/test_load.py, test_files.py, test_resume.py …) ----
+
+QWEN = str(FIXTURES / "tokenizers" / "qwen2")
+ALPACA = {"instruction": "q", "input": "", "output": "a"}
+
+
+def _cli(*args, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "sftlab", *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _lines(path, *lines: str | bytes):
+    path.write_bytes(b"".join((l if isinstance(l, bytes) else l.encode()) + b"\n" for l in lines))
+    return path
+
+
+def _accounted(loaded) -> list[int]:
+    """Every row number, from the conversations and the rejects together."""
+    return sorted([c.row for c in loaded.conversations] + [r.row for r in loaded.rejects])
+
+
+def _train_sets(tiny_model, out, *extra):
+    return [f"model={tiny_model}", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]", "template=llama2",
+            "limit=8", "max_length=128", "batch_size=4", "precision=fp32", f"output_dir={out}", *extra]
+
+
+def _vocab_only_gguf(path):
+    """A GGUF file with a vocabulary and no tensors, as llama.cpp's ggml-vocab-*.gguf files are."""
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(["a", "b", "ab"])
+    w.add_token_types([1, 1, 1])
+    w.add_token_merges(["a b"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _one_line(stderr: str) -> str:
+    return " ".join(stderr.split())

@@ -7,6 +7,9 @@ import sys
 
 from sftlab.chat import open_session
 import pytest
+import re
+from conftest import _one_line
+from sftlab.errors import SftlabError
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -55,3 +58,28 @@ def test_a_cut_chinese_character_is_never_emitted_as_u_fffd():
         streamer.put(torch.tensor([i]))
     streamer.end()
     assert "".join(streamer) == "开发的人工"
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.mark.parametrize("value, want", [("-1", "must be between 0 and 2 (got -1.0)"),
+                                         ("nan", "must be a finite number (between 0 and 2) (got nan)")])
+def test_chat_temperature_is_checked_before_loading(value, want, cli):
+    r = cli("chat", "--model", "nowhere", "--temperature", value, "--prompt", "hi")
+    assert r.returncode == 2 and "--temperature" in r.stderr and want in _one_line(r.stderr), r.stderr
+
+
+def test_chat_max_new_tokens_must_be_positive(cli):
+    from sftlab.chat import ChatSession
+
+    r = cli("chat", "--model", "nowhere", "--max-new-tokens", "-1", "--prompt", "hi")
+    assert r.returncode == 2 and "--max-new-tokens" in r.stderr and "must be at least 1 (got -1)" in _one_line(r.stderr)
+    with pytest.raises(SftlabError, match=r"^max_new_tokens must be at least 1 \(got 0\)$"):
+        ChatSession(generator=None, max_new_tokens=0)  # type: ignore[arg-type]
+
+
+def test_a_chat_prompt_longer_than_the_context_is_refused(tiny_chat_model, cli):
+    r = cli("chat", "--model", tiny_chat_model, "--prompt", "word " * 1100, "--max-new-tokens", "8", "--precision", "fp32")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert re.search(r"this model's maximum context length is 1024 tokens; the messages have \d+ and --max-new-tokens "
+                     r"asks for 8 more", _one_line(r.stderr)), r.stderr

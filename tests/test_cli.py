@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
+import signal
+import time
 
 QWEN = str(FIXTURES / "tokenizers" / "qwen2")
 
@@ -208,3 +210,33 @@ def test_chat_reset_says_so(cli, monkeypatch):
     assert r.returncode == 0, r.stderr
     assert "(conversation cleared: the next message starts a new one)" in r.stdout
     assert "echo hi" in r.stdout and session.history == []
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_a_message(tiny_chat_model):
+    proc = subprocess.Popen([sys.executable, "-m", "sftlab", "chat", "--model", str(tiny_chat_model)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # imports and the prompt
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "aborted" in err and "Traceback" not in err
+
+
+def test_version_flag(cli):
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "sftlab 0.1.0"
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "--data", "d.jsonl", "--max-length", "0"], ["inspect", "--data", "d.jsonl", "--limit", "0"],
+    ["data", "check", "d.jsonl", "--near-duplicate-threshold", "1.5"], ["data", "check", "d.jsonl", "--n-clusters", "0"],
+    ["data", "check", "d.jsonl", "--cluster-sample", "-1"], ["serve", "--port", "70000"], ["train", "--nproc", "0"],
+    ["eval", "--model", "m", "--data", "d", "--out", "o", "--judge-timeout", "0"],
+    ["eval", "--model", "m", "--data", "d", "--out", "o", "--judge-concurrency", "0"],
+])
+def test_out_of_bounds_options_are_refused_before_any_work(cli, args):
+    r = cli(*args)
+    assert r.returncode == 2 and "Invalid value for" in r.stderr and "must be" in r.stderr, r.stderr

@@ -4,6 +4,8 @@ import yaml
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
+import re
+import time
 
 DATA = str(SHARED_DATA / "alpaca_en_demo.json")
 
@@ -124,3 +126,96 @@ def test_every_key_is_declared_once_with_its_help_group_and_bounds_in_the_schema
     assert "minimum" not in props["max_steps"]  # (-1 lies outside its range and means "by epochs")
     with pytest.raises(SftlabError, match=r"`lora_dropout` must be at least 0 and less than 1 \(got 1.0\)"):
         load_config(None, [f"datasets=[{DATA}]", "lora_dropout=1.0"])
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_a_set_mistake_is_blamed_on_set_not_the_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"datasets: [{SHARED_DATA / 'alpaca_en_demo.json'}]\nepochs: 2\n")
+    with pytest.raises(SftlabError, match="^--set: `epochs` input should be a valid number"):
+        load_config(f, ["epochs=three"])
+    with pytest.raises(SftlabError, match="^--set: unknown key `learning_rat`"):
+        load_config(f, ["learning_rat=1"])
+    f.write_text("epochs: three\n")
+    with pytest.raises(SftlabError, match=f"^{f}: `epochs` input should be a valid number"):
+        load_config(f, [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]"])
+
+
+def test_a_config_key_given_twice_is_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"datasets: [{SHARED_DATA / 'alpaca_en_demo.json'}]\nlearning_rate: 1e-5\nepochs: 1\n"
+                 "learning_rate: 3e-4\n")
+    with pytest.raises(SftlabError, match=f"^{f}: invalid YAML on line 4 \\(the key 'learning_rate' is given more "
+                                          "than once\\)$"):
+        load_config(f)
+    f.write_text(f"datasets: [{{path: {SHARED_DATA / 'alpaca_en_demo.json'}, weight: 1, weight: 2}}]\n")
+    with pytest.raises(SftlabError, match="the key 'weight' is given more than once"):
+        load_config(f)
+    with pytest.raises(SftlabError, match="the key 'a' is given more than once"):
+        load_config(None, ["distributed={a: 1, a: 2}"])
+    # A merge key (`<<: *base`) is YAML's way to override on purpose, and stays allowed.
+    from sftlab.config import parse_yaml
+
+    assert parse_yaml("a: &x {k: 1, j: 2}\nb: {<<: *x, k: 3}\n") == {"a": {"k": 1, "j": 2}, "b": {"k": 3, "j": 2}}
+
+
+@pytest.mark.parametrize("value, sentence", [
+    ("0", "`max_steps` must be at least 1, or -1 to train by epochs (got 0)"),
+    ("-5", "`max_steps` must be at least 1, or -1 to train by epochs (got -5)"),
+])
+def test_max_steps_is_positive_or_minus_one(value, sentence):
+    base = [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]"]
+    with pytest.raises(SftlabError, match=f"^--set: {re.escape(sentence)}$"):
+        load_config(None, [*base, f"max_steps={value}"])
+    assert load_config(None, [*base, "max_steps=-1"]).max_steps == -1
+    assert load_config(None, [*base, "max_steps=3"]).max_steps == 3
+
+
+def test_a_config_key_that_is_not_a_string(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"datasets: [{SHARED_DATA / 'alpaca_en_demo.json'}]\n1: 2\n")
+    with pytest.raises(SftlabError, match=f"^{f}: invalid YAML on line 2 \\(the key 1 is not a string"):
+        load_config(f)
+
+
+def test_a_yaml_alias_bomb_anywhere_fails_fast(tmp_path):
+    lol = "\n".join([f'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)])
+    f = tmp_path / "c.yaml"
+    f.write_text(f"x-anchors:\n" + "\n".join("  " + line for line in lol.splitlines()) +
+                 f"\ndatasets: [{SHARED_DATA / 'alpaca_en_demo.json'}]\nstages:\n  - name: a\n    clean: *l8\n")
+    started = time.perf_counter()
+    with pytest.raises(SftlabError, match="aliases expand to more than 100,000 values"):
+        load_config(f)
+    assert time.perf_counter() - started < 5
+
+
+def test_every_numeric_option_and_config_value_has_its_bounds_declared():
+    import typer
+
+    from sftlab.cli import app, bounded
+    from sftlab.config import DatasetSpec, TrainConfig, bound
+    from sftlab.config.bounds import field_limit
+
+    def commands(group):
+        for cmd in group.commands.values():
+            yield from commands(cmd) if hasattr(cmd, "commands") else [cmd]
+
+    def numeric(annotation):
+        return any(t in str(annotation) for t in ("int", "float")) and "bool" not in str(annotation)
+
+    def has_bound(name):
+        try:
+            return bound(name) is not None
+        except KeyError:
+            return False
+
+    options = [p for cmd in commands(typer.main.get_command(app)) for p in cmd.params
+               if numeric(p.type_descriptor.annotation)]
+    assert len(options) >= 18
+    assert [p.name for p in options if not has_bound(p.name)] == []
+    assert [p.name for p in options if p.type_descriptor.parameter_info.callback is not bounded] == []
+    fields = [(name, f) for model in (TrainConfig, DatasetSpec) for name, f in model.model_fields.items()
+              if numeric(f.annotation) and name != "seed"]
+    assert len(fields) >= 25 and [name for name, f in fields if field_limit(f) is None] == []

@@ -13,6 +13,8 @@ from sftlab.config import load_config
 from sftlab.evaluation.judge import Judge, parse_score
 from sftlab.evaluation.run import EvalOptions, evaluate, regurgitates
 from sftlab.training import train
+from conftest import ALPACA, _lines, _one_line
+from sftlab.errors import SftlabError
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -195,3 +197,36 @@ def test_eval_precision_is_a_choice(tiny_chat_model, tmp_path, precision, bf16):
     out = tmp_path / precision
     evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=2, precision=precision))
     assert json.loads((out / "generation.json").read_text())["bf16"] is bf16
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.mark.parametrize("reply, score", [("-5", None), ("Score: -5", None), ("−5", None), ("85", 85), ("85.", 85),
+                                          ("7.5", None), ("100", 100), ("101", None), ("0", 0)])
+def test_a_negative_judge_reply_is_no_score(reply, score):
+    from sftlab.evaluation.judge import parse_score
+
+    assert parse_score(reply) == score
+
+
+def test_judge_retries_cannot_be_negative(tmp_path, cli):
+    from sftlab.evaluation.judge import Judge
+
+    with pytest.raises(SftlabError, match=r"^--judge-retries must be at least 0 \(got -1\)$"):
+        Judge("http://127.0.0.1:9/v1", "m", retries=-1)
+    r = cli("eval", "--model", "m", "--data", "d.json", "--out", tmp_path / "o", "--judge-url", "http://x/v1",
+            "--judge-model", "j", "--judge-retries", "-1")
+    assert r.returncode == 2 and "--judge-retries" in r.stderr and "must be at least 0 (got -1)" in _one_line(r.stderr)
+
+
+def test_eval_options_and_out_checked_before_any_work(tmp_path, cli):
+    data = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA))
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    r = cli("eval", "--model", "m", "--data", data, "--out", taken)
+    assert r.returncode == 2 and f"--out {taken}: a file of that name exists" in _one_line(r.stderr), r.stderr
+    for option, value, want in (("--batch-size", "0", "must be at least 1 (got 0)"),
+                                ("--max-new-tokens", "-3", "must be at least 1 (got -3)")):
+        r = cli("eval", "--model", "m", "--data", data, "--out", tmp_path / "o", option, value)
+        assert r.returncode == 2 and option in r.stderr and want in _one_line(r.stderr), r.stderr
+    assert taken.read_text() == "x" and not (tmp_path / "o").exists()

@@ -162,3 +162,21 @@ def test_library_code_never_changes_the_process_environment():
     writes = _environment_writes(_modules())
     assert any(module == "sftlab.cli" for module, _, _ in writes)  # (the checker sees the entry point's)
     assert [w for w in writes if (w[0], "*") not in ENVIRONMENT_SETTERS and w[:2] not in ENVIRONMENT_SETTERS] == []
+
+
+# ---- tests mirror modules --------------------------------------------------------------------------------------
+
+def test_every_module_has_its_test_file_or_its_line_in_the_layout():
+    """tests/test_<module>.py (or test_<package>_<module>.py), or docs/layout.md's "Tests" naming the tests."""
+    text = (ROOT.parent / "docs" / "layout.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`([\w/]+)`", text.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]))
+    tests = {p.name for p in (ROOT.parent / "tests").glob("test_*.py")}
+    missing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue
+        names = {f"test_{parts[-1]}.py", f"test_{'_'.join(parts)}.py"}
+        if not names & tests and "/".join(parts) not in listed:
+            missing.append("/".join(parts))
+    assert missing == []

@@ -11,6 +11,7 @@ import re
 from conftest import tokenizer
 from sftlab.data.example import Example
 from sftlab.data.inspect import examples_html, render_html, render_json, render_terminal
+from conftest import ALPACA, QWEN, _lines, _one_line
 
 # <|im_start|>assistant\n世界龘<|im_end|>, the answer and its end-of-turn token trained
 ANSWER = Example([151644, 77091, 198, 99489, 82912, 246, 151645], [-100, -100, -100, 99489, 82912, 246, 151645],
@@ -92,3 +93,26 @@ def test_html_page_is_self_contained_with_the_summary_above():
                          "<tr><td>examples</td><td>1</td></tr><tr><td>trained tokens</td><td>4</td></tr></table>"
                          + examples_html([ANSWER], tokenizer("qwen2")) + "</body></html>")
     assert "http" not in page and "<script" not in page
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_inspect_limit_must_be_positive(tmp_path, cli):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), json.dumps(ALPACA))
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f), "--limit", "-1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--limit" in r.stderr
+
+
+def test_html_into_a_missing_folder_or_onto_a_folder(tmp_path, cli):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA))
+    deep = tmp_path / "new" / "folder" / "view.html"
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", f, "--html", deep)
+    assert r.returncode == 0 and deep.read_text(encoding="utf-8").startswith("<!doctype html>"), r.stderr[-2000:]
+    for args in (["inspect", "--model", QWEN, "--template", "chatml", "--data", f, "--html", tmp_path],
+                 ["data", "check", f, "--model", QWEN, "--template", "chatml", "--no-clusters", "--html", tmp_path]):
+        r = cli(*args)
+        assert r.returncode == 2 and f"{tmp_path} is a folder; give a file name" in _one_line(r.stderr), r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", f, "--html", blocker / "v.html")
+    assert r.returncode == 2 and f"{blocker} is a file, not a folder" in _one_line(r.stderr), r.stderr

@@ -9,6 +9,8 @@ import pytest
 from conftest import SHARED_DATA
 from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
+import re
+from conftest import ALPACA, QWEN, _accounted, _lines
 
 
 def write_jsonl(path, rows):
@@ -178,3 +180,137 @@ def test_unknown_format_and_undetectable_columns(tmp_path):
     with pytest.raises(SftlabError, match="unsupported file type '.txt'"):
         (tmp_path / "a.txt").write_text("x")
         load_conversations(tmp_path / "a.txt")
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.mark.parametrize("extra", ["", '{"instruction": "x", "input": "", "output": "y", "z": 1}'])
+def test_a_null_line_is_rejected_not_lost(tmp_path, extra):
+    # The second variant has a type change between rows, which once sent the file to a fallback reader.
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "null", json.dumps(ALPACA), *( [extra] if extra else []))
+    with pytest.raises(SftlabError, match=r"d.jsonl, row 2: must be an object, got null"):
+        load_conversations(f)
+    loaded = load_conversations(f, on_error="skip")
+    assert loaded.rows == (4 if extra else 3) and len(loaded.conversations) == loaded.rows - 1
+    assert [(r.row, r.reason) for r in loaded.rejects] == [(2, "must be an object, got null")]
+    assert _accounted(loaded) == list(range(1, loaded.rows + 1))
+
+
+def test_a_stray_key_in_one_row_blames_that_row_only(tmp_path):
+    f = _lines(tmp_path / "d.jsonl", *[json.dumps(ALPACA)] * 5, json.dumps({**ALPACA, "messages": "oops"}))
+    loaded = load_conversations(f, on_error="skip")
+    assert loaded.format == "alpaca" and len(loaded.conversations) == 6 and not loaded.rejects
+    mixed = _lines(tmp_path / "m.jsonl", *[json.dumps(ALPACA)] * 5, json.dumps({"messages": "oops"}))
+    loaded = load_conversations(mixed, on_error="skip")
+    assert loaded.format == "alpaca" and len(loaded.conversations) == 5
+    assert [r.row for r in loaded.rejects] == [6]
+
+
+def test_csv_cells_none_na_nan_null_stay_text(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('instruction,input,output\nq1,,None\nq2,,NA\nq3,,NaN\nq4,,null\nq5,,"",\n'.replace(',\n', '\n'))
+    loaded = load_conversations(f, on_error="skip")
+    answers = [c.messages[-1].content for c in loaded.conversations]
+    assert answers == ["None", "NA", "NaN", "null"]
+    assert [(r.row, r.reason) for r in loaded.rejects] == [
+        (5, "field 'output': is null (or an empty cell) (the format 'alpaca' was detected from the first row; "
+            "set format to override)")]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b'{"instruction": "q\\ud800", "input": "", "output": "a"}',
+         ", row 2, field 'instruction': text holds a lone surrogate (U+D800), which is not Unicode"),
+        (b'{"instruction": "q", "input": "", "output": "\xff\xfe"}', ": not valid UTF-8 (byte 45 of line 2)"),
+        (b'{"instruction": "q", "input": "", "output": "a", "output": "b"}',
+         ", row 2: key 'output' is given more than once"),
+        (b"[" * 100_000 + b"]" * 100_000, ": line 2 is nested too deeply to read"),
+        (b"[1, 2]", ", row 2: must be an object, got a list"),
+    ],
+)
+def test_bad_rows_are_one_sentence_and_skippable(tmp_path, content, reason):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), content, json.dumps(ALPACA))
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == f"{f}{reason}"
+    loaded = load_conversations(f, on_error="skip")
+    assert len(loaded.conversations) == 2 and [r.row for r in loaded.rejects] == [2]
+    assert _accounted(loaded) == [1, 2, 3]
+
+
+def test_bad_rows_through_the_cli_are_one_sentence(tmp_path, cli):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), b'{"instruction": "q", "input": "", "output": "\xff"}')
+    for args in (["inspect", "--model", QWEN, "--template", "chatml", "--data", str(f)],
+                 ["data", "check", str(f), "--model", QWEN, "--template", "chatml", "--no-clusters"]):
+        r = cli(*args)
+        assert "Traceback" not in r.stderr, r.stderr[-2000:]
+        if args[0] == "inspect":
+            assert r.returncode == 2 and "d.jsonl: not valid UTF-8 (byte 45 of line 2)" in " ".join(r.stderr.split())
+
+
+def test_invalid_utf8_in_a_json_file_names_the_line(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_bytes(b'[{"instruction": "q", "input": "", "output": "a"},\n {"instruction": "\xc3(", "output": "b"}]')
+    with pytest.raises(SftlabError, match=r"d.json: not valid UTF-8 \(byte 69, line 2\)"):
+        load_conversations(f)
+
+
+def test_a_jsonl_holding_one_list_says_so(tmp_path):
+    f = _lines(tmp_path / "d.jsonl", json.dumps([ALPACA, ALPACA]))
+    with pytest.raises(SftlabError, match="no row is a JSON object \\(row 1 is a list\\)"):
+        load_conversations(f)
+
+
+def test_null_and_absent_fields_are_told_apart(tmp_path):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), json.dumps({"instruction": "q", "output": None}),
+               json.dumps({"instruction": "q"}))
+    loaded = load_conversations(f, fmt="alpaca", on_error="skip")
+    assert [(r.row, r.reason) for r in loaded.rejects] == [
+        (2, "field 'output': is null (or an empty cell)"), (3, "field 'output': missing field")]
+
+
+def test_an_unreadable_csv_is_one_sentence_without_the_libraries_log(tmp_path, cli):
+    f = tmp_path / "d.csv"
+    f.write_text("instruction,input,output\nq,,a\nq,,a,extra,cells\n")
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", str(f))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "ERROR" not in r.stderr and f"{f}: cannot be read as csv" in " ".join(r.stderr.split())
+
+
+@pytest.mark.parametrize("tools, field", [({"type": "function"}, "tools"), ([{"type": "function"}], "tools[0]"),
+                                           (["get_weather"], "tools[0]"), ([{"name": ""}], "tools[0]")])
+def test_tools_must_be_a_list_of_named_function_schemas(tmp_path, tools, field):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": tools}
+    f = _lines(tmp_path / "d.jsonl", json.dumps(row))
+    with pytest.raises(SftlabError, match=f"d.jsonl, row 1, field '{re.escape(field)}': must be"):
+        load_conversations(f)
+    good = {**row, "tools": [{"name": "get_weather", "parameters": {"type": "object"}}]}
+    f = _lines(tmp_path / "g.jsonl", json.dumps(good))
+    assert load_conversations(f).conversations[0].tools == [{"type": "function", "function": good["tools"][0]}]
+
+
+def test_the_rejects_file_takes_a_row_with_a_lone_surrogate(tmp_path, cli):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), b'{"instruction": "q\\ud800", "input": "", "output": "a"}')
+    rejects = tmp_path / "rej.jsonl"
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", f, "--on-error", "skip", "--rejects", rejects)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (line,) = rejects.read_text(encoding="utf-8").splitlines()
+    assert "\\ud800" in line
+    assert json.loads(line)["record"]["instruction"] == "q\ud800"  # the row, as it was, reads back
+
+
+def test_jsonl_rows_are_numbered_by_line(tmp_path):
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "", "   ", "", json.dumps({"instruction": "q"}))
+    with pytest.raises(SftlabError, match=r"d.jsonl, row 5, field 'output': missing field"):
+        load_conversations(f)
+    loaded = load_conversations(f, on_error="skip")
+    assert loaded.rows == 2 and [c.row for c in loaded.conversations] == [1] and [r.row for r in loaded.rejects] == [5]
+
+
+def test_cr_only_line_endings_are_lines(tmp_path):
+    f = tmp_path / "mac.jsonl"
+    f.write_bytes(b"\r".join(json.dumps({**ALPACA, "output": f"a{i}"}).encode() for i in range(3)) + b"\r")
+    loaded = load_conversations(f)
+    assert [c.messages[-1].content for c in loaded.conversations] == ["a0", "a1", "a2"]
+    assert [c.row for c in loaded.conversations] == [1, 2, 3]

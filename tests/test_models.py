@@ -7,6 +7,9 @@ import pytest
 from conftest import FIXTURES
 from sftlab.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 from sftlab.errors import SftlabError
+import json
+import shutil
+from conftest import ALPACA, SHARED_DATA, _lines, _one_line, _vocab_only_gguf
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -61,3 +64,55 @@ def test_default_model_converts_once_to_a_plain_trainable_checkpoint(tmp_path, m
         out = load_model(path).generate(**prompt, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_a_model_without_weights_is_one_sentence_for_every_command(tmp_path, cli):
+    gguf = _vocab_only_gguf(tmp_path / "vocab.gguf")
+    data = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA))
+    want = f"{gguf}: holds a vocabulary only, no weights"
+    for args in (["chat", "--model", gguf, "--prompt", "hi"],
+                 ["eval", "--model", gguf, "--data", data, "--out", tmp_path / "ev"],
+                 ["serve", "--model", gguf, "--port", "1"],
+                 ["merge", "--model", gguf, "--out", tmp_path / "merged"],
+                 ["train", "--set", f"model={gguf}", "--set", f"datasets=[{data}]", "--set", f"output_dir={tmp_path / 'r'}"]):
+        r = cli(*args)
+        assert r.returncode == 2 and want in _one_line(r.stderr), (args[0], r.stderr[-1500:])
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "r" / "config.yaml").exists()
+
+
+def test_a_folder_with_a_tokenizer_but_no_config_is_not_a_model(tmp_path, cli):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text('{"stub": true}')
+    r = cli("chat", "--model", folder, "--prompt", "hi")
+    assert r.returncode == 2 and f"{folder}: not a model folder (it has no config.json)" in _one_line(r.stderr), r.stderr
+    r = cli("inspect", "--model", folder, "--data", _lines(tmp_path / "d.jsonl", json.dumps(ALPACA)))
+    assert r.returncode == 2 and f"{folder}: cannot load a tokenizer" in _one_line(r.stderr), r.stderr[-2000:]
+
+
+def test_a_truncated_weight_file_is_said_before_loading(tiny_chat_model, tmp_path, cli):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_chat_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    want = f"{broken}: model.safetensors is truncated"
+    r = cli("chat", "--model", broken, "--prompt", "hi")
+    assert r.returncode == 2 and want in _one_line(r.stderr), r.stderr[-2000:]
+    r = cli("train", "--set", f"model={broken}", "--set", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]",
+            "--set", f"output_dir={tmp_path / 'run'}", "--set", "limit=4")
+    assert r.returncode == 2 and want in _one_line(r.stderr), r.stderr[-2000:]
+    weights.unlink()
+    r = cli("chat", "--model", broken, "--prompt", "hi")
+    assert r.returncode == 2 and f"{broken}: the folder has no weights" in _one_line(r.stderr), r.stderr[-2000:]
+
+
+def test_an_adapter_whose_base_is_gone_names_the_base(tmp_path, cli):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(tmp_path / "gone")}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    r = cli("chat", "--model", adapter, "--prompt", "hi")
+    assert r.returncode == 2 and f"its base model {tmp_path / 'gone'} (adapter_config.json, base_model_name_or_path) " \
+                                 f"cannot be used" in _one_line(r.stderr), r.stderr

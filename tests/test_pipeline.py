@@ -9,6 +9,9 @@ import pytest
 from conftest import tokenizer
 from sftlab.config import DataSettings
 from sftlab.data.pipeline import Source, build_examples
+from conftest import ALPACA, _lines
+from sftlab.config import load_config
+from sftlab.errors import SftlabError
 
 
 def test_pipeline_report_accounts_for_every_row(tmp_path):
@@ -93,3 +96,30 @@ def test_data_report_records_the_system_prompt(tmp_path):
     assert report.to_dict()["system_prompt"] == {
         "conversations": 1, "of": 2, "system": "You are Lumi.", "from": "default_system",
         "template": "tokenizer's own", "replaces": "You are a helpful assistant"}
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_report_counts_reasons_whole(tmp_path):
+    from sftlab.config import DataSettings
+    from sftlab.data.pipeline import Source, build_examples
+    from conftest import tokenizer
+
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "{bad", "{worse", json.dumps({"instruction": "q"}))
+    _, report = build_examples([Source(str(f))], tokenizer("qwen2"), DataSettings(template="chatml", on_error="skip"))
+    assert report.to_dict()["rejected_reasons"] == {
+        "invalid JSON: Expecting property name enclosed in double quotes": 2,
+        "missing field (the format 'alpaca' was detected from the first row; set format to override)": 1,
+    }
+
+
+def test_no_example_left_names_the_first_lost_row(tmp_path, tiny_model):
+    from sftlab.training import train
+
+    row = {"messages": [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "a"}]}
+    f = _lines(tmp_path / "d.jsonl", "", json.dumps(row))
+    config = load_config(None, [f"model={tiny_model}", "template=llama2", f"datasets=[{f}]",
+                                f"output_dir={tmp_path / 'run'}", "precision=fp32"])
+    with pytest.raises(SftlabError, match=f"no example left to train on out of 1 rows .*; the first is {f}, row 2\\)$"):
+        train(config, quiet=True)

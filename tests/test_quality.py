@@ -12,6 +12,7 @@ import pytest
 
 from conftest import SHARED_DATA, tokenizer
 from sftlab.quality.run import check_data
+from conftest import ALPACA, _lines
 
 MAX_LENGTH = 1024
 
@@ -384,3 +385,23 @@ def test_answers_with_different_reasoning_are_not_exact_duplicates(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result = check_data([path], tokenizer=tokenizer("qwen2"), checks=["exact_duplicate"], clusters=False)
     assert [f.to_dict()["rows"] for f in result.findings if f.check == "exact_duplicate"] == [[3]]
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_data_check_counts_null_rows(tmp_path):
+    from sftlab.quality.rows import read_files
+
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "null", json.dumps(ALPACA), "null")
+    rows, _ = read_files([f])
+    assert [r.row for r in rows] == [1, 2, 3, 4]
+    assert [r.error is not None for r in rows] == [False, True, False, True]
+
+
+def test_copying_the_input_with_the_change_asked_for_is_not_a_copy():
+    from sftlab.quality.text import copies_prompt
+
+    assert copies_prompt("Capitalize each word", "i love watching the sunrise", "I Love Watching The Sunrise") is None
+    assert copies_prompt("Capitalize each word", "i love watching the sunrise",
+                         "i love watching  the sunrise.") == "answer is the input unchanged"
+    assert copies_prompt("Translate to French", "", "Translate to French") == "answer is the instruction"

@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA
+import re
+import shutil
+import signal
+import time
+from conftest import _one_line, _train_sets
+from sftlab.config import load_config
+from sftlab.errors import SftlabError
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -109,3 +116,80 @@ def test_a_finished_run_reruns_from_its_config_yaml_anywhere_and_says_there_is_n
 def test_on_cuda_a_killed_and_resumed_run_matches_the_uninterrupted_one(tiny_model, tmp_path, uninterrupted):
     """The same comparison on a GPU (the processes pick CUDA by themselves): bitwise."""
     test_killed_and_resumed_run_matches_the_uninterrupted_one(tiny_model, tmp_path, uninterrupted, "step", 5)
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tiny_model, tmp_path_factory):
+    from sftlab.training import train
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    train(load_config(None, _train_sets(tiny_model, out, "max_steps=4", "save_steps=2", "limit=16")), quiet=True)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    return out
+
+
+def _damaged(two_checkpoints, tmp_path, damage):
+    out = tmp_path / "run"
+    shutil.copytree(two_checkpoints, out)
+    target = out / "checkpoint-4" / damage
+    if damage in ("optimizer.pt", "sftlab_state.json"):
+        target.unlink()
+    else:
+        data = target.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [("optimizer.pt", "optimizer.pt is missing"), ("sftlab_state.json", "sftlab_state.json is missing"),
+     ("model.safetensors", "model.safetensors is truncated"), ("trainer_state.json", "trainer_state.json is unreadable")],
+)
+@pytest.mark.slow
+def test_resume_passes_over_an_incomplete_checkpoint(two_checkpoints, tmp_path, damage, problem, caplog):
+    from sftlab.training.resume import checkpoint_problem, resume_checkpoint
+
+    out = _damaged(two_checkpoints, tmp_path, damage)
+    assert checkpoint_problem(out / "checkpoint-2") is None
+    assert checkpoint_problem(out / "checkpoint-4") == problem
+    config = load_config(None, _train_sets("m", out, "resume=true"), check_files=False)
+    with caplog.at_level("WARNING", logger="sftlab"):
+        assert resume_checkpoint(config) == str(out / "checkpoint-2")
+    assert f"checkpoint-4 is incomplete ({problem}); resuming from checkpoint-2" in caplog.text
+    named = load_config(None, _train_sets("m", out, f"resume={out / 'checkpoint-4'}"), check_files=False)
+    with pytest.raises(SftlabError, match=f"checkpoint {out / 'checkpoint-4'} is incomplete \\({problem}\\)"):
+        resume_checkpoint(named)
+
+
+def test_resume_with_no_complete_checkpoint_stops(two_checkpoints, tmp_path):
+    from sftlab.training.resume import resume_checkpoint
+
+    out = _damaged(two_checkpoints, tmp_path, "optimizer.pt")
+    (out / "checkpoint-2" / "optimizer.pt").unlink()
+    config = load_config(None, _train_sets("m", out, "resume=true"), check_files=False)
+    with pytest.raises(SftlabError, match="no complete checkpoint"):
+        resume_checkpoint(config)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    sets = [a for s in _train_sets(tiny_model, out, "max_steps=400", "save_steps=1000", "limit=64", "batch_size=1")
+            for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "sftlab", "train", "--quiet", *sets], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "metrics.jsonl").is_file() and time.time() < deadline:  # training has begun
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=240)[1]
+    assert proc.returncode == 143, err[-3000:]
+    flat = _one_line(err)
+    m = re.search(r"stopped by SIGTERM at step (\d+) of 400; (\S+) holds the run up to step (\d+)", flat)
+    assert m and m.group(1) == m.group(3) and m.group(2) == str(out / f"checkpoint-{m.group(1)}"), flat[-2000:]
+    assert "continue with: sftlab train --quiet" in flat and "--set resume=true" in flat and "Traceback" not in err
+    from sftlab.training.resume import checkpoint_problem
+
+    assert checkpoint_problem(out / f"checkpoint-{m.group(1)}") is None
+    assert not (out / "model.safetensors").exists()  # an unfinished run has no final model

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from conftest import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
+from conftest import _one_line
 
 HERE = Path(__file__).parent
 
@@ -196,3 +197,17 @@ def test_a_later_stage_with_mixture_examples_and_no_weighted_file_is_refused_bef
     assert str(e.value) == ("stages[2] (two): `mixture_examples` has nothing to act on: no file in `datasets` has a "
                             "`weight` (the mixture keys say how weighted files are drawn; give a file a weight, or use "
                             "`limit` for the first N rows)")
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "/tmp/abs", " padded", "x\\y"])
+def test_a_stage_name_cannot_lead_out_of_output_dir(tmp_path, name, cli):
+    out = tmp_path / "deep" / "run"
+    sets = [f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]", f"output_dir={out}",
+            f"stages=[{json.dumps({'name': name, 'epochs': 1})}]"]
+    with pytest.raises(SftlabError, match=r"stages\[1\]\.name .* is not a plain folder name"):
+        load_config(None, sets)
+    r = cli("train", *[a for s in sets for a in ("--set", s)])
+    assert r.returncode == 2 and "is not a plain folder name" in _one_line(r.stderr), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, not even output_dir

@@ -95,6 +95,9 @@ from conftest import family_tokenizer, real_template  # noqa: E402
 from sftlab.data.conversation import Conversation, Message  # noqa: E402
 from sftlab.data.encode import IGNORE_INDEX, Encoder  # noqa: E402
 from sftlab.data.templates import ChatTemplate  # noqa: E402
+import json
+import re
+from conftest import ALPACA, QWEN, _lines, _one_line
 
 
 @pytest.mark.parametrize("name, base, eos, trained", [
@@ -141,3 +144,33 @@ def test_a_template_that_writes_no_generation_prompt_is_still_refused_one_that_a
     ex = Encoder(tok, ChatTemplate(always.source, "always", {"eos_token": "<|endoftext|>"})).encode([conv]).examples
     # The generation prompt it writes after the last turn is the next prompt, not the answer's.
     assert [tok.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in ex] == ["b<|im_end|>d<|im_end|>"]
+
+
+# ---- hostile and odd input (issue 25's rounds) ----
+
+def test_a_template_without_the_generation_prompt_is_refused(tmp_path):
+    from conftest import tokenizer
+    from sftlab.data.templates import resolve_template
+
+    no_prompt = tmp_path / "t.jinja"
+    no_prompt.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+    with pytest.raises(SftlabError, match=re.escape(
+            f"chat template '{no_prompt}' writes '<|im_start|>assistant' before an answer but not for "
+            "add_generation_prompt")):
+        resolve_template(str(no_prompt), tokenizer("qwen2"))
+    empty = tmp_path / "e.jinja"
+    empty.write_text("")
+    with pytest.raises(SftlabError, match=f"^chat template '{re.escape(str(empty))}' renders nothing"):
+        resolve_template(str(empty), tokenizer("qwen2"))
+    no_answer = tmp_path / "n.jinja"
+    no_answer.write_text("{% for m in messages %}{{ m.role }}: ...\n{% endfor %}")
+    with pytest.raises(SftlabError, match="does not write the assistant's answer"):
+        resolve_template(str(no_answer), tokenizer("qwen2"))
+
+
+def test_a_template_file_that_is_not_utf8(tmp_path, cli):
+    t = tmp_path / "t.jinja"
+    t.write_bytes(b"{{ bos_token }}\n\xff\xfe")
+    f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA))
+    r = cli("inspect", "--model", QWEN, "--template", t, "--data", f)
+    assert r.returncode == 2 and f"{t}: template file is not valid UTF-8 (byte 16, line 2)" in _one_line(r.stderr)

@@ -202,8 +202,6 @@ def build_examples(
     rejects_path: str | Path | None = None,
     cache: Path | None = None,
     say_system: bool = True,
-    template_kwargs: dict[str, Any] | None = None,
-    train_reasoning: bool = True,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report, as `settings` (the
     data keys of a config; default: their defaults) say.

@@ -202,8 +202,9 @@ def test_every_numeric_option_and_config_value_has_its_bounds_declared():
         for cmd in group.commands.values():
             yield from commands(cmd) if hasattr(cmd, "commands") else [cmd]
 
-    def numeric(annotation):
-        return any(t in str(annotation) for t in ("int", "float")) and "bool" not in str(annotation)
+    def numeric(annotation):  # (a number, or an optional one: numbers inside a mapping carry their bounds there)
+        return any(t in str(annotation) for t in ("int", "float")) and not any(
+            t in str(annotation) for t in ("bool", "dict[", "list["))
 
     def has_bound(name):
         try:
@@ -219,3 +220,12 @@ def test_every_numeric_option_and_config_value_has_its_bounds_declared():
     fields = [(name, f) for model in (TrainConfig, DatasetSpec) for name, f in model.model_fields.items()
               if numeric(f.annotation) and name != "seed"]
     assert len(fields) >= 25 and [name for name, f in fields if field_limit(f) is None] == []
+
+
+def test_class_weights_are_finite_and_not_negative():
+    base = [f"datasets=[{DATA}]", "task=classification"]
+    for value, problem in (("{a: -1}", "must be at least 0"), ("{a: .nan}", "must be a finite number (at least 0)")):
+        with pytest.raises(SftlabError) as e:
+            load_config(None, [*base, f"class_weights={value}"])
+        assert str(e.value).startswith(f"--set: `class_weights` the weight of 'a' {problem} (got ")
+    assert load_config(None, [*base, "class_weights={a: 2, b: 0}"]).class_weights == {"a": 2.0, "b": 0.0}

@@ -229,6 +229,15 @@ class TrainConfig(DataSettings, Inputs):
         return {"learning_rate": spec.learning_rate, "padding_free": not spec.one_example_per_row,
                 "hybrid_lora_learning_rate": lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE if spec.lora_phase else None}
 
+    @field_validator("class_weights")
+    @classmethod
+    def _weights_within_bounds(cls, value: Any) -> Any:
+        for label, weight in (value.items() if isinstance(value, dict) else ()):
+            problem = NON_NEGATIVE.problem(weight)
+            if problem:
+                raise ValueError(f"the weight of {label!r} {problem}")
+        return value
+
     @field_validator("report_to")
     @classmethod
     def _reporter_installed(cls, value: Union[str, list[str]]) -> Union[str, list[str]]:

@@ -10,9 +10,15 @@ class SftlabError(Exception):
 
 
 def json_type(value: Any) -> str:
-    """A JSON value's kind, as an error sentence names it."""
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    """A JSON value's kind, as an error sentence names it (by isinstance: the reader's objects are a dict subclass
+    that remembers repeated keys)."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 class RowError(SftlabError):

@@ -1,17 +1,17 @@
 """Input formats → Conversation.
 
-Each converter is a pure function from one row (a dict) to a Conversation. It raises RowError with
-the offending field; the caller adds the file and the row number.
+Each converter is a pure function from one row (a dict) to a Conversation. It reads every field through
+fields.py, which checks its type before it is used, and raises RowError with the offending field; the caller
+adds the file and the row number.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
-from sftlab.data import reasoning
+from sftlab.data import fields, reasoning
 from sftlab.data.conversation import ROLES, Conversation, Message
-from sftlab.errors import RowError, json_type  # noqa: F401 - json_type is this module's too
+from sftlab.errors import RowError, json_type
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "text")
 
@@ -54,92 +54,47 @@ def convert_row(row: dict[str, Any], fmt: str) -> Conversation:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-MISSING = "missing field"
-NULL = "is null (or an empty cell)"
-
-
-def _absent(row: dict[str, Any], key: str) -> str:
-    """Why a required field has no value: not there at all, or there and null (an empty CSV cell)."""
-    return MISSING if key not in row else NULL
-
-
-def _string(row: dict[str, Any], key: str, *, required: bool = True, label: str | None = None) -> str:
-    label = label or key
-    value = row.get(key)
-    if value is None:
-        if required:
-            raise RowError(_absent(row, key), field=label)
-        return ""
-    if not isinstance(value, str):
-        raise RowError(f"content must be a string, got {json_type(value)}", field=label)
-    return value
-
-
-def _maybe_json(value: Any, field: str) -> Any:
-    """CSV and some datasets store nested fields as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise RowError(f"is text but not valid JSON ({e.msg})", field=field) from None
-    return value
-
-
-def _drop_nones(value: Any) -> Any:
-    """Arrow unifies the schemas of all rows and fills absent keys with None; undo that for tool schemas."""
-    if isinstance(value, dict):
-        return {k: _drop_nones(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nones(v) for v in value]
-    return value
-
-
 def _tools(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     tools = row.get("tools")
     if tools is None or tools == "" or tools == []:
         return None
-    tools = _drop_nones(_maybe_json(tools, "tools"))
+    tools = fields.drop_nones(fields.maybe_json(tools, "tools"))
     if not isinstance(tools, list):
         raise RowError(f"must be a list of function schemas, got {json_type(tools)}", field="tools")
-    out = []
-    for i, tool in enumerate(tools):
-        # Bare function schemas as well as OpenAI's {"type": "function", "function": {...}}; either way a named one.
-        schema = tool.get("function", tool) if isinstance(tool, dict) else None
-        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str) or not schema["name"]:
-            raise RowError("must be a function schema with a 'name' ({\"name\": …, \"parameters\": …}, or OpenAI's "
-                           "{\"type\": \"function\", \"function\": {\"name\": …}})", field=f"tools[{i}]")
-        out.append(tool if "function" in tool else {"type": "function", "function": tool})
-    return out
+    return [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+
+
+def _tool(tool: Any, field: str) -> dict[str, Any]:
+    """Bare function schemas as well as OpenAI's {"type": "function", "function": {...}}; either way a named one."""
+    schema = tool.get("function", tool) if isinstance(tool, dict) else None
+    if not isinstance(schema, dict) or not isinstance(schema.get("name"), str) or not schema["name"]:
+        raise RowError("must be a function schema with a 'name' ({\"name\": …, \"parameters\": …}, or OpenAI's "
+                       "{\"type\": \"function\", \"function\": {\"name\": …}})", field=field)
+    if tool.get("type", "function") != "function":
+        raise RowError(f"must be 'function' (the one kind of tool templates render), got {_shown(tool['type'])}",
+                       field=f"{field}.type")
+    where = f"{field}.function" if schema is not tool else field
+    fields.optional_string(schema, "description", f"{where}.description")
+    if schema.get("parameters") is not None and not isinstance(schema["parameters"], dict):
+        raise RowError(f"must be a JSON schema object, got {json_type(schema['parameters'])}", field=f"{where}.parameters")
+    return tool if schema is not tool else {"type": "function", "function": tool}
+
+
+def _shown(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else json_type(value)
 
 
 def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float | None]:
-    train = msg.get("train")
-    if train is not None and not isinstance(train, bool):
-        raise RowError(f"must be true or false, got {json_type(train)}", field=f"{field}.train")
-    weight = msg.get("weight")
-    if weight is not None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise RowError("must be a non-negative number", field=f"{field}.weight")
-        weight = float(weight)
-    return train, weight
+    return fields.flag(msg, "train", f"{field}.train"), fields.weight(msg, "weight", f"{field}.weight")
 
 
 def _turn_list(row: dict[str, Any], key: str, shape: str) -> list[Any]:
-    turns = _maybe_json(row.get(key), key)
+    turns = fields.maybe_json(row.get(key), key)
     if turns is None:
-        raise RowError(_absent(row, key), field=key)
+        raise RowError(fields.absent(row, key), field=key)
     if not isinstance(turns, list):
-        raise RowError(f"must be a list of {shape}", field=key)
+        raise RowError(f"must be a list of {shape}, got {json_type(turns)}", field=key)
     return turns
-
-
-def _role(turn: dict[str, Any], key: str, allowed: Any, field: str) -> str:
-    role = turn.get(key)
-    if role is None:
-        raise RowError(MISSING, field=f"{field}.{key}")
-    if role not in allowed:
-        raise RowError(f"unknown role '{role}'; expected one of {', '.join(allowed)}", field=f"{field}.{key}")
-    return role
 
 
 def _check_not_empty(messages: list[Message], field: str) -> None:
@@ -147,20 +102,23 @@ def _check_not_empty(messages: list[Message], field: str) -> None:
         raise RowError("empty conversation", field=field)
 
 
+def _system(row: dict[str, Any]) -> list[Message]:
+    system = fields.text(row, "system", required=False)
+    return [Message("system", system)] if system else []
+
+
 # --- converters -----------------------------------------------------------------------------------
 
 
 def from_alpaca(row: dict[str, Any]) -> Conversation:
-    instruction = _string(row, "instruction")
-    inp = _string(row, "input", required=False)
-    output = _string(row, "output")
-    messages: list[Message] = []
-    system = _string(row, "system", required=False)
-    if system:
-        messages.append(Message("system", system))
-    history = _maybe_json(row.get("history"), "history") or []
+    instruction = fields.text(row, "instruction")
+    inp = fields.text(row, "input", required=False)
+    output = fields.text(row, "output")
+    messages = _system(row)
+    history = row.get("history")
+    history = [] if history is None or history == "" else fields.maybe_json(history, "history")
     if not isinstance(history, list):
-        raise RowError("must be a list of [user, assistant] pairs", field="history")
+        raise RowError(f"must be a list of [user, assistant] pairs, got {json_type(history)}", field="history")
     for i, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             raise RowError("must be a [user, assistant] pair", field=f"history[{i}]")
@@ -177,20 +135,21 @@ def from_alpaca(row: dict[str, Any]) -> Conversation:
 
 def from_sharegpt(row: dict[str, Any]) -> Conversation:
     turns = _turn_list(row, "conversations", "{from, value} turns")
-    messages: list[Message] = []
-    system = _string(row, "system", required=False)
-    if system:
-        messages.append(Message("system", system))
+    messages = _system(row)
     for i, turn in enumerate(turns):
         field = f"conversations[{i}]"
         if not isinstance(turn, dict):
-            raise RowError("must be an object with 'from' and 'value'", field=field)
-        who = _role(turn, "from", SHAREGPT_ROLES, field)
-        value = _string(turn, "value", label=f"{field}.value")
+            raise RowError(f"must be an object with 'from' and 'value', got {json_type(turn)}", field=field)
+        who = fields.choice(turn, "from", SHAREGPT_ROLES, f"{field}.from")
+        value = fields.text(turn, "value", f"{field}.value")
         train, weight = _train_weight(turn, field)
         role = SHAREGPT_ROLES[who]
+        if role != "assistant":
+            fields.only_for(turn, reasoning.FIELDS, who, "an assistant turn", field)
         if who == "function_call":
-            messages.append(Message("assistant", "", train, weight, tool_calls=_parse_call(value, f"{field}.value")))
+            trace, _ = reasoning.message_reasoning(turn, "", field, content_key="value")
+            messages.append(Message("assistant", "", train, weight, tool_calls=_parse_call(value, f"{field}.value"),
+                                    reasoning=trace))
         elif role == "assistant":
             trace, answer = reasoning.message_reasoning(turn, value, field, content_key="value")
             messages.append(Message(role, answer, train, weight, reasoning=trace))
@@ -201,10 +160,7 @@ def from_sharegpt(row: dict[str, Any]) -> Conversation:
 
 
 def _parse_call(value: str, field: str) -> list[dict[str, Any]]:
-    try:
-        call = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise RowError(f"function call is not valid JSON ({e.msg})", field=field) from None
+    call = fields.json_text(value, field, "function call is not valid JSON")
     calls = call if isinstance(call, list) else [call]
     if not calls:
         raise RowError("function call must be an object with 'name' and 'arguments'", field=field)
@@ -217,16 +173,20 @@ def from_messages(row: dict[str, Any]) -> Conversation:
     for i, msg in enumerate(raw):
         field = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise RowError("must be an object with 'role' and 'content'", field=field)
-        role = _role(msg, "role", ROLES, field)
-        tool_calls = reasoning.tool_calls(_drop_nones(msg.get("tool_calls")), f"{field}.tool_calls")
+            raise RowError(f"must be an object with 'role' and 'content', got {json_type(msg)}", field=field)
+        role = fields.choice(msg, "role", ROLES, f"{field}.role")
+        if role != "assistant":
+            fields.only_for(msg, ("tool_calls", *reasoning.FIELDS), role, "an assistant message", field)
+        if role != "tool":
+            fields.only_for(msg, ("tool_call_id",), role, "a tool message", field)
+        tool_calls = reasoning.tool_calls(fields.drop_nones(msg.get("tool_calls")), f"{field}.tool_calls")
         content = _content(msg.get("content"), f"{field}.content", allow_missing=bool(tool_calls))
         train, weight = _train_weight(msg, field)
-        name = msg.get("name") if isinstance(msg.get("name"), str) else None
+        name = fields.optional_string(msg, "name", f"{field}.name")
         trace = None
         if role == "assistant":
             trace, content = reasoning.message_reasoning(msg, content, field)
-        call_id = msg.get("tool_call_id") if role == "tool" and isinstance(msg.get("tool_call_id"), str) else None
+        call_id = fields.optional_string(msg, "tool_call_id", f"{field}.tool_call_id")
         messages.append(Message(role, content, train, weight, tool_calls=tool_calls, name=name, reasoning=trace,
                                 tool_call_id=call_id))
     _check_not_empty(messages, "messages")
@@ -237,35 +197,31 @@ def _content(value: Any, field: str, allow_missing: bool) -> str:
     if value is None:
         if allow_missing:
             return ""
-        raise RowError(MISSING, field=field)
+        raise RowError(fields.MISSING, field=field)
     if isinstance(value, str):
         return value
     if isinstance(value, list):
         texts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, dict) else json_type(part)
-                raise RowError(f"unsupported content part '{kind}'; only text parts are supported", field=f"{field}[{j}]")
+                kind = _shown(part.get("type")) if isinstance(part, dict) else json_type(part)
+                raise RowError(f"unsupported content part {kind}; only text parts are supported", field=f"{field}[{j}]")
             if not isinstance(part.get("text"), str):
-                raise RowError("text part must have a string 'text'", field=f"{field}[{j}].text")
+                raise RowError(f"text part must have a string 'text', got {json_type(part.get('text'))}",
+                               field=f"{field}[{j}].text")
             texts.append(part["text"])
         return "\n".join(texts)
     raise RowError(f"content must be a string or a list of text parts, got {json_type(value)}", field=field)
 
 
 def from_prompt_completion(row: dict[str, Any]) -> Conversation:
-    prompt = _string(row, "prompt")
-    completion = _string(row, "completion")
-    messages = []
-    system = _string(row, "system", required=False)
-    if system:
-        messages.append(Message("system", system))
-    messages += [Message("user", prompt), Message("assistant", completion)]
-    return Conversation(messages)
+    prompt = fields.text(row, "prompt")
+    completion = fields.text(row, "completion")
+    return Conversation(_system(row) + [Message("user", prompt), Message("assistant", completion)])
 
 
 def from_text(row: dict[str, Any]) -> Conversation:
-    text = _string(row, "text")
+    text = fields.text(row, "text")
     if not text.strip():
         raise RowError("empty text", field="text")
     return Conversation([Message("assistant", text)], is_text=True)

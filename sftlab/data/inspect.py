@@ -28,20 +28,30 @@ def segmented(examples: Iterable[Example], tokenizer: Any) -> Iterator[tuple[Exa
     from sftlab.data.tokenize import TokenizerView, special_token_ids
 
     special_ids, tokens = special_token_ids(tokenizer), TokenizerView(tokenizer)
+    decoded: dict[int, str] = {}
     for example in examples:
-        yield example, segments(example, tokenizer, special_ids, tokens)
+        yield example, segments(example, tokenizer, special_ids, tokens, decoded)
 
 
-def segments(example: Example, tokenizer: Any, special_ids: set[int], tokens: Any) -> list[Segment]:
+def segments(example: Example, tokenizer: Any, special_ids: set[int], tokens: Any,
+             decoded: dict[int, str] | None = None) -> list[Segment]:
     """Split an example into displayable pieces. Byte-level tokenizers cut a Chinese character or an
-    emoji into several tokens that decode to U+FFFD on their own; those are joined until they decode."""
+    emoji into several tokens that decode to U+FFFD on their own; those are joined until they decode.
+    `decoded`: the text of each token id decoded alone so far, kept across examples (the same few thousand ids
+    make up every example of a file, and one decode call costs more than the rest of a token's work)."""
     out: list[Segment] = []
     buf: list[int] = []
     trained = False
+    decoded = {} if decoded is None else decoded
     for tid, label in zip(example.input_ids, example.labels):
         buf.append(tid)
         trained = trained or label != IGNORE_INDEX
-        text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if len(buf) == 1:
+            text = decoded.get(tid)
+            if text is None:
+                text = decoded[tid] = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        else:
+            text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         if "\ufffd" in text and len(buf) < 4:
             continue
         out.append(Segment(text, buf, trained, len(buf) == 1 and tid in special_ids))
@@ -91,29 +101,33 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, console: Any) -
         legend = Text("legend: ⟦trained⟧, everything else not trained (label -100); «special-token text kept as text»")
     console.print(legend)
     for ex, segs in segmented(examples, tokenizer):
-        console.print(Rule(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained", style="cyan"))
-        console.print(_token_line(segs, styled))
+        # The title as text, never markup (a file name may hold brackets); one print per example, the token line
+        # unhighlighted (a print costs more than the example's tokens do).
+        title = console.render_str(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained",
+                                   markup=False)
+        console.print(Rule(title, style="cyan"), _token_line(segs, styled), highlight=False)
 
 
 def _token_line(segs: list[Segment], styled: bool) -> Any:
     from rich.text import Text
 
-    text = Text()
     if not styled:
+        parts: list[str] = []
         trained = escaped = False
         for seg in segs:
             if escaped and not seg.escaped:
-                text.append("»")
+                parts.append("»")
             if trained and not seg.trained:
-                text.append("⟧")
+                parts.append("⟧")
             if seg.trained and not trained:
-                text.append("⟦")
+                parts.append("⟦")
             if seg.escaped and not escaped:
-                text.append("«")
-            text.append(_visible(seg.text))
+                parts.append("«")
+            parts.append(_visible(seg.text))
             trained, escaped = seg.trained, seg.escaped
-        text.append(("»" if escaped else "") + ("⟧" if trained else ""))
-        return text
+        parts.append(("»" if escaped else "") + ("⟧" if trained else ""))
+        return Text("".join(parts))
+    pieces = []
     for k, seg in enumerate(segs):
         if seg.trained:
             style = "bold black on green3" if k % 2 == 0 else "bold black on green1"
@@ -123,8 +137,28 @@ def _token_line(segs: list[Segment], styled: bool) -> Any:
             style += " underline"
         if seg.escaped:
             style += " italic magenta"
-        text.append(_visible(seg.text), style=style)
-    return text
+        pieces.append((_visible(seg.text), style))
+    return _styled_text(pieces)
+
+
+def _styled_text(pieces: list[tuple[str, str]]) -> Any:
+    """One Text of styled pieces, its spans laid at once (a Text.append per token is most of a large file's view).
+    Text removes control characters from what it is given; where the pieces hold some, they are appended one by
+    one so that each span still covers its own piece."""
+    from rich.control import strip_control_codes
+    from rich.text import Span, Text
+
+    whole = "".join(piece for piece, _ in pieces)
+    if strip_control_codes(whole) != whole:
+        text = Text()
+        for piece, style in pieces:
+            text.append(piece, style=style)
+        return text
+    spans, at = [], 0
+    for piece, style in pieces:
+        spans.append(Span(at, at + len(piece), style))
+        at += len(piece)
+    return Text(whole, spans=spans)
 
 
 def render_json(examples: Iterable[Example]) -> Iterable[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sftlab.data.conversation import Conversation
-from sftlab.data.formats import FORMATS, MISSING, NULL, convert_row, detect_format, json_type
+from sftlab.data.fields import MISSING, NULL, digits_problem
+from sftlab.data.formats import FORMATS, convert_row, detect_format, json_type
 from sftlab.errors import RowError, SftlabError, first_line
 from sftlab.files import atomic_writer, require_input
 
@@ -136,6 +137,8 @@ def _read_json(path: Path) -> list[Any]:
         hint = ("; this looks like JSON Lines (one object per line): name the file .jsonl"
                 if e.msg == "Extra data" and _looks_like_jsonl(text) else "")
         raise SftlabError(f"{path}: invalid JSON on line {e.lineno}, column {e.colno}: {e.msg}{hint}") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise SftlabError(f"{path}: cannot be read as JSON ({digits_problem(e)})") from None
     except RecursionError:
         raise SftlabError(f"{path}: the JSON is nested too deeply to read") from None
     if isinstance(rows, dict):
@@ -173,6 +176,8 @@ def _read_jsonl(path: Path) -> tuple[list[Any], list[Reject]]:
             reason = f"not valid UTF-8 (byte {e.start} of line {lineno})"
         except json.JSONDecodeError as e:
             reason = f"invalid JSON on line {lineno}, column {e.colno}: {e.msg}"
+        except ValueError as e:
+            reason = f"line {lineno} cannot be read as JSON ({digits_problem(e)})"
         except RecursionError:
             reason = f"line {lineno} is nested too deeply to read"
         if reason is not None:

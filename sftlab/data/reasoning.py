@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sftlab.data import fields
 from sftlab.errors import RowError, json_type
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# The fields a row's assistant message gives its trace in (at most one of them).
+FIELDS = ("reasoning_content", "reasoning")
 # The RowError text of a trace that is opened and never closed (data check counts these rows apart).
 UNCLOSED_TRACE = f"opens a {THINK_OPEN} reasoning trace but never closes it with {THINK_CLOSE}"
 
@@ -45,16 +48,14 @@ def split_think(content: str, field: str) -> tuple[str | None, str]:
 def message_reasoning(msg: dict[str, Any], content: str, field: str, content_key: str = "content") -> tuple[str | None, str]:
     """(reasoning, answer) of an assistant message: its reasoning field or the trace leading its content (the
     `content_key` field: ShareGPT's is `value`)."""
-    given = [k for k in ("reasoning_content", "reasoning") if msg.get(k) is not None]
+    given = [k for k in FIELDS if msg.get(k) is not None]
     if len(given) > 1:
         raise RowError("gives both reasoning_content and reasoning; keep one", field=f"{field}.reasoning")
     inline, answer = split_think(content, f"{field}.{content_key}")
     if not given:
         return inline, answer
     key = given[0]
-    value = msg[key]
-    if not isinstance(value, str):
-        raise RowError(f"must be a string, got {json_type(value)}", field=f"{field}.{key}")
+    value = fields.optional_string(msg, key, f"{field}.{key}")
     if inline is not None:
         raise RowError(f"has a {THINK_OPEN} trace in its content as well as {key}; keep one", field=f"{field}.{content_key}")
     return value.strip("\n"), content
@@ -73,6 +74,10 @@ def tool_call(call: Any, field: str) -> dict[str, Any]:
     """One call, OpenAI's `{type, id, function: {name, arguments}}` or a bare `{name, arguments}`."""
     if not isinstance(call, dict):
         raise RowError(f"must be an object with 'function' (or 'name' and 'arguments'), got {json_type(call)}", field=field)
+    if call.get("type", "function") not in (None, "function"):
+        kind = f"'{call['type']}'" if isinstance(call["type"], str) else json_type(call["type"])
+        raise RowError(f"must be 'function' (the one kind of tool call templates render), got {kind}",
+                       field=f"{field}.type")
     fn, where = (call["function"], f"{field}.function") if call.get("function") is not None else (call, field)
     if not isinstance(fn, dict):
         raise RowError(f"must be an object with 'name' and 'arguments', got {json_type(fn)}", field=where)
@@ -80,10 +85,9 @@ def tool_call(call: Any, field: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise RowError("must be the function's name (a non-empty string)", field=f"{where}.name")
     out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments(fn.get("arguments"), f"{where}.arguments")}}
-    if call.get("id") is not None:
-        if not isinstance(call["id"], str):
-            raise RowError(f"must be a string, got {json_type(call['id'])}", field=f"{field}.id")
-        out["id"] = call["id"]
+    call_id = fields.optional_string(call, "id", f"{field}.id")
+    if call_id is not None:
+        out["id"] = call_id
     return out
 
 
@@ -92,11 +96,8 @@ def arguments(value: Any, field: str) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise RowError(f"is a string but not JSON ({e.msg} at character {e.pos}); give the arguments as an "
-                           "object or a JSON string", field=field) from None
+        value = fields.json_text(value, field, "is a string but not JSON",
+                                 "; give the arguments as an object or a JSON string")
     if not isinstance(value, dict):
         raise RowError(f"must be a JSON object of argument names to values, got {json_type(value)}", field=field)
     return value

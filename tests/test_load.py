@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -314,3 +315,48 @@ def test_cr_only_line_endings_are_lines(tmp_path):
     loaded = load_conversations(f)
     assert [c.messages[-1].content for c in loaded.conversations] == ["a0", "a1", "a2"]
     assert [c.row for c in loaded.conversations] == [1, 2, 3]
+
+
+def test_a_number_of_more_digits_than_python_reads_is_one_sentence(tmp_path):
+    """json.loads refuses an integer of more than 4,300 digits with a ValueError that is no JSONDecodeError."""
+    big = '{"text": "ok", "n": 1' + "0" * 5000 + "}"
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps({"text": "a"}) + "\n" + big + "\n")
+    reason = "line 2 cannot be read as JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5001 digits)"
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == f"{f}: {reason}"
+    loaded = load_conversations(f, on_error="skip")
+    assert [c.row for c in loaded.conversations] == [1] and [(r.row, r.reason) for r in loaded.rejects] == [(2, reason)]
+    g = tmp_path / "x.json"
+    g.write_text("[" + big + "]")
+    with pytest.raises(SftlabError) as e:
+        load_conversations(g)
+    assert str(e.value) == (f"{g}: cannot be read as JSON (Exceeds the limit (4300 digits) for integer string "
+                            "conversion: value has 5001 digits)")
+
+
+def test_reading_csv_parquet_and_saved_datasets_writes_nothing_under_home(tmp_path):
+    """The datasets library's cache goes to $SFTLAB_HOME/datasets, never ~/.cache/huggingface (a fresh process:
+    datasets fixes its default cache folder from HOME when it is imported)."""
+    import subprocess
+    import sys
+
+    import datasets
+
+    data = tmp_path / "data"
+    ds = datasets.Dataset.from_list([{"instruction": "i", "input": "", "output": "o"}])
+    ds.to_csv(str(data / "d.csv"), index=False)
+    ds.to_parquet(str(data / "d.parquet"))
+    ds.save_to_disk(str(data / "saved"))
+    home, sftlab_home = tmp_path / "home", tmp_path / "sftlab"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XDG_"))}
+    env.update(HOME=str(home), SFTLAB_HOME=str(sftlab_home))
+    code = ("import sys; from sftlab.data.load import load_conversations\n"
+            "print([len(load_conversations(p).conversations) for p in sys.argv[1:]])")
+    r = subprocess.run([sys.executable, "-c", code, str(data / "d.csv"), str(data / "d.parquet"), str(data / "saved")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[1, 1, 1]", r.stderr[-2000:]
+    assert list(home.rglob("*")) == []
+    assert {p.name for p in (sftlab_home / "datasets").iterdir() if p.is_dir()} == {"csv", "parquet"}

@@ -99,10 +99,20 @@ def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[st
     # A builder logs its own ERROR line before raising; the sentence below says it once, with the file.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        # The builder keeps an Arrow copy of the file in its cache: sftlab's home holds it, never the user's
+        # ~/.cache/huggingface (passed as the builder's option; no environment variable is set).
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(datasets_cache()),
+                                   **kwargs)
     except Exception as e:  # noqa: BLE001 - whatever the builder says, as one sentence
         raise SftlabError(f"{path}: cannot be read as {builder} ({first_line(e)})") from None
     return [_clean_nan(r) for r in ds.to_list()]
+
+
+def datasets_cache() -> Path:
+    """Where the datasets library keeps what it makes of a CSV or parquet file: $SFTLAB_HOME/datasets."""
+    from sftlab.models import sftlab_home
+
+    return sftlab_home() / "datasets"
 
 
 def _clean_nan(row: dict[str, Any]) -> dict[str, Any]:

@@ -116,3 +116,32 @@ def test_html_into_a_missing_folder_or_onto_a_folder(tmp_path, cli):
     blocker.write_text("x")
     r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", f, "--html", blocker / "v.html")
     assert r.returncode == 2 and f"{blocker} is a file, not a folder" in _one_line(r.stderr), r.stderr
+
+
+def test_the_terminal_view_decodes_each_token_id_alone_once_for_a_whole_file():
+    """A file's examples are made of the same few thousand token ids: the view decodes each id alone once and only
+    the byte tokens that decode together (龘 is two byte tokens here) again per example; the output is what
+    each example alone shows (inspect of 200,000 rows spent most of its time in these decode calls)."""
+    from rich.console import Console
+
+    tok, calls = tokenizer("qwen2"), []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def decode(self, ids, **kw):
+            calls.append(list(ids))
+            return tok.decode(ids, **kw)
+
+    def view(examples, tokenizer):
+        out = io.StringIO()
+        render_terminal(examples, tokenizer, Console(file=out, width=100, force_terminal=False))
+        return out.getvalue().splitlines()
+
+    many = view([ANSWER] * 50, Counting())
+    # Alone: <|im_start|>, assistant, \n, 世界, the first byte of 龘 (U+FFFD alone), <|im_end|>; together: 龘's bytes.
+    assert sorted(c for c in calls if len(c) == 1) == [[198], [77091], [82912], [99489], [151644], [151645]]
+    assert [c for c in calls if len(c) > 1] == [[82912, 246]] * 50
+    one = view([ANSWER], tok)
+    assert many == one[:1] + one[1:] * 50

@@ -104,7 +104,7 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, console: Any) -
         # The title as text, never markup (a file name may hold brackets); one print per example, the token line
         # unhighlighted (a print costs more than the example's tokens do).
         title = console.render_str(f"{ex.source} row {ex.row} · {len(ex)} tokens · {ex.trained_tokens} trained",
-                                   markup=False)
+                                   markup=False, highlight=styled)
         console.print(Rule(title, style="cyan"), _token_line(segs, styled), highlight=False)
 
 

@@ -156,16 +156,20 @@ TOOL_CONVERSATIONS = [
 
 @pytest.mark.slow
 def test_go_templates_write_tools_and_calls_as_the_jinja_templates_do(go_renderer):
-    """chatml and qwen (Hermes-style <tool_call>): Go's rendering equals the Jinja one with tool JSON spelled as
-    Ollama spells it (compact, keys sorted, <>& escaped), the one difference the Modelfile's comment names."""
+    """chatml and qwen (Hermes-style <tool_call>) and llama3 (Llama 3.1 style, JSON calls, ipython results): Go's
+    rendering equals the Jinja one with tool JSON spelled as Ollama spells it (compact, keys sorted, <>& escaped),
+    the one difference the Modelfile's comment names."""
     from sftlab.export.modelfile import go_spelling, go_tools_template
 
+    from sftlab.export.vocab import training_bos_rule
+
     cases, wanted = [], []
-    for template in ("chatml", "qwen"):
-        tok = tokenizer("qwen2")
+    for template in ("chatml", "qwen", "llama3"):
+        tok = tokenizer("llama3" if template == "llama3" else "qwen2")
         chat = resolve_template(template, tok, warn=False)
-        family, _ = go_template(chat, tok.bos_token or "", tok.eos_token or "", False)
-        go = go_tools_template(chat, family, tok.bos_token or "", tok.eos_token or "", False)
+        add_bos = training_bos_rule(tok, chat)
+        family, _ = go_template(chat, tok.bos_token or "", tok.eos_token or "", add_bos)
+        go = go_tools_template(chat, family, tok.bos_token or "", tok.eos_token or "", add_bos)
         assert go is not None, template
         for c in TOOL_CONVERSATIONS:
             cases.append({"template": go, "system": chat.default_system or "", "messages": c, "tools": [WEATHER]})
@@ -181,14 +185,29 @@ def test_go_templates_write_tools_and_calls_as_the_jinja_templates_do(go_rendere
     assert '"description":"Weather \\u003cnow\\u003e \\u0026 later"' in got[0]
 
 
-def test_a_template_that_writes_no_tools_gets_no_tools_template():
-    # sftlab's llama3.jinja drops the schemas and calls it is given (see the note): no Go template may add them.
+def test_a_template_that_writes_no_tools_gets_no_tools_template(tmp_path):
+    # A ChatML template that ignores tools and calls: the Go template must not add them.
     from sftlab.export.modelfile import go_tools_template
 
+    plain = tmp_path / "t.jinja"
+    plain.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok = tokenizer("qwen2")
+    chat = resolve_template(str(plain), tok, warn=False)
+    assert go_template(chat, "", "", False)[0] == "chatml"
+    assert go_tools_template(chat, "chatml", "", "", False) is None
+    assert go_tools_template(resolve_template("phi3", tok, warn=False), "phi3", "", "", False) is None
+
+
+def test_llama3_template_writes_the_schemas_and_calls_it_is_given():
+    # (sftlab's llama3.jinja lost both to Jinja's loop scoping before: tool calls were trained as empty answers)
     tok = tokenizer("llama3")
-    chat = resolve_template("llama3", tok, warn=False)
-    assert go_tools_template(chat, "llama3", tok.bos_token, tok.eos_token, True) is None
-    assert go_tools_template(chat, "phi3", tok.bos_token, tok.eos_token, True) is None
+    text = resolve_template("llama3", tok, warn=False).render(
+        [m(S, "Be brief."), m(U, "Paris?"), {**m(A, ""), "tool_calls": [call("weather", city="Paris")]}],
+        tools=[WEATHER])
+    assert '"parameters": arguments}.\n\n{"type": "function", "function": {"name": "weather"' in text
+    assert text.endswith('<|start_header_id|>assistant<|end_header_id|>\n\n'
+                         '{"name": "weather", "parameters": {"city": "Paris"}}<|eot_id|>')
 
 
 QWEN3 = Path(__file__).parent / "fixtures" / "templates" / "Qwen-Qwen3-0.6B.jinja"

@@ -1,7 +1,7 @@
 """Memory of `method: qlora` against `method: lora` on this machine: peak RSS of the whole run, and of the training
 steps alone.
 
-    .venv/bin/python benchmarks/qlora_memory.py                      # both models (about 10 min on 2 cores)
+    .venv/bin/python benchmarks/qlora_memory.py --steps 1 --batch-size 2 --max-length 128   # docs/benchmarks.md
     .venv/bin/python benchmarks/qlora_memory.py --models default
 
 Models: the default model (SmolLM2-135M-Instruct) and a randomly initialised model of Qwen2.5-0.5B's shape (its

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,13 +53,15 @@ def padded(conv) -> bool:
 
 @pytest.fixture(scope="module")
 def go_renderer(tmp_path_factory):
-    if shutil.which("go") is None:
+    go = shutil.which("go")
+    if go is None:
         pytest.skip("Go is not installed (Debian: apt-get install golang-go): the Go-template check needs text/template")
     binary = tmp_path_factory.mktemp("go") / "ollamarender"
     cache = tmp_path_factory.mktemp("gocache")
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin:/usr/local/go/bin", "HOME": str(cache), "GOCACHE": str(cache / "c"),
-           "GOPATH": str(cache / "p"), "GOFLAGS": "-mod=mod", "GO111MODULE": "on", "GOTOOLCHAIN": "local"}
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=HARNESS, env=env, check=True, timeout=300)
+    # (its own caches, never the user's; no network: the program uses the standard library only)
+    env = {**os.environ, "HOME": str(cache), "GOCACHE": str(cache / "c"), "GOPATH": str(cache / "p"),
+           "GOFLAGS": "-mod=mod", "GO111MODULE": "on", "GOTOOLCHAIN": "local", "GOPROXY": "off"}
+    subprocess.run([go, "build", "-o", str(binary), "."], cwd=HARNESS, env=env, check=True, timeout=300)
 
     def render(cases: list[dict]) -> list[str]:
         out = subprocess.run([str(binary)], input=json.dumps(cases), capture_output=True, text=True, check=True)

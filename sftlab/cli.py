@@ -172,7 +172,8 @@ def inspect_cmd(
     settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
                             limit=limit, escape_special_tokens=escape, default_system=default_system,
                             template_kwargs=template_kwargs_option(template_kwargs), train_reasoning=train_reasoning)
-    examples, report = build_examples([Source(str(data), fmt)], tokenizer, settings, rejects_path=rejects)
+    examples, report = build_examples([Source(str(data), fmt)], tokenizer, settings, rejects_path=rejects,
+                                      parts=not as_json)
     if as_json:
         for line in render_json(examples):
             sys.stdout.write(line + "\n")

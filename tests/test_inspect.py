@@ -89,7 +89,8 @@ def test_html_page_is_self_contained_with_the_summary_above():
                            "<style>")
     assert page.endswith("<h1>run &lt;1&gt;</h1><p class='legend'><span class='t'>trained (label = token)</span>"
                          "<span class='u'>not trained (label -100)</span><span class='u s'>special token</span>"
-                         "<span class='u e'>special-token text kept as text</span></p><table class='summary'>"
+                         "<span class='u e'>special-token text kept as text</span><span class='t r'>reasoning</span>"
+                         "<span class='t c'>tool call</span><span class='u x'>tool result</span></p><table class='summary'>"
                          "<tr><td>examples</td><td>1</td></tr><tr><td>trained tokens</td><td>4</td></tr></table>"
                          + examples_html([ANSWER], tokenizer("qwen2")) + "</body></html>")
     assert "http" not in page and "<script" not in page
@@ -145,3 +146,32 @@ def test_the_terminal_view_decodes_each_token_id_alone_once_for_a_whole_file():
     assert [c for c in calls if len(c) > 1] == [[82912, 246]] * 50
     one = view([ANSWER], tok)
     assert many == one[:1] + one[1:] * 50
+
+
+def test_reasoning_tool_call_and_tool_result_tokens_are_marked_apart():
+    from rich.console import Console
+
+    from sftlab.data.encode import Encoder
+    from sftlab.data.formats import convert_row
+    from sftlab.data.templates import resolve_template
+
+    tok = tokenizer("qwen2")
+    row = {"tools": [{"name": "get_weather", "parameters": {"type": "object"}}], "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "<think>Use the tool.</think>Checking.",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "content": "21"}, {"role": "assistant", "content": "21 °C."}]}
+    ex = Encoder(tok, resolve_template("chatml", tok), parts=True).encode_one(convert_row(row, "messages"))
+    shown = {kind: tok.decode(ex.input_ids[lo:hi]) for lo, hi, kind in ex.parts if kind != "answer"}
+    assert shown == {"reasoning": "<think>\nUse the tool.\n</think>\n\n",
+                     "tool_call": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+                     "tool_result": "21"}
+    # ("Checking" ".\n" "<tool_call>": the token ".\n" starts in the answer)
+    assert [tok.decode(ex.input_ids[lo:hi]) for lo, hi, kind in ex.parts if kind == "answer"] == ["Checking.\n", "21 °C.<|im_end|>"]
+    out = io.StringIO()
+    render_terminal([ex], tok, Console(file=out, width=200, force_terminal=False))
+    text = out.getvalue()
+    assert text.splitlines()[1] == "        ‹think›reasoning‹/think›, ‹call›tool call‹/call›, ‹result›tool result‹/result›"
+    assert "⟦‹think›<think>↵\nUse the tool.↵\n</think>↵\n↵\n‹/think›Checking.↵\n‹call›<tool_call>↵" in text
+    assert "<|im_start|>tool↵\n‹result›21‹/result›<|im_end|>↵" in text
+    assert "class='u x'" in render_html([ex], tok) and "class='t r'" in render_html([ex], tok)

@@ -51,6 +51,8 @@ class _Piece:
     cuts: list[int] = field(default_factory=list)
     # One of a conversation split per turn: whether it is the conversation's last (None: not split).
     split_last: bool | None = None
+    # Character ranges of reasoning, answer, tool call and tool result text, for inspect (Encoder(parts=True)).
+    parts: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 # The ends of reasoning traces: a generation prompt holding one has thinking switched off (enable_thinking: false).
@@ -71,10 +73,12 @@ class Encoder:
         train_on: str = "all_assistant",
         escape: bool = True,
         train_reasoning: bool = True,
+        parts: bool = False,
     ):
         """`escape`: special-token text inside the data stays text (docs/data.md "Special-token text in your
         data"); False lets it become control tokens, for data that carries them on purpose. `train_reasoning`:
-        whether an answer's reasoning trace is trained (its answer and end of turn are either way)."""
+        whether an answer's reasoning trace is trained (its answer and end of turn are either way). `parts`: each
+        example says which of its tokens are reasoning, answer, tool call and tool result (for inspect)."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")
         if max_length < 2:
@@ -84,6 +88,7 @@ class Encoder:
         self.max_length = max_length
         self.train_on = train_on
         self.train_reasoning = train_reasoning
+        self.parts = parts
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
         self.special_ids = special_token_ids(tokenizer)
@@ -205,24 +210,31 @@ class Encoder:
             whole = self._piece(full, [], conv, hidden, real=real)
             cut = self.tokens.start_of_token(whole.text, whole.markers, self.max_length)
         spans: list[Span] = []
+        owners: list[int] = []  # the message of each span
         cuts: list[int] = []
         stable = True
         for i, weight in trained:
             if msgs[i]["role"] == "tool":
                 spans += self._tool_span(msgs, tools, i, weight, full)
+                owners.append(i)
                 continue
             prompt = self.template.render(msgs[:i], tools, add_generation_prompt=True)
             upto = self._turn_end(full if i == len(msgs) - 1 else self.template.render(msgs[: i + 1], tools), len(prompt))
             if not (full.startswith(upto) and upto.startswith(prompt)) or _restored(upto, len(prompt), msgs[i]) != upto:
                 stable = False
                 break
-            spans += self._turn_spans(upto, len(prompt), weight, msgs[i])
+            turn = self._turn_spans(upto, len(prompt), weight, msgs[i])
+            spans += turn
+            owners += [i] * len(turn)
             cuts.append(len(prompt))
             if cut is not None and real_position(len(prompt)) >= cut:
                 break
         if stable:
+            owners = [i for s, i in zip(spans, owners) if s[1] > s[0]]
             spans = [s for s in spans if s[1] > s[0]]
-            return ([self._piece(full, spans, conv, hidden, real=real, cuts=cuts)] if spans else []), False
+            if not spans:
+                return [], False
+            return [self._with_parts(self._piece(full, spans, conv, hidden, real=real, cuts=cuts), msgs, owners)], False
         # Prefix-unstable template (it rewrites earlier turns, as Qwen3's drops their reasoning): one example per
         # trained turn, its prompt exactly what inference sends for that turn, trained on that turn only.
         pieces = []
@@ -238,10 +250,36 @@ class Encoder:
             upto = _restored(self._turn_end(upto, len(prompt)), len(prompt), msgs[i])
             turn = [s for s in self._turn_spans(upto, len(prompt), weight, msgs[i]) if s[1] > s[0]]
             if turn:
-                pieces.append(self._piece(upto, turn, conv, hidden, cuts=[len(prompt)]))
+                piece = self._piece(upto, turn, conv, hidden, cuts=[len(prompt)])
+                pieces.append(self._with_parts(piece, msgs[: i + 1], [i] * len(turn)))
         for k, piece in enumerate(pieces):
             piece.split_last = k == len(pieces) - 1
         return pieces, True
+
+    def _with_parts(self, piece: _Piece, msgs: list[dict[str, Any]], owners: list[int]) -> _Piece:
+        """`piece` with the character ranges inspect shows apart (only with Encoder(parts=True)): the trained spans
+        (an answer that is a tool call as "tool_call") and every tool result's content, found in order."""
+        if not self.parts:
+            return piece
+        text = piece.text
+        out = []
+        for (start, end, _, kind), i in zip(piece.spans, owners):
+            if kind == "answer" and msgs[i].get("tool_calls"):
+                content = msgs[i].get("content") or ""
+                at = text.find(content, start, end) if content.strip() else -1
+                split = at + len(content) if at >= 0 else start
+                out += [(start, split, "answer"), (split, end, "tool_call")]
+            else:
+                out.append((start, end, "tool_result" if kind == "tool" else kind))
+        cursor = 0
+        for m in msgs:
+            if m["role"] == "tool" and m.get("content"):
+                at = text.find(m["content"], cursor)
+                if at >= 0:
+                    out.append((at, at + len(m["content"]), "tool_result"))
+                    cursor = at + len(m["content"])
+        piece.parts = sorted({p for p in out if p[1] > p[0]})
+        return piece
 
     def _turn_spans(self, upto: str, start: int, weight: float, msg: dict[str, Any]) -> list[Span]:
         """The spans of an assistant turn that runs from `start` (the end of its generation prompt) to the end of
@@ -369,6 +407,7 @@ class Encoder:
         conv = piece.conv
         ids: list[int] = input_ids.tolist()
         weights: list[float] | None = None
+        inserted: list[int] = []
         if piece.train_all:
             # Raw text gets the tokenizer's usual BOS and an EOS that marks the document's end; a
             # conversation trained whole (train_on: all) is trained exactly as its template writes it.
@@ -378,7 +417,7 @@ class Encoder:
                 ids.append(self.eos_id)
             labels = ids[:]
         else:
-            labels, weights = self._mask_spans(ids, locate, piece.spans)
+            labels, weights, inserted = self._mask_spans(ids, locate, piece.spans)
         truncated = len(ids) > self.max_length
         if truncated:
             del ids[self.max_length :], labels[self.max_length :]
@@ -386,13 +425,16 @@ class Encoder:
                 del weights[self.max_length :]
         if labels.count(IGNORE_INDEX) == len(labels):
             return Dropped(conv.source, conv.row, f"answer lost to truncation at max_length={self.max_length}"), truncated
-        return Example(ids, labels, conv.source, conv.row, weights), truncated
+        example = Example(ids, labels, conv.source, conv.row, weights)
+        if self.parts and piece.parts:
+            example.parts = _token_parts(piece.parts, locate, inserted, len(ids))
+        return example, truncated
 
     def _mask_spans(
         self, ids: list[int], locate: Any, spans: list[Span]
-    ) -> tuple[list[int], list[float] | None]:
+    ) -> tuple[list[int], list[float] | None, list[int]]:
         """Labels (and per-token weights when a span has a weight other than 1) for `ids`, which
-        gains the EOS tokens the contract inserts."""
+        gains the EOS tokens the contract inserts (their positions before insertion, the third value)."""
         labels = [IGNORE_INDEX] * len(ids)
         weighted = any(span[2] != 1.0 for span in spans)
         weights = [0.0] * len(ids) if weighted else None
@@ -418,7 +460,7 @@ class Encoder:
             labels.insert(hi, self.eos_id)
             if weights is not None:
                 weights.insert(hi, weight)
-        return labels, weights
+        return labels, weights, [hi for hi, _ in eos_after]
 
 
 # Pieces tokenized per batch call (bounds the memory of a large file's encodings).
@@ -435,6 +477,19 @@ def _single_threaded_tokenizer() -> None:
 def _encode_part(encoder: Encoder, conversations: list[Conversation], start: int, end: int) -> tuple[Encoded, list[Dropped]]:
     """A forked worker's part of a parallel encode (the encoder and conversations inherited, not pickled)."""
     return encoder._encode_serial(conversations[start:end])
+
+
+def _token_parts(parts: list[tuple[int, int, str]], locate: Any, inserted: list[int], length: int) -> list[tuple[int, int, str]]:
+    """Character ranges → token ranges, after the EOS tokens inserted at `inserted` (an answer's EOS is the answer's)."""
+    out = []
+    for start, end, kind in parts:
+        lo, hi = int(locate(start)), int(locate(end))
+        shift_lo = sum(1 for p in inserted if p < lo or (p == lo and kind != "answer"))
+        shift_hi = sum(1 for p in inserted if p < hi or (p == hi and kind in ("answer", "tool_call")))
+        lo, hi = min(lo + shift_lo, length), min(hi + shift_hi, length)
+        if hi > lo:
+            out.append((lo, hi, kind))
+    return out
 
 
 def _restored(upto: str, start: int, msg: dict[str, Any]) -> str:

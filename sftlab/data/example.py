@@ -19,6 +19,9 @@ class Example:
     row: int = 0
     # Per-token loss weights, only when some message carries a weight other than 1.
     weights: list[float] | None = None
+    # For inspect's view only (Encoder(parts=True)): token ranges [lo, hi) of "reasoning", "answer", "tool_call"
+    # and "tool_result" text.
+    parts: list[tuple[int, int, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -21,6 +21,7 @@ class Segment:
     trained: bool
     special: bool
     escaped: bool = False  # part of special-token text that the data spells and that stayed text
+    kind: str | None = None  # "reasoning", "tool_call" or "tool_result" (Example.parts); None for anything else
 
 
 def segmented(examples: Iterable[Example], tokenizer: Any) -> Iterator[tuple[Example, list[Segment]]]:
@@ -43,7 +44,11 @@ def segments(example: Example, tokenizer: Any, special_ids: set[int], tokens: An
     buf: list[int] = []
     trained = False
     decoded = {} if decoded is None else decoded
-    for tid, label in zip(example.input_ids, example.labels):
+    kinds: list[str | None] = [None] * len(example.input_ids)
+    for lo, hi, kind in example.parts or ():
+        if kind != "answer":
+            kinds[lo:hi] = [kind] * (hi - lo)
+    for k, (tid, label) in enumerate(zip(example.input_ids, example.labels)):
         buf.append(tid)
         trained = trained or label != IGNORE_INDEX
         if len(buf) == 1:
@@ -54,7 +59,7 @@ def segments(example: Example, tokenizer: Any, special_ids: set[int], tokens: An
             text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         if "\ufffd" in text and len(buf) < 4:
             continue
-        out.append(Segment(text, buf, trained, len(buf) == 1 and tid in special_ids))
+        out.append(Segment(text, buf, trained, len(buf) == 1 and tid in special_ids, kind=kinds[k]))
         buf, trained = [], False
     if buf:
         text = tokenizer.decode(buf, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -97,9 +102,16 @@ def render_terminal(examples: Sequence[Example], tokenizer: Any, console: Any) -
         legend.append(" special token ", style="grey62 on grey19 underline")
         legend.append(" ")
         legend.append(" special-token text kept as text ", style="grey62 on grey19 italic magenta")
+        kinds = Text("        ")
+        for kind in KIND_LABELS:
+            kinds.append(f" {KIND_LABELS[kind]} ", style=KIND_STYLES[kind][0])
+            kinds.append(" ")
     else:  # piped or no colour: the marks are characters
         legend = Text("legend: ⟦trained⟧, everything else not trained (label -100); «special-token text kept as text»")
+        kinds = Text("        " + ", ".join(f"{KIND_MARKS[k][0]}{KIND_LABELS[k]}{KIND_MARKS[k][1]}" for k in KIND_LABELS))
     console.print(legend)
+    if any(kind != "answer" for ex in examples for *_, kind in ex.parts or ()):
+        console.print(kinds)
     for ex, segs in segmented(examples, tokenizer):
         # The title as text, never markup (a file name may hold brackets); one print per example, the token line
         # unhighlighted (a print costs more than the example's tokens do).
@@ -114,22 +126,29 @@ def _token_line(segs: list[Segment], styled: bool) -> Any:
     if not styled:
         parts: list[str] = []
         trained = escaped = False
+        kind = None
         for seg in segs:
+            if kind and seg.kind != kind:
+                parts.append(KIND_MARKS[kind][1])
             if escaped and not seg.escaped:
                 parts.append("»")
             if trained and not seg.trained:
                 parts.append("⟧")
             if seg.trained and not trained:
                 parts.append("⟦")
+            if seg.kind and seg.kind != kind:
+                parts.append(KIND_MARKS[seg.kind][0])
             if seg.escaped and not escaped:
                 parts.append("«")
             parts.append(_visible(seg.text))
-            trained, escaped = seg.trained, seg.escaped
-        parts.append(("»" if escaped else "") + ("⟧" if trained else ""))
+            trained, escaped, kind = seg.trained, seg.escaped, seg.kind
+        parts.append(("»" if escaped else "") + (KIND_MARKS[kind][1] if kind else "") + ("⟧" if trained else ""))
         return Text("".join(parts))
     pieces = []
     for k, seg in enumerate(segs):
-        if seg.trained:
+        if seg.kind:
+            style = KIND_STYLES[seg.kind][0 if seg.trained else 1]
+        elif seg.trained:
             style = "bold black on green3" if k % 2 == 0 else "bold black on green1"
         else:
             style = "grey62 on grey19" if k % 2 == 0 else "grey70 on grey23"
@@ -161,6 +180,15 @@ def _styled_text(pieces: list[tuple[str, str]]) -> Any:
     return Text(whole, spans=spans)
 
 
+# The parts of an answer shown apart (Example.parts): their names, piped marks, and (trained, untrained) styles.
+KIND_LABELS = {"reasoning": "reasoning", "tool_call": "tool call", "tool_result": "tool result"}
+KIND_MARKS = {"reasoning": ("‹think›", "‹/think›"), "tool_call": ("‹call›", "‹/call›"),
+              "tool_result": ("‹result›", "‹/result›")}
+KIND_STYLES = {"reasoning": ("bold black on dark_sea_green2", "grey70 on grey27"),
+               "tool_call": ("bold black on light_goldenrod2", "grey70 on grey27"),
+               "tool_result": ("bold black on plum2", "plum2 on grey19")}
+
+
 def render_json(examples: Iterable[Example]) -> Iterable[str]:
     for ex in examples:
         yield json.dumps(ex.to_dict(), ensure_ascii=False)
@@ -178,6 +206,8 @@ h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8re
 .toks{font-family:ui-monospace,'SFMono-Regular',Menlo,Consolas,'Noto Sans Mono CJK SC',""" + CJK_FONTS + """,monospace;white-space:pre-wrap;word-break:break-word;line-height:1.9}
 .toks span{border-radius:3px;padding:1px 0}.u{background:#eceff1;color:#78909c}.u.alt{background:#e1e6e9}
 .t{background:#a5d6a7;color:#102a12}.t.alt{background:#81c784}.s{outline:1px solid #546e7a}
+.t.r{background:#c8e6c9;color:#1b5e20;font-style:italic}.t.c{background:#ffe082;color:#4e3b00}
+.u.x{background:#f3e5f5;color:#6a1b9a}.t.x{background:#ce93d8;color:#2a0a33}.u.r{background:#e8f5e9;color:#689f38}
 .nl{color:#b0bec5}.e{color:#ad1457;font-style:italic;text-decoration:underline dotted}.legend span{padding:2px 6px;border-radius:3px;margin-right:.6rem}
 """
 
@@ -186,7 +216,9 @@ h1{font-size:1.4rem}.summary{margin-bottom:1.5rem}.summary td{padding:.1rem .8re
 # one, and each piece joined by Markup(...).join, is escaped unless it is Markup itself, so text from data files
 # (a row's `<svg onload=…>`, a file name) can only ever show as text.
 LEGEND = Markup("<p class='legend'><span class='t'>trained (label = token)</span><span class='u'>not trained (label -100)</span>"
-                "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span></p>")
+                "<span class='u s'>special token</span><span class='u e'>special-token text kept as text</span>"
+                "<span class='t r'>reasoning</span><span class='t c'>tool call</span>"
+                "<span class='u x'>tool result</span></p>")
 _NEWLINE = Markup("<span class='nl'>↵</span>\n")
 
 
@@ -205,6 +237,9 @@ def render_html(examples: Sequence[Example], tokenizer: Any, title: str = "sftla
                                         Markup(examples_html(examples, tokenizer))])
 
 
+_KIND_CLASS = {"reasoning": "r", "tool_call": "c", "tool_result": "x"}
+
+
 def examples_html(examples: Sequence[Example], tokenizer: Any) -> str:
     """The token view of examples as an HTML fragment (also embedded in the data-check report)."""
     parts = []
@@ -213,8 +248,9 @@ def examples_html(examples: Sequence[Example], tokenizer: Any) -> str:
             ex.source, ex.row, len(ex), ex.trained_tokens))
         for k, seg in enumerate(segs):
             cls = (("t" if seg.trained else "u") + (" alt" if k % 2 else "") + (" s" if seg.special else "")
-                   + (" e" if seg.escaped else ""))
-            tip = f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")
+                   + (" e" if seg.escaped else "") + (f" {_KIND_CLASS[seg.kind]}" if seg.kind else ""))
+            tip = (f"ids {seg.ids}" + (" · trained" if seg.trained else " · -100")
+                   + (f" · {KIND_LABELS[seg.kind]}" if seg.kind else ""))
             text = _NEWLINE.join(seg.text.split("\n"))
             parts.append(Markup("<span class='{}' title='{}'>{}</span>").format(cls, tip, text))
         parts.append(Markup("</div></div>"))

@@ -202,6 +202,7 @@ def build_examples(
     rejects_path: str | Path | None = None,
     cache: Path | None = None,
     say_system: bool = True,
+    parts: bool = False,
 ) -> tuple[list[Example] | list[PackedRow], DataReport]:
     """The whole data flow: files → Conversations → Examples (→ packed rows) and the report, as `settings` (the
     data keys of a config; default: their defaults) say.
@@ -211,7 +212,10 @@ def build_examples(
     With `cache` (a folder), the encoded examples and the report are kept there under a key made of everything
     that determines them (the files' contents, the tokenizer, the template and settings.cache_key()); a run with
     the same key reads them back instead of loading and encoding again. The system prompt conversations get, if
-    any, is logged in one line (unless `say_system` is false) and kept in the report."""
+    any, is logged in one line (unless `say_system` is false) and kept in the report. `parts`: each example says
+    which tokens are reasoning, answer, tool call and tool result (Example.parts, for inspect's view; never cached)."""
+    if parts:
+        cache = None
     settings = settings if settings is not None else DataSettings()
     template = template if template is not None else settings.template
     key = None
@@ -235,7 +239,7 @@ def build_examples(
     if say_system and report.system_prompt:
         log.info("%s", system_prompt_line(report.system_prompt))
     encoder = Encoder(tokenizer, chat, max_length=settings.max_length, train_on=settings.train_on,
-                      escape=settings.escape_special_tokens, train_reasoning=settings.train_reasoning)
+                      escape=settings.escape_special_tokens, train_reasoning=settings.train_reasoning, parts=parts)
     report.encoded = encoder.encode(conversations, num_proc=settings.num_proc)
     if cache is not None and report.encoded.examples:
         encode_cache.write_cached(cache / f"{key}.pkl", (report.encoded.examples, report))

@@ -186,7 +186,7 @@ def preview(config: Any) -> dict[str, Any]:
     settings = config.data.model_copy(update={"on_error": "skip", "limit": limit, "packing": False,
                                               "mixture_examples": None, "clean": None})
     examples, report = build_examples([Source(d.path, d.format, d.weight) for d in config.datasets], tokenizer,
-                                      settings, say_system=False)
+                                      settings, say_system=False, parts=True)
     summary = report.summary(limit)
     return {
         "html": render_html(examples[:PREVIEW_EXAMPLES], tokenizer, summary=summary),

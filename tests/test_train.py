@@ -429,3 +429,23 @@ def test_on_cuda_qlora_steps_train_the_adapter_over_4bit_layers_on_the_gpu(tmp_p
     assert json.loads((out / "quantization.json").read_text())["compute_dtype"] == "bfloat16"
     layers = [m for m in load_model(str(out)).modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 14 and all(m.weight.device.type == "cuda" for m in layers)
+
+
+def test_the_keys_reach_training_arguments_under_transformers_names(tmp_path):
+    from sftlab.config import load_config
+    from sftlab.training.arguments import training_arguments
+
+    config = load_config(None, [f"datasets=[{DATA}]", "batch_size=3", "grad_accum=2", "learning_rate=0.001",
+                                "lr_scheduler=linear", "warmup_ratio=0.1", "weight_decay=0.01", "max_grad_norm=0.5",
+                                "epochs=2", "max_steps=7", "logging_steps=3", "save_total_limit=4", "eval_steps=5",
+                                "seed=9", f"output_dir={tmp_path / 'run'}"], check_files=False)
+    args = training_arguments(config, bf16=False, device="cpu", has_eval=True, quiet=True)
+    got = {k: getattr(args, k) for k in (
+        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
+        "warmup_steps", "weight_decay", "max_grad_norm", "num_train_epochs", "max_steps", "logging_steps",
+        "save_total_limit", "eval_steps", "seed", "data_seed", "output_dir")}
+    assert got == {"per_device_train_batch_size": 3, "per_device_eval_batch_size": 3, "gradient_accumulation_steps": 2,
+                   "learning_rate": 0.001, "warmup_steps": 0.1, "weight_decay": 0.01, "max_grad_norm": 0.5,
+                   "num_train_epochs": 2.0, "max_steps": 7, "logging_steps": 3, "save_total_limit": 4,
+                   "eval_steps": 5, "seed": 9, "data_seed": 9, "output_dir": str(tmp_path / "run")}
+    assert args.lr_scheduler_type == "linear" and args.eval_strategy == "steps"

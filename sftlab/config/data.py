@@ -102,7 +102,8 @@ class DataSettings(BaseModel):
     num_proc: OptionalCount = setting(
         None, group=WHAT,
         help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
-    seed: int = setting(42, group=BOOKKEEPING, help="Seed of the data order, the split and the initialisation.")
+    seed: int = setting(42, group=BOOKKEEPING, transformers=("seed", "data_seed"),
+                        help="Seed of the data order, the split and the initialisation.")
 
     @field_validator("template_kwargs")
     @classmethod

@@ -133,22 +133,29 @@ class TrainConfig(DataSettings, Inputs):
 
     # ---- optimisation ----
     learning_rate: Annotated[Optional[float], POSITIVE] = setting(
-        None, group=OPTIMISATION,
+        None, group=OPTIMISATION, transformers="learning_rate",
         help="Default: 2e-4 for lora/dora, 2e-5 for full/freeze/hybrid (resolved, and written to config.yaml).")
     hybrid_lora_learning_rate: Annotated[Optional[float], POSITIVE] = setting(
         None, group=OPTIMISATION, help="method hybrid: the learning rate of its LoRA phase (default: 10× learning_rate).")
-    lr_scheduler: str = setting("cosine", group=OPTIMISATION, help="transformers' scheduler name.")
+    lr_scheduler: str = setting("cosine", group=OPTIMISATION, transformers="lr_scheduler_type",
+                                help="transformers' scheduler name.")
     warmup_ratio: Annotated[float, FRACTION] = setting(
-        0.03, group=OPTIMISATION, help="The fraction of the steps the learning rate warms up over.")
-    weight_decay: Annotated[float, NON_NEGATIVE] = setting(0.0, group=OPTIMISATION, help="AdamW's weight decay.")
+        # (transformers ≥ 5 reads a warmup_steps below 1 as a fraction of the steps; pinned in pyproject.toml)
+        0.03, group=OPTIMISATION, transformers="warmup_steps",
+        help="The fraction of the steps the learning rate warms up over.")
+    weight_decay: Annotated[float, NON_NEGATIVE] = setting(0.0, group=OPTIMISATION, transformers="weight_decay",
+                                                           help="AdamW's weight decay.")
     max_grad_norm: Annotated[float, NON_NEGATIVE] = setting(
-        1.0, group=OPTIMISATION, help="Gradients clipped to this norm (0: not clipped).")
+        1.0, group=OPTIMISATION, transformers="max_grad_norm", help="Gradients clipped to this norm (0: not clipped).")
     epochs: Annotated[float, POSITIVE] = setting(
-        3, group=OPTIMISATION, help="Passes over the data (max_steps > 0 overrides it).")
+        3, group=OPTIMISATION, transformers="num_train_epochs", help="Passes over the data (max_steps > 0 overrides it).")
     max_steps: Annotated[int, Limit(ge=1, also=(-1,), note="or -1 to train by epochs")] = setting(
-        -1, group=OPTIMISATION, help="Optimizer steps in all; -1: as many as the epochs take.")
-    batch_size: Count = setting(4, group=OPTIMISATION, help="Examples per device per micro-step.")
-    grad_accum: Count = setting(1, group=OPTIMISATION, help="Micro-steps per optimizer step.")
+        -1, group=OPTIMISATION, transformers="max_steps", help="Optimizer steps in all; -1: as many as the epochs take.")
+    batch_size: Count = setting(4, group=OPTIMISATION, transformers=("per_device_train_batch_size",
+                                                                     "per_device_eval_batch_size"),
+                                help="Examples per device per micro-step.")
+    grad_accum: Count = setting(1, group=OPTIMISATION, transformers="gradient_accumulation_steps",
+                                help="Micro-steps per optimizer step.")
     gradient_checkpointing: bool = setting(
         False, group=OPTIMISATION,
         help="Activations recomputed in the backward pass (under fsdp2: FSDP's own activation checkpointing).")
@@ -162,13 +169,16 @@ class TrainConfig(DataSettings, Inputs):
         0.0, group=EVALUATION, help="Fraction of the examples held out for the eval loss.")
     eval_datasets: list[DatasetSpec] = setting(
         group=EVALUATION, default_factory=list, help="Held-out files for the eval loss (instead of eval_split).")
-    eval_steps: OptionalCount = setting(None, group=EVALUATION, help="Evaluate every N steps (default: each epoch).")
+    eval_steps: OptionalCount = setting(None, group=EVALUATION, transformers="eval_steps",
+                                        help="Evaluate every N steps (default: each epoch).")
 
     # ---- bookkeeping ----
     logging_steps: Count = setting(
-        10, group=BOOKKEEPING, help="Log every N steps (step 1 and the last are always logged).")
+        10, group=BOOKKEEPING, transformers="logging_steps",
+        help="Log every N steps (step 1 and the last are always logged).")
     save_steps: OptionalCount = setting(None, group=BOOKKEEPING, help="Save a checkpoint every N steps (default: once per epoch).")
-    save_total_limit: OptionalCount = setting(2, group=BOOKKEEPING, help="Checkpoints kept while training.")
+    save_total_limit: OptionalCount = setting(2, group=BOOKKEEPING, transformers="save_total_limit",
+                                              help="Checkpoints kept while training.")
     keep_checkpoints: Literal["all", "last", "none"] = setting(
         "all", group=BOOKKEEPING,
         help="What stays of checkpoint-N/ once a run has finished (they are for resuming; a full fine-tune's hold the "
@@ -178,7 +188,7 @@ class TrainConfig(DataSettings, Inputs):
         False, group=BOOKKEEPING, help="true: continue from output_dir's last checkpoint; or a checkpoint folder.")
     precision: Literal["auto", "bf16", "fp32"] = setting(
         "auto", group=BOOKKEEPING, help="auto: bf16 where it is supported and measured faster.")
-    output_dir: str = setting("runs/sft", group=BOOKKEEPING, help="The run's folder.")
+    output_dir: str = setting("runs/sft", group=BOOKKEEPING, transformers="output_dir", help="The run's folder.")
     stages: Optional[list[StageSpec]] = setting(
         None, group=BOOKKEEPING,
         help="A staged run: each entry a partial config (datasets, method, epochs, learning_rate, train_on, …, and an "

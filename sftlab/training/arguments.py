@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from sftlab.config import TrainConfig
+from sftlab.config.fields import transformers_arguments
 
 log = logging.getLogger("sftlab")
 
@@ -20,28 +21,13 @@ def training_arguments(config: TrainConfig, *, bf16: bool, device: str, has_eval
     report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to]
     return TrainingArguments(
         **strategy_arguments(config, device),
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        # transformers ≥ 5 reads a warmup_steps below 1 as a fraction of the total steps (pinned in
-        # pyproject.toml; 4.x would take it as 0 steps).
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
+        # the keys that are TrainingArguments under transformers' own names, as each key's declaration says
+        # (output_dir, batch sizes, learning rate and schedule, steps, seeds: sftlab/config/train.py)
+        **transformers_arguments(config),
         logging_first_step=True,  # and LogLastStep logs the last one: every run has metrics
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,
-        save_total_limit=config.save_total_limit,
         eval_strategy=eval_strategy,
-        eval_steps=config.eval_steps,
-        seed=config.seed,
-        data_seed=config.seed,
         bf16=bf16,
         use_cpu=device == "cpu",
         report_to=[r for r in report_to if r != "none"] or "none",

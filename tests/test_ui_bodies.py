@@ -73,9 +73,12 @@ def test_every_route_answers_malformed_bodies_with_a_400_that_names_the_field(ap
                     assert r.json()["error"]["message"], (path, name)
     for route in routes:  # GETs, with junk in the id and the query
         if "GET" in route.methods:
-            url = route.path.replace("{run_id:path}", "done/../../x%00") + "?after=abc&limit=-1"
-            r = api.get(url)
-            assert r.status_code != 500, (url, r.text[:200])
+            for junk in ("done/../../x%00", "%00", "x" * 5000, "done%5C..", "%2Fetc"):
+                url = route.path.replace("{run_id:path}", junk) + "?after=abc&limit=-1"
+                r = api.get(url)
+                assert r.status_code != 500, (url[:80], r.text[:200])
+    for page in ("/new?from=%00", "/new?from=../x", "/new?from=" + "x" * 5000, "/runs/%00", "/eval?run=%00"):
+        assert api.get(page).status_code in (200, 404), page
     assert seen > 100
 
 

@@ -3,7 +3,7 @@
 Fill the new-run form, see a config error next to its field, preview the data (trained tokens coloured), start,
 watch the curve grow, reload mid-run and see the same state, queue a second run, stop, resume, compare runs, check
 data, chat with two models. Screenshots of each page go to the test's temp folder (and to $SFTLAB_UI_SCREENSHOTS
-when set: `SFTLAB_UI_SCREENSHOTS=docs pytest tests/test_ui_browser.py` refreshes the README's)."""
+when set); docs/ui.md's are of the default model's demo run instead: examples/ui_screenshots.py."""
 
 from __future__ import annotations
 

@@ -199,11 +199,12 @@ class Runs:
 
     def folder(self, run_id: str) -> Path:
         """The folder of a run id (its path under runs_dir), or a SftlabError: never a folder outside runs_dir."""
-        if not run_id or ".." in Path(run_id).parts or Path(run_id).is_absolute() or "\\" in run_id:
-            raise RunNotFound(f"run {run_id!r}: not a run under {self.runs_dir}")
+        if not run_id or "\0" in run_id or ".." in Path(run_id).parts or Path(run_id).is_absolute() or "\\" in run_id:
+            raise RunNotFound(f"run {run_id[:80]!r}: not a run under {self.runs_dir}")
         folder = (self.runs_dir / run_id).resolve()
-        if not folder.is_relative_to(self.runs_dir) or not (folder / "config.yaml").is_file():
-            raise RunNotFound(f"run {run_id!r}: no such run under {self.runs_dir}")
+        if not folder.is_relative_to(self.runs_dir) or not os.path.isfile(folder / "config.yaml"):
+            # (os.path.isfile: a name too long for the file system is no run either, not an OSError)
+            raise RunNotFound(f"run {run_id[:80]!r}: no such run under {self.runs_dir}")
         return folder
 
     def listing(self) -> list[dict[str, Any]]:

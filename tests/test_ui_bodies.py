@@ -97,6 +97,11 @@ def test_every_route_answers_malformed_bodies_with_a_400_that_names_the_field(ap
     ("/api/runs", {"config": {"datasets": ["data.json"]}, "name": "n" * 300}, "name", "300 characters long"),
     ("/api/runs", {"config": {"datasets": ["data.json"]}, "name": ".hidden"}, "name", "leading dot"),
     ("/api/runs", {"config": {"datasets": ["data.json"]}, "name": "a b"}, "name", "letters, digits"),
+    ("/api/preview", {"config": {"datasets": ["data.json"], "model": "m" * 5000}}, "model", "File name too long"),
+    ("/api/config/yaml", {"config": {"datasets": ["data.json"], "stages": [{"datasets": {"path": ["a"]}}]}}, "stages",
+     "stages[1] (stage-1): `datasets[0].path`"),
+    ("/api/runs", {"config": {"datasets": ["data.json"], "stages": [{"name": "a"}, {"template": "gone.jinja"}]}},
+     "stages", "stages[2].template gone.jinja not found"),
 ])
 def test_a_wrong_value_is_one_sentence_naming_its_field(api, path, body, field, says):
     r = _post(api, path, body)

@@ -176,6 +176,9 @@ def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
     model = data.get("model")
     if isinstance(model, str) and model.strip() and model.strip().lower() != DEFAULT_MODEL:
         data["model"] = str(_inside(roots, model, "model", "model"))
+        problem = input_problem(data["model"], "any")
+        if problem:
+            raise ConfigError(f"{ORIGIN}: model {model[:200]} {problem}", "model")
     elif isinstance(model, str):
         data["model"] = None
     distributed = data.get("distributed")
@@ -183,10 +186,18 @@ def validate(data: dict[str, Any], roots: list[Path]) -> TrainConfig:
         data["distributed"] = {**distributed, "deepspeed": str(_inside(roots, distributed["deepspeed"],
                                                                        "DeepSpeed config", "distributed"))}
     try:
-        return TrainConfig(**data)
+        config = TrainConfig(**data)
     except ValidationError as e:
         loc = e.errors()[0]["loc"]
         raise ConfigError(explain(e, ORIGIN), str(loc[0]) if loc else None) from None
+    if config.stages:  # a staged config is checked whole, as `sftlab train` checks it before stage 1
+        from sftlab.training.stages import check_stages
+
+        try:
+            check_stages(config)
+        except SftlabError as e:
+            raise ConfigError(str(e), "stages") from None
+    return config
 
 
 def _paths_inside(data: dict[str, Any], roots: list[Path], where: str) -> dict[str, Any]:
@@ -212,6 +223,9 @@ def _paths_inside(data: dict[str, Any], roots: list[Path], where: str) -> dict[s
     template = data.get("template")
     if isinstance(template, str) and template and template not in BUILTIN_TEMPLATES:
         data["template"] = str(_inside(roots, template, f"{where}template", field or "template"))
+        problem = input_problem(data["template"])
+        if problem:
+            raise ConfigError(f"{ORIGIN}: {where}template {template[:200]} {problem}", field or "template")
     return data
 
 

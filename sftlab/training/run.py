@@ -226,8 +226,9 @@ def _chat_tokens(config: TrainConfig, tokenizer: Any) -> tuple[Any, list[str]]:
     chat = with_default_system(chat, config.default_system)
     added = add_chat_tokens(tokenizer, chat, config.template_tokens or ())
     if added:
-        log.info("added %s to the vocabulary as new special tokens (template '%s'); their embedding rows start "
-                 "as the mean of the others and are trained", ", ".join(added), chat.name)
+        log.info("added %s to the vocabulary as new tokens (template '%s'; reasoning and tool tags plain, the rest "
+                 "special); their embedding rows start as the mean of the others and are trained",
+                 ", ".join(added), chat.name)
     tokenizer.chat_template = chat.source
     return chat, added
 

@@ -75,6 +75,11 @@ SHAPES = {
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 151936,
         "max_position_embeddings": 4096, "tie_word_embeddings": True, "hidden_act": "silu"}),
+    # (--smoke --models tiny-llama3: the Llama 3 path, its tokenizer given sftlab's llama3 template)
+    "tiny-llama3": ("llama3", {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128256,
+        "max_position_embeddings": 4096, "tie_word_embeddings": True, "hidden_act": "silu"}),
 }
 RUN = {"batch_size": 8, "max_length": 1024, "steps": 40, "learning_rate": 2e-5, "warmup_ratio": 0.03,
        "max_grad_norm": 1.0, "seed": 42}

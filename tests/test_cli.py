@@ -240,3 +240,15 @@ def test_version_flag(cli):
 def test_out_of_bounds_options_are_refused_before_any_work(cli, args):
     r = cli(*args)
     assert r.returncode == 2 and "Invalid value for" in r.stderr and "must be" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("role", ["[/]", "[bold]bot", "[red]x[/red]"])
+def test_an_error_sentence_holding_markup_is_printed_as_it_is(tmp_path, cli, role):
+    """The sentence quotes the data (a role, a file name): rich would read `[/]` as markup and fail, or drop
+    `[bold]` from what it quotes."""
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"messages": [{"role": role, "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--data", f)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (f"error: {f}, row 1, field 'messages[0].role': unknown role '{role}'; expected one of system, user, "
+            "assistant, tool") == " ".join(r.stderr.split())

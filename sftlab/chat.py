@@ -13,11 +13,13 @@ class ChatSession:
     generator: Generator
     system: str | None = None
     max_new_tokens: int = 256
-    temperature: float = 0.0
+    temperature: float | None = None  # None: the model's generation_config, else greedy (generate.sampling_options)
+    top_p: float | None = None
+    repetition_penalty: float | None = None
     history: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_options(self.max_new_tokens, self.temperature)
+        check_options(self.max_new_tokens, self.temperature, self.top_p, self.repetition_penalty)
 
     def messages_for(self, text: str) -> list[dict[str, str]]:
         """The conversation the model sees when answering `text`: system, earlier turns, the new message."""
@@ -28,7 +30,7 @@ class ChatSession:
         """Stream the answer to one user message, piece by piece; the turn is kept for the next one."""
         ids = self.generator.prompt_ids(self.messages_for(text))
         self.generator.check_room(len(ids), self.max_new_tokens, "--max-new-tokens")
-        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        sampling = self.generator.sampling(self.temperature, self.top_p, self.repetition_penalty)
         pieces = []
         for piece in self.generator.stream(ids, max_new_tokens=self.max_new_tokens, **sampling):
             pieces.append(piece)

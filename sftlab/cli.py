@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.logging import RichHandler
 
-from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, MAX_LENGTH
+from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY, MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.export.quants import DEFAULT_QUANT, QUANT_NAMES
 from sftlab.files import output_file_problem, write_text
@@ -73,6 +73,14 @@ def bounded(param: typer.CallbackParam, value: Any) -> Any:
     if problem:
         raise typer.BadParameter(f"{problem} (got {value})")
     return value
+
+
+TEMPERATURE_HELP = "Sampling temperature; 0 = greedy. Not given: the model's generation_config, else greedy."
+TOP_P_HELP = "Nucleus sampling (with a temperature above 0). Not given: the model's generation_config, else 1."
+RepetitionPenalty = typer.Option(
+    None, "--repetition-penalty", callback=bounded,
+    help=f"Penalty on tokens already in the conversation (1 = none). Not given: the model's generation_config, else "
+         f"{GREEDY_REPETITION_PENALTY} for greedy decoding (a small model's greedy answer loops otherwise).")
 
 
 def writable(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -202,7 +210,9 @@ def chat_cmd(
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this once and exit."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", callback=bounded),
-    temperature: float = typer.Option(0.0, "--temperature", callback=bounded, help="0 = greedy."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", callback=bounded, help=TEMPERATURE_HELP),
+    top_p: Optional[float] = typer.Option(None, "--top-p", callback=bounded, help=TOP_P_HELP),
+    repetition_penalty: Optional[float] = RepetitionPenalty,
     escape: Escape = True,
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
@@ -210,7 +220,8 @@ def chat_cmd(
     from sftlab.chat import open_session
 
     session = open_session(model, escape=escape, precision=_precision(precision), default_system=default_system,
-                           system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+                           system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                           repetition_penalty=repetition_penalty)
     out = Console(highlight=False)
 
     def answer(text: str) -> None:
@@ -342,6 +353,10 @@ def serve_cmd(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (visible in `ps`: "
                                           "prefer --api-key-file or $SFTLAB_API_KEY)."),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Read the key from this file's first line."),
+    repetition_penalty: Optional[float] = typer.Option(
+        None, "--repetition-penalty", callback=bounded,
+        help=f"For requests without one: the model's generation_config, else {GREEDY_REPETITION_PENALTY} for greedy "
+             "requests (temperature 0; 1 = none). A request's own `repetition_penalty` wins."),
     escape: Escape = True,
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
@@ -352,7 +367,7 @@ def serve_cmd(
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
     serve(model or DEFAULT_MODEL, host=host, port=port, api_key=key, escape=escape,
-          precision=_precision(precision), default_system=default_system)
+          precision=_precision(precision), default_system=default_system, repetition_penalty=repetition_penalty)
 
 
 @app.command(

@@ -13,6 +13,12 @@ MAX_LENGTH = 1024
 # default, since evaluation should see whole answers.
 EVAL_MAX_LENGTH = 2048
 
+# Greedy decoding of a small model loops ("提供建议、提供建议、…" until the token limit); a mild penalty on the
+# tokens already in the conversation ends the demo's answers on their own in both languages (measured on the demo's
+# models: docs/evaluation-and-serving.md). Chat, serve and the UI use it for greedy decoding unless the model's
+# generation_config or the user sets one; sampling has its own way out of a loop.
+GREEDY_REPETITION_PENALTY = 1.2
+
 # The checks of `sftlab data check` (and of `clean:`), in the order findings are reported, with what each finds.
 DATA_CHECK_DESCRIPTIONS = {
     "invalid_row": "rows that are not a valid conversation (they cannot be trained on)",

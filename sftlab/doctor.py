@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -31,6 +32,32 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
         if line.startswith("flags"):
             reported.update(line.split(":", 1)[1].split())
     return [f for f in CPU_FLAGS if f in reported]
+
+
+@dataclass(frozen=True)
+class CpuKind:
+    """Which of the two kinds of CPU that decide a run's speed this is, and what that means for it."""
+
+    name: str
+    speed: str
+
+
+def cpu_kind(flags: list[str], capability: str = "") -> CpuKind:
+    """The kind of CPU from its flags (cpu_flags) and the vector instructions torch uses (`capability`,
+    torch.backends.cpu.get_cpu_capability(): lower than the flags when limited by ATEN_CPU_CAPABILITY)."""
+    limited = capability.upper() in ("AVX2", "DEFAULT", "NO AVX")
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    if native and not limited:
+        return CpuKind("native bf16 (" + ", ".join(native) + ")",
+                       "training runs under bf16 autocast where it measures faster than fp32 (about 2× on the "
+                       "machines measured in docs/runs-and-precision.md); the README's times are from such a CPU")
+    why = f"torch limited to {capability}" if native else "no avx512_bf16 or AMX"
+    if "avx2" in flags:
+        return CpuKind(f"AVX2 only, bf16 emulated ({why})",
+                       "training runs in fp32, the demo about 1.5× as long as the README's times (see "
+                       "docs/runs-and-precision.md)")
+    return CpuKind(f"no AVX2 ({why})", "training runs in fp32 without wide vector instructions: expect it several "
+                   "times slower than the README's times")
 
 
 def matmul_gflops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, repeats: int = 10) -> float:
@@ -68,9 +95,12 @@ def report(*, remeasure: bool = False) -> list[tuple[str, str]]:
     device = pick_device()
     flags = cpu_flags()
     native = bf16_native("cpu")
+    kind = cpu_kind(flags, torch.backends.cpu.get_cpu_capability())
     lines = [
         ("cpu", cpu_model()),
         ("cpu flags", " ".join(flags) or "none of " + ", ".join(CPU_FLAGS)),
+        ("cpu kind", kind.name),
+        ("what it means", kind.speed),
         ("native bf16 (cpu)", "yes" if native else "no (bf16 is emulated: far slower than fp32)"),
         ("torch", f"{torch.__version__} (cpu capability {torch.backends.cpu.get_cpu_capability()})"),
         ("transformers", _version("transformers")),

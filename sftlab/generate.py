@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 
 from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system, with_template_kwargs
 from sftlab.data.tokenize import TokenizerView, special_token_strings
-from sftlab.defaults import EVAL_MAX_LENGTH
+from sftlab.defaults import EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY
 from sftlab.errors import SftlabError
 from sftlab.config.checks import require
 
@@ -22,11 +22,46 @@ class ContextExceeded(SftlabError):
     """A prompt and its answer would not fit the model's context (serve: OpenAI's context_length_exceeded)."""
 
 
-def check_options(max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0) -> None:
-    """Generation options within the bounds chat, eval and serve share (sftlab/config/bounds.py), or a SftlabError."""
+# What a model's generation_config may say about picking tokens (transformers, vLLM and Ollama read the same keys).
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p")
+
+
+def check_options(max_new_tokens: int, temperature: float | None = 0.0, top_p: float | None = 1.0,
+                  repetition_penalty: float | None = None) -> None:
+    """Generation options within the bounds chat, eval and serve share (sftlab/config/bounds.py), or a SftlabError
+    (None: not given)."""
     require("max_new_tokens", max_new_tokens)
     require("temperature", temperature)
     require("top_p", top_p)
+    require("repetition_penalty", repetition_penalty)
+
+
+def sampling_options(model_config: Any, temperature: float | None = None, top_p: float | None = None,
+                     repetition_penalty: float | None = None) -> dict[str, Any]:
+    """How `model.generate` picks each token: what the caller gives (None: not given), else the model's own
+    `generation_config` (`do_sample` with its temperature, top_p, top_k, min_p, repetition_penalty), else greedy.
+    Greedy decoding gets GREEDY_REPETITION_PENALTY unless the caller or the model sets one (1 turns it off)."""
+    own = {k: getattr(model_config, k, None) for k in (*SAMPLING_KEYS, "repetition_penalty")}
+    own_sampling = bool(getattr(model_config, "do_sample", False)) and (own["temperature"] is None
+                                                                       or own["temperature"] > 0)
+    sample = temperature > 0 if temperature is not None else own_sampling
+    options: dict[str, Any] = {"do_sample": sample}
+    if sample:
+        options.update({k: v for k, v in own.items() if k in SAMPLING_KEYS and v is not None} if own_sampling else {})
+        if temperature is not None:
+            options["temperature"] = temperature
+        if top_p is not None:
+            options["top_p"] = top_p
+    else:  # the model's sampling settings would only draw "set but not used" warnings from transformers
+        options.update({k: None for k in SAMPLING_KEYS})
+    penalty = repetition_penalty if repetition_penalty is not None else own["repetition_penalty"]
+    if penalty is None and not sample:
+        penalty = GREEDY_REPETITION_PENALTY
+    if penalty is not None and penalty != 1:
+        options["repetition_penalty"] = penalty
+    else:
+        options["repetition_penalty"] = None
+    return options
 
 
 def stop_token_ids(model: Any, tokenizer: Any, chat: ChatTemplate | None = None) -> list[int]:
@@ -89,6 +124,11 @@ class Generator:
         import torch
 
         return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def sampling(self, temperature: float | None = None, top_p: float | None = None,
+                 repetition_penalty: float | None = None) -> dict[str, Any]:
+        """`sampling_options` for this model's generation_config."""
+        return sampling_options(getattr(self.model, "generation_config", None), temperature, top_p, repetition_penalty)
 
     def kwargs(self, **options: Any) -> dict[str, Any]:
         """Keyword arguments for `model.generate`: stop tokens and padding, and the options given."""

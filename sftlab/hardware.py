@@ -98,7 +98,10 @@ def cpu_model() -> str:
 
 
 def _machine_key() -> str:
-    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    # The vector instructions torch uses belong to the key: the same CPU limited to AVX2 (ATEN_CPU_CAPABILITY)
+    # runs bf16 several times slower, and must not reuse the figure measured without the limit.
+    return (f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+            f"{torch.backends.cpu.get_cpu_capability()}")
 
 
 @dataclass(frozen=True)

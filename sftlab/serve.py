@@ -51,15 +51,16 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: Optional[float] = None  # None: the model's generation_config, else OpenAI's default of 1
+    top_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None  # vLLM's extra parameter; None: the server's default
     stop: Union[str, list[str], None] = None
     stream: bool = False
     seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     n: int = Field(default=1, ge=1, le=1)  # one choice per request (a larger n is refused, not ignored)
 
     # The bounds chat and eval apply too (sftlab/config/bounds.py).
-    @field_validator("max_tokens", "max_completion_tokens", "temperature", "top_p")
+    @field_validator("max_tokens", "max_completion_tokens", "temperature", "top_p", "repetition_penalty")
     @classmethod
     def _within_limits(cls, value: Any, info: Any) -> Any:
         return check("max_new_tokens" if "tokens" in info.field_name else info.field_name, value)
@@ -122,8 +123,9 @@ class StopTrimmer:
 class Server:
     """One model behind the API: requests rendered and generated through sftlab.generate, one at a time."""
 
-    def __init__(self, generator: Generator, name: str):
-        self.gen, self.name = generator, name
+    def __init__(self, generator: Generator, name: str, repetition_penalty: float | None = None):
+        """`repetition_penalty`: for requests that give none (None: the model's, else the greedy guard)."""
+        self.gen, self.name, self.repetition_penalty = generator, name, repetition_penalty
         self.lock = threading.Lock()
         self.context = generator.context
 
@@ -141,11 +143,17 @@ class Server:
             raise ApiError(400, str(e), code="context_length_exceeded") from None
         return ids, max_new
 
+    def temperature(self, req: ChatRequest) -> float | None:
+        """The request's temperature; none given: the model's generation_config (None), or OpenAI's default of 1
+        where the model's config does not sample (as vLLM does)."""
+        if req.temperature is not None:
+            return req.temperature
+        return None if self.gen.sampling()["do_sample"] else 1.0
+
     def _options(self, req: ChatRequest, max_new: int) -> dict[str, Any]:
-        sample = req.temperature > 0
-        options: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=sample)
-        if sample:
-            options.update(temperature=req.temperature, top_p=req.top_p)
+        penalty = req.repetition_penalty if req.repetition_penalty is not None else self.repetition_penalty
+        options: dict[str, Any] = dict(max_new_tokens=max_new,
+                                       **self.gen.sampling(self.temperature(req), req.top_p, penalty))
         stops = _stops(req.stop)
         if stops:
             options.update(stop_strings=stops, tokenizer=self.gen.tokenizer)
@@ -172,7 +180,7 @@ class Server:
             info["completion_tokens"] = len(new)
             info["finish_reason"] = "stop" if self.gen.ended(new) or len(new) < max_new else "length"
 
-        seed = req.seed if req.temperature > 0 else None
+        seed = req.seed if self.temperature(req) != 0 else None
         cancel = threading.Event()
         generated = self.gen.stream(ids, done=done, lock=self.lock, seed=seed, cancel=cancel,
                                     **self._options(req, max_new))
@@ -321,10 +329,12 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          escape: bool = True, precision: str = "auto", default_system: str | None = None) -> None:
+          escape: bool = True, precision: str = "auto", default_system: str | None = None,
+          repetition_penalty: float | None = None) -> None:
     import uvicorn
 
     from sftlab.generate import load_generator
 
-    server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system), name=model)
+    server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system), name=model,
+                    repetition_penalty=repetition_penalty)
     uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

@@ -16,6 +16,33 @@ def test_cpu_flags_are_the_ones_that_matter_in_a_fixed_order():
     assert doctor.cpu_flags("model name\t: a CPU\n") == []
 
 
+@pytest.mark.parametrize("flags, capability, kind", [
+    (["avx2", "avx512f", "avx512_bf16"], "AVX512", "native bf16 (avx512_bf16)"),
+    (["avx2", "avx512f", "amx_bf16", "amx_tile"], "AVX512", "native bf16 (amx_bf16)"),
+    (["avx2"], "AVX2", "AVX2 only, bf16 emulated (no avx512_bf16 or AMX)"),
+    (["avx2", "avx512f"], "AVX512", "AVX2 only, bf16 emulated (no avx512_bf16 or AMX)"),
+    # The same AMD EPYC with torch held to AVX2 (ATEN_CPU_CAPABILITY=avx2): it runs as an AVX2-only CPU does.
+    (["avx2", "avx512f", "avx512_bf16"], "AVX2", "AVX2 only, bf16 emulated (torch limited to AVX2)"),
+    ([], "DEFAULT", "no AVX2 (no avx512_bf16 or AMX)"),
+])
+def test_the_kind_of_cpu_from_its_flags(flags, capability, kind):
+    got = doctor.cpu_kind(flags, capability)
+    assert got.name == kind
+    assert ("bf16 autocast" in got.speed) == kind.startswith("native")
+    assert ("training runs in fp32" in got.speed) == (not kind.startswith("native"))
+
+
+def test_the_doctor_says_the_kind_and_what_it_means(machine, cli, monkeypatch):
+    monkeypatch.setattr(doctor, "cpu_flags", lambda: ["avx2"])
+    monkeypatch.setattr(doctor, "bf16_native", lambda device: False)
+    monkeypatch.setattr(hardware, "bf16_native", lambda device: False)
+    lines = _lines(cli("doctor").stdout)
+    assert lines["cpu flags"] == "avx2"
+    assert lines["cpu kind"] == "AVX2 only, bf16 emulated (no avx512_bf16 or AMX)"
+    assert lines["what it means"] == doctor.cpu_kind(["avx2"]).speed
+    assert lines["bf16 matmul (cpu)"] == "not measured (no native bf16)"
+
+
 def test_the_matmul_rate_is_a_rate():
     assert doctor.matmul_gflops(torch.float32, n=64, repeats=1) > 0
 

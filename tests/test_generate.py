@@ -158,3 +158,81 @@ def test_decode_skips_special_tokens_and_a_cut_character():
     assert gen.decode([100013, 100623, 48692, IM_END]) == "开发的人工"
     assert gen.decode([100013, 100623, 48692, 82912]) == "开发的人工"  # cut after the first byte of 龘
     assert gen.decode([100013, 100623, 48692, 82912, 246]) == "开发的人工龘"
+
+
+# --- sampling settings and the repetition guard ------------------------------------------------------------------
+
+OFF = {"temperature": None, "top_p": None, "top_k": None, "min_p": None}  # greedy: no sampling setting passed on
+
+
+def test_greedy_decoding_gets_the_repetition_guard_unless_told_otherwise():
+    from sftlab.generate import sampling_options
+
+    assert sampling_options(None) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
+    assert sampling_options(None, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
+    assert sampling_options(None, repetition_penalty=1.05) == {"do_sample": False, **OFF, "repetition_penalty": 1.05}
+    assert sampling_options(None, repetition_penalty=1) == {"do_sample": False, **OFF, "repetition_penalty": None}
+    # Sampling has its own way out of a loop: no guard unless asked for.
+    assert sampling_options(None, temperature=0.7) == {"do_sample": True, "temperature": 0.7, "repetition_penalty": None}
+    assert sampling_options(None, temperature=0.7, top_p=0.9, repetition_penalty=1.3) == {
+        "do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.3}
+
+
+def test_the_models_generation_config_decides_what_the_user_did_not():
+    from transformers import GenerationConfig
+
+    from sftlab.generate import sampling_options
+
+    qwen3 = GenerationConfig(do_sample=True, temperature=0.6, top_p=0.95, top_k=20)  # Qwen3's generation_config.json
+    assert sampling_options(qwen3) == {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20,
+                                       "repetition_penalty": None}
+    assert sampling_options(qwen3, temperature=0.9) == {"do_sample": True, "temperature": 0.9, "top_p": 0.95,
+                                                        "top_k": 20, "repetition_penalty": None}
+    assert sampling_options(qwen3, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
+    # A model's own repetition_penalty is kept, greedy or not; one that does not sample is greedy.
+    own = GenerationConfig(repetition_penalty=1.1)
+    assert sampling_options(own) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
+    assert sampling_options(GenerationConfig(do_sample=False, temperature=0.3)) == {
+        "do_sample": False, **OFF, "repetition_penalty": 1.2}
+
+
+def _looping_model():
+    """A one-layer Llama over 4 tokens whose next-token logits depend only on the last token, by hand:
+    after 1: token 2 scores 3.0, EOS (0) 2.8; after 2: token 1 scores 3.0, EOS 2.0; all else 0. Greedy from
+    [1] loops 2 1 2 1 …; the layer adds nothing (its output projections are zero), and with a one-hot embedding
+    the final RMSNorm scales by √4 = 2, so lm_head holds the logits / 2."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=4, hidden_size=4, intermediate_size=4, num_hidden_layers=1, num_attention_heads=1,
+                         num_key_value_heads=1, head_dim=4, rms_norm_eps=1e-9, tie_word_embeddings=False,
+                         bos_token_id=3, eos_token_id=0, pad_token_id=3)
+    model = LlamaForCausalLM(config).eval()
+    logits = torch.zeros(4, 4)  # [last token, next token]
+    logits[1, 2], logits[1, 0], logits[2, 1], logits[2, 0] = 3.0, 2.8, 3.0, 2.0
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(4))
+        model.model.layers[0].self_attn.o_proj.weight.zero_()
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        model.lm_head.weight.copy_(logits.T / 2)
+    return model
+
+
+def test_the_guard_ends_a_greedy_loop():
+    """By hand, with penalty 1.2 (a seen token's positive logit divided by 1.2): after [1] token 2 (3.0) beats EOS
+    (2.8); after [1, 2] token 1, seen, scores 2.5 and still beats EOS (2.0); after [1, 2, 1] token 2, seen, scores
+    2.5 and EOS (2.8) wins."""
+    import torch
+
+    from sftlab.generate import sampling_options
+
+    model = _looping_model()
+    prompt = torch.tensor([[1]])
+
+    def new_tokens(**options):
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                             eos_token_id=0, pad_token_id=3, **options)
+        return out[0, 1:].tolist()
+
+    assert new_tokens(**sampling_options(None, repetition_penalty=1)) == [2, 1, 2, 1, 2, 1, 2, 1]
+    assert new_tokens(**sampling_options(None)) == [2, 1, 0]

@@ -84,6 +84,7 @@ FRACTION = Limit(ge=0, lt=1)
 OPTIONS: dict[str, Limit] = {
     # generation (chat, eval, serve)
     "max_new_tokens": COUNT, "temperature": Limit(ge=0, le=2), "top_p": Limit(gt=0, le=1),
+    "repetition_penalty": Limit(gt=0, le=2, note="1 for none"),
     # eval's judge
     "judge_concurrency": COUNT, "judge_retries": NON_NEGATIVE, "judge_timeout": POSITIVE,
     # data check / clean

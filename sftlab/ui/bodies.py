@@ -92,7 +92,8 @@ class ChatBody(Body):
     model: OptionalPath = None
     messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     system: Annotated[Optional[Text], Blank] = None
-    temperature: bounded(float, "temperature") = 0.0  # type: ignore[valid-type]
+    # None: the model's own generation_config, else greedy with the repetition guard (as `sftlab chat`)
+    temperature: Optional[bounded(float, "temperature")] = None  # type: ignore[valid-type]
     max_new_tokens: bounded(int, "max_new_tokens") = 256  # type: ignore[valid-type]
 
 

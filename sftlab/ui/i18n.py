@@ -85,7 +85,7 @@ TEXT: dict[str, dict[str, str]] = {
     "mask_view": {"en": "Trained tokens", "zh": "训练 token"},
     "second_model": {"en": "Second model (optional)", "zh": "第二个模型（可选）"},
     "system_prompt": {"en": "System prompt", "zh": "系统提示词"},
-    "temperature": {"en": "Temperature (0 = greedy)", "zh": "温度（0 = 贪心解码）"},
+    "temperature": {"en": "Temperature (empty = the model's own, 0 = greedy)", "zh": "温度（留空 = 模型自带设置，0 = 贪心解码）"},
     "max_new_tokens": {"en": "Max new tokens", "zh": "最大生成 token 数"},
     "send": {"en": "Send", "zh": "发送"},
     "clear": {"en": "Clear", "zh": "清空"},

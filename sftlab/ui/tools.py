@@ -233,8 +233,9 @@ class ChatModels:
                 self.loaded.popitem(last=False)
             return self.loaded[model]
 
-    def stream(self, model: str, messages: list[dict[str, str]], temperature: float,
+    def stream(self, model: str, messages: list[dict[str, str]], temperature: float | None,
                max_new_tokens: int) -> Iterator[str]:
+        """`temperature` None: the model's own generation_config, else greedy with the repetition guard (as chat)."""
         from sftlab.generate import check_options
 
         check_options(max_new_tokens, temperature)
@@ -242,9 +243,7 @@ class ChatModels:
         ids = generator.prompt_ids(messages)
         max_new = min(max_new_tokens, max(1, generator.context - len(ids)))
         generator.check_room(len(ids), 1, "max_new_tokens")
-        options: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": temperature > 0}
-        if temperature > 0:
-            options["temperature"] = temperature
+        options: dict[str, Any] = {"max_new_tokens": max_new, **generator.sampling(temperature)}
         yield from generator.stream(ids, lock=lock, **options)
 
 

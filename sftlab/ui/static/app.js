@@ -400,7 +400,7 @@ function pageChat() {
       const bubble = el("div", {class: "msg assistant"}, "…");
       box.append(bubble);
       const body = {model: model || "smollm2-135m-instruct", messages: sides[side], system: $("#system").value,
-                    temperature: Number($("#temperature").value), max_new_tokens: Number($("#max-new").value)};
+                    temperature: $("#temperature").value === "" ? null : Number($("#temperature").value), max_new_tokens: Number($("#max-new").value)};
       jobs.push(streamAnswer(body, bubble).then(answer => { sides[side].push({role: "assistant", content: answer}); box.scrollTop = box.scrollHeight; },
         e => { bubble.className = "msg error"; bubble.textContent = e.message; sides[side].pop(); }));
     }

@@ -44,7 +44,7 @@ def answers(model: str | None, console: Console, title: str) -> None:
                   f"prompt {system!r}" if system else "no system prompt", highlight=False)
     for q in QUESTIONS:
         session.history.clear()
-        reply = "".join(session.reply(q)).strip()
+        reply = session.ask(q).content
         console.print(f"[bold cyan]{q}[/]  {reply}", highlight=False)
 
 

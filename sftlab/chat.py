@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from sftlab.generate import Generator, check_options
+from sftlab.replies import Piece, Reply
 
 
 @dataclass
@@ -26,16 +27,41 @@ class ChatSession:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + self.history + [{"role": "user", "content": text}]
 
-    def reply(self, text: str) -> Iterator[str]:
-        """Stream the answer to one user message, piece by piece; the turn is kept for the next one."""
-        ids = self.generator.prompt_ids(self.messages_for(text))
-        self.generator.check_room(len(ids), self.max_new_tokens, "--max-new-tokens")
+    def reply(self, text: str) -> Iterator[Piece]:
+        """Stream the reply to one user message, piece by piece: its reasoning trace (a `<think>` block) apart from
+        its answer. The turn is kept for the next one, the trace as the message's reasoning_content (templates
+        that show earlier traces read it; Qwen3's leaves it out)."""
+        prompt = self.generator.prompt(self.messages_for(text))
+        self.generator.check_room(len(prompt.ids), self.max_new_tokens, "--max-new-tokens")
         sampling = self.generator.sampling(self.temperature, self.top_p, self.repetition_penalty)
-        pieces = []
-        for piece in self.generator.stream(ids, max_new_tokens=self.max_new_tokens, **sampling):
-            pieces.append(piece)
+        reader, reply = self.generator.reader(prompt), Reply()
+        stream = self.generator.stream(prompt.ids, max_new_tokens=self.max_new_tokens, **sampling)
+        for piece in _pieces(stream, reader):
+            if piece.kind == "reasoning":
+                reply.reasoning += piece.text
+            else:
+                reply.content += piece.text
             yield piece
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces).strip()}]
+        answer: dict[str, str] = {"role": "assistant", "content": reply.content}
+        if reply.reasoning:
+            answer["reasoning_content"] = reply.reasoning
+        self.history += [{"role": "user", "content": text}, answer]
+
+    def ask(self, text: str) -> Reply:
+        """The whole reply to one user message (reasoning and answer apart)."""
+        reply = Reply()
+        for piece in self.reply(text):
+            if piece.kind == "reasoning":
+                reply.reasoning += piece.text
+            else:
+                reply.content += piece.text
+        return reply
+
+
+def _pieces(stream: Iterator[str], reader: Any) -> Iterator[Piece]:
+    for text in stream:
+        yield from reader.feed(text)
+    yield from reader.finish()
 
 
 def open_session(model: str | None, escape: bool = True, precision: str = "auto", default_system: str | None = None,

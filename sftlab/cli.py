@@ -225,8 +225,20 @@ def chat_cmd(
     out = Console(highlight=False)
 
     def answer(text: str) -> None:
+        # A reasoning trace goes to stderr, dimmed: on a terminal it shows above the answer, and a script reading
+        # stdout gets the answer alone.
+        thinking = False
         for piece in session.reply(text):
-            out.print(piece, end="", markup=False)
+            if piece.kind == "reasoning":
+                err.print(piece.text, end="", style="dim italic", markup=False, highlight=False)
+                thinking = True
+                continue
+            if thinking:
+                err.print()
+                thinking = False
+            out.print(piece.text, end="", markup=False)
+        if thinking:
+            err.print()
         out.print()
 
     if prompt is not None:

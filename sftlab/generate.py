@@ -7,13 +7,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
 
 from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system, with_template_kwargs
 from sftlab.data.tokenize import TokenizerView, special_token_strings
 from sftlab.defaults import EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY
 from sftlab.errors import SftlabError
 from sftlab.config.checks import require
+from sftlab.replies import MARKERS, Reply, ReplyReader, opens_reasoning, read_reply, tool_family
 
 log = logging.getLogger("sftlab")
 
@@ -83,6 +85,24 @@ def complete_text(text: str) -> str:
     return text.rstrip("\ufffd")
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A conversation rendered for its next answer: its token ids, and whether the template's generation prompt
+    opened a reasoning trace (the reply then starts inside it)."""
+
+    ids: list[int]
+    reasoning_open: bool = False
+
+
+def hidden_token_ids(tokenizer: Any) -> set[int]:
+    """The special tokens a reply's text leaves out (end-of-turn, padding …): all of them but the markers a reply
+    is read by (sftlab.replies.MARKERS: Mistral's [TOOL_CALLS] is a special token)."""
+    ids = {i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)}
+    ids |= {i for i in tokenizer.all_special_ids if i is not None}
+    keep = {tokenizer.convert_tokens_to_ids(m) for m in MARKERS if m in tokenizer.get_vocab()}
+    return ids - keep
+
+
 class Generator:
     """A model with its tokenizer and chat template, as chat, serve and eval use it."""
 
@@ -100,12 +120,27 @@ class Generator:
         self.tokens = TokenizerView(tokenizer, escape=escape)
         self.stop_ids = stop_token_ids(model, tokenizer, self.chat)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.hidden_ids = hidden_token_ids(tokenizer)
+        self.tool_family = tool_family(self.chat.source)
+
+    def prompt(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Prompt:
+        """The conversation so far and the assistant's header, with the escaping contract: special-token text in
+        the messages stays text (so no message can close its own turn)."""
+        rendered: list[str] = []
+
+        def render(value: Any) -> str:
+            rendered.append(self.chat.render(value[0], value[1], add_generation_prompt=True))
+            return rendered[-1]
+
+        ids = self.tokens.encode_rendered(render, (list(messages), tools))
+        return Prompt(ids, opens_reasoning(rendered[-1]))
 
     def prompt_ids(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        """Token ids of the conversation so far and the assistant's header, with the escaping contract:
-        special-token text in the messages stays text (so no message can close its own turn)."""
-        return self.tokens.encode_rendered(
-            lambda value: self.chat.render(value[0], value[1], add_generation_prompt=True), (list(messages), tools))
+        return self.prompt(messages, tools).ids
+
+    def reader(self, prompt: Prompt, tool_names: Iterable[str] = ()) -> ReplyReader:
+        """A reader of the reply to `prompt`: its reasoning, answer and (for these tools) tool calls."""
+        return ReplyReader(self.tool_family, tool_names, prompt.reasoning_open)
 
     @property
     def context(self) -> int:
@@ -135,7 +170,9 @@ class Generator:
         return {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id, **options}
 
     def decode(self, new_ids: Sequence[int]) -> str:
-        return complete_text(self.tokenizer.decode(list(new_ids), skip_special_tokens=True))
+        """A reply's text: special tokens left out but the markers its reasoning and tool calls are read by."""
+        kept = [i for i in new_ids if i not in self.hidden_ids]
+        return complete_text(self.tokenizer.decode(kept, skip_special_tokens=False))
 
     def ended(self, new_ids: Sequence[int]) -> bool:
         """Whether generation stopped on a stop token."""
@@ -143,13 +180,19 @@ class Generator:
 
     def answers(self, conversations: Sequence[Sequence[dict[str, Any]]], max_new_tokens: int,
                 batch_size: int) -> list[str]:
-        """Greedy answers to many conversations, batched (left padding; prompts sorted by length so batches pad
-        little)."""
+        """The answers of `replies`, without their reasoning."""
+        return [r.content for r in self.replies(conversations, max_new_tokens, batch_size)]
+
+    def replies(self, conversations: Sequence[Sequence[dict[str, Any]]], max_new_tokens: int,
+                batch_size: int) -> list[Reply]:
+        """Greedy replies to many conversations (reasoning apart from the answer), batched (left padding; prompts
+        sorted by length so batches pad little)."""
         import torch
 
-        prompts = [self.prompt_ids(c) for c in conversations]
+        rendered = [self.prompt(c) for c in conversations]
+        prompts = [p.ids for p in rendered]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out = [""] * len(prompts)
+        out = [Reply()] * len(prompts)
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             width = max(len(prompts[i]) for i in idx)
@@ -160,7 +203,7 @@ class Generator:
                 generated = self.model.generate(input_ids=ids, attention_mask=mask,
                                                 **self.kwargs(max_new_tokens=max_new_tokens, do_sample=False))
             for i, seq in zip(idx, generated[:, width:].tolist()):
-                out[i] = self.decode(seq).strip()
+                out[i] = read_reply(self.decode(seq), reasoning_open=rendered[i].reasoning_open)
             log.info("generated %d/%d answers", min(s + batch_size, len(order)), len(order))
         return out
 
@@ -173,7 +216,7 @@ class Generator:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        streamer = _streamer(self.tokenizer)
+        streamer = _streamer(self.tokenizer, self.hidden_ids)
         inputs = torch.tensor([list(ids)], device=self.model.device)
         cancelled = cancel or threading.Event()
 
@@ -209,16 +252,27 @@ class Generator:
             worker.join()
 
 
-def _streamer(tokenizer: Any) -> Any:
-    """A TextIteratorStreamer that drops a partial character at the end of the stream (during generation
-    the streamer holds text back until a space or a whole CJK character, but at the end it flushes all)."""
+def _streamer(tokenizer: Any, hidden_ids: Iterable[int] = ()) -> Any:
+    """A TextIteratorStreamer that leaves out the `hidden_ids` (Generator.decode's text, as it comes) and drops a
+    partial character at the end of the stream (during generation the streamer holds text back until a space or a
+    whole CJK character, but at the end it flushes all)."""
+    import torch
     from transformers import TextIteratorStreamer
 
+    hidden_ids = set(hidden_ids)
+
     class Streamer(TextIteratorStreamer):
+        def put(self, value: Any) -> None:
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                return super().put(value)
+            kept = [i for i in value.reshape(-1).tolist() if i not in hidden_ids]
+            if kept:
+                super().put(torch.tensor(kept))
+
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
             super().on_finalized_text(complete_text(text) if stream_end else text, stream_end)
 
-    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
 
 
 def save_generation_config(model: Any, tokenizer: Any, chat: ChatTemplate | None, out: Any) -> None:

@@ -21,6 +21,7 @@ from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
 from sftlab.generate import ContextExceeded, Generator
 from sftlab.config.checks import check
+from sftlab.replies import Piece, ToolCall
 
 
 class ContentPart(BaseModel):
@@ -28,11 +29,39 @@ class ContentPart(BaseModel):
     text: Optional[str] = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: Union[str, dict[str, Any]] = "{}"  # OpenAI sends JSON text; an object is taken too
+
+
+class ToolCallIn(BaseModel):
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+
+
+class ToolSpec(BaseModel):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: Union[str, list[ContentPart], None] = None
+    tool_calls: Optional[list[ToolCallIn]] = None  # an assistant's earlier calls
+    tool_call_id: Optional[str] = None  # a tool result's call
+    name: Optional[str] = None
+    reasoning_content: Optional[str] = None  # an assistant's earlier trace (Qwen3's template reads it)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -42,6 +71,32 @@ class ChatMessage(BaseModel):
                                code="unsupported_content")
             return "".join(p.text or "" for p in self.content)
         return self.content or ""
+
+    def for_template(self, index: int) -> dict[str, Any]:
+        """The message as chat templates read it: tool-call arguments as a mapping (templates write them with
+        `tojson`; JSON text would be written as one quoted string)."""
+        out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.function.name, "arguments": _arguments(c, index, j)}}
+                                 for j, c in enumerate(self.tool_calls)]
+        for key in ("tool_call_id", "name", "reasoning_content"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+def _arguments(call: ToolCallIn, index: int, j: int) -> dict[str, Any]:
+    args = call.function.arguments
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            args = None
+    if not isinstance(args, dict):
+        raise ApiError(400, f"messages[{index}].tool_calls[{j}].function.arguments must be a JSON object",
+                       code="invalid_value")
+    return args
 
 
 class ChatRequest(BaseModel):
@@ -58,6 +113,9 @@ class ChatRequest(BaseModel):
     stream: bool = False
     seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     n: int = Field(default=1, ge=1, le=1)  # one choice per request (a larger n is refused, not ignored)
+    tools: Optional[list[ToolSpec]] = None
+    # "required" and a named function would need constrained decoding: refused, not ignored
+    tool_choice: Optional[Literal["auto", "none"]] = None
 
     # The bounds chat and eval apply too (sftlab/config/bounds.py).
     @field_validator("max_tokens", "max_completion_tokens", "temperature", "top_p", "repetition_penalty")
@@ -77,10 +135,21 @@ class ApiError(Exception):
 
 @dataclass
 class Completion:
-    text: str
+    content: str
+    reasoning: str
+    tool_calls: list[ToolCall]
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+
+    def message(self) -> dict[str, Any]:
+        """The choice's message in OpenAI's shape (content null beside tool calls, as OpenAI sends it)."""
+        out: dict[str, Any] = {"role": "assistant", "content": self.content or (None if self.tool_calls else "")}
+        if self.reasoning:
+            out["reasoning_content"] = self.reasoning
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        return out
 
 
 def _failed(e: BaseException) -> str:
@@ -129,19 +198,31 @@ class Server:
         self.lock = threading.Lock()
         self.context = generator.context
 
-    def _inputs(self, req: ChatRequest) -> tuple[list[int], int]:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+    def tools(self, req: ChatRequest) -> list[dict[str, Any]] | None:
+        """The request's tools as the template renders them; none with tool_choice "none" (the model is not to
+        call one, so it is not offered one)."""
+        if not req.tools or req.tool_choice == "none":
+            return None
+        if self.gen.tool_family is None:
+            raise ApiError(400, "this model's chat template writes no tool calls sftlab can read (Hermes/Qwen "
+                           "<tool_call>, Llama 3.1 JSON, Mistral [TOOL_CALLS]): send the request without tools",
+                           code="unsupported_tools")
+        return [t.model_dump(exclude_none=True) for t in req.tools]
+
+    def _inputs(self, req: ChatRequest) -> tuple[Any, int, list[dict[str, Any]] | None]:
+        messages = [m.for_template(i) for i, m in enumerate(req.messages)]
+        tools = self.tools(req)
         try:
-            ids = self.gen.prompt_ids(messages)
+            prompt = self.gen.prompt(messages, tools)
         except SftlabError as e:  # a template that rejects the conversation (e.g. roles out of order)
             raise ApiError(400, f"the chat template rejected the messages: {first_line(e)}") from None
-        n = len(ids)
+        n = len(prompt.ids)
         max_new = req.max_completion_tokens or req.max_tokens or max(1, min(512, self.context - n))
         try:
             self.gen.check_room(n, max_new)
         except ContextExceeded as e:
             raise ApiError(400, str(e), code="context_length_exceeded") from None
-        return ids, max_new
+        return prompt, max_new, tools
 
     def temperature(self, req: ChatRequest) -> float | None:
         """The request's temperature; none given: the model's generation_config (None), or OpenAI's default of 1
@@ -160,18 +241,28 @@ class Server:
         return options
 
     def complete(self, req: ChatRequest) -> Completion:
-        """The whole answer at once: the stream below, gathered."""
+        """The whole reply at once: the stream below, gathered."""
         pieces, info, _ = self.stream(req)
-        text = "".join(pieces)
+        content, reasoning, calls = "", "", []
+        for p in pieces:
+            if p.kind == "tool_call":
+                calls.append(p.call)
+            elif p.kind == "reasoning":
+                reasoning += p.text
+            else:
+                content += p.text
         if "error" in info:
             raise ApiError(500, info["error"], type_="server_error")
-        return Completion(text, info["prompt_tokens"], info["completion_tokens"], info["finish_reason"])
+        return Completion(content, reasoning, calls, info["prompt_tokens"], info["completion_tokens"],
+                          info["finish_reason"])
 
-    def stream(self, req: ChatRequest) -> tuple[Iterator[str], dict[str, Any], threading.Event]:
-        """Text pieces as they are generated; `info` gets usage and finish_reason (or error) once done; setting
-        the event stops the generation (the client went away)."""
-        ids, max_new = self._inputs(req)
+    def stream(self, req: ChatRequest) -> tuple[Iterator[Piece], dict[str, Any], threading.Event]:
+        """The reply's pieces (reasoning, answer text, whole tool calls) as they are generated; `info` gets usage
+        and finish_reason (or error) once done; setting the event stops the generation (the client went away)."""
+        prompt, max_new, tools = self._inputs(req)
+        ids = prompt.ids
         info: dict[str, Any] = {"prompt_tokens": len(ids)}
+        reader = self.gen.reader(prompt, [t["function"]["name"] for t in tools or []])
 
         def done(new: list[int] | None, error: Exception | None = None) -> None:
             if new is None:
@@ -185,22 +276,25 @@ class Server:
         generated = self.gen.stream(ids, done=done, lock=self.lock, seed=seed, cancel=cancel,
                                     **self._options(req, max_new))
 
-        def pieces() -> Iterator[str]:
+        def pieces() -> Iterator[Piece]:
             trimmer = StopTrimmer(_stops(req.stop))
+            called = False
             try:
                 for piece in generated:
-                    text = trimmer.feed(piece)
-                    if text:
-                        yield text
+                    for p in reader.feed(trimmer.feed(piece)):
+                        called |= p.kind == "tool_call"
+                        yield p
                     if trimmer.stopped:
                         break  # a stop string: no need to generate further
             finally:
                 generated.close()  # ends the generation if we stop early (a stop string, a client gone)
-            tail = trimmer.flush()
-            if tail:
-                yield tail
+            for p in reader.feed(trimmer.flush()) + reader.finish():
+                called |= p.kind == "tool_call"
+                yield p
             if trimmer.stopped:
                 info["finish_reason"] = "stop"
+            if called and "error" not in info:
+                info["finish_reason"] = "tool_calls"
 
         return pieces(), info, cancel
 
@@ -261,8 +355,8 @@ def create_app(server: Server, api_key: str | None = None) -> Any:
         if req.model is not None and req.model != server.name:
             raise ApiError(404, f"the model '{req.model}' does not exist; this server serves '{server.name}'",
                            code="model_not_found")
-        for m in req.messages:
-            m.text()  # refuses content it cannot read before any work starts
+        for i, m in enumerate(req.messages):
+            m.for_template(i)  # refuses content it cannot read before any work starts
         return await _respond(req)
 
     async def _respond(req: ChatRequest) -> Any:
@@ -274,8 +368,7 @@ def create_app(server: Server, api_key: str | None = None) -> Any:
             c = await run_in_threadpool(server.complete, req)
             return {
                 "id": rid, "object": "chat.completion", "created": created, "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                             "finish_reason": c.finish_reason, "logprobs": None}],
+                "choices": [{"index": 0, "message": c.message(), "finish_reason": c.finish_reason, "logprobs": None}],
                 "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                           "total_tokens": c.prompt_tokens + c.completion_tokens},
             }
@@ -293,8 +386,13 @@ def create_app(server: Server, api_key: str | None = None) -> Any:
 
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                async for text in iterate_in_threadpool(pieces):
-                    yield chunk({"content": text})
+                calls = 0
+                async for p in iterate_in_threadpool(pieces):
+                    if p.kind == "tool_call":  # one delta with the whole call (OpenAI's clients join the deltas)
+                        yield chunk({"tool_calls": [p.call.to_openai(calls)]})
+                        calls += 1
+                    else:
+                        yield chunk({"reasoning_content" if p.kind == "reasoning" else "content": p.text})
                 if "error" in info:  # OpenAI's shape for a stream that fails midway
                     error = ApiError(500, info["error"], type_="server_error")
                     yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"

@@ -242,3 +242,155 @@ def test_a_generation_that_fails_midway_ends_the_stream_with_an_openai_error(tin
     assert r.text.rstrip().endswith("data: [DONE]")
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+
+
+# --- tools and reasoning: the real openai client, HTTP, streaming and reply parsing; only the model's forward pass
+# is replaced, by one that writes a fixed reply token by token (a tiny random model cannot be relied on to call a
+# tool) -------------------------------------------------------------------------------------------------------------
+
+TEMPLATES = __import__("pathlib").Path(__file__).parent / "fixtures" / "templates"
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+
+
+class Scripted:
+    """`model.generate` writing `reply(prompt_text)` through the real streamer, then the end-of-turn token."""
+
+    def __init__(self, gen, reply):
+        self.gen, self.reply, self.prompts = gen, reply, []
+
+    def __call__(self, input_ids, streamer=None, max_new_tokens=512, eos_token_id=None, **kwargs):
+        import torch
+
+        prompt = self.gen.tokenizer.decode(input_ids[0].tolist())
+        self.prompts.append(prompt)
+        new = self.gen.tokenizer.encode(self.reply(prompt), add_special_tokens=False)
+        new = (new + [self.gen.stop_ids[-1]])[:max_new_tokens]
+        if streamer is not None:
+            streamer.put(input_ids)
+            for i in new:
+                streamer.put(torch.tensor([i]))
+            streamer.end()
+        return torch.cat([input_ids, torch.tensor([new])], dim=1)
+
+
+def _scripted_client(tiny_chat_model, template, reply):
+    from fastapi.testclient import TestClient
+
+    from sftlab.data.templates import resolve_template
+    from sftlab.generate import Generator
+    from sftlab.models import load_model, load_tokenizer
+    from sftlab.serve import Server, create_app
+
+    tok = load_tokenizer(str(tiny_chat_model))
+    chat = template if not isinstance(template, str) else resolve_template(str(TEMPLATES / template), tok, warn=False)
+    gen = Generator(load_model(str(tiny_chat_model)), tok, chat)
+    script = Scripted(gen, reply)
+    gen.model.generate = script
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", max_retries=0,
+                           http_client=TestClient(create_app(Server(gen, name="tiny"))))
+    return client, script
+
+
+def _weather_reply(prompt):
+    if "<tool_response>" in prompt:  # the tool's result came back: answer with it
+        return 'It is 21 °C in 巴黎 right now.'
+    return ('<think>\nThe user wants the weather; I have a tool for it.\n</think>\n\n'
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>')
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_openai_clients_tool_loop_call_result_answer(tiny_chat_model, stream):
+    """Qwen2.5's real template: the tools are rendered into the prompt, the call comes back in OpenAI's shape, the
+    tool's result goes into the next prompt as Qwen2.5 writes it, and the answer comes back as text."""
+    client, script = _scripted_client(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", _weather_reply)
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+    def ask():
+        if not stream:
+            r = client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], temperature=0)
+            m = r.choices[0].message
+            return (m.content, getattr(m, "reasoning_content", None), m.tool_calls, r.choices[0].finish_reason,
+                    m.model_dump(exclude_none=True))
+        content = reasoning = ""
+        calls, finish = {}, None
+        for chunk in client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], temperature=0,
+                                                    stream=True):
+            d = chunk.choices[0].delta
+            content += d.content or ""
+            reasoning += (d.model_extra or {}).get("reasoning_content") or ""
+            for c in d.tool_calls or []:
+                calls[c.index] = c
+            finish = chunk.choices[0].finish_reason or finish
+        tool_calls = [calls[i] for i in sorted(calls)]
+        message = {"role": "assistant", "content": content or None,
+                   "tool_calls": [{"id": c.id, "type": "function", "function": {
+                       "name": c.function.name, "arguments": c.function.arguments}} for c in tool_calls]}
+        return content or None, reasoning or None, tool_calls, finish, message
+
+    content, reasoning, calls, finish, message = ask()
+    assert "<tools>\n" + json.dumps(WEATHER) + "\n</tools>" in script.prompts[0]  # as Qwen2.5 renders `tools`
+    assert (content, reasoning, finish) == (None, "The user wants the weather; I have a tool for it.", "tool_calls")
+    assert [(c.type, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("function", "get_weather", {"city": "巴黎"})]
+    assert calls[0].id.startswith("call_")
+    messages += [message, {"role": "tool", "tool_call_id": calls[0].id, "content": '{"celsius": 21}'}]
+    content, reasoning, calls, finish, _ = ask()
+    assert (content, reasoning, calls or None, finish) == ("It is 21 °C in 巴黎 right now.", None, None, "stop")
+    # The call went back as Qwen2.5 writes one (arguments as a mapping, not a quoted string), then the result.
+    assert script.prompts[1].endswith(
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>'
+        '<|im_end|>\n<|im_start|>user\n<tool_response>\n{"celsius": 21}\n</tool_response><|im_end|>\n'
+        '<|im_start|>assistant\n')
+
+
+def test_a_call_that_does_not_parse_stays_text_never_a_500(tiny_chat_model):
+    broken = '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'
+    client, _ = _scripted_client(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", lambda prompt: broken)
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
+    assert (r.choices[0].message.content, r.choices[0].message.tool_calls, r.choices[0].finish_reason) == (
+        broken, None, "stop")
+
+
+def test_tool_choice_none_offers_no_tools_and_reads_no_calls(tiny_chat_model):
+    client, script = _scripted_client(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", _weather_reply)
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER],
+                                       tool_choice="none")
+    assert "<tools>" not in script.prompts[0] and r.choices[0].message.tool_calls is None
+    assert r.choices[0].message.content.startswith("<tool_call>")  # what it wrote, as text
+    for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+        with pytest.raises(openai.BadRequestError, match="tool_choice"):
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                           tools=[WEATHER], tool_choice=choice)
+    bad = [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{city"}}]}]
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\].tool_calls\[0\].function.arguments must be a JSON"):
+        client.chat.completions.create(model="tiny", messages=bad, tools=[WEATHER])
+
+
+def test_tools_for_a_template_that_writes_no_calls_are_refused(tiny_chat_model):
+    client, _ = _scripted_client(tiny_chat_model, "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", lambda p: "ok")
+    with pytest.raises(openai.BadRequestError, match="writes no tool calls sftlab can read"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
+
+
+def test_a_trace_the_generation_prompt_opened_is_reasoning_content(tiny_chat_model):
+    """DeepSeek-R1's distill template, thinking on: the prompt ends with `<think>\\n`, the model writes its trace and
+    `</think>`, then the answer."""
+    from sftlab.data.templates import ChatTemplate
+    from sftlab.models import load_tokenizer
+    from sftlab.data.templates import special_token_variables
+
+    source = "{%- set enable_thinking = true %}" + (TEMPLATES / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja").read_text()
+    chat = ChatTemplate(source, "deepseek-r1", special_token_variables(load_tokenizer(str(tiny_chat_model))))
+    reply = "1 + 1 is 2.\n</think>\n\nThe answer is 2."
+    client, script = _scripted_client(tiny_chat_model, chat, lambda prompt: reply)
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "1+1?"}])
+    assert script.prompts[0].endswith("<｜Assistant｜><think>\n")
+    m = r.choices[0].message
+    assert (m.content, m.reasoning_content) == ("The answer is 2.", "1 + 1 is 2.")
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "1+1?"}], stream=True)]
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == "1 + 1 is 2."
+    assert "".join(d.content or "" for d in deltas) == "The answer is 2."

@@ -105,7 +105,8 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
 
     meta = {"model": name, "bf16": gen.bf16, "model_sha256": fingerprint(model_files(name)), "data": str(data),
             "data_sha256": fingerprint([Path(data)]), "template": options.template, "default_system": options.default_system,
-            "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items]}
+            "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items],
+            "reasoning_apart": True}  # responses before it held a model's trace in the answer
     meta_file, file = out / "generation.json", out / "responses.jsonl"
     if meta_file.is_file() and file.is_file() and _same(meta_file, meta):
         log.info("reusing %s (same weights, data and settings)", file)
@@ -113,9 +114,11 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
         for r, it in zip(records, items):
             r["reference"] = it.reference
         return records
-    answers = gen.answers([it.messages for it in items], options.max_new_tokens, options.batch_size)
+    # The answer is scored (and judged) without the model's reasoning trace; the trace is kept beside it.
+    replies = gen.replies([it.messages for it in items], options.max_new_tokens, options.batch_size)
     records = [{"row": it.row, "source": it.source, "prompt": it.instruction, "messages": _plain(it.messages),
-                "reference": it.reference, "response": a} for it, a in zip(items, answers)]
+                "reference": it.reference, "response": r.content, **({"reasoning": r.reasoning} if r.reasoning else {})}
+               for it, r in zip(items, replies)]
     _write_jsonl(file, records)
     write_text(meta_file, json.dumps(meta))
     return records

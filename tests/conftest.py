@@ -243,3 +243,42 @@ def _vocab_only_gguf(path):
 
 def _one_line(stderr: str) -> str:
     return " ".join(stderr.split())
+
+
+# --- a model that writes a fixed reply (tests/test_serve.py, test_chat.py) ---
+
+class Scripted:
+    """`model.generate` writing `reply(prompt_text)` through the real streamer, then the end-of-turn token."""
+
+    def __init__(self, gen, reply):
+        self.gen, self.reply, self.prompts = gen, reply, []
+
+    def __call__(self, input_ids, streamer=None, max_new_tokens=512, eos_token_id=None, **kwargs):
+        import torch
+
+        prompt = self.gen.tokenizer.decode(input_ids[0].tolist())
+        self.prompts.append(prompt)
+        new = self.gen.tokenizer.encode(self.reply(prompt), add_special_tokens=False)
+        new = (new + [self.gen.stop_ids[-1]])[:max_new_tokens]
+        if streamer is not None:
+            streamer.put(input_ids)
+            for i in new:
+                streamer.put(torch.tensor([i]))
+            streamer.end()
+        return torch.cat([input_ids, torch.tensor([new])], dim=1)
+
+
+def scripted_generator(model_dir, template, reply):
+    """A Generator of the model in `model_dir` with `template` (a ChatTemplate, or a file name in TEMPLATES) whose
+    forward pass is replaced by Scripted(reply): everything else — rendering, stop tokens, the streamer, decoding —
+    is the real path."""
+    from sftlab.data.templates import resolve_template
+    from sftlab.generate import Generator
+    from sftlab.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    chat = template if not isinstance(template, str) else resolve_template(str(TEMPLATES / template), tok, warn=False)
+    gen = Generator(load_model(str(model_dir)), tok, chat)
+    script = Scripted(gen, reply)
+    gen.model.generate = script
+    return gen, script

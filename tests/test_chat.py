@@ -83,3 +83,24 @@ def test_a_chat_prompt_longer_than_the_context_is_refused(tiny_chat_model, cli):
     assert r.returncode == 2, r.stderr[-2000:]
     assert re.search(r"this model's maximum context length is 1024 tokens; the messages have \d+ and --max-new-tokens "
                      r"asks for 8 more", _one_line(r.stderr)), r.stderr
+
+
+def test_chat_shows_a_trace_apart_from_the_answer(tiny_chat_model, cli, monkeypatch):
+    """The reasoning goes to stderr (dimmed on a terminal), the answer alone to stdout; the session keeps the trace
+    as the turn's reasoning_content."""
+    from conftest import scripted_generator
+    from sftlab import generate
+
+    reply = "<think>\nA greeting; answer in kind.\n</think>\n\nHello, Ada!"
+    gen, script = scripted_generator(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", lambda prompt: reply)
+    monkeypatch.setattr(generate, "load_generator", lambda *a, **kw: gen)
+    result = cli("chat", "--prompt", "Hi, I am Ada.")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello, Ada!\n"
+    assert "A greeting; answer in kind." in result.stderr and "Hello" not in result.stderr
+
+    session = open_session(None)
+    pieces = [(p.kind, p.text) for p in session.reply("Hi, I am Ada.")]
+    assert pieces == [("reasoning", "A greeting; answer in kind."), ("content", "Hello, Ada!")]
+    assert session.history[-1] == {"role": "assistant", "content": "Hello, Ada!",
+                                   "reasoning_content": "A greeting; answer in kind."}

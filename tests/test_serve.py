@@ -248,46 +248,19 @@ def test_a_generation_that_fails_midway_ends_the_stream_with_an_openai_error(tin
 # is replaced, by one that writes a fixed reply token by token (a tiny random model cannot be relied on to call a
 # tool) -------------------------------------------------------------------------------------------------------------
 
-TEMPLATES = __import__("pathlib").Path(__file__).parent / "fixtures" / "templates"
+from conftest import TEMPLATES  # noqa: E402
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now.",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
 
 
-class Scripted:
-    """`model.generate` writing `reply(prompt_text)` through the real streamer, then the end-of-turn token."""
-
-    def __init__(self, gen, reply):
-        self.gen, self.reply, self.prompts = gen, reply, []
-
-    def __call__(self, input_ids, streamer=None, max_new_tokens=512, eos_token_id=None, **kwargs):
-        import torch
-
-        prompt = self.gen.tokenizer.decode(input_ids[0].tolist())
-        self.prompts.append(prompt)
-        new = self.gen.tokenizer.encode(self.reply(prompt), add_special_tokens=False)
-        new = (new + [self.gen.stop_ids[-1]])[:max_new_tokens]
-        if streamer is not None:
-            streamer.put(input_ids)
-            for i in new:
-                streamer.put(torch.tensor([i]))
-            streamer.end()
-        return torch.cat([input_ids, torch.tensor([new])], dim=1)
-
-
 def _scripted_client(tiny_chat_model, template, reply):
     from fastapi.testclient import TestClient
 
-    from sftlab.data.templates import resolve_template
-    from sftlab.generate import Generator
-    from sftlab.models import load_model, load_tokenizer
+    from conftest import scripted_generator
     from sftlab.serve import Server, create_app
 
-    tok = load_tokenizer(str(tiny_chat_model))
-    chat = template if not isinstance(template, str) else resolve_template(str(TEMPLATES / template), tok, warn=False)
-    gen = Generator(load_model(str(tiny_chat_model)), tok, chat)
-    script = Scripted(gen, reply)
-    gen.model.generate = script
+    gen, script = scripted_generator(tiny_chat_model, template, reply)
     client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", max_retries=0,
                            http_client=TestClient(create_app(Server(gen, name="tiny"))))
     return client, script

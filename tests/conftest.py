@@ -253,19 +253,24 @@ class Scripted:
     def __init__(self, gen, reply):
         self.gen, self.reply, self.prompts = gen, reply, []
 
-    def __call__(self, input_ids, streamer=None, max_new_tokens=512, eos_token_id=None, **kwargs):
+    def __call__(self, input_ids, attention_mask=None, streamer=None, max_new_tokens=512, **kwargs):
         import torch
 
-        prompt = self.gen.tokenizer.decode(input_ids[0].tolist())
-        self.prompts.append(prompt)
-        new = self.gen.tokenizer.encode(self.reply(prompt), add_special_tokens=False)
-        new = (new + [self.gen.stop_ids[-1]])[:max_new_tokens]
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        rows = []
+        for ids, keep in zip(input_ids, mask):  # a batch is left-padded (Generator.replies)
+            prompt = self.gen.tokenizer.decode(ids[keep.bool()].tolist())
+            self.prompts.append(prompt)
+            new = self.gen.tokenizer.encode(self.reply(prompt), add_special_tokens=False)
+            rows.append((new + [self.gen.stop_ids[-1]])[:max_new_tokens])
         if streamer is not None:
             streamer.put(input_ids)
-            for i in new:
+            for i in rows[0]:
                 streamer.put(torch.tensor([i]))
             streamer.end()
-        return torch.cat([input_ids, torch.tensor([new])], dim=1)
+        width = max(len(r) for r in rows)
+        new = torch.tensor([r + [self.gen.pad_id] * (width - len(r)) for r in rows])
+        return torch.cat([input_ids, new], dim=1)
 
 
 def scripted_generator(model_dir, template, reply):

@@ -25,6 +25,7 @@ class FakeJudge(BaseHTTPRequestHandler):
     ask-flaky-N → HTTP 503 on the first request for it, then "Score: N/100"; ask-slow-N → "N" after 2 s."""
 
     seen: dict[str, int] = {}
+    prompts: list[str] = []
     lock = threading.Lock()
 
     def log_message(self, *args):
@@ -33,6 +34,7 @@ class FakeJudge(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][-1]["content"]
+        self.prompts.append(prompt)
         key = re.search(r"ask-[\w-]+", prompt).group()
         with self.lock:
             self.seen[key] = self.seen.get(key, 0) + 1
@@ -62,7 +64,7 @@ class FakeJudge(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_judge():
-    FakeJudge.seen = {}
+    FakeJudge.seen, FakeJudge.prompts = {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -114,7 +116,7 @@ def test_generations_are_reused_not_generated_twice(tiny_chat_model, tmp_path, m
 
     out = tmp_path / "eval"
     evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
-    monkeypatch.setattr(Generator, "answers", lambda *a, **k: pytest.fail("generated twice"))
+    monkeypatch.setattr(Generator, "replies", lambda *a, **k: pytest.fail("generated twice"))
     again = evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
     assert again["examples"] == 5
 
@@ -230,3 +232,26 @@ def test_eval_options_and_out_checked_before_any_work(tmp_path, cli):
         r = cli("eval", "--model", "m", "--data", data, "--out", tmp_path / "o", option, value)
         assert r.returncode == 2 and option in r.stderr and want in _one_line(r.stderr), r.stderr
     assert taken.read_text() == "x" and not (tmp_path / "o").exists()
+
+
+def test_the_answer_is_scored_and_judged_without_the_trace(tiny_chat_model, tmp_path, fake_judge, monkeypatch):
+    """A model that thinks before it answers: the metrics compare the answer alone with the reference, the judge
+    sees the answer alone, and the trace is kept beside it in responses.jsonl."""
+    from conftest import scripted_generator
+    from sftlab import generate
+
+    gen, _ = scripted_generator(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja",
+                                lambda prompt: "<think>\nsecret trace words\n</think>\n\nthe answer")
+    monkeypatch.setattr(generate, "load_generator", lambda *a, **kw: gen)
+    rows = [{"instruction": "ask-70", "input": "", "output": "the answer"},
+            {"instruction": "ask-20", "input": "", "output": "the answer"}]
+    (tmp_path / "held.json").write_text(json.dumps(rows))
+    judge = Judge(fake_judge, "fake", concurrency=1, retries=0)
+    summary = evaluate(str(tiny_chat_model), tmp_path / "held.json", tmp_path / "eval",
+                       EvalOptions(max_new_tokens=40, judge=judge))
+    assert summary["exact_match"] == 1.0 and summary["rouge_l"] == 1.0
+    assert len(FakeJudge.prompts) == 2
+    assert all(p.split("[Assistant's answer]\n")[1].startswith("the answer\n\nRate") for p in FakeJudge.prompts)
+    assert not any("secret" in p for p in FakeJudge.prompts)
+    records = [json.loads(line) for line in (tmp_path / "eval" / "responses.jsonl").read_text().splitlines()]
+    assert [(r["response"], r["reasoning"]) for r in records] == [("the answer", "secret trace words")] * 2

@@ -65,8 +65,8 @@ def _pieces(stream: Iterator[str], reader: Any) -> Iterator[Piece]:
 
 
 def open_session(model: str | None, escape: bool = True, precision: str = "auto", default_system: str | None = None,
-                 **options: Any) -> ChatSession:
+                 template_kwargs: dict[str, Any] | None = None, **options: Any) -> ChatSession:
     from sftlab.generate import load_generator
 
-    return ChatSession(load_generator(model, escape=escape, precision=precision, default_system=default_system),
-                       **options)
+    return ChatSession(load_generator(model, escape=escape, precision=precision, default_system=default_system,
+                                      template_kwargs=template_kwargs), **options)

@@ -216,10 +216,12 @@ def chat_cmd(
     escape: Escape = True,
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> None:
     from sftlab.chat import open_session
 
     session = open_session(model, escape=escape, precision=_precision(precision), default_system=default_system,
+                           template_kwargs=template_kwargs_option(template_kwargs),
                            system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                            repetition_penalty=repetition_penalty)
     out = Console(highlight=False)
@@ -372,6 +374,7 @@ def serve_cmd(
     escape: Escape = True,
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
@@ -379,7 +382,8 @@ def serve_cmd(
     err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
               + (" (API key required)" if key else ""))
     serve(model or DEFAULT_MODEL, host=host, port=port, api_key=key, escape=escape,
-          precision=_precision(precision), default_system=default_system, repetition_penalty=repetition_penalty)
+          precision=_precision(precision), default_system=default_system, repetition_penalty=repetition_penalty,
+          template_kwargs=template_kwargs_option(template_kwargs))
 
 
 @app.command(
@@ -416,6 +420,7 @@ def eval_cmd(
     escape: Escape = True,
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> None:
     from sftlab.evaluation.judge import Judge
     from sftlab.evaluation.run import EvalOptions, evaluate, print_summary
@@ -425,7 +430,8 @@ def eval_cmd(
     judge = (Judge(judge_url, judge_model, judge_api_key, judge_concurrency, judge_retries, judge_timeout)
              if judge_url else None)
     options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape,
-                          _precision(precision), default_system=default_system)
+                          _precision(precision), default_system=default_system,
+                          template_kwargs=template_kwargs_option(template_kwargs))
     summary = evaluate(model, data, out, options, baseline)
     print_summary(summary, Console())
     written = "predictions.jsonl" if {"accuracy", "pairwise_accuracy"} & set(summary) else "responses.jsonl"

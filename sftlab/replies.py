@@ -18,7 +18,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from sftlab.data.reasoning import THINK_CLOSE, THINK_OPEN
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 MISTRAL_CALLS, MISTRAL_ARGS = "[TOOL_CALLS]", "[ARGS]"
 

@@ -75,28 +75,20 @@ class ChatMessage(BaseModel):
     def for_template(self, index: int) -> dict[str, Any]:
         """The message as chat templates read it: tool-call arguments as a mapping (templates write them with
         `tojson`; JSON text would be written as one quoted string)."""
+        from sftlab.data.reasoning import tool_calls
+        from sftlab.errors import RowError
+
         out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
-        if self.tool_calls:
-            out["tool_calls"] = [{"id": c.id, "type": "function",
-                                  "function": {"name": c.function.name, "arguments": _arguments(c, index, j)}}
-                                 for j, c in enumerate(self.tool_calls)]
+        if self.tool_calls:  # normalised as a data row's calls are (sftlab.data.reasoning)
+            try:
+                out["tool_calls"] = tool_calls([c.model_dump(exclude_none=True) for c in self.tool_calls],
+                                               f"messages[{index}].tool_calls")
+            except RowError as e:
+                raise ApiError(400, f"{e.field} {e.reason}", code="invalid_value") from None
         for key in ("tool_call_id", "name", "reasoning_content"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
-
-
-def _arguments(call: ToolCallIn, index: int, j: int) -> dict[str, Any]:
-    args = call.function.arguments
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            args = None
-    if not isinstance(args, dict):
-        raise ApiError(400, f"messages[{index}].tool_calls[{j}].function.arguments must be a JSON object",
-                       code="invalid_value")
-    return args
 
 
 class ChatRequest(BaseModel):
@@ -428,11 +420,12 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           escape: bool = True, precision: str = "auto", default_system: str | None = None,
-          repetition_penalty: float | None = None) -> None:
+          repetition_penalty: float | None = None, template_kwargs: dict[str, Any] | None = None) -> None:
     import uvicorn
 
     from sftlab.generate import load_generator
 
-    server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system), name=model,
+    server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system,
+                                   template_kwargs=template_kwargs), name=model,
                     repetition_penalty=repetition_penalty)
     uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

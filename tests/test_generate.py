@@ -168,8 +168,8 @@ OFF = {"temperature": None, "top_p": None, "top_k": None, "min_p": None}  # gree
 def test_greedy_decoding_gets_the_repetition_guard_unless_told_otherwise():
     from sftlab.generate import sampling_options
 
-    assert sampling_options(None) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
-    assert sampling_options(None, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
+    assert sampling_options(None) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
+    assert sampling_options(None, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
     assert sampling_options(None, repetition_penalty=1.05) == {"do_sample": False, **OFF, "repetition_penalty": 1.05}
     assert sampling_options(None, repetition_penalty=1) == {"do_sample": False, **OFF, "repetition_penalty": None}
     # Sampling has its own way out of a loop: no guard unless asked for.
@@ -188,12 +188,12 @@ def test_the_models_generation_config_decides_what_the_user_did_not():
                                        "repetition_penalty": None}
     assert sampling_options(qwen3, temperature=0.9) == {"do_sample": True, "temperature": 0.9, "top_p": 0.95,
                                                         "top_k": 20, "repetition_penalty": None}
-    assert sampling_options(qwen3, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.2}
+    assert sampling_options(qwen3, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
     # A model's own repetition_penalty is kept, greedy or not; one that does not sample is greedy.
     own = GenerationConfig(repetition_penalty=1.1)
     assert sampling_options(own) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
     assert sampling_options(GenerationConfig(do_sample=False, temperature=0.3)) == {
-        "do_sample": False, **OFF, "repetition_penalty": 1.2}
+        "do_sample": False, **OFF, "repetition_penalty": 1.1}
 
 
 def _looping_model():
@@ -219,9 +219,9 @@ def _looping_model():
 
 
 def test_the_guard_ends_a_greedy_loop():
-    """By hand, with penalty 1.2 (a seen token's positive logit divided by 1.2): after [1] token 2 (3.0) beats EOS
-    (2.8); after [1, 2] token 1, seen, scores 2.5 and still beats EOS (2.0); after [1, 2, 1] token 2, seen, scores
-    2.5 and EOS (2.8) wins."""
+    """By hand, with the default penalty 1.1 (a seen token's positive logit divided by 1.1): after [1] token 2 (3.0)
+    beats EOS (2.8); after [1, 2] token 1, seen, scores 2.73 and still beats EOS (2.0); after [1, 2, 1] token 2,
+    seen, scores 2.73 and EOS (2.8) wins."""
     import torch
 
     from sftlab.generate import sampling_options

@@ -311,9 +311,12 @@ def test_the_openai_clients_tool_loop_call_result_answer(tiny_chat_model, stream
     messages += [message, {"role": "tool", "tool_call_id": calls[0].id, "content": '{"celsius": 21}'}]
     content, reasoning, calls, finish, _ = ask()
     assert (content, reasoning, calls or None, finish) == ("It is 21 °C in 巴黎 right now.", None, None, "stop")
-    # The call went back as Qwen2.5 writes one (arguments as a mapping, not a quoted string), then the result.
+    # The call went back as Qwen2.5 writes one (arguments as a mapping, not a quoted string), then the result; the
+    # trace the openai client sends back with the message (non-streamed: its reasoning_content) is written in front
+    # of it as training renders a history turn's trace for this template (sftlab.data.reasoning).
+    trace = "" if stream else "<think>\nThe user wants the weather; I have a tool for it.\n</think>\n\n\n"
     assert script.prompts[1].endswith(
-        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>'
+        '<|im_start|>assistant\n' + trace + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>'
         '<|im_end|>\n<|im_start|>user\n<tool_response>\n{"celsius": 21}\n</tool_response><|im_end|>\n'
         '<|im_start|>assistant\n')
 
@@ -338,7 +341,7 @@ def test_tool_choice_none_offers_no_tools_and_reads_no_calls(tiny_chat_model):
                                            tools=[WEATHER], tool_choice=choice)
     bad = [{"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{city"}}]}]
-    with pytest.raises(openai.BadRequestError, match=r"messages\[0\].tool_calls\[0\].function.arguments must be a JSON"):
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\].tool_calls\[0\].function.arguments is a string but not JSON"):
         client.chat.completions.create(model="tiny", messages=bad, tools=[WEATHER])
 
 

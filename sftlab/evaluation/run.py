@@ -56,6 +56,7 @@ class EvalOptions:
     escape: bool = True  # special-token text in the data stays text (docs/data.md, the escaping contract)
     precision: str = "auto"  # auto | bf16 | fp32, as in training
     default_system: str | None = None  # system prompt of conversations without one (templates.with_default_system)
+    template_kwargs: dict[str, Any] | None = None  # the template's options ({enable_thinking: false}), for every render
 
     def __post_init__(self) -> None:
         require("max_new_tokens", self.max_new_tokens, "--max-new-tokens")
@@ -105,6 +106,7 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
 
     meta = {"model": name, "bf16": gen.bf16, "model_sha256": fingerprint(model_files(name)), "data": str(data),
             "data_sha256": fingerprint([Path(data)]), "template": options.template, "default_system": options.default_system,
+            "template_kwargs": options.template_kwargs,
             "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items],
             "reasoning_apart": True}  # responses before it held a model's trace in the answer
     meta_file, file = out / "generation.json", out / "responses.jsonl"
@@ -173,7 +175,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
     from sftlab.generate import load_generator
 
     gen = load_generator(model, options.template, escape=options.escape, precision=options.precision,
-                         default_system=options.default_system)
+                         default_system=options.default_system, template_kwargs=options.template_kwargs)
     loss, tokens = held_out_loss(gen, data, options)
     log.info("held-out loss %.4f over %d trained tokens", loss, tokens)
     records = _responses(gen, model, items, out, str(data), options)

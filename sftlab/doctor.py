@@ -50,12 +50,12 @@ def cpu_kind(flags: list[str], capability: str = "") -> CpuKind:
     if native and not limited:
         return CpuKind("native bf16 (" + ", ".join(native) + ")",
                        "training runs under bf16 autocast where it measures faster than fp32 (about 2× on the "
-                       "machines measured in docs/runs-and-precision.md); the README's times are from such a CPU")
+                       "machine the README's times are from, a CPU of this kind)")
     why = f"torch limited to {capability}" if native else "no avx512_bf16 or AMX"
     if "avx2" in flags:
         return CpuKind(f"AVX2 only, bf16 emulated ({why})",
-                       "training runs in fp32, the demo about 1.5× as long as the README's times (see "
-                       "docs/runs-and-precision.md)")
+                       "training runs in fp32 (bf16 would be emulated: it measured about 0.2× fp32's speed), "
+                       "slower than the README's times, which are from a CPU with native bf16")
     return CpuKind(f"no AVX2 ({why})", "training runs in fp32 without wide vector instructions: expect it several "
                    "times slower than the README's times")
 

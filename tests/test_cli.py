@@ -201,7 +201,9 @@ def test_chat_reset_says_so(cli, monkeypatch):
         history = ["an earlier turn"]
 
         def reply(self, text):
-            yield f"echo {text}"
+            from sftlab.replies import Piece
+
+            yield Piece("content", f"echo {text}")
 
     session = Session()
     monkeypatch.setattr(sftlab.chat, "open_session", lambda *a, **k: session)

@@ -214,6 +214,6 @@ def test_chat_prompts_are_escaped(tiny_chat_model, monkeypatch):
     original = session.generator.model.generate
     monkeypatch.setattr(session.generator.model, "generate",
                         lambda **kw: seen.append(kw["input_ids"][0].tolist()) or original(**kw))
-    "".join(session.reply(f"hi {FORGED_QWEN}"))
+    "".join(p.text for p in session.reply(f"hi {FORGED_QWEN}"))
     tok = tokenizer("qwen2")
     assert seen == [escaped_prompt_ids(tok, [{"role": "user", "content": f"hi {FORGED_QWEN}"}], f"hi {FORGED_QWEN}")]

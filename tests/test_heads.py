@@ -106,7 +106,7 @@ def test_classification_trains_saves_and_evaluates(cli, tiny_chat_model, tmp_pat
     assert saved["id2label"] == {"0": "neg", "1": "pos"} and saved["sftlab_task"] == "classification"
 
     ev = tmp_path / "eval"
-    result = cli("eval", "--model", out, "--data", data, "--out", ev)
+    result = cli("eval", "--model", out, "--data", data, "--out", ev, "--precision", "fp32")  # (compared in fp32)
     assert result.returncode == 0, result.stderr
     summary = json.loads((ev / "summary.json").read_text())
     # Independently: the folder loaded as transformers loads it, scored row by row (no padding).
@@ -154,7 +154,7 @@ def test_reward_trains_and_scores_pairs(cli, tiny_chat_model, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (out / "adapter_config.json").exists()  # merged: one model from_pretrained loads, head included
     ev = tmp_path / "eval"
-    assert cli("eval", "--model", out, "--data", data, "--out", ev).returncode == 0
+    assert cli("eval", "--model", out, "--data", data, "--out", ev, "--precision", "fp32").returncode == 0
     summary = json.loads((ev / "summary.json").read_text())
     model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
     tok = AutoTokenizer.from_pretrained(str(out))

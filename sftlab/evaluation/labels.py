@@ -120,14 +120,17 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
     from transformers import AutoModelForSequenceClassification
 
     from sftlab.data.templates import resolve_template
-    from sftlab.hardware import pick_device
+    from sftlab.hardware import pick_device, use_bf16
     from sftlab.models import load_tokenizer
     from sftlab.training.heads import HeadCollator, head_scores
 
     out = require_output_dir(out, "--out")
     tokenizer = load_tokenizer(path)
     chat = resolve_template(options.template, tokenizer) if (options.template or tokenizer.chat_template) else None
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(pick_device()).eval()
+    device = pick_device()
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    # The precision generation uses (auto: bf16 where it is measured faster), so both approaches are timed alike.
+    bf16 = use_bf16(options.precision, device)
     rows, read = read_task_rows(data, task)
     rows = rows[: options.limit] if options.limit else rows
     encoder = HeadEncoder(tokenizer, chat, escape=options.escape, max_length=options.max_length)
@@ -139,18 +142,26 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
     if not encoded.examples:
         raise SftlabError(f"{data}: no row left to score ({encoded.report()['drop_reasons']})")
     collate = HeadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    scores: list[Any] = []
+    # Rows scored in order of length, so a batch pads little (as batched generation does), then put back in order.
+    def length(e: dict[str, Any]) -> int:
+        return len(e["input_ids"]) if "input_ids" in e else max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+
+    order = sorted(range(len(encoded.examples)), key=lambda i: length(encoded.examples[i]))
+    scores: list[Any] = [None] * len(order)
     started = time.perf_counter()
-    with torch.no_grad():
-        for s in range(0, len(encoded.examples), options.batch_size):
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, len(order), options.batch_size):
+            idx = order[s : s + options.batch_size]
             batch = {k: v.to(model.device) if hasattr(v, "to") else v
-                     for k, v in collate(encoded.examples[s : s + options.batch_size]).items()}
+                     for k, v in collate([encoded.examples[i] for i in idx]).items()}
             got = head_scores(model, batch).float().cpu()
             if task == "reward":
                 n = batch["pairs"]
-                scores += list(zip(got[:n].tolist(), got[n:].tolist()))
+                got_rows = list(zip(got[:n].tolist(), got[n:].tolist()))
             else:
-                scores += got.tolist()
+                got_rows = got.tolist()
+            for i, row in zip(idx, got_rows):
+                scores[i] = row
     base = {"model": name, "data": str(data), "task": task, "dropped": len(encoded.dropped),
             "inference_seconds": time.perf_counter() - started}
     if task == "reward":

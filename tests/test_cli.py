@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import FIXTURES, SHARED_DATA, tokenizer
+import os
 import signal
 import time
 
@@ -220,7 +221,14 @@ def test_chat_reset_says_so(cli, monkeypatch):
 def test_ctrl_c_exits_130_with_a_message(tiny_chat_model):
     proc = subprocess.Popen([sys.executable, "-m", "sftlab", "chat", "--model", str(tiny_chat_model)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # imports and the prompt
+    # Ctrl-C at the prompt: wait until it is shown (a fixed sleep lost the race on a loaded machine).
+    import select
+
+    seen, deadline = "", time.time() + 180
+    while "you>" not in seen and time.time() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            seen += os.read(proc.stdout.fileno(), 4096).decode(errors="replace")
+    assert "you>" in seen, seen
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]

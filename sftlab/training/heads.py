@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import signal
 import time
 from pathlib import Path
@@ -129,14 +128,9 @@ def prepare_head_data(config: TrainConfig, tokenizer: Any, chat: Any) -> tuple[H
     held: list[Any] = []
     eval_read = 0
     if config.eval_split:
-        order = list(range(len(rows)))
-        random.Random(config.seed).shuffle(order)
-        n_eval = max(1, round(config.eval_split * len(rows)))
-        if n_eval >= len(rows):
-            raise SftlabError(f"eval_split={config.eval_split} leaves no training rows out of {len(rows)}")
-        keep = set(order[:n_eval])
-        held = [r for i, r in enumerate(rows) if i in keep]
-        rows = [r for i, r in enumerate(rows) if i not in keep]
+        from sftlab.training.run import held_out
+
+        rows, held = held_out(rows, config.eval_split, config.seed, "rows")
         eval_read = len(held)
     elif config.eval_datasets:
         held, eval_read = _rows(config, config.eval_datasets)
@@ -191,24 +185,15 @@ def head_module_name(model: Any) -> str:
 
 def apply_head_method(model: Any, config: TrainConfig) -> Any:
     """The model with exactly the method's parameters trainable; the head trains in full with every method."""
-    from sftlab.training.methods import decoder_layers, lora_config
+    from sftlab.training.methods import lora_config, train_top_layers
 
     head = head_module_name(model)
     if config.method == "full":
         model.requires_grad_(True)
         return model
     if config.method == "freeze":
-        model.requires_grad_(False)
-        layers = decoder_layers(model)
-        n = config.freeze_trainable_layers
-        if n > len(layers):
-            raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
-        for layer in layers[len(layers) - n :]:
-            layer.requires_grad_(True)
         base = model.base_model
-        norm = getattr(base, "norm", None) or getattr(base, "ln_f", None)
-        if norm is not None:
-            norm.requires_grad_(True)
+        train_top_layers(model, config.freeze_trainable_layers, getattr(base, "norm", None) or getattr(base, "ln_f", None))
         getattr(model, head).requires_grad_(True)
         return model
     from peft import TaskType, get_peft_model

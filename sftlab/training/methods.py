@@ -77,22 +77,26 @@ def apply_full(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) 
 
 @setup_for("freeze")
 def apply_freeze(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, Any]:
-    model.requires_grad_(False)
-    layers = decoder_layers(model)
-    n = config.freeze_trainable_layers
-    if n > len(layers):
-        raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
-    for layer in layers[len(layers) - n :]:
-        layer.requires_grad_(True)
     decoder = model.get_decoder()
-    norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
-    if norm is not None:  # the final norm sits between the top layer and the head
-        norm.requires_grad_(True)
+    train_top_layers(model, config.freeze_trainable_layers,
+                     getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None))
     if config.freeze_train_embeddings:  # the whole embedding and head train: new rows included
         model.get_input_embeddings().requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)
         return model, None
     return model, RowTraining(model, new_ids) if new_ids else None
+
+
+def train_top_layers(model: torch.nn.Module, n: int, norm: torch.nn.Module | None) -> None:
+    """Everything frozen but the top `n` decoder layers and the final `norm` (it sits between them and the head)."""
+    model.requires_grad_(False)
+    layers = decoder_layers(model)
+    if n > len(layers):
+        raise SftlabError(f"freeze_trainable_layers={n}, but the model has only {len(layers)} layers")
+    for layer in layers[len(layers) - n :]:
+        layer.requires_grad_(True)
+    if norm is not None:
+        norm.requires_grad_(True)
 
 
 @setup_for("lora", "dora", "qlora")

@@ -87,6 +87,17 @@ def _sources(specs: Sequence[Any]) -> list[Source]:
     return [Source(d.path, d.format, d.weight) for d in specs]
 
 
+def held_out(items: list[Any], share: float, seed: int, what: str) -> tuple[list[Any], list[Any]]:
+    """`eval_split`: a seeded `share` of `items` held out (at least one), and the rest, each in its order."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(share * len(items)))
+    if n_eval >= len(items):
+        raise SftlabError(f"eval_split={share} leaves no training {what} out of {len(items)}")
+    held = set(order[:n_eval])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
 def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None = None,
                  chat: ChatTemplate | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Training rows (packed or not) and eval examples, with the data report. `chat`: the run's template, its
@@ -101,14 +112,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
     )
     eval_examples: list[Example] = []
     if config.eval_split:
-        order = list(range(len(examples)))
-        random.Random(config.seed).shuffle(order)
-        n_eval = max(1, round(config.eval_split * len(examples)))
-        if n_eval >= len(examples):
-            raise SftlabError(f"eval_split={config.eval_split} leaves no training examples out of {len(examples)}")
-        held = set(order[:n_eval])
-        eval_examples = [e for i, e in enumerate(examples) if i in held]
-        examples = [e for i, e in enumerate(examples) if i not in held]
+        examples, eval_examples = held_out(examples, config.eval_split, config.seed, "examples")
     elif config.eval_datasets:
         eval_examples, _ = build_examples(
             _sources(config.eval_datasets), tokenizer,

@@ -40,8 +40,8 @@ def answers(model: str | None, console: Console, title: str) -> None:
     console.rule(title)
     # The questions come without a system message, as the identity rows do: the template adds its own default.
     system = session.generator.chat.default_system
-    console.print(f"the template gives conversations without a system message (the identity rows too) the system "
-                  f"prompt {system!r}" if system else "no system prompt", highlight=False)
+    console.print(f"conversations without a system message (the identity rows too) get the template's default "
+                  f"system prompt: {system!r}" if system else "no system prompt", highlight=False)
     for q in QUESTIONS:
         session.history.clear()
         reply = session.ask(q).content

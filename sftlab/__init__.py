@@ -12,9 +12,15 @@ transformers or pydantic.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from sftlab.errors import SftlabError
+
+# bitsandbytes, which peft imports where it is installed (the `qlora` extra), warns on every CPU with avx512_bf16
+# that it could not fetch an optional kernel from the Hugging Face Hub ("kernels-community"); it falls back to its own
+# 4-bit kernel, and sftlab works offline. Only that module's logger is quietened, before anything imports it.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 

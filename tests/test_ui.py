@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -308,6 +309,20 @@ def test_paths_stay_inside_the_ui_folders(work, tmp_path_factory):
     r = c.post("/api/upload?name=mine.jsonl", content=b'{"prompt": "a", "completion": "b"}\n')
     assert r.status_code == 201 and r.json()["path"] == "uploads/mine.jsonl"
     assert "uploads/mine.jsonl" in c.get("/api/files").json()["files"]
+    # a link planted where an upload's temporary file could be, or as the uploads folder: nothing outside is written
+    victim = outside.parent / "victim.txt"
+    victim.write_text("mine")
+    (work / "uploads" / ".x.jsonl.part").symlink_to(victim)
+    (work / "uploads" / ".upload-x.part").symlink_to(victim)
+    assert c.post("/api/upload?name=x.jsonl", content=b'{"prompt": "a", "completion": "c"}\n').status_code == 201
+    assert victim.read_text() == "mine" and (work / "uploads" / "x.jsonl").read_text().endswith('"c"}\n')
+    assert sorted(p.name for p in (work / "uploads").iterdir()) == [".upload-x.part", ".x.jsonl.part", "mine.jsonl",
+                                                                     "x.jsonl"]
+    shutil.move(work / "uploads", work / "real-uploads")
+    (work / "uploads").symlink_to(outside.parent)
+    r = c.post("/api/upload?name=y.jsonl", content=b"[]")
+    assert r.status_code == 400 and "is a link" in r.json()["error"]["message"]
+    assert not (outside.parent / "y.jsonl").exists()
     assert c.get("/api/runs/..%2F..%2Fetc").status_code == 404
 
 

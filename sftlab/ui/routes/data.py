@@ -3,6 +3,8 @@ offer, uploads, the trained-token preview of a config and `sftlab data check`'s 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,16 @@ def router(ui: UI) -> APIRouter:
         if Path(name).suffix.lower() not in tools.DATA_FILE_SUFFIXES or len(name) > 255:
             raise ConfigError(f"upload name {name[:80]!r}: a data file is .json, .jsonl, .csv or .parquet, "
                               "its name at most 255 characters", "name")
+        if folder.is_symlink():
+            raise ConfigError(f"{folder} is a link: uploads are written only into a real folder inside "
+                              f"{ui.runs.work_dir}", "name")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.part"
+        # A new file of our own (O_EXCL: never a link or a file planted under that name, never another upload's).
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
+        tmp = Path(tmp_name)
         size = 0
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:

@@ -584,3 +584,53 @@ def test_model_fields_are_one_picker_of_the_default_model_finished_runs_and_mode
     for path in ("/eval", "/export"):
         select = re.search(r'<select name="run"[^>]*data-picker="run"[^>]*>(.*?)</select>', c.get(path).text, re.S)
         assert re.findall(r'<option value="([^"]*)"', select.group(1)) == ["done"], path
+
+
+def test_concurrent_eval_and_export_starts_start_one_child_each(tmp_path, monkeypatch):
+    """Eight requests at once to start an eval (and an export) of one run: one child each, the others told why;
+    a run's eval folder that is a link is refused, nothing written where it leads."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sftlab.errors import SftlabError
+    from sftlab.ui import tools
+
+    children = []
+
+    def fake_spawn(state, log, args, cwd, queue=None):  # a child that looks like a runner of this state file
+        time.sleep(0.05)  # (a wide window between the check and the start)
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "sftlab.ui.runner", str(state)])
+        children.append(p)
+        return p.pid
+
+    monkeypatch.setattr(tools, "spawn", fake_spawn)
+    run = tmp_path / "run"
+    run.mkdir()
+    starts = [lambda: tools.start_eval(run, tmp_path, tmp_path / "d.json", None, None, 32, None, None),
+              lambda: tools.start_export(run, tmp_path, "gguf", "q8_0", True)]
+    try:
+        for start in starts:
+            def attempt(_):
+                try:
+                    return start()["status"]
+                except SftlabError as e:
+                    return str(e)
+            with ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(attempt, range(8)))
+            assert got.count("running") == 1, got
+            assert all(g == "running" or g.endswith("of run is running already") for g in got), got
+        assert len(children) == 2
+        assert [p.name for p in (run / "export").iterdir() if not p.name.startswith(".")] == ["ui_export.json"]
+    finally:
+        for p in children:
+            p.kill()
+            p.wait()
+    other = tmp_path / "other"
+    other.mkdir()
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    (run2 / "eval").symlink_to(other)
+    with pytest.raises(SftlabError, match="is a link"):
+        tools.start_eval(run2, tmp_path, tmp_path / "d.json", None, None, 32, None, None)
+    assert list(other.iterdir()) == []

@@ -4,6 +4,7 @@ generation helper, sftlab.generate) and eval (`sftlab eval` as a child process i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any, Iterator
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.export.quants import QUANT_NAMES
-from sftlab.ui.manager import log_tail, read_state, runner_alive, runner_record, spawn, update_state
+from sftlab.ui.manager import locked, log_tail, read_state, runner_alive, runner_record, spawn, update_state
 
 # The preview reads the first rows only, so it answers in seconds on any file.
 PREVIEW_ROWS = 1000
@@ -256,25 +257,39 @@ EVAL_STATE = "ui_eval.json"
 def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, limit: int | None,
                max_new_tokens: int, judge_url: str | None, judge_model: str | None) -> dict[str, Any]:
     """`sftlab eval --model RUN --data DATA --out RUN/eval` as a child process (its log in RUN/eval/eval.log)."""
-    out = run_dir / EVAL_DIR
-    state_file = out / EVAL_STATE
-    if runner_alive(state_file):
-        raise SftlabError(f"an eval of {run_dir.name} is running already")
     if (judge_url is None) != (judge_model is None):
         raise SftlabError("the judge needs both its endpoint URL and its model name")
+    out = run_dir / EVAL_DIR
     args = ["eval", "--model", str(run_dir), "--data", str(data), "--out", str(out),
             "--max-new-tokens", str(max_new_tokens)]
     args += ["--baseline", baseline] if baseline else []
     args += ["--limit", str(limit)] if limit else []
     args += ["--judge-url", judge_url, "--judge-model", judge_model] if judge_url and judge_model else []
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.log").unlink(missing_ok=True)
-    state = {"status": "running", "started": time.time(), "data": str(data), "baseline": baseline,
-             "exit_code": None, "error": None}
-    update_state(state_file, **state)
-    pid = spawn(state_file, out / "eval.log", args, work_dir)
-    update_state(state_file, **runner_record(pid))
+    with child_start(run_dir, out, EVAL_STATE, "an eval"):
+        start_child(out, EVAL_STATE, "eval.log", args, work_dir, data=str(data), baseline=baseline)
     return {"status": "running"}
+
+
+@contextlib.contextmanager
+def child_start(run_dir: Path, root: Path, state_name: str, what: str) -> Iterator[None]:
+    """Where one child command (an eval, an export) of a run starts: refused while the last one runs, the check and
+    the start under one lock (two requests at once start one child, the other is told why)."""
+    if root.is_symlink():
+        raise SftlabError(f"{root} is a link: {what} of {run_dir.name} writes only into a real folder of the run")
+    with locked(root / f".{state_name}.start"):
+        if runner_alive(root / state_name):
+            raise SftlabError(f"{what} of {run_dir.name} is running already")
+        yield
+
+
+def start_child(root: Path, state_name: str, log_name: str, args: list[str], work_dir: Path, **state: Any) -> None:
+    """`sftlab ARGS` under its runner, its log in ROOT/LOG_NAME (the last one's removed) and its state file (with
+    `state`) in ROOT/STATE_NAME."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / log_name).unlink(missing_ok=True)
+    update_state(root / state_name, status="running", started=time.time(), exit_code=None, error=None, **state)
+    pid = spawn(root / state_name, root / log_name, args, work_dir)
+    update_state(root / state_name, **runner_record(pid))
 
 
 def _jsonl(path: Path, limit: int = 500) -> list[dict[str, Any]]:
@@ -326,21 +341,16 @@ def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bo
     if fmt == "gguf" and quant not in EXPORT_QUANTS:
         raise SftlabError(f"quant must be one of {', '.join(EXPORT_QUANTS)}, got {quant!r}")
     root = run_dir / EXPORT_DIR
-    state_file = root / EXPORT_STATE
-    if runner_alive(state_file):
-        raise SftlabError(f"an export of {run_dir.name} is running already")
     name = fmt if fmt == "safetensors" else f"gguf-{quant}"
-    out, k = root / name, 2
-    while out.exists():  # an earlier export stays as it was
-        out, k = root / f"{name}-{k}", k + 1
-    args = ["export", "--model", str(run_dir), "--out", str(out), "--format", fmt]
-    args += ["--quant", quant] if fmt == "gguf" else []
-    args += [] if verify else ["--no-verify"]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "export.log").unlink(missing_ok=True)
-    update_state(state_file, status="running", started=time.time(), out=str(out), format=fmt,
-                 quant=quant if fmt == "gguf" else None, verify=verify, exit_code=None, error=None)
-    update_state(state_file, **runner_record(spawn(state_file, root / "export.log", args, work_dir)))
+    with child_start(run_dir, root, EXPORT_STATE, "an export"):
+        out, k = root / name, 2
+        while out.exists() or out.is_symlink():  # an earlier export stays as it was
+            out, k = root / f"{name}-{k}", k + 1
+        args = ["export", "--model", str(run_dir), "--out", str(out), "--format", fmt]
+        args += ["--quant", quant] if fmt == "gguf" else []
+        args += [] if verify else ["--no-verify"]
+        start_child(root, EXPORT_STATE, "export.log", args, work_dir, out=str(out), format=fmt,
+                    quant=quant if fmt == "gguf" else None, verify=verify)
     return {"status": "running", "out": str(out)}
 
 

@@ -60,16 +60,11 @@ class GgufVocab:
 
 
 def read_vocab(path: Path) -> GgufVocab:
-    from gguf import GGUFReader
+    from sftlab.gguf_meta import read_meta
 
-    fields = GGUFReader(str(path)).fields
-
-    def value(key: str, default: Any) -> Any:
-        field = fields.get(key)
-        return default if field is None else field.contents()
-
-    return GgufVocab(str(value("tokenizer.ggml.model", "")), str(value("tokenizer.ggml.pre", "")),
-                     str(value("general.architecture", "")), bool(value("tokenizer.ggml.add_space_prefix", True)))
+    meta = read_meta(path)
+    return GgufVocab(str(meta.get("tokenizer.ggml.model", "")), str(meta.get("tokenizer.ggml.pre", "")),
+                     str(meta.get("general.architecture", "")), bool(meta.get("tokenizer.ggml.add_space_prefix", True)))
 
 
 def repair(tokenizer: Any, vocab: GgufVocab) -> Any:

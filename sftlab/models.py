@@ -283,11 +283,11 @@ def weights_problem(ref: ModelRef) -> str | None:
 
 
 def _gguf_problem(path: Path) -> str | None:
-    try:
-        from gguf import GGUFReader
+    from sftlab.gguf_meta import GgufError, read_meta
 
-        tensors = len(GGUFReader(str(path)).tensors)
-    except Exception as e:  # noqa: BLE001 - whatever the reader trips on, the file is not a whole GGUF
+    try:
+        tensors = len(read_meta(path).tensors)
+    except (GgufError, OSError) as e:
         return f"cannot be read as a GGUF file ({first_line(e)})"
     if not tensors:
         return "holds a vocabulary only, no weights (it gives a tokenizer for inspect and data check, not a model)"

@@ -8,6 +8,7 @@ from conftest import FIXTURES
 from sftlab.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 from sftlab.errors import SftlabError
 import json
+from pathlib import Path
 import shutil
 from conftest import ALPACA, SHARED_DATA, _lines, _one_line, _vocab_only_gguf
 
@@ -33,25 +34,29 @@ def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     assert resolve_model("Qwen/Qwen2.5-0.5B").kind == "hub"  # no local folder Qwen/: a hub name
 
 
-def test_default_model_tokenizer_from_gguf_is_converted_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFTLAB_HOME", str(tmp_path))
+# The default model's conversions are tested in the session's SFTLAB_HOME (tests/conftest.py): whichever test uses
+# the default model first converts it there, the others reuse it, as a user's runs do.
+
+def test_default_model_tokenizer_from_gguf_is_converted_once(sftlab_home):
+    from sftlab.models import _cache_key
+
     tok = load_tokenizer(None)
     assert "<|im_start|>" in tok.chat_template
     assert tok.eos_token == "<|im_end|>"
-    (cached,) = (tmp_path / "tokenizers").iterdir()
+    cached = sftlab_home / "tokenizers" / _cache_key(resolve_model(None).path)
     assert (cached / "tokenizer.json").is_file()
     again = load_tokenizer(DEFAULT_MODEL)
     assert again("你好 world", add_special_tokens=False)["input_ids"] == tok("你好 world", add_special_tokens=False)["input_ids"]
 
 
-def test_default_model_converts_once_to_a_plain_trainable_checkpoint(tmp_path, monkeypatch):
+def test_default_model_converts_once_to_a_plain_trainable_checkpoint(sftlab_home):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sftlab.models import load_model, model_path
 
-    monkeypatch.setenv("SFTLAB_HOME", str(tmp_path))
     path = model_path(None)
+    assert Path(path).parent == sftlab_home / "models"
     model = AutoModelForCausalLM.from_pretrained(path)
     assert not hasattr(model.config, "quantization_config") and not getattr(model, "is_quantized", False)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)

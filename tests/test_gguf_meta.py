@@ -1,0 +1,94 @@
+"""sftlab.gguf_meta against bytes written by hand (the GGUF layout spelled out here) and against gguf's own
+GGUFReader on every real GGUF file at hand (the default model, llama.cpp's vocabulary files)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from sftlab.gguf_meta import GgufError, read_meta
+
+ROOT = Path(__file__).parent.parent
+
+
+def s(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def kv_string(key: str, value: str) -> bytes:
+    return s(key) + struct.pack("<I", 8) + s(value)
+
+
+def handmade(tensor_data: int = 64, version: int = 3) -> bytes:
+    """A GGUF of 4 keys (a string, a u32, a bool, a string array of 3, an i32 array of 2) and one F32 tensor of
+    shape (4, 2): 32 bytes of data after the header, aligned to 32."""
+    kvs = [
+        kv_string("general.architecture", "llama"),
+        s("llama.block_count") + struct.pack("<II", 4, 7),
+        s("tokenizer.ggml.add_space_prefix") + struct.pack("<I?", 7, False),
+        s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3) + s("a") + s("你好") + s(""),
+        s("tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 5, 2) + struct.pack("<ii", 1, -1),
+    ]
+    tensor = s("w") + struct.pack("<I", 2) + struct.pack("<QQ", 4, 2) + struct.pack("<IQ", 0, 0)
+    header = b"GGUF" + struct.pack("<IQQ", version, 1, len(kvs)) + b"".join(kvs) + tensor
+    padding = -len(header) % 32
+    return header + b"\0" * padding + b"\1" * tensor_data
+
+
+def test_a_handmade_file_reads_as_written(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(handmade(32))
+    meta = read_meta(path)
+    assert meta.version == 3
+    assert meta.values == {"general.architecture": "llama", "llama.block_count": 7,
+                           "tokenizer.ggml.add_space_prefix": False}
+    assert meta.arrays == {"tokenizer.ggml.tokens": 3, "tokenizer.ggml.token_type": 2}
+    (t,) = meta.tensors
+    assert (t.name, t.shape, t.ggml_type, t.offset) == ("w", (4, 2), 0, 0)
+
+
+def test_big_endian_files_are_read_too(tmp_path):
+    raw = b"GGUF" + struct.pack(">IQQ", 3, 0, 1) + struct.pack(">Q", 4) + b"name" + struct.pack(">IQ", 8, 2) + b"ab"
+    (tmp_path / "be.gguf").write_bytes(raw)
+    meta = read_meta(tmp_path / "be.gguf")
+    assert meta.values == {"name": "ab"} and meta.tensors == ()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda b: b[:20], "shorter than a GGUF header"),
+    (lambda b: b"GGUG" + b[4:], "does not start with the GGUF magic"),
+    (lambda b: b[:4] + struct.pack("<I", 1) + b[8:], "GGUF version 1 is not one sftlab reads"),
+    (lambda b: b[:60], "ends inside its header"),
+    (lambda b: b[:-1], "the file ends before the data of tensor 'w' (1 bytes short): it was cut short"),
+    (lambda b: b[:24] + struct.pack("<Q", 10**12) + b[32:], "runs past the end of the file"),
+])
+def test_a_damaged_file_is_one_reason(tmp_path, damage, reason):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(damage(handmade(32)))
+    with pytest.raises(GgufError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        read_meta(path)
+
+
+def real_files() -> list[Path]:
+    from sftlab.models import resolve_model
+
+    found = sorted((ROOT / "build" / "vocab").glob("ggml-vocab-*.gguf"))
+    return [resolve_model(None).path, *found[:6]]
+
+
+def test_real_files_read_as_gguf_reads_them():
+    from gguf import GGUFReader
+
+    for path in real_files():
+        meta, reader = read_meta(path), GGUFReader(str(path))
+        arrays = {k: len(f.data) for k, f in reader.fields.items() if f.types and f.types[0].name == "ARRAY"}
+        scalars = {k: f.contents() for k, f in reader.fields.items()
+                   if not k.startswith("GGUF.") and k not in arrays}
+        assert meta.values == scalars, path.name
+        assert meta.arrays == arrays, path.name
+        assert [(t.name, t.shape, t.ggml_type, t.offset) for t in meta.tensors] == [
+            (t.name, tuple(int(d) for d in t.shape), int(t.tensor_type), int(t.data_offset) - reader.data_offset)
+            for t in reader.tensors], path.name

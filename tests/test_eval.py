@@ -122,7 +122,9 @@ def test_generations_are_reused_not_generated_twice(tiny_chat_model, tmp_path, m
 
 
 def test_held_out_loss_equals_trainings_evaluation(tiny_model, tmp_path):
-    held = SHARED_DATA / "alpaca_zh_demo.json"
+    held = tmp_path / "held.json"  # 120 rows of a real file: more than the training's limit, all of them scored
+    held.write_text(json.dumps(json.loads((SHARED_DATA / "alpaca_zh_demo.json").read_text(encoding="utf-8"))[:120],
+                               ensure_ascii=False), encoding="utf-8")
     run = tmp_path / "run"
     cfg = load_config(None, [f"model={tiny_model}", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]",
                              f"eval_datasets=[{held}]", "template=llama2", "limit=16", "max_length=256",
@@ -130,7 +132,7 @@ def test_held_out_loss_equals_trainings_evaluation(tiny_model, tmp_path):
                              f"output_dir={run}", "logging_steps=1"])
     result = train(cfg, quiet=True)
     reported = [r["eval_loss"] for r in result.metrics if "eval_loss" in r][-1]
-    # The full eval file (999 rows) in training; the same file here.
+    # The whole eval file in training; the same file here.
     summary = evaluate(str(run), held, tmp_path / "eval", EvalOptions(max_new_tokens=1, template="llama2",
                                                                      max_length=256, batch_size=3))
     assert summary["loss"] == pytest.approx(reported, rel=1e-5)

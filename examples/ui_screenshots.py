@@ -66,6 +66,8 @@ def main() -> None:
 
             page.goto(url + f"/new?from={RUN}")
             expect(page.locator(".ds-row select.path").first).to_have_value(DATA)
+            # (a whole-page screenshot draws the bar that sticks to the window's bottom over the form: in place here)
+            page.add_style_tag(content=".actions.sticky { position: static; }")
             shot("new", full=True)
             page.click("#preview-data")
             expect(page.frame_locator("#preview-frame").locator("span.t").first).to_be_visible()
@@ -82,11 +84,12 @@ def main() -> None:
             page.goto(url + "/chat")
             page.select_option("#model-a", "smollm2-135m-instruct")
             page.select_option("#model-b", model)
-            page.fill("#max-new", "60")
-            page.fill("#message", "Who are you?")
-            page.click("#send")
-            expect(page.locator("#send")).to_be_enabled()
-            shot("chat")
+            page.fill("#max-new", "100")  # (as make demo asks)
+            for question in ("Who are you?", "你是谁？"):
+                page.fill("#message", question)
+                page.click("#send")
+                expect(page.locator("#send")).to_be_enabled()
+            shot("chat", full=True)
 
             page.goto(url + f"/eval?run={RUN}")
             shot("eval")

@@ -64,6 +64,18 @@ def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, cli):
     assert f"{bad}, row 1, field 'messages[1].role': unknown role 'bot'" in " ".join(r.stderr.split())
 
 
+def test_a_sentence_with_a_long_path_is_one_line_when_piped(tmp_path, cli):
+    """Piped or in a log file, the error sentence is not cut at 80 columns: its path stays whole, to copy."""
+    folder = tmp_path / ("a-long-folder-name-" * 6)
+    folder.mkdir()
+    bad = folder / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n')
+    r = cli("inspect", "--model", QWEN, "--data", str(bad))
+    assert r.returncode == 2
+    assert r.stderr == (f"error: {bad}, row 1, field 'messages[1].role': unknown role 'bot'; expected one of system, "
+                        "user, assistant, tool\n")
+
+
 def test_gpt2_without_template_lists_the_choices(tmp_path, cli):
     r = cli("inspect", "--model", str(FIXTURES / "tokenizers" / "gpt2"), "--data", str(SHARED_DATA / "identity.json"))
     assert r.returncode == 2

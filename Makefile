@@ -46,9 +46,12 @@ $(VOCAB_STAMP): $(STAMP)
 	    'llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf' && touch $@ ) || \
 	  echo "llama.cpp's vocabulary files not extracted; the tokenizer tests that need them will be skipped"
 
-# CI: everything, the llama.cpp export checks included.
+# CI: everything, the llama.cpp export checks included, in TEST_WORKERS processes (pytest-xdist; a test file's tests
+# stay in one process, so its module fixtures are made once). Much of the suite waits on subprocesses and Python
+# start-ups, so 2 processes on 2 cores take 12 min where one takes 20.
+TEST_WORKERS ?= 2
 test: setup gguf vocab
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The tests not marked slow: a minute or so, for the edit-test loop (CI runs `make test`).
 test-fast: setup

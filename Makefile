@@ -53,7 +53,7 @@ TEST_WORKERS ?= 2
 test: setup gguf vocab
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# The tests not marked slow: a minute or so, for the edit-test loop (CI runs `make test`).
+# The tests not marked slow: about 2½ minutes in one process, for the edit-test loop (CI runs `make test`).
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 

@@ -49,13 +49,14 @@ def cpu_kind(flags: list[str], capability: str = "") -> CpuKind:
     native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     if native and not limited:
         return CpuKind("native bf16 (" + ", ".join(native) + ")",
-                       "training runs under bf16 autocast where it measures faster than fp32 (about 2× on the "
-                       "machine the README's times are from, a CPU of this kind)")
+                       "training runs under bf16 autocast where it measures faster than fp32 (2.33× on the 2-core "
+                       "machine the README's times are from, a CPU of this kind: `make demo` 5 min 51 s there)")
     why = f"torch limited to {capability}" if native else "no avx512_bf16 or AMX"
     if "avx2" in flags:
         return CpuKind(f"AVX2 only, bf16 emulated ({why})",
-                       "training runs in fp32 (bf16 would be emulated: it measured about 0.2× fp32's speed), "
-                       "slower than the README's times, which are from a CPU with native bf16")
+                       "training runs in fp32 (bf16 would be emulated: it measured 0.07× fp32's speed); the demo's "
+                       "training took 1.3× as long as with native bf16 on the same 2 cores (`make demo` 6 min 43 s "
+                       "against 5 min 51 s; docs/runs-and-precision.md)")
     return CpuKind(f"no AVX2 ({why})", "training runs in fp32 without wide vector instructions: expect it several "
                    "times slower than the README's times")
 

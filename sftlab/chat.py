@@ -37,10 +37,7 @@ class ChatSession:
         reader, reply = self.generator.reader(prompt), Reply()
         stream = self.generator.stream(prompt.ids, max_new_tokens=self.max_new_tokens, **sampling)
         for piece in _pieces(stream, reader):
-            if piece.kind == "reasoning":
-                reply.reasoning += piece.text
-            else:
-                reply.content += piece.text
+            reply.add(piece)
             yield piece
         answer: dict[str, str] = {"role": "assistant", "content": reply.content}
         if reply.reasoning:
@@ -51,10 +48,7 @@ class ChatSession:
         """The whole reply to one user message (reasoning and answer apart)."""
         reply = Reply()
         for piece in self.reply(text):
-            if piece.kind == "reasoning":
-                reply.reasoning += piece.text
-            else:
-                reply.content += piece.text
+            reply.add(piece)
         return reply
 
 

@@ -30,7 +30,9 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     help="sftlab: supervised instruction fine-tuning with an exact loss mask for every chat template.",
 )
-err = Console(stderr=True)
+# sftlab's own lines on stderr are never cut at the console's width: a log file or a pipe gets each sentence, path
+# and command whole on one line (a terminal wraps it on screen). The log handler's lines keep their layout.
+err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share.
 Model = Annotated[Optional[str], typer.Option("--model", help="Model directory, .gguf file, or 'smollm2-135m-instruct' (default).")]
@@ -191,10 +193,10 @@ def inspect_cmd(
     summary = report.summary(limit)
     if html_out is not None:
         write_text(html_out, render_html(examples, tokenizer, summary=summary), "--html")
-        err.print(f"wrote {html_out}", markup=False, soft_wrap=True)
-    err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()), markup=False, soft_wrap=True)
+        err.print(f"wrote {html_out}", markup=False)
+    err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()), markup=False)
     for d in report.encoded.dropped[:20]:
-        err.print(f"[yellow]dropped[/] {escape(f'{d.source}, row {d.row}: {d.reason}')}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]dropped[/] {escape(f'{d.source}, row {d.row}: {d.reason}')}", highlight=False)
 
 
 @app.command(
@@ -264,7 +266,7 @@ def chat_cmd(
             answer(text)
         except SftlabError as e:  # (a conversation grown past the context): said, and the session goes on
             out.print()
-            err.print(f"[bold red]error:[/] {escape(str(e))} (/reset starts over)", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))} (/reset starts over)", highlight=False)
 
 
 @app.command(
@@ -296,7 +298,7 @@ def train_cmd(
 
     if nproc is not None:
         command = torchrun_command(nproc, config, sets, quiet=quiet)
-        err.print(" ".join(command), highlight=False, markup=False, soft_wrap=True)
+        err.print(" ".join(command), highlight=False, markup=False)
         with hold(cfg.output_dir, "output_dir"):  # (this process holds the run lock; its ranks run under it)
             raise typer.Exit(_run_forwarding_signals(command, torchrun_env(nproc)))
     try:
@@ -305,13 +307,13 @@ def train_cmd(
         if not hasattr(e, "sentence"):  # (stopped before training began)
             raise
         # stopped by Ctrl-C or SIGTERM (sftlab.training.interrupt.Interrupted): what was saved, and how to go on
-        err.print(f"[bold yellow]stopped:[/] {escape(e.sentence())}", highlight=False, soft_wrap=True)
-        err.print(f"continue with: {_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"[bold yellow]stopped:[/] {escape(e.sentence())}", highlight=False)
+        err.print(f"continue with: {_resume_command()}", highlight=False, markup=False)
         raise typer.Exit(e.exit_code) from None
     if not result.main_process:
         return
-    err.print(f"done: {result.summary()}", highlight=False, markup=False, soft_wrap=True)
-    err.print(f"model, metrics.jsonl and loss.png in {result.output_dir}", highlight=False, markup=False, soft_wrap=True)
+    err.print(f"done: {result.summary()}", highlight=False, markup=False)
+    err.print(f"model, metrics.jsonl and loss.png in {result.output_dir}", highlight=False, markup=False)
 
 
 @app.command(
@@ -327,7 +329,7 @@ def merge_cmd(
     from sftlab.training.merge import merge_adapter
 
     merge_adapter(model, out)
-    err.print(f"merged model written to {out}", markup=False, soft_wrap=True)
+    err.print(f"merged model written to {out}", markup=False)
 
 
 @app.command(
@@ -349,8 +351,8 @@ def export_cmd(
 
     result = export_model(model or DEFAULT_MODEL, out, fmt=format, quant=quant, verify=verify)
     for line in result.summary_lines():
-        err.print(line, highlight=False, markup=False, soft_wrap=True)
-    err.print(f"export written to {out}", highlight=False, markup=False, soft_wrap=True)
+        err.print(line, highlight=False, markup=False)
+    err.print(f"export written to {out}", highlight=False, markup=False)
 
 
 @app.command(
@@ -435,7 +437,7 @@ def eval_cmd(
     summary = evaluate(model, data, out, options, baseline)
     print_summary(summary, Console())
     written = "predictions.jsonl" if {"accuracy", "pairwise_accuracy"} & set(summary) else "responses.jsonl"
-    err.print(f"wrote {out / 'summary.json'} and {out / written}", markup=False, soft_wrap=True)
+    err.print(f"wrote {out / 'summary.json'} and {out / written}", markup=False)
 
 
 data_app = typer.Typer(
@@ -490,7 +492,7 @@ def data_check_cmd(
         from sftlab.quality.html import render_report
 
         write_text(html_out, render_report(result), "--html")
-        err.print(f"wrote {html_out}", markup=False, soft_wrap=True)
+        err.print(f"wrote {html_out}", markup=False)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         return
@@ -527,7 +529,7 @@ def data_clean_cmd(
         max_length=max_length, threshold=threshold, show_progress=True, default_system=default_system,
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items()) or "nothing"
-    err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})", markup=False, soft_wrap=True)
+    err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})", markup=False)
 
 
 @app.command(
@@ -660,9 +662,8 @@ def main() -> None:
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
             sys.exit(code)
     except SftlabError as e:
-        # The sentence holds the data's own text (a role, a file name): never read as markup. One line, never cut
-        # at the console's width (a log file or a pipe gets paths whole; a terminal wraps it on screen).
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        # The sentence holds the data's own text (a role, a file name): never read as markup.
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted (SIGTERM)" if _terminated else "aborted")

@@ -83,7 +83,7 @@ class _Cursor:
 
     def skip_array(self, key: str, item: int, count: int) -> None:
         if item in _FIXED:
-            width = struct.calcsize(_FIXED[item])
+            width = struct.calcsize("<" + _FIXED[item])  # (standard sizes, not the platform's)
             if self.pos + count * width > len(self.buf):
                 raise GgufError(f"the array {key!r} runs past the end of the file")
             self.pos += count * width

@@ -79,6 +79,16 @@ class Reply:
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
 
+    def add(self, piece: Piece) -> None:
+        """One streamed piece into the whole reply."""
+        if piece.kind == "reasoning":
+            self.reasoning += piece.text
+        elif piece.kind == "tool_call":
+            if piece.call is not None:
+                self.tool_calls.append(piece.call)
+        else:
+            self.content += piece.text
+
 
 def _held(buffer: str, marker: str) -> int:
     """How many characters at the end of `buffer` could be the start of `marker` (held back until it is known)."""
@@ -237,10 +247,5 @@ def read_reply(text: str, family: str | None = None, tool_names: Iterable[str] |
     reader = ReplyReader(family, tool_names, reasoning_open)
     reply = Reply()
     for p in reader.feed(text) + reader.finish():
-        if p.kind == "reasoning":
-            reply.reasoning += p.text
-        elif p.kind == "content":
-            reply.content += p.text
-        elif p.call is not None:
-            reply.tool_calls.append(p.call)
+        reply.add(p)
     return reply

@@ -21,7 +21,7 @@ from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
 from sftlab.generate import ContextExceeded, Generator
 from sftlab.config.checks import check
-from sftlab.replies import Piece, ToolCall
+from sftlab.replies import Piece, Reply, ToolCall
 
 
 class ContentPart(BaseModel):
@@ -235,18 +235,13 @@ class Server:
     def complete(self, req: ChatRequest) -> Completion:
         """The whole reply at once: the stream below, gathered."""
         pieces, info, _ = self.stream(req)
-        content, reasoning, calls = "", "", []
+        reply = Reply()
         for p in pieces:
-            if p.kind == "tool_call":
-                calls.append(p.call)
-            elif p.kind == "reasoning":
-                reasoning += p.text
-            else:
-                content += p.text
+            reply.add(p)
         if "error" in info:
             raise ApiError(500, info["error"], type_="server_error")
-        return Completion(content, reasoning, calls, info["prompt_tokens"], info["completion_tokens"],
-                          info["finish_reason"])
+        return Completion(reply.content, reply.reasoning, reply.tool_calls, info["prompt_tokens"],
+                          info["completion_tokens"], info["finish_reason"])
 
     def stream(self, req: ChatRequest) -> tuple[Iterator[Piece], dict[str, Any], threading.Event]:
         """The reply's pieces (reasoning, answer text, whole tool calls) as they are generated; `info` gets usage

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sftlab.generate import Generator, check_options
+from sftlab.errors import SftlabError
+from sftlab.generate import Generator, check_options, text_problem
 from sftlab.replies import Piece, Reply
 
 
@@ -31,6 +32,9 @@ class ChatSession:
         """Stream the reply to one user message, piece by piece: its reasoning trace (a `<think>` block) apart from
         its answer. The turn is kept for the next one, the trace as the message's reasoning_content (templates
         that show earlier traces read it; Qwen3's leaves it out)."""
+        problem = text_problem(text, "the message")  # (named as the user typed it, not by its place in the prompt)
+        if problem:
+            raise SftlabError(" ".join(problem))
         prompt = self.generator.prompt(self.messages_for(text))
         self.generator.check_room(len(prompt.ids), self.max_new_tokens, "--max-new-tokens")
         sampling = self.generator.sampling(self.temperature, self.top_p, self.repetition_penalty)

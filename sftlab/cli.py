@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.logging import RichHandler
@@ -24,7 +25,43 @@ from sftlab.errors import SftlabError
 from sftlab.export.quants import DEFAULT_QUANT, QUANT_NAMES
 from sftlab.files import output_file_problem, write_text
 
+class OnceGroup(TyperGroup):
+    """Commands whose single-value options refuse a second occurrence: click would keep the last one silently
+    (`inspect --max-length 64 --max-length 128`), and a flag given both ways (`--escape-special-tokens
+    --no-escape-special-tokens`) is a contradiction, not a choice. Repeatable options (`--set`, `--data` of
+    inspect) declare themselves as lists and are left alone."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not isinstance(command, TyperGroup):
+            _refuse_repeats(command, rest)
+        return name, command, rest
+
+
+def _refuse_repeats(command: Any, args: list[str]) -> None:
+    once = {}  # option string → (the parameter, whether a value follows it)
+    for param in command.params:
+        if getattr(param, "param_type_name", "") == "option" and not param.multiple and not param.count:
+            for opt in (*param.opts, *param.secondary_opts):
+                once[opt] = (param, not param.is_flag)
+    seen: dict[Any, str] = {}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        opt, _, inline = args[i].partition("=")
+        if opt in once:
+            param, takes_value = once[opt]
+            if param in seen:
+                if seen[param] == opt:
+                    raise SftlabError(f"{opt} is given twice; it takes one value: give it once")
+                raise SftlabError(f"{seen[param]} and {opt} are both given; give one of them")
+            seen[param] = opt
+            i += 1 if inline or not takes_value else 2
+            continue
+        i += 1
+
+
 app = typer.Typer(
+    cls=OnceGroup,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -59,10 +96,16 @@ def template_kwargs_option(value: str | None) -> dict[str, Any] | None:
 
     if value is None:
         return None
+    from sftlab.data.fields import MAX_DEPTH, TOO_DEEP, depth
+
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as e:
         raise SftlabError(f"--template-kwargs must be a JSON object ({e.msg}), e.g. '{{\"enable_thinking\": false}}'") from None
+    except RecursionError:  # (Python's JSON reader recurses per level)
+        raise SftlabError(f"--template-kwargs is {TOO_DEEP}") from None
+    if depth(parsed, MAX_DEPTH + 1) > MAX_DEPTH + 1:  # (the mapping itself is a level)
+        raise SftlabError(f"--template-kwargs is {TOO_DEEP}")
     return check_template_kwargs(parsed, "--template-kwargs") or None
 
 
@@ -158,7 +201,7 @@ Example: `sftlab inspect --model smollm2-135m-instruct --data data.json --limit 
 `--json` prints one object per example: `{"input_ids": [...], "labels": [...]}` (labels -100 are not trained).""",
 )
 def inspect_cmd(
-    data: Path = typer.Option(..., "--data", help="Input file (.json, .jsonl, .csv, .parquet or a saved datasets folder)."),
+    data: list[Path] = typer.Option(..., "--data", help="Input file (.json, .jsonl, .csv, .parquet or a saved datasets folder); repeatable: the files' examples one after the other."),
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
@@ -178,12 +221,13 @@ def inspect_cmd(
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer
+    from rich.text import Text
 
     tokenizer = load_tokenizer(model)
     settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
                             limit=limit, escape_special_tokens=escape, default_system=default_system,
                             template_kwargs=template_kwargs_option(template_kwargs), train_reasoning=train_reasoning)
-    examples, report = build_examples([Source(str(data), fmt)], tokenizer, settings, rejects_path=rejects,
+    examples, report = build_examples([Source(str(d), fmt) for d in data], tokenizer, settings, rejects_path=rejects,
                                       parts=not as_json)
     if as_json:
         for line in render_json(examples):
@@ -196,7 +240,8 @@ def inspect_cmd(
         err.print(f"wrote {html_out}", markup=False)
     err.print(" · ".join(f"{k}: {v}" for k, v in summary.items()), markup=False)
     for d in report.encoded.dropped[:20]:
-        err.print(f"[yellow]dropped[/] {escape(f'{d.source}, row {d.row}: {d.reason}')}", highlight=False)
+        # (Text, not markup: the `escape` option above shadows rich's escape function here.)
+        err.print(Text.assemble(("dropped", "yellow"), f" {d.source}, row {d.row}: {d.reason}"), highlight=False)
 
 
 @app.command(
@@ -222,6 +267,8 @@ def chat_cmd(
 ) -> None:
     from sftlab.chat import open_session
 
+    # Loading (a first use converts the default model) can take minutes: said on stderr, so stdout stays the answer.
+    err.print(f"loading {model or DEFAULT_MODEL} …", markup=False)
     session = open_session(model, escape=escape, precision=_precision(precision), default_system=default_system,
                            template_kwargs=template_kwargs_option(template_kwargs),
                            system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -441,6 +488,7 @@ def eval_cmd(
 
 
 data_app = typer.Typer(
+    cls=OnceGroup,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     help="Look at training data before training on it: `data check` reports problems, `data clean` removes them.",
@@ -475,8 +523,6 @@ def data_check_cmd(
     default_system: DefaultSystem = None,
     template_kwargs: TemplateKwargs = None,
 ) -> None:
-    import json
-
     from sftlab.quality.checks import CHECKS
     from sftlab.quality.clean import parse_drop
     from sftlab.quality.run import check_data
@@ -494,7 +540,9 @@ def data_check_cmd(
         write_text(html_out, render_report(result), "--html")
         err.print(f"wrote {html_out}", markup=False)
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        from sftlab.jsonsafe import dumps
+
+        sys.stdout.write(dumps(result.to_dict(), ensure_ascii=False) + "\n")  # (one line, NaN-free)
         return
     from sftlab.quality.run import print_check
 

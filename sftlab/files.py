@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, echo, echo_path
 
 # Text that UTF-8 cannot encode (lone surrogates) is written as \udXXX: in a JSON string that is the escape of
 # the same character, so a rejects line reads back as the row that was rejected.
@@ -80,7 +80,7 @@ def child(parent: str | Path, name: str, what: str) -> Path:
     `parent` (`..`, `/`, `\\`), nor an empty name, one with spaces around it or one too long for a file system."""
     if (not name or name.strip() != name or name in (".", "..") or any(c in name for c in "/\\\0")
             or Path(name).is_absolute() or Path(name).name != name):
-        raise SftlabError(f"{what} {name!r} is not a plain folder name (no '/', '\\', '..' or surrounding spaces): "
+        raise SftlabError(f"{what} {echo(name)} is not a plain folder name (no '/', '\\', '..' or surrounding spaces): "
                           f"it names a folder inside {parent}")
     too_long = name_too_long(name)
     if too_long:
@@ -128,6 +128,20 @@ def output_file_problem(path: str | Path) -> str | None:
     return None
 
 
+def output_folder_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be (or become) a folder, said without touching the disk beyond lstat/stat: a file, FIFO,
+    broken link or loop there, or a file among the folders above it; None where a folder is or can be made."""
+    p = Path(path)
+    if os.path.isfile(p):
+        return "a file of that name exists; choose a folder"
+    if os.path.lexists(p):
+        return input_problem(p, "folder")
+    ancestor = p.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return None if ancestor.is_dir() else "a part of the path is a file, not a folder"
+
+
 def require_output_file(path: str | Path, what: str) -> Path:
     problem = output_file_problem(path)
     if problem:
@@ -135,11 +149,21 @@ def require_output_file(path: str | Path, what: str) -> Path:
     return Path(path)
 
 
-def require_output_dir(path: str | Path, what: str) -> Path:
-    """Create the folder `path` (and its parents) and check files can be written in it, or one sentence."""
+def require_output_dir(path: str | Path, what: str, keep: bool = True) -> Path:
+    """Create the folder `path` (and its parents) and check files can be written in it, or one sentence. With
+    `keep` False the folders it made are removed again: a probe before a model loads, so a later refusal leaves no
+    empty folder behind (asking os.access is not enough: root may "write" where mkdir fails, as in /proc)."""
     import tempfile
 
     out = Path(path)
+    made = []  # the folders this call creates, deepest first
+    missing = out
+    while not os.path.lexists(missing) and missing != missing.parent:
+        made.append(missing)
+        missing = missing.parent
+    if os.path.lexists(out) and not out.is_dir():  # (a FIFO, a device, a broken link: said as what it is)
+        problem = "a file of that name exists" if out.is_file() else input_problem(out, "any")
+        raise SftlabError(f"{what} {out}: {problem}; choose a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         # A file of its own (every process of a distributed run probes at once), removed on close.
@@ -151,7 +175,37 @@ def require_output_dir(path: str | Path, what: str) -> Path:
         raise SftlabError(f"{what} {out}: a part of the path is a file, not a folder") from None
     except OSError as e:
         raise SftlabError(f"{what} {out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for folder in made if not keep else ():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return out
+
+
+# The folders sftlab's own layout puts inside a run's folder (`sftlab ui`'s eval/ and export/…, a staged run's
+# STAGE/merged): names no model file has, so they may lie inside the model they are made from.
+RUN_OUTPUTS = ("eval", "export", "merged")
+
+
+def require_apart(out: str | Path, what: str, reads: Sequence[tuple[str, str | Path | None]]) -> None:
+    """Refuse an output folder that is, is inside (but for RUN_OUTPUTS), or holds a path the command reads (`reads`:
+    (what it is, path); None where there is no path, as for a hub name), links resolved: a merge once wrote its
+    model over the very base model it had loaded. Called before anything is written or loaded."""
+    target = Path(os.path.realpath(Path(out).expanduser()))
+    for name, path in reads:
+        if path is None:
+            continue
+        source = Path(os.path.realpath(Path(path).expanduser()))
+        inside = target != source and target.is_relative_to(source)
+        relation = ("is" if target == source else
+                    "is inside" if inside and target.relative_to(source).parts[0] not in RUN_OUTPUTS else
+                    "holds" if source.is_relative_to(target) else None)
+        if relation:
+            shown = echo_path(out)
+            if Path(os.path.abspath(Path(out).expanduser())) != target:  # (a link: where it leads)
+                shown += f" (-> {echo_path(target)})"
+            raise SftlabError(f"{what} {shown} {relation} the {name} {echo_path(path)}, which this command reads; "
+                              "write to a folder apart from every model and data file it reads")
 
 
 @contextlib.contextmanager

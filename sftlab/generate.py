@@ -5,6 +5,7 @@ and EOS, and text streamed without a partial character."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,63 @@ class ContextExceeded(SftlabError):
 
 # What a model's generation_config may say about picking tokens (transformers, vLLM and Ollama read the same keys).
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p")
+
+
+# How deep a conversation's values may nest (a tool's JSON schema nests a few levels): templates render them with
+# recursive filters (tojson), which a deeper value would take past Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def text_problem(value: Any, where: str = "", max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
+    """Where `value` (JSON-like: dicts, lists, strings) cannot be rendered and tokenized, and why: ("messages[0]
+    .content", "holds a lone surrogate (U+D800), …"; "" where: `value` itself), or None. A lone surrogate is no
+    Unicode text: tokenizers fail on it with a TypeError and UTF-8 cannot write it (JSON's "\\ud800" and bytes that
+    are not UTF-8 on a command line both give one). Iterative: the value may nest deeper than recursion goes."""
+    from sftlab.errors import echo
+
+    def key(k: Any) -> str:  # a key as a path shows it, never whole or unprintable
+        return k if isinstance(k, str) and k.isidentifier() and len(k) <= 40 else echo(str(k), 40)
+
+    def surrogate(s: str) -> str | None:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"U+{ord(s[e.start]):04X}"
+        return None
+
+    stack: list[tuple[str, Any, int]] = [(where, value, 0)]
+    while stack:
+        at, v, depth = stack.pop()
+        if isinstance(v, dict):
+            for k in v:
+                bad = surrogate(k) if isinstance(k, str) else None
+                if bad:
+                    return at, f"holds a lone surrogate ({bad}) in a key, which is not Unicode text"
+            items = [(f"{at}.{key(k)}" if at else key(k), item) for k, item in v.items()]
+        elif isinstance(v, (list, tuple)):
+            items = [(f"{at}[{i}]", item) for i, item in enumerate(v)]
+        else:
+            bad = surrogate(v) if isinstance(v, str) else None
+            if bad:
+                return at, f"holds a lone surrogate ({bad}), which is not Unicode text"
+            continue
+        if items and depth >= max_depth:
+            return at, f"nests deeper than {max_depth} levels"
+        stack += [(w, item, depth + 1) for w, item in reversed(items)]  # reversed: reported in document order
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside `value` (dicts' values, lists, tuples), iteratively."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            stack += v.values()
+        elif isinstance(v, (list, tuple)):
+            stack += v
 
 
 def check_options(max_new_tokens: int, temperature: float | None = 0.0, top_p: float | None = 1.0,
@@ -125,7 +183,18 @@ class Generator:
 
     def prompt(self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Prompt:
         """The conversation so far and the assistant's header, with the escaping contract: special-token text in
-        the messages stays text (so no message can close its own turn)."""
+        the messages stays text (so no message can close its own turn). Text that is not Unicode, or values nested
+        too deep, are a SftlabError naming where, before anything is rendered."""
+        problem = text_problem(list(messages), "messages") or text_problem(tools, "tools")
+        if problem:
+            raise SftlabError(" ".join(problem))
+        # No token holds more characters than the vocabulary's longest: text longer than the context's tokens can
+        # hold is refused before it is tokenized (which takes seconds per megabyte).
+        chars = sum(len(s) for s in _strings((messages, tools)))
+        if chars > self.context * self.max_token_chars:
+            raise ContextExceeded(f"this model's maximum context length is {self.context} tokens; the messages' "
+                                  f"{chars} characters are more than that many tokens hold (at most "
+                                  f"{self.max_token_chars} characters each)")
         rendered: list[str] = []
 
         def render(value: Any) -> str:
@@ -142,18 +211,27 @@ class Generator:
         """A reader of the reply to `prompt`: its reasoning, answer and (for these tools) tool calls."""
         return ReplyReader(self.tool_family, tool_names, prompt.reasoning_open)
 
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters one token stands for: its vocabulary's longest token (a byte-level token's string
+        has one character per byte)."""
+        return max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
+
     @property
     def context(self) -> int:
         """The most tokens the model takes: prompt and answer together."""
         return getattr(self.model.config, "max_position_embeddings", None) or EVAL_MAX_LENGTH
 
-    def check_room(self, prompt_tokens: int, max_new_tokens: int, option: str = "max_tokens") -> None:
-        """Refuse (ContextExceeded) a prompt whose answer of up to `max_new_tokens` would not fit the context: the
-        model would generate past what it was trained on, or fail in the middle."""
-        if prompt_tokens + max_new_tokens > self.context:
-            raise ContextExceeded(
-                f"this model's maximum context length is {self.context} tokens; the messages have {prompt_tokens} "
-                f"and {option} asks for {max_new_tokens} more")
+    def check_room(self, prompt_tokens: int, max_new_tokens: int | None, option: str = "max_tokens") -> None:
+        """Refuse (ContextExceeded) a prompt whose answer of up to `max_new_tokens` (None: not asked for; at least
+        one token) would not fit the context: the model would generate past what it was trained on, or fail in the
+        middle. Checked before generation: the sentence names `option`, the setting that asked for the length."""
+        if prompt_tokens + (max_new_tokens or 1) <= self.context:
+            return
+        asked = (f"and {option} asks for {max_new_tokens} more" if max_new_tokens is not None
+                 else "which leaves no room for an answer")
+        raise ContextExceeded(f"this model's maximum context length is {self.context} tokens (the prompt and {option} "
+                              f"together); the messages have {prompt_tokens}{' ' if max_new_tokens else ', '}{asked}")
 
     def autocast(self) -> Any:
         import torch

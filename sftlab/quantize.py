@@ -9,12 +9,14 @@ the adapter on the same 4-bit base it was trained on, and `sftlab merge` / `sftl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from sftlab.errors import SftlabError, first_line
+from sftlab.errors import SftlabError, echo, first_line
 
 FILE = "quantization.json"
+MAX_BYTES = 64 * 1024  # what quantization.json can be: four short keys
 COMPUTE_DTYPES = ("bfloat16", "float32")
 
 
@@ -71,11 +73,15 @@ def write(folder: Path, quantization: dict[str, Any]) -> None:
 
 def read(folder: Path) -> dict[str, Any] | None:
     """A QLoRA adapter folder's quantisation (checked field by field); None for any other folder."""
+    from sftlab import jsonsafe
+
     path = Path(folder) / FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    try:  # (a regular file only, never opened as a FIFO or through a link; a few keys, so a few bytes)
+        data = jsonsafe.load(path, max_bytes=MAX_BYTES)
+    except jsonsafe.NotAFile as e:
+        raise SftlabError(f"{path}: {e.what}") from None
     except (OSError, ValueError) as e:
         raise SftlabError(f"{path}: unreadable ({first_line(e)})") from None
     expected = settings(True)
@@ -83,9 +89,10 @@ def read(folder: Path) -> dict[str, Any] | None:
         raise SftlabError(f"{path}: expected the keys {', '.join(expected)}")
     for key in ("method", "quant_type", "double_quant"):
         if data[key] != expected[key]:
-            raise SftlabError(f"{path}: {key} must be {expected[key]!r}, not {data[key]!r}")
-    if data["compute_dtype"] not in COMPUTE_DTYPES:
-        raise SftlabError(f"{path}: compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {data['compute_dtype']!r}")
+            raise SftlabError(f"{path}: {key} must be {expected[key]!r}, not {echo(data[key])}")
+    if not isinstance(data["compute_dtype"], str) or data["compute_dtype"] not in COMPUTE_DTYPES:
+        raise SftlabError(f"{path}: compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                          f"not {echo(data['compute_dtype'])}")
     return data
 
 

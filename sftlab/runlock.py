@@ -21,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
+import math
 import os
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from sftlab import jsonsafe
 from sftlab.errors import SftlabError
 
 LOCK = ".train.lock"
@@ -36,6 +38,8 @@ RECORD = "train_process.json"
 # A reader tests the lock by taking it shared for an instant; a starting run retries for this long before it
 # concludes that a training process (not a reader) holds it.
 ACQUIRE_SECONDS = 2.0
+PID_LIMIT = 2 ** 22  # Linux's largest pid_max: a larger "pid" names no process
+EPOCH = 946684800.0  # 2000-01-01: a recorded time before it, or more than a day ahead, is not one a run wrote
 
 _held: dict[Path, "Holder"] = {}  # folders this process holds (a staged run's stages train inside the one lock)
 
@@ -51,6 +55,7 @@ class Holder:
     cmdline: list[str] = field(default_factory=list)
     started: float | None = None  # time.time() when it took the lock
     progress: dict[str, Any] = field(default_factory=dict)  # max_steps, start_step, train_started, stage
+    problem: str | None = None  # why its train_process.json is not believed (forged or damaged): not ours
 
     def is_live(self) -> bool:
         """Whether the recorded process is still the one alive under that pid (start time and command line) and
@@ -60,6 +65,8 @@ class Holder:
                 and process_cmdline(self.pid) == self.cmdline and holds_lock(self.pid, self.folder / LOCK))
 
     def describe(self) -> str:
+        if self.problem:
+            return f"a process whose train_process.json is damaged ({self.problem})"
         return f"pid {self.pid}" if self.pid is not None else "a process that has not recorded itself yet"
 
 
@@ -142,13 +149,34 @@ def _ancestors(pid: int) -> Iterator[int]:
 
 # ---- reading ---------------------------------------------------------------------------------------------------
 
-def is_running(folder: str | Path) -> bool:
-    """Whether a process holds the run lock of `folder` (asked of the kernel: a dead holder holds nothing)."""
-    path = Path(folder) / LOCK
-    if path.is_symlink():
-        return False  # (never ours: the lock file is created, never linked)
+def lock_problem(folder: str | Path) -> str | None:
+    """Why `folder`'s lock path cannot be sftlab's run lock (a FIFO, a link, a folder, a device: found with lstat,
+    never opened, since opening a FIFO waits for a writer forever), or None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        problem = jsonsafe.not_a_file(Path(folder) / LOCK)
+        return f"{LOCK} {problem}" if problem else None
+    except OSError as e:
+        return f"{LOCK} cannot be read ({e.strerror or e})"
+
+
+def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open of a lock file that cannot follow a link nor wait on a FIFO swapped in after the lstat; the fd
+    of a regular file, or OSError."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+    return fd
+
+
+def is_running(folder: str | Path) -> bool:
+    """Whether a process holds the run lock of `folder` (asked of the kernel: a dead holder holds nothing). A lock
+    path that is not a regular file is held by nobody (lock_problem says what it is)."""
+    path = Path(folder) / LOCK
+    if lock_problem(folder):
+        return False
+    try:
+        fd = _open_regular(path, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -162,33 +190,78 @@ def is_running(folder: str | Path) -> bool:
         os.close(fd)
 
 
-def _record(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
+
+
+def _time(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and EPOCH <= v <= time.time() + 86400)
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and len(v) <= 65536 and all(isinstance(c, str) for c in v)
+
+
+# Each field of train_process.json and what it must be; one that is not makes the whole record not ours.
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "pid": (lambda v: _count(v) and 0 < v < PID_LIMIT, "a process id"),
+    "start": (_count, "a start time"),
+    "cmdline": (_strings, "a list of strings"),
+    "started": (_time, "a time"),
+}
+_PROGRESS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_steps": (_count, "a count"), "start_step": (_count, "a count"), "train_started": (_time, "a time"),
+    "stage": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool), "a stage"),
+    "output_dir": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def record_problem(data: Any) -> str | None:
+    """What makes a train_process.json's content not one sftlab wrote (field by field), or None."""
+    if not isinstance(data, dict):
+        return f"{RECORD} is not a mapping"
+    for key, (ok, what) in _FIELDS.items():
+        if not ok(data.get(key)):
+            return f"{RECORD}: {key} is not {what}"
+    progress = data.get("progress", {})
+    if not isinstance(progress, dict):
+        return f"{RECORD}: progress is not a mapping"
+    for key, value in progress.items():
+        check = _PROGRESS.get(key)
+        if check is not None and not check[0](value):
+            return f"{RECORD}: progress.{key} is not {check[1]}"
+    return None
 
 
 def holder(folder: str | Path) -> Holder | None:
-    """Who trains `folder` now, or None when nothing does (no lock, or a lock nobody holds)."""
+    """Who trains `folder` now, or None when nothing does (no lock, or a lock nobody holds). A record that is
+    missing (the holder has not written it yet) or not believed (`problem`: forged, damaged, not a file) gives
+    a holder without a pid: nothing is ever signalled on its word."""
     folder = Path(folder)
     if not is_running(folder):
         return None
-    data = _record(folder)
-    pid, start = data.get("pid"), data.get("start")
-    cmdline = data.get("cmdline")
-    if not (isinstance(pid, int) and isinstance(start, int) and isinstance(cmdline, list)):
+    try:
+        data = jsonsafe.load(folder / RECORD, max_bytes=4 * 1024 * 1024)
+    except FileNotFoundError:
         return Holder(folder)
-    progress = data.get("progress")
-    return Holder(folder, pid, start, [str(c) for c in cmdline],
-                  data.get("started") if isinstance(data.get("started"), (int, float)) else None,
-                  progress if isinstance(progress, dict) else {})
+    except OSError as e:
+        return Holder(folder, problem=str(e) if isinstance(e, jsonsafe.NotAFile)
+                      else f"{RECORD} cannot be read ({e.strerror or e})")
+    except ValueError as e:
+        return Holder(folder, problem=f"{RECORD} is not JSON ({e})")
+    problem = record_problem(data)
+    if problem:
+        return Holder(folder, problem=problem)
+    progress = {k: v for k, v in data.get("progress", {}).items() if k in _PROGRESS}
+    return Holder(folder, data["pid"], data["start"], data["cmdline"], data["started"], progress)
 
 
 def signal_if(pid: int, still_it: Callable[[], bool], signum: int) -> bool:
     """Send `signum` to `pid` if `still_it()` holds once the process is pinned by a pidfd (the pid cannot be
     reused between the check and the signal); whether it was sent."""
+    if not (isinstance(pid, int) and 0 < pid < PID_LIMIT):
+        return False  # names no process
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -228,12 +301,17 @@ def _open_lock(folder: Path, what: str) -> int:
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if (folder / LOCK).is_symlink():
-            raise SftlabError(f"{what} {folder}: {LOCK} is a symbolic link, which sftlab never makes; remove it")
-        return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        _require_lock_file(folder, what)
+        return _open_regular(folder / LOCK, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         require_output_dir(folder, what)  # the one sentence for a folder that cannot be written
         raise SftlabError(f"{what} {folder}: cannot open its run lock {LOCK} ({e.strerror or e})") from None
+
+
+def _require_lock_file(folder: Path, what: str) -> None:
+    problem = lock_problem(folder)
+    if problem:
+        raise SftlabError(f"{what} {folder}: its run lock {problem}; remove it")
 
 
 def _refusal(folder: Path, what: str) -> SftlabError:
@@ -256,8 +334,10 @@ def require_free(folder: str | Path, what: str = "output_dir") -> None:
     """The refusal `hold` would give, said before any slow work (the command line checks this before it loads
     the training libraries); the lock itself is taken by `hold`."""
     folder = Path(folder).absolute()
-    if folder not in _held and _rank() == 0 and is_running(folder) and _held_for_me(folder) is None:
-        raise _refusal(folder, what)
+    if folder not in _held and _rank() == 0:
+        _require_lock_file(folder, what)
+        if is_running(folder) and _held_for_me(folder) is None:
+            raise _refusal(folder, what)
 
 
 @contextlib.contextmanager
@@ -309,8 +389,8 @@ def hold(folder: str | Path, what: str = "output_dir") -> Iterator[Holder | None
 def _write(me: Holder) -> None:
     from sftlab.files import write_text
 
-    write_text(me.folder / RECORD, json.dumps({"pid": me.pid, "start": me.start, "cmdline": me.cmdline,
-                                               "started": me.started, "progress": me.progress}) + "\n", RECORD)
+    write_text(me.folder / RECORD, jsonsafe.dumps({"pid": me.pid, "start": me.start, "cmdline": me.cmdline,
+                                                   "started": me.started, "progress": me.progress}) + "\n", RECORD)
 
 
 def note_progress(**progress: Any) -> None:

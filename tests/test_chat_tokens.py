@@ -37,7 +37,8 @@ def gpt2_base(tmp_path_factory):
 def run(base, out, method, **over):
     sets = dict(model=str(base), datasets=f"[{SHARED_DATA / 'identity.json'}]", template="chatml",
                 output_dir=str(out), method=method, max_steps=4, batch_size=4, limit=16, max_length=256,
-                learning_rate=5e-2, lora_r=4, seed=0, precision="fp32", **{"save_steps": 1000, **over})
+                learning_rate=5e-2, seed=0, precision="fp32",
+                **{"save_steps": 1000, **({"lora_r": 4} if method in ("lora", "hybrid") else {}), **over})
     return train(load_config(None, [f"{k}={v}" for k, v in sets.items()]), quiet=True)
 
 
@@ -101,7 +102,8 @@ def test_lora_trains_the_new_rows_only_and_merges(gpt2_base, tmp_path):
 @pytest.mark.parametrize("method", ["freeze", "hybrid"])
 def test_freeze_and_hybrid_train_the_new_rows_and_no_other_row(gpt2_base, tmp_path, method):
     out = tmp_path / method
-    run(gpt2_base, out, method, freeze_trainable_layers=1, weight_decay=0.1, hybrid_full_fraction=0.5, save_steps=2)
+    own = {"freeze": {"freeze_trainable_layers": 1}, "hybrid": {"hybrid_full_fraction": 0.5}}[method]
+    run(gpt2_base, out, method, weight_decay=0.1, save_steps=2, **own)
     check_tokenizer_and_generation_config(out)
     base = AutoModelForCausalLM.from_pretrained(str(gpt2_base)).get_input_embeddings().weight.detach()
     weight = AutoModelForCausalLM.from_pretrained(str(out)).get_input_embeddings().weight.detach()

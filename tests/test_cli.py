@@ -55,6 +55,38 @@ def test_inspect_terminal_view_and_counts(cli):
     assert "examples: 1" in r.stderr
 
 
+def test_inspect_lists_dropped_rows(tmp_path, cli):
+    """A dropped row is listed on stderr (the --escape-special-tokens option once shadowed the markup escaper)."""
+    data = tmp_path / "[bold]d.jsonl"  # (markup in the path is printed as it is)
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+                    '{"messages": [{"role": "user", "content": "[b]q"}, {"role": "assistant", "content": ""}]}\n')
+    r = cli("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"dropped {data}, row 2: no trained tokens (no non-empty assistant answer to train)" in r.stderr
+
+
+def test_inspect_refuses_template_kwargs_the_template_never_reads(tmp_path, cli):
+    """`{"none": 1}` once made every row fail "can't assign to 'const'" without naming the option."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    r = cli("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml", "--template-kwargs", '{"none": 1}')
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == ("error: template_kwargs (--template-kwargs): chat template 'chatml' never reads 'none', so it "
+                        "would change nothing; it reads no options\n")
+
+
+def test_inspect_template_kwargs_nested_too_deep_is_one_sentence(tmp_path, cli):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    for levels in (500, 5000):  # (tracebacks before: Python's JSON reader, then the Jinja literal, recurse per level)
+        r = cli("inspect", "--model", QWEN, "--data", str(data), "--template", "chatml",
+                "--template-kwargs", '{"enable_thinking": ' + "[" * levels + "]" * levels + "}")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr == ("error: --template-kwargs is nested more than 64 levels deep (sftlab reads JSON up to 64 "
+                            "levels)\n")
+
+
 def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n')
@@ -225,6 +257,7 @@ def test_chat_reset_says_so(cli, monkeypatch):
     assert r.returncode == 0, r.stderr
     assert "(conversation cleared: the next message starts a new one)" in r.stdout
     assert "echo hi" in r.stdout and session.history == []
+    assert "loading smollm2-135m-instruct …" in r.stderr  # said before a load that may take minutes
 
 
 # ---- hostile and odd input (issue 25's rounds) ----
@@ -274,3 +307,55 @@ def test_an_error_sentence_holding_markup_is_printed_as_it_is(tmp_path, cli, rol
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert (f"error: {f}, row 1, field 'messages[0].role': unknown role '{role}'; expected one of system, user, "
             "assistant, tool") == " ".join(r.stderr.split())
+
+
+@pytest.mark.parametrize("args, said", [
+    (["inspect", "--data", "d.jsonl", "--max-length", "64", "--max-length=128"], "--max-length is given twice"),
+    (["inspect", "--data", "d.jsonl", "--escape-special-tokens", "--no-escape-special-tokens"],
+     "--escape-special-tokens and --no-escape-special-tokens are both given; give one of them"),
+    (["chat", "--model", "a", "--model", "b"], "--model is given twice"),
+    (["train", "c.yaml", "--nproc", "1", "--nproc", "2"], "--nproc is given twice"),
+    (["merge", "--model", "m", "--out", "a", "--out", "b"], "--out is given twice"),
+    (["export", "--out", "a", "--quant", "q8_0", "--quant", "f16"], "--quant is given twice"),
+    (["serve", "--port", "8000", "--port", "8001"], "--port is given twice"),
+    (["eval", "--model", "m", "--data", "d", "--data", "e", "--out", "o"], "--data is given twice"),
+    (["data", "check", "d.jsonl", "--model", "a", "--model", "b"], "--model is given twice"),
+    (["data", "clean", "d.jsonl", "--out", "a", "--out", "b"], "--out is given twice"),
+    (["runs", "--json", "--json"], "--json is given twice"),
+])
+def test_an_option_that_takes_one_value_refuses_a_second(cli, args, said):
+    """click keeps the last of a repeated option without a word; here it is one sentence before any work."""
+    r = cli(*args)
+    assert r.returncode == 2 and f"error: {said}" in r.stderr, r.stderr[-1500:]
+
+
+def test_repeatable_options_take_every_value(tmp_path, cli):
+    """`inspect --data` takes several files, as `data check` does: their examples one after the other, in order;
+    a value that looks like an option's name is a value (`--prompt --model`)."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"instruction": "你好", "input": "", "output": "世界"}\n')
+    b.write_text('{"instruction": "1+1", "input": "", "output": "2"}\n')
+    r = cli("inspect", "--model", QWEN, "--template", "chatml", "--json", "--data", a, "--data", b)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    # <|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n世界<|im_end|>\n, then 1+1 → 2
+    assert rows[0]["input_ids"] == [151644, 872, 198, 108386, 151645, 198, 151644, 77091, 198, 99489, 151645, 198]
+    assert [(row["source"], row["row"]) for row in rows] == [(str(a), 1), (str(b), 1)]
+    r = cli("chat", "--model", tmp_path / "nowhere", "--prompt", "--model")
+    assert "given twice" not in r.stderr
+
+
+def test_an_exceptions_first_line_is_kept_to_a_sentences_length():
+    from sftlab.errors import first_line
+
+    assert first_line(ValueError("bad value " + "v" * 100_000 + "\nmore")) == (
+        "bad value " + "v" * 490 + "…(100010 characters)")
+    assert first_line(KeyError("k"), with_type=True) == "KeyError: 'k'"
+
+
+def test_train_refuses_a_key_of_another_method_in_one_sentence(cli, tmp_path):
+    r = cli("train", "--set", f"datasets=[{SHARED_DATA / 'identity.json'}]", "--set", "method=qlora",
+            "--set", "hybrid_full_fraction=0.5", "--set", f"output_dir={tmp_path / 'run'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: --set: `hybrid_full_fraction` is for method hybrid; method qlora does not use it"
+    assert not (tmp_path / "run").exists()

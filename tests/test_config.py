@@ -12,7 +12,8 @@ DATA = str(SHARED_DATA / "alpaca_en_demo.json")
 
 def test_set_values_are_yaml_and_datasets_mix(tmp_path):
     cfg = load_config(None, [f"datasets=[{{path: {DATA}, weight: 0.3}}, {{path: {DATA}, weight: 0.7}}]",
-                             "learning_rate=1e-4", "packing=false", "lora_targets=[q_proj, v_proj]"])
+                             "learning_rate=1e-4", "packing=false", "method=lora",
+                             "lora_targets=[q_proj, v_proj]"])
     assert [d.weight for d in cfg.datasets] == [0.3, 0.7]
     assert cfg.learning_rate == 1e-4 and cfg.packing is False
     assert cfg.lora_targets == ["q_proj", "v_proj"]
@@ -229,3 +230,187 @@ def test_class_weights_are_finite_and_not_negative():
             load_config(None, [*base, f"class_weights={value}"])
         assert str(e.value).startswith(f"--set: `class_weights` the weight of 'a' {problem} (got ")
     assert load_config(None, [*base, "class_weights={a: 2, b: 0}"]).class_weights == {"a": 2.0, "b": 0.0}
+
+
+# Which methods act on each method's own key, written out by hand (sftlab/training/methods.py reads them there).
+KEY_OWNERS = {
+    "num_virtual_tokens": ("prompt_tuning", "prefix_tuning", "p_tuning", "adaption_prompt"),
+    "adaption_layers": ("adaption_prompt",),
+    "prompt_init_text": ("prompt_tuning",),
+    "lora_r": ("lora", "dora", "qlora", "hybrid"),
+    "lora_alpha": ("lora", "dora", "qlora", "hybrid"),
+    "lora_dropout": ("lora", "dora", "qlora", "hybrid"),
+    "lora_targets": ("lora", "dora", "qlora", "hybrid"),
+    "freeze_trainable_layers": ("freeze",),
+    "freeze_train_embeddings": ("freeze",),
+    "hybrid_full_fraction": ("hybrid",),
+    "hybrid_lora_learning_rate": ("hybrid",),
+}
+# A value other than the key's default for each.
+KEY_VALUES = {"num_virtual_tokens": "5", "adaption_layers": "3", "prompt_init_text": "Answer kindly.", "lora_r": "4",
+              "lora_alpha": "8", "lora_dropout": "0.1", "lora_targets": "[q_proj]", "freeze_trainable_layers": "1",
+              "freeze_train_embeddings": "true", "hybrid_full_fraction": "0.5", "hybrid_lora_learning_rate": "1e-3"}
+ALL_METHODS = ("full", "freeze", "lora", "dora", "qlora", "hybrid", "prompt_tuning", "prefix_tuning", "p_tuning",
+               "adaption_prompt")
+
+
+def test_the_method_records_own_exactly_the_keys_above():
+    from sftlab.config.methods import METHODS
+
+    assert tuple(METHODS) == ALL_METHODS
+    assert {k: tuple(m.name for m in METHODS.values() if k in m.own_keys) for k in KEY_OWNERS} == KEY_OWNERS
+    assert {k for m in METHODS.values() for k in m.own_keys} == set(KEY_OWNERS)
+
+
+@pytest.mark.parametrize("key", KEY_OWNERS)
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_a_key_of_another_method_is_refused_naming_both(method, key):
+    sets = [f"datasets=[{DATA}]", f"method={method}", f"{key}={KEY_VALUES[key]}"]
+    owners = KEY_OWNERS[key]
+    if method in owners:
+        assert load_config(None, sets).method == method
+        return
+    names = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} or {owners[-1]}"
+    with pytest.raises(SftlabError) as e:
+        load_config(None, sets)
+    assert str(e.value) == f"--set: `{key}` is for method {names}; method {method} does not use it"
+
+
+def test_qlora_with_a_prompt_methods_key_is_refused():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", "method=qlora", "num_virtual_tokens=8"])
+    assert str(e.value) == ("--set: `num_virtual_tokens` is for method prompt_tuning, prefix_tuning, p_tuning or "
+                            "adaption_prompt; method qlora does not use it")
+
+
+def test_a_staged_configs_key_acts_in_a_stage_that_takes_it(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"datasets: [{DATA}]\nlora_r: 4\nstages: [{{name: a, method: lora}}]\n")
+    assert load_config(config).lora_r == 4
+    config.write_text(f"datasets: [{DATA}]\nlora_r: 4\nstages: [{{name: a}}, {{name: b, method: freeze}}]\n")
+    with pytest.raises(SftlabError) as e:
+        load_config(config)
+    assert str(e.value) == (f"{config}: `lora_r` is for method lora, dora, qlora or hybrid; the stages' methods "
+                            "(full, freeze) do not use it")
+
+
+def test_a_key_a_task_head_does_not_read_is_refused():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", "task=classification", "method=freeze",
+                           "freeze_train_embeddings=true"])
+    assert str(e.value) == ("--set: `freeze_train_embeddings` does not apply to task: classification (a head reads "
+                            "whole rows; docs/heads.md)")
+
+
+@pytest.mark.parametrize("key", ["output_dir", "model"])
+def test_a_name_too_long_for_a_file_system_is_one_sentence_naming_the_key(key):
+    value = "runs/" + "n" * 300 + "/x"
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", f"{key}={value}"])
+    assert str(e.value) == (f"--set: `{key}` the name 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn…' is too long for a "
+                            f"folder name (300 bytes; file systems take at most 255) (got 'runs/" + "n" * 75
+                            + "…(307 characters)')")
+
+
+def test_a_huge_value_is_echoed_shortened():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", "lr_scheduler=" + "x" * 100_000])
+    assert str(e.value) == ("--set: `lr_scheduler` unknown scheduler '" + "x" * 80 + "…(100000 characters)'; choose "
+                            "one of linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, "
+                            "inverse_sqrt, reduce_lr_on_plateau, cosine_with_min_lr, cosine_warmup_with_min_lr, "
+                            "warmup_stable_decay, greedy (got '" + "x" * 80 + "…(100000 characters)')")
+
+
+@pytest.mark.parametrize("sets, sentence", [
+    (["k" * 100_000], "--set '" + "k" * 80 + "…(100000 characters)': expected key=value"),
+    (["k" * 100_000 + "=1"], "--set: unknown key `" + "k" * 80 + "…(100000 characters)`"),
+    (["datasets.x" + "y" * 100_000 + "=1"],
+     "--set datasets.x" + "y" * 70 + "…(100010 characters): datasets is not a mapping"),
+    (["class_weights={? " + "w" * 100_000 + ": -1}", "task=classification"],
+     "--set: `class_weights` the weight of '" + "w" * 80 + "…(100000 characters)' must be at least 0 (got {'")])
+def test_a_huge_key_or_value_is_echoed_shortened(sets, sentence):
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", *sets])
+    assert str(e.value).startswith(sentence) and len(str(e.value)) < 500
+
+
+@pytest.mark.parametrize("item, sentence", [
+    ("<b>ep\nochs</b>=1", "--set: unknown key `<b>ep\\nochs</b>`"),
+    ('stages=[{name: a, "x\\u2028y": 1}]', "--set: stages[1]: `x\\u2028y` cannot be set per stage"),
+    ("epochs=1\nlearning_rate: 5", "--set epochs: the value is not valid YAML (mapping values are not allowed here)"),
+])
+def test_a_set_key_with_markup_and_newlines_is_one_line(item, sentence):
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", item])
+    assert str(e.value).startswith(sentence) and "\n" not in str(e.value) and "\u2028" not in str(e.value)
+
+
+@pytest.mark.parametrize("sets, sentence", [
+    (["epochs=true"], "--set: `epochs` must be a number, not true or false (got True)"),
+    (["task=classification", "class_weights={a: true}"],
+     "--set: `class_weights` the weight of 'a' must be a number, not true or false (got {'a': True})"),
+    (["lora_dropout=false", "method=lora"], "--set: `lora_dropout` must be a number, not true or false (got False)"),
+    (["epochs=" + "9" * 5000], "--set epochs: the value is not valid YAML (a number of more than 4300 digits)"),
+    (["output_dir=''"], "--set: `output_dir` is empty: name a folder (got '')"),
+    (["model=' '"], "--set: `model` is empty: name a folder (got ' ')"),
+    (["=1"], "--set '=1': expected key=value (a key name is empty)"),
+    ([".=1"], "--set '.=1': expected key=value (a key name is empty)"),
+    (["seed=-1"], "--set: `seed` must be between 0 and 4294967295 (got -1)"),
+    (["datasets=[" + "d" * 100_000 + ".json]"],
+     "--set: datasets file " + "d" * 4096 + "…(100005 characters) cannot be read"),  # (a path: up to PATH_MAX)
+])
+def test_a_wrong_type_or_an_empty_name_is_one_sentence(sets, sentence):
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", *sets])
+    assert str(e.value).startswith(sentence) and len(str(e.value)) < 4700
+
+
+def test_a_stage_with_an_unknown_method_is_left_to_the_stages_own_check():
+    # (check_stages says "stages[1] (a): `method` input should be …"; the top-level key check does not guess)
+    assert load_config(None, [f"datasets=[{DATA}]", "lora_r=4", "stages=[{name: a, method: [1]}]"]).lora_r == 4
+
+
+def test_a_config_nested_deeper_than_any_config_is_refused(tmp_path):
+    deep = "[" * 120 + "]" * 120
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", f"template_kwargs={{a: {deep}}}"])
+    assert str(e.value) == "--set template_kwargs: the value is not valid YAML (nested more than 64 deep)"
+    f = tmp_path / "c.yaml"
+    f.write_text(f"datasets: [{DATA}]\ntemplate_kwargs:\n  a: {deep}\n")
+    with pytest.raises(SftlabError) as e:
+        load_config(f)
+    assert str(e.value) == f"{f}: invalid YAML (nested more than 64 deep)"
+
+
+def test_a_huge_stage_name_that_is_a_path_is_echoed_shortened():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, [f"datasets=[{DATA}]", "stages=[{name: a/" + "x" * 100_000 + "}]"])
+    assert str(e.value) == ("--set: stages[1].name 'a/" + "x" * 78 + "…(100002 characters)' is not a plain folder "
+                            "name (no '/', '\\', '..' or surrounding spaces): it names a folder inside runs/sft")
+
+
+def test_a_config_path_too_long_for_a_file_system_is_echoed_shortened(tmp_path):
+    with pytest.raises(SftlabError) as e:
+        load_config("c" * 100_000 + ".yaml")
+    # (a path is echoed whole up to PATH_MAX, 4096: a sentence must name the file it is about)
+    assert str(e.value) == ("c" * 4096 + "…(100005 characters): config file the name '" + "c" * 40 + "…' is too long "
+                            "for a folder name (100005 bytes; file systems take at most 255)")
+
+
+def test_an_output_dir_that_is_a_file_or_lies_under_one_is_refused_when_the_config_is_read(tmp_path):
+    import os
+
+    (tmp_path / "f").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    for out, problem in ((tmp_path / "f", "a file of that name exists; choose a folder"),
+                         (tmp_path / "fifo", "is a FIFO (named pipe), not a regular file"),
+                         (tmp_path / "f" / "run", "a part of the path is a file, not a folder")):
+        with pytest.raises(SftlabError) as e:
+            load_config(None, [f"datasets=[{DATA}]", f"output_dir={out}"])
+        assert str(e.value) == f"--set: output_dir {out}: {problem}"
+
+
+def test_a_config_of_too_many_values_without_aliases_says_so():
+    with pytest.raises(SftlabError) as e:
+        load_config(None, ["clean=[" + ", ".join(["a"] * 100_001) + "]"])
+    assert str(e.value) == "--set clean: the value is not valid YAML (it holds more than 100,000 values)"

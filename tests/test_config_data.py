@@ -51,3 +51,13 @@ def test_a_changed_setting_is_a_cache_miss_and_the_same_one_a_hit(tmp_path, monk
     build_examples([Source(str(data))], tok, settings.model_copy(update={"num_proc": 1}), cache=cache)  # a hit
     with pytest.raises(BaseException, match="encoded again"):
         build_examples([Source(str(data))], tok, settings.model_copy(update={"train_on": "all"}), cache=cache)
+
+
+def test_a_huge_template_variable_name_is_echoed_shortened():
+    from sftlab.config.data import check_template_kwargs
+    from sftlab.errors import SftlabError
+
+    with pytest.raises(SftlabError) as e:
+        check_template_kwargs({"-" * 100_000: 1})
+    assert str(e.value) == ("template_kwargs: '" + "-" * 80 + "…(100000 characters)' is not a template variable name "
+                            "(letters, digits and _)")

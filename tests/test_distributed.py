@@ -57,7 +57,7 @@ def one_process(tiny_model, tmp_path_factory):
     def get(method):
         if method not in runs:
             out = tmp_path_factory.mktemp("one") / method
-            sets = _sets(tiny_model, out, 4) + [f"method={method}", "lora_dropout=0"]
+            sets = _sets(tiny_model, out, 4) + [f"method={method}", *(["lora_dropout=0"] if method != "full" else [])]
             done = _launch(0, [f"--set={s}" for s in sets] + ["--quiet"])
             assert done.returncode == 0, done.stderr[-3000:]
             runs[method] = out
@@ -71,7 +71,8 @@ def one_process(tiny_model, tmp_path_factory):
 def test_two_processes_match_one_with_the_same_global_batch(tiny_model, tmp_path, one_process, strategy, method):
     """fp32; losses within 1e-6 relative, weights (or the adapter) and logits of the final model within 1e-5."""
     out, one = tmp_path / "two", one_process(method)
-    sets = [f"--set={s}" for s in _sets(tiny_model, out, 2, strategy) + [f"method={method}", "lora_dropout=0"]]
+    sets = [f"--set={s}" for s in _sets(tiny_model, out, 2, strategy)
+            + [f"method={method}", *(["lora_dropout=0"] if method != "full" else [])]]
     if strategy == "ddp":
         done = _launch(2, sets + ["--quiet"])
     else:  # through the convenience flag, which runs torchrun itself

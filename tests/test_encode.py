@@ -84,7 +84,8 @@ def test_qwen_template_adds_default_system():
     conv = Conversation([Message("user", "hi"), Message("assistant", "hello")])
     tok = tokenizer("qwen2")
     ex = Encoder(tok, resolve_template("qwen", tok)).encode_one(conv)
-    assert tok.decode(ex.input_ids).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    assert tok.decode(ex.input_ids).startswith(  # Qwen2.5's
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n")
     assert trained_runs(ex, tok) == ["hello<|im_end|>"]
 
 
@@ -304,7 +305,7 @@ def test_phi3_template_renders_end_tokens():
     tok = tokenizer("qwen2")
     chat = resolve_template("phi3", tok)
     text = chat.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
-    assert text == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>\n"
+    assert text == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>\n<|endoftext|>"  # Phi-3's: EOS after the last message
 
 
 def test_tools_are_passed_to_the_template_and_tool_calls_rendered():
@@ -372,8 +373,7 @@ def test_a_template_that_ignores_tools_says_so_once_with_counts(caplog):
     assert result.tools_ignored == with_tools > 0
     warnings = [r.getMessage() for r in caplog.records if "tool definitions" in r.getMessage()]
     assert warnings == [f"{with_tools} conversations carry tool definitions that template 'alpaca' does not render: "
-                        "the model will not see them; use a template that renders tools (template: chatml, llama3 "
-                        "or qwen)"]
+                        "the model will not see them; use a template that renders tools (template: chatml or qwen)"]
     caplog.clear()
     with caplog.at_level("WARNING", logger="sftlab"):
         assert Encoder(tok, resolve_template("chatml", tok)).encode(convs).tools_ignored == 0
@@ -657,3 +657,100 @@ def test_trained_tokens_are_the_trace_if_trained_the_answer_and_the_end_of_turn_
         expected = [(trace(m.get("reasoning_content")) if train_reasoning else "") + m["content"] + end for m in turns]
         got = [run for runs in fam.runs(row, train_reasoning=train_reasoning) for run in runs]
         assert got == expected, row
+
+
+# --- the trace rule for any trace: nothing of it trained with train_reasoning false (issue 46) ----------------------
+
+TRACES = ["Add </think> them.", "</think>", "a <think> b", "x <|im_end|> y", "<|im_start|>assistant\nfake"]
+
+
+@pytest.mark.parametrize("trace", TRACES)
+@pytest.mark.parametrize("base", ["qwen2", "family"])
+def test_a_trace_holding_markers_is_never_trained_with_train_reasoning_false(trace, base):
+    # The control (a plain trace) trains "42.<|im_end|>"; a trace holding its own </think> trained
+    # "</think>\n\n42.<|im_end|>" (the first </think> was taken for the trace's end).
+    tok = tokenizer("qwen2") if base == "qwen2" else family_tokenizer("qwen2")
+    row = {"messages": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "42.", "reasoning_content": trace}]}
+    conv = convert_row(row, "messages")
+    off = Encoder(tok, real_template(QWEN3, tok), train_reasoning=False).encode_one(conv)
+    assert trained_runs(off, tok) == ["42.<|im_end|>"]
+    on = Encoder(tok, real_template(QWEN3, tok)).encode_one(conv)
+    assert trained_runs(on, tok) == [f"<think>\n{trace}\n</think>\n\n42.<|im_end|>"]
+    # Thinking switched off (the prompt holds the empty trace): the row's trace is dropped from the turn, whole.
+    quiet = with_template_kwargs(real_template(QWEN3, tok), {"enable_thinking": False})
+    for train_reasoning in (True, False):
+        ex = Encoder(tok, quiet, train_reasoning=train_reasoning).encode_one(conv)
+        assert trained_runs(ex, tok) == ["42.<|im_end|>"]
+
+
+# A template that writes only the trace of an answer that has one (the answer vanishes), or that raises for one.
+ONLY_TRACE = ("{% for m in messages %}<|im_start|>{{ m.role + '\\n' }}"
+              "{% if m.role == 'assistant' and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>"
+              "{% else %}{{ m.content }}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+RAISES = ONLY_TRACE.replace("<think>{{ m.reasoning_content }}</think>", "{{ raise_exception('no traces here') }}")
+
+
+@pytest.mark.parametrize("train_reasoning", [True, False])
+@pytest.mark.parametrize("train_on", ["all_assistant", "all"])
+def test_an_answer_the_template_does_not_write_drops_its_row_with_the_reason(train_reasoning, train_on):
+    tok = tokenizer("qwen2")
+    rows = [{"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "42.", "reasoning_content": "Add them."}]},
+            {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "42."}]},
+            {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
+                          {"role": "user", "content": "3+3?"},
+                          {"role": "assistant", "content": "6", "reasoning_content": "Add them."}]}]
+    convs = [convert_row(r, "messages") for r in rows]
+    for k, c in enumerate(convs, 1):
+        c.source, c.row = "d.jsonl", k
+    for source, reason in ((ONLY_TRACE, "chat template 't' does not write the answer of message {} (its content), "
+                                        "so it cannot be trained"),
+                           (RAISES, "chat template 't' failed to render: no traces here")):
+        got = Encoder(tok, ChatTemplate(source, "t", {}), train_reasoning=train_reasoning, train_on=train_on).encode(convs)
+        assert [(d.source, d.row, d.reason) for d in got.dropped] == [
+            ("d.jsonl", 1, reason.format(2)), ("d.jsonl", 3, reason.format(4))]
+        assert [e.row for e in got.examples] == [2]
+        if train_on == "all_assistant":
+            assert trained_runs(got.examples[0], tok) == ["42.<|im_end|>"]
+
+
+def test_a_short_trace_that_spells_part_of_a_marker_is_not_found_inside_it():
+    # Command-R7B leaves the trace out of a turn after its thinking-off prompt; the trace "R" once matched the R of
+    # <|START_RESPONSE|>, and "<|START_R" went untrained.
+    f = family("CohereForAI-c4ai-command-r7b-12-2024-tool_use", eos="<|END_OF_TURN_TOKEN|>")
+    row = {"messages": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "42.", "reasoning_content": "R"}]}
+    for train_reasoning in (True, False):
+        assert f.runs(row, train_reasoning=train_reasoning) == [
+            ["<|START_RESPONSE|>42.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"]]
+
+
+def test_a_think_close_in_the_data_never_reads_as_thinking_switched_off():
+    # gpt-oss drops a tool-call turn's reasoning from history; a </think> in that reasoning or the call's arguments
+    # was taken for a thinking-off prompt, and the tool result after it was trained as the last answer's.
+    row = json.loads(json.dumps(TOOL_ROW))
+    call = row["messages"][1]
+    call["reasoning_content"] = "Call </think> it"
+    call["tool_calls"][0]["function"]["arguments"] = json.dumps({"city": "</tool_call><|im_end|>\n<think></think>"})
+    f = family("openai-gpt-oss-120b")
+    for train_reasoning in (True, False):
+        got = f.encode(row, train_reasoning=train_reasoning)
+        # (as without the </think>: this template's history cannot be lined up with its prompt here)
+        assert [d.reason for d in got.dropped] == ["chat template 'openai-gpt-oss-120b' renders the prompt of message 4 "
+                                                   "differently from the conversation, so its answer cannot be located"]
+        assert got.examples == []
+
+
+def test_a_trace_the_template_writes_trimmed_is_still_the_trace():
+    # The trace is found by its text; a template that trims it writes " Add them. " as "Add them.".
+    tok = tokenizer("qwen2")
+    chat = ChatTemplate(ONLY_TRACE.replace("<think>{{ m.reasoning_content }}</think>",
+                                           "<think>{{ m.reasoning_content | trim }}</think>{{ m.content }}"), "t", {})
+    row = {"messages": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "42.", "reasoning_content": " Add them. "}]}
+    ex = Encoder(tok, chat, train_reasoning=False).encode_one(convert_row(row, "messages"))
+    assert trained_runs(ex, tok) == ["42.<|im_end|>"]
+    ex = Encoder(tok, chat).encode_one(convert_row(row, "messages"))
+    assert trained_runs(ex, tok) == ["<think>Add them.</think>42.<|im_end|>"]

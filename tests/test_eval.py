@@ -257,3 +257,25 @@ def test_the_answer_is_scored_and_judged_without_the_trace(tiny_chat_model, tmp_
     assert not any("secret" in p for p in FakeJudge.prompts)
     records = [json.loads(line) for line in (tmp_path / "eval" / "responses.jsonl").read_text().splitlines()]
     assert [(r["response"], r["reasoning"]) for r in records] == [("the answer", "secret trace words")] * 2
+
+
+def test_a_second_eval_reads_back_responses_holding_line_separators(tiny_chat_model, tmp_path, caplog):
+    """U+2028/U+2029/U+0085 in the data: responses.jsonl keeps each record on one line (split on any line
+    break it still reads as five), and the second run reuses it instead of failing to read it."""
+    import logging
+
+    rows = [{"instruction": f"q{k}\u2028line\u2029para\x85next", "input": "", "output": f"a{k}\u2028b"}
+            for k in range(5)]
+    data = tmp_path / "held.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "eval"
+    evaluate(str(tiny_chat_model), data, out, EvalOptions(max_new_tokens=3))
+    text = (out / "responses.jsonl").read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 5 and "\u2028" not in text and "\\u2028" in text
+    with caplog.at_level(logging.INFO, logger="sftlab"):
+        again = evaluate(str(tiny_chat_model), data, out, EvalOptions(max_new_tokens=3))
+    assert any(m.startswith("reusing ") for m in caplog.messages)
+    records = [json.loads(line) for line in text.split("\n") if line]
+    assert [r["prompt"] for r in records] == [f"q{k}\u2028line\u2029para\x85next" for k in range(5)]
+    assert [r["reference"] for r in records] == [f"a{k}\u2028b" for k in range(5)]
+    assert again["examples"] == 5

@@ -159,7 +159,8 @@ def test_quantised_types_keep_norms_in_f32():
 # --- Modelfile -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("template,family", [("chatml", "chatml"), ("qwen", "chatml"), ("llama3", "llama3"),
+# (qwen is Qwen2.5's template, whose tool results go in a user turn: no family renders it, Ollama renders the Jinja.)
+@pytest.mark.parametrize("template,family", [("chatml", "chatml"), ("qwen", None), ("llama3", "llama3"),
                                              ("llama2", "llama2"), ("phi3", "phi3"), ("alpaca", "alpaca"),
                                              ("plain", "plain")])
 def test_go_template_family_of_each_builtin_template(template, family):
@@ -169,7 +170,7 @@ def test_go_template_family_of_each_builtin_template(template, family):
     tok = tokenizer("llama2" if template == "llama2" else "qwen2")
     chat = resolve_template(template, tok, warn=False)
     found, go = go_template(chat, tok.bos_token, tok.eos_token, add_bos=template == "llama2")
-    assert found == family and go
+    assert found == family and (go is None) == (family is None)
 
 
 def test_custom_template_gets_no_go_template(tmp_path):
@@ -417,3 +418,93 @@ def test_llama_cpp_renders_tool_conversations_and_template_options_as_transforme
     assert tool_conversation_check(source, llm) == {"rendered_equal": True, "writes_tools": True}
     prompt = rt.render(llm, TOOL_CONVERSATION[:2])
     assert prompt.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+# ---- heads travel or are refused (issue 46) ----
+
+def _head(path: Path, base: Path, names=("neg", "pos"), task="classification") -> Path:
+    """A head model as a classification run saves it (tiny, random head)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    model.config.sftlab_task = task
+    model.config.pad_token_id = 0
+    model.save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(path))
+    return path
+
+
+def test_a_head_model_is_refused_as_gguf(cli, tmp_path, tiny_chat_model, monkeypatch):
+    import sftlab.export.run as export_run
+
+    monkeypatch.setattr(export_run, "load_source", lambda *a: pytest.fail("loaded before the refusal"))
+    head = _head(tmp_path / "head", tiny_chat_model)
+    assert (f"{head}: a classification head model has no GGUF form (llama.cpp runs no sequence-classification head, "
+            "so the file would be a plain language model without it); export it with --format safetensors"
+            in _refused(cli, tmp_path / "out", "--model", head))
+
+
+def test_a_head_runs_adapter_is_refused_by_export_and_merge(cli, tmp_path, tiny_chat_model):
+    from test_files import _adapter
+
+    adapter = _adapter(tmp_path / "checkpoint-4", tiny_chat_model, task_type="SEQ_CLS", modules_to_save=["score"])
+    sentence = (f"{adapter}: the adapter of a task head run (task_type SEQ_CLS), which does not hold the head's "
+                "labels; the run's own output folder is its merged head model: use that")
+    assert sentence in _refused(cli, tmp_path / "out", "--model", adapter, "--format", "safetensors")
+    result = cli("merge", "--model", adapter, "--out", tmp_path / "merged")
+    assert result.returncode == 2 and sentence in " ".join(result.stderr.split())
+    head = _head(tmp_path / "head", tiny_chat_model)
+    result = cli("merge", "--model", head, "--out", tmp_path / "merged")
+    assert result.returncode == 2 and (f"{head}: a classification head model, whole already (a head run merges its "
+                                       "adapter when it saves); eval and `export --format safetensors` read it as it is"
+                                       in " ".join(result.stderr.split()))
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.slow
+def test_a_head_model_exports_as_safetensors_with_its_head(cli, tmp_path, tiny_chat_model):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    head = _head(tmp_path / "head", tiny_chat_model, names=("bug", "feature", "问题"))
+    out = tmp_path / "export"
+    result = cli("export", "--model", head, "--out", out, "--format", "safetensors")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["architectures"] == ["LlamaForSequenceClassification"]
+    assert saved["id2label"] == {"0": "bug", "1": "feature", "2": "问题"}
+    assert saved["label2id"] == {"bug": 0, "feature": 1, "问题": 2} and saved["sftlab_task"] == "classification"
+    assert not (out / "generation_config.json").exists()  # (a head writes no text)
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["task"] == "classification" and report["verification"] == {"logits_equal": True}
+    ids = torch.tensor([[9707, 11, 220, 108386]])
+    with torch.no_grad():
+        a = AutoModelForSequenceClassification.from_pretrained(str(head)).eval()(ids).logits
+        b = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()(ids).logits
+    assert a.shape == (1, 3) and torch.equal(a, b)
+
+
+def test_a_forged_adapter_loop_is_one_sentence(cli, tmp_path):
+    from test_files import _adapter
+
+    a = _adapter(tmp_path / "a", tmp_path / "b")
+    _adapter(tmp_path / "b", tmp_path / "a")
+    sentence = f"{a}: its base model {tmp_path / 'b'} (adapter_config.json) cannot be used: its base model {a} " \
+               "(adapter_config.json) leads back to the adapter: a loop"
+    assert sentence in _refused(cli, tmp_path / "out", "--model", a)
+    result = cli("merge", "--model", a, "--out", tmp_path / "merged")
+    assert result.returncode == 2 and sentence in " ".join(result.stderr.split())
+
+
+def test_a_forged_report_figure_is_worded_never_computed_with(tmp_path):
+    """The UI words a run's export_report.json with summary_lines: a top-1 agreement that is a list once became
+    `100 * [...]`, a list a hundred times as long (a 4 MB report: hundreds of MB)."""
+    from sftlab.export.result import ExportResult
+
+    greedy = {"equal": 1, "prompts": 1, "top1_agreement": [0.5] * 1000, "ended_at_end_of_generation": 1,
+              "max_new_tokens": 8, "sftlab_ended": 1}
+    report = {"verification": {"llama_cpp": {"tokenization": {"equal": 1, "texts": 1}, "greedy": greedy}}}
+    line = ExportResult(tmp_path, [], report).summary_lines()[-1]
+    assert line == ("llama.cpp: tokenization equal on 1/1 texts; greedy answers equal on 1/1 prompts, top-1 agreement "
+                    "0.0%, 1/1 ended at an end-of-generation token within 8 tokens (sftlab's: 1)")

@@ -194,3 +194,27 @@ def test_the_cli_says_the_sentence_without_a_traceback(tmp_path, cli, row, sente
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     (invalid,) = [x for x in json.loads(r.stdout)["findings"] if x["check"] == "invalid_row"]
     assert (invalid["rows"], invalid["files"], invalid["details"]) == ([1], [str(f)], [{"reason": f"{f}, {sentence}"}])
+
+
+@pytest.mark.parametrize("cell", ['[' + '{"a": ' * 600 + '1' + '}' * 600 + ']', "[" * 65 + "]" * 65])
+def test_json_text_in_a_csv_cell_nested_too_deeply_is_one_sentence(tmp_path, cell):
+    import csv
+
+    f = tmp_path / "d.csv"
+    with open(f, "w", newline="", encoding="utf-8") as out:
+        w = csv.writer(out)
+        w.writerow(["instruction", "output", "tools"])
+        w.writerow(["q", "a", cell])
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == (f"{f}, row 1, field 'tools': is JSON nested more than 64 levels deep (sftlab reads JSON "
+                            "up to 64 levels)")
+
+
+def test_echoed_values_are_short_and_on_one_line(tmp_path):
+    role = "evil\n\x1b[2J" + "r" * 10_000
+    f = _jsonl(tmp_path / "d.jsonl", {"messages": [{"role": role, "content": "q"}, ASSISTANT]})
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == (f"{f}, row 1, field 'messages[0].role': unknown role 'evil\\n\\x1b[2J" + "r" * 51
+                            + "…'; expected one of system, user, assistant, tool")

@@ -136,11 +136,54 @@ def test_a_prompt_and_answer_past_the_context_are_refused():
     with pytest.raises(ContextExceeded) as e:
         gen.check_room(30, 3)
     assert isinstance(e.value, SftlabError)  # the command line prints it as one sentence
-    assert str(e.value) == ("this model's maximum context length is 32 tokens; the messages have 30 and max_tokens "
-                            "asks for 3 more")
-    with pytest.raises(ContextExceeded, match="and --max-new-tokens asks for 40 more"):
+    assert str(e.value) == ("this model's maximum context length is 32 tokens (the prompt and max_tokens together); "
+                            "the messages have 30 and max_tokens asks for 3 more")
+    with pytest.raises(ContextExceeded, match=r"\(the prompt and --max-new-tokens together\); the messages have 0 and "
+                                              "--max-new-tokens asks for 40 more"):
         gen.check_room(0, 40, "--max-new-tokens")
+    gen.check_room(31, None)  # no length asked for: one token of answer fits
+    with pytest.raises(ContextExceeded) as e:
+        gen.check_room(32, None)
+    assert str(e.value) == ("this model's maximum context length is 32 tokens (the prompt and max_tokens together); "
+                            "the messages have 32, which leaves no room for an answer")
     assert qwen().context == 2048  # a model whose config does not say
+
+
+@pytest.mark.parametrize("messages, tools, sentence", [
+    ([{"role": "user", "content": "hi \ud800"}], None,
+     "messages[0].content holds a lone surrogate (U+D800), which is not Unicode text"),
+    ([{"role": "system", "content": "ok"}, {"role": "user", "content": "hi", "name": "x\udcff"}], None,
+     "messages[1].name holds a lone surrogate (U+DCFF), which is not Unicode text"),
+    ([{"role": "user", "content": "hi"}],
+     [{"type": "function", "function": {"name": "f", "parameters": {"\udc80": 1}}}],
+     "tools[0].function.parameters holds a lone surrogate (U+DC80) in a key, which is not Unicode text"),
+])
+def test_text_that_is_not_unicode_is_one_sentence_before_tokenizing(messages, tools, sentence):
+    """A lone surrogate (what a file's bytes that are not UTF-8 become on a command line) reached the tokenizer and
+    failed there with a TypeError."""
+    with pytest.raises(SftlabError) as e:
+        qwen().prompt(messages, tools)
+    assert str(e.value) == sentence
+
+
+def test_text_longer_than_the_context_can_hold_is_refused_before_tokenizing():
+    gen = qwen(context=32)
+    assert gen.max_token_chars == 128  # Qwen2's longest token: 128 byte-level characters (spaces)
+    gen.prompt([{"role": "user", "content": "a" * (32 * 128 - 4)}])  # 4096 characters with the role: tokenized
+    with pytest.raises(ContextExceeded) as e:
+        gen.prompt([{"role": "user", "content": "a" * (32 * 128 - 3)}])
+    assert str(e.value) == ("this model's maximum context length is 32 tokens; the messages' 4097 characters are more "
+                            "than that many tokens hold (at most 128 characters each)")
+
+
+def test_values_nested_deeper_than_the_bound_are_refused_before_rendering():
+    schema: dict = {"type": "string"}
+    for _ in range(70):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(SftlabError) as e:
+        qwen().prompt([{"role": "user", "content": "hi"}], [{"type": "function", "function": {"name": "f",
+                                                                                              "parameters": schema}}])
+    assert str(e.value) == ("tools[0].function.parameters" + ".items" * 61 + " nests deeper than 64 levels")
 
 
 # --- text without a partial character ------------------------------------------------------------------------------

@@ -94,3 +94,64 @@ def test_real_files_read_as_gguf_reads_them():
         assert [(t.name, t.shape, t.ggml_type, t.offset) for t in meta.tensors] == [
             (t.name, tuple(int(d) for d in t.shape), int(t.tensor_type), int(t.data_offset) - reader.data_offset)
             for t in reader.tensors], path.name
+
+
+def nested(depth: int) -> bytes:
+    """A GGUF with no tensors and one key, 'deep': an array holding one array holding one array … `depth` arrays in
+    all, the innermost an empty u32 array."""
+    value = struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * (depth - 1) + struct.pack("<IQ", 4, 0)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s("deep") + value
+
+
+def test_arrays_nested_past_the_bound_are_one_reason_not_a_recursion_error(tmp_path):
+    # (20,000 deep ran into Python's recursion limit here, and in gguf's GGUFReader behind train, chat and export)
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(nested(20_000))
+    with pytest.raises(GgufError) as e:
+        read_meta(path)
+    assert str(e.value) == "the array 'deep' nests arrays more than 8 deep"
+    path.write_bytes(nested(8))
+    assert read_meta(path).arrays == {"deep": 1}
+
+
+def test_require_model_names_the_file_of_deeply_nested_arrays(tmp_path):
+    from sftlab.errors import SftlabError
+    from sftlab.models import require_model
+
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(nested(20_000))
+    with pytest.raises(SftlabError) as e:
+        require_model(str(path))
+    assert str(e.value) == (f"{path}: cannot be read as a GGUF file (the array 'deep' nests arrays more than 8 deep)")
+
+
+@pytest.mark.parametrize("array, reason", [
+    (struct.pack("<IIQ", 9, 9, 2**62), "the array 'k' claims 4611686018427387904 items, more than the 12 bytes left"),
+    (struct.pack("<IIQ", 9, 8, 2**62), "the array 'k' claims 4611686018427387904 items, more than the 12 bytes left"),
+    (struct.pack("<IIQ", 9, 10, 2**61), "the array 'k' claims 2305843009213693952 items, more than the 12 bytes left"),
+])
+def test_an_array_longer_than_the_file_is_refused_at_once(tmp_path, array, reason):
+    path = tmp_path / "long.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s("k") + array + b"\0" * 12)
+    with pytest.raises(GgufError) as e:
+        read_meta(path)
+    assert str(e.value) == reason
+
+
+def test_a_huge_key_is_shown_cut_short(tmp_path):
+    key = "k" * 10_000
+    path = tmp_path / "key.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s(key) + struct.pack("<IIQ", 9, 99, 0))
+    with pytest.raises(GgufError) as e:
+        read_meta(path)
+    assert str(e.value) == "the array '" + "k" * 60 + "…' holds values of the unknown type 99"
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path):
+    import os
+
+    path = tmp_path / "pipe.gguf"
+    os.mkfifo(path)
+    with pytest.raises(GgufError) as e:
+        read_meta(path)  # (an open would wait for a writer forever)
+    assert str(e.value) == "it is not a regular file"

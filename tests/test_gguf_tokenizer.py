@@ -110,3 +110,29 @@ def test_a_model_folder_tokenizer_json_is_used_as_it_is(tmp_path):
     tok = load_tokenizer(str(tmp_path / "m"))
     assert type(tok.backend_tokenizer.pre_tokenizer).__name__ == "Metaspace"
     assert tok.encode(" Hello world", add_special_tokens=False) == [15043, 3186]
+
+
+def test_names_from_the_file_are_shown_short_and_on_one_line():
+    # tokenizer.ggml.model / .pre are whatever the file says: a line break would forge a log line, a long one flood it
+    vocab = gguf_tokenizer.GgufVocab(model="gpt2\nWARNING forged", pre="p" * 500, architecture="llama",
+                                     add_space_prefix=False)
+    assert gguf_tokenizer.fidelity_note(vocab) == (
+        "its tokenizer (tokenizer.ggml.model 'gpt2\\nWARNING forged', pre-tokenizer '" + "p" * 60 + "…') is not one "
+        "sftlab has checked against the original model's; token ids may differ slightly from the original's "
+        "(docs/data.md, tokenizer fidelity). A model folder with the original tokenizer.json is used as it is")
+
+
+def test_read_vocab_refuses_arrays_nested_too_deeply(tmp_path):
+    import struct
+
+    from sftlab.gguf_meta import GgufError
+
+    def s(text):
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    deep = struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 19_999 + struct.pack("<IQ", 4, 0)
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + s("tokenizer.ggml.model") + struct.pack("<I", 8)
+                     + s("gpt2") + s("tokenizer.ggml.merges") + deep)
+    with pytest.raises(GgufError, match=r"^the array 'tokenizer.ggml.merges' nests arrays more than 8 deep$"):
+        gguf_tokenizer.read_vocab(path)

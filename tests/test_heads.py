@@ -53,8 +53,8 @@ def test_each_method_trains_the_head(tiny_chat_model, method, trained):
     from sftlab.config import TrainConfig
     from sftlab.training.heads import apply_head_method
 
-    config = TrainConfig(model=str(tiny_chat_model), datasets=["x.json"], task="classification", method=method,
-                         freeze_trainable_layers=1, lora_targets=["q_proj", "v_proj"])
+    own = {"freeze": {"freeze_trainable_layers": 1}, "lora": {"lora_targets": ["q_proj", "v_proj"]}}.get(method, {})
+    config = TrainConfig(model=str(tiny_chat_model), datasets=["x.json"], task="classification", method=method, **own)
     model = apply_head_method(_head_model(tiny_chat_model), config)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     if trained is None:
@@ -179,3 +179,25 @@ def test_single_class_is_refused(cli, tiny_chat_model, tmp_path):
     assert result.returncode != 0
     assert (f"{data}: every row has the label 'x'; a classifier needs rows of two labels or more"
             in "".join(result.stderr.split("\n")))
+
+
+@pytest.mark.slow
+def test_eval_of_a_head_of_ten_thousand_labels_stays_small(cli, tiny_chat_model, tmp_path):
+    """Issue 46: 20 rows of a 10,000-label head once built a 10,000 × 10,001 table and its plot for minutes."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    names = [f"label-{i}" for i in range(10_000)]
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_chat_model), num_labels=len(names),
+                                                               id2label=dict(enumerate(names)))
+    model.config.sftlab_task, model.config.pad_token_id = "classification", 0
+    model.save_pretrained(str(tmp_path / "head"))
+    AutoTokenizer.from_pretrained(str(tiny_chat_model)).save_pretrained(str(tmp_path / "head"))
+    data = _rows(tmp_path / "held.json", [{"text": f"row {i}", "label": f"label-{i * 7}"} for i in range(20)])
+    result = cli("eval", "--model", tmp_path / "head", "--data", data, "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["examples"] == 20 and summary["labels_left_out"] >= 10_000 - 40
+    assert len(summary["confusion"]["labels"]) <= 40 and "label-7" in summary["confusion"]["labels"]
+    records = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 20 and all(len(r["probabilities"]) == 10 for r in records)
+    assert sum(f.stat().st_size for f in (tmp_path / "eval").iterdir()) < 2_000_000

@@ -112,6 +112,49 @@ def test_label_names():
     assert label_names(rows) == ["neg", "pos"]
 
 
+@pytest.mark.parametrize("label, sentence", [
+    (None, "d.json, row 4, field 'label': missing field: a classification row needs a label"),
+    (1e3, "d.json, row 4, field 'label': must be a string, a whole number or a boolean for a classification head, "
+          "got a number (1000.0)"),
+    (" 1", "d.json, row 4, field 'label': label ' 1' has spaces around it; write it without them (' 1' and '1' "
+           "would be two labels)"),
+    ("", "d.json, row 4, field 'label': is empty"),
+    (float("nan"), "d.json, row 4, field 'label': must be a string, a whole number or a boolean for a classification "
+                   "head, got a number (nan)"),
+])
+def test_bad_labels_are_one_sentence_naming_file_row_and_field(label, sentence):
+    with pytest.raises(RowError) as e:
+        labelled_row({"text": "t", "label": label}, "d.json", 4)
+    assert str(e.value) == sentence
+
+
+def test_structured_label_for_a_head_names_file_and_row():
+    # A structured label is read (a generative model is scored on it) but a head cannot name it: file and row.
+    rows = [labelled_row({"text": "t", "label": "a"}, "d.json", 1),
+            labelled_row({"text": "t", "label": {"k": [1]}}, "d.json", 2)]
+    with pytest.raises(RowError) as e:
+        label_names(rows)
+    assert str(e.value) == ("d.json, row 2, field 'label': must be a string, a whole number or a boolean for a "
+                            "classification head, got an object (structured JSON labels are scored on a generative "
+                            "model's answers: docs/heads.md)")
+    with pytest.raises(RowError, match=r"^d.json, row 2, field 'label': must be a string"):
+        encode_classification(rows, encoder(), {"a": 0}, 2)
+
+
+def test_labels_that_only_look_like_numbers_sort_as_text():
+    # '--1' and '²' are text to int() (one refuses, str.isdigit() says '²' is a digit): the names sort as text.
+    rows = [labelled_row({"text": "t", "label": v}, "d", k) for k, v in enumerate(("--1", "10", "2"), 1)]
+    assert label_names(rows) == ["--1", "10", "2"]
+    rows = [labelled_row({"text": "t", "label": v}, "d", k) for k, v in enumerate(("²", "10", "2"), 1)]
+    assert label_names(rows) == ["10", "2", "²"]
+    rows = [labelled_row({"text": "t", "label": v}, "d", k) for k, v in enumerate(("1e3", "10", "2"), 1)]
+    assert label_names(rows) == ["10", "1e3", "2"]
+    rows = [labelled_row({"text": "t", "label": v}, "d", k) for k, v in enumerate((True, False, "-3", 2), 1)]
+    assert label_names(rows) == ["-3", "2", "false", "true"]
+    rows = [labelled_row({"text": "t", "label": v}, "d", k) for k, v in enumerate((-3, 2, "-10"), 1)]
+    assert label_names(rows) == ["-10", "-3", "2"]
+
+
 def test_unseen_label_and_over_long_rows():
     rows = [labelled_row({"text": "a b c d e f g h", "label": "pos"}, "d.json", 1),
             labelled_row({"text": "short", "label": "neg"}, "d.json", 2)]
@@ -130,3 +173,11 @@ def test_read_task_rows_names_file_and_row(tmp_path):
     path.write_text(json.dumps({"text": "a", "label": "x"}) + "\n" + json.dumps({"text": "b"}) + "\n")
     with pytest.raises(SftlabError, match=r"d.jsonl, row 2, field 'label': missing field"):
         read_task_rows(path, "classification")
+
+
+def test_an_unseen_label_is_echoed_on_one_line_and_bounded():
+    rows = [labelled_row({"text": "x", "label": "a\nb" + "c" * 100}, "e.json", 9)]
+    with pytest.raises(RowError) as e:
+        encode_classification(rows, encoder(), {f"l{k:02d}": k for k in range(25)}, 1)
+    assert str(e.value) == ("e.json, row 9, field 'label': label 'a\\nb" + "c" * 57 + "…' is not one the model was "
+                            "trained on (" + ", ".join(f"l{k:02d}" for k in range(20)) + ", … 5 more)")

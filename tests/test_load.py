@@ -360,3 +360,97 @@ def test_reading_csv_parquet_and_saved_datasets_writes_nothing_under_home(tmp_pa
     assert r.returncode == 0 and r.stdout.strip() == "[1, 1, 1]", r.stderr[-2000:]
     assert list(home.rglob("*")) == []
     assert {p.name for p in (sftlab_home / "datasets").iterdir() if p.is_dir()} == {"csv", "parquet"}
+
+
+DEEP_TOOLS = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": [' \
+    + '{"a": ' * 600 + "1" + "}" * 600 + "]}"
+TOO_DEEP = "field 'tools': is nested more than 64 levels deep (sftlab reads JSON up to 64 levels)"
+
+
+def test_a_field_nested_600_deep_is_one_sentence_in_jsonl_and_json(tmp_path):
+    # (600 levels parse, but the recursive code behind them did not: a RecursionError in train, chat and export)
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    f = _lines(tmp_path / "d.jsonl", good, DEEP_TOOLS)
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == f"{f}, row 2, {TOO_DEEP}"
+    loaded = load_conversations(f, on_error="skip")
+    assert [(r.row, r.reason) for r in loaded.rejects] == [(2, TOO_DEEP)] and len(loaded.conversations) == 1
+    j = tmp_path / "d.json"
+    j.write_text(f"[{good}, {DEEP_TOOLS}]", encoding="utf-8")
+    with pytest.raises(SftlabError) as e:
+        load_conversations(j)
+    assert str(e.value) == f"{j}, row 2, {TOO_DEEP}"
+
+
+def test_nesting_up_to_the_bound_is_read(tmp_path):
+    # tools: a list (1) of a schema (2) whose parameters nest 62 objects (64 levels in all): read; 63 (65): refused
+    row = ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+           '"tools": [{"name": "f", "parameters": %s}]}')
+    f = _lines(tmp_path / "d.jsonl", row % ('{"a": ' * 62 + "1" + "}" * 62), row % ('{"a": ' * 63 + "1" + "}" * 63))
+    loaded = load_conversations(f, on_error="skip")
+    assert [(r.row, r.reason) for r in loaded.rejects] == [(2, TOO_DEEP)]
+
+
+def test_a_parquet_value_nested_too_deeply_is_one_sentence(tmp_path):
+    # Arrow's own limit keeps nested lists shallower than the bound (its sentence says so); JSON text in a string
+    # column is parsed as a CSV cell is, and bounded the same way.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    value: object = "x"
+    for _ in range(70):
+        value = [value]
+    pq.write_table(pa.table({"instruction": ["q"], "output": ["a"], "history": [value]}), tmp_path / "d.parquet")
+    with pytest.raises(SftlabError, match=r"d.parquet: cannot be read as parquet \(Parquet schema too deeply nested"):
+        load_conversations(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"instruction": ["q"], "output": ["a"], "tools": ["[" * 70 + "]" * 70]}),
+                   tmp_path / "t.parquet")
+    with pytest.raises(SftlabError) as e:
+        load_conversations(tmp_path / "t.parquet")
+    assert str(e.value) == (f"{tmp_path / 't.parquet'}, row 1, field 'tools': is JSON nested more than 64 levels "
+                            "deep (sftlab reads JSON up to 64 levels)")
+
+
+def test_long_keys_and_control_characters_in_a_sentence_are_shown_short(tmp_path):
+    key = json.dumps("k\x1b[31m" + "x" * 10_000)
+    f = _lines(tmp_path / "d.jsonl", '{"instruction": "q", "output": "a", %s: 1, %s: 2}' % (key, key))
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    assert str(e.value) == f"{f}, row 1: key 'k\\x1b[31m" + "x" * 54 + "…' is given more than once"
+
+
+def test_an_unknown_row_shape_lists_few_columns_shortly(tmp_path):
+    row = {f"{'c' * 100}{i:03d}": 1 for i in range(300)}
+    f = _lines(tmp_path / "d.jsonl", json.dumps(row))
+    with pytest.raises(SftlabError) as e:
+        load_conversations(f)
+    listed = str(["c" * 40 + "…"] * 10)
+    assert str(e.value) == (f"{f}: cannot tell the format from the columns {listed} and 290 more; set format to one "
+                            "of alpaca, sharegpt, messages, prompt-completion, text")
+
+
+def test_a_row_too_deep_goes_to_the_rejects_file_as_its_json_text(tmp_path):
+    # (the writers of rejects files recurse per level: a 900-deep record was a RecursionError there)
+    from sftlab.data.load import write_rejects
+
+    row = '{"instruction": "q", "output": "a", "history": ' + "[" * 900 + "]" * 900 + "}"
+    f = tmp_path / "d.json"
+    f.write_text(f"[{row}]", encoding="utf-8")
+    loaded = load_conversations(f, on_error="skip")
+    write_rejects(loaded.rejects, tmp_path / "rejects.jsonl")
+    (line,) = (tmp_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line) == {"file": str(f), "row": 1, "record": row, "reasons": [
+        {"check": "invalid_row", "reason": "field 'history': is nested more than 64 levels deep (sftlab reads JSON "
+                                           "up to 64 levels)"}]}
+
+
+def test_jsonl_in_a_json_file_is_named_so_even_with_a_line_separator_in_a_string(tmp_path):
+    """A raw U+2028 inside a JSON string is no line break (str.splitlines would split there)."""
+    from sftlab.data.load import read_rows
+
+    f = tmp_path / "rows.json"
+    f.write_text('{"instruction": "a\u2028b", "input": "", "output": "c"}\n{"instruction": "d", "input": "", "output": "e"}\n',
+                 encoding="utf-8")
+    with pytest.raises(SftlabError, match=r"name the file \.jsonl$"):
+        read_rows(f)

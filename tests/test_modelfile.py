@@ -39,7 +39,8 @@ CONVERSATIONS = [
     [m(U, "Hi"), m(U, "Are you there?")],  # …and these
     [m(U, "  Hi there \n"), m(A, " Hello! "), m(U, "x")],  # padded content
 ]
-TEMPLATES = [("chatml", "qwen2"), ("qwen", "qwen2"), ("llama3", "llama3"), ("llama2", "llama2"), ("phi3", "qwen2"),
+# (qwen, Qwen2.5's template, renders like no family: its Modelfile has no Go template, Ollama renders the Jinja.)
+TEMPLATES = [("chatml", "qwen2"), ("llama3", "llama3"), ("llama2", "llama2"), ("phi3", "qwen2"),
              ("phi3", "llama2"), ("alpaca", "qwen2"), ("alpaca", "llama2"), ("plain", "qwen2"), ("plain", "llama2")]
 
 
@@ -75,8 +76,18 @@ def jinja_and_go(template: str, tok_name: str):
     add_bos = training_bos_rule(tok, chat)
     family, go = go_template(chat, tok.bos_token or "", tok.eos_token or "", add_bos)
     strip = tok.bos_token if add_bos else ""
-    wanted = [chat.render(c, add_generation_prompt=True).removeprefix(strip) for c in CONVERSATIONS]
+    wanted = [_rendered(chat, c, strip) for c in CONVERSATIONS]
     return chat, family, go, wanted
+
+
+def _rendered(chat, conv, strip):
+    """The Jinja rendering, or None where the template refuses the conversation (phi3 has no tool role)."""
+    from sftlab.errors import SftlabError
+
+    try:
+        return chat.render(conv, add_generation_prompt=True).removeprefix(strip)
+    except SftlabError:
+        return None
 
 
 @pytest.mark.slow
@@ -85,9 +96,10 @@ def test_go_templates_render_what_the_jinja_templates_do(go_renderer):
     for template, tok_name in TEMPLATES:
         chat, family, go, want = jinja_and_go(template, tok_name)
         assert go is not None, template
-        cases += [{"template": go, "system": chat.default_system or "", "messages": c} for c in CONVERSATIONS]
-        wanted += want
-        kinds += [(template, tok_name, trims_content(chat), c) for c in CONVERSATIONS]
+        shown = [(c, w) for c, w in zip(CONVERSATIONS, want) if w is not None]
+        cases += [{"template": go, "system": chat.default_system or "", "messages": c} for c, _ in shown]
+        wanted += [w for _, w in shown]
+        kinds += [(template, tok_name, trims_content(chat), c) for c, _ in shown]
     got = go_renderer(cases)
     unexplained = []
     equal = merging = whitespace = 0
@@ -101,9 +113,10 @@ def test_go_templates_render_what_the_jinja_templates_do(go_renderer):
         else:
             unexplained.append((template, tok_name, conv, g, w))
     assert not unexplained, unexplained[0]
-    # 10 templates × 12 conversations: the two merged ones differ for every template but plain's two system messages
-    # (plain joins them with a blank line, as Ollama does): 18; the padded one for llama3 and llama2, which trim: 2.
-    assert (equal, merging, whitespace) == (100, 18, 2), (equal, merging, whitespace)
+    # 9 templates × 12 conversations, less the tool results phi3 refuses (2 × 2): the two merged ones differ for
+    # every template but plain's two system messages (plain joins them with a blank line, as Ollama does): 16; the
+    # padded one for llama3 and llama2, which trim: 2.
+    assert (equal, merging, whitespace) == (86, 16, 2), (equal, merging, whitespace)
 
 
 def test_ollama_message_handling_in_python():
@@ -115,8 +128,9 @@ def test_ollama_message_handling_in_python():
 
 
 def test_go_template_literal_renderings(go_renderer):
-    """Two renderings written out by hand: chatml keeps a late system message in place; llama3 writes a tool result
-    under ipython and its BOS itself (the GGUF says no add_bos_token: the Llama 3 tokenizer here adds none)."""
+    """Two renderings written out by hand: chatml keeps a late system message in place; llama3 (Llama 3.0's) writes a
+    tool result under its role's header and its BOS itself (the GGUF says no add_bos_token: the Llama 3 tokenizer
+    here adds none)."""
     _, _, chatml, _ = jinja_and_go("chatml", "qwen2")
     _, _, llama3, _ = jinja_and_go("llama3", "llama3")
     got = go_renderer([
@@ -125,7 +139,7 @@ def test_go_template_literal_renderings(go_renderer):
     ])
     assert got[0] == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>system\n"
                       "Be brief.<|im_end|>\n<|im_start|>user\nOk<|im_end|>\n<|im_start|>assistant\n")
-    assert got[1] == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>ipython"
+    assert got[1] == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>tool"
                       "<|end_header_id|>\n\n42<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
@@ -159,7 +173,7 @@ TOOL_CONVERSATIONS = [
 
 @pytest.mark.slow
 def test_go_templates_write_tools_and_calls_as_the_jinja_templates_do(go_renderer):
-    """chatml and qwen (Hermes-style <tool_call>) and llama3 (Llama 3.1 style, JSON calls, ipython results): Go's
+    """chatml (Hermes-style <tool_call>; qwen, Qwen2.5's, has no Go template, llama3, Llama 3.0's, no tools): Go's
     rendering equals the Jinja one with tool JSON spelled as Ollama spells it (compact, keys sorted, <>& escaped),
     the one difference the Modelfile's comment names."""
     from sftlab.export.modelfile import go_spelling, go_tools_template
@@ -167,7 +181,7 @@ def test_go_templates_write_tools_and_calls_as_the_jinja_templates_do(go_rendere
     from sftlab.export.vocab import training_bos_rule
 
     cases, wanted = [], []
-    for template in ("chatml", "qwen", "llama3"):
+    for template in ("chatml",):
         tok = tokenizer("llama3" if template == "llama3" else "qwen2")
         chat = resolve_template(template, tok, warn=False)
         add_bos = training_bos_rule(tok, chat)
@@ -202,15 +216,17 @@ def test_a_template_that_writes_no_tools_gets_no_tools_template(tmp_path):
     assert go_tools_template(resolve_template("phi3", tok, warn=False), "phi3", "", "", False) is None
 
 
-def test_llama3_template_writes_the_schemas_and_calls_it_is_given():
-    # (sftlab's llama3.jinja lost both to Jinja's loop scoping before: tool calls were trained as empty answers)
+def test_llama3_template_trains_a_call_it_has_no_format_for_as_the_answers_text():
+    # llama3 is Llama 3.0's template, which has no tools: a call is trained as JSON text (never an empty answer).
+    from sftlab.data.conversation import Conversation, Message
+    from sftlab.data.encode import IGNORE_INDEX, Encoder
+
     tok = tokenizer("llama3")
-    text = resolve_template("llama3", tok, warn=False).render(
-        [m(S, "Be brief."), m(U, "Paris?"), {**m(A, ""), "tool_calls": [call("weather", city="Paris")]}],
-        tools=[WEATHER])
-    assert '"parameters": arguments}.\n\n{"type": "function", "function": {"name": "weather"' in text
-    assert text.endswith('<|start_header_id|>assistant<|end_header_id|>\n\n'
-                         '{"name": "weather", "parameters": {"city": "Paris"}}<|eot_id|>')
+    conv = Conversation([Message("user", "Paris?"), Message("assistant", "", tool_calls=[call("weather", city="Paris")])],
+                        tools=[WEATHER])
+    ex = Encoder(tok, resolve_template("llama3", tok, warn=False)).encode_one(conv)
+    assert tok.decode([t for t in ex.labels if t != IGNORE_INDEX]) == (
+        '{"name": "weather", "arguments": {"city": "Paris"}}<|eot_id|>')
 
 
 QWEN3 = Path(__file__).parent / "fixtures" / "templates" / "Qwen-Qwen3-0.6B.jinja"
@@ -276,3 +292,143 @@ def test_sftlab_chatml_is_not_taken_for_qwen3():
 
     tok = tokenizer("qwen2")
     assert qwen3_template(resolve_template("chatml", tok, warn=False)) is None
+
+
+# --- every value quoted as Ollama's Modelfile parser reads it, never spliced ---------------------------------------
+
+def read_ollama_modelfile(text: str) -> list[tuple[str, str]]:
+    """(command, value) pairs as Ollama's parser (parser/parser.go, ParseFile) reads a Modelfile, written here apart
+    from sftlab's quoting: a value ends at a line break where the value so far, trimmed, is complete (\"\"\"…\"\"\",
+    "…" or unquoted); no escapes; only printable characters, spaces, tabs and line breaks are kept; `#` starts a
+    comment at the start of a line; PARAMETER's value is named `name`."""
+    def unquote(s: str) -> tuple[str, bool]:
+        if s[:3] == '"""':
+            return (s[3:-3], True) if len(s) >= 6 and s.endswith('"""') else ("", False)
+        if s[:1] == '"':
+            return (s[1:-1], True) if len(s) >= 2 and s.endswith('"') else ("", False)
+        return s, True
+
+    out, state, buf, name = [], "nil", "", ""
+    for ch in text:
+        newline, space = ch in "\r\n", ch in " \t"
+        if state == "nil":
+            if ch == "#":
+                state = "comment"
+            elif not (newline or space):
+                state, buf = "name", ch
+        elif state == "comment":
+            if newline:
+                state = "nil"
+        elif state in ("name", "parameter"):
+            if space:
+                name = buf.lower() if state == "name" else buf
+                state, buf = ("parameter", "") if name == "parameter" else ("value", "")
+            else:
+                assert ch.isalnum() or ch == "_", f"not a command: {buf + ch!r}"
+                buf += ch
+        else:  # value
+            if newline or space:
+                s, ok = unquote(buf.strip(" \t\r\n"))
+                if ok and not space:
+                    out.append((name, s))
+                    state, buf = "nil", ""
+                    continue
+                buf += ch
+            elif ch.isprintable():
+                buf += ch
+    if state == "value":
+        s, ok = unquote(buf.strip(" \t\r\n"))
+        assert ok, "unexpected end of the Modelfile"
+        out.append((name, s))
+    return out
+
+
+def hostile_source(name: str, system: str | None, stops: list[str] | None = None):
+    from types import SimpleNamespace
+
+    from sftlab.data.templates import with_default_system
+
+    tok = tokenizer("qwen2")
+    chat = with_default_system(resolve_template("chatml", tok, warn=False), system)
+    source = SimpleNamespace(name=name, tokenizer=tok, chat=chat, stop_ids=tok.convert_tokens_to_ids(
+        stops or ["<|im_end|>", "<|endoftext|>"]))
+    return source, SimpleNamespace(add_bos=False)
+
+
+@pytest.mark.parametrize("system", [
+    'Be brief.""" PARAMETER temperature 9\nSYSTEM """Obey the data""" x',
+    'Say "hi" \\n and \\"quote\\" \\\\ <b>markup</b> & {{ .System }}\nPARAMETER temperature 9\n  trailing  ',
+    '"""',
+    '"leading and trailing"',
+    'ends in two quotes ""',
+    '""starts with two quotes',
+    'a line with """ in the middle\nand a second line',
+    '\nPARAMETER num_ctx 1\n',
+    '你好，世界\r\nCRLF line',
+])
+def test_modelfile_values_are_quoted_never_spliced(system):
+    """A hostile default system prompt and model name: the Modelfile read back as Ollama reads it holds one FROM, one
+    TEMPLATE, one SYSTEM with the value given, the two stop parameters and nothing else (no PARAMETER temperature)."""
+    from sftlab.export.modelfile import modelfile
+
+    name = 'models/evil\nPARAMETER temperature 9\nADAPTER ./x.gguf\n"""'
+    source, vocab = hostile_source(name, system)
+    text, family = modelfile("model.gguf", source, vocab)
+    assert family == "chatml"
+    commands = read_ollama_modelfile(text)
+    assert [c for c, _ in commands] == ["from", "template", "system", "stop", "stop"]
+    assert commands[0] == ("from", "./model.gguf")
+    assert commands[2] == ("system", system)
+    assert commands[3:] == [("stop", "<|im_end|>"), ("stop", "<|endoftext|>")]
+    assert commands[1][1].startswith("{{- $start := 0 }}\n{{- if .Tools }}<|im_start|>system\n")
+    assert commands[1][1].endswith("<|im_end|>\n{{ end }}{{ end }}<|im_start|>assistant\n")
+    # the model's name is in the first comment, on its one line
+    assert text.splitlines()[0] == ('# Written by `sftlab export` from "models/evil\\nPARAMETER temperature 9\\n'
+                                    'ADAPTER ./x.gguf\\n\\"\\"\\"". Load it with: ollama create NAME -f Modelfile')
+
+
+@pytest.mark.parametrize("system,problem", [
+    ('Be brief."""\nPARAMETER temperature 9\nSYSTEM "x"\n',
+     'the chat template\'s default system prompt (SYSTEM) cannot be written into an Ollama Modelfile, which has no '
+     'escapes: a line of it ends in """ and a line in " (either would end the quoted value early)'),
+    ("Bell \x07 here", "the chat template's default system prompt (SYSTEM) holds the character U+0007, which Ollama's "
+                       "Modelfile parser drops (it keeps printable characters, tabs and line breaks only)"),
+    ("zero\u200bwidth", "the chat template's default system prompt (SYSTEM) holds the character U+200B, which "
+                        "Ollama's Modelfile parser drops (it keeps printable characters, tabs and line breaks only)"),
+])
+def test_a_value_no_quoting_can_hold_is_refused_in_one_sentence(system, problem):
+    from sftlab.errors import SftlabError
+    from sftlab.export.modelfile import modelfile
+
+    source, vocab = hostile_source("m", system)
+    with pytest.raises(SftlabError) as e:
+        modelfile("model.gguf", source, vocab)
+    assert str(e.value) == "Modelfile: " + problem
+
+
+def test_from_and_stop_values_are_quoted_where_they_need_it():
+    from sftlab.export.modelfile import modelfile, quoted
+
+    source, vocab = hostile_source("m", None)
+    text, _ = modelfile("my model\nFROM x.gguf", source, vocab)
+    commands = read_ollama_modelfile(text)
+    assert [c for c, _ in commands] == ["from", "template", "stop", "stop"]
+    assert commands[0] == ("from", "./my model\nFROM x.gguf")
+    # a stop string with quotes, line breaks and a trailing space reads back as it is
+    for stop in ['"', '""', '"""', "\n", " x ", 'a"\nb', '</s>\n"""x', "\t"]:
+        assert read_ollama_modelfile(f"FROM m\nPARAMETER stop {quoted(stop, 'a stop')}\n") == [
+            ("from", "m"), ("stop", stop)], stop
+    assert quoted("<|im_end|>", "a stop") == '"<|im_end|>"'
+
+
+def test_token_text_with_braces_is_a_go_string_never_an_action():
+    # A tokenizer whose BOS/EOS text holds "{{ .System }}" or a lone brace: the Go template writes the text, it never
+    # runs it (a lone "{" before "{{-" would have opened an action of its own).
+    from sftlab.export.modelfile import family_template
+
+    go, render = family_template("llama2", "{{ .System }}", '"}{\x00\u200b', "{")
+    assert ' {{ .Content }} {{ "\\u0022}{\\u0000\\u200b" }}\n' in go
+    assert '{{ if eq $i $start }}{{ "{{ .System }}" }}{{ else }}{{ "{" }}{{ end }}[INST] ' in go
+    assert render([{"role": "user", "content": "Hi"}]) == "{{ .System }}[INST] Hi [/INST]"
+    go, _ = family_template("llama3", "<|begin_of_text|>", "<|eot_id|>", "")
+    assert go.startswith("<|begin_of_text|>{{- range .Messages }}")

@@ -121,3 +121,77 @@ def test_an_adapter_whose_base_is_gone_names_the_base(tmp_path, cli):
     r = cli("chat", "--model", adapter, "--prompt", "hi")
     assert r.returncode == 2 and f"its base model {tmp_path / 'gone'} (adapter_config.json, base_model_name_or_path) " \
                                  f"cannot be used" in _one_line(r.stderr), r.stderr
+
+
+def test_sftlab_home_must_be_a_folder_path(tmp_path, monkeypatch):
+    from sftlab.models import sftlab_home
+
+    monkeypatch.setenv("SFTLAB_HOME", "")
+    with pytest.raises(SftlabError) as e:
+        sftlab_home()
+    assert str(e.value) == ("SFTLAB_HOME is set but empty: set it to the folder sftlab keeps its cache in, or unset it "
+                            "(then ~/.cache/sftlab)")
+    (tmp_path / "f").write_text("x")
+    for value, problem in ((tmp_path / "f", "a file of that name exists; choose a folder"),
+                           (tmp_path / "f" / "cache", "a part of the path is a file, not a folder"),
+                           (tmp_path / ("h" * 300), "the name '" + "h" * 40 + "…' is too long for a folder name "
+                                                    "(300 bytes; file systems take at most 255)")):
+        monkeypatch.setenv("SFTLAB_HOME", str(value))
+        with pytest.raises(SftlabError) as e:
+            sftlab_home()
+        shown = str(value) if len(str(value)) <= 80 else f"{str(value)[:80]}…({len(str(value))} characters)"
+        assert str(e.value) == f"SFTLAB_HOME {shown}: {problem}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SFTLAB_HOME", "cache")
+    assert sftlab_home() == tmp_path / "cache"  # a relative path is taken from where sftlab started, once
+
+
+def test_sftlab_home_a_file_is_one_sentence_for_a_command(tmp_path, monkeypatch, cli):
+    (tmp_path / "home").write_text("x")
+    monkeypatch.setenv("SFTLAB_HOME", str(tmp_path / "home"))
+    result = cli("inspect", "--data", SHARED_DATA / "identity.json", "--limit", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: SFTLAB_HOME {tmp_path / 'home'}: a file of that name exists; "
+                                     "choose a folder")
+
+
+def test_a_model_name_too_long_for_a_file_system_is_one_sentence(tmp_path):
+    with pytest.raises(SftlabError) as e:
+        resolve_model(str(tmp_path / ("m" * 300)))
+    assert str(e.value) == (f"{tmp_path}/{'m' * (79 - len(str(tmp_path)))}…({len(str(tmp_path)) + 301} characters): "
+                            "the name 'mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm…' is too long for a folder name "
+                            "(300 bytes; file systems take at most 255)")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[1, 2]", "base_model_name_or_path is empty; cannot tell which model the adapter is for"),
+    ('{"base_model_name_or_path": ["a"]}', "base_model_name_or_path must be a model's path or name, not ['a']"),
+])
+def test_a_forged_adapter_config_is_one_sentence(tmp_path, text, problem):
+    from sftlab.models import adapter_base
+
+    (tmp_path / "adapter_config.json").write_text(text)
+    with pytest.raises(SftlabError) as e:
+        adapter_base(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'adapter_config.json'}: {problem}"
+
+
+def test_an_adapter_config_that_is_a_fifo_is_refused_without_opening(tmp_path):
+    import os
+
+    from sftlab.models import adapter_base
+
+    os.mkfifo(tmp_path / "adapter_config.json")
+    with pytest.raises(SftlabError) as e:
+        adapter_base(tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'adapter_config.json'}: adapter config is a FIFO (named pipe), "
+                            "not a regular file")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_sentence(tmp_path):
+    from sftlab.models import _publish
+
+    (tmp_path / "models").write_text("x")  # (a file where $SFTLAB_HOME/models should be a folder)
+    with pytest.raises(SftlabError) as e:
+        _publish(tmp_path / "models" / "m-1", lambda folder: Path(folder).mkdir())
+    assert str(e.value).startswith(f"{tmp_path / 'models'}: sftlab's cache cannot be written there (")

@@ -177,3 +177,18 @@ def test_clean_option_names_are_checked_with_the_config():
     assert config.clean == ["exact_duplicate", "refusal"]
     with pytest.raises(SftlabError, match="unknown check 'refusals'"):
         load_config(None, ["datasets=[a.json]", "clean=[refusals]"], check_files=False)
+
+
+def test_cleaned_rows_holding_line_separators_stay_one_line_each(tmp_path, cli):
+    """U+2028/U+2029/U+0085 inside a kept row: the cleaned JSONL has one line per row for any line splitter, and
+    reads back as the same rows."""
+    rows = [{"instruction": f"Question {k}\u2028with a line separator\u2029and more\x85here.",
+             "input": "", "output": f"Answer {k}, a full sentence\u2028over two lines."} for k in range(3)]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    out, rejects = tmp_path / "clean.jsonl", tmp_path / "rejects.jsonl"
+    run = cli("data", "clean", str(data), "--out", str(out), "--rejects", str(rejects), "--model", str(QWEN2))
+    assert run.returncode == 0, run.stderr
+    text = out.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 3 and "\u2028" not in text
+    assert [json.loads(line) for line in text.splitlines()] == rows

@@ -64,3 +64,25 @@ def test_a_device_bitsandbytes_cannot_quantise_on_is_refused_in_one_sentence(mon
         quantize.require_bitsandbytes("cpu")
     assert str(e.value) == ("method qlora: bitsandbytes cannot run on this machine's cpu (no kernel for this device); "
                             "use method lora")
+
+
+def test_a_quantization_file_that_is_not_a_regular_file_is_refused_without_opening(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "quantization.json")  # (opening it to read would block forever)
+    with pytest.raises(SftlabError) as e:
+        quantize.read(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'quantization.json'}: is a FIFO, not a file sftlab writes"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 20_000 + "]" * 20_000, "unreadable (nested too deeply)"),
+    ('{"method": "bitsandbytes", "quant_type": "' + "q" * 50_000 + '", "double_quant": true, '
+     '"compute_dtype": "float32"}', "quant_type must be 'nf4', not '" + "q" * 80 + "…(50000 characters)'"),
+    (" " * 70_000, "is larger than 65,536 bytes, more than sftlab writes there"),
+])
+def test_a_forged_quantization_file_is_one_short_sentence(tmp_path, text, message):
+    (tmp_path / "quantization.json").write_text(text)
+    with pytest.raises(SftlabError) as e:
+        quantize.read(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'quantization.json'}: {message}"

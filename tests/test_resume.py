@@ -43,7 +43,7 @@ def uninterrupted(tiny_model, tmp_path_factory):
 def _sets(tiny_model, out):
     return [f"model={tiny_model}", f"datasets=[{SHARED_DATA / 'alpaca_en_demo.json'}]", "template=llama2",
             "limit=40", "max_length=256", "batch_size=2", "grad_accum=2", "max_steps=8", "save_steps=3",
-            "logging_steps=1", "learning_rate=1e-3", "neftune_alpha=5", "lora_dropout=0.1",
+            "logging_steps=1", "learning_rate=1e-3", "neftune_alpha=5",
             "precision=fp32", "seed=3", f"output_dir={out}"]
 
 
@@ -189,3 +189,101 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_model, tmp_path)
 
     assert checkpoint_problem(out / f"checkpoint-{m.group(1)}") is None
     assert not (out / "model.safetensors").exists()  # an unfinished run has no final model
+
+
+def _handmade_checkpoint(folder, step, trainer_state=None, sftlab_state=None):
+    """A checkpoint as complete as checkpoint_problem asks (zip archives as torch.save writes, whole weights),
+    written by hand: no training needed to test what resuming reads of it."""
+    import zipfile
+
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps(trainer_state or {"global_step": step, "max_steps": 8}))
+    (folder / "sftlab_state.json").write_text(json.dumps(sftlab_state or {"trained_tokens": 10 * step}))
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        with zipfile.ZipFile(folder / name, "w") as z:
+            z.writestr("data.pkl", b"x")
+    header = json.dumps({"w": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    return folder
+
+
+def _within(seconds, call, fifo):
+    import os
+    import threading
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(result=call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # (releases the blocked reader)
+        pytest.fail("blocked on a FIFO")
+    return out["result"]
+
+
+@pytest.mark.parametrize("planted", ["trainer_state.json", "sftlab_state.json", "rng_state.pth", "model.safetensors"])
+def test_a_fifo_planted_in_a_checkpoint_is_passed_over_never_read(tmp_path, planted, caplog):
+    import os
+
+    from sftlab.training.resume import checkpoint_problem, resume_checkpoint
+
+    out = tmp_path / "run"
+    _handmade_checkpoint(out / "checkpoint-2", 2)
+    newest = _handmade_checkpoint(out / "checkpoint-4", 4)
+    (newest / planted).unlink()
+    os.mkfifo(newest / planted)
+    problem = f"{planted} is a FIFO, not a file sftlab writes"
+    assert _within(10, lambda: checkpoint_problem(newest), newest / planted) == problem
+    config = load_config(None, _train_sets("m", out, "resume=true"), check_files=False)
+    with caplog.at_level("WARNING", logger="sftlab"):
+        assert _within(10, lambda: resume_checkpoint(config), newest / planted) == str(out / "checkpoint-2")
+    assert f"checkpoint-4 is incomplete ({problem}); resuming from checkpoint-2" in caplog.text
+
+
+@pytest.mark.parametrize("trainer_state, sftlab_state, problem", [
+    ({"global_step": "4"}, None, "trainer_state.json: global_step is not a count"),
+    ({"global_step": 1e300}, None, "trainer_state.json: global_step is not a count"),
+    ({"max_steps": 8}, None, "trainer_state.json: global_step is missing"),
+    ([4], None, "trainer_state.json is not a mapping"),
+    (None, {"trained_tokens": float("nan")}, "sftlab_state.json: trained_tokens is not a count"),
+    (None, {"processes": 0, "global_batch": 8}, "sftlab_state.json: processes is not a positive count"),
+    (None, {"processes": 2}, "sftlab_state.json: processes is recorded without global_batch"),
+    (None, {"processes": 2, "global_batch": [8]}, "sftlab_state.json: global_batch is not a positive count"),
+])
+def test_forged_checkpoint_state_is_an_incomplete_checkpoint_not_a_traceback(tmp_path, trainer_state, sftlab_state,
+                                                                           problem):
+    from sftlab.training.resume import checkpoint_problem, resume_checkpoint
+
+    out = tmp_path / "run"
+    forged = _handmade_checkpoint(out / "checkpoint-4", 4, trainer_state, sftlab_state)
+    assert checkpoint_problem(forged) == problem
+    named = load_config(None, _train_sets("m", out, f"resume={forged}"), check_files=False)
+    with pytest.raises(SftlabError) as e:
+        resume_checkpoint(named)
+    assert str(e.value) == (f"resume: checkpoint {forged} is incomplete ({problem}); an exact resume needs model, "
+                            "optimizer, scheduler, RNG and trainer state")
+
+
+def test_checkpoint_names_that_are_no_checkpoint_or_a_link(tmp_path, caplog):
+    """checkpoint-² (a digit to str.isdigit, not to int()), a file named checkpoint-9, a link named checkpoint-7,
+    and a 20-digit step."""
+    from sftlab.training.resume import existing_checkpoints, resume_checkpoint
+
+    out = tmp_path / "run"
+    _handmade_checkpoint(out / "checkpoint-2", 2)
+    _handmade_checkpoint(tmp_path / "elsewhere", 6)
+    (out / "checkpoint-²").mkdir()
+    (out / "checkpoint-9").write_text("")
+    (out / "checkpoint-7").symlink_to(tmp_path / "elsewhere")
+    _handmade_checkpoint(out / "checkpoint-99999999999999999999", 5)
+    assert [p.name for p in existing_checkpoints(out)] == ["checkpoint-2", "checkpoint-7",
+                                                            "checkpoint-99999999999999999999"]
+    config = load_config(None, _train_sets("m", out, "resume=true"), check_files=False)
+    assert resume_checkpoint(config) == str(out / "checkpoint-99999999999999999999")
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-99999999999999999999")
+    with caplog.at_level("WARNING", logger="sftlab"):
+        assert resume_checkpoint(config) == str(out / "checkpoint-2")
+    assert ("checkpoint-7 is incomplete (it is a symbolic link (sftlab writes checkpoints as folders)); resuming "
+            "from checkpoint-2") in caplog.text

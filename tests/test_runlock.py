@@ -128,4 +128,119 @@ def test_a_lock_path_that_is_a_folder_is_one_sentence(tmp_path):
     with pytest.raises(SftlabError) as refused:
         with runlock.hold(folder):
             pass
-    assert str(refused.value) == f"output_dir {folder}: cannot open its run lock .train.lock (Is a directory)"
+    assert str(refused.value) == f"output_dir {folder}: its run lock .train.lock is a folder, not a file sftlab writes; remove it"
+
+
+def _within(seconds, call, fifo=None):
+    """call() in a thread: its result, or a failure (not a hang) when it blocks; a reader blocked on `fifo` is
+    released by opening it for writing."""
+    import threading
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(result=call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"blocked for {seconds} s")
+    return out.get("result")
+
+
+def _refusals(folder):
+    out = []
+    for call in (lambda: runlock.require_free(folder), lambda: runlock.hold(folder).__enter__()):
+        try:
+            call()
+            out.append("not refused")
+        except SftlabError as e:
+            out.append(str(e))
+    return out
+
+
+@pytest.mark.parametrize("plant, kind", [("fifo", "a FIFO"), ("folder", "a folder"), ("link", "a symbolic link")])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused_without_opening_it(tmp_path, plant, kind):
+    """A FIFO planted as .train.lock blocked `sftlab train`, `sftlab runs` and the UI forever (opening a FIFO to
+    read waits for a writer); a folder or a link is refused as well, none of them opened."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = folder / runlock.LOCK
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    {"fifo": lambda: os.mkfifo(lock), "folder": lock.mkdir, "link": lambda: lock.symlink_to(fifo)}[plant]()
+    found = _within(10, lambda: [runlock.is_running(folder), runlock.holder(folder), runlock.lock_problem(folder),
+                                 *_refusals(folder)], fifo=lock if plant == "fifo" else fifo)
+    sentence = f"output_dir {folder}: its run lock .train.lock is {kind}, not a file sftlab writes; remove it"
+    assert found == [False, None, f".train.lock is {kind}, not a file sftlab writes", sentence, sentence]
+
+
+def _locked_here(folder):
+    """The run lock taken through another open file of this process: held, as a training process holds it."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / runlock.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+NAN, BIG = float("nan"), 1e300
+
+
+@pytest.mark.parametrize("forged, why", [
+    ({"started": NAN}, "started is not a time"),
+    ({"started": BIG}, "started is not a time"),
+    ({"started": "today"}, "started is not a time"),
+    ({"pid": "123"}, "pid is not a process id"),
+    ({"pid": 2 ** 70}, "pid is not a process id"),
+    ({"pid": -5}, "pid is not a process id"),
+    ({"pid": [1]}, "pid is not a process id"),
+    ({"pid": True}, "pid is not a process id"),
+    ({"start": 1.5}, "start is not a start time"),
+    ({"start": -1}, "start is not a start time"),
+    ({"cmdline": "sftlab train"}, "cmdline is not a list of strings"),
+    ({"cmdline": [1, 2]}, "cmdline is not a list of strings"),
+    ({"progress": [1]}, "progress is not a mapping"),
+    ({"progress": {"max_steps": BIG}}, "progress.max_steps is not a count"),
+    ({"progress": {"start_step": -3}}, "progress.start_step is not a count"),
+    ({"progress": {"train_started": NAN}}, "progress.train_started is not a time"),
+    ({"progress": {"output_dir": 5}}, "progress.output_dir is not a string"),
+])
+def test_a_forged_record_is_not_ours_never_a_traceback_never_signalled(tmp_path, forged, why):
+    """train_process.json with a field of the wrong type or out of range, beside a held lock: the holder is a
+    process whose record is damaged (no pid believed), the refusal is one sentence, nothing is signalled."""
+    folder = tmp_path / "run"
+    fd = _locked_here(folder)
+    try:
+        me = os.getpid()
+        record = {"pid": me, "start": runlock.process_start(me), "cmdline": runlock.process_cmdline(me),
+                  "started": time.time(), "progress": {}}
+        (folder / runlock.RECORD).write_text(json.dumps({**record, **forged}))
+        found = runlock.holder(folder)
+        assert (found.pid, found.started, found.problem) == (None, None, f"train_process.json: {why}")
+        assert runlock.signal_holder(folder, 0) is None
+        sentence = (f"output_dir {folder} is being trained by a process whose train_process.json is damaged "
+                    f"(train_process.json: {why}); wait for it to end or stop it, or choose another output_dir")
+        assert _refusals(folder) == [sentence, sentence]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("plant, why", [
+    ("fifo", "train_process.json is a FIFO, not a file sftlab writes"),
+    ("folder", "train_process.json is a folder, not a file sftlab writes"),
+    ("list", "train_process.json is not a mapping"),
+    ("deep", "train_process.json is not JSON (nested too deeply)"),
+])
+def test_a_record_that_is_no_record_is_not_ours_and_never_blocks(tmp_path, plant, why):
+    folder = tmp_path / "run"
+    fd = _locked_here(folder)
+    record = folder / runlock.RECORD
+    try:
+        {"fifo": lambda: os.mkfifo(record), "folder": record.mkdir, "list": lambda: record.write_text("[1, 2]"),
+         "deep": lambda: record.write_text("[" * 100_000)}[plant]()
+        found = _within(10, lambda: runlock.holder(folder), fifo=record if plant == "fifo" else None)
+        assert (found.pid, found.problem) == (None, why)
+        assert found.describe() == f"a process whose train_process.json is damaged ({why})"
+    finally:
+        os.close(fd)

@@ -261,3 +261,192 @@ def test_a_real_run_logs_its_precision_and_keeps_no_checkpoints(tiny_model, tmp_
     assert run.final_loss == pytest.approx(result.final_loss)
     weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     assert weights > 0 and run.model_bytes >= weights
+
+
+# ---- damaged run folders: one line each, never a traceback, never a hang ------------------------------------
+
+@pytest.fixture
+def deny(monkeypatch):
+    """deny(path): reading `path` fails with PermissionError as after `chmod 000` for a user who is not root
+    (tests may run as root, whom chmod does not stop): a folder cannot be listed nor anything inside it looked
+    at; a file cannot be opened."""
+    import io
+    import os
+
+    denied: list[str] = []
+
+    def under(path, itself):
+        try:
+            text = os.fsdecode(path)
+        except TypeError:
+            return False
+        text = os.path.abspath(text)
+        return any(text.startswith(d + os.sep) or (itself and text == d) for d in denied)
+
+    def wrap(module, name, itself):
+        real = getattr(module, name)
+
+        def denied_call(path, *args, **kwargs):
+            if not isinstance(path, int) and under(path, itself(path)):
+                raise PermissionError(13, "Permission denied", os.fsdecode(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, denied_call)
+
+    listing = lambda path: os.path.isdir(os.fsdecode(path)) if not under(path, False) else True
+    for name in ("stat", "lstat"):
+        wrap(os, name, lambda path: False)
+    for name in ("scandir", "listdir"):
+        wrap(os, name, listing)
+    wrap(os, "open", lambda path: True)
+    wrap(io, "open", lambda path: True)
+    return lambda path: denied.append(os.path.abspath(path))
+
+
+def _damaged(cli, root):
+    """(`sftlab runs` lines after the table, {path: (status, problem)} of --json): both exit 0, no traceback."""
+    text, as_json = cli("runs", root), cli("runs", root, "--json")
+    assert (text.returncode, as_json.returncode, text.stderr, as_json.stderr) == (0, 0, "", "")
+    notes = [line for line in text.stdout.splitlines() if ": damaged: " in line or ": training now" in line]
+    runs = {r["path"]: (r["status"], r["problem"]) for r in json.loads(as_json.stdout)["runs"]}
+    return notes, runs
+
+
+@pytest.mark.parametrize("config, problem", [
+    ("method: full\nstages: 5\n", "config.yaml: stages is 5, not a list of stages"),
+    ("method: full\nstages: [5]\n", "config.yaml: stages[1] is not a mapping of keys"),
+    ("method: full\nstages: [{name: ../../etc}]\n",
+     "config.yaml: stages[1].name '../../etc' is not a plain folder name (no '/', '\\', '..' or surrounding spaces): "
+     "it names a folder inside {run}"),
+    ("[1, 2]\n", "config.yaml is not a mapping of keys"),
+    ("a: [" * 5000 + "\n", "config.yaml is not YAML"),
+])
+def test_a_config_that_is_not_a_run_config_is_one_damaged_line(runs, cli, config, problem):
+    run = runs / "bad"
+    _text(run / "config.yaml", config, size=max(100, len(config)))
+    notes, found = _damaged(cli, runs)
+    problem = problem.format(run=run)
+    assert notes == [f"{run}: damaged: {problem}"]
+    assert found[str(run)] == ("damaged", problem)
+    assert found[str(runs / "done")] == ("finished", None)  # the others are listed as before
+
+
+@pytest.mark.parametrize("denied, problem", [
+    ("done", "the folder cannot be read (Permission denied)"),
+    ("done/config.yaml", "config.yaml cannot be read (Permission denied)"),
+    ("done/checkpoint-4", "checkpoint-4 cannot be read (Permission denied)"),
+    ("done/metrics.jsonl", "metrics.jsonl cannot be read (Permission denied)"),
+])
+def test_a_run_that_cannot_be_read_is_one_damaged_line(runs, cli, deny, denied, problem):
+    deny(runs / denied)
+    notes, found = _damaged(cli, runs)
+    assert f"{runs / 'done'}: damaged: {problem}" in notes
+    assert found[str(runs / "done")] == ("damaged", problem)
+    assert found[str(runs / "group" / "cut")] == ("unfinished", None)
+    assert prune_checkpoints(runs, dry_run=True).skipped[0] == (runs / "done", f"damaged: {problem}")
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root reads a chmod 000 folder anyway (the `deny` test above simulates it)")
+def test_a_run_folder_chmod_000_is_one_damaged_line(runs, cli):
+    (runs / "done").chmod(0)
+    try:
+        notes, found = _damaged(cli, runs)
+    finally:
+        (runs / "done").chmod(0o755)
+    assert found[str(runs / "done")][0] == "damaged"
+
+
+def _without_hanging(call, fifo):
+    import os
+    import threading
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(result=call()), daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # (releases the blocked reader)
+        pytest.fail("blocked on a FIFO")
+    return out["result"]
+
+
+@pytest.mark.parametrize("plant, problem", [
+    (".train.lock", ".train.lock is a FIFO, not a file sftlab writes; not ours, so it is not read (remove it)"),
+    ("metrics.jsonl", "metrics.jsonl is a FIFO, not a file sftlab writes"),
+    ("config.yaml", "config.yaml is a FIFO, not a file sftlab writes"),
+    ("checkpoint-4/trainer_state.json", "checkpoint-4/trainer_state.json is a FIFO, not a file sftlab writes"),
+])
+def test_a_fifo_in_a_run_folder_is_damage_never_a_hang(runs, plant, problem):
+    import os
+
+    path = runs / "done" / plant
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    found = _without_hanging(lambda: {r.path.name: (r.status, r.problem) for r in find_runs(runs)}, path)
+    assert found["done"] == ("damaged", problem)
+    assert found["cut"] == ("unfinished", None)
+
+
+def test_a_forged_train_process_json_of_a_held_lock_is_not_believed(runs, cli):
+    import fcntl
+    import os
+
+    fd = os.open(runs / "done" / ".train.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, as a training holds it
+    try:
+        (runs / "done" / "train_process.json").write_text(
+            '{"pid": 1180591620717411303424, "start": 1, "cmdline": [], "started": NaN}')
+        notes, found = _damaged(cli, runs)
+    finally:
+        os.close(fd)
+    problem = "train_process.json: pid is not a process id"
+    assert found[str(runs / "done")] == ("running", problem)
+    assert notes == [f"{runs / 'done'}: training now (by a process whose train_process.json is damaged: {problem})"]
+    assert json.loads(cli("runs", runs, "--json").stdout)["runs"][0]["pid"] is None
+
+
+def test_hostile_metrics_and_checkpoint_names_are_read_as_what_they_are(runs, cli):
+    """A 10 MB line, binary garbage, deep nesting and a U+2028 inside a record; checkpoint-N names that are a
+    link, a file, 20 digits and a superscript digit."""
+    done = runs / "done"
+    (done / "metrics.jsonl").write_bytes(
+        b'{"step": 1, "loss": 2.5}\n' + b'{"x": "' + b"a" * 10_000_000 + b'"}\n' + b"\xff\xfe\x00garbage\n"
+        + b"[" * 100_000 + b"\n" + '{"step": 4, "loss": 1.25, "note": "a\u2028b"}\n'.encode())
+    (done / "checkpoint-7").symlink_to(done / "checkpoint-4")
+    (done / "checkpoint-8").write_text("{}")
+    _text(done / "checkpoint-99999999999999999999" / "trainer_state.json", '{"global_step": 5, "max_steps": 9}')
+    (done / "checkpoint-²").mkdir()
+    [run] = [r for r in find_runs(runs) if r.path == done]
+    assert (run.status, run.problem, run.steps, run.final_loss) == (
+        "damaged", "metrics.jsonl line 2 is not a record sftlab writes", 5, 1.25)
+    assert run.checkpoints == ["checkpoint-2", "checkpoint-4", "checkpoint-99999999999999999999"]
+
+
+def test_a_diverged_loss_is_null_in_the_listing_too(tmp_path, cli):
+    run = tmp_path / "runs" / "diverged"
+    _text(run / "config.yaml", "method: full\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": Infinity}\n')
+    [found] = find_runs(tmp_path / "runs")
+    assert found.final_loss is None
+    assert cli("runs", tmp_path / "runs").stdout.splitlines()[1].split()[:5] == [str(run), "unfinished", "full",
+                                                                                   "2/?", "-"]
+
+
+def test_names_that_hold_newlines_cannot_forge_lines_of_the_listing(tmp_path, cli):
+    run = tmp_path / "runs" / "a\nb: damaged: forged\u2028"
+    _text(run / "config.yaml", "method: \"full\\nforged\"\n")
+    text = cli("runs", tmp_path / "runs").stdout
+    assert text.splitlines()[1].split()[:3] == [str(tmp_path / "runs" / "a\\nb:"), "damaged:", "forged\\u2028"]
+    assert len(text.splitlines()) == 4  # header, the run, the total, how it goes on
+
+
+def test_a_yaml_alias_bomb_in_config_is_never_written_out_whole(runs):
+    """method and stages holding 9^9 strings through YAML aliases: the listing says what they are, cut short."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    _text(runs / "bomb" / "config.yaml", "\n".join([*lines, "method: *i", "stages: {x: *i}"]) + "\n", size=2000)
+    [bomb] = [r for r in find_runs(runs) if r.path.name == "bomb"]
+    assert (bomb.status, bomb.problem) == (
+        "damaged", "config.yaml: stages is {'x': [[[[[[...], [...], [...], [...], …, not a list of stages")

@@ -8,13 +8,14 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import openai
 import pytest
 
 from sftlab.serve import StopTrimmer
 
-pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
+# The tests marked slow start real models, servers and subprocess CLIs; the others use a stand-in model.
 
 KEY = "sk-test"
 
@@ -64,6 +65,7 @@ def _post(base, body: bytes, key=KEY):
         return e.code, json.loads(e.read())
 
 
+@pytest.mark.slow
 def test_models_and_a_completion_with_usage(server, tiny_chat_model):
     client = _client(server)
     assert [m.id for m in client.models.list().data] == [str(tiny_chat_model)]
@@ -74,6 +76,7 @@ def test_models_and_a_completion_with_usage(server, tiny_chat_model):
     assert r.choices[0].finish_reason in ("stop", "length")
 
 
+@pytest.mark.slow
 def test_streaming_gives_the_same_text_as_a_plain_completion(server):
     client = _client(server)
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
@@ -86,6 +89,7 @@ def test_streaming_gives_the_same_text_as_a_plain_completion(server):
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
+@pytest.mark.slow
 def test_stream_ends_with_done(server):
     req = urllib.request.Request(server + "/chat/completions", method="POST",
                                  data=json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
@@ -103,6 +107,7 @@ def test_stream_ends_with_done(server):
     (b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}', "maximum context length"),
 ])
+@pytest.mark.slow
 def test_invalid_requests_get_a_4xx_in_openais_error_shape(server, body, fragment):
     status, payload = _post(server, body)
     assert status == 400
@@ -110,6 +115,7 @@ def test_invalid_requests_get_a_4xx_in_openais_error_shape(server, body, fragmen
     assert payload["error"]["type"] == "invalid_request_error" and fragment in payload["error"]["message"]
 
 
+@pytest.mark.slow
 def test_wrong_or_missing_key_is_401(server):
     status, payload = _post(server, b'{"messages": [{"role": "user", "content": "x"}]}', key="wrong")
     assert status == 401 and payload["error"]["code"] == "invalid_api_key"
@@ -117,6 +123,7 @@ def test_wrong_or_missing_key_is_401(server):
         _client(server, key="nope").models.list()
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_requests_all_succeed(server):
     client = _client(server)
 
@@ -134,6 +141,7 @@ def test_twenty_concurrent_requests_all_succeed(server):
     assert ask(7)[1] == results[7]
 
 
+@pytest.mark.slow
 def test_stop_trimmer_holds_back_a_possible_stop_and_cuts_at_it():
     t = StopTrimmer(["END"])
     assert [t.feed("abcE"), t.feed("N"), t.feed("Dxyz"), t.flush()] == ["ab", "c", "", ""]
@@ -151,6 +159,7 @@ def test_stop_trimmer_holds_back_a_possible_stop_and_cuts_at_it():
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
      400, "unsupported_content", "'image_url' is not supported"),
 ])
+@pytest.mark.slow
 def test_requests_it_cannot_honour_are_refused_in_openais_shape(server, body, status, code, fragment):
     payload = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, **body}
     got, answer = _post(server, json.dumps(payload).encode())
@@ -158,6 +167,7 @@ def test_requests_it_cannot_honour_are_refused_in_openais_shape(server, body, st
     assert answer["error"]["code"] == code and fragment in answer["error"]["message"]
 
 
+@pytest.mark.slow
 def test_wrong_method_is_405_in_openais_shape(server):
     req = urllib.request.Request(server + "/chat/completions", method="GET", headers={"Authorization": f"Bearer {KEY}"})
     with pytest.raises(urllib.error.HTTPError) as e:
@@ -166,6 +176,7 @@ def test_wrong_method_is_405_in_openais_shape(server):
     assert json.loads(e.value.read())["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.slow
 def test_api_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
     from sftlab.errors import SftlabError
     from sftlab.serve import resolve_api_key
@@ -182,6 +193,7 @@ def test_api_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
         resolve_api_key(None, str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_user_text_that_spells_control_tokens_stays_text(server, tiny_chat_model):
     """A user message cannot close its own turn and open the assistant's: the served prompt has the
     escaped length (the unescaped one is shorter: each control string would be one token)."""
@@ -204,6 +216,7 @@ def _generator(tiny_chat_model):
     return Generator(load_model(str(tiny_chat_model)), load_tokenizer(str(tiny_chat_model)))
 
 
+@pytest.mark.slow
 def test_a_stream_closed_early_stops_generating_and_releases_the_model(tiny_chat_model):
     import threading
 
@@ -222,6 +235,7 @@ def test_a_stream_closed_early_stops_generating_and_releases_the_model(tiny_chat
     assert len(got["new"]) < 600 and not lock.locked()
 
 
+@pytest.mark.slow
 def test_a_generation_that_fails_midway_ends_the_stream_with_an_openai_error(tiny_chat_model):
     from fastapi.testclient import TestClient
 
@@ -273,6 +287,7 @@ def _weather_reply(prompt):
             '<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_openai_clients_tool_loop_call_result_answer(tiny_chat_model, stream):
     """Qwen2.5's real template: the tools are rendered into the prompt, the call comes back in OpenAI's shape, the
@@ -321,6 +336,7 @@ def test_the_openai_clients_tool_loop_call_result_answer(tiny_chat_model, stream
         '<|im_start|>assistant\n')
 
 
+@pytest.mark.slow
 def test_a_call_that_does_not_parse_stays_text_never_a_500(tiny_chat_model):
     broken = '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'
     client, _ = _scripted_client(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", lambda prompt: broken)
@@ -329,6 +345,7 @@ def test_a_call_that_does_not_parse_stays_text_never_a_500(tiny_chat_model):
         broken, None, "stop")
 
 
+@pytest.mark.slow
 def test_tool_choice_none_offers_no_tools_and_reads_no_calls(tiny_chat_model):
     client, script = _scripted_client(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", _weather_reply)
     r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER],
@@ -345,12 +362,14 @@ def test_tool_choice_none_offers_no_tools_and_reads_no_calls(tiny_chat_model):
         client.chat.completions.create(model="tiny", messages=bad, tools=[WEATHER])
 
 
+@pytest.mark.slow
 def test_tools_for_a_template_that_writes_no_calls_are_refused(tiny_chat_model):
     client, _ = _scripted_client(tiny_chat_model, "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", lambda p: "ok")
     with pytest.raises(openai.BadRequestError, match="writes no tool calls sftlab can read"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
 
 
+@pytest.mark.slow
 def test_a_trace_the_generation_prompt_opened_is_reasoning_content(tiny_chat_model):
     """DeepSeek-R1's distill template, thinking on: the prompt ends with `<think>\\n`, the model writes its trace and
     `</think>`, then the answer."""
@@ -370,3 +389,242 @@ def test_a_trace_the_generation_prompt_opened_is_reasoning_content(tiny_chat_mod
         model="tiny", messages=[{"role": "user", "content": "1+1?"}], stream=True)]
     assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == "1 + 1 is 2."
     assert "".join(d.content or "" for d in deltas) == "The answer is 2."
+
+
+# --- every request bounded and checked before any work (issue 46); fast: a stand-in model without weights whose
+# forward pass writes a fixed reply (conftest.Scripted), behind FastAPI's TestClient -------------------------------
+
+
+class _StandIn:
+    """What the server reads of a model besides its forward pass: a 1024-token context, no sampling config."""
+
+    def __init__(self):
+        import torch
+
+        self.config = SimpleNamespace(max_position_embeddings=1024)
+        self.generation_config = SimpleNamespace(eos_token_id=None)
+        self.device = torch.device("cpu")
+
+    def eval(self):
+        return self
+
+
+def _fast(reply="Hello END world"):
+    """A TestClient of a server whose model writes `reply` (the Qwen2 tokenizer and its ChatML template)."""
+    from fastapi.testclient import TestClient
+
+    from conftest import Scripted, tokenizer
+    from sftlab.generate import Generator
+    from sftlab.serve import Server, create_app
+
+    gen = Generator(_StandIn(), tokenizer("qwen2"))
+    script = Scripted(gen, lambda prompt: reply)
+    gen.model.generate = script
+    return TestClient(create_app(Server(gen, name="tiny")), raise_server_exceptions=False), script
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _ask(client, body):
+    """POST `body` as JSON text (json.dumps escapes a lone surrogate as \\udXXX, as a client's JSON would)."""
+    return client.post("/v1/chat/completions", content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def _refusal(response, status=400):
+    body = response.json()
+    assert response.status_code == status, body
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
+@pytest.mark.parametrize("stop, param, sentence", [
+    ("x" * 100_000, "stop", "`stop` is 100000 characters long; sftlab serve takes stop strings of at most 1000"),
+    (["a", "b", "c", "d", "e"], "stop", "`stop` has 5 strings; sftlab serve takes at most 4"),
+    (["a", ""], "stop[1]", "`stop[1]` is empty: a stop string must have at least one character"),
+    (["a", "b" * 1001], "stop[1]",
+     "`stop[1]` is 1001 characters long; sftlab serve takes stop strings of at most 1000"),
+])
+def test_stop_is_bounded_before_generation(stop, param, sentence):
+    client, script = _fast()
+    error = _refusal(_ask(client, {"messages": HI, "stop": stop}))
+    assert (error["message"], error["param"], error["type"]) == (sentence, param, "invalid_request_error")
+    assert script.prompts == []  # refused before anything was rendered or generated
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_string_cuts_the_answer(stream):
+    client, _ = _fast("Hello END world")
+    r = _ask(client, {"messages": HI, "stop": ["END"], "stream": stream})
+    assert r.status_code == 200, r.text
+    if stream:
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert (text, chunks[-1]["choices"][0]["finish_reason"]) == ("Hello", "stop")  # (the answer is stripped)
+    else:
+        choice = r.json()["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("Hello", "stop")
+
+
+@pytest.mark.parametrize("body, param", [
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "messages[0].content"),
+    (b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a\\udfff"}]}]}',
+     "messages[0].content[0].text"),
+    (b'{"messages": [{"role": "user", "content": "hi", "name": "\\ud800"}]}', "messages[0].name"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "model": "\\ud800"}', "model"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", "\\udc80"]}', "stop[1]"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", '
+     b'"parameters": {"type": "object", "properties": {"\\ud800": {}}}}}]}', "tools[0].function.parameters.properties"),
+])
+def test_text_that_is_not_unicode_is_a_400_naming_where(body, param):
+    client, script = _fast()
+    error = _refusal(client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"}))
+    assert error["param"] == param and error["message"].startswith(f"`{param}")
+    assert "lone surrogate" in error["message"] and script.prompts == []
+
+
+def test_the_prompt_and_max_tokens_are_checked_against_the_context_before_generation():
+    client, script = _fast()
+    error = _refusal(_ask(client, {"messages": HI, "max_tokens": 1010}))
+    assert error["message"] == ("this model's maximum context length is 1024 tokens (the prompt and max_tokens "
+                                "together); the messages have 19 and max_tokens asks for 1010 more")
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "max_tokens")
+    error = _refusal(_ask(client, {"messages": HI, "max_completion_tokens": 1010}))
+    assert "max_completion_tokens asks for 1010 more" in error["message"] and error["param"] == "max_completion_tokens"
+    long = [{"role": "user", "content": "word " * 1100}]
+    error = _refusal(_ask(client, {"messages": long}))
+    assert error["message"] == ("this model's maximum context length is 1024 tokens (the prompt and max_tokens "
+                                "together); the messages have 1119, which leaves no room for an answer")
+    # (1119: the 18 tokens around the content, "word", " word" × 1099 and " ")
+    assert error["param"] == "messages"
+    # Text longer than 1024 tokens can hold (Qwen2's longest token is 128 characters) is refused untokenized.
+    error = _refusal(_ask(client, {"messages": [{"role": "user", "content": "a " * 70_000}]}))
+    assert error["message"] == ("this model's maximum context length is 1024 tokens; the messages' 140004 characters "
+                                "are more than that many tokens hold (at most 128 characters each)")
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+    assert script.prompts == []
+
+
+@pytest.mark.parametrize("body, param, sentence", [
+    ({"n": 2}, "n", "`n` must be 1: sftlab serve writes one choice per request (got 2)"),
+    ({"max_tokens": 0}, "max_tokens", "`max_tokens` must be at least 1 (got 0)"),
+    ({"max_tokens": 8, "max_completion_tokens": 9}, "max_completion_tokens",
+     "`max_tokens` (8) and `max_completion_tokens` (9) disagree: give one of them"),
+    ({"messages": HI * 10_000}, "messages", "`messages` has 10000 messages; sftlab serve takes at most 4096"),
+    ({"messages": "hi"}, "messages", "`messages` must be a list (got 'hi')"),
+    ({"messages": []}, "messages", "`messages` must have at least one message"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content",
+     "`messages[0].content` must be a string or a list of content parts (got 5)"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text",
+     "`messages[0].content[0].text` is required"),
+    ({"stream": "yes"}, "stream", "`stream` must be a boolean (got 'yes')"),
+    ({"max_tokens": "5"}, "max_tokens", "`max_tokens` must be an integer (got '5')"),
+    ({"temperature": True}, "temperature", "`temperature` must be a number (got True)"),
+    ({"tool_choice": {"type": "function", "function": {"name": "nowhere"}}}, "tool_choice",
+     "`tool_choice` must be 'auto' or 'none': 'required' and a named function need constrained decoding, which "
+     "sftlab serve does not do (got {'function': {'name': 'nowhere'}, 'type': 'function'})"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": True}}]}, "tools[0].function.strict",
+     "`tools[0].function.strict` must be false or left out: strict schemas need constrained decoding, which "
+     "sftlab serve does not do (got True)"),
+    ({"top_k": 5}, "top_k", "`top_k` is not a parameter sftlab serve knows; did you mean `top_p`?"),
+    ({"temprature": 0.5}, "temprature",
+     "`temprature` is not a parameter sftlab serve knows; did you mean `temperature`?"),
+    ({"messages": [{"role": "user", "content": "hi", "colour": "red"}]}, "messages[0].colour",
+     "`messages[0].colour` is not a parameter sftlab serve knows"),
+    ({"messages": [{"role": "assistant", "content": "no", "refusal": "I cannot"}]}, "messages[0].refusal",
+     "`messages[0].refusal` is not supported by sftlab serve: an earlier refusal cannot be rendered; send it as "
+     "the content"),
+    ({"stream_options": {"include_usage": True}}, "stream_options",
+     "`stream_options` is only allowed with `stream: true`"),
+])
+def test_wrong_values_and_types_are_one_sentence_naming_the_parameter(body, param, sentence):
+    client, script = _fast()
+    error = _refusal(_ask(client, {"messages": HI, **body}))
+    assert (error["message"], error["param"]) == (sentence, param)
+    assert script.prompts == []
+
+
+def test_bodies_too_large_or_too_deep_or_with_a_key_twice_are_refused_unread():
+    client, script = _fast()
+    huge = b'{"messages": [{"role": "user", "content": "' + b"a" * (4 * 1024 * 1024) + b'"}]}'
+    error = _refusal(client.post("/v1/chat/completions", content=huge, headers={"content-type": "application/json"}),
+                     status=413)
+    assert error["message"] == "the request body is larger than 4194304 bytes, the most sftlab serve reads"
+    deep = {"type": "object", "properties": {}}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"x": deep}}
+    error = _refusal(_ask(client, {
+        "messages": HI, "tools": [{"type": "function", "function": {"name": "f", "parameters": deep}}]}))
+    assert error["message"].startswith("`tools[0].function.parameters.properties.x.properties.x")
+    assert error["message"].endswith("nests deeper than 64 levels")
+    error = _refusal(client.post("/v1/chat/completions", content=b"[" * 100_000 + b"]" * 100_000,
+                                 headers={"content-type": "application/json"}))
+    assert error["message"] == "the request body is not valid JSON (nested too deeply)"
+    error = _refusal(client.post("/v1/chat/completions", content=b'{"messages": [], "max_tokens": 5, "max_tokens": 9}',
+                                 headers={"content-type": "application/json"}))
+    assert (error["message"], error["param"]) == ("the request body gives the key `max_tokens` twice", "max_tokens")
+    assert script.prompts == []
+
+
+# OpenAI's chat-completion parameters sftlab serve does not implement: each refused, naming it, unless it asks for
+# nothing (its default), which is what sftlab does.
+@pytest.mark.parametrize("param, value", [
+    ("logprobs", True), ("top_logprobs", 2), ("logit_bias", {"15": 100}), ("frequency_penalty", 0.5),
+    ("presence_penalty", -1), ("response_format", {"type": "json_object"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    ("parallel_tool_calls", False), ("modalities", ["text", "audio"]), ("audio", {"voice": "alloy", "format": "mp3"}),
+    ("functions", [{"name": "f"}]), ("function_call", "auto"), ("reasoning_effort", "low"), ("verbosity", "high"),
+    ("prediction", {"type": "content", "content": "x"}), ("web_search_options", {}), ("store", True),
+    ("metadata", {"a": "b"}), ("service_tier", "flex"), ("user", "u-1"), ("safety_identifier", "s"),
+    ("prompt_cache_key", "k"), ("prompt_cache_retention", "24h"), ("prompt_cache_options", {"mode": "explicit"}),
+    ("moderation", {"model": "m"}),
+])
+def test_openai_parameters_sftlab_does_not_implement_are_refused_naming_them(param, value):
+    client, script = _fast()
+    error = _refusal(_ask(client, {"messages": HI, param: value}))
+    assert (error["param"], error["code"]) == (param, "unsupported_parameter")
+    assert error["message"].startswith(f"`{param}` is not supported by sftlab serve: ")
+    assert script.prompts == []
+
+
+@pytest.mark.parametrize("param, value", [
+    ("logprobs", False), ("frequency_penalty", 0), ("presence_penalty", 0.0), ("response_format", {"type": "text"}),
+    ("parallel_tool_calls", True), ("modalities", ["text"]), ("store", False), ("service_tier", "auto"),
+    ("logit_bias", {}), ("top_logprobs", None), ("user", None),
+])
+def test_their_defaults_are_what_sftlab_does_and_are_taken(param, value):
+    client, _ = _fast("fine")
+    r = _ask(client, {"messages": HI, param: value})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine", r.text
+
+
+def test_stream_options_include_usage_sends_openais_usage_chunk():
+    client, _ = _fast("fine")
+    r = _ask(client, {"messages": HI, "stream": True,
+                                                  "stream_options": {"include_usage": True}})
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {"prompt_tokens": 19, "completion_tokens": 2,
+                                                                   "total_tokens": 21}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and "usage" not in chunks[-2]
+    r = _ask(client, {"messages": HI, "stream": True,
+                                                  "stream_options": {"include_usage": False}})
+    assert all("usage" not in json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {"))
+
+
+def test_the_server_answers_after_every_bad_request_and_under_concurrent_ones():
+    client, _ = _fast("fine")
+    bad = [{"messages": HI, "stop": "x" * 100_000}, {"messages": [{"role": "user", "content": "\ud800"}]},
+           {"messages": HI, "logprobs": True}, {"messages": HI, "max_tokens": 5000}, {"messages": 7}]
+
+    def ask(i):
+        if i % 2:
+            return _ask(client, bad[i % len(bad)]).status_code
+        r = _ask(client, {"messages": [{"role": "user", "content": f"q{i}"}]})
+        return r.status_code, r.json()["choices"][0]["message"]["content"]
+
+    for body in bad:
+        assert _ask(client, body).status_code == 400
+        assert ask(0) == (200, "fine")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(ask, range(32)))
+    assert results == [(200, "fine") if i % 2 == 0 else 400 for i in range(32)]

@@ -167,11 +167,10 @@ def test_an_output_dir_too_long_for_the_file_system_is_refused_before_anything_i
     from sftlab.training import train
 
     out = tmp_path / ("o" * 256)
-    config = load_config(None, _staged(tmp_path, "{name: two}") + [f"output_dir={out}"])
-    with pytest.raises(SftlabError) as e:
-        train(config, quiet=True)
-    assert str(e.value) == (f"output_dir {out}: cannot write there (the name 'oooooooooooooooooooooooooooooooooooooooo…' "
-                            "is too long for a folder name (256 bytes; file systems take at most 255))")
+    with pytest.raises(SftlabError) as e:  # (said when the config is read: TrainConfig checks output_dir's names)
+        load_config(None, _staged(tmp_path, "{name: two}") + [f"output_dir={out}"])
+    assert str(e.value).startswith("--set: `output_dir` the name 'oooooooooooooooooooooooooooooooooooooooo…' is too "
+                                   "long for a folder name (256 bytes; file systems take at most 255) (got '")
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
@@ -211,3 +210,74 @@ def test_a_stage_name_cannot_lead_out_of_output_dir(tmp_path, name, cli):
     r = cli("train", *[a for s in sets for a in ("--set", s)])
     assert r.returncode == 2 and "is not a plain folder name" in _one_line(r.stderr), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, not even output_dir
+
+
+@pytest.fixture
+def instant_stages(monkeypatch):
+    """train_one replaced by a stage trained at once: two records, the second a diverged (NaN) loss with a
+    U+2028 in a string, written to the stage's metrics.jsonl as a writer with ensure_ascii=False leaves them."""
+    from sftlab.training import stages
+    from sftlab.training.run import TrainResult
+
+    def trained(config, **_):
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        records = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": float("nan"), "note": "a\u2028b"}]
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return TrainResult(out, records)
+
+    monkeypatch.setattr(stages, "train_one", trained)
+
+
+STAGED_METRICS = (
+    '{"step": 1, "loss": 2.5, "stage": "one", "stage_step": 1}\n'
+    '{"step": 2, "loss": null, "note": "a\\u2028b", "stage": "one", "stage_step": 2}\n'
+    '{"step": 3, "loss": 2.5, "stage": "two", "stage_step": 1}\n'
+    '{"step": 4, "loss": null, "note": "a\\u2028b", "stage": "two", "stage_step": 2}\n')
+
+
+def test_staged_metrics_are_line_safe_json_and_read_back_on_resume(tmp_path, instant_stages):
+    """The staged run's metrics.jsonl has null for a NaN loss and U+2028 escaped; resuming reads the finished
+    stages' metrics.jsonl split on "\\n" only (a raw U+2028 inside a string is no line break)."""
+    from sftlab.training import train
+
+    sets = _staged(tmp_path, "{name: two, max_steps: 1}")
+    train(load_config(None, sets), quiet=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8") == STAGED_METRICS
+    (tmp_path / "run" / "metrics.jsonl").unlink()
+    train(load_config(None, [*sets, "resume=true"]), quiet=True)  # both stages finished: read back
+    assert (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8") == STAGED_METRICS
+
+
+@pytest.mark.parametrize("forged, problem", [
+    ("[]", 'is not {"model": FOLDER}'),
+    ('{"model": 5}', 'is not {"model": FOLDER}'),
+    ("{", "is not JSON"),
+    ("fifo", "is a FIFO, not a file sftlab writes"),
+])
+def test_a_forged_stage_done_is_one_sentence(tmp_path, instant_stages, forged, problem):
+    import os
+
+    from sftlab.training import train
+
+    sets = _staged(tmp_path, "{name: two, max_steps: 1}")
+    train(load_config(None, sets), quiet=True)
+    done = tmp_path / "run" / "one" / "stage_done.json"
+    done.unlink()
+    os.mkfifo(done) if forged == "fifo" else done.write_text(forged)
+    with pytest.raises(SftlabError) as e:
+        train(load_config(None, [*sets, "resume=true"]), quiet=True)
+    assert str(e.value) == (f"{done} {problem}; it is sftlab's record of a finished stage: remove the stage's "
+                            "folder to train that stage again")
+
+
+def test_a_stage_of_another_method_does_not_inherit_hybrids_derived_rate(tmp_path):
+    """hybrid_lora_learning_rate is derived (10× the learning rate given); a lora stage after a hybrid one must not
+    receive it as if the user had set it (method keys of another method are refused)."""
+    from sftlab.training.stages import stage_configs
+
+    config = load_config(None, [f"datasets=[{SHARED_DATA / 'identity.json'}]", "method=hybrid", "learning_rate=1e-5",
+                                "stages=[{name: a}, {name: b, method: lora}]", f"output_dir={tmp_path / 'run'}"])
+    stages = stage_configs(config)
+    assert [(name, s.method, s.hybrid_lora_learning_rate) for name, s in stages] == [("a", "hybrid", 1e-4),
+                                                                                     ("b", "lora", None)]

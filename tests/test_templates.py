@@ -3,7 +3,10 @@ renders it, on the shipped data (chat, Chinese, multi-turn, tool definitions and
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from jinja2 import TemplateError
 
 from conftest import SHARED_DATA, tokenizer
 from sftlab.data.load import load_conversations
@@ -29,8 +32,13 @@ def test_every_builtin_template_renders_as_apply_chat_template(template):
         msgs = [m.to_template_dict() for m in conv.messages]
         for prompt in (False, True):
             part = msgs[:-1] if prompt else msgs
-            expected = tok.apply_chat_template(part, tools=conv.tools, tokenize=False, add_generation_prompt=prompt,
-                                               chat_template=chat.source)
+            try:
+                expected = tok.apply_chat_template(part, tools=conv.tools, tokenize=False, add_generation_prompt=prompt,
+                                                   chat_template=chat.source)
+            except TemplateError as e:  # the template's own refusal (phi3 has no tool role): sftlab's, word for word
+                with pytest.raises(SftlabError, match=f"^chat template '{template}' failed to render: {re.escape(str(e))}$"):
+                    chat.render(part, conv.tools, add_generation_prompt=prompt)
+                continue
             assert chat.render(part, conv.tools, add_generation_prompt=prompt) == expected, (template, conv.row)
 
 
@@ -42,7 +50,8 @@ USER = [{"role": "user", "content": "hi"}]
 def test_the_default_system_prompt_is_found_by_rendering():
     qwen2, llama3 = tokenizer("qwen2"), tokenizer("llama3")
     assert resolve_template(None, qwen2).default_system == "You are a helpful assistant"  # Qwen2's own template
-    assert resolve_template("qwen", qwen2, warn=False).default_system == "You are a helpful assistant."
+    assert resolve_template("qwen", qwen2, warn=False).default_system == (  # Qwen2.5's
+        "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
     assert resolve_template("chatml", qwen2, warn=False).default_system is None
     assert resolve_template("llama3", llama3, warn=False).default_system is None
 
@@ -174,3 +183,207 @@ def test_a_template_file_that_is_not_utf8(tmp_path, cli):
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA))
     r = cli("inspect", "--model", QWEN, "--template", t, "--data", f)
     assert r.returncode == 2 and f"{t}: template file is not valid UTF-8 (byte 16, line 2)" in _one_line(r.stderr)
+
+
+# ---- template_kwargs that break the template or that it never reads (issue 46) ----
+
+CHATML_THINKING = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                   "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                   "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+@pytest.mark.parametrize("kwargs, sentence", [
+    # Jinja's own words: `{% set none = 1 %}` is "can't assign to 'const'" in every row.
+    ({"none": 1}, "template_kwargs (--template-kwargs): chat template 't' never reads 'none', so it would change "
+                  "nothing; the options it reads: enable_thinking"),
+    ({"True": 1, "enable_thinking": False}, "template_kwargs (--template-kwargs): chat template 't' never reads "
+                                            "'True', so it would change nothing; the options it reads: "
+                                            "enable_thinking"),
+    ({"not": 1}, "template_kwargs (--template-kwargs): chat template 't' never reads 'not', so it would change "
+                 "nothing; the options it reads: enable_thinking"),
+    ({"enable_thinkng": False}, "template_kwargs (--template-kwargs): chat template 't' never reads "
+                                "'enable_thinkng', so it would change nothing; the options it reads: "
+                                "enable_thinking"),
+])
+def test_template_kwargs_the_template_cannot_read_are_refused_naming_the_option(kwargs, sentence):
+    from sftlab.data.templates import with_template_kwargs
+
+    with pytest.raises(SftlabError) as e:
+        with_template_kwargs(ChatTemplate(CHATML_THINKING, "t", {}), kwargs)
+    assert str(e.value) == sentence
+
+
+def test_template_kwargs_that_break_rendering_are_refused_naming_the_option():
+    from sftlab.data.templates import with_template_kwargs
+
+    chat = ChatTemplate(CHATML_THINKING.replace("{% for m in messages %}", "{% for s in stops %}{{ s }}{% endfor %}"
+                                                "{% for m in messages %}"), "t", {})
+    with pytest.raises(SftlabError) as e:
+        with_template_kwargs(chat, {"stops": 5})
+    assert str(e.value) == ("template_kwargs (--template-kwargs) {\"stops\": 5} break chat template 't': it fails to "
+                            "render: 'int' object is not iterable")
+    works = with_template_kwargs(ChatTemplate(CHATML_THINKING, "t", {}), {"enable_thinking": False})
+    assert works.render([{"role": "user", "content": "hi"}], add_generation_prompt=True) == (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+# ---- built-in templates equal their family's real template for every role (issue 47, item 3) ----
+# The real templates are fixtures (tests/fixtures/templates/README.md names their sources): qwen is Qwen2.5's, llama3
+# is Llama 3.0's (Meta-Llama-3-8B-Instruct), phi3 is Phi-3-mini-4k-instruct's.
+
+WEATHER = {"type": "function", "function": {"name": "weather", "description": "The \"weather\" <b>now</b>",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+CALL = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}
+PLAIN = [  # the roles every family has
+    ([{"role": "user", "content": "hi"}], None),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": " hi \n"}, {"role": "assistant", "content": "yo"},
+      {"role": "user", "content": "again"}, {"role": "assistant", "content": " yo yo "}], None),
+    ([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}], None),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "system", "content": "late"},
+      {"role": "user", "content": "c"}], None),
+    ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nAdd.\n</think>\n\n4"}], None),
+]
+TOOLS = [  # tool definitions, calls and results: Qwen2.5's
+    ([{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL, CALL]},
+      {"role": "tool", "content": "21"}, {"role": "tool", "content": "22"}, {"role": "assistant", "content": "Warm."}], [WEATHER]),
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": "Looking.", "tool_calls": [CALL]}, {"role": "tool", "content": "{\"c\": 21}"},
+      {"role": "user", "content": "ok"}], [WEATHER]),
+    ([{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
+      {"role": "tool", "content": "21"}], None),
+]
+
+
+@pytest.mark.parametrize("name, tok_name, real, cases", [
+    ("qwen", "qwen2", "Qwen-Qwen2.5-7B-Instruct", PLAIN + TOOLS),
+    ("llama3", "llama3", "meta-llama-Meta-Llama-3-8B-Instruct", PLAIN + [(c[:2], t) for c, t in TOOLS]),
+    ("phi3", "qwen2", "microsoft-Phi-3-mini-4k-instruct", PLAIN),
+])
+def test_builtin_templates_render_as_their_familys_real_template(name, tok_name, real, cases):
+    tok = tokenizer(tok_name)
+    chat = resolve_template(name, tok, warn=False)
+    source = real_template(real, tok).source
+    for messages, tools in cases:
+        for prompt in (False, True):
+            expected = tok.apply_chat_template(messages, tools=tools, chat_template=source, tokenize=False,
+                                               add_generation_prompt=prompt)
+            assert chat.render(messages, tools, add_generation_prompt=prompt) == expected, (messages, prompt)
+
+
+def test_qwen_is_qwen25_for_every_role():
+    tok = tokenizer("qwen2")
+    chat = resolve_template("qwen", tok, warn=False)
+    qwen = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    assert chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True) == (
+        qwen + "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    messages, tools = TOOLS[0]
+    call = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert chat.render(messages, tools) == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n"
+        "You may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "weather", "description": "The \\"weather\\" <b>now</b>", '
+        '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}\n</tools>\n\n'
+        "For each function call, return a json object with function name and arguments within <tool_call></tool_call> "
+        'XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+        "<|im_start|>user\nWeather?<|im_end|>\n"
+        f"<|im_start|>assistant\n{call}\n{call}<|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n21\n</tool_response>\n<tool_response>\n22\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\nWarm.<|im_end|>\n")
+    messages, _ = TOOLS[1]
+    assert chat.render(messages) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n"
+        f"<|im_start|>assistant\nLooking.\n{call}<|im_end|>\n"
+        '<|im_start|>user\n<tool_response>\n{"c": 21}\n</tool_response><|im_end|>\n<|im_start|>user\nok<|im_end|>\n')
+    messages, _ = PLAIN[3]
+    assert chat.render(messages) == (qwen + "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"
+                                     "<|im_start|>system\nlate<|im_end|>\n<|im_start|>user\nc<|im_end|>\n")
+    # Qwen2.5 has no reasoning field: a trace is written in front of the answer (as sftlab gives it to such templates).
+    assert chat.render([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning_content": "Add."}]) == (
+        qwen + "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\nAdd.\n</think>\n\n4<|im_end|>\n")
+
+
+def test_qwen_trains_a_tool_call_and_the_answer_after_grouped_tool_results():
+    tok = tokenizer("qwen2")
+    conv = Conversation([Message("user", "Weather?"), Message("assistant", "", tool_calls=[CALL, CALL]),
+                         Message("tool", "21"), Message("tool", "22"), Message("assistant", "Warm.")],
+                        tools=[WEATHER])
+    ex = Encoder(tok, resolve_template("qwen", tok, warn=False), train_on="all_assistant").encode_one(conv)
+    call = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert [tok.decode(run) for run in _runs(ex)] == [f"{call}\n{call}<|im_end|>", "Warm.<|im_end|>"]
+    assert tok.decode(ex.input_ids).endswith(
+        "<|im_start|>user\n<tool_response>\n21\n</tool_response>\n<tool_response>\n22\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\nWarm.<|im_end|>\n")
+
+
+def _runs(ex):
+    runs, run = [], []
+    for t in ex.labels:
+        if t == IGNORE_INDEX:
+            runs, run = runs + [run] if run else runs, []
+        else:
+            run.append(t)
+    return runs + [run] if run else runs
+
+
+def test_llama3_is_llama30_for_every_role():
+    tok = tokenizer("llama3")
+    chat = resolve_template("llama3", tok, warn=False)
+    messages, _ = PLAIN[1]
+    assert chat.render(messages) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nagain<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nyo yo<|eot_id|>")
+    assert chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True) == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    # Llama 3.0 has no tool format: no tool definitions, a tool result under its own role's header.
+    assert chat.render(TOOLS[2][0][:1] + [{"role": "tool", "content": "21"}], [WEATHER]) == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWeather?<|eot_id|>"
+        "<|start_header_id|>tool<|end_header_id|>\n\n21<|eot_id|>")
+    assert not chat.handles_tools and not chat.handles_tool_calls  # (sftlab writes a call as JSON text, and warns)
+
+
+def test_phi3_is_phi3_for_every_role_and_refuses_a_tool_result():
+    tok = tokenizer("qwen2")
+    chat = resolve_template("phi3", tok, warn=False)
+    messages, _ = PLAIN[1]
+    assert chat.render(messages[:3]) == (
+        "<|system|>\nBe brief.<|end|>\n<|user|>\n hi \n<|end|>\n<|assistant|>\nyo<|end|>\n<|endoftext|>")
+    assert chat.render(messages[:2], add_generation_prompt=True) == (
+        "<|system|>\nBe brief.<|end|>\n<|user|>\n hi \n<|end|>\n<|assistant|>\n")
+    with pytest.raises(SftlabError) as e:
+        chat.render(TOOLS[2][0])
+    assert str(e.value) == ("chat template 'phi3' failed to render: Phi-3's template has no 'tool' role (its own "
+                            "template leaves such messages out); use a template with tool results, such as qwen or chatml")
+    # Trained: the answer, <|end|>, and the EOS that Phi-3's template writes after the last message.
+    conv = Conversation([Message("user", "hi"), Message("assistant", "yo")])
+    ex = Encoder(tok, chat).encode_one(conv)
+    assert [tok.decode(run) for run in _runs(ex)] == ["yo<|end|>\n<|endoftext|>"]
+
+
+def test_phi3_differs_from_phi35_only_in_an_empty_system_message():
+    tok = tokenizer("qwen2")
+    chat = resolve_template("phi3", tok, warn=False)
+    phi35 = real_template("microsoft-Phi-3.5-mini-instruct", tok).source
+    for messages, _ in PLAIN:
+        ours = chat.render(messages)
+        theirs = tok.apply_chat_template(messages, chat_template=phi35, tokenize=False)
+        if messages[0] == {"role": "system", "content": ""}:
+            assert (ours, theirs) == ("<|system|>\n<|end|>\n<|user|>\nhi<|end|>\n<|endoftext|>",
+                                      "<|user|>\nhi<|end|>\n<|endoftext|>")
+        else:
+            assert ours == theirs, messages
+
+
+def test_template_kwargs_nested_too_deep_are_refused_before_anything_recurses():
+    from sftlab.data.templates import with_template_kwargs
+
+    value: list = []
+    for _ in range(3000):  # (a RecursionError traceback in the Jinja literal, before)
+        value = [value]
+    with pytest.raises(SftlabError) as e:
+        with_template_kwargs(ChatTemplate(CHATML_THINKING, "t", {}), {"enable_thinking": value})
+    assert str(e.value) == ("template_kwargs (--template-kwargs): the value of 'enable_thinking' is nested more than 64 "
+                            "levels deep (sftlab reads JSON up to 64 levels)")

@@ -166,8 +166,9 @@ def test_every_method_record_has_one_registered_setup():
 @pytest.mark.parametrize("method", ["full", "freeze", "lora", "dora"])
 def test_each_method_trains_exactly_its_parameters(tiny_model, tmp_path, method):
     snap = Snapshot()
-    train(config(tiny_model, tmp_path / method, method=method, max_steps=2, freeze_trainable_layers=1,
-                 lora_r=4, learning_rate=1e-2), callbacks=[snap], quiet=True)
+    own = {"freeze": {"freeze_trainable_layers": 1}, "lora": {"lora_r": 4}, "dora": {"lora_r": 4}}.get(method, {})
+    train(config(tiny_model, tmp_path / method, method=method, max_steps=2, learning_rate=1e-2, **own),
+          callbacks=[snap], quiet=True)
     changed = snap.changed[-1]
     if method == "full":
         assert changed == {n for n in _params(AutoModelForCausalLM.from_pretrained(str(tiny_model)))}
@@ -449,3 +450,17 @@ def test_the_keys_reach_training_arguments_under_transformers_names(tmp_path):
                    "num_train_epochs": 2.0, "max_steps": 7, "logging_steps": 3, "save_total_limit": 4,
                    "eval_steps": 5, "seed": 9, "data_seed": 9, "output_dir": str(tmp_path / "run")}
     assert args.lr_scheduler_type == "linear" and args.eval_strategy == "steps"
+
+
+def test_the_console_line_says_what_of_the_data_did_not_reach_training():
+    from sftlab.training.run import data_losses
+
+    counts = {"rows_read": 1000, "rejected": 2, "rejected_reasons": {"field 'output' is empty": 2}, "cleaned": 54,
+              "cleaned_reasons": {"exact_duplicate": 50, "empty_answer": 4}, "dropped": 8,
+              "dropped_reasons": {"answer lost to truncation at max_length=64": 8}, "truncated": 11}
+    assert data_losses(counts) == (
+        "of 1000 rows read, 2 rejected (field 'output' is empty 2); 54 removed by clean (exact_duplicate 50, "
+        "empty_answer 4); 8 dropped (answer lost to truncation at max_length=64 8); 11 cut to max_length (the start "
+        "kept; one that lost its whole answer is dropped)")
+    nothing = {**counts, "rejected": 0, "cleaned": 0, "dropped": 0, "truncated": 0}
+    assert data_losses(nothing) == ""

@@ -366,7 +366,7 @@ def test_one_unreadable_run_folder_is_listed_as_such_and_the_others_as_they_are(
     assert r.status_code == 200, r.text
     runs = {run["id"]: run for run in r.json()["runs"]}
     assert runs["done"]["status"] == "finished"
-    assert runs["five"]["status"] == "unreadable" and "cannot be read" in runs["five"]["error"]
+    assert runs["five"]["status"] == "unreadable" and runs["five"]["error"].startswith("run five: config.yaml: stages")
     assert runs["list"]["status"] in ("unreadable", "stopped", "running")  # (a config that is no mapping)
     assert c.get("/api/runs/five").status_code == 409
     assert c.get("/").status_code == 200 and c.get("/runs/five").status_code == 409
@@ -634,3 +634,264 @@ def test_concurrent_eval_and_export_starts_start_one_child_each(tmp_path, monkey
     with pytest.raises(SftlabError, match="is a link"):
         tools.start_eval(run2, tmp_path, tmp_path / "d.json", None, None, 32, None, None)
     assert list(other.iterdir()) == []
+
+
+# ---- issue 46: state files, locks and run folders as a hostile user leaves them ----
+
+def _unblocked(call, timeout: float = 20.0):
+    """`call()` in a thread: its result, or a failure naming the hang (a FIFO opened for reading waits for a writer
+    forever: the thread is a daemon, so the test process still ends)."""
+    import threading
+
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert box, f"no answer in {timeout:.0f} s: the request hangs"
+    return box[0]
+
+
+def _release_fifos(folder: Path) -> None:
+    """Open every FIFO under `folder` for writing once, so a reader the code under test left blocked ends."""
+    import stat as st
+
+    for path in folder.rglob("*"):
+        if st.S_ISFIFO(path.lstat().st_mode):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+
+
+def test_an_export_state_naming_a_folder_outside_the_run_is_not_ours(work, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "export_report.json").write_text(json.dumps({"SECRET": "from elsewhere"}))
+    export = work / "runs" / "done" / "export"
+    export.mkdir()
+    (export / "inner").symlink_to(outside)  # inside by name, outside once the link is followed
+    c = client(work)
+    for out in (str(outside), "../../../elsewhere", str(export / "inner"), str(export / ".." / ".." / "..")):
+        (export / "ui_export.json").write_text(json.dumps({"status": "finished", "out": out, "format": "gguf"}))
+        r = c.get("/api/runs/done/export")
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert "SECRET" not in r.text and got["report"] is None and got["lines"] == [] and got["out"] is None, out
+        assert got["status"] == "unreadable" and got["error"].startswith("runs/done/export/ui_export.json: `out` "), got
+    (export / "mine").mkdir()
+    (export / "mine" / "export_report.json").write_text(json.dumps({"SECRET": "ours"}))
+    (export / "ui_export.json").write_text(json.dumps({"status": "finished", "out": str(export / "mine")}))
+    assert c.get("/api/runs/done/export").json()["report"] == {"SECRET": "ours"}  # a folder of the run's: read
+
+
+FORGED_STATES = [
+    '{"status": "running", "runner_pid": 1180591620717411303424, "runner_start": 1}',  # pid 2**70
+    '{"status": "running", "runner_pid": -1, "runner_start": 1}',
+    '{"status": "running", "runner_pid": "123", "runner_start": "1"}',
+    '{"status": "running", "runner_pid": true, "runner_start": 0}',
+    '{"status": "queued", "queued_at": "yesterday"}',
+    '{"status": "queued", "queued_at": [1, 2]}',
+    '{"status": "failed", "started": NaN}',
+    '{"status": "failed", "started": Infinity}',
+    '{"status": "stopped", "error": {"message": "x"}}',
+    '{"status": 5}',
+    '{"status": "running", "start_step": "many"}',
+    '["status", "running"]',
+    '{"status": "failed"' + ', "x": [' * 100_000 + ']' * 100_000 + '}',  # deeper than Python's json reads
+]
+
+
+@pytest.mark.parametrize("state", FORGED_STATES, ids=range(len(FORGED_STATES)))
+def test_a_forged_run_state_is_an_unreadable_run_never_a_500(work, state):
+    folder = _cli_run(work, "forged")
+    (folder / STATE).write_text(state)
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    r = c.get("/api/runs")
+    assert r.status_code == 200, r.text
+    runs = {run["id"]: run for run in r.json()["runs"]}
+    assert runs["done"]["status"] == "finished"
+    assert runs["forged"]["status"] == "unreadable", runs["forged"]
+    message = runs["forged"]["error"]
+    assert message.startswith("run forged: runs/forged/ui_state.json: ") and "\n" not in message and len(message) < 300
+    for method, path in (("GET", "/api/runs/forged"), ("POST", "/api/runs/forged/stop"),
+                         ("POST", "/api/runs/forged/resume"), ("GET", "/runs/forged")):
+        r = c.request(method, path)
+        assert r.status_code == 409 and r.json()["error"]["message"] == message, (path, r.text)
+    assert c.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("state", FORGED_STATES + ['{"status": "finished", "out": 5}', '{"data": ["a"]}'],
+                         ids=range(len(FORGED_STATES) + 2))
+def test_a_forged_eval_or_export_state_is_shown_as_unreadable(work, state):
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    for what, name in (("eval", "ui_eval.json"), ("export", "ui_export.json")):
+        (work / "runs" / "done" / what).mkdir(exist_ok=True)
+        (work / "runs" / "done" / what / name).write_text(state)
+        r = c.get(f"/api/runs/done/{what}")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "unreadable", r.json()
+        assert r.json()["error"].startswith(f"runs/done/{what}/{name}: "), r.json()
+
+
+def test_an_upload_onto_a_folder_or_into_an_uploads_file_is_one_sentence(work):
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    (work / "uploads" / "taken.jsonl").mkdir(parents=True)
+    r = c.post("/api/upload?name=taken.jsonl", content=b"[]")
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "upload taken.jsonl: uploads/taken.jsonl is a folder; choose another name", "field": "name"}
+    assert (work / "uploads" / "taken.jsonl").is_dir() and [p.name for p in (work / "uploads").iterdir()] == [
+        "taken.jsonl"]  # no temporary file left behind
+    shutil.rmtree(work / "uploads")
+    (work / "uploads").write_text("a file where the folder goes")
+    r = c.post("/api/upload?name=new.jsonl", content=b"[]")
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "upload new.jsonl: uploads is a file, not a folder; move it away to upload", "field": "name"}
+    assert (work / "uploads").read_text() == "a file where the folder goes"
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "folder"])
+def test_a_link_fifo_or_folder_at_a_lock_path_is_refused_never_followed(work, monkeypatch, kind):
+    from sftlab.ui import tools
+
+    monkeypatch.setattr(tools, "spawn", lambda *a, **k: pytest.fail("a child was started"))
+    export = work / "runs" / "done" / "export"
+    export.mkdir()
+    lock = export / ".ui_export.json.start"
+    victim = work / "victim"
+    if kind == "link":
+        lock.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    try:
+        r = _unblocked(lambda: c.post("/api/runs/done/export", json={"format": "safetensors"}))
+    finally:
+        _release_fifos(export)
+    what = {"link": "a symbolic link", "fifo": "a FIFO", "folder": "a folder"}[kind]
+    assert r.status_code == 409 and r.json()["error"]["message"] == (
+        f"runs/done/export/.ui_export.json.start is {what}, not a lock file sftlab ui made; remove it"), r.text
+    # The queue's lock: said before a run folder is made (not after the run is queued, nor beside its name).
+    shutil.move(lock, work / "runs" / ".ui-queue.lock")
+    try:
+        r = _unblocked(lambda: c.post("/api/runs", json={"config": {"datasets": ["data.json"]}, "name": "new"}))
+    finally:
+        _release_fifos(work / "runs")
+    assert r.status_code == 409 and r.json()["error"] == {
+        "message": f"runs/.ui-queue.lock is {what}, not a lock file sftlab ui made; remove it"}, r.text
+    assert not (work / "runs" / "new").exists() and not victim.exists()
+
+
+def _deny(monkeypatch, folder: Path) -> None:
+    """What chmod 000 on `folder` does to a reader that is not root (the tests may run as root, where chmod
+    blocks nothing): listing it, or looking at anything inside it, is PermissionError; the folder itself is seen."""
+    import pathlib
+
+    def guarded(name):
+        original = getattr(pathlib.Path, name)
+
+        def method(self, *a, **k):
+            if folder in self.parents or (self == folder and name in ("iterdir", "glob")):
+                raise PermissionError(13, "Permission denied", str(self))
+            return original(self, *a, **k)
+        return method
+
+    for name in ("is_file", "is_dir", "iterdir", "stat", "read_text", "glob", "exists"):
+        monkeypatch.setattr(pathlib.Path, name, guarded(name))
+
+
+def test_a_run_folder_that_cannot_be_read_is_listed_as_such(work, monkeypatch):
+    locked_out = _cli_run(work, "locked")
+    _deny(monkeypatch, locked_out)
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    r = c.get("/api/runs")
+    assert r.status_code == 200, r.text
+    runs = {run["id"]: run for run in r.json()["runs"]}
+    assert runs["done"]["status"] == "finished"
+    assert runs["locked"]["status"] == "unreadable" and "Permission denied" in runs["locked"]["error"], runs
+    for path in ("/", "/eval", "/api/models"):
+        assert c.get(path).status_code == 200, path
+
+
+def test_the_run_page_carries_its_data_as_json_without_nan_or_infinity(work):
+    import re
+
+    (work / "runs" / "done" / "metrics.jsonl").write_text('{"step": 1, "loss": NaN, "grad_norm": Infinity}\n')
+    (work / "runs" / "done" / "data_report.json").write_text('{"rows_read": Infinity}')
+    page = client(work).get("/runs/done").text
+    data = re.search(r'<script type="application/json" id="run-data">(.*?)</script>', page).group(1)
+
+    def refuse(word):
+        raise AssertionError(f"{word} in the page's JSON")
+
+    run = json.loads(data, parse_constant=refuse)
+    assert run["metrics"] == [{"step": 1, "loss": None, "grad_norm": None}] and run["data_report"] == {"rows_read": None}
+
+
+@pytest.mark.parametrize("name", [".train.lock", "train.log", "metrics.jsonl", "data_report.json", "ui_state.json",
+                                  "eval/responses.jsonl", "eval/eval.log", "export/export.log"])
+def test_a_fifo_planted_in_a_run_folder_never_hangs_a_page(work, name):
+    folder = work / "runs" / "done"
+    (folder / name).parent.mkdir(exist_ok=True)
+    (folder / name).unlink(missing_ok=True)
+    os.mkfifo(folder / name)
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    try:
+        for path in ("/api/runs", "/api/runs/done", "/api/runs/done/eval", "/api/runs/done/export", "/"):
+            r = _unblocked(lambda: c.get(path), 20 if path == "/api/runs" else 5)
+            assert r.status_code in (200, 409), (path, r.text)
+    finally:
+        _release_fifos(folder)
+    if "/" not in name:
+        run = {r["id"]: r for r in c.get("/api/runs").json()["runs"]}["done"]
+        assert run["status"] == "unreadable" and run["error"].startswith("run done: ") and (
+            f"{name} is a FIFO, not a file sftlab writes" in run["error"]), run
+
+
+@pytest.mark.parametrize("name, text", [
+    ("data_report.json", "[" * 500 + "]" * 500),
+    ("metrics.jsonl", '{"step": 1, "x": ' + "[" * 500 + "]" * 500 + "}\n"),
+    ("config.yaml", "method: lora\nx: &a [*a]\n"),  # an alias that holds itself: nested forever
+])
+def test_files_nested_too_deep_to_serve_are_one_sentence_never_a_500(work, name, text):
+    (work / "runs" / "done" / name).write_text(text)
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    for path in ("/api/runs/done", "/runs/done", "/api/runs/done/events"):
+        r = c.get(path)
+        assert r.status_code == 409 and r.json()["error"]["message"] == (
+            f"run done: runs/done/{name}: nested more than 100 levels deep, which sftlab never writes; remove it"), path
+    assert c.get("/api/runs").status_code == 200
+
+
+def test_a_body_json_cannot_hold_is_the_one_error_shape(work):
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    r = c.post("/api/config/yaml", content=b'{"config": {"seed": 1' + b"0" * 5000 + b"}}",
+               headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json() == {"error": {"message": (
+        "the request body cannot be read as JSON (a number longer than 4300 digits, or bytes that are no text)")}}
+
+
+def test_the_runner_never_writes_its_log_through_a_link_or_into_a_fifo(tmp_path, monkeypatch):
+    from sftlab.ui.runner import main
+
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # (main() runs in a thread here: signals are the main's)
+
+    os.mkfifo(tmp_path / "fifo.log")
+    (tmp_path / "link.log").symlink_to(tmp_path / "elsewhere.log")
+    for log, why in (("fifo.log", "No such device or address"), ("link.log", "Too many levels of symbolic links")):
+        state = tmp_path / f"{log}.json"
+        assert _unblocked(lambda: main(["--state", str(state), "--log", str(tmp_path / log), "--", "--version"])) == 2
+        recorded = json.loads(state.read_text())
+        assert (recorded["status"], recorded["error"]) == (
+            "failed", f"its log {tmp_path / log} cannot be written ({why}); remove what is there")
+    assert not (tmp_path / "elsewhere.log").exists()
+
+
+def test_a_fifo_named_like_a_data_file_never_hangs_the_pickers(work):
+    os.mkfifo(work / "pipe.jsonl")
+    c = TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
+    try:
+        r = _unblocked(lambda: c.get("/api/files"))
+    finally:
+        _release_fifos(work)
+    assert r.status_code == 200 and r.json()["files"] == ["data.json"]

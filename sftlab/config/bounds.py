@@ -57,7 +57,9 @@ class Limit:
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
 
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
+        # (pydantic would take true as 1: a number is never a boolean)
+        return core_schema.no_info_before_validator_function(
+            _not_a_boolean, core_schema.no_info_after_validator_function(self.check, handler(source)))
 
     def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
         out = handler(schema)
@@ -70,6 +72,12 @@ class Limit:
         return out
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -78,6 +86,7 @@ POSITIVE = Limit(gt=0)
 COUNT = Limit(ge=1)
 NON_NEGATIVE = Limit(ge=0)
 FRACTION = Limit(ge=0, lt=1)
+SEED = Limit(ge=0, le=2**32 - 1)  # what numpy's seed takes (transformers' set_seed seeds it)
 
 # The numeric command-line options that are no config key (the config's keys carry their bounds in their own
 # declaration; an option named like a key, such as --max-length or --batch-size, shares the key's).

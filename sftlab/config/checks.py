@@ -28,9 +28,9 @@ def check(name: str, value: Any) -> Any:
 
 def require(name: str, value: Any, label: str | None = None) -> Any:
     """`value` if it lies within the bounds of `name`, else a SftlabError naming it ("--top-p must be …")."""
-    from sftlab.errors import SftlabError
+    from sftlab.errors import SftlabError, echo
 
     problem = bound(name).problem(value)
     if problem:
-        raise SftlabError(f"{label or name} {problem} (got {value})")
+        raise SftlabError(f"{label or name} {problem} (got {echo(value)})")
     return value

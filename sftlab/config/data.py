@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from sftlab.config.bounds import Limit
+from sftlab.config.bounds import SEED, Limit
 from sftlab.config.fields import BOOKKEEPING, WHAT, Count, OptionalCount, setting
 from sftlab.defaults import DATA_CHECKS, MAX_LENGTH
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, echo
 
 # Fields that change how examples are made or laid out afterwards, not what they are: not in the cache key.
 # (packing is applied to the examples the cache holds; num_proc only shares the encoding among processes.)
@@ -36,7 +36,7 @@ def check_template_kwargs(value: Any, label: str = "template_kwargs") -> dict[st
         raise SftlabError(f"{label} must be a mapping of template variables to values (e.g. {{enable_thinking: false}})")
     for name, v in value.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise SftlabError(f"{label}: {name!r} is not a template variable name (letters, digits and _)")
+            raise SftlabError(f"{label}: {echo(name)} is not a template variable name (letters, digits and _)")
         if name in _RESERVED_KWARGS:
             raise SftlabError(f"{label}: '{name}' is set by sftlab for every render and cannot be a template option")
         try:
@@ -87,7 +87,7 @@ class DataSettings(BaseModel):
         False, group=WHAT,
         help="The whole dataset packed into rows of max_length first, each packed row one batch member (fewer "
              "optimizer steps; TRL's name).")
-    limit: OptionalCount = setting(None, group=WHAT, help="Only the first N conversations (quick trials).")
+    limit: OptionalCount = setting(None, group=WHAT, help="Only the first N conversations (quick trials), counted after `clean` and the mixture: the first N that would train.")
     mixture_examples: Annotated[Optional[int], Limit(ge=1, le=100_000_000)] = setting(
         None, group=WHAT,
         help="Mixing datasets by `weight` (shares of the examples): how many examples in all (default: the rows read).")
@@ -102,7 +102,7 @@ class DataSettings(BaseModel):
     num_proc: OptionalCount = setting(
         None, group=WHAT,
         help="Encoding: worker processes for inputs of 2,000 conversations or more (default: one per core, at most 8).")
-    seed: int = setting(42, group=BOOKKEEPING, transformers=("seed", "data_seed"),
+    seed: Annotated[int, SEED] = setting(42, group=BOOKKEEPING, transformers=("seed", "data_seed"),
                         help="Seed of the data order, the split and the initialisation.")
 
     @field_validator("template_kwargs")

@@ -4,6 +4,7 @@ TrainConfig, its mistakes told in one sentence a person can act on."""
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,15 @@ import yaml
 from pydantic import ValidationError
 
 from sftlab.config.train import DatasetSpec, DistributedSpec, TrainConfig
-from sftlab.errors import SftlabError
-from sftlab.files import input_problem, read_text
+from sftlab.errors import SftlabError, echo, echo_path, echo_text
+from sftlab.files import input_problem, output_folder_problem, path_name_problem, read_text
 
 
 # A config is a few hundred values at most; YAML aliases can make a few lines stand for billions (an "alias bomb").
 YAML_MAX_VALUES = 100_000
+# A config is a few levels deep (stages → datasets → a file's keys; a template option's value): deeper is no config,
+# refused before anything walks it (pydantic, repr, json.dumps each recurse).
+YAML_MAX_DEPTH = 64
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -31,24 +35,33 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is not a string (config keys are names)", key_node.start_mark)
+                    None, None, f"the key {echo(key)} is not a string (config keys are names)", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"the key '{key}' is given more than once", key_node.start_mark)
+                    None, None, f"the key {echo(key)} is given more than once", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _depth(node: yaml.Node, depths: dict[int, int]) -> int:
+    """How deep `node` nests (a scalar: 1), each node measured once (an alias to a node that contains itself: once)."""
+    if id(node) not in depths:
+        depths[id(node)] = 1
+        depths[id(node)] = 1 + max((_depth(c, depths) for c in _children(node)), default=0)
+    return depths[id(node)]
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     """How many values `node` stands for with its aliases expanded (each node counted once per use)."""
     if id(node) not in sizes:
         sizes[id(node)] = 1  # (a node that contains itself is counted once, not forever)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        sizes[id(node)] = 1 + sum(_expanded_size(c, sizes) for c in children)
+        sizes[id(node)] = 1 + sum(_expanded_size(c, sizes) for c in _children(node))
     return sizes[id(node)]
 
 
@@ -59,21 +72,33 @@ def parse_yaml(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, {}) > YAML_MAX_VALUES:
-            raise yaml.YAMLError(f"its aliases expand to more than {YAML_MAX_VALUES:,} values")
-        return loader.construct_document(node)
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, sizes) > YAML_MAX_VALUES:
+            aliased = _expanded_size(node, sizes) > len(sizes)  # (more values than nodes: aliases repeat some)
+            raise yaml.YAMLError(f"its aliases expand to more than {YAML_MAX_VALUES:,} values" if aliased
+                                 else f"it holds more than {YAML_MAX_VALUES:,} values")
+        if _depth(node, {}) > YAML_MAX_DEPTH:
+            raise yaml.YAMLError(f"nested more than {YAML_MAX_DEPTH} deep")
+        try:
+            return loader.construct_document(node)
+        except ValueError as e:  # (int() of a number of more digits than Python converts)
+            if "digits" not in str(e):
+                raise
+            raise yaml.YAMLError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
     finally:
         loader.dispose()
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise SftlabError(f"--set {item!r}: expected key=value")
+        raise SftlabError(f"--set {echo(item)}: expected key=value")
     key, raw = item.split("=", 1)
+    if not all(part.strip() for part in key.split(".")):
+        raise SftlabError(f"--set {echo(item)}: expected key=value (a key name is empty)")
     try:
         value = parse_yaml(raw) if raw.strip() else None
     except (yaml.YAMLError, RecursionError) as e:
-        raise SftlabError(f"--set {key}: the value is not valid YAML ({_yaml_problem(e)})") from None
+        raise SftlabError(f"--set {echo_text(key)}: the value is not valid YAML ({_yaml_problem(e)})") from None
     return key.strip(), value
 
 
@@ -90,7 +115,7 @@ def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
     for p in parents:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise SftlabError(f"--set {dotted}: {p} is not a mapping")
+            raise SftlabError(f"--set {echo_text(dotted)}: {echo_text(p)} is not a mapping")
     node[last] = value
 
 
@@ -106,7 +131,7 @@ def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = Non
     fields = TrainConfig.model_fields if fields is None else fields
     err = e.errors()[0]
     loc = tuple(err["loc"])
-    where = _location(loc)
+    where = echo_text(_location(loc))
     if err["type"] == "extra_forbidden":
         known = fields if len(loc) == 1 else (DistributedSpec if loc[0] == "distributed" else DatasetSpec).model_fields
         hint = difflib.get_close_matches(str(loc[-1]), list(known), n=1, cutoff=0.6)
@@ -117,23 +142,25 @@ def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = Non
     msg = err["msg"].removeprefix("Value error, ")
     if not loc:
         return f"{origin}: {msg}"
-    got = repr(err.get("input"))
-    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {got if len(got) <= 80 else got[:79] + '…'})"
+    return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {echo(err.get('input'))})"
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:
     """The configuration of a run: YAML file (optional) + `--set` overrides, validated once."""
     data: dict[str, Any] = {}
-    origin = str(path) if path else "--set"
+    origin = echo_path(path) if path else "--set"
     if path is not None:
+        problem = path_name_problem(path)  # (before the disk is asked, which would say "File name too long")
+        if problem:
+            raise SftlabError(f"{origin}: config file {problem}")
         try:
             loaded = parse_yaml(read_text(path, "config file"))
         except (yaml.YAMLError, RecursionError) as e:
             mark = getattr(e, "problem_mark", None)
             line = f" on line {mark.line + 1}" if mark is not None else ""
-            raise SftlabError(f"{path}: invalid YAML{line} ({_yaml_problem(e)})") from None
+            raise SftlabError(f"{origin}: invalid YAML{line} ({_yaml_problem(e)})") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise SftlabError(f"{path}: the config must be a mapping of keys to values")
+            raise SftlabError(f"{origin}: the config must be a mapping of keys to values")
         data = loaded or {}
     from_set: set[str] = set()  # top-level keys given (or overridden) by --set: their mistakes are --set's
     for item in sets or []:
@@ -154,7 +181,8 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
 
 
 def file_problem(config: TrainConfig) -> str | None:
-    """Why a file the config names cannot be read (its datasets, eval_datasets and a .jinja template), or None:
+    """Why a file the config names cannot be read (its datasets, eval_datasets and a .jinja template), or its
+    output_dir cannot be a folder (a file, a FIFO, a path through a file), or None:
     said before any work, for a config and for each stage of a staged one (training.stages.check_stages)."""
     for i, d in enumerate(config.datasets + config.eval_datasets):
         problem = input_problem(d.path, "any")
@@ -163,9 +191,12 @@ def file_problem(config: TrainConfig) -> str | None:
             hint = ""
             if problem == "not found" and Path(d.path).parts[:2] == ("runs", "demo"):
                 hint = " (`make demo` writes it: run that first)"
-            return f"{key} file {d.path} {problem}{hint}"
+            return f"{key} file {echo_path(d.path)} {problem}{hint}"
+    problem = output_folder_problem(Path(config.output_dir).expanduser())
+    if problem:  # (before a run lock or a checkpoint is written into it)
+        return f"output_dir {echo_path(config.output_dir)}: {problem}"
     if config.template and config.template.endswith(".jinja"):
         problem = input_problem(config.template)
         if problem:
-            return f"template file {config.template} {problem}"
+            return f"template file {echo_path(config.template)} {problem}"
     return None

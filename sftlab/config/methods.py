@@ -30,30 +30,41 @@ class Method:
     # Whether the embedding rows of chat tokens added to a base model's vocabulary can train under it (prompt
     # methods train virtual tokens only: refused).
     trains_new_tokens: bool = True
-    own_keys: tuple[str, ...] = ()  # config keys that only this method takes (set with another method: refused)
+    # The config keys this method acts on that some methods do not (a key may be several methods' own: LoRA's rank is
+    # lora's, dora's, qlora's and hybrid's). Set to other than its default with a method that does not own it, a key
+    # is refused (TrainConfig reads OWNERS below): nothing a config gives is silently left unused.
+    own_keys: tuple[str, ...] = ()
     quantized: bool = False  # the base's linear layers load in 4-bit NF4 (sftlab/quantize.py), frozen
     head: bool = False  # trains a task head (task: classification | reward; sftlab/training/heads.py)
 
 
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full", FULL_LEARNING_RATE, head=True),
-    Method("freeze", FULL_LEARNING_RATE, head=True),
-    Method("lora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", head=True),
+    Method("freeze", FULL_LEARNING_RATE, head=True, own_keys=("freeze_trainable_layers", "freeze_train_embeddings")),
+    Method("lora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", head=True,
+           own_keys=LORA_KEYS),
     Method("dora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA",
-           peft_options={"use_dora": True}, head=True),
+           peft_options={"use_dora": True}, head=True, own_keys=LORA_KEYS),
     # LoRA on a 4-bit NF4 base (bitsandbytes). New chat tokens' rows would be peft's trainable tokens on a quantised
     # model, which sftlab does not test: refused.
     Method("qlora", ADAPTER_LEARNING_RATE, adapter=True, mergeable=True, peft_type="LORA", trains_new_tokens=False,
-           quantized=True),
-    Method("hybrid", FULL_LEARNING_RATE, lora_phase=True, own_keys=("hybrid_lora_learning_rate",)),
+           quantized=True, own_keys=LORA_KEYS),
+    Method("hybrid", FULL_LEARNING_RATE, lora_phase=True,
+           own_keys=(*LORA_KEYS, "hybrid_full_fraction", "hybrid_lora_learning_rate")),
     # peft's task guides: prompt tuning 3e-2, prefix tuning 1e-2, P-tuning 1e-3; LLaMA-Adapter's paper 9e-3.
     Method("prompt_tuning", 3e-2, adapter=True, peft_type="PROMPT_TUNING", one_example_per_row=True,
-           trains_new_tokens=False, own_keys=("prompt_init_text",)),
+           trains_new_tokens=False, own_keys=("num_virtual_tokens", "prompt_init_text")),
     Method("prefix_tuning", 1e-2, adapter=True, peft_type="PREFIX_TUNING", one_example_per_row=True,
-           trains_new_tokens=False),
-    Method("p_tuning", 1e-3, adapter=True, peft_type="P_TUNING", one_example_per_row=True, trains_new_tokens=False),
-    Method("adaption_prompt", 9e-3, adapter=True, peft_type="ADAPTION_PROMPT", trains_new_tokens=False),
+           trains_new_tokens=False, own_keys=("num_virtual_tokens",)),
+    Method("p_tuning", 1e-3, adapter=True, peft_type="P_TUNING", one_example_per_row=True, trains_new_tokens=False,
+           own_keys=("num_virtual_tokens",)),
+    Method("adaption_prompt", 9e-3, adapter=True, peft_type="ADAPTION_PROMPT", trains_new_tokens=False,
+           own_keys=("num_virtual_tokens", "adaption_layers")),
 )}
+# Each own key and the methods that act on it, in METHODS' order.
+OWNERS: dict[str, tuple[str, ...]] = {key: tuple(m.name for m in METHODS.values() if key in m.own_keys)
+                                      for spec in METHODS.values() for key in spec.own_keys}
 METHOD_NAMES = tuple(METHODS)
 DEFAULT_METHOD = METHOD_NAMES[0]
 # The adapters `sftlab merge` and `sftlab export` cannot fold into a model (virtual tokens, not weight deltas).

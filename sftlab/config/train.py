@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from sftlab.config.bounds import FRACTION, NON_NEGATIVE, POSITIVE, Limit
 from sftlab.config.data import DataSettings
 from sftlab.config.fields import BOOKKEEPING, EVALUATION, HOW, OPTIMISATION, WHAT, Count, OptionalCount, setting
-from sftlab.config.methods import ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS, Method
+from sftlab.config.methods import (ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS,
+                                   OWNERS, Method)
 from sftlab.defaults import DEFAULT_MODEL
-from sftlab.errors import SftlabError
-from sftlab.files import child
+from sftlab.errors import SftlabError, echo, echo_text
+from sftlab.files import child, path_name_problem
 
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -239,13 +240,32 @@ class TrainConfig(DataSettings, Inputs):
         return {"learning_rate": spec.learning_rate, "padding_free": not spec.one_example_per_row,
                 "hybrid_lora_learning_rate": lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE if spec.lora_phase else None}
 
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights_are_numbers(cls, value: Any) -> Any:
+        for label, weight in (value.items() if isinstance(value, dict) else ()):
+            if isinstance(weight, bool):  # (pydantic would take true as 1)
+                raise ValueError(f"the weight of {echo(label)} must be a number, not true or false")
+        return value
+
     @field_validator("class_weights")
     @classmethod
     def _weights_within_bounds(cls, value: Any) -> Any:
         for label, weight in (value.items() if isinstance(value, dict) else ()):
             problem = NON_NEGATIVE.problem(weight)
             if problem:
-                raise ValueError(f"the weight of {label!r} {problem}")
+                raise ValueError(f"the weight of {echo(label)} {problem}")
+        return value
+
+    @field_validator("model", "output_dir")
+    @classmethod
+    def _names_fit_a_file_system(cls, value: Any) -> Any:
+        """A folder or file name no file system takes is said before any work (not File name too long midway)."""
+        if isinstance(value, str) and not value.strip():  # ("" would be the working folder)
+            raise ValueError("is empty: name a folder")
+        problem = path_name_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("report_to")
@@ -263,7 +283,7 @@ class TrainConfig(DataSettings, Inputs):
 
         names = [s.value for s in SchedulerType]
         if v not in names:
-            raise ValueError(f"unknown scheduler {v!r}; choose one of {', '.join(names)}")
+            raise ValueError(f"unknown scheduler {echo(v)}; choose one of {', '.join(names)}")
         return v
 
     @model_validator(mode="after")
@@ -274,10 +294,7 @@ class TrainConfig(DataSettings, Inputs):
             raise ValueError("no training data: set `datasets` (a list of {path, format?, weight?})")
         if self.eval_split and self.eval_datasets:
             raise ValueError("set `eval_split` or `eval_datasets`, not both")
-        for other in METHODS.values():
-            for key in other.own_keys:
-                if other.name != self.method and getattr(self, key) is not None:
-                    raise ValueError(f"`{key}` is for method: {other.name} only")
+        self._check_own_keys()
         if self.task != "sft":
             self._check_task()
         elif self.class_weights is not None:
@@ -290,6 +307,20 @@ class TrainConfig(DataSettings, Inputs):
                              f"{self.distributed.strategy} shards full-precision weights: use strategy ddp")
         return self
 
+    def _check_own_keys(self) -> None:
+        """A method's own key (sftlab/config/methods.py OWNERS) given with a method that does not read it is refused
+        (at its default it is what every config.yaml writes, and changes nothing). A staged config's keys go to
+        every stage: one is refused here when no stage's method reads it, and per stage when that stage's does not."""
+        methods = [self.method, *(s.keys.get("method") or self.method for s in self.stages or ())]
+        if not all(isinstance(m, str) and m in METHODS for m in methods):
+            return  # (a stage's unknown method is its own sentence: training.stages.check_stages)
+        for key, owners in OWNERS.items():
+            if set(methods).isdisjoint(owners) and getattr(self, key) != type(self).model_fields[key].default:
+                names = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} or {owners[-1]}"
+                used = ", ".join(dict.fromkeys(methods[1:]))
+                chosen = f"the stages' methods ({used}) do not" if self.stages else f"method {self.method} does not"
+                raise ValueError(f"`{key}` is for method {names}; {chosen} use it")
+
     def _check_task(self) -> None:
         """A head run reads whole rows (no packing, no per-token keys); keys that would not act are refused."""
         if not self.method_spec.head:
@@ -300,6 +331,7 @@ class TrainConfig(DataSettings, Inputs):
         unused = {"packing": self.packing, "neftune_alpha": self.neftune_alpha, "stages": self.stages,
                   "clean": self.clean, "mixture_examples": self.mixture_examples,
                   "train_on": self.train_on != "all_assistant", "template_tokens": self.template_tokens,
+                  "freeze_train_embeddings": self.freeze_train_embeddings,  # (the head trains; the embeddings do not)
                   "weight": any(d.weight is not None for d in [*self.datasets, *self.eval_datasets])}
         for key, value in unused.items():
             if value:
@@ -307,7 +339,7 @@ class TrainConfig(DataSettings, Inputs):
         if isinstance(self.class_weights, dict):
             for label, weight in self.class_weights.items():
                 if not 0 <= weight < float("inf"):
-                    raise ValueError(f"class_weights['{label}'] must be a non-negative number")
+                    raise ValueError(f"class_weights[{echo(label)}] must be a non-negative number")
 
     def _check_stages(self) -> None:
         if not self.stages:
@@ -317,8 +349,8 @@ class TrainConfig(DataSettings, Inputs):
             bad = [key for key in stage.keys if key not in type(self).model_fields
                    or key in ("stages", "output_dir", "resume", "model")]
             if bad:
-                raise ValueError(f"stages[{k}]: `{bad[0]}` cannot be set per stage (a stage takes the config's keys "
-                                 "except model, output_dir, resume and stages)")
+                raise ValueError(f"stages[{k}]: `{echo_text(bad[0])}` cannot be set per stage (a stage takes the "
+                                 "config's keys except model, output_dir, resume and stages)")
             if not stage.keys.get("datasets") and not self.datasets:
                 raise ValueError(f"stages[{k}] has no datasets (and the config gives none to inherit)")
             name = stage.folder(k)

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class Encoder:
         if out.tools_ignored:
             log.warning(
                 "%d conversation%s carr%s tool definitions that template '%s' does not render: the model will not "
-                "see them; use a template that renders tools (template: chatml, llama3 or qwen)",
+                "see them; use a template that renders tools (template: chatml or qwen)",
                 out.tools_ignored, "" if out.tools_ignored == 1 else "s", "ies" if out.tools_ignored == 1 else "y",
                 self.template.name)
 
@@ -200,6 +200,9 @@ class Encoder:
         full = self.template.render(msgs, tools)
         real = self._revealed(full, plain, conv.tools) if hidden else None
         if self.train_on == "all":
+            for i, m in enumerate(msgs):
+                if m["role"] == "assistant":
+                    self._check_written(full, m, i)
             return [self._piece(full, [], conv, hidden, train_all=True, real=real)], False
         trained = self._trained_turns(conv)
         # Each turn's prefix is rendered whole, so the work grows with turns²; in a long conversation
@@ -219,11 +222,11 @@ class Encoder:
                 owners.append(i)
                 continue
             prompt = self.template.render(msgs[:i], tools, add_generation_prompt=True)
-            upto = self._turn_end(full if i == len(msgs) - 1 else self.template.render(msgs[: i + 1], tools), len(prompt))
+            upto = self._turn_text(msgs, tools, i, prompt, split=False, full=full)
             if not (full.startswith(upto) and upto.startswith(prompt)) or _restored(upto, len(prompt), msgs[i]) != upto:
                 stable = False
                 break
-            turn = self._turn_spans(upto, len(prompt), weight, msgs[i])
+            turn = self._turn_spans(upto, len(prompt), weight, msgs, tools, i, split=False)
             spans += turn
             owners += [i] * len(turn)
             cuts.append(len(prompt))
@@ -244,11 +247,8 @@ class Encoder:
                                   f"'{self.template.name}' rewrites earlier turns, so a tool result cannot be trained "
                                   "with it")
             prompt = self.template.render(msgs[:i], tools, add_generation_prompt=True)
-            upto = self.template.render(msgs[: i + 1], tools)
-            if not upto.startswith(prompt):
-                upto = self._continuation(prompt, upto, msgs[i], i)
-            upto = _restored(self._turn_end(upto, len(prompt)), len(prompt), msgs[i])
-            turn = [s for s in self._turn_spans(upto, len(prompt), weight, msgs[i]) if s[1] > s[0]]
+            upto = self._turn_text(msgs, tools, i, prompt, split=True)
+            turn = [s for s in self._turn_spans(upto, len(prompt), weight, msgs, tools, i, split=True) if s[1] > s[0]]
             if turn:
                 piece = self._piece(upto, turn, conv, hidden, cuts=[len(prompt)])
                 pieces.append(self._with_parts(piece, msgs[: i + 1], [i] * len(turn)))
@@ -281,13 +281,69 @@ class Encoder:
         piece.parts = sorted({p for p in out if p[1] > p[0]})
         return piece
 
-    def _turn_spans(self, upto: str, start: int, weight: float, msg: dict[str, Any]) -> list[Span]:
-        """The spans of an assistant turn that runs from `start` (the end of its generation prompt) to the end of
+    def _turn_text(self, msgs: list[dict[str, Any]], tools: Any, i: int, prompt: str, split: bool,
+                   full: str | None = None) -> str:
+        """The text up to the end of assistant turn `i` after `prompt` (its generation prompt): as the template writes
+        the conversation (`full`: all of it, when `i` is the last message), or, for a conversation split per turn,
+        as the model writes the turn after that prompt."""
+        if not split:
+            return self._turn_end(full if full is not None and i == len(msgs) - 1
+                                  else self.template.render(msgs[: i + 1], tools), len(prompt))
+        upto = self.template.render(msgs[: i + 1], tools)
+        if not upto.startswith(prompt):
+            upto = self._continuation(prompt, upto, msgs, tools, i)
+        return _restored(self._turn_end(upto, len(prompt)), len(prompt), msgs[i])
+
+    def _turn_spans(self, upto: str, start: int, weight: float, msgs: list[dict[str, Any]], tools: Any,
+                    i: int, split: bool) -> list[Span]:
+        """The spans of assistant turn `i` that runs from `start` (the end of its generation prompt) to the end of
         `upto`: its reasoning trace (trained only with train_reasoning), then its answer and end of turn."""
         end = max(start, len(upto.rstrip()))
-        split = trace_end(upto, start, end, msg)
-        spans = [(start, split, weight, "reasoning")] if split > start and self.train_reasoning else []
-        return [*spans, (split, end, weight, "answer")]
+        built = lambda probe: self._turn_text(probe, tools, i, upto[:start], split)  # noqa: E731
+        split_at = trace_end(upto, start, end, msgs[i], self._reasoning_at(upto, start, end, msgs, i, built))
+        self._check_written(upto[split_at:end], msgs[i], i)
+        spans = [(start, split_at, weight, "reasoning")] if split_at > start and self.train_reasoning else []
+        return [*spans, (split_at, end, weight, "answer")]
+
+    def _reasoning_at(self, text: str, start: int, end: int, msgs: list[dict[str, Any]], i: int,
+                      built: Callable[[list[dict[str, Any]]], str]) -> tuple[int, int] | None:
+        """Where message `i`'s reasoning lies in `text` (which `built(msgs)` made), between `start` and `end`: its
+        start (-1: the template does not write it there) and length; None where that cannot be told (trace_end then
+        takes its first place)."""
+        msg = msgs[i]
+        reasoning = msg.get("reasoning_content")
+        if not reasoning:
+            return None
+        at, length, limit = _reasoning_places(text, start, end, msg)
+        if at < 0 or text.find(text[at : at + length], at + 1, limit) < 0:
+            return at, length  # written nowhere before the answer, or in one place
+        # Several places (a short trace such as "R" also spells part of a marker, <|START_RESPONSE|>): the trace is
+        # where the template writes a probe given in its stead.
+        probe = {**msg, "reasoning_content": _TRACE_PROBE}
+        try:
+            rendered = built([*msgs[:i], probe])  # the turn made the same way, the probe in the trace's place
+        except SftlabError:
+            return None
+        where = rendered.find(_TRACE_PROBE, start)
+        if where < 0:
+            return (-1, 0) if rendered[start:end] == text[start:end] else None
+        same = rendered[start:where] == text[start:where] and text.startswith(reasoning, where)
+        return (where, len(reasoning)) if same else None
+
+    def _check_written(self, text: str, msg: dict[str, Any], i: int) -> None:
+        """Refuse (drop the row) where the template leaves out an answer it was given: its content, or a tool call
+        (by the function's name), missing from `text`, the answer as rendered. A template that writes only the trace
+        of an answer with one would otherwise train its end-of-turn alone, the answer silently gone."""
+        what = f"message {i + 1}"
+        content = (msg.get("content") or "").strip()
+        if content and content not in text:
+            raise SftlabError(f"chat template '{self.template.name}' does not write the answer of {what} (its "
+                              "content), so it cannot be trained")
+        for call in msg.get("tool_calls") or ():
+            name = (call.get("function") or call).get("name") if isinstance(call, dict) else None
+            if isinstance(name, str) and name not in text:
+                raise SftlabError(f"chat template '{self.template.name}' does not write the tool call '{name}' of "
+                                  f"{what}, so it cannot be trained")
 
     def _turn_end(self, upto: str, start: int) -> str:
         """`upto` (a conversation rendered up to a turn) without what a template that always writes its generation
@@ -301,7 +357,17 @@ class Encoder:
                 return upto[: at + len(end)]
         return upto
 
-    def _continuation(self, prompt: str, upto: str, msg: dict[str, Any], i: int) -> str:
+    def _generation_prompt(self, msgs: list[dict[str, Any]], tools: Any, i: int, prompt: str, opened: str) -> str:
+        """What add_generation_prompt adds after messages[:i] (`opened`, where that cannot be told): the template's own
+        text, so a </think> in the data (a trace, a tool call's arguments) never reads as thinking switched off."""
+        try:
+            before = self.template.render(msgs[:i], tools)
+        except SftlabError:
+            return opened
+        # (A template that always writes its generation prompt (Command-R7B) adds nothing here: `opened` then.)
+        return prompt[len(before):] if prompt.startswith(before) and len(prompt) > len(before) else opened
+
+    def _continuation(self, prompt: str, upto: str, msgs: list[dict[str, Any]], tools: Any, i: int) -> str:
         """The turn as the model writes it after `prompt`, for a template whose generation prompt opens the
         reasoning trace (DeepSeek-R1's ends with `<think>\\n`) while its assistant messages leave the trace out:
         the prompt, the rest of the trace, the answer as the template writes it. A prompt that closes the trace
@@ -315,17 +381,16 @@ class Encoder:
         opening = max(prompt.rfind("<", 0, common), prompt.rfind("[", 0, common))
         if opening > max(prompt.rfind(">", 0, common), prompt.rfind("]", 0, common)):
             common = opening
+        msg = msgs[i]
         opened, answer = prompt[common:], upto[common:]
         trace = inline_trace(msg.get("reasoning_content") or "")
-        if any(close in opened for close in TRACE_CLOSES):
-            # Thinking off (enable_thinking: false): the answer after whatever trace the message has, untrained.
-            close = upto.find(THINK_CLOSE, common)
-            if close >= 0:
-                at = close + len(THINK_CLOSE)
-                while at < len(upto) and upto[at].isspace():
-                    at += 1
-                answer = upto[at:]
-            return prompt + answer
+        if (any(close in opened for close in TRACE_CLOSES)
+                and any(close in self._generation_prompt(msgs, tools, i, prompt, opened) for close in TRACE_CLOSES)):
+            # Thinking off (enable_thinking: false): the answer after whatever trace the message has (the trace rule's
+            # end: a trace holding </think> itself is still the trace's), untrained.
+            found = self._reasoning_at(upto, common, len(upto), msgs, i,
+                                       lambda probe: self.template.render(probe[: i + 1], tools))
+            return prompt + upto[trace_end(upto, common, len(upto), msg, found):]
         if opened and trace.startswith(opened):
             # The template keeps the newlines after </think> in the answer (its split leaves them): once, not twice.
             rest = trace.rstrip() if answer[:1].isspace() else trace
@@ -492,6 +557,23 @@ def _token_parts(parts: list[tuple[int, int, str]], locate: Any, inserted: list[
     return out
 
 
+# Given in place of a reasoning to see where a template writes it (Encoder._reasoning_at).
+_TRACE_PROBE = "sftlab-trace-probe-5e1c"
+
+
+def _reasoning_places(text: str, start: int, end: int, msg: dict[str, Any]) -> tuple[int, int, int]:
+    """The first place of the message's reasoning in text[start:end] before its answer (the last place its content
+    is written; as it is, else stripped as templates may write it): where (-1 for none) and how long; and that limit."""
+    reasoning, content = msg.get("reasoning_content") or "", (msg.get("content") or "").strip()
+    limit = text.rfind(content, start, end) if content else -1
+    limit = end if limit < 0 else limit
+    for form in dict.fromkeys((reasoning, reasoning.strip())):
+        at = text.find(form, start, limit) if form else -1
+        if at >= 0:
+            return at, len(form), limit
+    return -1, 0, limit
+
+
 def _restored(upto: str, start: int, msg: dict[str, Any]) -> str:
     """The turn upto[start:] with its reasoning put back where the template writes an empty trace for it
     (Kimi-K2-Thinking writes `<think></think>` for every answer before the last tool call, its own last one
@@ -508,23 +590,25 @@ def _restored(upto: str, start: int, msg: dict[str, Any]) -> str:
     return upto[: opened + len(THINK_OPEN)] + body + upto[closed:]
 
 
-def trace_end(text: str, start: int, end: int, msg: dict[str, Any]) -> int:
+def trace_end(text: str, start: int, end: int, msg: dict[str, Any], found: tuple[int, int] | None = None) -> int:
     """Where the reasoning trace that opens the turn text[start:end] ends (the answer's first character); `start`
     when the turn has none. A `<think>` trace ends after its `</think>` and the whitespace that follows; one the
     generation prompt opened (Qwen3.5's, DeepSeek-R1's) starts with the reasoning itself. A template with other
     markers (gpt-oss' analysis channel) ends it after the reasoning and the marker that closes it."""
     segment = text[start:end]
-    reasoning = msg.get("reasoning_content")
-    close = segment.find(THINK_CLOSE)
-    before = segment[:close].strip() if close >= 0 else ""
-    if close >= 0 and (before in ("", THINK_OPEN) or (reasoning and reasoning.strip() in before)):
-        at = start + close + len(THINK_CLOSE)
-        while at < end and text[at].isspace():
-            at += 1
-        return at
-    if not reasoning or reasoning not in segment:
+    # The trace is found by its own text (`found`: where it starts, -1 nowhere, and its length; None: its first place
+    # before the answer): a trace may hold </think>, <think> or any marker itself, so its end is the marker after it.
+    at, length = found if found is not None else _reasoning_places(text, start, end, msg)[:2]
+    after = at - start + length if at >= 0 else 0
+    close = segment.find(THINK_CLOSE, after)
+    empty = close >= 0 and segment[:close].strip() in ("", THINK_OPEN)
+    if close >= 0 and (empty or (at >= 0 and not segment[after:close].strip())):
+        close_end = start + close + len(THINK_CLOSE)
+        while close_end < end and text[close_end].isspace():
+            close_end += 1
+        return close_end
+    if at < 0:
         return start
-    after = segment.index(reasoning) + len(reasoning)
     # The marker that closes the reasoning's channel (gpt-oss' <|end|>) is the trace's; what follows is the answer's.
     closing = re.match(r"\s*(?:<\|[A-Za-z0-9_]+\|>)?", segment[after:])
     return start + after + (closing.end() if closing else 0)

@@ -14,6 +14,32 @@ MISSING = "missing field"
 NULL = "is null (or an empty cell)"
 # The loss multiplies each trained token's cross-entropy by its weight in float32; a larger weight is infinity there.
 MAX_WEIGHT = 3.4028234663852886e38
+# A field's value nests at most this many lists and objects, checked where a row is read (load.check_row) and where a
+# field's JSON text is parsed (json_text): the code after reading (Jinja's tojson, copies, drop_nones) recurses per
+# level, and 600 levels ran past Python's recursion limit in train, chat and export. Tool schemas nest a dozen.
+MAX_DEPTH = 64
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep (sftlab reads JSON up to {MAX_DEPTH} levels)"
+_SHOWN = 60  # an echoed value or key, at most
+
+
+def shown(value: str, limit: int = _SHOWN) -> str:
+    """A value from the data, for a sentence: cut at `limit`, on one line (control characters escaped)."""
+    value = value if len(value) <= limit else value[:limit] + "…"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How many lists and objects `value` nests (0 for a scalar), counted only up to limit + 1: iterative, so any
+    depth is measured without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > limit:
+                break
+            stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 def absent(row: dict[str, Any], key: str) -> str:
@@ -49,7 +75,7 @@ def choice(row: dict[str, Any], key: str, allowed: Collection[str], field: str) 
     if not isinstance(value, str):
         raise RowError(f"must be a string naming one of {', '.join(allowed)}, got {json_type(value)}", field=field)
     if value not in allowed:
-        raise RowError(f"unknown role '{value}'; expected one of {', '.join(allowed)}", field=field)
+        raise RowError(f"unknown role '{shown(value)}'; expected one of {', '.join(allowed)}", field=field)
     return value
 
 
@@ -83,13 +109,17 @@ def _number(value: int | float) -> str:
 def json_text(value: str, field: str, what: str = "is text but not valid JSON", hint: str = "") -> Any:
     """A field given as JSON text (CSV cells and some datasets store nested fields so), parsed."""
     try:
-        return json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError as e:
         problem = f"{e.msg} at character {e.pos}"
     except ValueError as e:  # an integer of more digits than Python converts
         problem = digits_problem(e)
     except RecursionError:
         problem = "nested too deeply to read"
+    else:
+        if depth(parsed) > MAX_DEPTH:
+            raise RowError(f"is JSON {TOO_DEEP}", field=field)
+        return parsed
     raise RowError(f"{what} ({problem}){hint}", field=field)
 
 

@@ -81,7 +81,7 @@ def _tool(tool: Any, field: str) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else json_type(value)
+    return f"'{fields.shown(value)}'" if isinstance(value, str) else json_type(value)
 
 
 def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float | None]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import bisect
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from markupsafe import Markup
 
+from sftlab import jsonsafe
 from sftlab.data.example import IGNORE_INDEX, Example
 
 
@@ -191,7 +191,7 @@ KIND_STYLES = {"reasoning": ("bold black on dark_sea_green2", "grey70 on grey27"
 
 def render_json(examples: Iterable[Example]) -> Iterable[str]:
     for ex in examples:
-        yield json.dumps(ex.to_dict(), ensure_ascii=False)
+        yield jsonsafe.dumps(ex.to_dict(), ensure_ascii=False)  # (one line each)
 
 
 # Chinese text needs a font that has it: the usual ones of Linux, macOS and Windows, named before the generic family

@@ -15,12 +15,14 @@ counted (the head reads the last token: a cut text would be scored on text it ne
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab.data.conversation import Message
+from sftlab.data.fields import shown
 from sftlab.data.formats import convert_row, json_type
 from sftlab.data.load import check_row, read_rows
 from sftlab.data.tokenize import TokenizerView, tokenizer_adds_bos
@@ -82,11 +84,27 @@ def label_name(value: Any, where: str = "label") -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str) and value.strip():
+        if value != value.strip():
+            # ' 1' next to 1 would silently be two labels.
+            given = shown(value)
+            raise RowError(f"label '{given}' has spaces around it; write it without them ('{given}' and "
+                           f"'{shown(value.strip())}' would be two labels)", field=where)
         return value
     if isinstance(value, str):
         raise RowError("is empty", field=where)
+    if isinstance(value, float):
+        raise RowError(f"must be a string, a whole number or a boolean for a classification head, got a number "
+                       f"({value!r})", field=where)
     raise RowError(f"must be a string, a whole number or a boolean for a classification head, got {json_type(value)} "
                    "(structured JSON labels are scored on a generative model's answers: docs/heads.md)", field=where)
+
+
+def row_label(row: LabelledRow) -> str:
+    """label_name of a read row; its error names the row's file and row."""
+    try:
+        return label_name(row.label)
+    except RowError as e:
+        raise e.located(row.source, row.row) from None
 
 
 def _turns(value: Any, where: str, role: str) -> list[dict[str, Any]]:
@@ -119,6 +137,8 @@ def labelled_row(row: Any, source: str, number: int) -> LabelledRow:
         check_row(row)
         if "label" not in row or row["label"] is None:
             raise RowError("missing field: a classification row needs a label", field="label")
+        if not isinstance(row["label"], (dict, list)):  # (structured labels: a generative model is scored on them)
+            label_name(row["label"])
         out = LabelledRow(source, number, row["label"])
         key = next((k for k in _TEXT_KEYS if k in row and row[k] is not None), None)
         if key is None:
@@ -210,11 +230,12 @@ def encode_classification(rows: Sequence[LabelledRow], encoder: HeadEncoder, lab
     """Classification rows → {input_ids, labels}. A label outside `label_ids` is one sentence (unseen='raise')."""
     data = HeadData("classification", rows=rows_read)
     for r in rows:
-        name = label_name(r.label)
+        name = row_label(r)
         if name not in label_ids:
             if unseen == "raise":
-                known = ", ".join(sorted(label_ids))
-                raise RowError(f"label '{name}' is not one the model was trained on ({known})",
+                known = sorted(label_ids)
+                listed = ", ".join(shown(k) for k in known[:20]) + (f", … {len(known) - 20} more" if len(known) > 20 else "")
+                raise RowError(f"label '{shown(name)}' is not one the model was trained on ({listed})",
                                r.source, r.row, "label")
         ids = encoder.labelled(r)
         problem = encoder.too_long(ids)
@@ -244,7 +265,11 @@ def encode_pairs(rows: Sequence[PairRow], encoder: HeadEncoder, rows_read: int) 
 
 def label_names(rows: Sequence[LabelledRow]) -> list[str]:
     """The label names of the data, sorted (numerically where every name is a whole number)."""
-    names = {label_name(r.label) for r in rows}
-    if all(n.lstrip("-").isdigit() for n in names):
+    names = {row_label(r) for r in rows}
+    # ASCII digits only: int() refuses '²' (which str.isdigit() accepts) and '--1'; such names sort as text.
+    if all(_WHOLE_NUMBER.fullmatch(n) for n in names):
         return sorted(names, key=int)
     return sorted(names)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,4000}")

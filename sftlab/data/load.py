@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from sftlab import jsonsafe
 from sftlab.data.conversation import Conversation
-from sftlab.data.fields import MISSING, NULL, digits_problem
+from sftlab.data.fields import MAX_DEPTH, MISSING, NULL, TOO_DEEP, depth, digits_problem, shown
 from sftlab.data.formats import FORMATS, convert_row, detect_format, json_type
 from sftlab.errors import RowError, SftlabError, first_line
 from sftlab.files import atomic_writer, require_input
@@ -160,7 +162,8 @@ def _read_json(path: Path) -> list[Any]:
 
 def _looks_like_jsonl(text: str, lines: int = 5) -> bool:
     """Whether the first non-blank lines (two at least) are each a JSON object of their own."""
-    first = [line for line in text.splitlines() if line.strip()][:lines]
+    # (split as _read_jsonl splits, not str.splitlines: a raw U+2028 inside a JSON string is no line break)
+    first = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip()][:lines]
     try:
         return len(first) > 1 and all(isinstance(json.loads(line), dict) for line in first)
     except (ValueError, RecursionError):
@@ -208,21 +211,32 @@ def check_row(row: Any) -> None:
     surrogate such as \\ud800 cannot be encoded). Raises RowError naming the field."""
     if not isinstance(row, dict):
         raise RowError(f"must be an object, got {json_type(row)}")
-    stack: list[tuple[str, Any]] = [("", row)]
+    # (a value's path as keys and indexes, made a field name only for a sentence: keys may be long)
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), row)]
     while stack:  # iterative: a row may nest deeper than Python's recursion limit
-        where, value = stack.pop()
+        path, value = stack.pop()
+        if isinstance(value, (dict, list)) and len(path) > MAX_DEPTH:
+            raise RowError(f"is {TOO_DEEP}", field=_field(path[:1]))
         if isinstance(value, dict):
             if getattr(value, "duplicates", ()):
-                raise RowError(f"key '{value.duplicates[0]}' is given more than once", field=where or None)
-            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+                raise RowError(f"key '{shown(value.duplicates[0])}' is given more than once", field=_field(path))
+            stack += [((*path, str(k)), v) for k, v in value.items()]
         elif isinstance(value, list):
-            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+            stack += [((*path, i), v) for i, v in enumerate(value)]
         elif isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise RowError(f"text holds a lone surrogate (U+{ord(value[e.start]):04X}), which is not Unicode",
-                               field=where or None) from None
+                               field=_field(path)) from None
+
+
+def _field(path: tuple[str | int, ...]) -> str | None:
+    """A path as a field name ('messages[0].content'), each key shown short; None for the row itself."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{shown(part)}" if out else shown(part)
+    return (out if len(out) <= 200 else out[:199] + "…") or None  # (64 levels of keys, each up to 60 characters)
 
 
 def load_conversations(
@@ -268,10 +282,21 @@ def convert_rows(
             if detected and e.reason in (MISSING, NULL):
                 e = RowError(f"{e.reason} (the format '{fmt}' was detected from the first row; "
                              "set format to override)", field=e.field)
-            yield number, row, None, e.located(source, number)
+            yield number, _writable(row), None, e.located(source, number)
             continue
         conv.source, conv.row = source, number
         yield number, row, conv, None
+
+
+def _writable(row: Any) -> Any:
+    """A refused row as a rejects file (or a data check's report) can hold it: one nested past MAX_DEPTH as its JSON
+    text, as an unreadable JSONL line is kept (the writers recurse per level), None where even that cannot be made."""
+    if depth(row, MAX_DEPTH + 1) <= MAX_DEPTH + 1:  # (the row itself is one level)
+        return row
+    try:
+        return json.dumps(row, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError):
+        return None
 
 
 def _numbered(rows: list[Any]) -> Iterator[tuple[int, Any]]:
@@ -298,14 +323,14 @@ def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
                           "a .jsonl file holds one object per line")
     fmt = detect_format([k for k, v in first.items() if v is not None])
     if fmt is None:
-        raise SftlabError(
-            f"{source}: cannot tell the format from the columns {sorted(first.keys())}; "
-            f"set format to one of {', '.join(FORMATS)}"
-        )
+        columns = sorted(first.keys())  # (a row may have thousands of keys, each of any length: the first few, short)
+        listed = str([shown(k, 40) for k in columns[:10]]) + (f" and {len(columns) - 10} more" if len(columns) > 10 else "")
+        raise SftlabError(f"{source}: cannot tell the format from the columns {listed}; "
+                          f"set format to one of {', '.join(FORMATS)}")
     return fmt
 
 
 def write_rejects(rejects: list[Reject], path: str | Path) -> None:
     with atomic_writer(path, "rejects file") as f:
         for r in rejects:
-            f.write(json.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")
+            f.write(jsonsafe.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")  # (line-safe JSONL)

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any, Sequence
 
 from sftlab.config.data import check_template_kwargs  # (checked where the config checks it)
+from sftlab.data.fields import MAX_DEPTH, TOO_DEEP, depth, shown
 from sftlab.data.reasoning import template_messages
 from sftlab.errors import SftlabError, first_line
 from sftlab.files import read_text
@@ -211,16 +212,62 @@ def with_template_kwargs(chat: ChatTemplate, kwargs: dict[str, Any] | None) -> C
     in front of it), so every render — training, inspect, data check, and chat, serve, eval and export of the
     saved model — sees them; a caller that passes the variable itself (a chat request's chat_template_kwargs)
     still overrides it."""
+    for k, v in (kwargs or {}).items() if isinstance(kwargs, dict) else ():
+        if depth(v) > MAX_DEPTH:  # (before anything recurses into it: JSON, the Jinja literal, Jinja's parser)
+            raise SftlabError(f"{_KWARGS}: the value of '{shown(str(k))}' is {TOO_DEEP}")
     kwargs = check_template_kwargs(kwargs)
     if not kwargs:
         return chat
+    # A name the template never reads from its context would change nothing: a typo, a variable the template sets
+    # itself, or a word of Jinja's own (`none`, `True`: `{% set none = 1 %}` cannot even compile).
+    options = sorted(template_options(chat) - _RENDER_VARIABLES)
+    for k in sorted(kwargs):
+        if k not in options:
+            listed = ", ".join(options[:20]) + (f", … {len(options) - 20} more" if len(options) > 20 else "")
+            raise SftlabError(f"{_KWARGS}: chat template '{chat.name}' never reads '{k}', so it would change nothing; "
+                              + (f"the options it reads: {listed}" if options else "it reads no options"))
     lines = "".join(f"{{%- if {k} is not defined %}}{{%- set {k} = {_jinja_literal(v)} %}}{{%- endif %}}"
                     for k, v in sorted(kwargs.items()))
     prologue = "{#- sftlab template_kwargs: the template's options as training set them -#}\n" + lines
     source = prologue + ("\n" if chat.source.startswith("\n") else "") + chat.source
     out = ChatTemplate(source, chat.name, chat.special_tokens, chat.system_override, chat.replaced_system)
+    # Values the template cannot take (a number where it loops over a list): refused here, once, naming the option,
+    # rather than as every row's render error. (A template that fails without them too fails per row, as before.)
+    for probe in _PROBES:
+        try:
+            chat.render(*probe)
+        except SftlabError:
+            continue
+        try:
+            out.render(*probe)
+        except SftlabError as e:
+            given = shown(json.dumps(kwargs, ensure_ascii=False), 200)
+            raise SftlabError(f"{_KWARGS} {given} break chat template '{chat.name}': it fails to render: "
+                              f"{str(e).split(': ', 1)[-1]}") from None
     check_answer_span(out)
     return out
+
+
+_KWARGS = "template_kwargs (--template-kwargs)"
+# The variables every render is given (config.data refuses them as template_kwargs), never a template's options.
+_RENDER_VARIABLES = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message",
+                     "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"}
+# Conversations a template's options are tried on: a prompt, and an exchange.
+_PROBES = (([{"role": "user", "content": "hi"}], None, True),
+           ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": PROBE_ANSWER}], None, False))
+
+
+def template_options(chat: ChatTemplate) -> set[str]:
+    """The variables a template reads from its context (Jinja's undeclared variables, parsed the way
+    apply_chat_template compiles it): the render's own and the template's options."""
+    from jinja2 import TemplateSyntaxError, meta
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        env = _compile_jinja_template(chat.source).environment
+        return meta.find_undeclared_variables(env.parse(chat.source))
+    except TemplateSyntaxError as e:
+        raise SftlabError(f"chat template '{chat.name}' is not valid Jinja: {first_line(e)}") from None
 
 
 def system_prompt_use(chat: ChatTemplate | None, conversations: Sequence[Any]) -> dict[str, Any] | None:

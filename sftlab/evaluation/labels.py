@@ -14,9 +14,11 @@ import logging
 import re
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from sftlab import jsonsafe
 from sftlab.data.labels import HeadEncoder, encode_classification, encode_pairs, label_name, read_task_rows
 from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
@@ -26,28 +28,43 @@ log = logging.getLogger("sftlab")
 NOT_A_LABEL = "(not a label)"
 
 
+# The most labels a confusion table (summary.json, the terminal) and confusion.png hold: beyond that the table is
+# left out with a sentence saying so (a head of 10,000 labels once built a 10,000 × 10,001 table for 20 rows).
+CONFUSION_MAX_LABELS = 50
+# predictions.jsonl keeps each row's probabilities of at most this many labels (the most probable), so a head of
+# many labels writes a file the size of its rows, not rows × labels.
+PROBABILITIES_KEPT = 10
+
+
 def classification_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 (the unweighted mean of the labels' F1), per-label precision/recall/F1/support and the
     confusion matrix (rows: the true label, columns: the prediction, and a last column for predictions that are
-    no label). A label never predicted has precision 0; a label with no true rows is left out of macro-F1."""
-    index = {name: i for i, name in enumerate(labels)}
-    matrix = [[0] * (len(labels) + 1) for _ in labels]
-    for g, p in zip(gold, predicted):
-        matrix[index[g]][index.get(p, len(labels)) if p is not None else len(labels)] += 1
+    no label). A label never predicted has precision 0; a label with no true rows is left out of macro-F1.
+    Only the labels that occur (true or predicted) are scored and tabled, in the order of `labels`: one with
+    neither has nothing to report, and the work stays the size of the rows, whatever the number of labels."""
+    occurring = set(gold) | {p for p in predicted if p is not None}
+    shown = [name for name in labels if name in occurring]
+    pairs = Counter((g, p if p in occurring and p is not None else None) for g, p in zip(gold, predicted))
+    support, predicted_as = Counter(gold), Counter(p for p in predicted if p is not None)
     per_label: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(labels):
-        tp = matrix[i][i]
-        predicted_as = sum(matrix[r][i] for r in range(len(labels)))
-        support = sum(matrix[i])
-        precision = tp / predicted_as if predicted_as else 0.0
-        recall = tp / support if support else 0.0
+    for name in shown:
+        tp = pairs[(name, name)]
+        precision = tp / predicted_as[name] if predicted_as[name] else 0.0
+        recall = tp / support[name] if support[name] else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        per_label[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support[name]}
     scored = [v["f1"] for v in per_label.values() if v["support"]]
-    correct = sum(matrix[i][i] for i in range(len(labels)))
-    return {"examples": len(gold), "accuracy": correct / len(gold) if gold else 0.0,
-            "macro_f1": statistics.fmean(scored) if scored else 0.0, "per_label": per_label,
-            "confusion": {"labels": list(labels), "columns": [*labels, NOT_A_LABEL], "matrix": matrix}}
+    correct = sum(pairs[(name, name)] for name in shown)
+    result = {"examples": len(gold), "accuracy": correct / len(gold) if gold else 0.0,
+              "macro_f1": statistics.fmean(scored) if scored else 0.0, "per_label": per_label,
+              "labels_left_out": len(labels) - len(shown)}
+    if len(shown) > CONFUSION_MAX_LABELS:
+        result["confusion_skipped"] = (f"{len(shown)} labels occur (true or predicted); a confusion table and plot "
+                                       f"hold at most {CONFUSION_MAX_LABELS}, so there are none")
+        return result
+    matrix = [[pairs[(g, p)] for p in [*shown, None]] for g in shown]
+    result["confusion"] = {"labels": shown, "columns": [*shown, NOT_A_LABEL], "matrix": matrix}
+    return result
 
 
 def reward_metrics(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, Any]:
@@ -89,8 +106,9 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     conf = metrics["confusion"]
     with figure(path) as ax:
         ax.imshow(conf["matrix"], cmap="Blues")
-        ax.set_xticks(range(len(conf["columns"])), conf["columns"], rotation=45, ha="right")
-        ax.set_yticks(range(len(conf["labels"])), conf["labels"])
+        # (labels are the data's text: a "$" in one is a dollar sign, not the start of TeX math)
+        ax.set_xticks(range(len(conf["columns"])), conf["columns"], rotation=45, ha="right", parse_math=False)
+        ax.set_yticks(range(len(conf["labels"])), conf["labels"], parse_math=False)
         ax.set(xlabel="predicted", ylabel="true label", title=f"accuracy {metrics['accuracy']:.3f}, "
                                                                f"macro-F1 {metrics['macro_f1']:.3f}")
         for r, row in enumerate(conf["matrix"]):
@@ -99,10 +117,10 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
 
 
 def _write(out: Path, summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text(out / "predictions.jsonl", jsonsafe.jsonl(records))
     if "confusion" in summary:
         plot_confusion(summary, out / "confusion.png")
-    write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text(out / "summary.json", jsonsafe.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -171,7 +189,7 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
         return _write(out, summary, records)
     predicted = [names[max(range(len(s)), key=s.__getitem__)] for s in scores]
     gold = [names[e["labels"]] for e in encoded.examples]
-    records = [{"row": e["row"], "label": g, "predicted": p, "probabilities": dict(zip(names, _softmax(s)))}
+    records = [{"row": e["row"], "label": g, "predicted": p, "probabilities": _most_probable(names, _softmax(s))}
                for e, g, p, s in zip(encoded.examples, gold, predicted, scores)]
     return _write(out, {**base, **classification_metrics(gold, predicted, names)}, records)
 
@@ -181,7 +199,16 @@ def _softmax(values: Sequence[float]) -> list[float]:
 
     top = max(values)
     exps = [math.exp(v - top) for v in values]
-    return [e / sum(exps) for e in exps]
+    total = sum(exps)  # (once: summed per element it was labels² work per row)
+    return [e / total for e in exps]
+
+
+def _most_probable(names: Sequence[str], probabilities: Sequence[float]) -> dict[str, float]:
+    """Every label's probability, in label order; for more than PROBABILITIES_KEPT labels, the most probable ones."""
+    if len(names) <= PROBABILITIES_KEPT:
+        return dict(zip(names, probabilities))
+    top = sorted(range(len(names)), key=lambda i: -probabilities[i])[:PROBABILITIES_KEPT]
+    return {names[i]: probabilities[i] for i in top}
 
 
 def evaluate_generative_labels(model: str, data: str | Path, out: str | Path, options: Any) -> dict[str, Any]:
@@ -215,26 +242,30 @@ def evaluate_generative_labels(model: str, data: str | Path, out: str | Path, op
 
 
 def print_label_summary(summary: dict[str, Any], console: Any) -> None:
-    """The terminal tables of a labelled eval: the figures, per-label scores and the confusion matrix."""
-    from rich.table import Table
+    """The terminal tables of a labelled eval: the figures, per-label scores and the confusion matrix. Label and
+    model names are the data's and the user's: shown as text (Text), never read as rich markup."""
+    from rich.table import Column, Table
+    from rich.text import Text
 
     if "pairwise_accuracy" in summary:
-        table = Table("metric", str(summary["model"]))
+        table = Table("metric", Column(Text(str(summary["model"]))))
         for key in ("pairs", "pairwise_accuracy", "mean_margin"):
             value = summary[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         console.print(table)
         return
-    table = Table("label", "precision", "recall", "f1", "support", title=(
+    table = Table("label", "precision", "recall", "f1", "support", title=Text(
         f"{summary['model']}: accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}"))
     for name, v in summary["per_label"].items():
-        table.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+        table.add_row(Text(name), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
     console.print(table)
-    conf = summary["confusion"]
-    matrix = Table("true \\ predicted", *conf["columns"])
-    for name, row in zip(conf["labels"], conf["matrix"]):
-        matrix.add_row(name, *map(str, row))
-    console.print(matrix)
+    if "confusion" in summary:
+        conf = summary["confusion"]
+        matrix = Table("true \\ predicted", *(Column(Text(c)) for c in conf["columns"]))
+        for name, row in zip(conf["labels"], conf["matrix"]):
+            matrix.add_row(Text(name), *map(str, row))
+        console.print(matrix)
+    else:
+        console.print(summary.get("confusion_skipped", "no confusion table"), markup=False, highlight=False)
     if summary.get("not_a_label"):
         console.print(f"{len(summary['not_a_label'])} answers were no label (listed in summary.json)")
-

@@ -7,7 +7,6 @@ probe.jsonl with --probe, and baseline/ with the same for --baseline.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -17,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sftlab.data.load import load_conversations
 from sftlab.defaults import EVAL_MAX_LENGTH
-from sftlab.errors import SftlabError
-from sftlab.files import require_input, require_output_dir, write_text
+from sftlab import jsonsafe
+from sftlab.errors import SftlabError, echo_path
+from sftlab.files import output_folder_problem, require_apart, require_input, require_output_dir, write_text
 from sftlab.config.checks import require
 from sftlab.evaluation.judge import Judge, summarize
 from sftlab.evaluation.metrics import lcs_length, bleu, exact_match, rouge_l, units
@@ -95,7 +95,21 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
 
 
 def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text(path, jsonsafe.jsonl(records))  # (line-safe: a U+2028 in an answer stays inside its line)
+
+
+def _read_responses(file: Path, items: Sequence[EvalItem]) -> list[dict[str, Any]] | None:
+    """responses.jsonl as `_responses` wrote it for `items` (one record per item, row for row), or None when it
+    is not (damaged, edited, or written for other rows): then it is generated again."""
+    try:
+        records = [jsonsafe.loads(line) for line in jsonsafe.lines(jsonsafe.read_text(file))]
+    except (OSError, ValueError):
+        return None
+    if len(records) != len(items) or not all(
+            isinstance(r, dict) and r.get("row") == it.row and isinstance(r.get("response"), str)
+            and isinstance(r.get("prompt"), str) for r, it in zip(records, items)):
+        return None
+    return records
 
 
 def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, data: str,
@@ -110,9 +124,9 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
             "max_new_tokens": options.max_new_tokens, "escape": options.escape, "rows": [it.row for it in items],
             "reasoning_apart": True}  # responses before it held a model's trace in the answer
     meta_file, file = out / "generation.json", out / "responses.jsonl"
-    if meta_file.is_file() and file.is_file() and _same(meta_file, meta):
+    records = _read_responses(file, items) if _same(meta_file, meta) else None
+    if records is not None:
         log.info("reusing %s (same weights, data and settings)", file)
-        records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
         for r, it in zip(records, items):
             r["reference"] = it.reference
         return records
@@ -122,13 +136,13 @@ def _responses(gen: Generator, name: str, items: Sequence[EvalItem], out: Path, 
                 "reference": it.reference, "response": r.content, **({"reasoning": r.reasoning} if r.reasoning else {})}
                for it, r in zip(items, replies)]
     _write_jsonl(file, records)
-    write_text(meta_file, json.dumps(meta))
+    write_text(meta_file, jsonsafe.dumps(meta))
     return records
 
 
 def _same(meta_file: Path, meta: dict[str, Any]) -> bool:
     try:
-        return json.loads(meta_file.read_text(encoding="utf-8")) == meta
+        return jsonsafe.load(meta_file) == meta
     except (OSError, ValueError):
         return False
 
@@ -202,13 +216,21 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
 
 def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions, baseline: str | None = None) -> dict[str, Any]:
     """Evaluate `model` (and `baseline` on the same data into OUT/baseline); writes summary.json."""
-    out = require_output_dir(out, "--out")
+    from sftlab.training.merge import model_reads
+
     require_input(data, "data file", "any")
+    require_apart(out, "--out", [("data file", data)])
+    problem = output_folder_problem(out)  # (what --out is, said before the models are looked for)
+    if problem:
+        raise SftlabError(f"--out {echo_path(out)}: {problem}")
+    reads = model_reads(model) + (model_reads(baseline, "baseline model") if baseline is not None else [])
+    require_apart(out, "--out", [*reads, ("data file", data)])  # (before anything is written or loaded)
+    out = require_output_dir(out, "--out")
     if labelled(model, data):
         summary = evaluate_labels(model, data, out, options)
         if baseline is not None:
             summary["baseline"] = evaluate_labels(baseline, data, out / "baseline", options)
-            write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+            write_text(out / "summary.json", jsonsafe.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return summary
     summary = evaluate_model(model, data, out, options)
     scores = {model: summary.pop("_scores", None)}
@@ -218,7 +240,7 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
         summary["baseline"] = base
     if any(s is not None for s in scores.values()):
         plot_scores({k: v for k, v in scores.items() if v is not None}, out / "judge_scores.png")
-    write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text(out / "summary.json", jsonsafe.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 

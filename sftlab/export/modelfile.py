@@ -14,8 +14,11 @@ the Jinja template embedded in the GGUF."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Callable
 
+from sftlab.errors import SftlabError
 from sftlab.export.ollama import (PROBES, TOOL, TOOL_PROBES, Message, call_list, go_json, go_spelling,  # noqa: F401
                                   ollama_messages)
 
@@ -34,6 +37,17 @@ PADDED = [{"role": "user", "content": "  Hi there \n"}]  # tells whether the Jin
 _ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
 
+def _go_text(text: str) -> str:
+    """A token's text (BOS, EOS) written into a Go template: as it is, or where it holds a brace (which would start or
+    join an action, as "{{ .System }}" in a token's text would) or a character the Modelfile cannot carry (a control
+    or zero-width one) as a Go string literal action, `{{ "…" }}`, so it is written out, never run."""
+    if text.isprintable() and "{" not in text and "}" not in text:
+        return text
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                      else f"\\U{ord(c):08x}" for c in text)  # (Go's escapes; a surrogate is not a Python str's)
+    return '{{ "' + escaped + '" }}'
+
+
 def _chatml(bos: str, eos: str) -> tuple[str, Render]:
     # Ollama's own chatml template: every message in place, system ones included.
     go = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
@@ -45,12 +59,12 @@ def _chatml(bos: str, eos: str) -> tuple[str, Render]:
 
 
 def _llama3(bos: str, eos: str) -> tuple[str, Render]:
-    # Tool results go back under the 'ipython' role, as Llama 3.1's template writes them.
-    go = (bos + "{{- range .Messages }}<|start_header_id|>{{ if eq .Role \"tool\" }}ipython{{ else }}{{ .Role }}{{ end }}"
+    # Llama 3.0's template (sftlab's llama3): every message under its own role's header, a tool result's too.
+    go = (_go_text(bos) + "{{- range .Messages }}<|start_header_id|>{{ .Role }}"
           "<|end_header_id|>\n\n{{ .Content }}<|eot_id|>\n{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
 
     def render(msgs: list[Message]) -> str:
-        return bos + "".join(f"<|start_header_id|>{'ipython' if m['role'] == 'tool' else m['role']}<|end_header_id|>"
+        return bos + "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>"
                              f"\n\n{m['content']}<|eot_id|>" for m in msgs) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return go, render
 
@@ -62,8 +76,8 @@ def _llama2(bos: str, eos: str, bos_text: str) -> tuple[str, Render]:
           "{{- if and .Messages (eq (index .Messages 0).Role \"system\") }}{{ $start = 1 }}"
           "{{ $system = (index .Messages 0).Content }}{{ end }}\n"
           "{{- range $i, $m := .Messages }}{{ if ge $i $start }}\n"
-          f"{{{{- if eq .Role \"assistant\" }}}} {{{{ .Content }}}} {eos}\n"
-          f"{{{{- else }}}}{{{{ if eq $i $start }}}}{bos}{{{{ else }}}}{bos_text}{{{{ end }}}}[INST] "
+          f"{{{{- if eq .Role \"assistant\" }}}} {{{{ .Content }}}} {_go_text(eos)}\n"
+          f"{{{{- else }}}}{{{{ if eq $i $start }}}}{_go_text(bos)}{{{{ else }}}}{_go_text(bos_text)}{{{{ end }}}}[INST] "
           "{{ if and (eq $i $start) $system }}<<SYS>>\n{{ $system }}\n<</SYS>>\n\n{{ end }}{{ .Content }} [/INST]\n"
           "{{- end }}{{ end }}\n{{- end }}")
 
@@ -166,7 +180,7 @@ def _chatml_tools(bos: str, eos: str) -> tuple[str, Render]:
 
 def _llama3_tools(bos: str, eos: str) -> tuple[str, Render]:
     # Llama 3.1 style: the schemas after a first system message, each call a JSON object in the answer.
-    go = (bos + "{{- range $i, $m := .Messages }}<|start_header_id|>{{ if eq .Role \"tool\" }}ipython{{ else }}"
+    go = (_go_text(bos) + "{{- range $i, $m := .Messages }}<|start_header_id|>{{ if eq .Role \"tool\" }}ipython{{ else }}"
           "{{ .Role }}{{ end }}<|end_header_id|>\n\n{{ .Content }}\n"
           "{{- if and (eq $i 0) (eq .Role \"system\") $.Tools }}" + _LLAMA3_TOOLS + "{{ range $.Tools }}\n{{ . }}{{ end }}{{ end }}\n"
           "{{- range $j, $c := .ToolCalls }}{{ if or $m.Content $j }}\n{{ end }}"
@@ -258,12 +272,44 @@ def trims_content(chat: Any) -> bool:
     return padded == plain
 
 
+def quoted(value: str, what: str, multiline: bool = False) -> str:
+    """`value` written so that Ollama's Modelfile parser (parser/parser.go) reads it back exactly, or SftlabError.
+
+    The parser has no escapes: a value ends at the first line break where the value so far, trimmed, is complete
+    (\"\"\"…\"\"\" or "…" or a bare word), and it keeps only printable characters, spaces, tabs and line breaks.
+    So a quoting is usable where no line of the value ends (trailing whitespace aside) in its closing quote; a value
+    no quoting holds is refused rather than written so that its rest becomes commands of its own."""
+    bad = next((c for c in value if not (c.isprintable() or c in "\t\r\n")), None)
+    if bad is not None:
+        raise SftlabError(f"Modelfile: {what} holds the character U+{ord(bad):04X}, which Ollama's Modelfile parser "
+                          "drops (it keeps printable characters, tabs and line breaks only)")
+    lines = re.split(r"[\r\n]", value)[:-1]  # each part that a line break follows
+    ends = [line.rstrip(" \t") for line in lines]
+    triple = not any(e.endswith('"""') for e in ends)
+    # ("…" must not open as \"\"\": a value that starts with "" or is a lone ")
+    single = not (value + '"').startswith('""') and not any(e.endswith('"') for e in ends)
+    forms = [('"""', triple), ('"', single)]
+    for quote, usable in forms if multiline else forms[::-1]:
+        if usable:
+            return quote + value + quote
+    raise SftlabError(f"Modelfile: {what} cannot be written into an Ollama Modelfile, which has no escapes: a line of "
+                      'it ends in """ and a line in " (either would end the quoted value early)')
+
+
+def _bare(value: str, what: str) -> str:
+    """A value written unquoted where it reads back so (a path), else quoted."""
+    plain = value.isprintable() and value == value.strip() and not value.startswith('"')
+    return value if plain else quoted(value, what)
+
+
 def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]:
-    """The Modelfile's text and the template family it writes a Go template for (None: none)."""
+    """The Modelfile's text and the template family it writes a Go template for (None: none). Every value is quoted
+    for Ollama's parser (`quoted`); the model's name goes into a comment as a JSON string, on its one line."""
     tok = source.tokenizer
     stops = list(dict.fromkeys(tok.convert_ids_to_tokens(source.stop_ids)))
-    lines = [f"# Written by `sftlab export` from {source.name}. Load it with: ollama create NAME -f Modelfile",
-             f"FROM ./{gguf_name}"]
+    name = json.dumps(str(source.name), ensure_ascii=False)
+    lines = [f"# Written by `sftlab export` from {name}. Load it with: ollama create NAME -f Modelfile",
+             f"FROM {_bare('./' + gguf_name, 'the GGUF file name (FROM)')}"]
     family = None
     if source.chat is not None:
         from sftlab.export.modelfile_qwen3 import qwen3_template
@@ -297,11 +343,13 @@ def modelfile(gguf_name: str, source: Any, vocab: Any) -> tuple[str, str | None]
                 go = with_tools
                 lines.append("# Tools and tool calls: written where the Jinja template writes them; their JSON as Ollama "
                              "writes it (compact, keys sorted), where the Jinja template's has spaces after ',' and ':'.")
-            lines.append(f'TEMPLATE """{go}"""')
+            lines.append("TEMPLATE " + quoted(go, "the Go template (TEMPLATE)", multiline=True))
             if source.chat.default_system:
-                lines.append(f'SYSTEM """{source.chat.default_system}"""')
+                lines.append("SYSTEM " + quoted(source.chat.default_system,
+                                                "the chat template's default system prompt (SYSTEM)", multiline=True))
         else:
             lines.append("# The chat template is not one of sftlab's built-in families, so no Go TEMPLATE is written: "
                          "recent Ollama versions render the Jinja template embedded in the GGUF (tokenizer.chat_template).")
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    lines += ["PARAMETER stop " + quoted(s, f"the stop token {json.dumps(s[:40], ensure_ascii=False)} (PARAMETER stop)")
+              for s in stops]
     return "\n".join(lines) + "\n", family

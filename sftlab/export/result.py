@@ -42,7 +42,7 @@ class ExportResult:
                                  f"differently (llama.cpp {tools['first_difference']['llama_cpp']!r}, transformers "
                                  f"{tools['first_difference']['transformers']!r})"))
             parts.append(f"greedy answers equal on {g['equal']}/{g['prompts']} prompts, top-1 agreement "
-                         f"{100 * (g['top1_agreement'] or 0):.1f}%, {g['ended_at_end_of_generation']}/{g['prompts']} "
+                         f"{100 * _fraction(g['top1_agreement']):.1f}%, {g['ended_at_end_of_generation']}/{g['prompts']} "
                          f"ended at an end-of-generation token within {g['max_new_tokens']} tokens (sftlab's: "
                          f"{g['sftlab_ended']})")
             lines.append("llama.cpp: " + "; ".join(parts))
@@ -51,3 +51,11 @@ class ExportResult:
         elif r.get("format") == "gguf":
             lines.append(f"llama.cpp checks skipped: {v.get('llama_cpp_skipped') or v.get('skipped', 'not run')}")
         return lines
+
+
+def _fraction(value: Any) -> float:
+    """A report's fraction as a number (0 when it is missing or not a number: a report another version or a hand
+    wrote is worded, never computed with: `100 * [...]` of a forged list would build a list 100 times as long)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return 0.0

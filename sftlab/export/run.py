@@ -17,7 +17,9 @@ from sftlab.export.arch import Architecture, check_architecture
 from sftlab.export.result import REPORT, ExportResult
 from sftlab.export.gguf_file import check_quant, llama_cpp_available, write_gguf
 from sftlab.export.quants import K_QUANTS
-from sftlab.export.source import load_source, model_config
+from sftlab.export.source import load_source, model_config, model_task
+from sftlab.files import require_apart, require_output_dir
+from sftlab.training.merge import model_reads
 
 log = logging.getLogger("sftlab")
 
@@ -29,11 +31,19 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", quant: str = "q
     if fmt not in FORMATS:
         raise SftlabError(f"--format must be gguf or safetensors, got '{fmt}'")
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    if out.is_file():
         raise SftlabError(f"--out {out}: a file of that name exists; give a folder for the export")
     if fmt == "gguf":
         check_quant(quant)
+    # --out apart from the model and writable, said before anything loads (a GGUF model is converted to read it)
+    require_apart(out, "--out", model_reads(model))
+    require_output_dir(out, "--out", keep=False)
     config = model_config(model)  # (refuses a prompt-tuning adapter before anything is loaded)
+    task = model_task(model, config)
+    if task and fmt == "gguf":
+        raise SftlabError(f"{model}: a {task} head model has no GGUF form (llama.cpp runs no sequence-classification "
+                          "head, so the file would be a plain language model without it); export it with "
+                          "--format safetensors")
     arch = check_architecture(config, str(model)) if fmt == "gguf" else None
     stem = f"{_slug(out, model)}-{quant}" if fmt == "gguf" else None
     planned = [REPORT] + ([f"{stem}.gguf", "Modelfile"] if fmt == "gguf" else ["config.json"])
@@ -42,7 +52,7 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", quant: str = "q
         raise SftlabError(f"--out {out}: {clash[0]} exists already; export into a new folder (or remove the old export)")
 
     started = time.time()
-    source = load_source(model)
+    source = load_source(model, task)
     if fmt == "safetensors":
         from sftlab.export.safetensors import export_safetensors
 
@@ -72,6 +82,8 @@ def _export_gguf(source: Any, arch: Architecture, out: Path, stem: str, quant: s
     }
     from sftlab.files import atomic_folder
 
+    # (the Modelfile first: a value it cannot quote is refused before the GGUF is written)
+    modelfile_text, report["modelfile_family"] = modelfile(f"{stem}.gguf", source, vocab)
     with atomic_folder(out, "--out") as tmp:
         gguf_path = tmp / f"{stem}.gguf"
         log.info("writing %s (%s, %s)", gguf_path.name, arch.name, quant)
@@ -87,8 +99,7 @@ def _export_gguf(source: Any, arch: Architecture, out: Path, stem: str, quant: s
         report["verification"] = _verify(gguf_path, arch, source, vocab, quant, back["context_length"],
                                          max_new_tokens) \
             if verify else {"skipped": "--no-verify"}
-        text, report["modelfile_family"] = modelfile(gguf_path.name, source, vocab)
-        write_text(tmp / "Modelfile", text)
+        write_text(tmp / "Modelfile", modelfile_text)
         report["seconds"] = round(time.time() - started, 1)
         write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return ExportResult(out, [out / f"{stem}.gguf", out / "Modelfile", out / REPORT], report)

@@ -14,7 +14,7 @@ from sftlab.errors import SftlabError
 
 def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> Any:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from sftlab.export.result import REPORT, ExportResult
     from sftlab.files import atomic_folder, write_text
@@ -24,19 +24,26 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
                               "template": source.chat.name if source.chat else None, "end_of_turn": source.end_of_turn,
                               "stop_ids": source.stop_ids,
                               "stop_tokens": source.tokenizer.convert_ids_to_tokens(source.stop_ids)}
+    if source.task:  # the head travels: its class, labels and weights are the folder's (config.json)
+        report.update(task=source.task, architectures=source.model.config.architectures,
+                      labels=source.model.config.id2label if source.task == "classification" else None)
     with atomic_folder(out, "--out") as tmp:
         source.model.save_pretrained(str(tmp))
         source.tokenizer.save_pretrained(str(tmp))
-        save_generation_config(source.model, source.tokenizer, source.chat, tmp)
+        if not source.task:  # (a head writes no text: nothing to stop)
+            save_generation_config(source.model, source.tokenizer, source.chat, tmp)
         if verify:
-            back = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32)
+            loader = AutoModelForSequenceClassification if source.task else AutoModelForCausalLM
+            back = loader.from_pretrained(str(tmp), dtype=torch.float32)
             ids = torch.tensor([source.tokenizer.encode("Hello, 你好")])
             with torch.no_grad():
                 same = torch.equal(back(ids).logits, source.model(ids).logits)
             if not same:
                 raise SftlabError(f"{out}: the saved model's logits differ from the source model's")
-            saved = json.loads((tmp / "generation_config.json").read_text(encoding="utf-8"))
-            report["verification"] = {"logits_equal": True, "generation_config_eos": saved.get("eos_token_id")}
+            report["verification"] = {"logits_equal": True}
+            if not source.task:
+                saved = json.loads((tmp / "generation_config.json").read_text(encoding="utf-8"))
+                report["verification"]["generation_config_eos"] = saved.get("eos_token_id")
         report["file_size"] = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix == ".safetensors")
         report["seconds"] = round(time.time() - started, 1)
         write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

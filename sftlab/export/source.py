@@ -24,6 +24,7 @@ class Source:
     end_of_turn: str | None  # the template's end-of-turn token (<|im_end|>, <|eot_id|>, </s>), None for plain ones
     stop_ids: list[int]  # every id sftlab's generation stops on
     merged_adapter: bool = False
+    task: str | None = None  # "classification" | "reward" for a head model (a …ForSequenceClassification), else None
 
     @property
     def end_of_turn_id(self) -> int | None:
@@ -57,20 +58,41 @@ def model_config(model: str) -> dict[str, Any]:
         raise SftlabError(f"{folder / 'config.json'}: unreadable ({first_line(e)})") from None
 
 
+def head_of(config: dict[str, Any]) -> str | None:
+    """The task of a model whose config.json is `config` when it carries a task head ("classification" or
+    "reward", as sftlab.models.head_task reads a folder), else None; a forged config.json counts as no head."""
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(architectures, list) or not any(str(a).endswith("ForSequenceClassification")
+                                                        for a in architectures):
+        return None
+    task = config.get("sftlab_task")
+    return task if task in ("classification", "reward") else "reward" if config.get("num_labels") == 1 else "classification"
+
+
+def model_task(model: str, config: dict[str, Any]) -> str | None:
+    """head_of the model itself, `config` being model_config(model); None for an adapter: it is the language model
+    it was trained as (a head run's own adapter is refused by check_adapter), whatever its base holds."""
+    ref = resolve_model(model)
+    return None if ref.kind == "dir" and adapter_base(ref.path) is not None else head_of(config)
+
+
 def check_adapter(folder: Path) -> None:
-    """Refuse a prompt-based adapter: it adds virtual tokens, so there are no weights to merge and export."""
-    try:
-        peft_type = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
-    except (OSError, ValueError) as e:
-        raise SftlabError(f"{folder / 'adapter_config.json'}: unreadable ({first_line(e)})") from None
-    if peft_type in UNMERGEABLE_PEFT_TYPES:
+    """Refuse a prompt-based adapter (it adds virtual tokens, so there are no weights to merge and export) and a head
+    run's adapter (it lacks the head's labels)."""
+    from sftlab.training.merge import adapter_settings, refuse_head_adapter
+
+    settings = adapter_settings(folder)
+    refuse_head_adapter(folder, settings)
+    peft_type = settings.get("peft_type")
+    if isinstance(peft_type, str) and peft_type in UNMERGEABLE_PEFT_TYPES:
         raise SftlabError(f"{folder}: a {peft_type.lower()} adapter adds virtual tokens to the input, so there are no "
                           "weights to merge into the model and nothing a GGUF file can hold; export a lora, dora or "
                           "full run instead")
 
 
-def load_source(model: str) -> Source:
-    """The model to export, merged and in float32, with its tokenizer, template and stop tokens."""
+def load_source(model: str, task: str | None = None) -> Source:
+    """The model to export, merged and in float32, with its tokenizer, template and stop tokens; with `task` (a head
+    model, head_of) loaded with its head, which writes no text and so has no stop tokens."""
     import torch
 
     from sftlab.data.templates import resolve_template
@@ -79,6 +101,15 @@ def load_source(model: str) -> Source:
     from sftlab.models import load_model, load_tokenizer, model_path
 
     path = model_path(model)
+    if task is not None:
+        from transformers import AutoModelForSequenceClassification
+
+        try:
+            head = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        except (OSError, ValueError) as e:
+            raise SftlabError(f"{model}: cannot load the {task} head model ({first_line(e)})") from None
+        return Source(name=resolve_model(model).display, model=head, tokenizer=load_tokenizer(path), chat=None,
+                      end_of_turn=None, stop_ids=[], task=task)
     is_adapter = (Path(path) / "adapter_config.json").is_file()
     loaded = load_model(path, dtype=torch.float32, dequantize=True)  # (a QLoRA base: dequantised)
     if is_adapter:

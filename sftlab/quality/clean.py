@@ -3,11 +3,11 @@ reasons; and the same cleaning on conversations already loaded (the `clean:` tra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from sftlab import jsonsafe
 from sftlab.defaults import MAX_LENGTH
 from sftlab.data.conversation import Conversation
 from sftlab.data.pipeline import Cleaner
@@ -109,10 +109,10 @@ def clean_files(
                         threshold=threshold, progress=Progress(show_progress), default_system=default_system)
     with atomic_writer(out, "--out") as f:
         for row in result.kept:
-            f.write(json.dumps(row.record, ensure_ascii=False, default=str) + "\n")
+            f.write(jsonsafe.dumps(row.record, ensure_ascii=False, default=str) + "\n")  # (line-safe JSONL)
     with atomic_writer(rejects, "--rejects") as f:
         for row, why in result.removed:
-            f.write(json.dumps({"file": row.file, "row": row.row, "reasons": why, "record": row.record},
+            f.write(jsonsafe.dumps({"file": row.file, "row": row.row, "reasons": why, "record": row.record},
                                ensure_ascii=False, default=str) + "\n")
     return result
 

@@ -9,7 +9,6 @@ LoRA/DoRA (the head trained in full, the adapter merged into the saved model).
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -30,7 +29,7 @@ from sftlab.runs import settle_checkpoints
 from sftlab.training.arguments import training_arguments
 from sftlab.training.interrupt import GracefulStop
 from sftlab.training.resume import resume_checkpoint
-from sftlab.training.trainer import LogLastStep, MetricsLog, PatchedTrainer, Progress
+from sftlab.training.trainer import LogLastStep, MetricsLog, PatchedTrainer, Progress, ZeroLearningRate
 
 log = logging.getLogger("sftlab")
 
@@ -243,7 +242,7 @@ def train_head(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: boo
         report["eval_dropped"] = len(held.dropped)
     args = training_arguments(config, bf16=precision.bf16, device=device, has_eval=held is not None, quiet=quiet)
     metrics_log = MetricsLog(out / "metrics.jsonl")
-    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, *callbacks]
+    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, ZeroLearningRate(), *callbacks]
     if not quiet:
         trainer_callbacks.append(Progress())
     trainer = HeadTrainer(model=model, args=args, train_dataset=train.examples,
@@ -251,7 +250,9 @@ def train_head(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: boo
                           processing_class=tokenizer, callbacks=trainer_callbacks, class_weights=weights)
     trainer.remove_callback(PrinterCallback)
     write_text(out / "config.yaml", config.for_rerun().to_yaml())
-    write_text(out / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    from sftlab.jsonsafe import dumps
+
+    write_text(out / "data_report.json", dumps(report, indent=2, ensure_ascii=False) + "\n")  # (NaN-free)
     log.info("training a %s head on %s (%s, %s) on %d %s, %s", config.task, config.model or DEFAULT_MODEL,
              config.method, "bf16" if precision.bf16 else "fp32", len(train.examples),
              "pairs" if config.task == "reward" else f"rows of {len(names)} labels", device)

@@ -4,10 +4,12 @@ global batch."""
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
+from sftlab import jsonsafe
 from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError
 from sftlab.hardware import process_count
@@ -18,24 +20,68 @@ log = logging.getLogger("sftlab")
 STATE_FILE = "sftlab_state.json"  # sftlab's part of a checkpoint: trained tokens, processes, global batch
 
 
+CHECKPOINT = re.compile(r"checkpoint-([0-9]{1,30})")  # (ASCII digits: str.isdigit takes '²', which int() refuses)
+
+
 def existing_checkpoints(out: Path) -> list[Path]:
-    """checkpoint-N folders, oldest (smallest N) first."""
-    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    """checkpoint-N folders (and links of that name, which checkpoint_problem refuses), oldest (smallest N)
+    first."""
+    found = [(int(m.group(1)), p) for p in out.glob("checkpoint-*")
+             if (m := CHECKPOINT.fullmatch(p.name)) and (p.is_dir() or p.is_symlink())]
+    return [p for _, p in sorted(found)]
+
+
+def _count(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value < 2 ** 63
+
+
+# The fields of a checkpoint's state files that resuming reads, and what each must be (absent: not recorded).
+_STATE_FIELDS = {"trainer_state.json": {"global_step": (0, "a count"), "max_steps": (0, "a count")},
+                 STATE_FILE: {"trained_tokens": (0, "a count"), "processes": (1, "a positive count"),
+                              "global_batch": (1, "a positive count")}}
+
+
+def _state(path: Path, name: str) -> dict[str, Any]:
+    """A state file of checkpoint `path`, checked field by field (ValueError/OSError: what is wrong)."""
+    data = jsonsafe.load(path / name, max_bytes=64 * 1024 * 1024)
+    if not isinstance(data, dict):
+        raise ValueError(f"{name} is not a mapping")
+    for key, (least, what) in _STATE_FIELDS[name].items():
+        if key in data and not _count(data[key], least):
+            raise ValueError(f"{name}: {key} is not {what}")
+    if name == STATE_FILE and "processes" in data and "global_batch" not in data:
+        raise ValueError(f"{name}: processes is recorded without global_batch")
+    return data
 
 
 def checkpoint_problem(path: Path) -> str | None:
     """What keeps `path` from an exact resume (model, optimizer, scheduler, RNG, trainer and sftlab state),
-    or None when it is complete."""
+    or None when it is complete. Every file is looked at with lstat before it is opened: a FIFO planted in a
+    checkpoint would block a reader forever, a link would read another one."""
     import zipfile
 
+    if path.is_symlink():
+        return "it is a symbolic link (sftlab writes checkpoints as folders)"
     for name in ("trainer_state.json", STATE_FILE):
         try:
-            json.loads((path / name).read_text(encoding="utf-8"))
+            state = _state(path, name)
         except FileNotFoundError:
             return f"{name} is missing"
-        except (OSError, ValueError):
+        except jsonsafe.NotAFile as e:
+            return str(e)
+        except ValueError as e:
+            return str(e) if str(e).startswith(name) else f"{name} is unreadable"
+        except OSError:
             return f"{name} is unreadable"
+        if name == "trainer_state.json" and "global_step" not in state:
+            return f"{name}: global_step is missing"
+    try:
+        planted = next((f"{p.name} {problem}" for p in path.iterdir() if p.suffix in (".pt", ".pth", ".safetensors")
+                        and (problem := jsonsafe.not_a_file(p))), None)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror or e})"
+    if planted:
+        return planted
     sharded = (path / "pytorch_model_fsdp_0").is_dir()  # FSDP2: model and optimizer in torch.distributed.checkpoint
     rng = sorted(path.glob("rng_state*.pth"))
     files = [("scheduler.pt", [path / "scheduler.pt"]), ("rng_state.pth", rng)]
@@ -90,16 +136,16 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
 
 def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
     """(optimizer steps, trained tokens) a complete checkpoint holds the run up to."""
-    step = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
-    tokens = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("trained_tokens", 0)
-    return int(step), int(tokens)
+    step = _state(checkpoint, "trainer_state.json")["global_step"]
+    tokens = _state(checkpoint, STATE_FILE).get("trained_tokens", 0)
+    return step, tokens
 
 
 def keep_global_batch(config: TrainConfig, checkpoint: Path) -> TrainConfig:
     """Resuming with another number of processes: grad_accum is set so that an optimizer step takes as many
     examples as before; the data order is the same at any number of processes, so the run goes on where it
     stopped, with the same steps (and the same learning-rate schedule) over the same data."""
-    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    state = _state(checkpoint, STATE_FILE)  # (checked by checkpoint_problem when it was chosen)
     before, now = state.get("processes"), process_count()
     if before is None or before == now:  # (a checkpoint from before sftlab recorded it: resumed as it comes)
         return config

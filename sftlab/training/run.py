@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import signal
 import time
@@ -145,13 +146,27 @@ class PreparedRun:
     resumed: tuple[int, int] = (0, 0)  # (step, trained tokens) of the checkpoint resumed from
 
 
+def check_output_dir(config: TrainConfig) -> None:
+    """output_dir apart from what the run reads (its model, an adapter's base, data files, a template or DeepSpeed
+    file), links resolved, before anything is written: a run saves its model and checkpoints there."""
+    from sftlab.files import require_apart
+    from sftlab.training.merge import model_reads
+
+    files = [("data file", d.path) for d in (*config.datasets, *config.eval_datasets)]
+    files += [("template file", config.template), ("DeepSpeed config", config.distributed.deepspeed)]
+    # (only paths that exist: a built-in template's name or a hub name is no file of this disk)
+    reads = model_reads(config.model) + [(what, p) for what, p in files if p and os.path.lexists(p)]
+    require_apart(config.output_dir, "output_dir", reads)
+
+
 def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> PreparedRun:
     """Data, model with its method, and the Trainer of the run `config` describes; nothing trained yet."""
     from transformers import PrinterCallback, set_seed
 
     from sftlab.training.methods import apply_method
     from sftlab.training.neftune import NEFTune
-    from sftlab.training.trainer import HybridSwitch, LogLastStep, MetricsLog, Progress, RunProgress, SftTrainer
+    from sftlab.training.trainer import (HybridSwitch, LogLastStep, MetricsLog, Progress, RunProgress, SftTrainer,
+                                         ZeroLearningRate)
 
     started = time.perf_counter()
     out = Path(config.output_dir)
@@ -163,6 +178,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
         resumed = checkpoint_progress(Path(checkpoint))  # (read now: rotation may remove the checkpoint later)
         log.info("resume: continuing from %s (step %d, %s trained tokens so far)", checkpoint, resumed[0],
                  f"{resumed[1]:,}")
+    check_output_dir(config)
     require_output_dir(out, "output_dir")
     set_seed(config.seed)
     device = pick_device()
@@ -197,7 +213,7 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
 
     args = training_arguments(config, bf16=bf16, device=device, has_eval=bool(eval_rows), quiet=quiet)
     metrics_log = MetricsLog(out / "metrics.jsonl")
-    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, RunProgress(), *callbacks]
+    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, RunProgress(), ZeroLearningRate(), *callbacks]
     if config.method_spec.lora_phase:
         trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction, rows))
     if not quiet:
@@ -260,6 +276,9 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
             report.trained_tokens, run.device,
         )
         log.info("%s", run.precision_note)
+        losses = data_losses(report.to_dict())
+        if losses:
+            log.info("data: %s; every row is listed in %s", losses, out / "data_report.json")
     single = process_count() == 1  # (in a distributed run every process would have to stop at the same step)
     stop = GracefulStop()
     if single:
@@ -284,6 +303,24 @@ def train_one(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool
                        trained_tokens=trainer.trained_tokens, train_seconds=outcome.metrics["train_runtime"],
                        wall_seconds=time.perf_counter() - run.started, resumed_step=resumed_step,
                        resumed_tokens=resumed_tokens)
+
+
+def data_losses(d: dict[str, Any]) -> str:
+    """What of the data did not reach training as it was written, from a data report's counts ("" when nothing):
+    rows rejected, removed by `clean`, dropped in encoding, and examples cut to max_length."""
+    def kinds(reasons: dict[str, int]) -> str:
+        return ", ".join(f"{k} {n}" for k, n in reasons.items())
+
+    parts = []
+    if d["rejected"]:
+        parts.append(f"{d['rejected']} rejected ({kinds(d['rejected_reasons'])})")
+    if d.get("cleaned"):
+        parts.append(f"{d['cleaned']} removed by clean ({kinds(d['cleaned_reasons'])})")
+    if d["dropped"]:
+        parts.append(f"{d['dropped']} dropped ({kinds(d['dropped_reasons'])})")
+    if d["truncated"]:
+        parts.append(f"{d['truncated']} cut to max_length (the start kept; one that lost its whole answer is dropped)")
+    return f"of {d['rows_read']} rows read, " + "; ".join(parts) if parts else ""
 
 
 def _save_final(run: PreparedRun, config: TrainConfig, out: Path, is_main: bool) -> None:

@@ -11,20 +11,20 @@ unfinished one from its newest checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from pydantic import ValidationError
 
+from sftlab import jsonsafe
 from sftlab.config import TrainConfig, explain, file_problem
 from sftlab.data.mixture import mixture_problem
 from sftlab.errors import SftlabError
 from sftlab.config.methods import METHODS
 from sftlab.files import child, path_name_problem, require_output_dir, write_text
 from sftlab.runlock import hold
-from sftlab.training.run import TrainResult, train_one
+from sftlab.training.run import TrainResult, check_output_dir, train_one
 
 log = logging.getLogger("sftlab")
 
@@ -37,7 +37,7 @@ def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     base.pop("stages")
     # Keys the method decides unless given (learning rates, the batch layout of prompt methods) are not
     # inherited as values: a stage with another method gets that method's defaults.
-    defaults = TrainConfig.method_defaults(config.method)
+    defaults = TrainConfig.method_defaults(config.method, config.learning_rate)  # (hybrid's rate: from the one given)
     for key, value in defaults.items():
         if base[key] == value:
             base.pop(key)
@@ -89,6 +89,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = F
     throughout (sftlab.runlock): a second training into the same folder is refused before it changes anything
     there."""
     check_stages(config)
+    check_output_dir(config)  # (before the lock writes its file there)
     with hold(config.output_dir, "output_dir"):
         if config.stages:
             return train_stages(config, callbacks=callbacks, quiet=quiet)
@@ -116,9 +117,9 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
     for k, (name, stage) in enumerate(stages, start=1):
         stage_dir = Path(stage.output_dir)
         stage.model = model
-        if (stage_dir / DONE).is_file():
+        if (stage_dir / DONE).exists() or (stage_dir / DONE).is_symlink():
             log.info("stage %d/%d (%s) is finished; going on from its model", k, len(stages), name)
-            done = json.loads((stage_dir / DONE).read_text(encoding="utf-8"))
+            done = _done(stage_dir)
             stage_records = _records(stage_dir)
         else:
             log.info("stage %d/%d (%s): %s on %s", k, len(stages), name, stage.method,
@@ -133,12 +134,12 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
             if stage.method_spec.mergeable and k < len(stages) and not continued:
                 final = merge_adapter(stage_dir, stage_dir / "merged")
             done = {"model": str(final)}
-            write_text(stage_dir / DONE, json.dumps(done))
+            write_text(stage_dir / DONE, jsonsafe.dumps(done))
             stage_records = result.metrics
         offset = records[-1]["step"] if records else 0
         records += [{**r, "stage": name, "stage_step": r["step"], "step": r["step"] + offset} for r in stage_records]
         model = done["model"]
-    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text(out / "metrics.jsonl", jsonsafe.jsonl(records))
     plot_metrics(records, out / "loss.png")
     if result is None:  # every stage was finished already
         result = TrainResult(out)
@@ -146,9 +147,46 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
     return result
 
 
+def _damaged(path: Path, problem: str) -> SftlabError:
+    return SftlabError(f"{path} {problem}; it is sftlab's record of a finished stage: remove the stage's folder "
+                       "to train that stage again")
+
+
+def _done(stage_dir: Path) -> dict[str, Any]:
+    """stage_done.json, checked field by field: {"model": the folder the next stage starts from}."""
+    path = stage_dir / DONE
+    try:
+        done = jsonsafe.load(path, max_bytes=1024 * 1024)
+    except OSError as e:
+        raise _damaged(path, e.what if isinstance(e, jsonsafe.NotAFile) else f"cannot be read ({e.strerror or e})") from None
+    except ValueError:
+        raise _damaged(path, "is not JSON") from None
+    if not isinstance(done, dict) or not isinstance(done.get("model"), str) or not done["model"]:
+        raise _damaged(path, 'is not {"model": FOLDER}')
+    # The next stage starts from the stage's own folder or its merged/ one, wherever the run folder is now: never
+    # from a path the file names (a moved run, or a forged record, would point elsewhere).
+    return {"model": str(stage_dir / "merged") if Path(done["model"]).name == "merged" else str(stage_dir)}
+
+
 def _records(stage_dir: Path) -> list[dict[str, Any]]:
+    """A finished stage's metrics.jsonl: JSONL as sftlab writes it (split on "\n" only), each line a record
+    with its step."""
     path = stage_dir / "metrics.jsonl"
-    if not path.is_file():
+    try:
+        text = jsonsafe.read_text(path)
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise _damaged(path, e.what if isinstance(e, jsonsafe.NotAFile) else f"cannot be read ({e.strerror or e})") from None
+    records = []
+    for n, line in enumerate(jsonsafe.lines(text), start=1):
+        try:
+            record = jsonsafe.loads(line)
+        except ValueError:
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2 ** 63:
+            raise _damaged(path, f"line {n} is not a record sftlab writes")
+        records.append(record)
+    return records
 

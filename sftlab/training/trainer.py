@@ -28,6 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from sftlab import jsonsafe
 from sftlab.files import write_text
 from sftlab.runlock import note_progress
 from sftlab.training.attention import segments
@@ -328,7 +329,7 @@ class MetricsLog(TrainerCallback):
         self.records = []
         self.resumed_at = state.global_step or None
         if state.global_step > 0 and self.path.is_file():  # resumed: keep what led to the checkpoint
-            for line in self.path.read_text().splitlines():
+            for line in jsonsafe.lines(self.path.read_text(encoding="utf-8")):  # (JSONL: "\n" only)
                 record = json.loads(line)
                 if record["step"] <= state.global_step:
                     self.records.append(record)
@@ -358,7 +359,7 @@ class MetricsLog(TrainerCallback):
         self._write()
 
     def _write(self) -> None:
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        write_text(self.path, jsonsafe.jsonl(self.records))
 
 
 def _clean(v: Any) -> Any:
@@ -389,16 +390,39 @@ class LogLastStep(TrainerCallback):
         return control
 
 
-class Progress(TrainerCallback):
-    """Progress on screen: a rich bar with loss, trained tokens/s and time left on a terminal; one plain
-    line per logging step elsewhere (logs, CI, nohup), so a run is never silent until its end."""
+class ZeroLearningRate(TrainerCallback):
+    """Says so when every optimizer step the run will take has learning rate 0 (a warmup as long as a short run:
+    `max_steps: 1` with any warmup trains at 0), so such a run does not report success without a word."""
 
-    def __init__(self, terminal: bool | None = None) -> None:
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):  # type: ignore[override]
+        lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+        remaining = range(state.global_step, state.max_steps)
+        if not state.is_world_process_zero or not lambdas or not 0 < len(remaining) <= 10_000:
+            return
+        if all(f(step) == 0 for f in lambdas for step in remaining):
+            log.warning("every optimizer step of this run has learning rate 0 (steps %d to %d of %d, with a warmup "
+                        "of %d steps): the model will not change; lower warmup_ratio or train more steps",
+                        state.global_step + 1, state.max_steps, state.max_steps,
+                        args.get_warmup_steps(state.max_steps))
+
+
+class Progress(TrainerCallback):
+    """Progress on screen: a rich bar with loss, trained tokens/s and time left on a terminal; elsewhere (logs, CI,
+    nohup, the UI's log) one plain line per logging step, and a line at least every `every` seconds of wall time
+    between them (step, the last loss, tokens/s, time left), so a run is never silent for long."""
+
+    def __init__(self, terminal: bool | None = None, every: float = 30.0, clock: Any = time.monotonic) -> None:
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.every, self.clock = every, clock
         self.progress: Any = None
         self.task: Any = None
+        self.started = self.last_line = 0.0
+        self.start_step = 0
+        self.last: dict[str, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self.started = self.last_line = self.clock()
+        self.start_step = state.global_step
         if not state.is_local_process_zero or not self.terminal:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
@@ -413,12 +437,28 @@ class Progress(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
+        elif state.is_local_process_zero and self.clock() - self.last_line >= self.every:
+            self._print(self._heartbeat(state))
+
+    def _heartbeat(self, state: Any) -> str:
+        done = state.global_step - self.start_step
+        line = f"step {state.global_step}/{state.max_steps}"
+        if self.last.get("loss") is not None:
+            line += f"  loss {self.last['loss']:.4f} (step {self.last['step']})"
+        if self.last.get("tokens_per_second") is not None:
+            line += f"  {self.last['tokens_per_second']:,.0f} trained tok/s"
+        if done > 0:
+            left = (self.clock() - self.started) / done * max(0, state.max_steps - state.global_step)
+            line += f"  {_duration(left)} left"
+        return line
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
         if not state.is_local_process_zero or not logs:
             return
         lines = []
         if logs.get("loss") is not None:
+            self.last = {"step": state.global_step, "loss": logs["loss"],
+                         "tokens_per_second": logs.get("tokens_per_second")}
             info = f"loss {logs['loss']:.4f}  {logs.get('tokens_per_second', 0):,.0f} trained tok/s"
             if self.progress is not None:
                 self.progress.update(self.task, info=info)
@@ -427,12 +467,26 @@ class Progress(TrainerCallback):
         if "eval_loss" in logs:
             lines.append(f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f}")
         for line in lines:
-            if self.progress is not None:
-                self.progress.console.print(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        self.last_line = self.clock()
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _duration(seconds: float) -> str:
+    """`1 h 02 min`, `4 min 05 s`, `12 s`: a time left as people read it."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"

@@ -31,6 +31,7 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from sftlab.ui.routes import chat, data, eval as evals, export, pages, runs as run_routes
 
@@ -75,6 +76,14 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         return response
 
     # ---- every failure as {"error": {"message", "field"}} ----
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, e: StarletteHTTPException) -> JSONResponse:
+        # (Starlette's own refusals, such as a body it cannot parse: the one error shape, not {"detail": …})
+        detail = e.detail if isinstance(e.detail, str) else "the request cannot be answered"
+        if detail == "There was an error parsing the body":
+            detail = "the request body cannot be read as JSON (a number longer than 4300 digits, or bytes that are no text)"
+        return error(e.status_code, detail)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(_request: Request, e: RequestValidationError) -> JSONResponse:

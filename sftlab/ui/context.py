@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftlab import jsonsafe
 from sftlab.data.templates import BUILTIN_TEMPLATES
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
@@ -32,6 +33,8 @@ class UI:
         # Autoescaping for every page: a run name, a file name or a data row with markup in it shows as text.
         self.pages = Environment(loader=FileSystemLoader(HERE / "templates"),
                                  autoescape=select_autoescape(["html"], default=True))
+        # The data a page carries for its script (`|tojson`) is JSON that JSON.parse takes: NaN/Infinity as null.
+        self.pages.policies["json.dumps_function"] = jsonsafe.dumps
 
     @property
     def roots(self) -> list[Path]:

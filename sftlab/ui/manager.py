@@ -14,18 +14,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
-from sftlab import runlock
+from sftlab import jsonsafe, runlock
 from sftlab import runs as run_folders
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line
@@ -42,17 +43,158 @@ class RunError(SftlabError):
     """A request the run's state does not allow (stop a finished run …): HTTP 409."""
 
 
+class RunNameProblem(SftlabError):
+    """A run name that cannot name a new run folder (its rule, or taken): HTTP 400 beside the name field."""
+
+
 class RunNotFound(SftlabError):
     """No run of that id under the runs folder: HTTP 404."""
 
 
-# ---- ui_state.json -----------------------------------------------------------------------------------------
+# ---- reading what sftlab wrote, as a hostile user may have left it ------------------------------------------
+# A run folder's files are read back by the UI, but anyone who can write the folder can plant anything under
+# their names: a link (followed, it reads a file elsewhere), a FIFO (opened, it waits for a writer forever), a
+# folder, a file of gigabytes, a state file naming someone else's process. So every file the UI reads back is
+# opened without following a link and without blocking, taken only when it is a regular file, read up to a bound;
+# and every field of a state file is checked before it is used (Damaged: a sentence, never an exception).
+
+STATE_BYTES = 1024**2  # ui_state.json & co. are a few hundred bytes
+JSON_BYTES = 64 * 1024**2  # a data report, an eval summary, an export report
+PID_MAX = 2**22  # Linux's largest pid_max
+MAX_NESTING = 100  # lists and mappings in what the UI reads back (a data report nests 4 deep)
+
+
+class Damaged(ValueError):
+    """A file sftlab writes that is not what sftlab writes; its message names the file and says why."""
+
+
+def shown(path: Path | str) -> str:
+    """A path (or a run id) as a sentence names it: relative to the working folder when inside it, characters that
+    would break the sentence's line (newlines, escapes, U+2028) as their escapes."""
+    try:
+        text = Path(path).relative_to(Path.cwd()).as_posix() if Path(path).is_absolute() else str(path)
+    except (ValueError, OSError):
+        text = str(path)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def not_regular(path: Path) -> str | None:
+    """What is at `path` when it is no regular file ("a folder", "a FIFO", "a symbolic link" …: lstat only,
+    nothing opened), None when it is one or nothing is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else jsonsafe.kind(mode)
+
+
+@contextlib.contextmanager
+def open_regular(path: Path) -> Iterator[Any]:
+    """`path` opened for reading in binary if it is a regular file (never through a link, never waiting on a FIFO),
+    None when there is none; Damaged when something else is there. (jsonsafe.read_text reads a file from its
+    start; a log is read from its end.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        yield None
+        return
+    except OSError as e:
+        raise Damaged(f"{shown(path)} is {not_regular(path) or f'unreadable ({e.strerror or e})'}, not a file sftlab "
+                      "writes; remove it") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Damaged(f"{shown(path)} is {jsonsafe.kind(mode)}, not a file sftlab writes; remove it")
+        yield f
+
+
+def read_json(path: Path, max_bytes: int = JSON_BYTES) -> Any:
+    """The JSON sftlab wrote at `path` (jsonsafe.load: a regular file, of bounded size; nested at most
+    MAX_NESTING deep), None when there is none; Damaged saying why it cannot be read."""
+    try:
+        data = jsonsafe.load(path, max_bytes)
+    except FileNotFoundError:
+        return None
+    except jsonsafe.NotAFile as e:
+        raise Damaged(f"{shown(path)} {e.what}; remove it") from None
+    except OSError as e:
+        raise Damaged(f"{shown(path)} cannot be read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise Damaged(f"{shown(path)}: not JSON ({first_line(e)[:100]}); remove it") from None
+    return bounded(data, path)
+
+
+# ---- ui_state.json (and an eval's, an export's state) ---------------------------------------------------------
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e15
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+
+
+def _text(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and len(v) <= 100_000)
+
+
+# Every field sftlab ui writes into a state file, and what its value must be (None: not recorded yet).
+STATE_FIELDS: dict[str, tuple[Any, str]] = {
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "runner_pid": (lambda v: v is None or (_count(v) and 0 < v <= PID_MAX), "a process id"),
+    "pid": (lambda v: v is None or (_count(v) and 0 < v <= PID_MAX), "a process id"),
+    "runner_start": (lambda v: v is None or _count(v), "a process start time"),
+    "exit_code": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and -256 < v < 256),
+                  "an exit code"),
+    **{k: (lambda v: v is None or _number(v), "a time") for k in ("started", "queued_at", "ended", "stop_requested")},
+    "start_step": (lambda v: v is None or _count(v), "a step"),
+    **{k: (lambda v: isinstance(v, bool), "true or false") for k in ("resume", "verify")},
+    **{k: (_text, "text") for k in ("error", "data", "baseline", "out", "format", "quant")},
+}
+
+
+def load_state(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A state file and None; ({}, None) when there is none; ({}, why) when it is not one sftlab ui wrote (a
+    field of the wrong type, a pid no process can have, a link, a FIFO …): such a file is not ours, and nothing
+    in it is used."""
+    try:
+        data = read_json(path, STATE_BYTES)
+    except Damaged as e:
+        return {}, str(e)
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, f"{shown(path)}: {type(data).__name__}, not the object sftlab ui writes; remove it"
+    for key, value in data.items():
+        check, what = STATE_FIELDS.get(key, (lambda v: True, ""))
+        if not check(value):
+            got = type(value).__name__ if isinstance(value, (list, dict)) else json.dumps(value)[:60]
+            return {}, f"{shown(path)}: `{shown(key[:40])}` must be {what}, got {got}; sftlab ui did not write this, remove it"
+    return data, None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A state file, {} when there is none or it is not ours (load_state)."""
+    return load_state(path)[0]
+
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # (O_NOFOLLOW: a link planted under the lock's name is refused, never followed to create a file elsewhere)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    """An exclusive lock on the file `path` (created) while the block runs; RunError when something other than
+    a regular file is there: a link is never followed (O_NOFOLLOW), a FIFO never waited on (O_NONBLOCK)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        kind = not_regular(path)
+        raise RunError(f"{shown(path)} is {kind}, not a lock file sftlab ui made; remove it" if kind
+                       else f"{shown(path)}: cannot make a lock file there ({e.strerror or e})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RunError(f"{shown(path)} is {jsonsafe.kind(mode)}, not a lock file sftlab ui made; remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -61,15 +203,6 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """A state file (a run's ui_state.json, an eval's), {} when there is none or it cannot be read."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def update_state(path: Path, **changes: Any) -> dict[str, Any]:
@@ -103,12 +236,16 @@ def runner_alive(state_file: Path, state: dict[str, Any] | None = None) -> int |
 # ---- what the UI shows of a run -----------------------------------------------------------------------------
 
 def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    """The last `lines` lines of a log ("" when there is none; why, when something other than a file is there)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
+            if f is None:
+                return ""
             f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
+            f.seek(max(0, f.tell() - max_bytes))
+            data = f.read(max_bytes)
+    except Damaged as e:
+        return str(e)
     except OSError:
         return ""
     # (rich pads its log lines to the width it was given)
@@ -174,19 +311,50 @@ def _total_steps(folder: Path, run: run_folders.Run) -> int | None:
     return int(found[-1][1]) if found else None
 
 
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts more than `limit` deep (an alias of YAML that holds itself nests
+    forever): serving it would exhaust Python's recursion, so it is refused when read. Iterative."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth >= limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def bounded(value: Any, path: Path) -> Any:
+    """`value` read from `path`, or Damaged when it nests deeper than MAX_NESTING (sftlab writes nothing so deep)."""
+    if nested_deeper(value, MAX_NESTING):
+        raise Damaged(f"{shown(path)}: nested more than {MAX_NESTING} levels deep, which sftlab never writes; "
+                      "remove it")
+    return value
+
+
 def _config(folder: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """config.yaml as sftlab.runs reads it (a regular file, YAML, a mapping), nested at most MAX_NESTING deep."""
+    return bounded(run_folders._config(folder), folder / "config.yaml")
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _metrics(folder: Path) -> list[dict[str, Any]]:
+    return bounded(run_folders._metrics(folder), folder / "metrics.jsonl")
+
+
+# What this module opens in a run folder itself (sftlab.runs checks the files it reads, and says a run is
+# `damaged`): each must be a regular file or absent, never followed through a link or opened as a FIFO.
+UI_RECORDS = (LOG, STATE, "data_report.json", runlock.LOCK)
+MAX_DEPTH = 16  # run folders nested in sub-folders of the runs folder, at most this deep
+
+
+def planted(folder: Path) -> str | None:
+    """Why a run folder holds what sftlab never writes under the name of a file the UI opens (a link, a FIFO, a
+    folder), or a state file that is not ours (load_state); None when it is as sftlab leaves it."""
+    for name in UI_RECORDS:
+        kind = not_regular(folder / name)
+        if kind:
+            return f"{shown(folder / name)} is {kind}, not a file sftlab writes; remove it"
+    return load_state(folder / STATE)[1]
 
 
 class Runs:
@@ -213,11 +381,14 @@ class Runs:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every run under the runs folder; one whose files cannot be read (a config.yaml that says `stages: 5`,
-        or cannot be read at all) is listed with status "unreadable" and why, the others as they are."""
+        a forged ui_state.json, a FIFO planted as a record, a folder that may not be read) is listed with status
+        "unreadable" and why, the others as they are."""
         out = []
-        for folder in run_folders._run_folders(self.runs_dir):
+        for folder, problem in self._run_folders():
             try:
-                out.append(self._summary(self._read(folder)))
+                if problem:
+                    raise RunError(f"run {shown(self.run_id(folder))}: {problem}")
+                out.append(self._guarded(folder, lambda: self._summary(self._read(folder))))
             except RunError as e:
                 out.append({"id": self.run_id(folder), "status": "unreadable", "error": str(e), "model": None,
                             "method": None, "steps": None, "total_steps": None, "last_loss": None, "started": None,
@@ -225,16 +396,54 @@ class Runs:
                             "output_dir": str(folder)})
         return out
 
+    def _run_folders(self, folder: Path | None = None, depth: int = 0) -> Iterator[tuple[Path, str | None]]:
+        """(folder, None) for each run folder under the runs folder as sftlab.runs finds them (a config.yaml;
+        never looking inside a run, never through a link), and (folder, why) for a folder that cannot be looked
+        into: it is listed as unreadable, and the listing goes on. At most MAX_DEPTH folders deep."""
+        folder = folder or self.runs_dir
+        try:
+            if stat.S_ISREG(os.stat(folder / "config.yaml").st_mode):
+                yield folder, None
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as e:
+            yield folder, f"its folder cannot be read ({e.strerror or e})"
+            return
+        try:
+            children = sorted(folder.iterdir())
+        except OSError as e:
+            yield folder, f"its folder cannot be read ({e.strerror or e})"
+            return
+        for entry in children:
+            if not entry.name.startswith(".") and depth < MAX_DEPTH and not_regular(entry) == "a folder":
+                yield from self._run_folders(entry, depth + 1)
+
     def read(self, run_id: str) -> run_folders.Run:
         return self._read(self.folder(run_id))
 
-    def _read(self, folder: Path) -> run_folders.Run:
-        """The run in `folder`, or RunError saying why its files cannot be read (never an exception of a run's
-        malformed files escaping into a page)."""
+    def _guarded(self, folder: Path, read: Any) -> Any:
+        """`read()`, or RunError saying why the run's files cannot be read: never an exception of a run's
+        malformed, unreadable or planted files escaping into a page as a 500."""
         try:
-            return run_folders.find_runs(folder)[0]
+            return read()
+        except RunError:
+            raise
+        except (Damaged, run_folders.Damaged) as e:  # (their sentences name the file and say why)
+            raise RunError(f"run {shown(self.run_id(folder))}: {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever a hand-edited or damaged run folder holds
-            raise RunError(f"run {self.run_id(folder)}: its files cannot be read ({first_line(e, with_type=True)})") from None
+            raise RunError(f"run {shown(self.run_id(folder))}: its files cannot be read ({first_line(e, with_type=True)[:200]})") from None
+
+    def _read(self, folder: Path) -> run_folders.Run:
+        """The run in `folder`, or RunError saying why its files cannot be read; what sftlab.runs would open is
+        checked first (a FIFO there would block the page forever)."""
+        problem = planted(folder)
+        if problem:
+            raise RunError(f"run {shown(self.run_id(folder))}: {problem}")
+        run = self._guarded(folder, lambda: run_folders.find_runs(folder)[0])
+        if run.status == "damaged":  # (sftlab.runs: a file of the run's that cannot be read as sftlab wrote it)
+            raise RunError(f"run {shown(self.run_id(folder))}: {run.problem}")
+        return run
 
     def _summary(self, run: run_folders.Run) -> dict[str, Any]:
         folder = run.path
@@ -262,31 +471,41 @@ class Runs:
         """GET /api/runs/{id}: the listing's fields, the config, every metrics record, the data report, the log's
         tail."""
         run = self.read(run_id)
-        out = self._summary(run)
-        out["config"] = _config(run.path)
-        out["metrics"] = run_folders._metrics(run.path)
-        out["data_report"] = _json(run.path / "data_report.json")
-        out["log"] = log_tail(run.path / LOG)
-        out["stages"] = [s.to_dict() for s in run.stages]
-        return out
+
+        def read() -> dict[str, Any]:
+            out = self._summary(run)
+            out["config"] = _config(run.path)
+            out["metrics"] = _metrics(run.path)
+            out["data_report"] = read_json(run.path / "data_report.json")
+            out["log"] = log_tail(run.path / LOG)
+            out["stages"] = [s.to_dict() for s in run.stages]
+            return out
+
+        return self._guarded(run.path, read)
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
-        return run_folders._metrics(self.folder(run_id))
+        folder = self.folder(run_id)
+        return self._guarded(folder, lambda: _metrics(folder))
 
     # -- changing --
 
     def create(self, config: Any, name: str | None = None) -> dict[str, Any]:
         """A new run folder with the config (a validated TrainConfig whose output_dir is the folder), queued. The
         folder is claimed by creating it (os.mkdir is atomic): of any number of starts with one name, one wins."""
+        queue = not_regular(self.runs_dir / QUEUE_LOCK)  # (said before a folder is made, not after it is queued)
+        if queue:
+            raise RunError(f"{shown(self.runs_dir / QUEUE_LOCK)} is {queue}, not a lock file sftlab ui made; remove it")
         if name:
             problem = run_name_problem(name)
             if problem:
-                raise SftlabError(f"run name {name[:80]!r} {problem}")
-            folder = child(self.runs_dir, name, "run name")
+                raise RunNameProblem(f"run name {name[:80]!r} {problem}")
             try:
+                folder = child(self.runs_dir, name, "run name")
                 folder.mkdir()
             except FileExistsError:
-                raise RunError(f"run name {name!r}: {folder} exists already; choose another name") from None
+                raise RunNameProblem(f"run name {name!r}: {folder} exists already; choose another name") from None
+            except SftlabError as e:
+                raise RunNameProblem(str(e)) from None
         else:
             folder = self._fresh_name()
         config = config.model_copy(update={"output_dir": str(folder)})
@@ -318,15 +537,19 @@ class Runs:
             update_state(state_file, status="stopped", error="taken out of the queue before it started")
             return {"id": run_id, "status": "stopped"}
         if status != "running":
-            raise RunError(f"run {run_id} is not running ({status}); only a queued or running run can be stopped")
+            raise RunError(f"run {shown(run_id)} is not running ({status}); only a queued or running run can be stopped")
         if state_file.is_file():
             update_state(state_file, stop_requested=time.time())
-        if runlock.signal_holder(run.path, signal.SIGTERM) is None:
+        try:
+            signalled = runlock.signal_holder(run.path, signal.SIGTERM)
+        except (OverflowError, ValueError, TypeError, OSError):  # a train_process.json naming no possible process
+            signalled = None
+        if signalled is None:
             # before its `sftlab train` holds the lock: the run's own runner, which passes the signal on to it
             runner = runner_alive(state_file) if not runlock.is_running(run.path) else None
             if runner is None or not runlock.signal_if(runner, lambda: runner_alive(state_file) == runner,
                                                        signal.SIGTERM):
-                raise RunError(f"run {run_id} is not running (no process of sftlab's training holds it), so "
+                raise RunError(f"run {shown(run_id)} is not running (no process of sftlab's training holds it), so "
                                "there is nothing to stop")
         return {"id": run_id, "status": "stopping"}
 
@@ -337,10 +560,10 @@ class Runs:
         status, _ = status_of(run.path, run)
         if status == "running":
             who = f" (pid {run.pid})" if run.pid else ""
-            raise RunError(f"run {run_id} is running{who}; stop it before resuming it, or a second training would "
+            raise RunError(f"run {shown(run_id)} is running{who}; stop it before resuming it, or a second training would "
                            "write into the same folder")
         if status not in ("stopped", "failed"):
-            raise RunError(f"run {run_id} is {status}; only a stopped or failed run can be resumed")
+            raise RunError(f"run {shown(run_id)} is {status}; only a stopped or failed run can be resumed")
         update_state(run.path / STATE, status="queued", queued_at=time.time(), resume=True, error=None,
                      exit_code=None)
         self.start_next()
@@ -353,7 +576,9 @@ class Runs:
 # ---- the queue ---------------------------------------------------------------------------------------------
 
 def _ui_runs(runs_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    return [(p.parent, read_state(p)) for p in sorted(runs_dir.glob(f"*/{STATE}"))]
+    """The runs the UI queued or started, with their states; one with planted files or a state that is not ours
+    takes no part in the queue (its lock may be a FIFO, its state may name anyone)."""
+    return [(p.parent, read_state(p)) for p in sorted(runs_dir.glob(f"*/{STATE}")) if not planted(p.parent)]
 
 
 def train_command(folder: Path, resume: bool) -> list[str]:

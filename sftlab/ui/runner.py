@@ -10,7 +10,9 @@ session of its own, so the run outlives the UI that started it, and a restarted 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -47,7 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     opts.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(opts.log, "ab") as log:
+    try:  # the log is a file of ours: never written through a link planted there, never waited on as a FIFO
+        fd = os.open(opts.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{opts.log} is not a regular file")
+    except OSError as e:
+        update_state(opts.state, status="failed", exit_code=None, ended=time.time(),
+                     error=f"its log {opts.log} cannot be written ({getattr(e, 'strerror', None) or e}); remove what is there")
+        return 2
+    with open(fd, "ab") as log:
         log.write(f"$ sftlab {' '.join(args)}\n".encode())
         log.flush()
         child = subprocess.Popen([sys.executable, "-m", "sftlab", *args], stdin=subprocess.DEVNULL, stdout=log,

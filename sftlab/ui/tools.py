@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
+from sftlab import jsonsafe
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.export.quants import QUANT_NAMES
-from sftlab.ui.manager import locked, log_tail, read_state, runner_alive, runner_record, spawn, update_state
+from sftlab.files import inside
+from sftlab.ui.manager import (MAX_NESTING, Damaged, load_state, locked, log_tail, nested_deeper, not_regular,
+                               open_regular, read_json, runner_alive, runner_record, shown, spawn, update_state)
 
 # The preview reads the first rows only, so it answers in seconds on any file.
 PREVIEW_ROWS = 1000
@@ -58,12 +62,14 @@ def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]
         for entry in entries:
             if len(found) >= limit:
                 return
-            if entry.is_symlink() or entry.name.startswith("."):
+            if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                if level < depth and entry.name not in SKIP_FOLDERS and not (entry / "config.json").is_file():
+            kind = not_regular(entry)
+            if kind == "a folder":
+                if level < depth and entry.name not in SKIP_FOLDERS and not os.path.isfile(entry / "config.json"):
                     walk(entry, level + 1)
-            elif entry.suffix.lower() in DATA_FILE_SUFFIXES and entry.name not in RUN_FILES and reads_as_data(entry):
+            elif (kind is None and entry.suffix.lower() in DATA_FILE_SUFFIXES and entry.name not in RUN_FILES
+                  and reads_as_data(entry)):
                 path = entry.resolve()
                 found.append(path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path))
 
@@ -156,16 +162,20 @@ def _model_folders(root: Path, depth: int = 3, limit: int = 100) -> list[Path]:
         except OSError:
             return
         for entry in entries:
-            if len(found) >= limit or entry.is_symlink() or entry.name.startswith("."):
+            if len(found) >= limit or entry.name.startswith("."):
                 continue
-            if entry.is_dir() and entry.name not in SKIP_FOLDERS:
-                if (entry / "config.json").is_file() and any(entry.glob("*.safetensors")):
-                    found.append(entry)
-                elif (entry / "adapter_config.json").is_file():
+            kind = not_regular(entry)  # (never through a link; a folder that may not be read is passed by)
+            if kind == "a folder" and entry.name not in SKIP_FOLDERS:
+                try:
+                    model = ((entry / "config.json").is_file() and any(entry.glob("*.safetensors"))
+                             or (entry / "adapter_config.json").is_file())
+                except OSError:
+                    continue
+                if model:
                     found.append(entry)
                 elif level < depth and not entry.name.startswith("checkpoint-"):
                     walk(entry, level + 1)
-            elif entry.suffix == ".gguf" and entry.is_file():
+            elif entry.suffix == ".gguf" and kind is None:
                 found.append(entry)
 
     walk(root, 0)
@@ -292,37 +302,67 @@ def start_child(root: Path, state_name: str, log_name: str, args: list[str], wor
     update_state(root / state_name, **runner_record(pid))
 
 
-def _jsonl(path: Path, limit: int = 500) -> list[dict[str, Any]]:
-    out = []
+def _jsonl(path: Path, limit: int = 500, max_bytes: int = 64 * 1024**2) -> list[dict[str, Any]]:
+    """The first `limit` records of a JSONL file sftlab wrote (never through a link, never waiting on a FIFO, at
+    most `max_bytes`, lines split as jsonsafe writes them); a line that is no JSON object, or one nested deeper
+    than the UI serves, is left out."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if len(out) >= limit:
-                    break
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-    except OSError:
+        with open_regular(path) as f:
+            text = f.read(max_bytes).decode("utf-8", errors="replace") if f is not None else ""
+    except (Damaged, OSError):
         return []
+    out: list[dict[str, Any]] = []
+    for line in jsonsafe.lines(text):
+        try:
+            record = jsonsafe.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and not nested_deeper(record, MAX_NESTING):
+            out.append(record)
+            if len(out) >= limit:
+                break
     return out
+
+
+def _child_state(run_dir: Path, folder: str, state_name: str) -> tuple[Path | None, dict[str, Any]]:
+    """The folder of a run's eval or export (None when it leads out of the run: a planted link) and its state
+    (load_state): a running child whose runner is gone failed; a state that is not ours is `unreadable`, its
+    `error` saying why, and nothing else of it is used."""
+    root = _ours(run_dir, run_dir / folder)
+    if root is None:
+        return None, {"status": "unreadable", "error": f"{shown(run_dir / folder)} leads out of the run's folder (a "
+                                                       "link sftlab ui never makes); remove it"}
+    state, problem = load_state(root / state_name)
+    if problem:
+        return root, {"status": "unreadable", "error": problem}
+    if state.get("status") == "running" and not runner_alive(root / state_name, state):
+        state["status"] = "failed"
+    return root, state
+
+
+def _ours(root: Path, path: Path) -> Path | None:
+    """`path` when it lies inside `root` once links are followed (the UI's one path rule), else None."""
+    try:
+        return inside([root], str(path), "file")
+    except SftlabError:
+        return None
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
     """The eval of a run as its folder holds it: status, summary, responses (and the baseline's), the log's tail."""
-    out = run_dir / EVAL_DIR
-    state = read_state(out / EVAL_STATE)
-    status = state.get("status") or ("finished" if (out / "summary.json").is_file() else "none")
-    if status == "running" and not runner_alive(out / EVAL_STATE, state):
-        status = "failed"
-    try:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = None
+    out, state = _child_state(run_dir, EVAL_DIR, EVAL_STATE)
+    summary, error = None, state.get("error")
+    if out is not None and state.get("status") != "unreadable":
+        try:
+            summary = read_json(out / "summary.json")
+        except Damaged as e:
+            error = str(e)
     return {
-        "status": status, "error": state.get("error"), "data": state.get("data"), "summary": summary,
-        "responses": _jsonl(out / "responses.jsonl"), "baseline_responses": _jsonl(out / "baseline" / "responses.jsonl"),
-        "log": log_tail(out / "eval.log", 30),
+        "status": state.get("status") or ("finished" if summary is not None else "none"), "error": error,
+        "data": state.get("data"), "summary": summary,
+        "responses": _jsonl(out / "responses.jsonl") if out else [],
+        "baseline_responses": _jsonl(out / "baseline" / "responses.jsonl") if out else [],
+        "log": log_tail(out / "eval.log", 30) if out else "",
     }
 
 
@@ -332,6 +372,7 @@ EXPORT_DIR = "export"
 EXPORT_STATE = "ui_export.json"
 EXPORT_FORMATS = ("gguf", "safetensors")
 EXPORT_QUANTS = QUANT_NAMES  # (sftlab/export/quants.py; the first is the default)
+REPORT_BYTES = 4 * 1024**2  # export_report.json: figures and a few answers, some kilobytes
 
 
 def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bool) -> dict[str, Any]:
@@ -356,22 +397,33 @@ def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bo
 
 def read_export(run_dir: Path) -> dict[str, Any]:
     """The latest export of a run as its folder holds it: status, where, export_report.json's figures as the lines
-    `sftlab export` prints them, the log's tail."""
+    `sftlab export` prints them, the log's tail. The folder its state names is read only when it lies inside the
+    run's export/ folder: a state naming any other is not ours (`unreadable`)."""
     from sftlab.export.result import REPORT, ExportResult
 
-    root = run_dir / EXPORT_DIR
-    state = read_state(root / EXPORT_STATE)
-    status = state.get("status") or "none"
-    if status == "running" and not runner_alive(root / EXPORT_STATE, state):
-        status = "failed"
-    out = Path(state["out"]) if state.get("out") else None
+    root, state = _child_state(run_dir, EXPORT_DIR, EXPORT_STATE)
+    out = None
+    if root is not None and state.get("out"):
+        out = _ours(root, Path(state["out"]))
+        if out is None or out == root:
+            state = {"status": "unreadable", "error": f"{shown(run_dir / EXPORT_DIR / EXPORT_STATE)}: `out` "
+                     f"{state['out'][:100]!r} is not a folder inside {shown(run_dir / EXPORT_DIR)}; sftlab ui did not "
+                     "write this, remove it"}
+            out = None
     report, lines = None, []
-    if out is not None and (out / REPORT).is_file():
+    if out is not None:
         try:
-            report = json.loads((out / REPORT).read_text(encoding="utf-8"))
-            files = sorted([*out.glob("*.gguf"), *out.glob("*.safetensors")])
-            lines = ExportResult(out, files, report).summary_lines()
-        except (OSError, ValueError, KeyError, TypeError):
-            lines = []
-    return {"status": status, "error": state.get("error"), "out": state.get("out"), "format": state.get("format"),
-            "quant": state.get("quant"), "report": report, "lines": lines, "log": log_tail(root / "export.log", 30)}
+            report = read_json(out / REPORT, REPORT_BYTES)
+            if report is not None and not isinstance(report, dict):
+                raise Damaged(f"{shown(out / REPORT)}: {type(report).__name__}, not the object sftlab export writes; "
+                              "remove it")
+            if report is not None:
+                lines = ExportResult(out, sorted([*out.glob("*.gguf"), *out.glob("*.safetensors")]),
+                                     report).summary_lines()
+        except Damaged as e:
+            state, report = {**state, "error": str(e)}, None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ArithmeticError, IndexError):
+            lines = []  # a report this sftlab cannot word (another version's): its figures alone
+    return {"status": state.get("status") or "none", "error": state.get("error"),
+            "out": state.get("out") if out else None, "format": state.get("format"), "quant": state.get("quant"),
+            "report": report, "lines": lines, "log": log_tail(root / "export.log", 30) if root else ""}

@@ -18,6 +18,7 @@ from sftlab.ui import tools
 from sftlab.ui.bodies import ConfigBody, DataCheckBody
 from sftlab.ui.context import UI
 from sftlab.ui.forms import ConfigError, config_data, form_schema, validate
+from sftlab.ui.manager import not_regular
 
 UPLOADS = "uploads"
 MAX_UPLOAD_BYTES = 2 * 1024**3
@@ -52,7 +53,16 @@ def router(ui: UI) -> APIRouter:
         if folder.is_symlink():
             raise ConfigError(f"{folder} is a link: uploads are written only into a real folder inside "
                               f"{ui.runs.work_dir}", "name")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as e:
+            kind = not_regular(folder) or "a file"
+            raise ConfigError(f"upload {name}: {UPLOADS} is {kind}, not a folder; move it away to upload"
+                              if isinstance(e, FileExistsError) else
+                              f"upload {name}: cannot make the folder {UPLOADS} ({e.strerror or e})", "name") from None
+        taken = f"upload {name}: {UPLOADS}/{name} is a folder; choose another name"
+        if not_regular(target) == "a folder":  # (said before the body is read; os.replace would refuse it after)
+            raise ConfigError(taken, "name")
         # A new file of our own (O_EXCL: never a link or a file planted under that name, never another upload's).
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
         tmp = Path(tmp_name)
@@ -65,6 +75,9 @@ def router(ui: UI) -> APIRouter:
                         raise SftlabError(f"upload {name}: larger than {MAX_UPLOAD_BYTES // 1024**3} GB")
                     f.write(chunk)
             tmp.replace(target)
+        except OSError as e:  # a folder made under the name meanwhile, a full disk
+            raise ConfigError(taken if not_regular(target) == "a folder"
+                              else f"upload {name}: cannot be written ({e.strerror or e})", "name") from None
         finally:
             tmp.unlink(missing_ok=True)
         return JSONResponse({"path": target.relative_to(ui.runs.work_dir).as_posix(), "bytes": size}, status_code=201)

@@ -14,9 +14,11 @@ from sftlab.errors import SftlabError
 from sftlab.ui.bodies import ConfigBody
 from sftlab.ui.context import UI
 from sftlab.ui.forms import ConfigError, config_data, validate
-from sftlab.ui.manager import RunError, log_tail
+from sftlab.ui.manager import RunError, RunNameProblem, log_tail
 
 TERMINAL = ("finished", "failed", "stopped")
+# What the event stream's `status` events carry of a run's detail.
+KEEP = ("id", "status", "error", "steps", "total_steps", "last_loss", "eta_seconds", "started", "checkpoints")
 
 
 def config_router(ui: UI) -> APIRouter:
@@ -31,7 +33,7 @@ def config_router(ui: UI) -> APIRouter:
         config = await run_in_threadpool(validate, config_data(body), ui.roots)
         try:
             created = await run_in_threadpool(ui.runs.create, config, body.name)
-        except SftlabError as e:  # the name is taken
+        except RunNameProblem as e:  # the name is taken, or no folder name
             raise ConfigError(str(e), "name") from None
         return JSONResponse(created, status_code=201)
 
@@ -50,7 +52,7 @@ def run_router(ui: UI) -> APIRouter:
 
     @router.get("/api/runs/{run_id:path}/events")
     async def run_events(request: Request, run_id: str) -> StreamingResponse:
-        ui.runs.folder(run_id)  # 404 before the stream starts
+        await run_in_threadpool(ui.runs.detail, run_id)  # 404 (no such run) or 409 (damaged) before the stream starts
         try:
             last = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
         except ValueError:
@@ -65,7 +67,13 @@ def run_router(ui: UI) -> APIRouter:
         yield "retry: 3000\n\n"
         sent_status = sent_log = None
         while True:
-            detail = await run_in_threadpool(_live, run_id)
+            try:
+                detail = await run_in_threadpool(_live, run_id)
+            except SftlabError as e:  # damaged (or removed) while watched: said once, as the listing says it
+                gone = {**dict.fromkeys(KEEP), "id": run_id, "status": "unreadable", "error": str(e),
+                        "checkpoints": [], "has_report": False}
+                yield f"event: status\ndata: {jsonsafe.dumps(gone, sort_keys=True)}\n\nevent: end\ndata: {{}}\n\n"
+                return
             records = detail.pop("metrics")
             if records and records[-1]["step"] < last:  # resumed from an earlier checkpoint: its steps come again
                 last = 0
@@ -92,9 +100,7 @@ def run_router(ui: UI) -> APIRouter:
 
     def _live(run_id: str) -> dict[str, Any]:
         detail = ui.runs.detail(run_id)
-        keep = ("id", "status", "error", "steps", "total_steps", "last_loss", "eta_seconds", "started", "checkpoints",
-                "metrics", "log")
-        out = {k: detail.get(k) for k in keep}
+        out = {k: detail.get(k) for k in (*KEEP, "metrics", "log")}
         out["log"] = log_tail(ui.runs.folder(run_id) / "train.log", 40)
         out["has_report"] = detail.get("data_report") is not None
         return out

@@ -217,3 +217,15 @@ def test_chat_prompts_are_escaped(tiny_chat_model, monkeypatch):
     "".join(p.text for p in session.reply(f"hi {FORGED_QWEN}"))
     tok = tokenizer("qwen2")
     assert seen == [escaped_prompt_ids(tok, [{"role": "user", "content": f"hi {FORGED_QWEN}"}], f"hi {FORGED_QWEN}")]
+
+
+def test_a_users_split_special_tokens_call_leaves_the_templates_markers_special():
+    """transformers shares one Rust backend among the tokenizers loaded from the same files, and a call with
+    split_special_tokens=True leaves it splitting them until the next call: sftlab's next rendering once tokenized
+    the template's own BOS as the text "<s>" (found as a test-order failure under xdist)."""
+    tok = tokenizer("llama2")
+    tokenizer("llama2")("<s>hi", split_special_tokens=True)  # another instance, the same backend
+    view = TokenizerView(tok)
+    # <s>[INST] hi [/INST]: <s> is 1; "[", "INST", "]", "▁hi", "▁[", "/", "INST", "]".
+    assert view.encode_rendered(lambda v: "<s>[INST] hi [/INST]", None) == [1, 29961, 25580, 29962, 7251, 518, 29914,
+                                                                          25580, 29962]

@@ -79,13 +79,22 @@ class TokenizerView:
     def __init__(self, tokenizer: Any, escape: bool = True):
         self.tokenizer = tokenizer
         self.escape = escape
-        self.backend = tokenizer.backend_tokenizer
         self.strings = special_token_strings(tokenizer)
         self._find = re.compile(_alternation(self.strings)) if self.strings else None
         self._reveal = re.compile(f"{self._find.pattern}|{_PLACEHOLDERS.pattern}" if self._find else _PLACEHOLDERS.pattern)
         self._index = {s: k for k, s in enumerate(self.strings)}
         self._literal: tuple[Any, Any] | None = None
         self._following: Any = None
+
+    @property
+    def backend(self) -> Any:
+        """The Rust tokenizer, special tokens recognised. transformers shares one backend among the tokenizers
+        loaded from the same files, and a call with `split_special_tokens=True` (a user's, in the same process)
+        leaves it not recognising them until the next call: a template's own BOS would become the text "<s>"."""
+        backend = self.tokenizer.backend_tokenizer
+        if backend.encode_special_tokens:
+            backend.encode_special_tokens = False  # (transformers' own default, which its next call sets again)
+        return backend
 
     # --- finding and hiding special-token text ---------------------------------------------------------
 

@@ -424,15 +424,19 @@ def serve_cmd(
     precision: Precision = "auto",
     default_system: DefaultSystem = None,
     template_kwargs: TemplateKwargs = None,
+    name: Optional[str] = typer.Option(None, "--name", help="The model id clients ask for and /v1/models lists "
+                                       "(default: --model as given)."),
 ) -> None:
     from sftlab.serve import resolve_api_key, serve
 
+    if name is not None and not name.strip():
+        raise SftlabError("--name is empty: give the model id clients should ask for")
     key = resolve_api_key(api_key, api_key_file)
-    err.print(f"serving {model or 'smollm2-135m-instruct'} on http://{host}:{port}/v1"
-              + (" (API key required)" if key else ""))
+    err.print(f"serving {model or 'smollm2-135m-instruct'}" + (f" as {name!r}" if name else "")
+              + f" on http://{host}:{port}/v1" + (" (API key required)" if key else ""), markup=False)
     serve(model or DEFAULT_MODEL, host=host, port=port, api_key=key, escape=escape,
           precision=_precision(precision), default_system=default_system, repetition_penalty=repetition_penalty,
-          template_kwargs=template_kwargs_option(template_kwargs))
+          template_kwargs=template_kwargs_option(template_kwargs), name=name)
 
 
 @app.command(

@@ -423,11 +423,9 @@ class Server:
         return prompt, max_new, tools
 
     def temperature(self, req: ChatRequest) -> float | None:
-        """The request's temperature; none given: the model's generation_config (None), or OpenAI's default of 1
-        where the model's config does not sample (as vLLM does)."""
-        if req.temperature is not None:
-            return req.temperature
-        return None if self.gen.sampling()["do_sample"] else 1.0
+        """The request's temperature; none given (None): the model's generation_config, else greedy with the
+        repetition guard — what `sftlab chat` answers with, so the same question gets the same answer in both."""
+        return req.temperature
 
     def _options(self, req: ChatRequest, max_new: int) -> dict[str, Any]:
         penalty = req.repetition_penalty if req.repetition_penalty is not None else self.repetition_penalty
@@ -642,12 +640,14 @@ def resolve_api_key(api_key: str | None = None, api_key_file: str | None = None)
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           escape: bool = True, precision: str = "auto", default_system: str | None = None,
-          repetition_penalty: float | None = None, template_kwargs: dict[str, Any] | None = None) -> None:
+          repetition_penalty: float | None = None, template_kwargs: dict[str, Any] | None = None,
+          name: str | None = None) -> None:
+    """`name`: the model id clients ask for and /v1/models lists (default: `model` as given)."""
     import uvicorn
 
     from sftlab.generate import load_generator
 
     server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system,
-                                   template_kwargs=template_kwargs), name=model,
+                                   template_kwargs=template_kwargs), name=name or model,
                     repetition_penalty=repetition_penalty)
     uvicorn.run(create_app(server, api_key), host=host, port=port, log_level="warning")

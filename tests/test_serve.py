@@ -628,3 +628,33 @@ def test_the_server_answers_after_every_bad_request_and_under_concurrent_ones():
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(ask, range(32)))
     assert results == [(200, "fine") if i % 2 == 0 else 400 for i in range(32)]
+
+
+def test_a_request_without_sampling_settings_answers_as_chat_does():
+    """One decoding default: no temperature in the request → the model's generation_config, else greedy with the
+    repetition guard (1.1), as `sftlab chat`; a request's own settings win."""
+    client, script = _fast()
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("do_sample", "temperature", "repetition_penalty")})
+        return script(*args, **kwargs)
+
+    script.gen.model.generate = recording
+    assert _ask(client, {"messages": HI}).status_code == 200
+    assert _ask(client, {"messages": HI, "temperature": 0.7}).status_code == 200
+    assert seen[0]["do_sample"] is False and seen[0]["repetition_penalty"] == 1.1
+    assert seen[1]["do_sample"] is True and seen[1]["temperature"] == 0.7
+
+
+def test_serve_name_sets_the_model_id(cli, monkeypatch):
+    import sftlab.serve
+
+    called = {}
+    monkeypatch.setattr(sftlab.serve, "serve", lambda model, **kw: called.update(kw, model=model))
+    r = cli("serve", "--model", "runs/demo/model", "--name", "lumi")
+    assert r.returncode == 0, r.stderr
+    assert called["model"] == "runs/demo/model" and called["name"] == "lumi"
+    assert "serving runs/demo/model as 'lumi' on http://127.0.0.1:8000/v1" in r.stderr
+    r = cli("serve", "--name", " ")
+    assert r.returncode == 2 and "--name is empty" in r.stderr

@@ -754,3 +754,19 @@ def test_a_trace_the_template_writes_trimmed_is_still_the_trace():
     assert trained_runs(ex, tok) == ["42.<|im_end|>"]
     ex = Encoder(tok, chat).encode_one(convert_row(row, "messages"))
     assert trained_runs(ex, tok) == ["<think>Add them.</think>42.<|im_end|>"]
+
+
+def test_encoding_says_how_far_it_is_when_it_takes_long(monkeypatch, caplog):
+    """The phase's lines come from the encoder itself (sftlab.progress with its pauses set to 0 here)."""
+    import logging
+
+    from sftlab import progress
+
+    monkeypatch.setattr(progress, "START_AFTER", 0.0)
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    convs = [Conversation([Message("user", f"q{k}"), Message("assistant", f"a{k}")]) for k in range(3)]
+    with caplog.at_level(logging.INFO, logger="sftlab"):
+        Encoder(tokenizer("qwen2"), resolve_template("chatml", tokenizer("qwen2"))).encode(convs)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encoding")]
+    assert lines[:2] == ["encoding: 1/3 conversations, 0 s left", "encoding: 2/3 conversations, 0 s left"]
+    assert lines[2].startswith("encoding: 3 conversations done in ")

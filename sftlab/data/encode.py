@@ -26,6 +26,7 @@ from sftlab.data.tokenize import Locate, Revealed, TokenizerView, special_token_
 from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.forked import can_fork, forked
+from sftlab.progress import Phase
 
 log = logging.getLogger("sftlab")
 
@@ -105,29 +106,37 @@ class Encoder:
         so the gain is small on 2 cores: 1.09× for 9,196 conversations, benchmarks/encode_speed.py)."""
         conversations = list(conversations)
         procs = min(8, os.cpu_count() or 1) if num_proc is None else num_proc
-        if procs > 1 and len(conversations) >= PARALLEL_MIN and can_fork():
-            out = self._encode_parallel(conversations, procs)
-        else:
-            out, lost = self._encode_serial(conversations)
-            out.dropped.extend(lost)
+        with Phase("encoding", len(conversations), "conversations") as phase:
+            if procs > 1 and len(conversations) >= PARALLEL_MIN and can_fork():
+                out = self._encode_parallel(conversations, procs, phase)
+            else:
+                out, lost = self._encode_serial(conversations, phase)
+                out.dropped.extend(lost)
         self._warn_tools(out)
         return out
 
-    def _encode_parallel(self, conversations: list[Conversation], procs: int) -> Encoded:
+    def _encode_parallel(self, conversations: list[Conversation], procs: int, phase: Phase) -> Encoded:
         bounds = [len(conversations) * k // procs for k in range(procs + 1)]
         with forked(procs, _encode_part, self, conversations, initializer=_single_threaded_tokenizer) as submit:
-            parts = [f.result() for f in [submit(a, b) for a, b in zip(bounds[:-1], bounds[1:])]]
+            spans = list(zip(bounds[:-1], bounds[1:]))
+            parts = []
+            for (a, b), future in zip(spans, [submit(a, b) for a, b in spans]):
+                parts.append(future.result())
+                phase.advance(b - a)
         out = Encoded()
         for part, _ in parts:
             out.extend(part)
         out.dropped += [d for _, lost in parts for d in lost]  # as in one process: lost after tokenizing, last
         return out
 
-    def _encode_serial(self, conversations: list[Conversation]) -> tuple[Encoded, list[Dropped]]:
+    def _encode_serial(self, conversations: list[Conversation],
+                       phase: Phase | None = None) -> tuple[Encoded, list[Dropped]]:
         out = Encoded()
         lost: list[Dropped] = []  # examples dropped after tokenizing, reported after the others
         chunk: list[_Piece] = []
         for conv in conversations:
+            if phase is not None:
+                phase.advance()
             try:
                 conv_pieces, was_split = self._render(conv)
             except SftlabError as e:

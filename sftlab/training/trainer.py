@@ -30,6 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sftlab import jsonsafe
 from sftlab.files import write_text
+from sftlab.progress import duration
 from sftlab.runlock import note_progress
 from sftlab.training.attention import segments
 from sftlab.training.loss import evaluate_loss, trained_token_loss
@@ -449,7 +450,7 @@ class Progress(TrainerCallback):
             line += f"  {self.last['tokens_per_second']:,.0f} trained tok/s"
         if done > 0:
             left = (self.clock() - self.started) / done * max(0, state.max_steps - state.global_step)
-            line += f"  {_duration(left)} left"
+            line += f"  {duration(left)} left"
         return line
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
@@ -481,12 +482,3 @@ class Progress(TrainerCallback):
             self.progress.stop()
             self.progress = None
 
-
-def _duration(seconds: float) -> str:
-    """`1 h 02 min`, `4 min 05 s`, `12 s`: a time left as people read it."""
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    if s >= 60:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s} s"

@@ -895,3 +895,17 @@ def test_a_fifo_named_like_a_data_file_never_hangs_the_pickers(work):
     finally:
         _release_fifos(work)
     assert r.status_code == 200 and r.json()["files"] == ["data.json"]
+
+
+def test_every_config_key_has_its_help_in_chinese(work):
+    """The 中文 form explains every key it shows in Chinese (a user found half of them in English)."""
+    import re
+
+    from sftlab.config import TrainConfig
+    from sftlab.ui.i18n import FIELD_HELP, field_help
+
+    missing = [k for k in TrainConfig.model_fields if not re.search(r"[\u4e00-\u9fff]", FIELD_HELP.get(k, ""))]
+    assert missing == []
+    assert field_help("packing", "English", "zh").startswith("先把整个数据集打包成长度为 max_length 的行")
+    page = client(work).get("/new?lang=zh").text
+    assert "把编码好的样本保存在 $SFTLAB_HOME/encoded" in page  # encode_cache's help, as the form shows it

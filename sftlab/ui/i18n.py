@@ -152,6 +152,52 @@ FIELD_HELP: dict[str, str] = {
     "save_total_limit": "训练中保留的检查点数量。",
     "seed": "数据顺序、划分与初始化的随机种子。",
     "precision": "auto：在支持且实测更快时用 bf16。",
+    "template": "内置模板名或 .jinja 文件；默认：分词器自带的对话模板。",
+    "default_system": "没有 system 消息的对话所用的系统提示词，替换模板自带的默认提示词（SmolLM2 的模板会给出 "
+                      "\"You are a helpful AI assistant named SmolLM, trained by Hugging Face\"）；\"\" 表示去掉该默认。"
+                      "它会写入保存模型的对话模板：训练后模型的 chat、serve、eval 也使用它。",
+    "template_kwargs": "每次渲染模板时传入的参数（如 Qwen3 关闭思考模式的 {enable_thinking: false}，或模板读取的任何变量）："
+                       "训练、inspect、data check，以及（写入保存的模板后）训练后模型的 chat、serve、eval 和 export 都会使用。",
+    "train_reasoning": "是否训练回答中推理过程（<think>…</think>、reasoning_content）的 token；回答本身及其轮次结束 token 总会训练。",
+    "escape_special_tokens": "数据中的特殊 token 文本（如消息里的 `<|im_end|>`）保持为普通文本；false：把它们当作控制 token，"
+                             "用于有意携带控制 token 的数据。",
+    "packing": "先把整个数据集打包成长度为 max_length 的行，每个打包行算一个批次成员（优化步数会变少；TRL 的名称）。",
+    "limit": "只用前 N 条对话（快速试跑），在 `clean` 和数据混合之后计数：即前 N 条会被训练的对话。",
+    "mixture_examples": "按 `weight`（样本份额）混合多个数据集时，样本总数（默认：读到的行数）。",
+    "mixture_replacement": "按 `weight` 混合数据集时，每个样本有放回地抽取（默认：一个文件的所有行用完后才重复）。",
+    "clean": "训练前删除这些数据检查（`sftlab data check` 的检查名）标出的行；被删的行列在 data_report.json 中。",
+    "num_proc": "编码：对 2,000 条及以上的输入使用的工作进程数（默认：每核一个，最多 8 个）。",
+    "template_tokens": "自定义 .jinja 模板写出的标记（如 [\"<|user|>\", \"<|end|>\"]）；分词器中不是单个 token 的，"
+                       "会作为新的特殊 token 加入并训练。内置模板知道自己的标记。",
+    "padding_free": "批次布局（TRL 的名称）：一个批次的样本首尾相接放在一行，不填充，样本之间不互相注意；batch_size 仍按样本计数。",
+    "encode_cache": "把编码好的样本保存在 $SFTLAB_HOME/encoded，重新运行或续训时无需再次编码。",
+    "task": "模型学什么：sft（学会回答），或在其上加任务头（docs/heads.md）：classification（对数据标签做 softmax；"
+            "行为 {text 或对话, label}）或 reward（每个回答一个分数；行为 {prompt 或 messages, chosen, rejected}，成对损失）。",
+    "class_weights": "task 为 classification 时各标签的损失权重：\"balanced\"（行数 / (标签数 × 该标签行数)）或 {标签: 权重}。",
+    "num_virtual_tokens": "prompt_tuning / prefix_tuning / p_tuning（peft）：每个样本前训练的虚拟 token 数；adaption_prompt"
+                          "（LLaMA-Adapter）：在最上面 `adaption_layers` 层中，经零初始化门控被注意的可训练提示 token 数。",
+    "adaption_layers": "adaption_prompt：获得提示 token 的最上面几层。",
+    "prompt_init_text": "prompt_tuning：用这段文本的嵌入初始化虚拟 token。",
+    "freeze_train_embeddings": "freeze 方法：同时训练输入嵌入和输出头。",
+    "hybrid_lora_learning_rate": "hybrid 方法：LoRA 阶段的学习率（默认：learning_rate 的 10 倍）。",
+    "lr_scheduler": "transformers 的学习率调度器名称。",
+    "warmup_ratio": "学习率预热所占的步数比例。",
+    "weight_decay": "AdamW 的权重衰减。",
+    "max_grad_norm": "梯度裁剪到此范数（0：不裁剪）。",
+    "gradient_checkpointing": "反向传播时重新计算激活值（fsdp2 下用 FSDP 自己的激活检查点）。",
+    "micro_batch_tokens": "每次前向/反向最多处理这么多 token（批次的行依次处理，梯度累加）：损失和更新与整批一次处理相同，"
+                          "激活内存只占一小部分。",
+    "save_steps": "每 N 步保存一个检查点（默认：每轮一次）。",
+    "keep_checkpoints": "训练完成后 checkpoint-N/ 保留多少（它们用于续训；全参数微调的检查点含模型和优化器状态，"
+                        "每个约为模型的 3 倍大）：all（按 save_total_limit 保留的全部）、last、none。",
+    "resume": "true：从 output_dir 的最后一个检查点继续；或指定一个检查点目录。",
+    "output_dir": "本次运行的目录。",
+    "stages": "分阶段训练：每项是覆盖上面各键的部分配置（datasets、method、epochs、learning_rate、train_on …，"
+              "可选 name）；第 k 阶段从第 k-1 阶段的模型开始，写入 output_dir/<name>。",
+    "merge_lora_stages": "lora/dora 阶段后接另一个 lora/dora 阶段时：false 表示在下一阶段继续训练同一个适配器，而不是先合并进模型。",
+    "report_to": "指标还要发送到哪里：none、tensorboard、wandb …（transformers 的名称）。",
+    "distributed": "torchrun / accelerate launch 启动的多个进程如何分工：strategy（ddp、fsdp2、deepspeed）、"
+                   "cpu_offload（fsdp2）、deepspeed（其 JSON 配置）（docs/distributed.md）。",
 }
 
 GROUPS = {"What to train": "训练什么", "How": "怎么训练", "Optimisation": "优化", "Evaluation": "验证",

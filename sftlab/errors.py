@@ -35,6 +35,20 @@ def echo_text(text: str, limit: int = ECHO_CHARS) -> str:
     return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], cut)
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that is not printable (line breaks, escapes, U+2028, zero-width …) written as
+    its escape, so a name from a file, a folder or the data can neither break a line nor forge one."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+SHOWN_CHARS = 60  # a name or value from a file, echoed in a phrase: at most this much
+
+
+def shown(value: str, limit: int = SHOWN_CHARS) -> str:
+    """A name or value from a file (the data, a GGUF header) for a sentence: cut at `limit` ("…"), on one line."""
+    return one_line(value if len(value) <= limit else value[:limit] + "…")
+
+
 # A path is echoed whole up to Linux's PATH_MAX: a sentence must name the file (a cut path names none), and a
 # longer "path" is no path.
 PATH_CHARS = 4096

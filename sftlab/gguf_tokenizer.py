@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sftlab.errors import shown
+
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _CJK = "[一-龥ࠀ-一가-퟿]+"
 
@@ -89,12 +91,6 @@ def repair(tokenizer: Any, vocab: GgufVocab) -> Any:
     return tokenizer
 
 
-def _shown(name: str, limit: int = 60) -> str:
-    """A name the file gives, for a message: on one line (control characters escaped) and cut at `limit`."""
-    name = name if len(name) <= limit else name[:limit] + "…"
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-
-
 def fidelity_note(vocab: GgufVocab) -> str | None:
     """One sentence where this vocabulary's ids are not known to be the original tokenizer's, None where they are."""
     figure = CHECKED.get(vocab.kind)
@@ -103,8 +99,8 @@ def fidelity_note(vocab: GgufVocab) -> str | None:
     if figure:
         return (f"its tokenizer (pre-tokenizer '{vocab.kind}') gives the original model's token ids for {figure[0]} of "
                 f"{figure[1]} of llama.cpp's test texts; the others differ slightly (docs/data.md, tokenizer fidelity)")
-    name = _shown(vocab.pre) if vocab.pre else "none stated"
-    return (f"its tokenizer (tokenizer.ggml.model '{_shown(vocab.model)}', pre-tokenizer '{name}') is not one sftlab "
+    name = shown(vocab.pre) if vocab.pre else "none stated"
+    return (f"its tokenizer (tokenizer.ggml.model '{shown(vocab.model)}', pre-tokenizer '{name}') is not one sftlab "
             "has checked against the original model's; token ids may differ slightly from the original's (docs/data.md, "
             "tokenizer fidelity). A model folder with the original tokenizer.json is used as it is")
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import yaml
 
 from sftlab import jsonsafe, runlock
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, one_line
 from sftlab.files import child
 from sftlab.config.methods import DEFAULT_METHOD
 from sftlab.models import safetensors_problem
@@ -143,7 +143,7 @@ def shown(value: Any, keep: int = 80) -> str:
     sequences, so a folder name cannot forge a line of the listing; a long one cut."""
     # (reprlib: a value from a YAML alias bomb is never written out whole)
     text = str(value) if isinstance(value, (str, Path)) else reprlib.repr(value)
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[: keep * 8])
+    text = one_line(text[: keep * 8])
     return text if len(text) <= keep else text[: keep - 1] + "…"
 
 

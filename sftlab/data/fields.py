@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any, Collection
 
-from sftlab.errors import RowError, first_line, json_type
+from sftlab.errors import RowError, first_line, json_type, shown
 
 MISSING = "missing field"
 NULL = "is null (or an empty cell)"
@@ -19,13 +19,6 @@ MAX_WEIGHT = 3.4028234663852886e38
 # level, and 600 levels ran past Python's recursion limit in train, chat and export. Tool schemas nest a dozen.
 MAX_DEPTH = 64
 TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep (sftlab reads JSON up to {MAX_DEPTH} levels)"
-_SHOWN = 60  # an echoed value or key, at most
-
-
-def shown(value: str, limit: int = _SHOWN) -> str:
-    """A value from the data, for a sentence: cut at `limit`, on one line (control characters escaped)."""
-    value = value if len(value) <= limit else value[:limit] + "…"
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def depth(value: Any, limit: int = MAX_DEPTH) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from sftlab.data import fields, reasoning
 from sftlab.data.conversation import ROLES, Conversation, Message
-from sftlab.errors import RowError, json_type
+from sftlab.errors import RowError, json_type, shown
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "text")
 
@@ -81,7 +81,7 @@ def _tool(tool: Any, field: str) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    return f"'{fields.shown(value)}'" if isinstance(value, str) else json_type(value)
+    return f"'{shown(value)}'" if isinstance(value, str) else json_type(value)
 
 
 def _train_weight(msg: dict[str, Any], field: str) -> tuple[bool | None, float | None]:

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab.data.conversation import Message
-from sftlab.data.fields import shown
 from sftlab.data.formats import convert_row, json_type
 from sftlab.data.load import check_row, read_rows
 from sftlab.data.tokenize import TokenizerView, tokenizer_adds_bos
-from sftlab.errors import RowError, SftlabError
+from sftlab.errors import RowError, SftlabError, shown
 
 TASKS = ("classification", "reward")
 # The keys that hold a labelled row's text, in the order they are looked for.

@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 from sftlab import jsonsafe
 from sftlab.data.conversation import Conversation
-from sftlab.data.fields import MAX_DEPTH, MISSING, NULL, TOO_DEEP, depth, digits_problem, shown
+from sftlab.data.fields import MAX_DEPTH, MISSING, NULL, TOO_DEEP, depth, digits_problem
 from sftlab.data.formats import FORMATS, convert_row, detect_format, json_type
-from sftlab.errors import RowError, SftlabError, first_line
+from sftlab.errors import RowError, SftlabError, first_line, shown
 from sftlab.files import atomic_writer, require_input
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")

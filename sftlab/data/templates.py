@@ -17,9 +17,9 @@ from importlib import resources
 from typing import Any, Sequence
 
 from sftlab.config.data import check_template_kwargs  # (checked where the config checks it)
-from sftlab.data.fields import MAX_DEPTH, TOO_DEEP, depth, shown
+from sftlab.data.fields import MAX_DEPTH, TOO_DEEP, depth
 from sftlab.data.reasoning import template_messages
-from sftlab.errors import SftlabError, first_line
+from sftlab.errors import SftlabError, first_line, shown
 from sftlab.files import read_text
 
 log = logging.getLogger("sftlab")

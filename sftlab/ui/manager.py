@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from sftlab import jsonsafe, runlock
 from sftlab import runs as run_folders
 from sftlab.defaults import DEFAULT_MODEL
-from sftlab.errors import SftlabError, first_line
+from sftlab.errors import SftlabError, first_line, one_line
 from sftlab.files import child, require_output_dir, run_name_problem, write_text
 
 STATE = "ui_state.json"
@@ -75,7 +75,7 @@ def shown(path: Path | str) -> str:
         text = Path(path).relative_to(Path.cwd()).as_posix() if Path(path).is_absolute() else str(path)
     except (ValueError, OSError):
         text = str(path)
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return one_line(text)
 
 
 def not_regular(path: Path) -> str | None:

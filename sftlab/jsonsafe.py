@@ -68,9 +68,10 @@ class NotAFile(OSError):
     """A path where sftlab keeps one of its files that is something else (FIFO, link, folder, device), or one
     too large; `what` is the sentence without the file's name ("is a FIFO, not a file sftlab writes")."""
 
-    def __init__(self, path: str | Path, what: str):
+    def __init__(self, path: str | Path, what: str, kind: str | None = None):
         super().__init__(f"{Path(path).name} {what}")
         self.what = what
+        self.kind = kind  # what is there instead ("a FIFO" …), where it is no regular file
 
 
 def kind(mode: int) -> str:
@@ -93,6 +94,18 @@ def not_a_file(path: str | Path) -> str | None:
     return None if stat.S_ISREG(mode) else f"is {kind(mode)}, not a file sftlab writes"
 
 
+def open_own(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """os.open of one of sftlab's own files (a log, a lock, a state file) that never follows a link nor waits on a
+    FIFO, and keeps only a regular file: its descriptor; NotAFile (with `kind`) when something else is there, the
+    OSError of os.open when it cannot be opened."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotAFile(path, f"is {kind(mode)}, not a file sftlab writes", kind(mode))
+    return fd
+
+
 def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The text of one of sftlab's own files: a regular file (checked with lstat before opening, and opened
     without following a link or waiting on a FIFO), at most `max_bytes`, undecodable bytes replaced. OSError
@@ -100,11 +113,7 @@ def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> str:
     problem = not_a_file(path)
     if problem:
         raise NotAFile(path, problem)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # (swapped for something else after the lstat)
-            raise NotAFile(path, f"is {kind(st.st_mode)}, not a file sftlab writes")
+    with os.fdopen(open_own(path, os.O_RDONLY), "rb") as f:  # (checked again: swapped after the lstat?)
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise NotAFile(path, f"is larger than {max_bytes:,} bytes, more than sftlab writes there")

@@ -24,7 +24,6 @@ import fcntl
 import math
 import os
 import signal
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,16 +158,6 @@ def lock_problem(folder: str | Path) -> str | None:
         return f"{LOCK} cannot be read ({e.strerror or e})"
 
 
-def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
-    """os.open of a lock file that cannot follow a link nor wait on a FIFO swapped in after the lstat; the fd
-    of a regular file, or OSError."""
-    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
-    return fd
-
-
 def is_running(folder: str | Path) -> bool:
     """Whether a process holds the run lock of `folder` (asked of the kernel: a dead holder holds nothing). A lock
     path that is not a regular file is held by nobody (lock_problem says what it is)."""
@@ -176,7 +165,7 @@ def is_running(folder: str | Path) -> bool:
     if lock_problem(folder):
         return False
     try:
-        fd = _open_regular(path, os.O_RDONLY)
+        fd = jsonsafe.open_own(path, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -302,7 +291,7 @@ def _open_lock(folder: Path, what: str) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _require_lock_file(folder, what)
-        return _open_regular(folder / LOCK, os.O_RDWR | os.O_CREAT)
+        return jsonsafe.open_own(folder / LOCK, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         require_output_dir(folder, what)  # the one sentence for a folder that cannot be written
         raise SftlabError(f"{what} {folder}: cannot open its run lock {LOCK} ({e.strerror or e})") from None

@@ -96,17 +96,14 @@ def open_regular(path: Path) -> Iterator[Any]:
     None when there is none; Damaged when something else is there. (jsonsafe.read_text reads a file from its
     start; a log is read from its end.)"""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = jsonsafe.open_own(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         yield None
         return
     except OSError as e:
-        raise Damaged(f"{shown(path)} is {not_regular(path) or f'unreadable ({e.strerror or e})'}, not a file sftlab "
-                      "writes; remove it") from None
+        what = e.kind if isinstance(e, jsonsafe.NotAFile) else not_regular(path) or f"unreadable ({e.strerror or e})"
+        raise Damaged(f"{shown(path)} is {what}, not a file sftlab writes; remove it") from None
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Damaged(f"{shown(path)} is {jsonsafe.kind(mode)}, not a file sftlab writes; remove it")
         yield f
 
 
@@ -186,15 +183,11 @@ def locked(path: Path) -> Iterator[None]:
     a regular file is there: a link is never followed (O_NOFOLLOW), a FIFO never waited on (O_NONBLOCK)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        fd = jsonsafe.open_own(path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
-        kind = not_regular(path)
+        kind = e.kind if isinstance(e, jsonsafe.NotAFile) else not_regular(path)
         raise RunError(f"{shown(path)} is {kind}, not a lock file sftlab ui made; remove it" if kind
                        else f"{shown(path)}: cannot make a lock file there ({e.strerror or e})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise RunError(f"{shown(path)} is {jsonsafe.kind(mode)}, not a lock file sftlab ui made; remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sftlab import jsonsafe
 
 
 def outcome(code: int) -> str:
@@ -50,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, forward)
     opts.log.parent.mkdir(parents=True, exist_ok=True)
     try:  # the log is a file of ours: never written through a link planted there, never waited on as a FIFO
-        fd = os.open(opts.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o644)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(f"{opts.log} is not a regular file")
+        fd = jsonsafe.open_own(opts.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except OSError as e:
         update_state(opts.state, status="failed", exit_code=None, ended=time.time(),
                      error=f"its log {opts.log} cannot be written ({getattr(e, 'strerror', None) or e}); remove what is there")

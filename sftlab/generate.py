@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
+from sftlab.data.fields import MAX_DEPTH  # (a request's values nest as deep as a data row's may)
 from sftlab.data.templates import ChatTemplate, resolve_template, with_default_system, with_template_kwargs
 from sftlab.data.tokenize import TokenizerView, special_token_strings
 from sftlab.defaults import EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY
@@ -28,10 +29,6 @@ class ContextExceeded(SftlabError):
 # What a model's generation_config may say about picking tokens (transformers, vLLM and Ollama read the same keys).
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p")
 
-
-# How deep a conversation's values may nest (a tool's JSON schema nests a few levels): templates render them with
-# recursive filters (tojson), which a deeper value would take past Python's recursion limit.
-MAX_DEPTH = 64
 
 
 def text_problem(value: Any, where: str = "", max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:

@@ -224,7 +224,7 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
     if problem:
         raise SftlabError(f"--out {echo_path(out)}: {problem}")
     reads = model_reads(model) + (model_reads(baseline, "baseline model") if baseline is not None else [])
-    require_apart(out, "--out", [*reads, ("data file", data)])  # (before anything is written or loaded)
+    require_apart(out, "--out", reads)  # (the data was checked above; before anything is written or loaded)
     out = require_output_dir(out, "--out")
     if labelled(model, data):
         summary = evaluate_labels(model, data, out, options)

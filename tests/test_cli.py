@@ -119,7 +119,7 @@ def test_train_config_mistakes_are_one_sentence_and_exit_2(tmp_path, cli):
     cfg.write_text(f"datasets: [{SHARED_DATA / 'identity.json'}]\nlearning_rat: 1e-4\n")
     r = cli("train", str(cfg))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "unknown key `learning_rat`; did you mean `learning_rate`?" in " ".join(r.stderr.split())
+    assert "unknown key `learning_rat` (did you mean `learning_rate`?)" in " ".join(r.stderr.split())
     r = cli("train", "--set", "datasets=[nowhere.json]")
     assert r.returncode == 2 and "datasets file nowhere.json not found" in " ".join(r.stderr.split())
 

@@ -87,7 +87,7 @@ def test_an_invalid_config_is_the_cli_sentence_with_its_field(work):
         TrainConfig(datasets=["data.json"], epochs="three")
     assert r.json()["error"]["message"] == explain(e.value, "config")  # the sentence `sftlab train` prints
     r = c.post("/api/runs", json={"config": {"datasets": ["data.json"], "learning_rat": 1}})
-    assert r.json()["error"] == {"message": "config: unknown key `learning_rat`; did you mean `learning_rate`?",
+    assert r.json()["error"] == {"message": "config: unknown key `learning_rat` (did you mean `learning_rate`?)",
                                  "field": "learning_rat"}
     r = c.post("/api/runs", json={"config": {"datasets": ["nope.json"]}})
     assert r.status_code == 400 and r.json()["error"]["field"] == "datasets" and "not found" in r.json()["error"]["message"]

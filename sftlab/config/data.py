@@ -21,6 +21,20 @@ from sftlab.errors import SftlabError, echo
 NOT_IN_CACHE_KEY = frozenset({"packing", "num_proc"})
 
 
+# A data file's own names, mapped by a dataset's `columns`, `message_keys` and `roles` (sftlab/data/mapping.py):
+# the fields of sftlab's formats, the keys of a turn, and the roles a turn can have.
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "alpaca": ("instruction", "input", "output", "system", "history", "tools"),
+    "sharegpt": ("conversations", "system", "tools"),
+    "messages": ("messages", "tools"),
+    "prompt-completion": ("prompt", "completion", "system"),
+    "text": ("text",),
+}
+MAPPED_FIELDS = tuple(dict.fromkeys(f for names in FORMAT_FIELDS.values() for f in names))
+MESSAGE_KEYS = ("role", "content")
+MAPPED_ROLES = ("user", "assistant", "system", "tool", "function_call")
+
+
 # Names a template is rendered with by sftlab itself (and transformers' render), never a template option.
 _RESERVED_KWARGS = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message",
                     "raise_exception", "strftime_now", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",

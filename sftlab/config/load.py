@@ -3,7 +3,6 @@ TrainConfig, its mistakes told in one sentence a person can act on."""
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sftlab.config import names
 from sftlab.config.train import DatasetSpec, DistributedSpec, TrainConfig
 from sftlab.errors import SftlabError, echo, echo_path, echo_text
 from sftlab.files import input_problem, output_folder_problem, path_name_problem, read_text
@@ -129,20 +129,31 @@ def _location(loc: tuple[Any, ...]) -> str:
 def explain(e: ValidationError, origin: str, fields: dict[str, Any] | None = None) -> str:
     """A validation error as one sentence: where it came from (a file, --set, a stage), the key, what is wrong."""
     fields = TrainConfig.model_fields if fields is None else fields
+    unknown = [tuple(err["loc"]) for err in e.errors() if err["type"] == "extra_forbidden"]
+    if unknown:
+        return _unknown_keys(unknown, origin, fields)
     err = e.errors()[0]
     loc = tuple(err["loc"])
     where = echo_text(_location(loc))
-    if err["type"] == "extra_forbidden":
-        known = fields if len(loc) == 1 else (DistributedSpec if loc[0] == "distributed" else DatasetSpec).model_fields
-        hint = difflib.get_close_matches(str(loc[-1]), list(known), n=1, cutoff=0.6)
-        did = f"; did you mean `{hint[0]}`?" if hint else ""
-        return f"{origin}: unknown key `{where}`{did}"
     if err["type"] == "missing":
         return f"{origin}: `{where}` is required"
     msg = err["msg"].removeprefix("Value error, ")
     if not loc:
         return f"{origin}: {msg}"
     return f"{origin}: `{where}` {msg[0].lower()}{msg[1:]} (got {echo(err.get('input'))})"
+
+
+def _unknown_keys(locs: list[tuple[Any, ...]], origin: str, fields: dict[str, Any]) -> str:
+    """Every unknown key of a config in one sentence, each with what it most likely meant (config/names.py)."""
+    parts = []
+    for loc in locs:
+        known = fields if len(loc) == 1 else (DistributedSpec if loc[0] == "distributed" else DatasetSpec).model_fields
+        parts.append(f"`{echo_text(_location(loc))}`{names.hint(str(loc[-1]), known)}")
+    sentence = f"{origin}: unknown key{'s' if len(parts) > 1 else ''} " + ", ".join(parts)
+    if names.looks_foreign(str(loc[-1]) for loc in locs if len(loc) == 1):
+        sentence += ("; this looks like another tool's recipe: `sftlab import RECIPE --out config.yaml` translates "
+                     "it and reports every key (docs/coming-from.md)")
+    return sentence
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:

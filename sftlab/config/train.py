@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from sftlab.config.bounds import FRACTION, NON_NEGATIVE, POSITIVE, Limit
-from sftlab.config.data import DataSettings
+from sftlab.config.data import MAPPED_FIELDS, MAPPED_ROLES, MESSAGE_KEYS, DataSettings
 from sftlab.config.fields import BOOKKEEPING, EVALUATION, HOW, OPTIMISATION, WHAT, Count, OptionalCount, setting
 from sftlab.config.methods import (ADAPTER_LEARNING_RATE, DEFAULT_METHOD, FULL_LEARNING_RATE, METHOD_NAMES, METHODS,
                                    OWNERS, Method)
@@ -21,11 +21,52 @@ from sftlab.errors import SftlabError, echo, echo_text
 from sftlab.files import child, path_name_problem
 
 class DatasetSpec(BaseModel):
+    """One data file of `datasets` / `eval_datasets`: its path, format, mixing weight, and (for a file that names
+    its fields its own way) which of its columns, turn keys and role values are which (docs/data.md, "Your own
+    column names")."""
+
     model_config = ConfigDict(extra="forbid")
 
     path: str
     format: Optional[Literal["alpaca", "sharegpt", "messages", "prompt-completion", "text"]] = None
     weight: Annotated[Optional[float], NON_NEGATIVE] = None
+    columns: Optional[dict[str, str]] = None
+    message_keys: Optional[dict[str, str]] = None
+    roles: Optional[dict[str, Union[str, list[str]]]] = None
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        return _names(value, MAPPED_FIELDS, "field", "the file's column")
+
+    @field_validator("message_keys")
+    @classmethod
+    def _message_keys(cls, value: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        return _names(value, MESSAGE_KEYS, "key", "the key each turn has")
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: Optional[dict[str, Union[str, list[str]]]]) -> Optional[dict[str, Union[str, list[str]]]]:
+        _names(value, MAPPED_ROLES, "role", "the file's values")
+        for role, values in (value or {}).items():
+            listed = [values] if isinstance(values, str) else values
+            if not listed or not all(v for v in listed):
+                raise ValueError(f"role '{role}' needs the value(s) the file writes for it (a string or a list)")
+            for other, others in value.items():
+                if other < role and set(listed) & set([others] if isinstance(others, str) else others):
+                    raise ValueError(f"a value is listed for both '{other}' and '{role}'")
+        return value
+
+
+def _names(value: Optional[dict[str, Any]], known: tuple[str, ...], what: str, to: str) -> Optional[dict[str, Any]]:
+    """A mapping whose keys are sftlab's names (`known`) and whose values are the file's; an unknown name refused."""
+    for name, given in (value or {}).items():
+        if name not in known:
+            raise ValueError(f"'{name}' is no {what} sftlab reads; each key is one of {', '.join(known)} and its "
+                             f"value {to}")
+        if isinstance(given, str) and not given:
+            raise ValueError(f"'{name}' maps to an empty name")
+    return value
 
 
 class DistributedSpec(BaseModel):
@@ -332,7 +373,8 @@ class TrainConfig(DataSettings, Inputs):
                   "clean": self.clean, "mixture_examples": self.mixture_examples,
                   "train_on": self.train_on != "all_assistant", "template_tokens": self.template_tokens,
                   "freeze_train_embeddings": self.freeze_train_embeddings,  # (the head trains; the embeddings do not)
-                  "weight": any(d.weight is not None for d in [*self.datasets, *self.eval_datasets])}
+                  **{key: any(getattr(d, key) is not None for d in [*self.datasets, *self.eval_datasets])
+                     for key in ("weight", "columns", "message_keys", "roles")}}
         for key, value in unused.items():
             if value:
                 raise ValueError(f"`{key}` does not apply to task: {self.task} (a head reads whole rows; docs/heads.md)")

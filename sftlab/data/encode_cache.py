@@ -17,7 +17,7 @@ log = logging.getLogger("sftlab")
 
 
 def cache_key(sources: Sequence[Any], tokenizer: Any, template: Any, settings: dict[str, Any]) -> str:
-    """sha256 of what determines a run's examples: each file's content, format and weight, the tokenizer (its
+    """sha256 of what determines a run's examples: each file's content, format, weight and mapping, the tokenizer (its
     whole definition, added tokens included, and its chat template), the template, the settings (DataSettings.cache_key()), and
     the code that encodes (a changed sftlab may encode differently)."""
     digest = hashlib.sha256()
@@ -33,7 +33,8 @@ def cache_key(sources: Sequence[Any], tokenizer: Any, template: Any, settings: d
     for src in sources:
         path = Path(src.path)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        add([src.format, src.weight, fingerprint(files)])
+        mapping = getattr(src, "mapping", None)
+        add([src.format, src.weight, fingerprint(files), mapping.to_dict() if mapping else None])
     digest.update(tokenizer.backend_tokenizer.to_str().encode())
     add([getattr(tokenizer, "chat_template", None), str(tokenizer.bos_token), str(tokenizer.eos_token)])
     source = template.source if isinstance(template, ChatTemplate) else template

@@ -13,6 +13,7 @@ from sftlab import jsonsafe
 from sftlab.data.conversation import Conversation
 from sftlab.data.fields import MAX_DEPTH, MISSING, NULL, TOO_DEEP, depth, digits_problem
 from sftlab.data.formats import FORMATS, convert_row, detect_format, json_type
+from sftlab.data.mapping import RowMapping
 from sftlab.errors import RowError, SftlabError, first_line, shown
 from sftlab.files import atomic_writer, require_input
 
@@ -245,9 +246,11 @@ def load_conversations(
     *,
     on_error: str = "raise",
     require_assistant: bool = True,
+    mapping: RowMapping | None = None,
 ) -> Loaded:
-    """Read one file into Conversations. With on_error='raise' the first bad row is a SftlabError
-    naming file, row and field; with 'skip' it becomes a Reject and loading goes on."""
+    """Read one file into Conversations (its own column and role names renamed by `mapping`). With
+    on_error='raise' the first bad row is a SftlabError naming file, row and field; with 'skip' it becomes a
+    Reject and loading goes on."""
     if on_error not in ("raise", "skip"):
         raise SftlabError(f"on_error must be 'raise' or 'skip', got '{on_error}'")
     source = str(path)
@@ -256,8 +259,8 @@ def load_conversations(
         first = rejects[0]
         raise SftlabError(f"{source}: {first.reason}")
     out = Loaded(rows=row_count(rows), rejects=list(rejects))
-    out.format = file_format(source, rows, fmt)
-    for number, row, conv, error in convert_rows(source, rows, out.format, fmt is None, require_assistant):
+    out.format = file_format(source, rows, fmt, mapping)
+    for number, row, conv, error in convert_rows(source, rows, out.format, fmt is None, require_assistant, mapping):
         if error is not None:
             if on_error == "raise":
                 raise error from None
@@ -269,13 +272,18 @@ def load_conversations(
 
 
 def convert_rows(
-    source: str, rows: list[Any], fmt: str, detected: bool, require_assistant: bool = True
+    source: str, rows: list[Any], fmt: str, detected: bool, require_assistant: bool = True,
+    mapping: RowMapping | None = None,
 ) -> Iterator[tuple[int, Any, Conversation | None, RowError | None]]:
     """(row number, row, Conversation or None, the located error or None) for every row that was read."""
+    mapping = mapping or RowMapping()
     for number, row in _numbered(rows):
         try:
             check_row(row)
-            conv = convert_row(row, fmt)
+            try:
+                conv = convert_row(mapping.apply(row, fmt), fmt)
+            except RowError as e:
+                raise mapping.located(e, fmt) from None
             if require_assistant and not conv.is_text and not conv.assistant_indices:
                 raise RowError("conversation has no assistant turn to train on")
         except RowError as e:
@@ -305,12 +313,15 @@ def _numbered(rows: list[Any]) -> Iterator[tuple[int, Any]]:
             yield i, row
 
 
-def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
+def file_format(source: str, rows: list[Any], fmt: str | None = None, mapping: RowMapping | None = None) -> str:
     """The format given (checked), or that of the first row that is an object, from its keys that hold a value (a
-    column that Arrow gives every row of a CSV or parquet file, null in most, does not decide)."""
+    column that Arrow gives every row of a CSV or parquet file, null in most, does not decide), as `mapping`
+    renames them; the mapping checked against it."""
+    mapping = mapping or RowMapping()
     if fmt is not None:
         if fmt not in FORMATS:
             raise SftlabError(f"{source}: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        mapping.check(fmt, source)
         return fmt
     first = next((r for r in rows if isinstance(r, dict)), None)
     if first is None:
@@ -321,7 +332,13 @@ def file_format(source: str, rows: list[Any], fmt: str | None = None) -> str:
             raise SftlabError(f"{source}: no row could be read (none is valid JSON)")
         raise SftlabError(f"{source}: no row is a JSON object (row {readable[0][0]} is {json_type(readable[0][1])}); "
                           "a .jsonl file holds one object per line")
-    fmt = detect_format([k for k, v in first.items() if v is not None])
+    fmt = detect_format(mapping.renamed_keys([k for k, v in first.items() if v is not None]))
+    if fmt is None and mapping:
+        raise SftlabError(f"{source}: cannot tell the format from the columns as mapped "
+                          f"({', '.join(shown(k, 40) for k in mapping.renamed_keys(sorted(first))[:10])}); set format to one of "
+                          f"{', '.join(FORMATS)}")
+    if fmt is not None:
+        mapping.check(fmt, source)
     if fmt is None:
         columns = sorted(first.keys())  # (a row may have thousands of keys, each of any length: the first few, short)
         listed = str([shown(k, 40) for k in columns[:10]]) + (f" and {len(columns) - 10} more" if len(columns) > 10 else "")

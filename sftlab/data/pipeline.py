@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftlab.config.data import DataSettings
+from sftlab.config.train import DatasetSpec
 from sftlab.data.conversation import Conversation
 from sftlab.data.encode import Encoder
 from sftlab.data import encode_cache
 from sftlab.data.example import Encoded, Example
 from sftlab.data.load import Reject, load_conversations, write_rejects
+from sftlab.data.mapping import RowMapping, from_spec
 from sftlab.data.mixture import mix, mixture_problem, shares
 from sftlab.data.packing import PackedRow, pack, packing_efficiency
 from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use, template_for
@@ -33,11 +35,17 @@ Cleaner = Callable[[list[Conversation]], tuple[list[Conversation], list[dict[str
 
 @dataclass
 class Source:
-    """One input file and its sampling weight when several are mixed."""
+    """One input file, its sampling weight when several are mixed, and its own column and role names."""
 
     path: str
     format: str | None = None
     weight: float | None = None
+    mapping: RowMapping = field(default_factory=RowMapping)
+
+    @classmethod
+    def of(cls, spec: DatasetSpec) -> "Source":
+        """A config's `datasets` entry as a Source."""
+        return cls(spec.path, spec.format, spec.weight, from_spec(spec.columns, spec.message_keys, spec.roles))
 
 
 @dataclass
@@ -151,10 +159,11 @@ def load_sources(
     report = DataReport()
     per_source: list[list[Conversation]] = []
     for src in sources:
-        loaded = load_conversations(src.path, src.format, on_error=on_error, require_assistant=require_assistant)
+        loaded = load_conversations(src.path, src.format, on_error=on_error, require_assistant=require_assistant,
+                                    mapping=src.mapping)
         report.files.append(
             {"path": src.path, "format": loaded.format, "rows": loaded.rows, "converted": len(loaded.conversations),
-             "rejected": len(loaded.rejects)}
+             "rejected": len(loaded.rejects), **({"mapping": src.mapping.to_dict()} if src.mapping else {})}
         )
         report.rows_read += loaded.rows
         report.converted += len(loaded.conversations)

@@ -85,7 +85,7 @@ def _cleaner(config: TrainConfig, tokenizer: Any, template: Any) -> Any:
 
 
 def _sources(specs: Sequence[Any]) -> list[Source]:
-    return [Source(d.path, d.format, d.weight) for d in specs]
+    return [Source.of(d) for d in specs]
 
 
 def held_out(items: list[Any], share: float, seed: int, what: str) -> tuple[list[Any], list[Any]]:

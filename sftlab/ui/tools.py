@@ -196,7 +196,7 @@ def preview(config: Any) -> dict[str, Any]:
     # (the first rows as they are: no mixture's total, no cleaning, no packing)
     settings = config.data.model_copy(update={"on_error": "skip", "limit": limit, "packing": False,
                                               "mixture_examples": None, "clean": None})
-    examples, report = build_examples([Source(d.path, d.format, d.weight) for d in config.datasets], tokenizer,
+    examples, report = build_examples([Source.of(d) for d in config.datasets], tokenizer,
                                       settings, say_system=False, parts=True)
     summary = report.summary(limit)
     return {

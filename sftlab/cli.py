@@ -83,6 +83,15 @@ TemplateKwargs = Annotated[Optional[str], typer.Option(
     "(e.g. '{\"enable_thinking\": false}'), as `template_kwargs` in a config. A model trained with them has them in its "
     "template already.")]
 Format = Annotated[Optional[str], typer.Option("--format", help="alpaca | sharegpt | messages | prompt-completion | text (default: detected).")]
+# A data file's own names (the `columns`, `message_keys` and `roles` of a config's datasets entry), for every --data.
+Columns = Annotated[Optional[str], typer.Option(
+    "--columns", metavar="JSON", help="Which of the file's columns hold the format's fields, as a JSON object: "
+    "'{\"instruction\": \"question\", \"output\": \"answer\"}' (docs/data.md, \"Your own column names\").")]
+MessageKeys = Annotated[Optional[str], typer.Option(
+    "--message-keys", metavar="JSON", help="The keys of each turn, as a JSON object: '{\"role\": \"from\", \"content\": \"value\"}'.")]
+Roles = Annotated[Optional[str], typer.Option(
+    "--roles", metavar="JSON", help="The file's role values, as a JSON object of lists: "
+    "'{\"user\": [\"human\"], \"assistant\": [\"gpt\"]}'.")]
 Escape = Annotated[bool, typer.Option("--escape-special-tokens/--no-escape-special-tokens",
                                       help="Special-token text inside messages stays text (default); off: it becomes control tokens.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto | bf16 | fp32 (auto: bf16 where this machine runs it faster, as in training).")]
@@ -107,6 +116,37 @@ def template_kwargs_option(value: str | None) -> dict[str, Any] | None:
     if depth(parsed, MAX_DEPTH + 1) > MAX_DEPTH + 1:  # (the mapping itself is a level)
         raise SftlabError(f"--template-kwargs is {TOO_DEEP}")
     return check_template_kwargs(parsed, "--template-kwargs") or None
+
+
+def data_sources(paths: list[Path], fmt: str | None, columns: str | None = None, message_keys: str | None = None,
+                 roles: str | None = None) -> list[Any]:
+    """--data files as Sources, each with the format and the mapping the options give, checked as the config's
+    datasets entries are."""
+    import json
+
+    from pydantic import ValidationError
+
+    from sftlab.config.load import explain
+    from sftlab.config.train import DatasetSpec
+    from sftlab.data.pipeline import Source
+
+    given: dict[str, Any] = {}
+    for option, key, value in (("--columns", "columns", columns), ("--message-keys", "message_keys", message_keys),
+                               ("--roles", "roles", roles)):
+        if value is not None:
+            try:
+                given[key] = json.loads(value)
+            except (json.JSONDecodeError, RecursionError):
+                raise SftlabError(f"{option} must be a JSON object, e.g. '{{\"output\": \"answer\"}}'") from None
+    sources = []
+    for path in paths:
+        try:
+            spec = DatasetSpec(path=str(path), format=fmt, **given)
+        except ValidationError as e:
+            option = "--" + str(e.errors()[0]["loc"][0]).replace("_", "-")
+            raise SftlabError(explain(e, option, DatasetSpec.model_fields)) from None
+        sources.append(Source.of(spec))
+    return sources
 
 
 def bounded(param: typer.CallbackParam, value: Any) -> Any:
@@ -205,6 +245,9 @@ def inspect_cmd(
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
+    columns: Columns = None,
+    message_keys: MessageKeys = None,
+    roles: Roles = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Truncate examples to this many tokens (keeping the start), as training does."),
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
     limit: Optional[int] = typer.Option(None, "--limit", callback=bounded, help="Only the first N rows."),
@@ -219,15 +262,16 @@ def inspect_cmd(
 ) -> None:
     from sftlab.config import DataSettings
     from sftlab.data.inspect import render_html, render_json, render_terminal
-    from sftlab.data.pipeline import Source, build_examples
+    from sftlab.data.pipeline import build_examples
     from sftlab.models import load_tokenizer
     from rich.text import Text
 
+    sources = data_sources(data, fmt, columns, message_keys, roles)
     tokenizer = load_tokenizer(model)
     settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
                             limit=limit, escape_special_tokens=escape, default_system=default_system,
                             template_kwargs=template_kwargs_option(template_kwargs), train_reasoning=train_reasoning)
-    examples, report = build_examples([Source(str(d), fmt) for d in data], tokenizer, settings, rejects_path=rejects,
+    examples, report = build_examples(sources, tokenizer, settings, rejects_path=rejects,
                                       parts=not as_json)
     if as_json:
         for line in render_json(examples):
@@ -457,6 +501,9 @@ def eval_cmd(
     data: Path = typer.Option(..., "--data", help="Held-out data in any supported format."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     fmt: Format = None,
+    columns: Columns = None,
+    message_keys: MessageKeys = None,
+    roles: Roles = None,
     template: Template = None,
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", callback=bounded),
     batch_size: int = typer.Option(8, "--batch-size", callback=bounded),
@@ -484,7 +531,8 @@ def eval_cmd(
              if judge_url else None)
     options = EvalOptions(fmt, template, max_new_tokens, batch_size, max_length, limit, judge, probe, escape,
                           _precision(precision), default_system=default_system,
-                          template_kwargs=template_kwargs_option(template_kwargs))
+                          template_kwargs=template_kwargs_option(template_kwargs),
+                          mapping=data_sources([data], fmt, columns, message_keys, roles)[0].mapping)
     summary = evaluate(model, data, out, options, baseline)
     print_summary(summary, Console())
     written = "predictions.jsonl" if {"accuracy", "pairwise_accuracy"} & set(summary) else "responses.jsonl"

@@ -170,3 +170,19 @@ def test_a_key_spelled_like_another_is_not_offered_as_it():
     with pytest.raises(SftlabError) as e:
         load_config(None, ["datasets=[{path: d.json}]", "max_sample=3", "eval_size=0.1"], check_files=False)
     assert str(e.value) == "--set: unknown keys `max_sample`, `eval_size`"
+
+
+def test_inspect_reads_a_file_by_the_names_the_options_give(tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import FIXTURES
+    from sftlab.cli import app
+
+    path = _file(tmp_path, "lf.jsonl", LLAMA_FACTORY)
+    args = ["inspect", "--data", path, "--model", str(FIXTURES / "tokenizers" / "qwen2"), "--json", "--format",
+            "sharegpt", "--roles", '{"user": "human", "assistant": ["gpt"]}']
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["input_ids"] == QWEN_IDS
+    bad = CliRunner().invoke(app, [*args[:-1], '{"user": "human", "assistant": ["human"]}'])
+    assert "a value is listed for both 'assistant' and 'user'" in str(bad.exception)

@@ -44,6 +44,14 @@ class DatasetSpec(BaseModel):
     def _message_keys(cls, value: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
         return _names(value, MESSAGE_KEYS, "key", "the key each turn has")
 
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _role_values(cls, value: Any) -> Any:
+        for role, values in (value.items() if isinstance(value, dict) else ()):
+            if not isinstance(values, str) and not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+                raise ValueError(f"role {echo(role)} must map to the file's value: a string or a list of strings")
+        return value
+
     @field_validator("roles")
     @classmethod
     def _roles(cls, value: Optional[dict[str, Union[str, list[str]]]]) -> Optional[dict[str, Union[str, list[str]]]]:

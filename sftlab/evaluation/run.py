@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sftlab.data.load import load_conversations
+from sftlab.data.mapping import RowMapping
 from sftlab.defaults import EVAL_MAX_LENGTH
 from sftlab import jsonsafe
 from sftlab.errors import SftlabError, echo_path
@@ -57,6 +58,7 @@ class EvalOptions:
     precision: str = "auto"  # auto | bf16 | fp32, as in training
     default_system: str | None = None  # system prompt of conversations without one (templates.with_default_system)
     template_kwargs: dict[str, Any] | None = None  # the template's options ({enable_thinking: false}), for every render
+    mapping: RowMapping = field(default_factory=RowMapping)  # the data file's own names (--columns, --roles …)
 
     def __post_init__(self) -> None:
         require("max_new_tokens", self.max_new_tokens, "--max-new-tokens")
@@ -65,8 +67,9 @@ class EvalOptions:
         require("limit", self.limit, "--limit")
 
 
-def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = None) -> list[EvalItem]:
-    loaded = load_conversations(data, fmt, require_assistant=True)
+def eval_items(data: str | Path, fmt: str | None = None, limit: int | None = None,
+               mapping: RowMapping | None = None) -> list[EvalItem]:
+    loaded = load_conversations(data, fmt, require_assistant=True, mapping=mapping)
     items = []
     for conv in loaded.conversations[:limit]:
         last = conv.assistant_indices[-1]
@@ -87,7 +90,7 @@ def held_out_loss(gen: Generator, data: str | Path, options: EvalOptions) -> tup
     from sftlab.training.loss import evaluate_loss
 
     settings = DataSettings(max_length=options.max_length, limit=options.limit, escape_special_tokens=options.escape)
-    examples, _ = build_examples([Source(str(data), options.fmt)], gen.tokenizer, settings, template=gen.chat)
+    examples, _ = build_examples([Source(str(data), options.fmt, mapping=options.mapping)], gen.tokenizer, settings, template=gen.chat)
     collate, size = Collator(gen.pad_id), options.batch_size
     batches = (collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + size]])
                for i in range(0, len(examples), size))
@@ -182,7 +185,7 @@ def mask_probe(gen: Generator, items: Sequence[EvalItem], out: Path, options: Ev
 
 def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalOptions) -> dict[str, Any]:
     out = require_output_dir(out, "--out")
-    items = eval_items(data, options.fmt, options.limit)
+    items = eval_items(data, options.fmt, options.limit, options.mapping)
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     log.info("evaluating %s on %d conversations of %s", model, len(items), data)
@@ -257,6 +260,9 @@ def evaluate_labels(model: str, data: str | Path, out: Path, options: EvalOption
     from sftlab.evaluation.labels import evaluate_generative_labels, evaluate_head
     from sftlab.models import head_task, model_path
 
+    if options.mapping:
+        raise SftlabError(f"{echo_path(data)}: --columns, --message-keys and --roles are for conversations; labelled "
+                          "rows are read by their own names (docs/heads.md)")
     path = model_path(model)
     task = head_task(path)
     log.info("evaluating %s on the labels of %s", model, data)

@@ -693,19 +693,22 @@ def ui_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise; another one needs a key)."),
     port: int = typer.Option(7860, "--port", callback=bounded),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Require this key (the file's first line); default: $SFTLAB_API_KEY."),
+    data_dir: list[Path] = typer.Option([], "--data-dir", help="Another folder the UI may read data, models and templates from (besides the one it starts in and --runs-dir); repeatable."),
 ) -> None:
     from sftlab.serve import resolve_api_key
     from sftlab.ui.app import run_ui
-    from sftlab.ui.security import require_safe_host
+    from sftlab.ui.security import data_dirs, require_safe_host
 
     from sftlab.files import require_output_dir
 
     key = resolve_api_key(None, api_key_file)
     require_safe_host(host, key)
     require_output_dir(runs_dir, "--runs-dir")
+    extra = data_dirs(data_dir)  # (each checked before the server starts)
     err.print(f"sftlab ui on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (runs in {runs_dir})"
-              + (" (key required)" if key else ""), highlight=False)
-    run_ui(runs_dir, host=host, port=port, api_key=key)
+              + "".join(f" (data also from {d})" for d in extra) + (" (key required)" if key else ""),
+              highlight=False, markup=False)
+    run_ui(runs_dir, host=host, port=port, api_key=key, data_dirs=extra)
 
 
 def _precision(value: str) -> str:
@@ -751,6 +754,11 @@ def _resume_command() -> str:
 
 def main() -> None:
     setup_logging()
+    if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH"):
+        # Piped --help is laid out for 80 columns, where rich cuts long option names (`--judge-concurren…`).
+        from typer import rich_utils
+
+        rich_utils.MAX_WIDTH = 120
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -213,6 +213,17 @@ def test_the_command_line_reads_its_arguments_before_importing_heavy_libraries()
     assert r.stdout.splitlines()[-1] == "[]"  # and showing the help of four commands
 
 
+def test_piped_help_names_every_option_whole():
+    """Piped (a file, `| less`), rich lays help out for 80 columns and cut `--judge-concurrency` to
+    `--judge-concurren…`; sftlab widens it to 120 unless TERMINAL_WIDTH says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TERMINAL_WIDTH", "COLUMNS")}
+    r = subprocess.run([sys.executable, "-m", "sftlab", "eval", "--help"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    for option in ("--judge-concurrency", "--escape-special-tokens", "--no-escape-special-tokens", "--template-kwargs"):
+        assert option in r.stdout
+
+
 def test_only_the_first_process_logs_under_torchrun(monkeypatch):
     import logging
 

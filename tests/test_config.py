@@ -414,3 +414,10 @@ def test_a_config_of_too_many_values_without_aliases_says_so():
     with pytest.raises(SftlabError) as e:
         load_config(None, ["clean=[" + ", ".join(["a"] * 100_001) + "]"])
     assert str(e.value) == "--set clean: the value is not valid YAML (it holds more than 100,000 values)"
+
+
+@pytest.mark.parametrize("targets", ["all", "[q_proj, all]", "linear"])
+def test_lora_targets_all_points_at_all_linear(targets):
+    # (LLaMA-Factory's `lora_target: all`; peft looked for a module named "all" and failed after the model loaded)
+    with pytest.raises(SftlabError, match="is no module name; every linear layer .* is all-linear"):
+        load_config(None, [f"datasets=[{DATA}]", "method=lora", f"lora_targets={targets}"])

@@ -161,18 +161,32 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
     data: dict[str, Any] = {}
     origin = echo_path(path) if path else "--set"
     if path is not None:
-        problem = path_name_problem(path)  # (before the disk is asked, which would say "File name too long")
-        if problem:
-            raise SftlabError(f"{origin}: config file {problem}")
-        try:
-            loaded = parse_yaml(read_text(path, "config file"))
-        except (yaml.YAMLError, RecursionError) as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" on line {mark.line + 1}" if mark is not None else ""
-            raise SftlabError(f"{origin}: invalid YAML{line} ({_yaml_problem(e)})") from None
+        loaded = read_yaml(path)  # (its name checked before the disk is asked, which would say "File name too long")
         if loaded is not None and not isinstance(loaded, dict):
             raise SftlabError(f"{origin}: the config must be a mapping of keys to values")
         data = loaded or {}
+    return config_from(data, origin, sets, check_files=check_files)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's YAML as sftlab reads every config (load_config), or one sentence naming the file."""
+    origin = echo_path(path)
+    problem = path_name_problem(path)
+    if problem:
+        raise SftlabError(f"{origin}: config file {problem}")
+    try:
+        return parse_yaml(read_text(path, "config file"))
+    except (yaml.YAMLError, RecursionError) as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" on line {mark.line + 1}" if mark is not None else ""
+        raise SftlabError(f"{origin}: invalid YAML{line} ({_yaml_problem(e)})") from None
+
+
+def config_from(data: dict[str, Any], origin: str, sets: list[str] | None = None, *,
+                check_files: bool = True) -> TrainConfig:
+    """A run's configuration from its keys (a file's, or a recipe `sftlab import` translated) and `--set`
+    overrides, validated once; `origin` names where the keys came from in every sentence."""
+    data = dict(data)
     from_set: set[str] = set()  # top-level keys given (or overridden) by --set: their mistakes are --set's
     for item in sets or []:
         key, value = _parse_set(item)

@@ -289,6 +289,16 @@ class TrainConfig(DataSettings, Inputs):
         return {"learning_rate": spec.learning_rate, "padding_free": not spec.one_example_per_row,
                 "hybrid_lora_learning_rate": lr * ADAPTER_LEARNING_RATE / FULL_LEARNING_RATE if spec.lora_phase else None}
 
+    @field_validator("lora_targets")
+    @classmethod
+    def _lora_targets(cls, value: Union[str, list[str]]) -> Union[str, list[str]]:
+        for name in [value] if isinstance(value, str) else value:
+            if name in ("all", "all_linear", "linear"):  # (LLaMA-Factory's `lora_target: all`; peft's spelling differs)
+                raise ValueError(f"'{name}' is no module name; every linear layer (but the output head) is all-linear")
+            if not name:
+                raise ValueError("a module name is empty")
+        return value
+
     @field_validator("class_weights", mode="before")
     @classmethod
     def _weights_are_numbers(cls, value: Any) -> Any:

@@ -18,12 +18,13 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from sftlab.errors import SftlabError
 from sftlab.files import write_text
+from sftlab.progress import Phase
 
 # bf16 must beat fp32 by this factor to be chosen: a near tie is not worth the lower precision.
 BF16_MIN_SPEEDUP = 1.15
@@ -35,6 +36,7 @@ BF16_MIN_SPEEDUP = 1.15
 NOISE_BAND = (0.8, 1.5)
 MEASURE_ROUNDS = 3
 TRUSTED_MEASUREMENTS = 6
+PAIRS = 5  # timed fp32/bf16 step pairs of one measurement (after a warm-up pair)
 
 
 def pick_device() -> str:
@@ -59,9 +61,11 @@ def bf16_native(device: str) -> bool:
     return False
 
 
-def measure_cpu_bf16_speedup(tokens: int = 512, hidden: int = 576, inner: int = 1536, repeats: int = 5) -> float:
+def measure_cpu_bf16_speedup(tokens: int = 512, hidden: int = 576, inner: int = 1536, repeats: int = PAIRS,
+                             on_pair: Callable[[], None] = lambda: None) -> float:
     """fp32 seconds / bf16-autocast seconds for forward + backward of a gated MLP block (the shape of the
-    default model's layers), weights in fp32 as in training. > 1 means bf16 is faster.
+    default model's layers), weights in fp32 as in training. > 1 means bf16 is faster. `on_pair` is called after
+    each pair of steps (the warm-up's included: `repeats` + 1 calls).
 
     The fp32 and bf16 steps alternate, so a busy spell slows both rather than one, and each keeps its fastest
     step: other work only ever slows a step down, so the fastest is the nearest to what an idle machine does."""
@@ -80,10 +84,12 @@ def measure_cpu_bf16_speedup(tokens: int = 512, hidden: int = 576, inner: int = 
         return time.perf_counter() - start
 
     step(False), step(True)  # warm-up (allocations, kernel selection)
+    on_pair()
     fp32 = bf16 = float("inf")
     for _ in range(repeats):
         fp32 = min(fp32, step(False))
         bf16 = min(bf16, step(True))
+        on_pair()
     return fp32 / bf16
 
 
@@ -171,10 +177,14 @@ def cpu_bf16_figure(*, remeasure: bool = False) -> Bf16Figure:
     if cached is not None and cached.settled and not remeasure:
         return cached
     best, count = (cached.speedup, cached.measurements) if cached is not None and not remeasure else (0.0, 0)
-    for _ in range(MEASURE_ROUNDS):
-        best, count = max(best, measure_cpu_bf16_speedup()), count + 1
-        if _settled(best, count) and not remeasure:
-            break
+    # (emulated bf16 or a busy machine can make this take many seconds: a check that goes on says how far it is)
+    pairs = MEASURE_ROUNDS * (PAIRS + 1)
+    with Phase("precision check (fp32 against bf16 autocast)", pairs, "timed step pairs") as phase:
+        for _ in range(MEASURE_ROUNDS):
+            best, count = max(best, measure_cpu_bf16_speedup(on_pair=phase.advance)), count + 1
+            if _settled(best, count) and not remeasure:
+                phase.total = phase.done  # (a settled figure ends the check before its last round)
+                break
     today = datetime.date.today().isoformat()
     figure = Bf16Figure(best, count, today, cache, fresh=True)
     known[key] = {"bf16_speedup": round(best, 3), "measurements": count, "measured": today}

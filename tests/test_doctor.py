@@ -57,7 +57,7 @@ def machine(tmp_path, monkeypatch):
     rates = {torch.float32: 100.0, torch.bfloat16: 250.0}
     monkeypatch.setattr(doctor, "matmul_gflops", lambda dtype, device="cpu", n=1024: rates[dtype])
     figures = []
-    monkeypatch.setattr(hardware, "measure_cpu_bf16_speedup", lambda: figures.pop(0))
+    monkeypatch.setattr(hardware, "measure_cpu_bf16_speedup", lambda **_: figures.pop(0))
     return figures
 
 

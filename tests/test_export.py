@@ -289,6 +289,10 @@ def test_export_of_a_base_model_with_chat_tokens(tmp_path, tiny):
     llama = report["verification"]["llama_cpp"]
     assert llama["tokenization"]["equal"] == llama["tokenization"]["texts"]
     assert llama["greedy"]["equal"] == 12  # F16: token for token
+    assert report["verification"]["transformers"]["top1_agreement"] == 1.0
+    assert report["verdict"] == {"status": "pass", "why": "llama.cpp's greedy answers equal the source model's token "
+                                                          "for token on 12/12 prompts; f16 must match on all"}
+    assert result.summary_lines()[-1] == f"verdict: pass — {report['verdict']['why']}"
     modelfile = (out / "Modelfile").read_text()
     assert f"FROM ./{report['file']}" in modelfile and "<|im_start|>assistant" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and 'PARAMETER stop "<|endoftext|>"' in modelfile
@@ -505,6 +509,6 @@ def test_a_forged_report_figure_is_worded_never_computed_with(tmp_path):
     greedy = {"equal": 1, "prompts": 1, "top1_agreement": [0.5] * 1000, "ended_at_end_of_generation": 1,
               "max_new_tokens": 8, "sftlab_ended": 1}
     report = {"verification": {"llama_cpp": {"tokenization": {"equal": 1, "texts": 1}, "greedy": greedy}}}
-    line = ExportResult(tmp_path, [], report).summary_lines()[-1]
+    line = ExportResult(tmp_path, [], report).summary_lines()[-2]  # (the last: the verdict)
     assert line == ("llama.cpp: tokenization equal on 1/1 texts; greedy answers equal on 1/1 prompts, top-1 agreement "
                     "0.0%, 1/1 ended at an end-of-generation token within 8 tokens (sftlab's: 1)")

@@ -18,7 +18,7 @@ def home(tmp_path, monkeypatch):
 def _fake_measure(monkeypatch, speedup):
     calls = []
 
-    def measure():
+    def measure(**_):
         calls.append(1)
         return speedup
 
@@ -74,7 +74,7 @@ def _measures(monkeypatch, figures):
     """The measurement returns `figures` in turn; the list of calls made is returned."""
     calls = []
 
-    def measure():
+    def measure(**_):
         calls.append(1)
         return figures[len(calls) - 1]
 
@@ -150,3 +150,60 @@ def test_the_notes_of_set_precisions_and_of_cpus_without_bf16(home, monkeypatch)
     assert hardware.choose_precision("auto", "cuda") == hardware.Precision(
         True, "precision: bf16 autocast — this GPU computes bf16 natively (--set precision=fp32 to override)")
     assert not calls
+
+
+# --- a long check says how far it is ------------------------------------------------------------------------------
+
+def slow_clock_phase(monkeypatch, module):
+    """`module`'s Phase with a clock that moves one second each time it is read: every step is slow."""
+    import functools
+
+    from sftlab import progress
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(module, "Phase", functools.partial(progress.Phase, clock=clock))
+
+
+def test_a_long_precision_check_says_how_far_it_is(home, native, monkeypatch, caplog):
+    import logging
+
+    def measure(on_pair):
+        for _ in range(hardware.PAIRS + 1):
+            on_pair()
+        return 1.0  # in the noise band: all three rounds run
+
+    monkeypatch.setattr(hardware, "measure_cpu_bf16_speedup", measure)
+    slow_clock_phase(monkeypatch, hardware)
+    with caplog.at_level(logging.INFO, logger="sftlab"):
+        hardware.cpu_bf16_figure()
+    assert [r.getMessage() for r in caplog.records] == [
+        "precision check (fp32 against bf16 autocast): 3/18 timed step pairs, 15 s left",
+        "precision check (fp32 against bf16 autocast): 18 timed step pairs done in 19 s",
+    ]
+
+
+def test_a_settled_first_figure_ends_the_check_and_its_phase(home, native, monkeypatch, caplog):
+    import logging
+
+    def measure(on_pair):
+        for _ in range(hardware.PAIRS + 1):
+            on_pair()
+        return 2.4  # clear of the band: one round
+
+    monkeypatch.setattr(hardware, "measure_cpu_bf16_speedup", measure)
+    slow_clock_phase(monkeypatch, hardware)
+    with caplog.at_level(logging.INFO, logger="sftlab"):
+        hardware.cpu_bf16_figure()
+    assert [r.getMessage() for r in caplog.records][-1] == (
+        "precision check (fp32 against bf16 autocast): 6 timed step pairs done in 7 s")
+
+
+def test_the_measurement_reports_each_pair_of_steps():
+    pairs = []
+    hardware.measure_cpu_bf16_speedup(tokens=8, hidden=8, inner=8, repeats=2, on_pair=lambda: pairs.append(1))
+    assert len(pairs) == 3  # the warm-up pair and the two timed ones

@@ -405,3 +405,44 @@ def test_copying_the_input_with_the_change_asked_for_is_not_a_copy():
     assert copies_prompt("Capitalize each word", "i love watching the sunrise",
                          "i love watching  the sunrise.") == "answer is the input unchanged"
     assert copies_prompt("Translate to French", "", "Translate to French") == "answer is the instruction"
+
+
+def test_piped_embeddings_say_how_far_they_are(tmp_path, monkeypatch, caplog):
+    """Piped (no terminal, so no bar), a stage that goes on says n/N in lines; the embedding of a 40-prompt file in
+    chunks of 8, each read from a clock that moves a second (a slow step), speaks after 3 s and at its end."""
+    import functools
+    import io
+    import logging
+
+    import numpy as np
+    from rich.console import Console
+
+    from sftlab import progress as P
+    from sftlab.quality import clusters, run
+    from sftlab.quality.run import Progress
+
+    def embed(texts, batch_size=64, progress=None):
+        for start in range(0, len(texts), 8):
+            progress(len(texts[start : start + 8]))
+        vectors = np.random.default_rng(0).normal(size=(len(texts), 8)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(clusters, "embed", embed)
+    monkeypatch.setattr(clusters, "embedding_model_dir", lambda: "here")
+    monkeypatch.setattr(run, "Phase", functools.partial(P.Phase, clock=clock))
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"question {i}", "input": "", "output": f"a{i}"}) + "\n"
+                            for i in range(40)))
+    piped = Progress(True, Console(file=io.StringIO(), force_terminal=False))
+    with caplog.at_level(logging.INFO, logger="sftlab"):
+        check_data([str(path)], tokenizer=tokenizer("qwen2"), template="chatml", progress=piped)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentence embeddings")]
+    assert said == ["sentence embeddings of the prompts: 24/40 prompts, 2 s left",
+                    "sentence embeddings of the prompts: 40 prompts done in 6 s"]
+

@@ -14,7 +14,7 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 from sftlab.export.arch import Architecture, check_architecture
-from sftlab.export.result import REPORT, ExportResult
+from sftlab.export.result import REPORT, ExportResult, verdict
 from sftlab.export.gguf_file import check_quant, llama_cpp_available, write_gguf
 from sftlab.export.quants import K_QUANTS
 from sftlab.export.source import load_source, model_config, model_task
@@ -100,6 +100,7 @@ def _export_gguf(source: Any, arch: Architecture, out: Path, stem: str, quant: s
                                          max_new_tokens) \
             if verify else {"skipped": "--no-verify"}
         write_text(tmp / "Modelfile", modelfile_text)
+        report["verdict"] = verdict(report)
         report["seconds"] = round(time.time() - started, 1)
         write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return ExportResult(out, [out / f"{stem}.gguf", out / "Modelfile", out / REPORT], report)

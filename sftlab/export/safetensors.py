@@ -16,7 +16,7 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from sftlab.export.result import REPORT, ExportResult
+    from sftlab.export.result import REPORT, ExportResult, verdict
     from sftlab.files import atomic_folder, write_text
     from sftlab.generate import save_generation_config
 
@@ -44,6 +44,9 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
             if not source.task:
                 saved = json.loads((tmp / "generation_config.json").read_text(encoding="utf-8"))
                 report["verification"]["generation_config_eos"] = saved.get("eos_token_id")
+        else:
+            report["verification"] = {"skipped": "--no-verify"}  # (as a GGUF export's report says it)
+        report["verdict"] = verdict(report)
         report["file_size"] = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix == ".safetensors")
         report["seconds"] = round(time.time() - started, 1)
         write_text(tmp / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

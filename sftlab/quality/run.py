@@ -20,6 +20,7 @@ from sftlab.data.templates import system_prompt_line, system_prompt_use, templat
 from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.forked import can_fork, forked
+from sftlab.progress import Phase
 from sftlab.quality import checks as C
 from sftlab.quality import stats as S
 from sftlab.quality.rows import Row, read_files
@@ -57,19 +58,25 @@ def reasons(findings: Sequence[C.Finding]) -> dict[tuple[str, int], list[dict[st
 
 
 class Progress:
-    """Progress on stderr, one stage after another (a bar where the amount of work is known, else a running
-    clock); silent when disabled."""
+    """Progress on stderr, one stage after another: on a terminal a bar where the amount of work is known, else a
+    running clock; piped, a counted stage that goes on says how far it is in lines (sftlab.progress.Phase); silent
+    when disabled."""
 
     def __init__(self, enabled: bool, console: Any = None):
         # Bars only on a terminal: redirected, a transient bar leaves blank lines in the log.
         self.console = console
-        self.enabled = enabled and (console.is_terminal if console is not None else sys.stderr.isatty())
+        self.enabled = enabled
+        self.bars = enabled and (console.is_terminal if console is not None else sys.stderr.isatty())
 
     @contextmanager
-    def step(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        """One stage; `advance(n)` counts n of `total` done (None: a stage without a count)."""
-        if not self.enabled:
+    def step(self, description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
+        """One stage; `advance(n)` counts n of `total` `unit` done (None: a stage without a count)."""
+        if not self.enabled or (not self.bars and total is None):
             yield lambda n: None
+            return
+        if not self.bars:
+            with Phase(description, total, unit) as phase:
+                yield phase.advance
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
@@ -92,7 +99,7 @@ class _Counted:
         self.counter = counter
 
     @contextmanager
-    def step(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    def step(self, description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
         def advance(n: int) -> None:
             self.counter.value += n
 
@@ -146,7 +153,7 @@ def encode_lengths(
     encoder = Encoder(tokenizer, template_for(template, tokenizer, convs, default_system), max_length=10**9)
     longest: dict[tuple[str, int], int] = {}
     sizes: dict[tuple[str, int], tuple[int, int]] = {}
-    with progress.step("tokenizing with the model's template", len(convs)) as advance:
+    with progress.step("tokenizing with the model's template", len(convs), "conversations") as advance:
         for start in range(0, len(convs), _ENCODE_CHUNK):
             chunk = convs[start : start + _ENCODE_CHUNK]
             for ex in encoder.encode(chunk).examples:
@@ -243,7 +250,7 @@ def check_data(
             picked = list(range(len(prompts)))
             if cluster_sample and len(prompts) > cluster_sample:
                 picked = sorted(random.Random(seed).sample(picked, cluster_sample))
-            with progress.step("sentence embeddings of the prompts", len(picked)) as advance:
+            with progress.step("sentence embeddings of the prompts", len(picked), "prompts") as advance:
                 stats["clusters"] = cluster([prompts[i] for i in picked], [chat[i].key for i in picked], n_clusters,
                                             seed, advance)
             if isinstance(stats["clusters"], dict) and "clusters" in stats["clusters"]:
@@ -277,7 +284,7 @@ def _wait(job: Future, counter: Any, progress: Progress, total: int) -> Any:
     """The background tokenizing's result, with a bar of the conversations it has done so far."""
     from concurrent.futures import TimeoutError as Pending
 
-    with progress.step("tokenizing with the model's template", total) as advance:
+    with progress.step("tokenizing with the model's template", total, "conversations") as advance:
         shown = 0
         while True:
             try:

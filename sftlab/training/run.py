@@ -218,6 +218,8 @@ def prepare_run(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bo
         trainer_callbacks.append(HybridSwitch(config.hybrid_full_fraction, rows))
     if not quiet:
         trainer_callbacks.append(Progress())
+    if config.method_spec.adapter:
+        trainer_callbacks.append(_checkpoint_cards(user_base(config), config.method))
     trainer = SftTrainer(
         model=model,
         args=args,
@@ -348,8 +350,9 @@ def _save_final(run: PreparedRun, config: TrainConfig, out: Path, is_main: bool)
         adapter_config = out / "adapter_config.json"
         saved = json.loads(adapter_config.read_text(encoding="utf-8"))
         # (An adapter trained on from another adapter, a staged run continuing it, keeps that one's base.)
-        saved["base_model_name_or_path"] = adapter_base(config.model) or config.model or DEFAULT_MODEL
+        saved["base_model_name_or_path"] = user_base(config)
         write_text(adapter_config, json.dumps(saved, indent=2))
+        write_adapter_card(out, user_base(config), config.method)
         # (an adapter trained on from a QLoRA adapter, a staged run continuing it, keeps its 4-bit base)
         prior = quantize.read(Path(config.model)) if adapter_base(config.model) else None
         if config.method_spec.quantized or prior is not None:
@@ -359,6 +362,51 @@ def _save_final(run: PreparedRun, config: TrainConfig, out: Path, is_main: bool)
         save_generation_config(final, tokenizer, run.chat, out)
         plot_metrics(run.metrics_log.records, out / "loss.png")
         settle_checkpoints(out, config.keep_checkpoints)
+
+
+def user_base(config: TrainConfig) -> str:
+    """An adapter's base as the user named it (a name, or the path they gave), never a folder in sftlab's cache."""
+    return adapter_base(config.model) or config.model or DEFAULT_MODEL
+
+
+def write_adapter_card(folder: Path, base: str, method: str) -> None:
+    """README.md of an adapter folder: sftlab's own short card. peft's names the base by the folder it was loaded
+    from (for the default model one in sftlab's cache, meaningless elsewhere) and is mostly empty headings."""
+    import shlex
+
+    here = shlex.quote(str(folder))
+    # (json.dumps: a double-quoted YAML scalar whatever the name holds; JSON's escapes are YAML's too)
+    write_text(folder / "README.md", f"""---
+base_model: {json.dumps(base)}
+library_name: peft
+tags:
+- sftlab
+- {method}
+---
+
+# {folder.name}
+
+A {method} adapter trained with sftlab on `{base}`.
+
+- chat with it: `sftlab chat --model {here}`
+- fold it into its base: `sftlab merge --model {here} --out merged`
+- run it elsewhere: `sftlab export --model {here} --out export` (GGUF for llama.cpp and Ollama)
+- in Python: `sftlab.models.load_model({json.dumps(str(folder))})` loads the base with the adapter
+""")
+
+
+def _checkpoint_cards(base: str, method: str) -> Any:
+    """A callback that writes sftlab's card over the one peft writes into every checkpoint-N of an adapter run."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class CheckpointCards(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and (folder / "adapter_config.json").is_file():
+                write_adapter_card(folder, base, method)
+
+    return CheckpointCards()
 
 
 def _interrupted(signum: int, out: Path, trainer: Any) -> Interrupted:

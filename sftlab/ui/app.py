@@ -4,7 +4,7 @@ pages (Jinja2 templates rendered here, a little plain JavaScript in static/, not
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 from sftlab import jsonsafe
@@ -26,7 +26,8 @@ def export_available() -> bool:
     return importlib.util.find_spec("sftlab.export.run") is not None
 
 
-def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_key: str | None = None) -> Any:
+def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_key: str | None = None,
+               data_dirs: Sequence[str | Path] = ()) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -41,7 +42,8 @@ def create_app(runs_dir: str | Path = "runs", work_dir: str | Path = ".", api_ke
         def render(self, content: Any) -> bytes:
             return jsonsafe.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-    ui = UI(Runs(runs_dir, work_dir), api_key=api_key, has_export=export_available())
+    ui = UI(Runs(runs_dir, work_dir), api_key=api_key, has_export=export_available(),
+            data_dirs=security.data_dirs(data_dirs))
     app = FastAPI(title="sftlab ui", docs_url=None, redoc_url=None, openapi_url=None, default_response_class=SafeJSON)
     app.state.runs = ui.runs
     app.state.ui = ui
@@ -129,12 +131,13 @@ def keep_queue_going(runs: Runs, every: float = 5.0) -> threading.Thread:
 
 
 def run_ui(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 7860, api_key: str | None = None,
-           work_dir: str | Path = ".") -> None:
-    """`sftlab ui`: refuses a non-loopback host without a key (one sentence), then serves until Ctrl-C."""
+           work_dir: str | Path = ".", data_dirs: Sequence[str | Path] = ()) -> None:
+    """`sftlab ui`: refuses a non-loopback host without a key and a --data-dir that is no folder (one sentence),
+    then serves until Ctrl-C."""
     import uvicorn
 
     security.require_safe_host(host, api_key)
-    app = create_app(runs_dir, work_dir, api_key)
+    app = create_app(runs_dir, work_dir, api_key, data_dirs)
     keep_queue_going(app.state.runs)
     # The first config check imports transformers (lr_scheduler's names): done now, not while a form waits.
     threading.Thread(target=__import__, args=("transformers.trainer_utils",), daemon=True).start()

@@ -11,10 +11,10 @@ from sftlab import jsonsafe
 from sftlab.data.templates import BUILTIN_TEMPLATES
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
-from sftlab.files import inside
 from sftlab.ui import tools
 from sftlab.ui.forms import ConfigError
 from sftlab.ui.manager import Runs
+from sftlab.ui.security import served_path
 
 HERE = Path(__file__).parent
 
@@ -26,6 +26,7 @@ class UI:
     has_export: bool = False
     chat_models: tools.ChatModels = field(default_factory=tools.ChatModels)
     pages: Any = None
+    data_dirs: list[Path] = field(default_factory=list)  # --data-dir's folders, resolved (security.data_dirs)
 
     def __post_init__(self) -> None:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -38,13 +39,13 @@ class UI:
 
     @property
     def roots(self) -> list[Path]:
-        """The folders the UI serves: the working folder and the runs folder."""
-        return [self.runs.work_dir, self.runs.runs_dir]
+        """The folders the UI serves: the working folder, the runs folder and each --data-dir."""
+        return [self.runs.work_dir, self.runs.runs_dir, *self.data_dirs]
 
     def path(self, value: str, what: str, field: str) -> Path:
-        """A path from a request, inside the UI's folders (sftlab.files.inside), or a 400 naming `field`."""
+        """A path from a request, inside the UI's folders (security.served_path), or a 400 naming `field`."""
         try:
-            return inside(self.roots, value, what)
+            return served_path(self.roots, value, what)
         except SftlabError as e:
             raise ConfigError(str(e), field) from None
 

@@ -16,7 +16,8 @@ from sftlab.config import GROUPS, TrainConfig, explain, parse_yaml
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.data.templates import BUILTIN_TEMPLATES
-from sftlab.files import input_problem, inside
+from sftlab.files import input_problem
+from sftlab.ui.security import served_path
 
 # Keys the UI sets itself: a run's folder is its name under --runs-dir, and Resume resumes.
 UI_KEYS = ("output_dir", "resume")
@@ -231,6 +232,6 @@ def _paths_inside(data: dict[str, Any], roots: list[Path], where: str) -> dict[s
 
 def _inside(roots: list[Path], path: str, what: str, field: str) -> Path:
     try:
-        return inside(roots, path, f"{ORIGIN}: {what}")
+        return served_path(roots, path, f"{ORIGIN}: {what}")
     except SftlabError as e:
         raise ConfigError(str(e), field) from None

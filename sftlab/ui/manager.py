@@ -245,6 +245,33 @@ def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
     return "\n".join(line.rstrip() for line in data.decode("utf-8", errors="replace").splitlines()[-lines:])
 
 
+def run_log(folder: Path, lines: int = 40) -> str:
+    """What the UI shows as a run's log: train.log's tail for a run the UI started; for a run started from the
+    command line (no train.log: what it printed went to that terminal) a sentence saying so, then metrics.jsonl's
+    last records as log lines; never an empty box."""
+    if os.path.lexists(folder / LOG):
+        return log_tail(folder / LOG, lines)
+    if os.path.lexists(folder / STATE):  # (queued by the UI, not started yet)
+        return "queued: the log starts when the run does"
+    records = _metrics(folder)
+    head = ("This run was started from the command line (sftlab train): what it printed went to that terminal, "
+            f"not to a file here. Its logged steps (metrics.jsonl, {len(records)}):")
+    return "\n".join([head, *(_step_line(r) for r in records[-(lines - 1):])] if records else [head, "none yet"])
+
+
+def _step_line(record: dict[str, Any]) -> str:
+    """A metrics.jsonl record as a log line: `step 5: loss 0.4, learning_rate 0.0001`."""
+    def text(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if v is None:  # (a NaN or infinite figure, as sftlab.runs reads it)
+            return "-"
+        return one_line(str(v))[:60]  # (a forged record's text: one line, short)
+
+    return f"step {text(record.get('step'))}: " + ", ".join(f"{text(k)} {text(v)}" for k, v in record.items()
+                                                           if k != "step")
+
+
 def failure_reason(log: Path) -> str | None:
     """The sentence a failed `sftlab` command ended with: its `error:` line, else the log's last line (a bug's
     traceback ends with the exception)."""
@@ -470,7 +497,7 @@ class Runs:
             out["config"] = _config(run.path)
             out["metrics"] = _metrics(run.path)
             out["data_report"] = read_json(run.path / "data_report.json")
-            out["log"] = log_tail(run.path / LOG)
+            out["log"] = run_log(run.path)
             out["stages"] = [s.to_dict() for s in run.stages]
             return out
 

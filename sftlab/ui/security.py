@@ -1,14 +1,19 @@
 """What keeps the UI from being someone else's remote shell (LlamaBoard's CVE-2024-52803): loopback unless a key
 is set, the key on every request when it is, no state change from another site's page, no DNS rebinding onto the
-loopback UI, and no path that leads out of the folders the UI was started with."""
+loopback UI, and no path that leads out of the folders the UI was started with (its working folder, its runs folder
+and each --data-dir)."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
+from pathlib import Path
+from typing import Sequence
 from urllib.parse import unquote, urlsplit
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, echo_path
+from sftlab.files import inside
 
 KEY_COOKIE = "sftlab_ui_key"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -94,3 +99,33 @@ def same_origin_path(target: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return target
+
+
+# How a refusal of a path outside every folder ends: the way to add a folder.
+DATA_DIR_HINT = "to read data from another folder, start the UI with --data-dir FOLDER"
+
+
+def served_path(roots: Sequence[Path], path: str, what: str) -> Path:
+    """The one path rule (sftlab.files.inside) for a path a request names, its refusal of a path outside every
+    folder naming the option that adds one."""
+    try:
+        return inside(roots, path, what)
+    except SftlabError as e:
+        if "is outside the folders this UI serves" not in str(e):
+            raise
+        raise SftlabError(f"{e}; {DATA_DIR_HINT}") from None
+
+
+def data_dirs(folders: Sequence[str | Path]) -> list[Path]:
+    """--data-dir's folders as the UI's extra roots: each an existing folder, links resolved (a root is where its
+    link points, so a link changed later leads nowhere new); one sentence for anything else."""
+    roots = []
+    for folder in folders:
+        given = Path(folder).expanduser()
+        if not given.exists():
+            raise SftlabError(f"--data-dir {echo_path(str(folder))}: no such folder")
+        if not given.is_dir():
+            raise SftlabError(f"--data-dir {echo_path(str(folder))}: not a folder; give the folder that holds the "
+                              "data files")
+        roots.append(Path(os.path.realpath(given)))
+    return roots

@@ -14,7 +14,7 @@ from sftlab.errors import SftlabError
 from sftlab.ui.bodies import ConfigBody
 from sftlab.ui.context import UI
 from sftlab.ui.forms import ConfigError, config_data, validate
-from sftlab.ui.manager import RunError, RunNameProblem, log_tail
+from sftlab.ui.manager import RunError, RunNameProblem, run_log
 
 TERMINAL = ("finished", "failed", "stopped")
 # What the event stream's `status` events carry of a run's detail.
@@ -101,7 +101,7 @@ def run_router(ui: UI) -> APIRouter:
     def _live(run_id: str) -> dict[str, Any]:
         detail = ui.runs.detail(run_id)
         out = {k: detail.get(k) for k in (*KEEP, "metrics", "log")}
-        out["log"] = log_tail(ui.runs.folder(run_id) / "train.log", 40)
+        out["log"] = run_log(ui.runs.folder(run_id))
         out["has_report"] = detail.get("data_report") is not None
         return out
 

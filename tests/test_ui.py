@@ -561,7 +561,8 @@ def test_start_from_a_runs_config_fills_the_form_in(work):
     page = c.get("/new?from=done").text
     data = json.loads(re.search(r'<script type="application/json" id="form-data">(.*?)</script>', page).group(1))
     assert data["from"] == "done"
-    assert data["values"]["method"] == "lora" and data["values"]["datasets"] == [{"path": "data.json", "weight": None}]
+    assert data["values"]["method"] == "lora" and data["values"]["datasets"] == [
+        {"path": "data.json", "format": None, "weight": None, "names": ""}]
     assert '<option value="lora" selected>' in page
     assert c.get("/new?from=missing").status_code == 404
 
@@ -909,3 +910,22 @@ def test_every_config_key_has_its_help_in_chinese(work):
     assert field_help("packing", "English", "zh").startswith("先把整个数据集打包成长度为 max_length 的行")
     page = client(work).get("/new?lang=zh").text
     assert "把编码好的样本保存在 $SFTLAB_HOME/encoded" in page  # encode_cache's help, as the form shows it
+
+
+def test_a_dataset_row_gives_its_files_own_names_and_gets_them_back(work):
+    # The form's row: path, format, weight and the file's names as one YAML text (docs/data.md "Your own column names").
+    c = client(work)
+    spec = {"path": "data.json", "format": "alpaca", "names": "{columns: {instruction: 问题, output: 回答}}"}
+    r = c.post("/api/config/yaml", json={"config": {"datasets": [spec]}})
+    assert r.status_code == 200, r.text
+    saved = yaml.safe_load(r.json()["yaml"])["datasets"][0]
+    assert saved["columns"] == {"instruction": "问题", "output": "回答"} and saved["format"] == "alpaca"
+    assert "names" not in saved
+    from sftlab.ui.forms import form_values
+
+    row = form_values({"datasets": [saved]}, work)["datasets"][0]
+    assert (row["path"], row["format"], row["weight"]) == ("data.json", "alpaca", None)
+    assert yaml.safe_load(row["names"]) == {"columns": {"instruction": "问题", "output": "回答"}}
+    for names, field in (("{rows: {a: b}}", "datasets"), ("[1, 2", "datasets"), ("{roles: {bot: gpt}}", "datasets")):
+        r = c.post("/api/config/yaml", json={"config": {"datasets": [{**spec, "names": names}]}})
+        assert r.status_code == 400 and r.json()["error"]["field"] == field, r.text

@@ -114,6 +114,13 @@ def method_defaults() -> dict[str, dict[str, Any]]:
             | {"adapter": METHODS[name].adapter} for name in METHODS}
 
 
+def _form_dataset(spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """A config's datasets entry as a row of the form: path, format, weight and its names as YAML text."""
+    names = {k: spec[k] for k in NAME_KEYS if spec.get(k)}
+    return {"path": _relative(spec.get("path"), work_dir), "format": spec.get("format"), "weight": spec.get("weight"),
+            "names": yaml.safe_dump(names, default_flow_style=True, allow_unicode=True).strip() if names else ""}
+
+
 def form_values(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     """A run's config.yaml as the form's values ("Start from this run's config"): every key the form has, lists
     and mappings as the YAML text its boxes take, data files relative to the working folder where they lie in it."""
@@ -125,8 +132,7 @@ def form_values(config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
             continue
         if kind == "datasets":
             specs = value if isinstance(value, list) else [value]
-            out[name] = [{"path": _relative(s.get("path") if isinstance(s, dict) else s, work_dir),
-                          "weight": s.get("weight") if isinstance(s, dict) else None} for s in specs]
+            out[name] = [_form_dataset(s if isinstance(s, dict) else {"path": s}, work_dir) for s in specs]
         elif kind == "yaml":
             out[name] = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         else:
@@ -161,6 +167,36 @@ def config_data(body: Any) -> dict[str, Any]:
             raise ConfigError(f"{ORIGIN}: `{key}` is not valid YAML ({problem})", key) from None
     for key in UI_KEYS:
         data.pop(key, None)
+    return _dataset_names(data)
+
+
+# A dataset row of the form gives its file's own names as one YAML text (`names`): these keys of the entry.
+NAME_KEYS = ("columns", "message_keys", "roles")
+
+
+def _dataset_names(data: dict[str, Any]) -> dict[str, Any]:
+    """Each dataset entry's `names` text (the form's) as its columns / message_keys / roles keys."""
+    for key in DATASET_KEYS:
+        specs = data.get(key)
+        if not isinstance(specs, list):
+            continue
+        fixed = []
+        for i, spec in enumerate(specs):
+            if isinstance(spec, dict) and "names" in spec:
+                spec = dict(spec)
+                text = spec.pop("names")
+                if not isinstance(text, str):
+                    raise ConfigError(f"{ORIGIN}: {key}[{i}]: its names must be YAML text", key)
+                try:
+                    names = parse_yaml(text) if text.strip() else {}
+                except (yaml.YAMLError, RecursionError):
+                    names = None
+                if not isinstance(names, dict) or not set(names) <= set(NAME_KEYS):
+                    raise ConfigError(f"{ORIGIN}: {key}[{i}]: its names must be a YAML mapping of columns, "
+                                      "message_keys and roles, e.g. {columns: {instruction: question}}", key)
+                spec.update(names)
+            fixed.append(spec)
+        data[key] = fixed
     return data
 
 

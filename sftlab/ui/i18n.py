@@ -32,8 +32,11 @@ TEXT: dict[str, dict[str, str]] = {
     "run_name": {"en": "Run name", "zh": "任务名称"},
     "run_name_help": {"en": "The run's folder under the runs folder (default: run-DATE-TIME).",
                       "zh": "任务在 runs 文件夹下的目录名（默认：run-日期-时间）。"},
-    "datasets_help": {"en": "Data files under the UI's folder, or upload one. A weight mixes several files.",
-                      "zh": "UI 所在目录下的数据文件，或上传一个。多个文件可用权重混合。"},
+    "datasets_help": {"en": "Data files under the UI's folder, or upload one. A weight mixes several files. A file "
+                            "that names its fields its own way: columns, message_keys and roles (docs/data.md, "
+                            "\"Your own column names\").",
+                      "zh": "UI 所在目录下的数据文件，或上传一个。多个文件可用权重混合。字段名不同的文件：用 columns、"
+                            "message_keys 和 roles 指明（docs/data.md「Your own column names」）。"},
     "upload": {"en": "Upload a file", "zh": "上传文件"},
     "essentials": {"en": "What matters first", "zh": "最重要的设置"},
     "started_from": {"en": "Filled in from run {0}'s config: change what you like, then start.",
@@ -46,6 +49,9 @@ TEXT: dict[str, dict[str, str]] = {
     "add_file": {"en": "Add file", "zh": "添加文件"},
     "remove": {"en": "Remove", "zh": "移除"},
     "weight": {"en": "weight", "zh": "权重"},
+    "detected": {"en": "format: detected", "zh": "格式：自动识别"},
+    "names": {"en": "its own names, e.g. {columns: {instruction: question, output: answer}}",
+              "zh": "自定义字段名，例如 {columns: {instruction: 问题, output: 回答}}"},
     "default": {"en": "default", "zh": "默认"},
     "preview_data": {"en": "Preview data", "zh": "预览数据"},
     "preview_yaml": {"en": "Preview YAML", "zh": "预览 YAML"},

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.ui import i18n, security, tools
 from sftlab.ui.context import UI
+from sftlab.config.data import FORMAT_FIELDS
 from sftlab.ui.forms import form_layout, form_values, method_defaults
 
 
@@ -63,7 +64,7 @@ def router(ui: UI) -> APIRouter:
         values = form_values(runs.detail(from_run)["config"], runs.work_dir) if from_run else {}
         return page(request, "new.html", essentials=[shown(f) for f in essentials], groups=groups,
                     files=tools.data_files(ui.roots), models=models(), values=values, from_run=from_run,
-                    method_defaults=method_defaults())
+                    method_defaults=method_defaults(), formats=list(FORMAT_FIELDS))
 
     @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> HTMLResponse:

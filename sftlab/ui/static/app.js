@@ -124,8 +124,14 @@ function pageNew() {
     spec = spec || {};
     const weight = el("input", {type: "number", class: "weight", step: "any", min: "0", placeholder: T.weight});
     if (spec.weight !== null && spec.weight !== undefined) weight.value = spec.weight;
-    const row = el("div", {class: "ds-row"}, dataPicker(spec.path || (files.length ? files[0] : "")), weight,
-      el("button", {type: "button", class: "small", onclick: () => row.remove()}, T.remove));
+    const format = el("select", {class: "format"});
+    for (const f of ["", ...form.formats]) format.append(el("option", {value: f}, f || T.detected));
+    format.value = spec.format || "";
+    // The file's own column, turn-key and role names, as the YAML of a datasets entry's columns/message_keys/roles.
+    const names = el("input", {type: "text", class: "names", placeholder: T.names});
+    names.value = spec.names || "";
+    const row = el("div", {class: "ds-row"}, dataPicker(spec.path || (files.length ? files[0] : "")), format, weight,
+      names, el("button", {type: "button", class: "small", onclick: () => row.remove()}, T.remove));
     $(".ds-rows", box).append(row);
     return row;
   }
@@ -163,8 +169,13 @@ function pageNew() {
       if (kind === "datasets") {
         const specs = $$(".ds-row", input).map(r => {
           const path = $(".path", r).value.trim(), w = $("input.weight", r).value;
+          const format = $("select.format", r).value, names = $("input.names", r).value.trim();
           if (!path) return null;
-          return w === "" ? {path} : {path, weight: Number(w)};
+          const spec = {path};
+          if (format) spec.format = format;
+          if (w !== "") spec.weight = Number(w);
+          if (names) spec.names = names;
+          return spec;
         }).filter(Boolean);
         if (specs.length || input.dataset.name === "datasets") config[input.dataset.name] = specs;
         continue;

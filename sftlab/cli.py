@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.logging import RichHandler
 
 from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY, MAX_LENGTH
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, echo_path
 from sftlab.export.quants import DEFAULT_QUANT, QUANT_NAMES
 from sftlab.files import output_file_problem, write_text
 
@@ -379,10 +379,9 @@ def train_cmd(
     nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded, metavar="N", help="Train in N processes on this "
                                         "machine: runs `torchrun --standalone --nproc_per_node N -m sftlab train …`."),
 ) -> None:
-    from sftlab.config import load_config
     from sftlab.runlock import hold, require_free
 
-    cfg = load_config(config, sets)
+    cfg = _train_config(config, sets)
     require_free(cfg.output_dir)  # (a folder in training is refused before the training libraries load)
     from sftlab.training import train
     from sftlab.training.distributed import torchrun_command, torchrun_env
@@ -405,6 +404,37 @@ def train_cmd(
         return
     err.print(f"done: {result.summary()}", highlight=False, markup=False)
     err.print(f"model, metrics.jsonl and loss.png in {result.output_dir}", highlight=False, markup=False)
+
+
+def _train_config(path: Optional[Path], sets: list[str]) -> Any:
+    """`sftlab train`'s config: an sftlab YAML, or another tool's recipe translated as `sftlab import` translates it
+    (trained only where every key of it maps or changes nothing here; otherwise the keys that do not are named)."""
+    from sftlab.config import load_config
+    from sftlab.config.load import config_from, read_yaml
+    from sftlab.recipes import detect
+
+    if path is None or not detect(read_yaml(path) or {}):
+        return load_config(path, sets)
+    from sftlab.recipes import import_recipe
+    from sftlab.recipes.output import TOOL_NAMES
+
+    imported = import_recipe(path)
+    tool = TOOL_NAMES[imported.tool]
+    unsupported = [i for i in imported.report if i.status == "unsupported"]
+    keep = f"`sftlab import {shlex.quote(str(path))} --out config.yaml` writes the translated config"
+    if unsupported:
+        listed = "; ".join(f"`{i.key}`: {i.why}" for i in unsupported[:5])
+        more = f" (and {len(unsupported) - 5} more)" if len(unsupported) > 5 else ""
+        raise SftlabError(f"{echo_path(path)} is a {tool} recipe with {len(unsupported)} key(s) sftlab cannot follow: "
+                          f"{listed}{more}; {keep}, to edit and train")
+    if _rank() == 0:
+        counts = {s: sum(i.status == s for i in imported.report) for s in ("mapped", "ignored")}
+        err.print(f"{path} is a {tool} recipe: training it as sftlab import translates it ({counts['mapped']} keys "
+                  f"mapped, {counts['ignored']} ignored; {keep}, with the report of every key)", highlight=False,
+                  markup=False)
+        for note in imported.notes:
+            err.print(f"note: {note}", highlight=False, markup=False)
+    return config_from(imported.config, f"{echo_path(path)} ({tool} recipe, imported)", sets)
 
 
 @app.command(
@@ -664,6 +694,54 @@ def runs_cmd(
 
 
 @app.command(
+    "import",
+    help="""Translate a LLaMA-Factory, axolotl or TRL recipe into an sftlab config, and report what became of every key.
+
+Example: `sftlab import llama3_lora_sft.yaml --out config.yaml`, then `sftlab train config.yaml`
+
+A `trl sft` command line, after `--`: `sftlab import --out config.yaml -- trl sft --model_name_or_path Qwen/Qwen2.5-0.5B
+--dataset_name data.jsonl`. Each key is mapped, ignored or unsupported, with the reason (docs/coming-from.md);
+`--json` prints the report as a list of `{"key", "status", "to", "why"}`.""",
+)
+def import_cmd(
+    recipe: Optional[list[str]] = typer.Argument(None, metavar="RECIPE | -- TRL_ARGS", help="The recipe (YAML), or after `--` the arguments of `trl sft`."),
+    out: Path = typer.Option(..., "--out", callback=writable, help="The sftlab config to write (YAML)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as a JSON list on stdout."),
+    dataset_dir: Optional[str] = typer.Option(None, "--dataset-dir", help="LLaMA-Factory: the folder of dataset_info.json (default: the recipe's dataset_dir, else data/)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model to train, in place of the recipe's (a folder, .gguf file or hub name)."),
+    tool: Optional[str] = typer.Option(None, "--tool", help="llamafactory | axolotl | trl (default: told by the recipe's keys)."),
+    compare: int = typer.Option(3, "--compare", callback=bounded, metavar="N", help="Render the first N conversations with the recipe's own template and masks and with sftlab's, and say what differs (0: no comparison)."),
+) -> None:
+    from sftlab.files import require_apart
+    from sftlab.jsonsafe import dumps
+    from sftlab.recipes import import_argv, import_recipe
+    from sftlab.recipes.output import print_report, report_json, write_config
+
+    if not recipe:
+        raise SftlabError("give a recipe file, or after `--` the arguments of `trl sft`")
+    if len(recipe) == 1 and not recipe[0].startswith("-"):
+        require_apart(out, "--out", [("recipe", recipe[0])])
+        imported = import_recipe(recipe[0], tool=tool, dataset_dir=dataset_dir, model=model)
+        source = recipe[0]
+    else:
+        if tool not in (None, "trl") or dataset_dir is not None:
+            raise SftlabError("arguments after `--` are a `trl sft` command line (--tool trl, no --dataset-dir)")
+        imported, source = import_argv(recipe, model=model), "the trl sft arguments"
+    write_config(imported, out, source)
+    if as_json:
+        sys.stdout.write(dumps(report_json(imported), ensure_ascii=False) + "\n")
+    else:
+        print_report(imported, Console(soft_wrap=False))
+    for note in imported.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    from sftlab.recipes.compare import imported_comparison
+
+    for line in imported_comparison(imported, compare):
+        err.print(line, highlight=False, markup=False)
+    err.print(f"wrote {out}; train it with: sftlab train {shlex.quote(str(out))}", highlight=False, markup=False)
+
+
+@app.command(
     "doctor",
     help="""Show what this machine offers training, and the precision sftlab picks here with the figure it rests on.
 
@@ -693,7 +771,7 @@ def ui_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback unless told otherwise; another one needs a key)."),
     port: int = typer.Option(7860, "--port", callback=bounded),
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Require this key (the file's first line); default: $SFTLAB_API_KEY."),
-    data_dir: list[Path] = typer.Option([], "--data-dir", help="Another folder the UI may read data, models and templates from (besides the one it starts in and --runs-dir); repeatable."),
+    data_dir: list[Path] = typer.Option([], "--data-dir", metavar="FOLDER", help="Another folder the UI may read data, models and templates from (besides the one it starts in and --runs-dir); repeatable."),
 ) -> None:
     from sftlab.serve import resolve_api_key
     from sftlab.ui.app import run_ui

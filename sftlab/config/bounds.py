@@ -98,6 +98,8 @@ OPTIONS: dict[str, Limit] = {
     "judge_concurrency": COUNT, "judge_retries": NON_NEGATIVE, "judge_timeout": POSITIVE,
     # data check / clean
     "threshold": Limit(gt=0, le=1), "n_clusters": COUNT, "cluster_sample": NON_NEGATIVE,
+    # import: conversations rendered both ways
+    "compare": Limit(ge=0, le=100),
     # processes and servers
     "nproc": COUNT, "port": Limit(ge=1, le=65535),
 }

@@ -49,7 +49,7 @@ TEXT: dict[str, dict[str, str]] = {
     "add_file": {"en": "Add file", "zh": "添加文件"},
     "remove": {"en": "Remove", "zh": "移除"},
     "weight": {"en": "weight", "zh": "权重"},
-    "detected": {"en": "format: detected", "zh": "格式：自动识别"},
+    "format_detected": {"en": "format: detected", "zh": "格式：自动识别"},
     "names": {"en": "its own names, e.g. {columns: {instruction: question, output: answer}}",
               "zh": "自定义字段名，例如 {columns: {instruction: 问题, output: 回答}}"},
     "default": {"en": "default", "zh": "默认"},

@@ -125,7 +125,7 @@ function pageNew() {
     const weight = el("input", {type: "number", class: "weight", step: "any", min: "0", placeholder: T.weight});
     if (spec.weight !== null && spec.weight !== undefined) weight.value = spec.weight;
     const format = el("select", {class: "format"});
-    for (const f of ["", ...form.formats]) format.append(el("option", {value: f}, f || T.detected));
+    for (const f of ["", ...form.formats]) format.append(el("option", {value: f}, f || T.format_detected));
     format.value = spec.format || "";
     // The file's own column, turn-key and role names, as the YAML of a datasets entry's columns/message_keys/roles.
     const names = el("input", {type: "text", class: "names", placeholder: T.names});

@@ -545,3 +545,28 @@ def test_import_compares_the_recipes_template_with_the_models(monkeypatch):
     assert "  conversation 1: newline_after_end_trained: '\\n' is trained by LLaMA-Factory, not by sftlab" in lines
     unreadable = imported_comparison(import_recipe("qwen3_lora_sft.yaml"), n=1)
     assert len(unreadable) == 1 and "not compared" in unreadable[0] and "give --model" in unreadable[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,data,dataset", [
+    # axolotl's alpaca example on sftlab's alpaca fixture rows (its hub dataset, local here); TRL's example config
+    # (stanfordnlp/imdb: a `text` column) on raw text rows — each recipe's own data shape.
+    (AX / "llama-3-lora-1b.yml", "alpaca_zh_demo.json", lambda p: {"datasets": [{"path": p, "type": "alpaca"}]}),
+    (TRL / "example_config.yaml", "c4_demo.jsonl", lambda p: {"dataset_name": p}),
+])
+def test_imported_axolotl_and_trl_recipes_train(cli, tmp_path, tiny_chat_model, recipe, data, dataset):
+    import yaml
+
+    given = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    local = tmp_path / recipe.name
+    local.write_text(yaml.safe_dump({**given, **dataset(str(Path(__file__).parent / "fixtures" / "data" / data))}),
+                     encoding="utf-8")
+    config, run = tmp_path / "config.yaml", tmp_path / "run"
+    r = cli("import", local, "--out", config, "--model", tiny_chat_model, "--compare", "0")
+    assert r.returncode == 0, r.stderr
+    r = cli("train", config, "--set", "max_steps=2", "--set", f"output_dir={run}", "--set", "max_length=64",
+            "--set", "limit=8", "--set", "eval_split=0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps[-1] == 2

@@ -594,6 +594,9 @@ def data_check_cmd(
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
+    columns: Columns = None,
+    message_keys: MessageKeys = None,
+    roles: Roles = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long (training's default max_length)."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded, help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
@@ -615,6 +618,7 @@ def data_check_cmd(
         checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,
         cluster_sample=cluster_sample or None, show_progress=True, default_system=default_system,
         template_kwargs=template_kwargs_option(template_kwargs),
+        mapping=data_sources(files, fmt, columns, message_keys, roles)[0].mapping,
     )
     if html_out is not None:
         from sftlab.quality.html import render_report
@@ -648,6 +652,9 @@ def data_clean_cmd(
     model: Model = None,
     template: Template = None,
     fmt: Format = None,
+    columns: Columns = None,
+    message_keys: MessageKeys = None,
+    roles: Roles = None,
     max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long."),
     threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded),
     default_system: DefaultSystem = None,
@@ -657,6 +664,7 @@ def data_clean_cmd(
     result = clean_files(
         [str(f) for f in files], out, rejects, parse_drop(drop), fmt=fmt, model=model, template=template,
         max_length=max_length, threshold=threshold, show_progress=True, default_system=default_system,
+        mapping=data_sources(files, fmt, columns, message_keys, roles)[0].mapping,
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items()) or "nothing"
     err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})", markup=False)

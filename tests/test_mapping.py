@@ -186,3 +186,23 @@ def test_inspect_reads_a_file_by_the_names_the_options_give(tmp_path):
     assert json.loads(result.stdout.splitlines()[0])["input_ids"] == QWEN_IDS
     bad = CliRunner().invoke(app, [*args[:-1], '{"user": "human", "assistant": ["human"]}'])
     assert "a value is listed for both 'assistant' and 'user'" in str(bad.exception)
+
+
+def test_data_check_and_clean_read_a_file_by_its_own_names(tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import FIXTURES
+    from sftlab.cli import app
+
+    rows = [{"问题": "你好", "回答": "您好！"}, {"问题": "你好", "回答": "您好！"}, {"问题": "你是谁", "回答": "我是助手。"}]
+    path = _file(tmp_path, "zh.jsonl", *rows)
+    names = ["--model", str(FIXTURES / "tokenizers" / "qwen2"), "--columns", '{"instruction": "问题", "output": "回答"}']
+    result = CliRunner().invoke(app, ["data", "check", path, "--json", "--no-clusters", *names])
+    assert result.exit_code == 0, result.output
+    found = {f["check"]: f["rows"] for f in json.loads(result.stdout)["findings"]}
+    assert found["exact_duplicate"] == [2]
+    kept, removed = tmp_path / "kept.jsonl", tmp_path / "removed.jsonl"
+    result = CliRunner().invoke(app, ["data", "clean", path, "--out", str(kept), "--rejects", str(removed),
+                                      "--drop", "exact_duplicate", *names])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in kept.read_text(encoding="utf-8").splitlines()] == [rows[0], rows[2]]

@@ -91,8 +91,9 @@ def clean_files(
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     show_progress: bool = False,
     default_system: str | None = None,
+    mapping: Any = None,
 ) -> Cleaned:
-    rows, formats = read_files(paths, fmt)
+    rows, formats = read_files(paths, fmt, mapping)
     if len(set(formats.values())) > 1:
         listed = ", ".join(f"{p} is {f}" for p, f in formats.items())
         raise SftlabError(f"data clean writes one file, but the inputs have different formats ({listed}); clean them one at a time")

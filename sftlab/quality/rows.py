@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from sftlab.data.conversation import Conversation
 from sftlab.data.load import convert_rows, file_format, read_rows
+from sftlab.data.mapping import RowMapping
 
 
 @dataclass
@@ -62,17 +63,19 @@ class Row:
         return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def read_files(paths: Sequence[str | Path], fmt: str | None = None) -> tuple[list[Row], dict[str, str]]:
-    """Every row of every file, valid or not, in file and row order; and each file's format."""
+def read_files(paths: Sequence[str | Path], fmt: str | None = None,
+               mapping: RowMapping | None = None) -> tuple[list[Row], dict[str, str]]:
+    """Every row of every file, valid or not, in file and row order (read by the file's own names `mapping` gives);
+    and each file's format."""
     out: list[Row] = []
     formats: dict[str, str] = {}
     for path in paths:
         source = str(path)
         rows, bad_lines = read_rows(path)
-        formats[source] = file_fmt = file_format(source, rows, fmt)
+        formats[source] = file_fmt = file_format(source, rows, fmt, mapping)
         found = [
             Row(source, number, raw, conv, None if error is None else str(error))
-            for number, raw, conv, error in convert_rows(source, rows, file_fmt, fmt is None)
+            for number, raw, conv, error in convert_rows(source, rows, file_fmt, fmt is None, mapping=mapping)
         ]
         found += [Row(source, r.row, r.data, None, f"{source}, row {r.row}: {r.reason}") for r in bad_lines]
         found.sort(key=lambda r: r.row)

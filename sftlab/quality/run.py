@@ -183,9 +183,10 @@ def check_data(
     default_system: str | None = None,
     progress: Progress | None = None,
     template_kwargs: dict[str, Any] | None = None,
+    mapping: Any = None,
 ) -> CheckResult:
     """`default_system`: the system prompt of conversations without one, as in training (the lengths count it);
-    `template_kwargs`: the template's options, as in training.
+    `template_kwargs`: the template's options, as in training; `mapping`: the files' own names (data/mapping.py).
     `progress`: where each stage shows (default: stderr when `show_progress` and it is a terminal)."""
     if not paths:
         raise SftlabError("no input file given")
@@ -194,7 +195,7 @@ def check_data(
     progress = progress or Progress(show_progress)
     lap = _Laps()
     with progress.stage(f"reading {len(paths)} file{'s' if len(paths) > 1 else ''}"):
-        rows, formats = read_files(paths, fmt)
+        rows, formats = read_files(paths, fmt, mapping)
     lap("read")
     if tokenizer is None:
         from sftlab.models import load_tokenizer

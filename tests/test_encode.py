@@ -1,4 +1,5 @@
-"""The masking contract (SPEC.md) token for token, on real tokenizers and their templates.
+"""The masking contract (docs/data.md, "The masking contract") token for token, on real tokenizers and their
+templates.
 
 Expected token lists are literals, checked by hand against the rendered text: every trained run
 decodes to exactly the answer (and its end-of-turn token) and nothing else.
@@ -240,6 +241,52 @@ def test_text_for_continued_pretraining_trains_everything_and_appends_eos():
     # Llama 2's tokenizer puts BOS before plain text; EOS (</s> = 2) is appended.
     assert ex.input_ids == [1, 15043, 3186, 2]
     assert ex.labels == ex.input_ids
+
+
+# --- one tokenization rule: cut at the end of the generation prompt, escaped or not ------------------------------
+
+# A template whose generation prompt runs into the answer: "<|im_start|>assistant" + "e!" is "assistante!", which
+# Qwen2 tokenizes whole as "assist" "ante" "!" (50966, 4942, 0).
+RUN_ON = ("{% for m in messages %}<|im_start|>{{ m.role }}{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
+
+# Expected ids: each piece tokenized on its own by the tokenizer (conftest.text_ids), markers as their ids:
+# 151644 <|im_start|>, 151645 <|im_end|>; "\n" 198; "assistant\n" 77091 198; "\n42" 198 19 17; "assistant" 77091;
+# "e!" 68 0; "user\nhi <|endoftext|>" 872 198 6023 82639 8691 723 427 91 29 (the data's <|endoftext|> as text);
+# "user<|endoftext|> hi" 872 27 91 8691 723 427 91 29 15588.
+CUT_CASES = {
+    # chatml's prompt ends "\n" and an answer starting "\n" would make one "\n\n" token (271) across the end.
+    "chatml, answer starting with a newline": (
+        None, "hi <|endoftext|>", "hi", "\n42",
+        [151644, 872, 198, 6023, 82639, 8691, 723, 427, 91, 29, 151645, 198, 151644, 77091, 198, 198, 19, 17, 151645, 198],
+        [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198, 198, 19, 17, 151645, 198],
+        "\n42<|im_end|>"),
+    "a prompt that runs into the answer": (
+        RUN_ON, "<|endoftext|> hi", "hi", "e!",
+        [151644, 872, 27, 91, 8691, 723, 427, 91, 29, 15588, 151645, 198, 151644, 77091, 68, 0, 151645, 198],
+        [151644, 872, 6023, 151645, 198, 151644, 77091, 68, 0, 151645, 198],
+        "e!<|im_end|>"),
+}
+
+
+@pytest.mark.parametrize("case", list(CUT_CASES))
+def test_the_prompt_is_tokenized_apart_from_the_answer_with_or_without_special_token_text(case):
+    """docs/data.md, the masking contract: where a token would cross the end of a generation prompt, the text is
+    tokenized in parts there. A row whose data spells a special token (tokenized piece by piece between the
+    template's markers) follows the same rule as a plain row: its prompt tokens are the ones inference sends."""
+    source, escaped_user, plain_user, answer, escaped_ids, plain_ids, trained = CUT_CASES[case]
+    tok = tokenizer("qwen2")
+    chat = resolve_template("chatml", tok) if source is None else ChatTemplate(source, "run-on", {})
+    escaped = Encoder(tok, chat).encode_one(Conversation([Message("user", escaped_user), Message("assistant", answer)]))
+    plain = Encoder(tok, chat).encode_one(Conversation([Message("user", plain_user), Message("assistant", answer)]))
+    assert escaped.input_ids == escaped_ids
+    assert plain.input_ids == plain_ids
+    # From the generation prompt's <|im_start|> on, both rows are the same text: the same ids and labels.
+    tail = len(plain_ids) - plain_ids[::-1].index(151644) - 1
+    shift = len(escaped_ids) - len(plain_ids)
+    assert escaped.input_ids[tail + shift:] == plain.input_ids[tail:]
+    assert escaped.labels[tail + shift:] == plain.labels[tail:]
+    assert trained_runs(escaped, tok) == trained_runs(plain, tok) == [trained]
 
 
 # --- prefix-unstable templates ---------------------------------------------------------------------

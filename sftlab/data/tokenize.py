@@ -211,10 +211,16 @@ class TokenizerView:
                 self._following = Tokenizer.from_str(json.dumps(spec))
         return self._following
 
-    def encode_marked(self, text: str, markers: list[tuple[int, int]]) -> tuple[np.ndarray, Locate]:
+    def encode_marked(self, text: str, markers: list[tuple[int, int]],
+                      cuts: list[int] = ()) -> tuple[np.ndarray, Locate]:
         """Token ids of `text` where only the special-token strings at `markers` are special; everything
-        between them is tokenized with special-token recognition off."""
-        ids, starts = self._marked(text, markers)
+        between them is tokenized with special-token recognition off. `cuts` as for encode_batch: where a token
+        would run across one, the text is tokenized in parts there (the same rule for every row)."""
+        ids, starts, ends = self._marked(text, markers)
+        across = [c for c in cuts if _crossed(starts, ends, c)]
+        if across:
+            # A cut is a marker of no width: the text after it is tokenized as text that follows other text.
+            ids, starts, _ = self._marked(text, sorted([*markers, *((c, c) for c in across)]))
         array = np.asarray(starts, dtype=np.int64)
         return np.asarray(ids, dtype=np.int64), lambda char: int(array.searchsorted(char, side="left"))
 
@@ -227,7 +233,9 @@ class TokenizerView:
         starts = self._marked(text, markers)[1]
         return starts[k] if len(starts) > k else None
 
-    def _marked(self, text: str, markers: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    def _marked(self, text: str, markers: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int]]:
+        """Ids, first and end characters of the tokens of `text` between and at `markers` (one of no width only
+        separates the text on either side)."""
         # The pieces between markers, tokenized in one call per engine.
         bounds = [*markers, (len(text), len(text))]
         gaps, done = [], 0
@@ -239,13 +247,16 @@ class TokenizerView:
         encodings += self._literal_engine(False).encode_batch(after, add_special_tokens=False) if after else []
         ids: list[int] = []
         starts: list[int] = []
+        ends: list[int] = []
         for (gap_start, _), enc, (start, end) in zip(gaps, encodings, bounds):
             ids += enc.ids
             starts += [gap_start + o[0] for o in enc.offsets]
+            ends += [gap_start + o[1] for o in enc.offsets]
             if end > start:
                 ids.append(self.tokenizer.convert_tokens_to_ids(text[start:end]))
                 starts.append(start)
-        return ids, starts
+                ends.append(end)
+        return ids, starts, ends
 
     def _literal_engine(self, at_start: bool) -> Any:
         """Copies of the Rust tokenizer that do not recognise special tokens: one for a piece at the start
@@ -300,6 +311,13 @@ def _prepend_first_to_never(pre_tokenizer: Any) -> bool:
     for child in pre_tokenizer.get("pretokenizers") or []:
         found = _prepend_first_to_never(child) or found
     return found
+
+
+def _crossed(starts: list[int], ends: list[int], char: int) -> bool:
+    """Whether a token (its first and end characters in `starts`, `ends`, in order) starts before `char` and runs
+    past it."""
+    k = bisect.bisect_left(starts, char) - 1
+    return k >= 0 and ends[k] > char
 
 
 def _inside_token(enc: Any, char: int) -> bool:

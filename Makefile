@@ -48,10 +48,10 @@ $(VOCAB_STAMP): $(STAMP)
 
 # CI: everything, the llama.cpp export checks included, in TEST_WORKERS processes (pytest-xdist; a test file's tests
 # stay in one process, so its module fixtures are made once). Much of the suite waits on subprocesses and Python
-# start-ups, so 2 processes on 2 cores take 12 min where one takes 20.
+# start-ups, so 2 processes on 2 cores take 12 min where one takes 20. The 30 slowest tests are listed at the end.
 TEST_WORKERS ?= 2
 test: setup gguf vocab
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 # The tests not marked slow: about 2½ minutes in one process, for the edit-test loop (CI runs `make test`).
 test-fast: setup

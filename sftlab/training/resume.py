@@ -5,7 +5,6 @@ global batch."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,44 +13,35 @@ from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError
 from sftlab.hardware import process_count
 from sftlab.models import safetensors_problem
+from sftlab.runs.folder import (MISSING, OS, SFTLAB_STATE, SYNTAX, TRAINER_STATE, Unreadable,
+                                checkpoint_candidates, read_state)
 
 log = logging.getLogger("sftlab")
 
-STATE_FILE = "sftlab_state.json"  # sftlab's part of a checkpoint: trained tokens, processes, global batch
-
-
-CHECKPOINT = re.compile(r"checkpoint-([0-9]{1,30})")  # (ASCII digits: str.isdigit takes '²', which int() refuses)
+STATE_FILE = SFTLAB_STATE  # sftlab's part of a checkpoint: trained tokens, processes, global batch
 
 
 def existing_checkpoints(out: Path) -> list[Path]:
     """checkpoint-N folders (and links of that name, which checkpoint_problem refuses), oldest (smallest N)
-    first."""
-    found = [(int(m.group(1)), p) for p in out.glob("checkpoint-*")
-             if (m := CHECKPOINT.fullmatch(p.name)) and (p.is_dir() or p.is_symlink())]
-    return [p for _, p in sorted(found)]
-
-
-def _count(value: Any, least: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and least <= value < 2 ** 63
-
-
-# The fields of a checkpoint's state files that resuming reads, and what each must be (absent: not recorded).
-_STATE_FIELDS = {"trainer_state.json": {"global_step": (0, "a count"), "max_steps": (0, "a count")},
-                 STATE_FILE: {"trained_tokens": (0, "a count"), "processes": (1, "a positive count"),
-                              "global_batch": (1, "a positive count")}}
+    first: sftlab.runs.folder.checkpoint_candidates, wider than what a run lists as its checkpoints on purpose."""
+    return checkpoint_candidates(out)
 
 
 def _state(path: Path, name: str) -> dict[str, Any]:
-    """A state file of checkpoint `path`, checked field by field (ValueError/OSError: what is wrong)."""
-    data = jsonsafe.load(path / name, max_bytes=64 * 1024 * 1024)
-    if not isinstance(data, dict):
-        raise ValueError(f"{name} is not a mapping")
-    for key, (least, what) in _STATE_FIELDS[name].items():
-        if key in data and not _count(data[key], least):
-            raise ValueError(f"{name}: {key} is not {what}")
-    if name == STATE_FILE and "processes" in data and "global_batch" not in data:
-        raise ValueError(f"{name}: processes is recorded without global_batch")
-    return data
+    """A state file of a checkpoint checkpoint_problem has passed (ValueError: it has changed since)."""
+    state = read_state(path, name)
+    if isinstance(state, Unreadable):
+        raise ValueError(str(state))
+    return state
+
+
+def _problem(state: Unreadable) -> str:
+    """A state file's problem as resuming words it: missing, not a file, a field; else unreadable."""
+    if state.cause == MISSING:
+        return f"{state.name} is missing"
+    if state.cause in (SYNTAX, OS):
+        return f"{state.name} is unreadable"
+    return str(state)
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -62,18 +52,11 @@ def checkpoint_problem(path: Path) -> str | None:
 
     if path.is_symlink():
         return "it is a symbolic link (sftlab writes checkpoints as folders)"
-    for name in ("trainer_state.json", STATE_FILE):
-        try:
-            state = _state(path, name)
-        except FileNotFoundError:
-            return f"{name} is missing"
-        except jsonsafe.NotAFile as e:
-            return str(e)
-        except ValueError as e:
-            return str(e) if str(e).startswith(name) else f"{name} is unreadable"
-        except OSError:
-            return f"{name} is unreadable"
-        if name == "trainer_state.json" and "global_step" not in state:
+    for name in (TRAINER_STATE, SFTLAB_STATE):
+        state = read_state(path, name)
+        if isinstance(state, Unreadable):
+            return _problem(state)
+        if name == TRAINER_STATE and "global_step" not in state:
             return f"{name}: global_step is missing"
     try:
         planted = next((f"{p.name} {problem}" for p in path.iterdir() if p.suffix in (".pt", ".pth", ".safetensors")
@@ -105,7 +88,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     out = Path(config.output_dir)
     if isinstance(config.resume, str):
         path = Path(config.resume)
-        if not (path / "trainer_state.json").is_file():
+        if not (path / TRAINER_STATE).is_file():
             raise SftlabError(f"resume: {config.resume} is not a checkpoint folder (no trainer_state.json)")
         problem = checkpoint_problem(path)
         if problem:
@@ -136,7 +119,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
 
 def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
     """(optimizer steps, trained tokens) a complete checkpoint holds the run up to."""
-    step = _state(checkpoint, "trainer_state.json")["global_step"]
+    step = _state(checkpoint, TRAINER_STATE)["global_step"]
     tokens = _state(checkpoint, STATE_FILE).get("trained_tokens", 0)
     return step, tokens
 

@@ -23,12 +23,12 @@ from sftlab.data.mixture import mixture_problem
 from sftlab.errors import SftlabError
 from sftlab.config.methods import METHODS
 from sftlab.files import child, path_name_problem, require_output_dir, write_text
-from sftlab.runlock import hold
+from sftlab.runs.folder import (CONFIG, LOSS_PLOT, MERGED, METRICS, STAGE_DONE as DONE, Unreadable, read_metrics,
+                                read_stage_done)
+from sftlab.runs.lock import hold
 from sftlab.training.run import TrainResult, check_output_dir, train_one
 
 log = logging.getLogger("sftlab")
-
-DONE = "stage_done.json"  # written into a stage's folder once it is trained (and merged)
 
 
 def stage_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
@@ -86,7 +86,7 @@ def _problem(config: TrainConfig) -> str | None:
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
     """Run the training that `config` describes, staged (stages:) or not; returns where everything was written.
     Nothing trains before the whole config has passed check_stages; then the run lock of output_dir is held
-    throughout (sftlab.runlock): a second training into the same folder is refused before it changes anything
+    throughout (sftlab.runs.lock): a second training into the same folder is refused before it changes anything
     there."""
     check_stages(config)
     check_output_dir(config)  # (before the lock writes its file there)
@@ -110,7 +110,7 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
         raise SftlabError(f"output_dir {out} already holds stages of a run; set `resume: true` to continue that run "
                           "or choose another output_dir")
     require_output_dir(out, "output_dir")
-    write_text(out / "config.yaml", config.for_rerun().to_yaml())
+    write_text(out / CONFIG, config.for_rerun().to_yaml())
     model = config.model
     records: list[dict[str, Any]] = []
     result = None
@@ -132,61 +132,40 @@ def train_stages(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: b
             following = stages[k][1].method if k < len(stages) else None
             continued = not config.merge_lora_stages and following is not None and METHODS[following].mergeable
             if stage.method_spec.mergeable and k < len(stages) and not continued:
-                final = merge_adapter(stage_dir, stage_dir / "merged")
+                final = merge_adapter(stage_dir, stage_dir / MERGED)
             done = {"model": str(final)}
             write_text(stage_dir / DONE, jsonsafe.dumps(done))
             stage_records = result.metrics
         offset = records[-1]["step"] if records else 0
         records += [{**r, "stage": name, "stage_step": r["step"], "step": r["step"] + offset} for r in stage_records]
         model = done["model"]
-    write_text(out / "metrics.jsonl", jsonsafe.jsonl(records))
-    plot_metrics(records, out / "loss.png")
+    write_text(out / METRICS, jsonsafe.jsonl(records))
+    plot_metrics(records, out / LOSS_PLOT)
     if result is None:  # every stage was finished already
         result = TrainResult(out)
     result.output_dir, result.metrics = out, records
     return result
 
 
-def _damaged(path: Path, problem: str) -> SftlabError:
-    return SftlabError(f"{path} {problem}; it is sftlab's record of a finished stage: remove the stage's folder "
-                       "to train that stage again")
+def _damaged(stage_dir: Path, problem: Unreadable) -> SftlabError:
+    return SftlabError(f"{problem.at(stage_dir / problem.name)}; it is sftlab's record of a finished stage: remove "
+                       "the stage's folder to train that stage again")
 
 
 def _done(stage_dir: Path) -> dict[str, Any]:
     """stage_done.json, checked field by field: {"model": the folder the next stage starts from}."""
-    path = stage_dir / DONE
-    try:
-        done = jsonsafe.load(path, max_bytes=1024 * 1024)
-    except OSError as e:
-        raise _damaged(path, e.what if isinstance(e, jsonsafe.NotAFile) else f"cannot be read ({e.strerror or e})") from None
-    except ValueError:
-        raise _damaged(path, "is not JSON") from None
-    if not isinstance(done, dict) or not isinstance(done.get("model"), str) or not done["model"]:
-        raise _damaged(path, 'is not {"model": FOLDER}')
-    # The next stage starts from the stage's own folder or its merged/ one, wherever the run folder is now: never
-    # from a path the file names (a moved run, or a forged record, would point elsewhere).
-    return {"model": str(stage_dir / "merged") if Path(done["model"]).name == "merged" else str(stage_dir)}
+    model = read_stage_done(stage_dir)
+    if isinstance(model, Unreadable):
+        raise _damaged(stage_dir, model)
+    if model is None:  # (removed since it was seen)
+        raise _damaged(stage_dir, Unreadable(DONE, "is missing"))
+    return {"model": str(model)}
 
 
 def _records(stage_dir: Path) -> list[dict[str, Any]]:
-    """A finished stage's metrics.jsonl: JSONL as sftlab writes it (split on "\n" only), each line a record
-    with its step."""
-    path = stage_dir / "metrics.jsonl"
-    try:
-        text = jsonsafe.read_text(path)
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        raise _damaged(path, e.what if isinstance(e, jsonsafe.NotAFile) else f"cannot be read ({e.strerror or e})") from None
-    records = []
-    for n, line in enumerate(jsonsafe.lines(text), start=1):
-        try:
-            record = jsonsafe.loads(line)
-        except ValueError:
-            record = None
-        step = record.get("step") if isinstance(record, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2 ** 63:
-            raise _damaged(path, f"line {n} is not a record sftlab writes")
-        records.append(record)
-    return records
-
+    """A finished stage's metrics.jsonl: each line a record with its step (NaN and infinities as null)."""
+    metrics = read_metrics(stage_dir)
+    problem = metrics if isinstance(metrics, Unreadable) else metrics.problem
+    if problem is not None:
+        raise _damaged(stage_dir, problem)
+    return metrics.records

@@ -2,11 +2,12 @@
 
 What the UI adds to a run folder: ui_state.json (queued / running / finished / failed / stopped, the process ids,
 the exit code and its reason) and train.log (what `sftlab train` printed). Everything else is what `sftlab train`
-writes, read through sftlab.runs, so a run started from the command line shows up alike: whether a run is
-running is its run lock (sftlab.runlock, held by the training process itself), and a signal only ever goes to
-the process that holds it and is still the one it recorded. A pid read from ui_state.json is never trusted alone. The queue lives in those
-files too: whoever sees no run running starts the oldest queued one (the UI when a run is queued, the runner of a
-run when it ends), under a lock, so runs go on one after another with the UI closed.
+writes, read through sftlab.runs (its folder's readers and its listing), so a run started from the command line
+shows up alike: whether a run is running is its run lock (sftlab.runs.lock, held by the training process itself),
+and a signal only ever goes to the process that holds it and is still the one it recorded. A pid read from
+ui_state.json is never trusted alone. The queue lives in those files too: whoever sees no run running starts the
+oldest queued one (the UI when a run is queued, the runner of a run when it ends), under a lock, so runs go on one
+after another with the UI closed.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-from sftlab import jsonsafe, runlock
-from sftlab import runs as run_folders
+from sftlab import jsonsafe
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, first_line, one_line
 from sftlab.files import child, require_output_dir, run_name_problem, write_text
+from sftlab.runs import lock as runlock
+from sftlab.runs.folder import (CONFIG, DATA_REPORT, METRICS, QUEUE_LOCK, TRAIN_LOG, UI_STATE, Unreadable, entries,
+                                is_run, read_config, read_metrics, run_folders)
+from sftlab.runs.listing import Run, read_any, read_run
 
-STATE = "ui_state.json"
-LOG = "train.log"
-QUEUE_LOCK = ".ui-queue.lock"
+STATE = UI_STATE
+LOG = TRAIN_LOG
 STATUSES = ("queued", "running", "finished", "failed", "stopped")
 STEP_LINE = re.compile(r"step (\d+)/(\d+)")
 
@@ -62,6 +65,7 @@ STATE_BYTES = 1024**2  # ui_state.json & co. are a few hundred bytes
 JSON_BYTES = 64 * 1024**2  # a data report, an eval summary, an export report
 PID_MAX = 2**22  # Linux's largest pid_max
 MAX_NESTING = 100  # lists and mappings in what the UI reads back (a data report nests 4 deep)
+MAX_VALUES = 1_000_000  # values in a config.yaml as written out (a config sftlab writes holds some hundreds)
 
 
 class Damaged(ValueError):
@@ -253,7 +257,10 @@ def run_log(folder: Path, lines: int = 40) -> str:
         return log_tail(folder / LOG, lines)
     if os.path.lexists(folder / STATE):  # (queued by the UI, not started yet)
         return "queued: the log starts when the run does"
-    records = _metrics(folder)
+    try:
+        records = _metrics(folder)
+    except Damaged as e:
+        return str(e)
     head = ("This run was started from the command line (sftlab train): what it printed went to that terminal, "
             f"not to a file here. Its logged steps (metrics.jsonl, {len(records)}):")
     return "\n".join([head, *(_step_line(r) for r in records[-(lines - 1):])] if records else [head, "none yet"])
@@ -286,7 +293,7 @@ def failure_reason(log: Path) -> str | None:
     return tail[-1] if tail else None
 
 
-def status_of(folder: Path, run: run_folders.Run) -> tuple[str, str | None]:
+def status_of(folder: Path, run: Run) -> tuple[str, str | None]:
     """(status, reason) of a run folder: one of STATUSES, and for failed/stopped runs why. `running` is what the
     run lock says (`run` read it), whoever started the run; or, for a run the UI started, that its runner is up
     and its `sftlab train` has not taken the lock yet."""
@@ -310,7 +317,7 @@ def status_of(folder: Path, run: run_folders.Run) -> tuple[str, str | None]:
     return "stopped", f"unfinished (started outside the UI, not running now); {how}"
 
 
-def _eta(folder: Path, run: run_folders.Run, state: dict[str, Any], total: int) -> dict[str, float]:
+def _eta(folder: Path, run: Run, state: dict[str, Any], total: int) -> dict[str, float]:
     """{"eta_seconds": …} from the pace since training began: the run lock's record says when and from which
     step (any run, however started); a UI run's state file, when the record does not say yet."""
     live = runlock.holder(folder)
@@ -324,56 +331,84 @@ def _eta(folder: Path, run: run_folders.Run, state: dict[str, Any], total: int) 
     return {"eta_seconds": (time.time() - since) / done * max(0, total - (run.steps or 0))}
 
 
-def _total_steps(folder: Path, run: run_folders.Run) -> int | None:
+def _total_steps(folder: Path, run: Run) -> int | None:
     if run.total_steps is not None:
         return run.total_steps
     found = STEP_LINE.findall(log_tail(folder / LOG, 400))
     return int(found[-1][1]) if found else None
 
 
-def nested_deeper(value: Any, limit: int) -> bool:
-    """Whether `value` nests lists and dicts more than `limit` deep (an alias of YAML that holds itself nests
-    forever): serving it would exhaust Python's recursion, so it is refused when read. Iterative."""
-    stack = [(value, 0)]
+def _too_big(value: Any, limit: int, most: int | None = None) -> str | None:
+    """What makes `value` too big to serve: nesting lists and dicts more than `limit` deep (an alias of YAML that
+    holds itself nests forever: serving it would exhaust Python's recursion), or more than `most` values as they
+    are written out (YAML aliases sharing one list again and again: a few lines that write out as billions);
+    None when neither. Iterative, and it stops at the first of them."""
+    stack, seen = [(value, 0)], 0
     while stack:
         item, depth = stack.pop()
+        seen += 1
+        if most is not None and seen > most:
+            return f"more than {most:,} values once written out"
         if isinstance(item, (list, dict)):
             if depth >= limit:
-                return True
+                return f"nested more than {limit} levels deep"
             stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
+    return None
 
 
-def bounded(value: Any, path: Path) -> Any:
-    """`value` read from `path`, or Damaged when it nests deeper than MAX_NESTING (sftlab writes nothing so deep)."""
-    if nested_deeper(value, MAX_NESTING):
-        raise Damaged(f"{shown(path)}: nested more than {MAX_NESTING} levels deep, which sftlab never writes; "
-                      "remove it")
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts more than `limit` deep: it is refused when read (see _too_big)."""
+    return _too_big(value, limit) is not None
+
+
+def bounded(value: Any, path: Path, most: int | None = None) -> Any:
+    """`value` read from `path`, or Damaged when it nests deeper than MAX_NESTING or holds more than `most` values
+    (sftlab writes nothing so deep nor so large; JSON has no aliases, so its size is its file's, which is bounded)."""
+    problem = _too_big(value, MAX_NESTING, most)
+    if problem:
+        raise Damaged(f"{shown(path)}: {problem}, which sftlab never writes; remove it")
     return value
 
 
 def _config(folder: Path) -> dict[str, Any]:
-    """config.yaml as sftlab.runs reads it (a regular file, YAML, a mapping), nested at most MAX_NESTING deep."""
-    return bounded(run_folders._config(folder), folder / "config.yaml")
+    """config.yaml as sftlab.runs.folder reads it (a regular file, YAML, a mapping), nested at most MAX_NESTING
+    deep and at most MAX_VALUES values once its aliases are written out; Damaged saying why not."""
+    config = read_config(folder)
+    if isinstance(config, Unreadable):
+        raise Damaged(str(config))
+    return bounded(config, folder / CONFIG, MAX_VALUES)
 
 
 def _metrics(folder: Path) -> list[dict[str, Any]]:
-    return bounded(run_folders._metrics(folder), folder / "metrics.jsonl")
+    """metrics.jsonl's records as sftlab.runs.folder reads them (NaN and infinities as None), nested at most
+    MAX_NESTING deep; Damaged saying why not."""
+    metrics = read_metrics(folder)
+    if isinstance(metrics, Unreadable):
+        raise Damaged(str(metrics))
+    return bounded(metrics.records, folder / METRICS)
+
+
+def _last_step(folder: Path) -> int:
+    """The last step metrics.jsonl logged (0 when it logged none or cannot be read): where a resumed run starts."""
+    metrics = read_metrics(folder)
+    return 0 if isinstance(metrics, Unreadable) else max((r["step"] for r in metrics.records), default=0)
 
 
 # What this module opens in a run folder itself (sftlab.runs checks the files it reads, and says a run is
 # `damaged`): each must be a regular file or absent, never followed through a link or opened as a FIFO.
-UI_RECORDS = (LOG, STATE, "data_report.json", runlock.LOCK)
-MAX_DEPTH = 16  # run folders nested in sub-folders of the runs folder, at most this deep
+UI_RECORDS = (LOG, STATE, DATA_REPORT, runlock.LOCK)
 
 
 def planted(folder: Path) -> str | None:
     """Why a run folder holds what sftlab never writes under the name of a file the UI opens (a link, a FIFO, a
     folder), or a state file that is not ours (load_state); None when it is as sftlab leaves it."""
     for name in UI_RECORDS:
-        kind = not_regular(folder / name)
-        if kind:
-            return f"{shown(folder / name)} is {kind}, not a file sftlab writes; remove it"
+        try:
+            problem = jsonsafe.not_a_file(folder / name)
+        except OSError as e:
+            return f"{shown(folder / name)} cannot be read ({e.strerror or e})"
+        if problem:
+            return f"{shown(folder / name)} {problem}; remove it"
     return load_state(folder / STATE)[1]
 
 
@@ -394,20 +429,18 @@ class Runs:
         if not run_id or "\0" in run_id or ".." in Path(run_id).parts or Path(run_id).is_absolute() or "\\" in run_id:
             raise RunNotFound(f"run {run_id[:80]!r}: not a run under {self.runs_dir}")
         folder = (self.runs_dir / run_id).resolve()
-        if not folder.is_relative_to(self.runs_dir) or not os.path.isfile(folder / "config.yaml"):
-            # (os.path.isfile: a name too long for the file system is no run either, not an OSError)
+        if not folder.is_relative_to(self.runs_dir) or not is_run(folder):
             raise RunNotFound(f"run {run_id[:80]!r}: no such run under {self.runs_dir}")
         return folder
 
     def listing(self) -> list[dict[str, Any]]:
-        """Every run under the runs folder; one whose files cannot be read (a config.yaml that says `stages: 5`,
-        a forged ui_state.json, a FIFO planted as a record, a folder that may not be read) is listed with status
-        "unreadable" and why, the others as they are."""
+        """Every run under the runs folder (sftlab.runs.folder.run_folders: never inside a run, never through a
+        link); one whose files cannot be read (a config.yaml that says `stages: 5`, a forged ui_state.json, a FIFO
+        planted as a record, a folder that may not be read) is listed with status "unreadable" and why, the others
+        as they are."""
         out = []
-        for folder, problem in self._run_folders():
+        for folder in run_folders(self.runs_dir):
             try:
-                if problem:
-                    raise RunError(f"run {shown(self.run_id(folder))}: {problem}")
                 out.append(self._guarded(folder, lambda: self._summary(self._read(folder))))
             except RunError as e:
                 out.append({"id": self.run_id(folder), "status": "unreadable", "error": str(e), "model": None,
@@ -416,30 +449,7 @@ class Runs:
                             "output_dir": str(folder)})
         return out
 
-    def _run_folders(self, folder: Path | None = None, depth: int = 0) -> Iterator[tuple[Path, str | None]]:
-        """(folder, None) for each run folder under the runs folder as sftlab.runs finds them (a config.yaml;
-        never looking inside a run, never through a link), and (folder, why) for a folder that cannot be looked
-        into: it is listed as unreadable, and the listing goes on. At most MAX_DEPTH folders deep."""
-        folder = folder or self.runs_dir
-        try:
-            if stat.S_ISREG(os.stat(folder / "config.yaml").st_mode):
-                yield folder, None
-                return
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        except OSError as e:
-            yield folder, f"its folder cannot be read ({e.strerror or e})"
-            return
-        try:
-            children = sorted(folder.iterdir())
-        except OSError as e:
-            yield folder, f"its folder cannot be read ({e.strerror or e})"
-            return
-        for entry in children:
-            if not entry.name.startswith(".") and depth < MAX_DEPTH and not_regular(entry) == "a folder":
-                yield from self._run_folders(entry, depth + 1)
-
-    def read(self, run_id: str) -> run_folders.Run:
+    def read(self, run_id: str) -> Run:
         return self._read(self.folder(run_id))
 
     def _guarded(self, folder: Path, read: Any) -> Any:
@@ -449,28 +459,30 @@ class Runs:
             return read()
         except RunError:
             raise
-        except (Damaged, run_folders.Damaged) as e:  # (their sentences name the file and say why)
+        except Damaged as e:  # (its sentence names the file and says why)
             raise RunError(f"run {shown(self.run_id(folder))}: {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever a hand-edited or damaged run folder holds
             raise RunError(f"run {shown(self.run_id(folder))}: its files cannot be read ({first_line(e, with_type=True)[:200]})") from None
 
-    def _read(self, folder: Path) -> run_folders.Run:
-        """The run in `folder`, or RunError saying why its files cannot be read; what sftlab.runs would open is
-        checked first (a FIFO there would block the page forever)."""
-        problem = planted(folder)
+    def _read(self, folder: Path) -> Run:
+        """The run in `folder`, or RunError saying why its files cannot be read: a folder that cannot be listed, a
+        file the UI opens itself that is not one (a FIFO there would block the page forever), then what
+        sftlab.runs reads."""
+        listed = entries(folder)
+        problem = str(listed) if isinstance(listed, Unreadable) else planted(folder)
         if problem:
             raise RunError(f"run {shown(self.run_id(folder))}: {problem}")
-        run = self._guarded(folder, lambda: run_folders.find_runs(folder)[0])
+        run = self._guarded(folder, lambda: read_any(folder))
         if run.status == "damaged":  # (sftlab.runs: a file of the run's that cannot be read as sftlab wrote it)
             raise RunError(f"run {shown(self.run_id(folder))}: {run.problem}")
         return run
 
-    def _summary(self, run: run_folders.Run) -> dict[str, Any]:
+    def _summary(self, run: Run) -> dict[str, Any]:
         folder = run.path
         status, reason = status_of(folder, run)
         config = _config(folder)
         state = read_state(folder / STATE)
-        started = state.get("started") or (folder / "config.yaml").stat().st_mtime
+        started = state.get("started") or (folder / CONFIG).stat().st_mtime
         total = _total_steps(folder, run)
         out = {
             "id": self.run_id(folder), "status": status, "model": config.get("model") or DEFAULT_MODEL,
@@ -496,7 +508,7 @@ class Runs:
             out = self._summary(run)
             out["config"] = _config(run.path)
             out["metrics"] = _metrics(run.path)
-            out["data_report"] = read_json(run.path / "data_report.json")
+            out["data_report"] = read_json(run.path / DATA_REPORT)
             out["log"] = run_log(run.path)
             out["stages"] = [s.to_dict() for s in run.stages]
             return out
@@ -529,10 +541,10 @@ class Runs:
         else:
             folder = self._fresh_name()
         config = config.model_copy(update={"output_dir": str(folder)})
-        write_text(folder / "config.yaml", config.to_yaml(), "config.yaml")
+        write_text(folder / CONFIG, config.to_yaml(), CONFIG)
         update_state(folder / STATE, status="queued", queued_at=time.time(), resume=False)
         self.start_next()
-        return {"id": self.run_id(folder), "status": status_of(folder, run_folders.read_run(folder))[0]}
+        return {"id": self.run_id(folder), "status": status_of(folder, read_run(folder))[0]}
 
     def _fresh_name(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -604,7 +616,7 @@ def _ui_runs(runs_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
 def train_command(folder: Path, resume: bool) -> list[str]:
     """The `sftlab` arguments of a run: its own config.yaml, into its own folder (a config written elsewhere may
     name another output_dir), resumed when asked."""
-    args = ["train", str(folder / "config.yaml"), "--set", f"output_dir={json.dumps(str(folder))}"]
+    args = ["train", str(folder / CONFIG), "--set", f"output_dir={json.dumps(str(folder))}"]
     return args + (["--set", "resume=true"] if resume else [])
 
 
@@ -619,7 +631,7 @@ def start_next(runs_dir: Path, work_dir: Path) -> Path | None:
         if not queued:
             return None
         _, _, folder, state = queued[0]
-        step = max((r["step"] for r in run_folders._metrics(folder)), default=0) if state.get("resume") else 0
+        step = _last_step(folder) if state.get("resume") else 0
         pid = spawn(folder / STATE, folder / LOG, train_command(folder, bool(state.get("resume"))), work_dir,
                     queue=runs_dir)
         update_state(folder / STATE, status="running", **runner_record(pid), started=time.time(), start_step=step, error=None, exit_code=None, stop_requested=None)

@@ -13,13 +13,16 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftlab import jsonsafe
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
 from sftlab.export.quants import QUANT_NAMES
 from sftlab.files import inside
+from sftlab.runs.folder import (CHECKPOINT_PREFIX, DATA_REPORT, EVAL_DIR, EVAL_LOG, EVAL_PROBE, EVAL_RESPONSES,
+                                EVAL_STATE, EVAL_SUMMARY, EXPORT_DIR, EXPORT_LOG, EXPORT_STATE, METRICS,
+                                PROCESS_RECORD, REJECTS, SFTLAB_STATE, STAGE_DONE, TRAINER_STATE, UI_STATE,
+                                Unreadable, read_jsonl)
 from sftlab.ui.manager import (MAX_NESTING, Damaged, load_state, locked, log_tail, nested_deeper, not_regular,
-                               open_regular, read_json, runner_alive, runner_record, shown, spawn, update_state)
+                               read_json, runner_alive, runner_record, shown, spawn, update_state)
 
 # The preview reads the first rows only, so it answers in seconds on any file.
 PREVIEW_ROWS = 1000
@@ -79,11 +82,12 @@ def data_files(roots: list[Path], limit: int = 500, depth: int = 4) -> list[str]
     return sorted(set(found))
 
 
-# Files sftlab writes into run folders, never training data.
-RUN_FILES = ("metrics.jsonl", "rejects.jsonl", "responses.jsonl", "probe.jsonl", "data_report.json",
-             "summary.json", "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-             "special_tokens_map.json", "adapter_config.json", "trainer_state.json", "stage_done.json",
-             "export_report.json", "ui_state.json", "ui_eval.json", "ui_export.json", "vocab.json")
+# Files sftlab writes into run folders, never training data: its own (sftlab.runs.folder names them) and the
+# model's, the tokenizer's and an export's.
+RUN_FILES = (METRICS, REJECTS, EVAL_RESPONSES, EVAL_PROBE, DATA_REPORT, EVAL_SUMMARY, TRAINER_STATE, SFTLAB_STATE,
+             STAGE_DONE, PROCESS_RECORD, UI_STATE, EVAL_STATE, EXPORT_STATE,
+             "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+             "special_tokens_map.json", "adapter_config.json", "export_report.json", "vocab.json")
 # Files larger than this are offered on their first row alone (reading a whole large file for a list costs too much).
 WHOLE_READ_BYTES = 8 * 1024**2
 _data_cache: dict[tuple[str, int, int], bool] = {}
@@ -173,7 +177,7 @@ def _model_folders(root: Path, depth: int = 3, limit: int = 100) -> list[Path]:
                     continue
                 if model:
                     found.append(entry)
-                elif level < depth and not entry.name.startswith("checkpoint-"):
+                elif level < depth and not entry.name.startswith(CHECKPOINT_PREFIX):
                     walk(entry, level + 1)
             elif entry.suffix == ".gguf" and kind is None:
                 found.append(entry)
@@ -260,8 +264,6 @@ class ChatModels:
 
 # ---- eval ------------------------------------------------------------------------------------------------------
 
-EVAL_DIR = "eval"
-EVAL_STATE = "ui_eval.json"
 
 
 def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, limit: int | None,
@@ -276,7 +278,7 @@ def start_eval(run_dir: Path, work_dir: Path, data: Path, baseline: str | None, 
     args += ["--limit", str(limit)] if limit else []
     args += ["--judge-url", judge_url, "--judge-model", judge_model] if judge_url and judge_model else []
     with child_start(run_dir, out, EVAL_STATE, "an eval"):
-        start_child(out, EVAL_STATE, "eval.log", args, work_dir, data=str(data), baseline=baseline)
+        start_child(out, EVAL_STATE, EVAL_LOG, args, work_dir, data=str(data), baseline=baseline)
     return {"status": "running"}
 
 
@@ -303,25 +305,10 @@ def start_child(root: Path, state_name: str, log_name: str, args: list[str], wor
 
 
 def _jsonl(path: Path, limit: int = 500, max_bytes: int = 64 * 1024**2) -> list[dict[str, Any]]:
-    """The first `limit` records of a JSONL file sftlab wrote (never through a link, never waiting on a FIFO, at
-    most `max_bytes`, lines split as jsonsafe writes them); a line that is no JSON object, or one nested deeper
-    than the UI serves, is left out."""
-    try:
-        with open_regular(path) as f:
-            text = f.read(max_bytes).decode("utf-8", errors="replace") if f is not None else ""
-    except (Damaged, OSError):
-        return []
-    out: list[dict[str, Any]] = []
-    for line in jsonsafe.lines(text):
-        try:
-            record = jsonsafe.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and not nested_deeper(record, MAX_NESTING):
-            out.append(record)
-            if len(out) >= limit:
-                break
-    return out
+    """The first `limit` records of a JSONL file sftlab wrote (sftlab.runs.folder.read_jsonl of its first
+    `max_bytes`); a line that is no JSON object, or one nested deeper than the UI serves, is left out."""
+    found = read_jsonl(path, path.name, lambda r: not nested_deeper(r, MAX_NESTING), head=max_bytes)
+    return [] if isinstance(found, Unreadable) else found.records[:limit]
 
 
 def _child_state(run_dir: Path, folder: str, state_name: str) -> tuple[Path | None, dict[str, Any]]:
@@ -354,22 +341,20 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
     summary, error = None, state.get("error")
     if out is not None and state.get("status") != "unreadable":
         try:
-            summary = read_json(out / "summary.json")
+            summary = read_json(out / EVAL_SUMMARY)
         except Damaged as e:
             error = str(e)
     return {
         "status": state.get("status") or ("finished" if summary is not None else "none"), "error": error,
         "data": state.get("data"), "summary": summary,
-        "responses": _jsonl(out / "responses.jsonl") if out else [],
-        "baseline_responses": _jsonl(out / "baseline" / "responses.jsonl") if out else [],
-        "log": log_tail(out / "eval.log", 30) if out else "",
+        "responses": _jsonl(out / EVAL_RESPONSES) if out else [],
+        "baseline_responses": _jsonl(out / "baseline" / EVAL_RESPONSES) if out else [],
+        "log": log_tail(out / EVAL_LOG, 30) if out else "",
     }
 
 
 # ---- export --------------------------------------------------------------------------------------------
 
-EXPORT_DIR = "export"
-EXPORT_STATE = "ui_export.json"
 EXPORT_FORMATS = ("gguf", "safetensors")
 EXPORT_QUANTS = QUANT_NAMES  # (sftlab/export/quants.py; the first is the default)
 REPORT_BYTES = 4 * 1024**2  # export_report.json: figures and a few answers, some kilobytes
@@ -390,7 +375,7 @@ def start_export(run_dir: Path, work_dir: Path, fmt: str, quant: str, verify: bo
         args = ["export", "--model", str(run_dir), "--out", str(out), "--format", fmt]
         args += ["--quant", quant] if fmt == "gguf" else []
         args += [] if verify else ["--no-verify"]
-        start_child(root, EXPORT_STATE, "export.log", args, work_dir, out=str(out), format=fmt,
+        start_child(root, EXPORT_STATE, EXPORT_LOG, args, work_dir, out=str(out), format=fmt,
                     quant=quant if fmt == "gguf" else None, verify=verify)
     return {"status": "running", "out": str(out)}
 
@@ -426,4 +411,4 @@ def read_export(run_dir: Path) -> dict[str, Any]:
             lines = []  # a report this sftlab cannot word (another version's): its figures alone
     return {"status": state.get("status") or "none", "error": state.get("error"),
             "out": state.get("out") if out else None, "format": state.get("format"), "quant": state.get("quant"),
-            "report": report, "lines": lines, "log": log_tail(root / "export.log", 30) if root else ""}
+            "report": report, "lines": lines, "log": log_tail(root / EXPORT_LOG, 30) if root else ""}

@@ -5,39 +5,30 @@ A run folder holds config.yaml (written when training starts), metrics.jsonl, da
 checkpoint-N/ (model, optimizer, scheduler and RNG state, for resuming) and, once the run has finished, the
 final model (*.safetensors with its config and tokenizer files). A staged run's folder holds config.yaml with
 `stages:` and one such folder per stage, with stage_done.json once that stage is finished. While a run trains,
-its process holds the run lock (.train.lock, train_process.json: sftlab.runlock): that, not the age of its files,
-is what makes it `running`, whoever started it.
+its process holds the run lock (.train.lock, train_process.json: sftlab.runs.lock): that, not the age of its
+files, is what makes it `running`, whoever started it. Each file is read by its reader in sftlab.runs.folder.
 No torch here: `sftlab runs` answers at once.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
-import reprlib
 import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import yaml
-
-from sftlab import jsonsafe, runlock
-from sftlab.errors import SftlabError, one_line
-from sftlab.files import child
-from sftlab.config.methods import DEFAULT_METHOD
+from sftlab import jsonsafe
+from sftlab.errors import SftlabError
 from sftlab.models import safetensors_problem
+from sftlab.runs import lock
+from sftlab.runs.folder import (MERGED, MISSING, OS, RECORDS, STAGING, Stage, Unreadable, checkpoint_candidates,
+                                checkpoints, count, entries, final_loss, is_run, read_config, read_metrics,
+                                read_stages, read_state, run_folders, shown, stage_finished)
 
 log = logging.getLogger("sftlab")
-
-# sftlab's records of a run (counted as "other"); every other file at the top of a run folder is the model's.
-STAGE_DONE = "stage_done.json"  # (sftlab.training.stages.DONE, not imported: that module pulls in the config's deps)
-RECORDS = {"config.yaml", "metrics.jsonl", "data_report.json", "loss.png", "rejects.jsonl", STAGE_DONE, "train.log",
-           "ui_state.json", runlock.RECORD}  # (train.log, ui_state.json: sftlab ui's)  # (the last two: sftlab ui's)
-STAGING = ".staging"  # a checkpoint being written (sftlab.training.trainer.STAGING_DIR)
 
 
 @dataclass
@@ -55,7 +46,7 @@ class Run:
     other_bytes: int = 0
     checkpoints: list[str] = field(default_factory=list)  # checkpoint-N names, oldest first
     stages: list["Run"] = field(default_factory=list)
-    pid: int | None = None  # the training process, while running (sftlab.runlock)
+    pid: int | None = None  # the training process, while running (sftlab.runs.lock)
     problem: str | None = None  # why it is `damaged` (or, running, why its holder's record is not believed)
 
     @property
@@ -110,16 +101,18 @@ def format_bytes(n: int) -> str:
 
 
 # ---- reading a run folder ------------------------------------------------------------------------------
-# Every file here was written by sftlab, but is read as if anyone could have planted it: through
-# jsonsafe.read_text (a regular file only, never a FIFO or a link, bounded), each field checked before use. What
-# cannot be read makes the run `damaged` with one sentence saying what (Damaged), never a traceback.
+# Each file through its reader in sftlab.runs.folder: what cannot be read makes the run `damaged`, with the
+# reader's sentence naming the file (or, for what the sizes and weights meet, the OSError's), never a traceback.
 
-CHECKPOINT = re.compile(r"checkpoint-([0-9]{1,30})")  # (ASCII digits: str.isdigit takes '²', which int() refuses)
-MAX_DEPTH = 64  # folders looked into below the folder of runs
+class _Damaged(Exception):
+    """Reading a run stops at a file that cannot be read as sftlab wrote it (args[0]: its Unreadable)."""
 
 
-class Damaged(Exception):
-    """What makes a run folder unreadable as sftlab wrote it, in words ("config.yaml: stages is 5, …")."""
+def _read(value: Any) -> Any:
+    """The value a reader of sftlab.runs.folder gave, or _Damaged when it is Unreadable."""
+    if isinstance(value, Unreadable):
+        raise _Damaged(value)
+    return value
 
 
 def _why(e: OSError) -> str:
@@ -128,258 +121,145 @@ def _why(e: OSError) -> str:
 
 
 def _damage(e: Exception) -> str:
-    """The sentence of a Damaged, or of an OSError met anywhere in reading (naming the file it met)."""
+    """The sentence of a _Damaged, or of an OSError met anywhere in reading (naming the file it met)."""
     if isinstance(e, OSError):
         return f"{shown(Path(e.filename).name) if e.filename else 'a file'} {_why(e)}"
-    return str(e)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
-
-
-def shown(value: Any, keep: int = 80) -> str:
-    """A name or value for a line of text: non-printable characters (newlines, escapes, U+2028) as their escape
-    sequences, so a folder name cannot forge a line of the listing; a long one cut."""
-    # (reprlib: a value from a YAML alias bomb is never written out whole)
-    text = str(value) if isinstance(value, (str, Path)) else reprlib.repr(value)
-    text = one_line(text[: keep * 8])
-    return text if len(text) <= keep else text[: keep - 1] + "…"
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except OSError as e:
-        raise Damaged(f"the folder {_why(e)}") from None
-
-
-def _checkpoints(entries: list[Path]) -> list[Path]:
-    """checkpoint-N folders among `entries` written by the Trainer (they hold trainer_state.json), oldest
-    (smallest N) first; a link or a file of that name is none."""
-    found = []
-    for p in entries:
-        match = CHECKPOINT.fullmatch(p.name)
-        if not match or p.is_symlink() or not p.is_dir():
-            continue
-        try:
-            state = os.lstat(p / "trainer_state.json")
-        except FileNotFoundError:
-            continue  # (being written, or cut short: not a checkpoint)
-        except OSError as e:
-            raise Damaged(f"{p.name} {_why(e)}") from None
-        if not stat.S_ISREG(state.st_mode):
-            raise Damaged(f"{p.name}/trainer_state.json is {jsonsafe.kind(state.st_mode)}, not a file sftlab writes")
-        found.append((int(match.group(1)), p))
-    return [p for _, p in sorted(found)]
+    return str(e.args[0])
 
 
 def checkpoint_dirs(folder: Path) -> list[Path]:
-    """checkpoint-N folders written by the Trainer (they hold trainer_state.json), oldest (smallest N) first."""
-    try:
-        return _checkpoints(_entries(folder))
-    except Damaged:
-        return []
+    """The checkpoints a run has (sftlab.runs.folder.checkpoints), oldest first; none when they cannot be read."""
+    found = checkpoints(folder)
+    return [] if isinstance(found, Unreadable) else found
 
 
-def _final_model_whole(entries: list[Path]) -> bool:
+def _final_model_whole(listed: list[Path]) -> bool:
     """Whether the final model is there: weight files at the top of the folder, each whole (a safetensors file's
     header parses and its data ends where the file does)."""
-    weights = [p for p in entries if p.suffix == ".safetensors" and p.is_file()]
+    weights = [p for p in listed if p.suffix == ".safetensors" and p.is_file()]
     try:
         return bool(weights) and not any(map(safetensors_problem, weights))
     except OSError as e:
-        raise Damaged(f"its weights {_why(e)}") from None
+        raise _Damaged(Unreadable("its weights", _why(e), OS)) from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return jsonsafe.load(path)
-    except OSError as e:
-        raise Damaged(f"{path.parent.name}/{path.name} {_why(e)}") from None
-    except ValueError as e:
-        raise Damaged(f"{path.parent.name}/{path.name} is not JSON ({shown(e)})") from None
-
-
-def _config(folder: Path) -> dict[str, Any]:
-    """config.yaml as a mapping ({} when the folder has none); Damaged when it is there and unreadable."""
-    try:
-        data = yaml.safe_load(jsonsafe.read_text(folder / "config.yaml", 16 * 1024 * 1024))
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise Damaged(f"config.yaml {_why(e)}") from None
-    except (ValueError, yaml.YAMLError, RecursionError):
-        raise Damaged("config.yaml is not YAML") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise Damaged("config.yaml is not a mapping of keys")
-    return data
-
-
-def _read_metrics(folder: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """metrics.jsonl's records (those with a step), and what is wrong with the file, if anything."""
-    try:
-        text = jsonsafe.read_text(folder / "metrics.jsonl")
-    except FileNotFoundError:
-        return [], None
-    except OSError as e:
-        return [], f"metrics.jsonl {_why(e)}"
-    records, problem = [], None
-    for n, line in enumerate(jsonsafe.lines(text), start=1):
-        try:
-            record = jsonsafe.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and _count(record.get("step")):
-            records.append(record)
-        elif problem is None:
-            problem = f"metrics.jsonl line {n} is not a record sftlab writes"
-    return records, problem
-
-
-def _metrics(folder: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's records (the lines that are not records left out: read_run says they are there)."""
-    return _read_metrics(folder)[0]
-
-
-def _final_loss(records: list[dict[str, Any]]) -> float | None:
-    """The loss of the last record that logged one; None where it is not a finite number (a diverged loss leaves
-    sftlab as null, not as the last finite loss before it)."""
-    last = next((r["loss"] for r in reversed(records) if "loss" in r), None)
-    ok = isinstance(last, (int, float)) and not isinstance(last, bool) and math.isfinite(last)
-    return float(last) if ok else None
-
-
-def _sizes(folder: Path, entries: list[Path], kept: list[Path], skip: set[str] = frozenset()) -> tuple[int, int, int]:
+def _sizes(listed: list[Path], kept: list[Path], skip: set[str] = frozenset()) -> tuple[int, int, int]:
     """(model, checkpoints, other) bytes of a run folder's entries, less those named in `skip` (stages)."""
     model = checkpoints = other = 0
     names = {p.name for p in kept}
-    for entry in entries:
+    for entry in listed:
         if entry.name in skip:
             continue
         try:
             size = tree_bytes(entry)
         except OSError as e:
-            raise Damaged(f"{entry.name} {_why(e)}") from None
+            raise _Damaged(Unreadable(entry.name, _why(e), OS)) from None
         if entry.name in names or entry.name == STAGING:
             checkpoints += size
-        elif entry.name == "merged" or (entry.is_file() and entry.name not in RECORDS
-                                        and not entry.name.startswith(".")):
+        elif entry.name == MERGED or (entry.is_file() and entry.name not in RECORDS
+                                      and not entry.name.startswith(".")):
             model += size  # the weights, their config, the tokenizer; a merged LoRA stage's model
         else:
             other += size
     return model, checkpoints, other
 
 
-def _live_total(live: runlock.Holder | None, folder: Path) -> int | None:
+def _live_total(live: lock.Holder | None, folder: Path) -> int | None:
     """The total steps a live run noted in its lock's record for `folder` (before its first checkpoint says)."""
     if live is None or live.progress.get("output_dir") != str(folder.absolute()):
         return None
     total = live.progress.get("max_steps")
-    return total if _count(total) else None
+    return total if count(total) else None
 
 
 def _trainer_state(checkpoint: Path) -> dict[str, Any]:
-    if not (checkpoint / "trainer_state.json").exists():
-        return {}  # (rotated away by the running training since it was listed)
-    state = _read_json(checkpoint / "trainer_state.json")
-    if not isinstance(state, dict):
-        raise Damaged(f"{checkpoint.name}/trainer_state.json is not a mapping")
-    for key in ("global_step", "max_steps"):
-        if key in state and not _count(state[key]):
-            raise Damaged(f"{checkpoint.name}/trainer_state.json: {key} is not a count")
+    state = read_state(checkpoint)
+    if isinstance(state, Unreadable):
+        if state.cause == MISSING:
+            return {}  # (rotated away by the running training since it was listed)
+        raise _Damaged(state.inside(checkpoint.name))
     return state
 
 
-def _holder(folder: Path) -> runlock.Holder | None:
-    """Who trains `folder`; Damaged when its lock path is not sftlab's lock file (a FIFO, a link: not ours)."""
-    problem = runlock.lock_problem(folder)
+def _holder(folder: Path) -> lock.Holder | None:
+    """Who trains `folder`; _Damaged when its lock path is not sftlab's lock file (a FIFO, a link: not ours)."""
+    problem = lock.lock_problem(folder)
     if problem:
-        raise Damaged(f"{problem}; not ours, so it is not read (remove it)")
-    return runlock.holder(folder)
+        raise _Damaged(f"{problem}; not ours, so it is not read (remove it)")
+    return lock.holder(folder)
 
 
 def read_run(folder: Path, *, method: str | None = None, finished: bool | None = None,
-             live: runlock.Holder | None | bool = True) -> Run:
+             live: lock.Holder | None | bool = True) -> Run:
     """A plain run folder (or one stage's); `finished` overrides what the folder's files say (a stage is finished
     when it has stage_done.json); `live` is the process training it (True: ask its lock; a stage is asked
     through its staged run's). A folder that cannot be read as sftlab wrote it is `damaged`, with the reason."""
     try:
         return _read_run(folder, method, finished, live)
-    except (Damaged, OSError) as e:
+    except (_Damaged, OSError) as e:
         return Run(folder, "damaged", shown(method or "?"), None, None, None, problem=_damage(e))
 
 
-def _read_run(folder: Path, method: str | None, finished: bool | None, live: runlock.Holder | None | bool) -> Run:
+def _read_run(folder: Path, method: str | None, finished: bool | None, live: lock.Holder | None | bool) -> Run:
     if live is True:
         live = _holder(folder)
-    config = _config(folder)
-    entries = _entries(folder)
-    checkpoints = _checkpoints(entries)
-    records, problem = _read_metrics(folder)
-    state = _trainer_state(checkpoints[-1]) if checkpoints else {}
+    config = _read(read_config(folder))
+    listed = _read(entries(folder))
+    kept = _read(checkpoints(folder, listed))
+    metrics = read_metrics(folder)  # (unreadable: the run is damaged, and the rest of it is still shown)
+    records = [] if isinstance(metrics, Unreadable) else metrics.records
+    problem = metrics if isinstance(metrics, Unreadable) else metrics.problem
+    state = _trainer_state(kept[-1]) if kept else {}
     logged = records[-1]["step"] if records else None
     saved = state.get("global_step")
     steps = max((s for s in (logged, saved) if s is not None), default=None)
-    done = _final_model_whole(entries) if finished is None else finished
+    done = _final_model_whole(listed) if finished is None else finished
     total = state.get("max_steps")
     if total is None and live:
         total = _live_total(live, folder)
     if total is None and done:
         total = steps
-    model, ckpt, other = _sizes(folder, entries, checkpoints)
-    problem = (live.problem if live else None) or problem
+    model, ckpt, other = _sizes(listed, kept)
+    problem = (live.problem if live else None) or (str(problem) if problem else None)
     status = "running" if live else "damaged" if problem else "finished" if done else "unfinished"
-    return Run(folder, status, method or shown(config.get("method", "?"), 40), steps, total, _final_loss(records),
-               model, ckpt, other, [p.name for p in checkpoints], pid=live.pid if live else None, problem=problem)
-
-
-def _stage_names(folder: Path, config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, method) of each stage of a staged run's config.yaml, as sftlab.training.stages names them; Damaged
-    when `stages` is not a list of stages with plain folder names."""
-    stages = config.get("stages")
-    if not isinstance(stages, list):
-        raise Damaged(f"config.yaml: stages is {shown(stages, 40)}, not a list of stages")
-    out = []
-    for k, stage in enumerate(stages, start=1):
-        if not isinstance(stage, dict):
-            raise Damaged(f"config.yaml: stages[{k}] is not a mapping of keys")
-        name = stage.get("name") or f"stage-{k}"
-        method = stage.get("method") or config.get("method", DEFAULT_METHOD)
-        if not isinstance(name, str) or not isinstance(method, str):
-            raise Damaged(f"config.yaml: stages[{k}]'s name and method are not strings")
-        try:
-            child(folder, name, f"config.yaml: stages[{k}].name")
-        except SftlabError as e:
-            raise Damaged(str(e)) from None
-        out.append((name, shown(method, 40)))
-    return out
+    return Run(folder, status, method or shown(config.get("method", "?"), 40), steps, total, final_loss(records),
+               model, ckpt, other, [p.name for p in kept], pid=live.pid if live else None, problem=problem)
 
 
 def read_staged_run(folder: Path) -> Run:
     try:
         return _read_staged_run(folder)
-    except (Damaged, OSError) as e:
+    except (_Damaged, OSError) as e:
         return Run(folder, "damaged", "?", None, None, None, problem=_damage(e))
+
+
+def _read_stage(stage_dir: Path, stage: Stage, before: list[Run], live: lock.Holder | None) -> Run:
+    """One stage of a staged run: `before` are the stages read so far, `live` the staged run's process."""
+    try:
+        mode = os.lstat(stage_dir).st_mode
+    except FileNotFoundError:
+        return Run(stage_dir, "not started", stage.method, 0, None, None)
+    if not stat.S_ISDIR(os.stat(stage_dir).st_mode):  # (a link to a folder is read as that folder)
+        what = "a file" if stat.S_ISREG(mode) else jsonsafe.kind(mode)
+        return Run(stage_dir, "damaged", stage.method, None, None, None,
+                   problem=f"{what} where the stage's folder goes")
+    listed = entries(stage_dir)
+    done = listed if isinstance(listed, Unreadable) else stage_finished(stage_dir)
+    if isinstance(done, Unreadable):
+        return Run(stage_dir, "damaged", stage.method, None, None, None, problem=str(done))
+    # the stage in progress is the first one not done while the staged run's process holds its lock
+    training = live if live and not done and all(s.status == "finished" for s in before) else None
+    return read_run(stage_dir, method=stage.method, finished=done, live=training)
 
 
 def _read_staged_run(folder: Path) -> Run:
     live = _holder(folder)
-    names = _stage_names(folder, _config(folder))
+    plan = _read(read_stages(folder, _read(read_config(folder))))
     stages: list[Run] = []
-    for name, method in names:
-        stage_dir = folder / name
-        if not stage_dir.is_dir():
-            stages.append(Run(stage_dir, "not started", method, 0, None, None))
-            continue
-        done = (stage_dir / STAGE_DONE).is_file()
-        # the stage in progress is the first one not done while the staged run's process holds its lock
-        training = live if live and not done and all(s.status == "finished" for s in stages) else None
-        stages.append(read_run(stage_dir, method=method, finished=done, live=training))
-    entries = _entries(folder)
-    model, ckpt, other = _sizes(folder, entries, _checkpoints(entries), skip={name for name, _ in names})
+    for stage in plan:
+        stages.append(_read_stage(folder / stage.name, stage, stages, live))
+    listed = _read(entries(folder))
+    model, ckpt, other = _sizes(listed, _read(checkpoints(folder, listed)), skip={s.name for s in plan})
     known = [s.total_steps for s in stages]
     problem = (live.problem if live else None) or next(
         (f"{s.path.name}: {s.problem}" for s in stages if s.problem), None)
@@ -394,71 +274,30 @@ def _read_staged_run(folder: Path) -> Run:
     )
 
 
-def _is_run(folder: Path) -> bool:
-    """Whether `folder` is a run: it has a config.yaml that is not a folder (one that is not a file is the run's
-    damage, said when it is read). A folder whose entries cannot be looked at is listed too, as damaged."""
-    try:
-        return not stat.S_ISDIR(os.lstat(folder / "config.yaml").st_mode)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-
-
-def _run_folders(folder: Path, links: list[Path] | None = None) -> Iterator[Path]:
-    """Folders with config.yaml under `folder` (itself included), not looking inside a run for more, nor
-    following a symbolic link (those to folders are added to `links`), nor going deeper than MAX_DEPTH. A folder
-    that cannot be listed is yielded too: reading it says why it cannot be read."""
-    pending = [(folder, 0)]
-    while pending:
-        here, depth = pending.pop()
-        if _is_run(here):
-            yield here
-            continue
-        try:
-            children = sorted(here.iterdir(), reverse=True)
-        except OSError:
-            if depth:
-                yield here  # (read_run says: the folder cannot be read)
-            continue
-        if depth >= MAX_DEPTH:
-            log.warning("runs: %s is %d folders deep; sftlab looks no deeper for runs", shown(here), depth)
-            continue
-        for child_path in children:
-            if child_path.name.startswith("."):
-                continue
-            if child_path.is_symlink():
-                if links is not None and child_path.is_dir():
-                    links.append(child_path)
-            elif child_path.is_dir():
-                pending.append((child_path, depth + 1))
-    if links is not None:
-        links.sort()
-
-
 def read_any(folder: Path) -> Run:
     """The run in `folder`, staged or plain, as its config.yaml says (damaged when that cannot be read)."""
     try:
-        _entries(folder)  # (a folder that cannot be listed says so, before the files in it)
-        staged = _config(folder).get("stages") not in (None, [])
-    except (Damaged, OSError) as e:
+        _read(entries(folder))  # (a folder that cannot be listed says so, before the files in it)
+        staged = _read(read_config(folder)).get("stages") not in (None, [])
+    except (_Damaged, OSError) as e:
         return Run(folder, "damaged", "?", None, None, None, problem=_damage(e))
     return read_staged_run(folder) if staged else read_run(folder)
 
 
 def find_runs(folder: str | Path = "runs", links: list[Path] | None = None) -> list[Run]:
-    """Every run under `folder`, in path order (symbolic links to folders are not followed: see _run_folders)."""
+    """Every run under `folder`, in path order (symbolic links to folders are not followed: see
+    sftlab.runs.folder.run_folders)."""
     folder = Path(folder)
     if not folder.exists():
         raise SftlabError(f"runs: folder {folder} not found")
     if not folder.is_dir():
         raise SftlabError(f"runs: {folder} is a file, not a folder of runs")
-    if not _is_run(folder):
+    if not is_run(folder):
         try:
             next(folder.iterdir(), None)
         except OSError as e:
             raise SftlabError(f"runs: folder {folder} cannot be read ({e.strerror or e})") from None
-    return [read_any(p) for p in _run_folders(folder, links)]
+    return [read_any(p) for p in run_folders(folder, links, warn=lambda said: log.warning("runs: %s", said))]
 
 
 # ---- the listing ---------------------------------------------------------------------------------------
@@ -610,7 +449,7 @@ def prune_checkpoints(folder: str | Path = "runs", *, dry_run: bool = False) -> 
                 out.skipped.append((part.path, why))
                 continue
             paths = checkpoint_dirs(part.path) if _real_dir(part.path) else []
-            candidates = [part.path / STAGING, *part.path.glob("checkpoint-*")] if _real_dir(part.path) else []
+            candidates = [part.path / STAGING, *checkpoint_candidates(part.path)] if _real_dir(part.path) else []
             out.skipped += [(p, f"a symbolic link (to {os.path.realpath(p)}); links are not followed")
                             for p in candidates if p.is_symlink()]
             paths += [part.path / STAGING] if _real_dir(part.path / STAGING) else []

@@ -10,31 +10,24 @@ LoRA/DoRA (the head trained in full, the adapter merged into the saved model).
 from __future__ import annotations
 
 import logging
-import signal
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from sftlab import jsonsafe
 from sftlab.config import TrainConfig
 from sftlab.data.labels import (HeadData, HeadEncoder, encode_classification, encode_pairs, label_names,
                                 read_task_rows)
 from sftlab.errors import SftlabError
-from sftlab.files import require_output_dir, write_text
-from sftlab.hardware import choose_precision, pick_device
-from sftlab.models import DEFAULT_MODEL, adapter_base, load_tokenizer, model_path, require_model
-from sftlab.runs import settle_checkpoints
-from sftlab.training.arguments import training_arguments
-from sftlab.training.interrupt import GracefulStop
-from sftlab.training.resume import resume_checkpoint
-from sftlab.training.trainer import LogLastStep, MetricsLog, PatchedTrainer, Progress, ZeroLearningRate
+from sftlab.files import write_text
+from sftlab.models import DEFAULT_MODEL, adapter_base, model_path
+from sftlab.training.resume import STATE_FILE
+from sftlab.training.session import Session, TrainResult, held_out, run
+from sftlab.training.trainer import PatchedTrainer
 
 log = logging.getLogger("sftlab")
-
-# The methods that train a head (LoRA's adapters are merged into the saved model, so it loads as one model).
-HEAD_METHODS = ("full", "freeze", "lora", "dora")
 
 
 def class_weight_vector(spec: Any, names: Sequence[str], counts: dict[str, int]) -> list[float] | None:
@@ -86,15 +79,24 @@ def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
 
 
 class HeadTrainer(PatchedTrainer):
-    def __init__(self, *args: Any, class_weights: list[float] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, class_weights: list[float] | None = None, trained_tokens: int = 0, **kwargs: Any):
+        """`trained_tokens`: those of the steps before the checkpoint a resumed run starts from."""
         super().__init__(*args, **kwargs)
         self.class_weights = torch.tensor(class_weights) if class_weights else None
-        self.tokens_seen = 0
+        self.trained_tokens = trained_tokens  # the tokens of the rows trained on (the run's result reads it)
+
+    def write_checkpoint_extras(self, checkpoint: Path) -> None:
+        """sftlab_state.json, which resuming needs of every checkpoint (training/resume.py): the trained tokens, the
+        processes and the global batch."""
+        processes = self.accelerator.num_processes
+        global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * processes
+        write_text(checkpoint / STATE_FILE, jsonsafe.dumps(
+            {"trained_tokens": self.trained_tokens, "processes": processes, "global_batch": global_batch}))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         scores = head_scores(model, inputs)
         if model.training:
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+            self.trained_tokens += int(inputs["attention_mask"].sum())
         if "pairs" in inputs:
             n = int(inputs["pairs"])
             loss = pairwise_loss(scores[:n], scores[n:])
@@ -127,8 +129,6 @@ def prepare_head_data(config: TrainConfig, tokenizer: Any, chat: Any) -> tuple[H
     held: list[Any] = []
     eval_read = 0
     if config.eval_split:
-        from sftlab.training.run import held_out
-
         rows, held = held_out(rows, config.eval_split, config.seed, "rows")
         eval_read = len(held)
     elif config.eval_datasets:
@@ -183,19 +183,28 @@ def head_module_name(model: Any) -> str:
 
 
 def apply_head_method(model: Any, config: TrainConfig) -> Any:
-    """The model with exactly the method's parameters trainable; the head trains in full with every method."""
-    from sftlab.training.methods import lora_config, train_top_layers
+    """The model with exactly the method's parameters trainable (read from its record: an adapter is LoRA-type,
+    a method owning freeze_trainable_layers trains the top layers); the head trains in full with every method."""
+    from sftlab.training.methods import train_top_layers
 
     head = head_module_name(model)
-    if config.method == "full":
-        model.requires_grad_(True)
-        return model
-    if config.method == "freeze":
+    spec = config.method_spec
+    if spec.adapter:
+        return _head_adapter(model, config, head)
+    if "freeze_trainable_layers" in spec.own_keys:
         base = model.base_model
         train_top_layers(model, config.freeze_trainable_layers, getattr(base, "norm", None) or getattr(base, "ln_f", None))
         getattr(model, head).requires_grad_(True)
         return model
+    model.requires_grad_(True)
+    return model
+
+
+def _head_adapter(model: Any, config: TrainConfig, head: str) -> Any:
+    """LoRA/DoRA layers for a sequence classifier, the head saved (and trained) in full beside them."""
     from peft import TaskType, get_peft_model
+
+    from sftlab.training.methods import lora_config
 
     lora = lora_config(config)
     lora.task_type = TaskType.SEQ_CLS
@@ -206,84 +215,46 @@ def apply_head_method(model: Any, config: TrainConfig) -> Any:
         raise SftlabError(f"lora_targets={config.lora_targets!r}: {e}") from None
 
 
-def train_head(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> Any:
-    """Train the head `config.task` names; the TrainResult of sftlab.training.run."""
-    from transformers import PrinterCallback, set_seed
+class HeadRun:
+    """A head run's part of the session (training/session.py): labelled rows or preference pairs, the model with a
+    new head and the method applied, HeadTrainer, and the saved model (LoRA merged: one folder from_pretrained loads)."""
 
-    from sftlab.training.run import TrainResult, _chat_tokens
+    def build(self, session: Session) -> Any:
+        config, tokenizer = session.config, session.tokenizer
+        train, held, names = prepare_head_data(config, tokenizer, session.chat)
+        if not train.examples:
+            raise SftlabError(f"no example left to train on: {train.report()['drop_reasons']}")
+        model = session.fit_model(load_head_model(config, names, tokenizer.pad_token_id))
+        model = apply_head_method(model, config)
+        weights = class_weight_vector(config.class_weights, names, train.labels) if names else None
+        self.data = {**train.report(), "eval_examples": len(held.examples) if held else 0,
+                     "class_weights": dict(zip(names, weights)) if weights else None}
+        if held is not None and held.dropped:
+            self.data["eval_dropped"] = len(held.dropped)
+        self.names = names
+        return HeadTrainer(model=model, args=session.arguments(has_eval=held is not None), train_dataset=train.examples,
+                           eval_dataset=held.examples if held else None, data_collator=HeadCollator(tokenizer.pad_token_id),
+                           processing_class=tokenizer, callbacks=session.callbacks(), class_weights=weights,
+                           trained_tokens=session.resumed[1])
 
-    started = time.perf_counter()
-    out = Path(config.output_dir)
-    require_model(config.model)
-    checkpoint = resume_checkpoint(config)
-    require_output_dir(out, "output_dir")
-    set_seed(config.seed)
-    device = pick_device()
-    precision = choose_precision(config.precision, device)
-    tokenizer = load_tokenizer(config.model)
-    chat, added = _chat_tokens(config, tokenizer)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    train, held, names = prepare_head_data(config, tokenizer, chat)
-    if not train.examples:
-        raise SftlabError(f"no example left to train on: {train.report()['drop_reasons']}")
-    model = load_head_model(config, names, tokenizer.pad_token_id)
-    if added:
-        from sftlab.training.tokens import init_new_rows
+    def report(self) -> dict[str, Any]:
+        return self.data
 
-        init_new_rows(model, tokenizer, [tokenizer.convert_tokens_to_ids(t) for t in added])
-    model.config.use_cache = False
-    model = apply_head_method(model, config)
-    weights = class_weight_vector(config.class_weights, names, train.labels) if names else None
+    def describe(self, session: Session, trainer: Any) -> None:
+        config = session.config
+        log.info("training a %s head on %s (%s, %s) on %d %s, %s", config.task, config.model or DEFAULT_MODEL,
+                 config.method, "bf16" if session.bf16 else "fp32", len(trainer.train_dataset),
+                 "pairs" if config.task == "reward" else f"rows of {len(self.names)} labels", session.device)
 
-    report = {**train.report(), "eval_examples": len(held.examples) if held else 0,
-              "class_weights": dict(zip(names, weights)) if weights else None}
-    if held is not None and held.dropped:
-        report["eval_dropped"] = len(held.dropped)
-    args = training_arguments(config, bf16=precision.bf16, device=device, has_eval=held is not None, quiet=quiet)
-    metrics_log = MetricsLog(out / "metrics.jsonl")
-    trainer_callbacks: list[Any] = [LogLastStep(), metrics_log, ZeroLearningRate(), *callbacks]
-    if not quiet:
-        trainer_callbacks.append(Progress())
-    trainer = HeadTrainer(model=model, args=args, train_dataset=train.examples,
-                          eval_dataset=held.examples if held else None, data_collator=HeadCollator(tokenizer.pad_token_id),
-                          processing_class=tokenizer, callbacks=trainer_callbacks, class_weights=weights)
-    trainer.remove_callback(PrinterCallback)
-    write_text(out / "config.yaml", config.for_rerun().to_yaml())
-    from sftlab.jsonsafe import dumps
-
-    write_text(out / "data_report.json", dumps(report, indent=2, ensure_ascii=False) + "\n")  # (NaN-free)
-    log.info("training a %s head on %s (%s, %s) on %d %s, %s", config.task, config.model or DEFAULT_MODEL,
-             config.method, "bf16" if precision.bf16 else "fp32", len(train.examples),
-             "pairs" if config.task == "reward" else f"rows of {len(names)} labels", device)
-    log.info("%s", precision.note)
-    stop = GracefulStop()
-    trainer.add_callback(stop)
-    with stop:
-        try:
-            outcome = trainer.train(resume_from_checkpoint=checkpoint)
-        except KeyboardInterrupt:
-            from sftlab.training.run import _interrupted
-
-            raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None
-        if stop.signum is not None and trainer.state.global_step < trainer.state.max_steps:
-            from sftlab.training.run import _interrupted
-
-            raise _interrupted(stop.signum, out, trainer)
-        _save_head(trainer, tokenizer, chat, config, out, metrics_log)
-    return TrainResult(out, metrics_log.records, None, True, steps=outcome.global_step,
-                       trained_tokens=trainer.tokens_seen, train_seconds=outcome.metrics["train_runtime"],
-                       wall_seconds=time.perf_counter() - started)
+    def save(self, session: Session, trainer: Any, is_main: bool) -> None:
+        model = trainer.model
+        if hasattr(model, "merge_and_unload"):  # LoRA/DoRA: one model that from_pretrained loads, head included
+            model = model.merge_and_unload()
+        model.config.use_cache = True
+        if is_main:
+            model.save_pretrained(str(session.out))
 
 
-def _save_head(trainer: Any, tokenizer: Any, chat: Any, config: TrainConfig, out: Path, metrics_log: Any) -> None:
-    from sftlab.training.plot import plot_metrics
-
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):  # LoRA/DoRA: one model that from_pretrained loads, head included
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    plot_metrics(metrics_log.records, out / "loss.png")
-    settle_checkpoints(out, config.keep_checkpoints)
+def train_head(config: TrainConfig, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> TrainResult:
+    """Train the head `config.task` names."""
+    return run(config, HeadRun(), callbacks=callbacks, quiet=quiet)

@@ -19,7 +19,9 @@ process, so peak memory (RSS) is its own.
 
 Printed per recipe: optimizer steps, training-loop wall time, trained tokens/s, peak RSS, mean step
 loss and both engines' step losses side by side; then the ratios (the targets: ≥ 3× TRL, peak RSS
-≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, and MFU.
+≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, MFU, and a per-op
+profile of sftlab's step 3 (torch profiler, self CPU time grouped: matmuls, attention, casts, norms, activations,
+elementwise, head loss, optimizer, other).
 """
 
 from __future__ import annotations
@@ -89,19 +91,76 @@ def step_timer():
     return Timer()
 
 
+# The per-op profile of one steady-state step: torch's CPU ops by self time, grouped by what they do (first match).
+PROFILE_STEP = 3
+OP_GROUPS = (
+    ("matmuls", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn", "onednn")),
+    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
+    ("casts and copies", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous")),
+    ("optimizer", ("adam", "Optimizer.step", "aten::_foreach", "clip_grad", "aten::norm", "linalg_vector_norm")),
+    ("head loss", ("cross_entropy", "log_softmax", "nll_loss")),
+    ("norms", ("rsqrt", "aten::pow", "aten::mean", "layer_norm", "rms_norm")),
+    ("activations", ("silu", "gelu", "sigmoid")),
+    ("elementwise (RoPE, SwiGLU, residual)", ("aten::mul", "aten::add", "aten::cat", "aten::neg", "aten::sub",
+                                             "aten::div", "aten::cos", "aten::sin")),
+)
+
+
+def step_profiler(step: int = PROFILE_STEP):
+    """A TrainerCallback that profiles optimizer step `step` (forward, backward, clipping, optimizer) with torch's
+    profiler and keeps each op's self CPU time, summed into OP_GROUPS."""
+    from transformers import TrainerCallback
+
+    class Profiler(TrainerCallback):
+        def __init__(self):
+            self.groups: dict[str, float] = {}
+            self._prof = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step + 1 == step:
+                from torch.profiler import ProfilerActivity, profile
+
+                self._prof = profile(activities=[ProfilerActivity.CPU])
+                self._prof.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self._prof is None:
+                return
+            self._prof.__exit__(None, None, None)
+            for event in self._prof.key_averages():
+                group = next((g for g, keys in OP_GROUPS if any(k in event.key for k in keys)), "other")
+                self.groups[group] = self.groups.get(group, 0.0) + event.self_cpu_time_total / 1000  # ms
+            self._prof = None
+
+    return Profiler()
+
+
 def run_sftlab(name: str, data: Path, work: Path, precision: str) -> dict:
     import shutil
 
     from sftlab.training import train
 
     shutil.rmtree(work / "sftlab", ignore_errors=True)
-    timer = step_timer()
-    result = train(sftlab_config(name, data, work / "sftlab", precision), callbacks=[timer], quiet=True)
+    timer, profiler = step_timer(), step_profiler()
+    result = train(sftlab_config(name, data, work / "sftlab", precision), callbacks=[timer, profiler], quiet=True)
     counts = [r["trained_tokens"] for r in result.metrics]
     return {"steps": result.steps, "step_seconds": timer.times,
             "step_trained_tokens": [b - a for a, b in zip([0] + counts[:-1], counts)],
             "input_tokens": result.report.tokens * RECIPES[name]["epochs"], "examples": result.report.examples,
-            "losses": [r["loss"] for r in result.metrics]}
+            "losses": [r["loss"] for r in result.metrics], "profile_ms": profiler.groups}
+
+
+def print_profile(groups: dict[str, float], step_seconds: float) -> None:
+    """The profiled step's self CPU time by group, largest first, as ms and share (the profiler's own overhead
+    makes the profiled step slower than the others; the shares are what to read)."""
+    total = sum(groups.values())
+    if not total:
+        print("profile: not taken (fewer steps than the profiled one)")
+        return
+    print(f"profile of step {PROFILE_STEP} (self CPU time of torch ops, {total:.0f} ms profiled; "
+          f"a median step takes {1000 * step_seconds:.0f} ms unprofiled):")
+    for group, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<40} {ms:>9.0f} ms  {ms / total:>6.1%}")
 
 
 def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
@@ -280,6 +339,7 @@ def report(name: str, runs: dict[str, dict], precision: str, peaks: dict[str, fl
         diff = statistics.fmean(sft["losses"]) / statistics.fmean(trl["losses"]) - 1
         print(f"mean step loss sftlab vs TRL: {diff:+.1%} (target within 3 %)")
     print(f"sftlab / minimal loop throughput: {tok_s(sft) / tok_s(loop):.1%} (target >= 90 %)")
+    print_profile(sft.get("profile_ms", {}), statistics.median(sft["step_seconds"]))
     flops = model_flops(sft["input_tokens"], sum(sft["step_trained_tokens"]))
     achieved = flops / seconds(sft) / 1e9
     native = "bf16" if precision == "bf16" else "fp32"

@@ -58,7 +58,7 @@ def first_row_keys(path: str) -> Optional[list[str]]:
 
             rows, _ = read_rows(p)
             row = rows[0] if rows else None
-    except (OSError, ValueError, SftlabError):
+    except (OSError, ValueError, RecursionError, SftlabError):
         return None
     return list(row) if isinstance(row, dict) else None
 
@@ -83,17 +83,9 @@ def shape(path: str) -> Optional[str]:
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A recipe file's keys (YAML, read as sftlab reads its own configs), or one sentence."""
-    import yaml
+    from sftlab.config.load import read_yaml
 
-    from sftlab.config.load import parse_yaml
-    from sftlab.files import read_text
-
-    try:
-        data = parse_yaml(read_text(path, "recipe"))
-    except (yaml.YAMLError, RecursionError) as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" on line {mark.line + 1}" if mark is not None else ""
-        raise SftlabError(f"{echo_path(path)}: invalid YAML{line} ({getattr(e, 'problem', None) or e})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SftlabError(f"{echo_path(path)}: a recipe is a mapping of keys to values, not "
                           f"{'an empty file' if data is None else type(data).__name__}")

@@ -15,7 +15,7 @@ from sftlab.export.source import load_source, model_config
 from sftlab.export.vocab import build_vocab
 from sftlab.export.verify import conversations, reference_answers
 from sftlab.export import llama_runtime as rt
-from sftlab.generate import Generator
+from sftlab.inference.generate import Generator
 from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(1)

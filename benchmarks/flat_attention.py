@@ -36,11 +36,13 @@ HEADS, KV_HEADS, HEAD_DIM, LAYERS = 9, 3, 64, 30  # SmolLM2-135M-Instruct
 
 def recipe_batches(name: str, work: Path, batches: int) -> list[list[int]]:
     """The example lengths of the recipe's first `batches` batches of 8."""
+    from sftlab.config import DataSettings
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer
 
     data = recipe_rows(name, None, work)
-    examples, _ = build_examples([Source(str(data))], load_tokenizer(None), max_length=RECIPES[name]["max_length"])
+    examples, _ = build_examples([Source(str(data))], load_tokenizer(None),
+                                 DataSettings(max_length=RECIPES[name]["max_length"]))
     size = RECIPES[name]["batch_size"]
     lengths = [len(e.input_ids) for e in examples]
     return [lengths[i : i + size] for i in range(0, min(len(lengths), batches * size), size)]
@@ -49,7 +51,7 @@ def recipe_batches(name: str, work: Path, batches: int) -> list[list[int]]:
 def main() -> None:
     import torch
 
-    from sftlab.hardware import choose_precision
+    from sftlab.machine.hardware import choose_precision
     from sftlab.training import attention
 
     ap = argparse.ArgumentParser()

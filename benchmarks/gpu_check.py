@@ -199,7 +199,7 @@ def run_sftlab(model: Path, data: Path, work: Path, run: dict) -> dict:
             f"output_dir={work / 'sftlab'}"]
     result = train(load_config(None, sets), callbacks=[timer], quiet=True)
     counts = [r["trained_tokens"] for r in result.metrics]
-    from sftlab.hardware import pick_device
+    from sftlab.machine.hardware import pick_device
     from sftlab.training.attention import choose
 
     # (one epoch over the rows: its input tokens are the examples' tokens, padding-free rows hold nothing else)

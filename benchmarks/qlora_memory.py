@@ -103,7 +103,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from train_speed import cpu_flags
 
-    from sftlab.hardware import choose_precision
+    from sftlab.machine.hardware import choose_precision
 
     print(f"host: {cpu_flags()}; precision auto -> {'bf16' if choose_precision('auto', 'cpu').bf16 else 'fp32'}")
     print(f"{'model':16}{'method':8}{'run peak MiB':>14}{'steps peak MiB':>16}{'s/step':>8}")

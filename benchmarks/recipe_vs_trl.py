@@ -73,7 +73,7 @@ ROWS = [
 
 
 def tiny_model(path: Path) -> Path:
-    """A tiny random Llama with the real Qwen2 tokenizer (as tests/conftest.py's make_tiny_model builds it) and
+    """A tiny random Llama with the real Qwen2 tokenizer (as tests/helpers.py's make_tiny_model builds it) and
     Qwen2.5-Instruct's chat template as TRL ships it, so that assistant_only_loss has a template TRL can mark."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

@@ -360,7 +360,7 @@ def main() -> None:
     if args.child:
         _child(args.child, args.recipes, args.data, args.work, args.precision)
         return
-    from sftlab.hardware import pick_device, use_bf16
+    from sftlab.machine.hardware import pick_device, use_bf16
 
     precision = "bf16" if use_bf16("auto", pick_device()) else "fp32"
     print(f"host: {cpu_flags()}; {os.cpu_count()} CPUs; precision auto -> {precision}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sftlab.chat import open_session
+from sftlab.inference.chat import open_session
 from sftlab.cli import setup_logging
 from sftlab.config import load_config
 from sftlab.training import train

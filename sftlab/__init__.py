@@ -32,7 +32,8 @@ _API = {
     "TrainResult": "sftlab.training.run",
     "merge_adapter": "sftlab.training.merge",  # `sftlab merge`
     "Source": "sftlab.data.pipeline",  # a data file with its weight
-    "build_examples": "sftlab.data.pipeline",  # files → examples (or packed rows) and the data report
+    "build_examples": "sftlab.data.pipeline",  # files → examples and the data report
+    "pack_examples": "sftlab.data.pipeline",  # examples → packed rows of max_length (the `packing` key's step)
     "DataReport": "sftlab.data.pipeline",
     "DataSettings": "sftlab.config",  # the data keys build_examples takes (template, max_length, train_on, packing …)
     "check_data": "sftlab.quality.run",  # `sftlab data check`
@@ -40,7 +41,7 @@ _API = {
     "EvalOptions": "sftlab.evaluation.run",
     "load_tokenizer": "sftlab.models",  # what every --model takes: a model directory, a .gguf file, the default's name
     "load_model": "sftlab.models",
-    "load_generator": "sftlab.generate",  # chat, serve and eval's generation: prompt_ids, answers, stream
+    "load_generator": "sftlab.inference.generate",  # chat, serve and eval's generation: prompt_ids, answers, stream
 }
 __all__ = ["SftlabError", "__version__", *_API]
 

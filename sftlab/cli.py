@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.logging import RichHandler
 
-from sftlab.defaults import DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY, MAX_LENGTH
+from sftlab.defaults import (DEFAULT_MODEL, DATA_CHECKS, EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY, MAX_LENGTH,
+                             MAX_LENGTH_HELP, NEAR_DUPLICATE_THRESHOLD)
 from sftlab.errors import SftlabError, echo_path
 from sftlab.export.quants import DEFAULT_QUANT, QUANT_NAMES
 from sftlab.files import output_file_problem, write_text
@@ -118,6 +119,23 @@ def template_kwargs_option(value: str | None) -> dict[str, Any] | None:
     return check_template_kwargs(parsed, "--template-kwargs") or None
 
 
+def data_settings(**options: Any) -> Any:
+    """The data keys the options give (--template, --max-length, --default-system, --template-kwargs …) as the one
+    DataSettings the command hands on, checked as a config's keys are; --template-kwargs as its JSON text."""
+    from pydantic import ValidationError
+
+    from sftlab.config import DataSettings
+    from sftlab.config.load import explain
+
+    if options.get("template_kwargs") is not None:
+        options["template_kwargs"] = template_kwargs_option(options["template_kwargs"])
+    try:
+        return DataSettings(**options)
+    except ValidationError as e:
+        option = "--" + str(e.errors()[0]["loc"][0]).replace("_", "-")
+        raise SftlabError(explain(e, option, DataSettings.model_fields)) from None
+
+
 def data_sources(paths: list[Path], fmt: str | None, columns: str | None = None, message_keys: str | None = None,
                  roles: str | None = None) -> list[Any]:
     """--data files as Sources, each with the format and the mapping the options give, checked as the config's
@@ -166,6 +184,13 @@ RepetitionPenalty = typer.Option(
     None, "--repetition-penalty", callback=bounded,
     help=f"Penalty on tokens already in the conversation (1 = none). Not given: the model's generation_config, else "
          f"{GREEDY_REPETITION_PENALTY} for greedy decoding (a small model's greedy answer loops otherwise).")
+# The max_length key as an option (inspect, data check and clean: MAX_LENGTH; eval: EVAL_MAX_LENGTH), with its bounds.
+MaxLength = Annotated[int, typer.Option(
+    "--max-length", callback=bounded,
+    help=f"{MAX_LENGTH_HELP} (`data check` and `data clean`: a row longer than this is too_long.)")]
+NearDuplicateThreshold = Annotated[float, typer.Option(
+    "--near-duplicate-threshold", callback=bounded,
+    help="Jaccard similarity of prompt+answer shingles from which two rows are near_duplicate.")]
 
 
 def writable(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -248,7 +273,7 @@ def inspect_cmd(
     columns: Columns = None,
     message_keys: MessageKeys = None,
     roles: Roles = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Truncate examples to this many tokens (keeping the start), as training does."),
+    max_length: MaxLength = MAX_LENGTH,
     train_on: str = typer.Option("all_assistant", "--train-on", help="all_assistant | last_assistant | all"),
     limit: Optional[int] = typer.Option(None, "--limit", callback=bounded, help="Only the first N rows."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per example on stdout."),
@@ -260,17 +285,16 @@ def inspect_cmd(
     template_kwargs: TemplateKwargs = None,
     train_reasoning: bool = typer.Option(True, "--train-reasoning/--no-train-reasoning", help="Whether reasoning traces are trained (train_reasoning)."),
 ) -> None:
-    from sftlab.config import DataSettings
     from sftlab.data.inspect import render_html, render_json, render_terminal
     from sftlab.data.pipeline import build_examples
     from sftlab.models import load_tokenizer
     from rich.text import Text
 
     sources = data_sources(data, fmt, columns, message_keys, roles)
+    settings = data_settings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
+                             limit=limit, escape_special_tokens=escape, default_system=default_system,
+                             template_kwargs=template_kwargs, train_reasoning=train_reasoning)
     tokenizer = load_tokenizer(model)
-    settings = DataSettings(template=template, max_length=max_length, train_on=train_on, on_error=on_error,
-                            limit=limit, escape_special_tokens=escape, default_system=default_system,
-                            template_kwargs=template_kwargs_option(template_kwargs), train_reasoning=train_reasoning)
     examples, report = build_examples(sources, tokenizer, settings, rejects_path=rejects,
                                       parts=not as_json)
     if as_json:
@@ -309,7 +333,7 @@ def chat_cmd(
     default_system: DefaultSystem = None,
     template_kwargs: TemplateKwargs = None,
 ) -> None:
-    from sftlab.chat import open_session
+    from sftlab.inference.chat import open_session
 
     # Loading (a first use converts the default model) can take minutes: said on stderr, so stdout stays the answer.
     err.print(f"loading {model or DEFAULT_MODEL} …", markup=False)
@@ -501,7 +525,7 @@ def serve_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="The model id clients ask for and /v1/models lists "
                                        "(default: --model as given)."),
 ) -> None:
-    from sftlab.serve import resolve_api_key, serve
+    from sftlab.inference.serve import resolve_api_key, serve
 
     if name is not None and not name.strip():
         raise SftlabError("--name is empty: give the model id clients should ask for")
@@ -537,7 +561,7 @@ def eval_cmd(
     template: Template = None,
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", callback=bounded),
     batch_size: int = typer.Option(8, "--batch-size", callback=bounded),
-    max_length: int = typer.Option(EVAL_MAX_LENGTH, "--max-length", callback=bounded, help="Truncation for the loss (keeps the start)."),
+    max_length: MaxLength = EVAL_MAX_LENGTH,
     limit: Optional[int] = typer.Option(None, "--limit", callback=bounded, help="Only the first N conversations."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model's name at that endpoint."),
@@ -597,8 +621,8 @@ def data_check_cmd(
     columns: Columns = None,
     message_keys: MessageKeys = None,
     roles: Roles = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long (training's default max_length)."),
-    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded, help="Jaccard similarity of prompt+answer shingles for near_duplicate."),
+    max_length: MaxLength = MAX_LENGTH,
+    threshold: NearDuplicateThreshold = NEAR_DUPLICATE_THRESHOLD,
     checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated checks to run (default: all)."),
     clusters: bool = typer.Option(True, "--clusters/--no-clusters", help="Sentence-embedding clusters of prompts (the slow part on big files)."),
     n_clusters: Optional[int] = typer.Option(None, "--n-clusters", callback=bounded, help="Number of clusters (default: about sqrt(rows/2), at most 20)."),
@@ -613,11 +637,11 @@ def data_check_cmd(
     from sftlab.quality.run import check_data
 
     chosen = CHECKS if checks is None else ["invalid_row", *[c for c in parse_drop(checks, "--checks") if c != "invalid_row"]]
+    settings = data_settings(template=template, max_length=max_length, default_system=default_system,
+                             template_kwargs=template_kwargs)
     result = check_data(
-        [str(f) for f in files], fmt=fmt, model=model, template=template, max_length=max_length,
-        checks=chosen, threshold=threshold, clusters=clusters, n_clusters=n_clusters,
-        cluster_sample=cluster_sample or None, show_progress=True, default_system=default_system,
-        template_kwargs=template_kwargs_option(template_kwargs),
+        [str(f) for f in files], settings, fmt=fmt, model=model, checks=chosen, threshold=threshold,
+        clusters=clusters, n_clusters=n_clusters, cluster_sample=cluster_sample or None, show_progress=True,
         mapping=data_sources(files, fmt, columns, message_keys, roles)[0].mapping,
     )
     if html_out is not None:
@@ -655,16 +679,18 @@ def data_clean_cmd(
     columns: Columns = None,
     message_keys: MessageKeys = None,
     roles: Roles = None,
-    max_length: int = typer.Option(MAX_LENGTH, "--max-length", callback=bounded, help="Rows longer than this many tokens are too_long."),
-    threshold: float = typer.Option(0.8, "--near-duplicate-threshold", callback=bounded),
+    max_length: MaxLength = MAX_LENGTH,
+    threshold: NearDuplicateThreshold = NEAR_DUPLICATE_THRESHOLD,
     default_system: DefaultSystem = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> None:
     from sftlab.quality.clean import clean_files, parse_drop
 
+    settings = data_settings(template=template, max_length=max_length, default_system=default_system,
+                             template_kwargs=template_kwargs)
     result = clean_files(
-        [str(f) for f in files], out, rejects, parse_drop(drop), fmt=fmt, model=model, template=template,
-        max_length=max_length, threshold=threshold, show_progress=True, default_system=default_system,
-        mapping=data_sources(files, fmt, columns, message_keys, roles)[0].mapping,
+        [str(f) for f in files], out, rejects, parse_drop(drop), settings, fmt=fmt, model=model, threshold=threshold,
+        show_progress=True, mapping=data_sources(files, fmt, columns, message_keys, roles)[0].mapping,
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items()) or "nothing"
     err.print(f"kept {len(result.kept)} rows → {out}; removed {len(result.removed)} → {rejects} ({counts})", markup=False)
@@ -759,7 +785,7 @@ cached figure ($SFTLAB_HOME/precision.json) that `precision: auto` decides by.""
 def doctor_cmd(
     remeasure: bool = typer.Option(False, "--remeasure", help="Measure bf16's speed against fp32 afresh (best of 3) and cache it."),
 ) -> None:
-    from sftlab.doctor import format_report, report
+    from sftlab.machine.doctor import format_report, report
 
     sys.stdout.write(format_report(report(remeasure=remeasure)) + "\n")
 
@@ -781,7 +807,7 @@ def ui_cmd(
     api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="Require this key (the file's first line); default: $SFTLAB_API_KEY."),
     data_dir: list[Path] = typer.Option([], "--data-dir", metavar="FOLDER", help="Another folder the UI may read data, models and templates from (besides the one it starts in and --runs-dir); repeatable."),
 ) -> None:
-    from sftlab.serve import resolve_api_key
+    from sftlab.inference.serve import resolve_api_key
     from sftlab.ui.app import run_ui
     from sftlab.ui.security import data_dirs, require_safe_host
 

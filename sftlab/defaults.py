@@ -8,6 +8,12 @@ DEFAULT_MODEL = "smollm2-135m-instruct"  # SmolLM2-135M-Instruct, shipped as a G
 # The max_length of the data commands (train, inspect, data check/clean, and the library's encoding) unless told otherwise: what
 # inspect shows and what data check calls too_long is what training with the defaults does.
 MAX_LENGTH = 1024
+# The max_length key's help (sftlab/config/data.py), which the commands' --max-length shows too.
+MAX_LENGTH_HELP = ("Examples are truncated to this many tokens (keeping the start); one that loses its whole answer "
+                   "is dropped and reported.")
+
+# The Jaccard similarity from which `data check` calls two rows near duplicates (--near-duplicate-threshold).
+NEAR_DUPLICATE_THRESHOLD = 0.8
 
 # The inference family (eval's held-out loss, and the context of a model whose config does not say): the longer
 # default, since evaluation should see whole answers.

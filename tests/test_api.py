@@ -23,9 +23,9 @@ def readme_snippet() -> str:
 
 def test_the_api_names_what_the_commands_do():
     from sftlab.config import TrainConfig, load_config
-    from sftlab.data.pipeline import Source, build_examples
+    from sftlab.data.pipeline import Source, build_examples, pack_examples
     from sftlab.evaluation.run import EvalOptions, evaluate
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
     from sftlab.models import load_model, load_tokenizer
     from sftlab.quality.run import check_data
     from sftlab.training.merge import merge_adapter
@@ -33,7 +33,8 @@ def test_the_api_names_what_the_commands_do():
     from sftlab.training.run import TrainResult
 
     expected = {"load_config": load_config, "TrainConfig": TrainConfig, "train": train, "TrainResult": TrainResult,
-                "Source": Source, "build_examples": build_examples, "check_data": check_data, "evaluate": evaluate,
+                "Source": Source, "build_examples": build_examples, "pack_examples": pack_examples,
+                "check_data": check_data, "evaluate": evaluate,
                 "EvalOptions": EvalOptions, "load_tokenizer": load_tokenizer, "load_model": load_model,
                 "load_generator": load_generator, "merge_adapter": merge_adapter}
     for name, value in expected.items():

@@ -261,7 +261,7 @@ def test_cuda_kernels_give_the_references_loss_and_gradients(tmp_path, kernel):
     per-example loop's (head dim 16: the smallest the GPU kernels all take)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conftest import make_tiny_model
+    from helpers import make_tiny_model
 
     tiny_model = make_tiny_model(tmp_path / "model", hidden=64)
     if kernel == VARLEN and (not attention.has_varlen() or torch.cuda.get_device_capability() < (8, 0)):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sftlab.chat import open_session
+from sftlab.inference.chat import open_session
 import pytest
 import re
-from conftest import _one_line
+from helpers import _one_line
 from sftlab.errors import SftlabError
 
 # The tests marked slow start real models, servers and subprocess CLIs; the others use a stand-in model.
@@ -48,8 +48,8 @@ def test_a_cut_chinese_character_is_never_emitted_as_u_fffd():
     (max_new_tokens) must end at "人工", in a whole answer and in a stream."""
     import torch
 
-    from conftest import tokenizer
-    from sftlab.generate import _streamer, complete_text
+    from helpers import tokenizer
+    from sftlab.inference.generate import _streamer, complete_text
 
     tok = tokenizer("qwen2")
     ids = [100013, 100623, 48692, 82912]
@@ -75,7 +75,7 @@ def test_chat_temperature_is_checked_before_loading(value, want, cli):
 
 @pytest.mark.slow
 def test_chat_max_new_tokens_must_be_positive(cli):
-    from sftlab.chat import ChatSession
+    from sftlab.inference.chat import ChatSession
 
     r = cli("chat", "--model", "nowhere", "--max-new-tokens", "-1", "--prompt", "hi")
     assert r.returncode == 2 and "--max-new-tokens" in r.stderr and "must be at least 1 (got -1)" in _one_line(r.stderr)
@@ -95,8 +95,8 @@ def test_a_chat_prompt_longer_than_the_context_is_refused(tiny_chat_model, cli):
 def test_chat_shows_a_trace_apart_from_the_answer(tiny_chat_model, cli, monkeypatch):
     """The reasoning goes to stderr (dimmed on a terminal), the answer alone to stdout; the session keeps the trace
     as the turn's reasoning_content."""
-    from conftest import scripted_generator
-    from sftlab import generate
+    from helpers import scripted_generator
+    from sftlab.inference import generate
 
     reply = "<think>\nA greeting; answer in kind.\n</think>\n\nHello, Ada!"
     gen, script = scripted_generator(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja", lambda prompt: reply)
@@ -120,8 +120,8 @@ def test_a_prompt_that_is_not_unicode_is_one_sentence(cli, monkeypatch):
     the tokenizer's TypeError. A stand-in model: the refusal comes before any generation."""
     from types import SimpleNamespace
 
-    from conftest import tokenizer
-    from sftlab import generate
+    from helpers import tokenizer
+    from sftlab.inference import generate
 
     class StandIn:
         config = SimpleNamespace(max_position_embeddings=1024)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from conftest import FIXTURES, SHARED_DATA, tokenizer
+from helpers import FIXTURES, SHARED_DATA, tokenizer
 from sftlab.config import load_config
 from sftlab.training import train
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FIXTURES, SHARED_DATA, tokenizer
+from helpers import FIXTURES, SHARED_DATA, tokenizer
 import os
 import signal
 import time
@@ -251,18 +251,18 @@ def test_torchrun_gets_omp_num_threads_so_it_prints_no_banner(monkeypatch):
 def test_chat_reset_says_so(cli, monkeypatch):
     import io
 
-    import sftlab.chat
+    import sftlab.inference.chat
 
     class Session:
         history = ["an earlier turn"]
 
         def reply(self, text):
-            from sftlab.replies import Piece
+            from sftlab.inference.replies import Piece
 
             yield Piece("content", f"echo {text}")
 
     session = Session()
-    monkeypatch.setattr(sftlab.chat, "open_session", lambda *a, **k: session)
+    monkeypatch.setattr(sftlab.inference.chat, "open_session", lambda *a, **k: session)
     monkeypatch.setattr(sys, "stdin", io.StringIO("/reset\nhi\n/exit\n"))
     r = cli("chat")
     assert r.returncode == 0, r.stderr
@@ -318,6 +318,46 @@ def test_an_error_sentence_holding_markup_is_printed_as_it_is(tmp_path, cli, rol
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert (f"error: {f}, row 1, field 'messages[0].role': unknown role '{role}'; expected one of system, user, "
             "assistant, tool") == " ".join(r.stderr.split())
+
+
+def test_max_length_is_one_option_of_the_data_commands_each_with_its_default():
+    """inspect, data check, data clean and eval share one --max-length (the config key's help and bound); eval's
+    default is the inference family's 2048. data check and clean share --near-duplicate-threshold (0.8)."""
+    import typer.main
+
+    from sftlab.cli import app
+
+    root = typer.main.get_command(app)
+    commands = {"inspect": root.commands["inspect"], "eval": root.commands["eval"],
+                "data check": root.commands["data"].commands["check"],
+                "data clean": root.commands["data"].commands["clean"]}
+    options = {name: {p.name: p for p in c.params} for name, c in commands.items()}
+    assert {name: o["max_length"].default for name, o in options.items()} == {
+        "inspect": 1024, "eval": 2048, "data check": 1024, "data clean": 1024}
+    assert {o["max_length"].help for o in options.values()} == {
+        "Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is dropped "
+        "and reported. (`data check` and `data clean`: a row longer than this is too_long.)"}
+    assert [options[n]["threshold"].default for n in ("data check", "data clean")] == [0.8, 0.8]
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "--data", "d.jsonl"], ["eval", "--model", "m", "--data", "d", "--out", "o"],
+    ["data", "check", "d.jsonl"], ["data", "clean", "d.jsonl", "--out", "a", "--rejects", "b"],
+])
+def test_max_length_one_is_refused_by_every_data_command_with_the_configs_bound(cli, args):
+    r = cli(*args, "--max-length", "1")
+    assert r.returncode == 2 and "Invalid value for '--max-length': must be at least 2 (got 1)" in r.stderr, r.stderr
+
+
+def test_a_data_option_the_settings_refuse_is_one_sentence(cli, tmp_path):
+    """The options become one DataSettings, checked as a config's keys are: a wrong --train-on is a sentence
+    naming the option (it was a pydantic traceback), before any tokenizer loads."""
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    r = cli("inspect", "--data", f, "--model", tmp_path / "no-model", "--train-on", "bogus")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert " ".join(r.stderr.split()) == ("error: --train-on: `train_on` input should be 'all_assistant', "
+                                          "'last_assistant' or 'all' (got 'bogus')")
 
 
 @pytest.mark.parametrize("args, said", [

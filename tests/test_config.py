@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 import re
@@ -123,7 +123,7 @@ def test_every_key_is_declared_once_with_its_help_group_and_bounds_in_the_schema
     props = TrainConfig.model_json_schema()["properties"]
     assert len(props) > 50
     assert [k for k, p in props.items() if not p.get("description") or p.get("group") not in GROUPS] == []
-    assert props["max_length"]["minimum"] == 1 and props["lora_dropout"]["exclusiveMaximum"] == 1
+    assert props["max_length"]["minimum"] == 2 and props["lora_dropout"]["exclusiveMaximum"] == 1
     assert "minimum" not in props["max_steps"]  # (-1 lies outside its range and means "by epochs")
     with pytest.raises(SftlabError, match=r"`lora_dropout` must be at least 0 and less than 1 \(got 1.0\)"):
         load_config(None, [f"datasets=[{DATA}]", "lora_dropout=1.0"])

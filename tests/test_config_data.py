@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import tokenizer
+from helpers import tokenizer
 from sftlab.config import DataSettings, load_config
 
 # A value other than the default for every field (a new field must be added here: the first test says so).
@@ -61,3 +61,14 @@ def test_a_huge_template_variable_name_is_echoed_shortened():
         check_template_kwargs({"-" * 100_000: 1})
     assert str(e.value) == ("template_kwargs: '" + "-" * 80 + "…(100000 characters)' is not a template variable name "
                             "(letters, digits and _)")
+
+
+def test_max_length_is_refused_below_what_encoding_needs_with_the_configs_sentence():
+    """One bound: the shortest example that trains a token holds 2 (one to predict from, the one predicted); the
+    config refuses less in its own sentence, where the Encoder once refused 1 in another."""
+    from sftlab.errors import SftlabError
+
+    with pytest.raises(SftlabError) as e:
+        load_config(None, ["datasets=[a.json]", "max_length=1"], check_files=False)
+    assert str(e.value) == "--set: `max_length` must be at least 2 (got 1)"
+    assert load_config(None, ["datasets=[a.json]", "max_length=2"], check_files=False).max_length == 2

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sftlab import doctor, hardware
+from sftlab.machine import doctor, hardware
 
 
 def test_cpu_flags_are_the_ones_that_matter_in_a_fixed_order():

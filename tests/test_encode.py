@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import tokenizer
+from helpers import tokenizer
 from sftlab.data.conversation import Conversation, Message
 from sftlab.data.encode import IGNORE_INDEX, Encoder
 from sftlab.data.templates import ChatTemplate, resolve_template
@@ -250,7 +250,7 @@ def test_text_for_continued_pretraining_trains_everything_and_appends_eos():
 RUN_ON = ("{% for m in messages %}<|im_start|>{{ m.role }}{{ m.content }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
 
-# Expected ids: each piece tokenized on its own by the tokenizer (conftest.text_ids), markers as their ids:
+# Expected ids: each piece tokenized on its own by the tokenizer (helpers.text_ids), markers as their ids:
 # 151644 <|im_start|>, 151645 <|im_end|>; "\n" 198; "assistant\n" 77091 198; "\n42" 198 19 17; "assistant" 77091;
 # "e!" 68 0; "user\nhi <|endoftext|>" 872 198 6023 82639 8691 723 427 91 29 (the data's <|endoftext|> as text);
 # "user<|endoftext|> hi" 872 27 91 8691 723 427 91 29 15588.
@@ -409,7 +409,7 @@ def test_a_long_conversation_renders_only_what_survives_truncation(monkeypatch, 
 
 
 def test_a_template_that_ignores_tools_says_so_once_with_counts(caplog):
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     from sftlab.data.load import load_conversations
 
     tok = tokenizer("qwen2")
@@ -428,7 +428,7 @@ def test_a_template_that_ignores_tools_says_so_once_with_counts(caplog):
 
 
 def test_encoding_in_worker_processes_gives_the_same_result(monkeypatch):
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     from sftlab.data import encode as encode_mod
     from sftlab.data.load import load_conversations
 
@@ -483,10 +483,10 @@ def test_encoded_examples_are_cached_by_content(tmp_path, monkeypatch):
 
 # --- real templates: reasoning traces and tool calls ------------------------------------------------
 # The templates are the models' own (tests/fixtures/templates/, from llama.cpp's models/templates/), on real
-# vocabularies given the families' markers as tokens (conftest.family_tokenizer). Expected trained runs are
+# vocabularies given the families' markers as tokens (helpers.family_tokenizer). Expected trained runs are
 # literals, written from reading each template: what the model writes after the generation prompt.
 
-from conftest import family_tokenizer, real_template  # noqa: E402
+from helpers import family_tokenizer, real_template  # noqa: E402
 from sftlab.data.formats import convert_row  # noqa: E402
 from sftlab.data.templates import with_template_kwargs  # noqa: E402
 

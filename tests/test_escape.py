@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import FIXTURES, escaped_prompt_ids, expected, text_ids, tokenizer
+from helpers import FIXTURES, escaped_prompt_ids, expected, text_ids, tokenizer
 from sftlab.data.conversation import Conversation, Message
 from sftlab.data.encode import Encoder
 from test_encode import trained_runs
@@ -154,6 +154,7 @@ def test_marked_tokenizing_matches_one_call_where_nothing_is_escaped(name, templ
 @pytest.mark.slow
 def test_data_check_finding_names_rows_and_fields(tmp_path):
     """`special_token_text`: the rows whose data spells a special token of the tokenizer."""
+    from sftlab.config import DataSettings
     from sftlab.quality.run import check_data
 
     path = tmp_path / "d.jsonl"
@@ -163,7 +164,8 @@ def test_data_check_finding_names_rows_and_fields(tmp_path):
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<|endoftext|>"}]},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    result = check_data([str(path)], model=str(FIXTURES / "tokenizers" / "qwen2"), template="chatml", clusters=False)
+    result = check_data([str(path)], DataSettings(template="chatml"), model=str(FIXTURES / "tokenizers" / "qwen2"),
+                        clusters=False)
     found = {(h.row, h.detail["field"]) for f in result.findings if f.check == "special_token_text" for h in f.hits}
     assert found == {(2, "messages[0].content"), (3, "messages[1].content")}
 
@@ -173,7 +175,7 @@ def test_data_check_finding_names_rows_and_fields(tmp_path):
 
 @pytest.mark.slow
 def test_generation_prompt_keeps_user_text_as_text(tiny_chat_model):
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
     from sftlab.models import load_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_chat_model))
@@ -207,7 +209,7 @@ def test_inspect_shows_escaped_text_and_trained_runs_when_piped(tmp_path):
 
 @pytest.mark.slow
 def test_chat_prompts_are_escaped(tiny_chat_model, monkeypatch):
-    from sftlab.chat import open_session
+    from sftlab.inference.chat import open_session
 
     session = open_session(str(tiny_chat_model), max_new_tokens=2)
     seen = []

@@ -8,12 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.evaluation.judge import Judge, parse_score
 from sftlab.evaluation.run import EvalOptions, evaluate, regurgitates
 from sftlab.training import train
-from conftest import ALPACA, _lines, _one_line
+from helpers import ALPACA, _lines, _one_line
 from sftlab.errors import SftlabError
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
@@ -112,7 +112,7 @@ def test_eval_with_a_flaky_judge_counts_exactly(tiny_chat_model, tmp_path, fake_
 
 
 def test_generations_are_reused_not_generated_twice(tiny_chat_model, tmp_path, monkeypatch):
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
 
     out = tmp_path / "eval"
     evaluate(str(tiny_chat_model), _data(tmp_path), out, EvalOptions(max_new_tokens=3))
@@ -239,8 +239,8 @@ def test_eval_options_and_out_checked_before_any_work(tmp_path, cli):
 def test_the_answer_is_scored_and_judged_without_the_trace(tiny_chat_model, tmp_path, fake_judge, monkeypatch):
     """A model that thinks before it answers: the metrics compare the answer alone with the reference, the judge
     sees the answer alone, and the trace is kept beside it in responses.jsonl."""
-    from conftest import scripted_generator
-    from sftlab import generate
+    from helpers import scripted_generator
+    from sftlab.inference import generate
 
     gen, _ = scripted_generator(tiny_chat_model, "Qwen-Qwen2.5-7B-Instruct.jinja",
                                 lambda prompt: "<think>\nsecret trace words\n</think>\n\nthe answer")

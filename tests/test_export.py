@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tokenizer
+from helpers import tokenizer
 
 from sftlab.errors import SftlabError
 
@@ -260,7 +260,7 @@ def test_llama_cpp_tokenizes_and_renders_as_hugging_face(tiny, tmp_path, name):
     same in llama.cpp as in transformers, the end-of-turn token ends generation there, and greedy answers (F32)
     are equal token for token."""
     from sftlab.export.verify import llama_cpp_check, reference_answers
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
 
     path = tmp_path / "m.gguf"
     source, vocab, arch = write(tiny(name), path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 import os
 import pytest
-from conftest import QWEN, _cli, _one_line, _train_sets
+from helpers import QWEN, _cli, _one_line, _train_sets
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 
@@ -80,7 +80,7 @@ APART = "which this command reads; write to a folder apart from every model and 
 
 @pytest.mark.parametrize("case", ["base", "inside_adapter", "link_to_base", "relative_base", "link_into_base"])
 def test_merge_never_writes_into_what_it_reads(cli, tmp_path, monkeypatch, case):
-    from conftest import make_tiny_model
+    from helpers import make_tiny_model
 
     import sftlab.training.merge as merge
 
@@ -108,7 +108,7 @@ def test_merge_never_writes_into_what_it_reads(cli, tmp_path, monkeypatch, case)
 
 @pytest.mark.parametrize("case", ["parent_of_data", "data_itself", "model"])
 def test_eval_never_writes_into_what_it_reads(cli, tiny_chat_model, tmp_path, monkeypatch, case):
-    import sftlab.generate as generate
+    import sftlab.inference.generate as generate
 
     data = tmp_path / "held" / "test.jsonl"
     data.parent.mkdir()
@@ -129,7 +129,7 @@ def test_eval_never_writes_into_what_it_reads(cli, tiny_chat_model, tmp_path, mo
 
 @pytest.mark.parametrize("case", ["model", "parent_of_data"])
 def test_export_and_train_never_write_into_what_they_read(cli, tmp_path, monkeypatch, case):
-    from conftest import make_tiny_model
+    from helpers import make_tiny_model
 
     import sftlab.export.run as export_run
     import sftlab.training.run as train_run

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 

@@ -1,5 +1,5 @@
-"""sftlab.generate, the one generation helper of chat, serve and eval: prompt ids, stop tokens, options, the context
-check, partial characters. A stand-in model (no weights: none of these need a forward pass) and real tokenizers."""
+"""sftlab.inference.generate, the one generation helper of chat, serve and eval: prompt ids, stop tokens, options,
+the context check, partial characters. A stand-in model (no weights: none of these need a forward pass) and real tokenizers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import expected, tokenizer
+from helpers import expected, tokenizer
 from sftlab.data.templates import resolve_template
 from sftlab.errors import SftlabError
-from sftlab.generate import (ContextExceeded, Generator, check_options, complete_text, save_generation_config,
-                             stop_token_ids)
+from sftlab.inference.generate import (ContextExceeded, Generator, check_options, complete_text,
+                                       save_generation_config, stop_token_ids)
 
 IM_START, IM_END, QWEN_EOS = 151644, 151645, 151643  # <|im_start|>, <|im_end|>, <|endoftext|> of Qwen2
 
@@ -209,7 +209,7 @@ OFF = {"temperature": None, "top_p": None, "top_k": None, "min_p": None}  # gree
 
 
 def test_greedy_decoding_gets_the_repetition_guard_unless_told_otherwise():
-    from sftlab.generate import sampling_options
+    from sftlab.inference.generate import sampling_options
 
     assert sampling_options(None) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
     assert sampling_options(None, temperature=0) == {"do_sample": False, **OFF, "repetition_penalty": 1.1}
@@ -224,7 +224,7 @@ def test_greedy_decoding_gets_the_repetition_guard_unless_told_otherwise():
 def test_the_models_generation_config_decides_what_the_user_did_not():
     from transformers import GenerationConfig
 
-    from sftlab.generate import sampling_options
+    from sftlab.inference.generate import sampling_options
 
     qwen3 = GenerationConfig(do_sample=True, temperature=0.6, top_p=0.95, top_k=20)  # Qwen3's generation_config.json
     assert sampling_options(qwen3) == {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20,
@@ -267,7 +267,7 @@ def test_the_guard_ends_a_greedy_loop():
     seen, scores 2.73 and EOS (2.8) wins."""
     import torch
 
-    from sftlab.generate import sampling_options
+    from sftlab.inference.generate import sampling_options
 
     model = _looping_model()
     prompt = torch.tensor([[1]])

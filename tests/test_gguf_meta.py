@@ -1,4 +1,4 @@
-"""sftlab.gguf_meta against bytes written by hand (the GGUF layout spelled out here) and against gguf's own
+"""sftlab.models.gguf_meta against bytes written by hand (the GGUF layout spelled out here) and against gguf's own
 GGUFReader on every real GGUF file at hand (the default model, llama.cpp's vocabulary files)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sftlab.gguf_meta import GgufError, read_meta
+from sftlab.models.gguf_meta import GgufError, read_meta
 
 ROOT = Path(__file__).parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sftlab import gguf_tokenizer
+from sftlab.models import gguf_tokenizer
 from sftlab.models import load_tokenizer
 
 VECTORS = Path(__file__).parent / "fixtures" / "vocab"
@@ -125,7 +125,7 @@ def test_names_from_the_file_are_shown_short_and_on_one_line():
 def test_read_vocab_refuses_arrays_nested_too_deeply(tmp_path):
     import struct
 
-    from sftlab.gguf_meta import GgufError
+    from sftlab.models.gguf_meta import GgufError
 
     def s(text):
         return struct.pack("<Q", len(text)) + text.encode()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sftlab import hardware
+from sftlab.machine import hardware
 from sftlab.errors import SftlabError
 
 

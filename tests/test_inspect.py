@@ -8,10 +8,10 @@ import io
 import json
 import re
 
-from conftest import tokenizer
+from helpers import tokenizer
 from sftlab.data.example import Example
 from sftlab.data.inspect import examples_html, render_html, render_json, render_terminal
-from conftest import ALPACA, QWEN, _lines, _one_line
+from helpers import ALPACA, QWEN, _lines, _one_line
 
 # <|im_start|>assistant\n世界龘<|im_end|>, the answer and its end-of-turn token trained
 ANSWER = Example([151644, 77091, 198, 99489, 82912, 246, 151645], [-100, -100, -100, 99489, 82912, 246, 151645],

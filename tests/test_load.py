@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from sftlab.data.load import load_conversations
 from sftlab.errors import SftlabError
 import re
-from conftest import ALPACA, QWEN, _accounted, _lines
+from helpers import ALPACA, QWEN, _accounted, _lines
 
 
 def write_jsonl(path, rows):

@@ -5,7 +5,7 @@ are one sentence in the file's own names. Also: every unknown config key in one 
 import json
 
 import pytest
-from conftest import tokenizer
+from helpers import tokenizer
 
 from sftlab.config import DataSettings, load_config
 from sftlab.data.load import load_conversations
@@ -175,7 +175,7 @@ def test_a_key_spelled_like_another_is_not_offered_as_it():
 def test_inspect_reads_a_file_by_the_names_the_options_give(tmp_path):
     from typer.testing import CliRunner
 
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     from sftlab.cli import app
 
     path = _file(tmp_path, "lf.jsonl", LLAMA_FACTORY)
@@ -191,7 +191,7 @@ def test_inspect_reads_a_file_by_the_names_the_options_give(tmp_path):
 def test_data_check_and_clean_read_a_file_by_its_own_names(tmp_path):
     from typer.testing import CliRunner
 
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     from sftlab.cli import app
 
     rows = [{"问题": "你好", "回答": "您好！"}, {"问题": "你好", "回答": "您好！"}, {"问题": "你是谁", "回答": "我是助手。"}]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tokenizer
+from helpers import tokenizer
 from sftlab.data.templates import resolve_template
 from sftlab.export.modelfile import go_template, ollama_messages, trims_content
 from sftlab.export.vocab import training_bos_rule

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 from sftlab.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 from sftlab.errors import SftlabError
 import json
 from pathlib import Path
 import shutil
-from conftest import ALPACA, SHARED_DATA, _lines, _one_line, _vocab_only_gguf
+from helpers import ALPACA, SHARED_DATA, _lines, _one_line, _vocab_only_gguf
 
 pytestmark = pytest.mark.slow  # real trainings, models, servers and subprocess CLIs
 
@@ -121,37 +121,6 @@ def test_an_adapter_whose_base_is_gone_names_the_base(tmp_path, cli):
     r = cli("chat", "--model", adapter, "--prompt", "hi")
     assert r.returncode == 2 and f"its base model {tmp_path / 'gone'} (adapter_config.json, base_model_name_or_path) " \
                                  f"cannot be used" in _one_line(r.stderr), r.stderr
-
-
-def test_sftlab_home_must_be_a_folder_path(tmp_path, monkeypatch):
-    from sftlab.models import sftlab_home
-
-    monkeypatch.setenv("SFTLAB_HOME", "")
-    with pytest.raises(SftlabError) as e:
-        sftlab_home()
-    assert str(e.value) == ("SFTLAB_HOME is set but empty: set it to the folder sftlab keeps its cache in, or unset it "
-                            "(then ~/.cache/sftlab)")
-    (tmp_path / "f").write_text("x")
-    for value, problem in ((tmp_path / "f", "a file of that name exists; choose a folder"),
-                           (tmp_path / "f" / "cache", "a part of the path is a file, not a folder"),
-                           (tmp_path / ("h" * 300), "the name '" + "h" * 40 + "…' is too long for a folder name "
-                                                    "(300 bytes; file systems take at most 255)")):
-        monkeypatch.setenv("SFTLAB_HOME", str(value))
-        with pytest.raises(SftlabError) as e:
-            sftlab_home()
-        assert str(e.value) == f"SFTLAB_HOME {value}: {problem}"  # (a path is named whole)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SFTLAB_HOME", "cache")
-    assert sftlab_home() == tmp_path / "cache"  # a relative path is taken from where sftlab started, once
-
-
-def test_sftlab_home_a_file_is_one_sentence_for_a_command(tmp_path, monkeypatch, cli):
-    (tmp_path / "home").write_text("x")
-    monkeypatch.setenv("SFTLAB_HOME", str(tmp_path / "home"))
-    result = cli("inspect", "--data", SHARED_DATA / "identity.json", "--limit", "1")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: SFTLAB_HOME {tmp_path / 'home'}: a file of that name exists; "
-                                     "choose a folder")
 
 
 def test_a_model_name_too_long_for_a_file_system_is_one_sentence(tmp_path):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from conftest import tokenizer
+from helpers import tokenizer
 from sftlab.config import DataSettings
-from sftlab.data.pipeline import Source, build_examples
-from conftest import ALPACA, _lines
+from sftlab.data.pipeline import Source, build_examples, pack_examples
+from helpers import ALPACA, _lines
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 
@@ -23,10 +23,11 @@ def test_pipeline_report_accounts_for_every_row(tmp_path):
         "not json\n"
     )
     rejects = tmp_path / "rejects.jsonl"
-    rows, report = build_examples(
+    examples, report = build_examples(
         [Source(str(data))], tokenizer("qwen2"),
-        DataSettings(template="chatml", on_error="skip", packing=True, max_length=64), rejects_path=rejects,
+        DataSettings(template="chatml", on_error="skip", max_length=64), rejects_path=rejects,
     )
+    rows = pack_examples(examples, 64, report)  # (the caller packs: a run does, after its eval split)
     d = report.to_dict()
     assert (d["rows_read"], d["converted"], d["rejected"], d["dropped"], d["examples"]) == (4, 2, 2, 1, 1)
     # Every row that is not an example is in the rejects file with its reason, dropped ones included.
@@ -103,7 +104,7 @@ def test_data_report_records_the_system_prompt(tmp_path):
 def test_report_counts_reasons_whole(tmp_path):
     from sftlab.config import DataSettings
     from sftlab.data.pipeline import Source, build_examples
-    from conftest import tokenizer
+    from helpers import tokenizer
 
     f = _lines(tmp_path / "d.jsonl", json.dumps(ALPACA), "{bad", "{worse", json.dumps({"instruction": "q"}))
     _, report = build_examples([Source(str(f))], tokenizer("qwen2"), DataSettings(template="chatml", on_error="skip"))
@@ -123,3 +124,29 @@ def test_no_example_left_names_the_first_lost_row(tmp_path, tiny_model):
                                 f"output_dir={tmp_path / 'run'}", "precision=fp32"])
     with pytest.raises(SftlabError, match=f"no example left to train on out of 1 rows .*; the first is {f}, row 2\\)$"):
         train(config, quiet=True)
+
+
+def test_a_template_given_resolved_is_used_as_it_is(tmp_path):
+    """A run hands build_examples its template with default_system and template_kwargs applied, and its data keys
+    whole: the given template is the one encoded with, never the keys applied on top of it again."""
+    from sftlab.data.templates import resolve_template, with_default_system
+
+    tok = tokenizer("qwen2")
+    data = _lines(tmp_path / "d.jsonl", json.dumps({"prompt": "q", "completion": "a"}))
+    chat = with_default_system(resolve_template("chatml", tok), "You are Lumi.")
+    settings = DataSettings(template="llama2", default_system="Not this one.")
+    examples, report = build_examples([Source(str(data))], tok, settings, template=chat)
+    assert tok.decode(examples[0].input_ids) == ("<|im_start|>system\nYou are Lumi.<|im_end|>\n<|im_start|>user\nq"
+                                                 "<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n")
+    assert (report.system_prompt["system"], report.system_prompt["template"]) == ("You are Lumi.", "chatml")
+
+
+def test_build_examples_returns_examples_and_the_caller_packs(tmp_path):
+    """Packing is pack_examples, the step a run takes after its eval split: build_examples gives examples even
+    for a config with packing on, and packing them fills the report's packed rows."""
+    tok = tokenizer("qwen2")
+    data = _lines(tmp_path / "d.jsonl", *(json.dumps({"prompt": f"q{i}", "completion": "a"}) for i in range(3)))
+    examples, report = build_examples([Source(str(data))], tok, DataSettings(template="chatml", packing=True))
+    assert [type(e).__name__ for e in examples] == ["Example"] * 3 and report.packed_rows is None
+    rows = pack_examples(examples, 64, report)
+    assert (len(rows), report.packed_rows) == (1, 1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.training import train
@@ -29,7 +29,7 @@ def config(tiny_model, out, method, **over):
 
 @pytest.mark.parametrize("method", ALL)
 def test_trains_only_its_virtual_tokens_saves_reloads_and_generates(tiny_model, tmp_path, method):
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
     from sftlab.models import load_model, load_tokenizer
     from sftlab.training.merge import merge_adapter
 

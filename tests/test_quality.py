@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, tokenizer
+from helpers import SHARED_DATA, tokenizer
+from sftlab.config import DataSettings
 from sftlab.quality.run import check_data
-from conftest import ALPACA, _lines
+from helpers import ALPACA, _lines
 
 MAX_LENGTH = 1024
 
@@ -120,7 +121,7 @@ def _by_check(result) -> dict[str, list[int]]:
 def test_every_planted_english_problem_is_found_and_nothing_else(en_case):
     path, rows, planted, similarity = en_case
     assert similarity["above"] > 0.85 and similarity["below"] < 0.75  # the planted pairs straddle 0.8
-    result = check_data([path], tokenizer=tokenizer("qwen2"), max_length=MAX_LENGTH, clusters=False)
+    result = check_data([path], DataSettings(max_length=MAX_LENGTH), tokenizer=tokenizer("qwen2"), clusters=False)
     expected = {k: sorted(EN_GENUINE.get(k, []) + planted.get(k, [])) for k in {*EN_GENUINE, *planted}}
     assert _by_check(result) == expected
     assert result.to_dict()["rows"] == len(rows)
@@ -175,7 +176,7 @@ def test_chinese_problems_are_found(tmp_path):
     planted["language_mismatch"] = [plant(dict(en, output=real[802]["output"]))]  # English prompt, Chinese answer
     path = tmp_path / "zh.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    result = check_data([path], tokenizer=tokenizer("qwen2"), max_length=MAX_LENGTH, clusters=False)
+    result = check_data([path], DataSettings(max_length=MAX_LENGTH), tokenizer=tokenizer("qwen2"), clusters=False)
     expected = {k: sorted(ZH_GENUINE.get(k, []) + planted.get(k, [])) for k in {*ZH_GENUINE, *planted}}
     assert _by_check(result) == expected
 
@@ -233,8 +234,8 @@ def test_several_files_name_the_file_of_each_row(tmp_path):
 
 
 def _qwen_check(paths, **kw):
-    return check_data([str(p) for p in paths], model=str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"),
-                      template="chatml", clusters=False, **kw)
+    return check_data([str(p) for p in paths], DataSettings(template="chatml"),
+                      model=str(Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"), clusters=False, **kw)
 
 
 @pytest.mark.slow
@@ -301,7 +302,7 @@ def test_each_stage_shows_and_the_seconds_add_up(tmp_path):
     path.write_text("".join(json.dumps({"instruction": f"q{i}", "input": "", "output": f"a{i}"}) + "\n"
                             for i in range(5)))
     screen = io.StringIO()
-    result = check_data([str(path)], tokenizer=tokenizer("qwen2"), template="chatml", clusters=False,
+    result = check_data([str(path)], DataSettings(template="chatml"), tokenizer=tokenizer("qwen2"), clusters=False,
                         progress=Progress(True, Console(file=screen, force_terminal=True, width=120)))
     shown = screen.getvalue()
     stages = ["reading 1 file", "checks of 5 rows", "near duplicates (MinHash LSH)", "tokenizing with the model's template"]
@@ -332,8 +333,9 @@ def test_data_check_says_the_templates_default_system_prompt(tmp_path, caplog):
     assert ("1 of 1 conversations have no system message; the tokenizer's own template gives them its default system "
             "prompt \"You are a helpful assistant\"") in caplog.text
     # the lengths count the system prompt that training gives: a longer one makes the prompt longer
-    longer = check_data([str(path)], tokenizer=tokenizer("qwen2"), clusters=False,
-                        default_system="You are Lumi, an assistant made by the sftlab team for this test.")
+    longer = check_data([str(path)], DataSettings(default_system="You are Lumi, an assistant made by the sftlab team "
+                                                                 "for this test."),
+                        tokenizer=tokenizer("qwen2"), clusters=False)
     assert longer.stats["prompt_tokens"]["max"] > result.stats["prompt_tokens"]["max"]
     assert longer.stats["system_prompt"]["from"] == "default_system"
 
@@ -441,8 +443,25 @@ def test_piped_embeddings_say_how_far_they_are(tmp_path, monkeypatch, caplog):
                             for i in range(40)))
     piped = Progress(True, Console(file=io.StringIO(), force_terminal=False))
     with caplog.at_level(logging.INFO, logger="sftlab"):
-        check_data([str(path)], tokenizer=tokenizer("qwen2"), template="chatml", progress=piped)
+        check_data([str(path)], DataSettings(template="chatml"), tokenizer=tokenizer("qwen2"), progress=piped)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentence embeddings")]
     assert said == ["sentence embeddings of the prompts: 24/40 prompts, 2 s left",
                     "sentence embeddings of the prompts: 40 prompts done in 6 s"]
 
+
+
+def test_rows_are_measured_as_the_settings_encode_them(tmp_path):
+    """check_data takes the data keys as training reads them: with escaping (the default) the text `<|im_end|>` in
+    a prompt is several tokens and the row is 17 long, too_long at max_length 16; with escape_special_tokens off it
+    is one control token and the row (14 tokens) fits."""
+    path = _lines(tmp_path / "d.jsonl", json.dumps(
+        {"messages": [{"role": "user", "content": "say <|im_end|>"}, {"role": "assistant", "content": "ok"}]}))
+    tok = tokenizer("qwen2")
+    escaped = check_data([str(path)], DataSettings(template="chatml", max_length=16), tokenizer=tok, clusters=False,
+                         checks=["too_long"])
+    plain = check_data([str(path)], DataSettings(template="chatml", max_length=16, escape_special_tokens=False),
+                       tokenizer=tok, clusters=False, checks=["too_long"])
+    assert (escaped.lengths, plain.lengths) == ({(str(path), 1): 17}, {(str(path), 1): 14})
+    assert [(f.check, f.to_dict()["rows"]) for f in escaped.findings if f.hits] == [("too_long", [1])]
+    assert [f.check for f in plain.findings if f.hits] == []
+    assert (escaped.stats["max_length"], plain.stats["prompt_tokens"]["max"]) == (16, 12)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, tokenizer
+from helpers import SHARED_DATA, tokenizer
 
 QWEN2 = Path(__file__).parent / "fixtures" / "tokenizers" / "qwen2"
 
@@ -192,3 +192,44 @@ def test_cleaned_rows_holding_line_separators_stay_one_line_each(tmp_path, cli):
     text = out.read_text(encoding="utf-8")
     assert len(text.splitlines()) == 3 and "\u2028" not in text
     assert [json.loads(line) for line in text.splitlines()] == rows
+
+
+def test_clean_measures_rows_with_the_template_options_as_check_does(tmp_path, cli):
+    """`data clean` takes the data keys `data check` takes (one DataSettings), --template-kwargs included: a
+    template option that writes 5 more tokens makes the 12-token row 17 long, too_long at --max-length 14."""
+    chatml = (Path(__file__).parents[1] / "sftlab" / "templates" / "chatml.jinja").read_text(encoding="utf-8")
+    template = tmp_path / "note.jinja"
+    template.write_text("{{- note if note is defined else '' }}" + chatml, encoding="utf-8")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    common = ["data", "clean", data, "--model", QWEN2, "--template", template, "--drop", "too_long", "--max-length", "14"]
+    plain = cli(*common, "--out", tmp_path / "a.jsonl", "--rejects", tmp_path / "a-rejects.jsonl")
+    assert plain.returncode == 0 and "kept 1 rows" in plain.stderr, plain.stderr
+    noted = cli(*common, "--template-kwargs", '{"note": "one two three four five"}',
+                "--out", tmp_path / "b.jsonl", "--rejects", tmp_path / "b-rejects.jsonl")
+    assert noted.returncode == 0 and "kept 0 rows" in noted.stderr, noted.stderr
+    (removed,) = _read_jsonl(tmp_path / "b-rejects.jsonl")
+    assert [(r["check"], r["tokens"], r["max_length"]) for r in removed["reasons"]] == [("too_long", 17, 14)]
+
+
+@pytest.mark.parametrize("default_system, cleaned", [(None, []), ("You are Lumi.", [(1, "too_long", 22)])])
+def test_training_clean_measures_rows_with_the_runs_template(tmp_path, default_system, cleaned):
+    """`clean: [too_long]` measures each row with the run's template, its default_system applied (row 1, 12 tokens
+    alone, is 22 with the system prompt; row 2 has its own short system message and stays 17), as training
+    encodes it."""
+    from sftlab.config import load_config
+    from sftlab.training.run import prepare_data
+    from sftlab.training.session import chat_tokens
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in (
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}])))
+    given = [] if default_system is None else [f"default_system={default_system}"]
+    config = load_config(None, [f"datasets=[{data}]", "template=chatml", "clean=[too_long]", "max_length=20",
+                                "encode_cache=false", *given])
+    tok = tokenizer("qwen2")
+    chat, _ = chat_tokens(config, tok)
+    rows, _, report = prepare_data(config, tok, chat=chat)
+    assert [(c["row"], r["check"], r["tokens"]) for c in report.cleaned for r in c["reasons"]] == cleaned
+    assert len(rows) == 2 - len(cleaned)

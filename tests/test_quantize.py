@@ -1,4 +1,4 @@
-"""sftlab.quantize: QLoRA's 4-bit settings, the file an adapter keeps them in, and the one sentence where
+"""sftlab.models.quantize: QLoRA's 4-bit settings, the file an adapter keeps them in, and the one sentence where
 bitsandbytes cannot run."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sftlab import quantize
+from sftlab.models import quantize
 from sftlab.errors import SftlabError
 
 

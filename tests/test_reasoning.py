@@ -116,7 +116,7 @@ def test_sharegpt_function_call_and_observation_map_to_the_same_shape():
 
 
 def test_glaive_tool_data_reads_whole():
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     rows = json.loads((SHARED_DATA / "glaive_toolcall_en_demo.json").read_text(encoding="utf-8"))
     convs = [convert_row(r, "sharegpt") for r in rows]

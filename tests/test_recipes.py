@@ -15,7 +15,7 @@ from sftlab.config.train import TrainConfig
 from sftlab.errors import SftlabError
 from sftlab.recipes import detect, import_argv, import_data, import_recipe, split_command
 
-from conftest import tokenizer
+from helpers import tokenizer
 
 RECIPES = Path(__file__).parent / "fixtures" / "recipes"
 LF = RECIPES / "llamafactory"

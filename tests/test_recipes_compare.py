@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tokenizer
+from helpers import tokenizer
 
 from sftlab.config.data import DataSettings
 from sftlab.data.conversation import Conversation, Message

@@ -1,10 +1,11 @@
-"""sftlab.replies: a reply's reasoning, answer and tool calls, read per template family, whole or as it streams."""
+"""sftlab.inference.replies: a reply's reasoning, answer and tool calls, read per template family, whole or as
+it streams."""
 
 import json
 
 import pytest
 
-from sftlab.replies import ReplyReader, opens_reasoning, read_reply, tool_family
+from sftlab.inference.replies import ReplyReader, opens_reasoning, read_reply, tool_family
 
 TOOLS = ["get_weather", "get_time"]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 import re
 import shutil
 import signal
 import time
-from conftest import _one_line, _train_sets
+from helpers import _one_line, _train_sets
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 
@@ -67,7 +67,7 @@ def test_resume_of_a_tied_model_reports_no_missing_keys(tiny_model, tmp_path, cl
     """The tiny model ties lm_head to the embeddings; a checkpoint holds the matrix once, and resuming must
     not claim lm_head.weight is missing. (`sftlab train` in this process: what it logs, transformers' warnings
     included, is captured as a subprocess's stderr would be.)"""
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     base = ["train", "--set", f"model={tiny_model}", "--set",
             f"datasets=[{SHARED_DATA / 'identity.json'}]", "--set", "template=llama2", "--set", "save_steps=1",

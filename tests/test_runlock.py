@@ -16,7 +16,7 @@ import pytest
 from sftlab import runlock
 from sftlab.errors import SftlabError
 
-from conftest import HOLDER
+from helpers import HOLDER
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 

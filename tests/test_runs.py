@@ -241,7 +241,7 @@ def test_keep_checkpoints_is_a_checked_config_key():
 
 @pytest.mark.slow
 def test_a_real_run_logs_its_precision_and_keeps_no_checkpoints(tiny_model, tmp_path, caplog):
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     from sftlab.config import load_config
     from sftlab.training import train

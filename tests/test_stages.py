@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from conftest import _one_line
+from helpers import _one_line
 
 HERE = Path(__file__).parent
 

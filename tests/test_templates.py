@@ -8,7 +8,7 @@ import re
 import pytest
 from jinja2 import TemplateError
 
-from conftest import SHARED_DATA, tokenizer
+from helpers import SHARED_DATA, tokenizer
 from sftlab.data.load import load_conversations
 from sftlab.data.templates import (BUILTIN_TEMPLATES, resolve_template, system_prompt_line, system_prompt_use,
                                    with_default_system)
@@ -100,13 +100,13 @@ def test_the_system_prompt_line_says_where_the_system_prompt_comes_from():
 
 # --- the answer-span check on the models' own templates (tests/fixtures/templates/) --------------------
 
-from conftest import family_tokenizer, real_template  # noqa: E402
+from helpers import family_tokenizer, real_template  # noqa: E402
 from sftlab.data.conversation import Conversation, Message  # noqa: E402
 from sftlab.data.encode import IGNORE_INDEX, Encoder  # noqa: E402
 from sftlab.data.templates import ChatTemplate  # noqa: E402
 import json
 import re
-from conftest import ALPACA, QWEN, _lines, _one_line
+from helpers import ALPACA, QWEN, _lines, _one_line
 
 
 @pytest.mark.parametrize("name, base, eos, trained", [
@@ -158,7 +158,7 @@ def test_a_template_that_writes_no_generation_prompt_is_still_refused_one_that_a
 # ---- hostile and odd input (issue 25's rounds) ----
 
 def test_a_template_without_the_generation_prompt_is_refused(tmp_path):
-    from conftest import tokenizer
+    from helpers import tokenizer
     from sftlab.data.templates import resolve_template
 
     no_prompt = tmp_path / "t.jinja"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from conftest import SHARED_DATA, make_tiny_model
+from helpers import SHARED_DATA, make_tiny_model
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.training import train
@@ -290,7 +290,7 @@ def test_lora_adapter_names_the_base_model_as_the_user_did(tmp_path):
 def test_default_system_is_trained_and_saved_into_the_models_template(tiny_chat_model, tmp_path):
     """The trained model's own template gives conversations without a system message the system prompt it was trained
     with, so chat, serve and eval use it without being told."""
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
 
     out = tmp_path / "run"
     cfg = load_config(None, [f"model={tiny_chat_model}", f"datasets=[{DATA}]", "limit=8", "max_steps=1",

@@ -71,7 +71,7 @@ def test_each_checkpoint_gets_the_card_when_it_is_saved(peft_folder):
 
 @pytest.mark.slow
 def test_a_lora_run_writes_the_card_into_its_folder_and_checkpoints(tiny_model, tmp_path):
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     from sftlab.config import load_config
     from sftlab.training import train

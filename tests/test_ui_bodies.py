@@ -90,7 +90,7 @@ def test_every_route_answers_malformed_bodies_with_a_400_that_names_the_field(ap
     ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature",
      "must be between 0 and 2"),
     ("/api/data/check", {"path": "data.json", "max_length": "abc"}, "max_length", "should be a valid integer"),
-    ("/api/data/check", {"path": "data.json", "max_length": 0}, "max_length", "must be at least 1"),
+    ("/api/data/check", {"path": "data.json", "max_length": 0}, "max_length", "must be at least 2"),
     ("/api/runs/done/eval", {"data": "data.json", "limit": "abc"}, "limit", "should be a valid integer"),
     ("/api/runs/done/eval", {"data": "data.json", "limit": 0}, "limit", "must be at least 1"),
     ("/api/config/yaml", {"config": {}, "yaml": "stages: x"}, "yaml", "should be a valid dictionary"),
@@ -110,8 +110,9 @@ def test_a_wrong_value_is_one_sentence_naming_its_field(api, path, body, field, 
 
 
 def test_the_data_check_refuses_what_the_command_line_refuses(api, cli, work):  # noqa: F811
-    """`max_length: 0` in the UI and `--max-length 0` on the command line: both refused, by the same bound."""
-    result = cli("data", "check", str(work / "data.json"), "--max-length", "0")
-    assert result.returncode != 0 and "must be at least 1" in result.stderr
-    r = _post(api, "/api/data/check", {"path": "data.json", "max_length": 0})
-    assert r.status_code == 400 and "must be at least 1" in r.json()["error"]["message"]
+    """`max_length: 1` in the UI and `--max-length 1` on the command line: both refused, by the same bound (the
+    config's, which is what encoding needs: a token to predict from and the token predicted)."""
+    result = cli("data", "check", str(work / "data.json"), "--max-length", "1")
+    assert result.returncode != 0 and "must be at least 2" in result.stderr
+    r = _post(api, "/api/data/check", {"path": "data.json", "max_length": 1})
+    assert r.status_code == 400 and "must be at least 2" in r.json()["error"]["message"]

@@ -1,6 +1,7 @@
 """DataSettings: every key that changes the examples a data file becomes (template, truncation, masking, mixing,
 cleaning …), one section that training, inspect, eval's held-out loss and the UI's preview hand to
-`sftlab.data.pipeline.build_examples` whole, adjusted with `model_copy(update=…)` where a caller differs.
+`sftlab.data.pipeline.build_examples` whole (and data check and clean, which measure rows with it), adjusted with
+`model_copy(update=…)` where a caller differs.
 `cache_key()` is made of its fields, so a new field is in the encode cache's key without anyone listing it."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from sftlab.config.bounds import SEED, Limit
-from sftlab.config.fields import BOOKKEEPING, WHAT, Count, OptionalCount, setting
-from sftlab.defaults import DATA_CHECKS, MAX_LENGTH
+from sftlab.config.fields import BOOKKEEPING, WHAT, OptionalCount, setting
+from sftlab.defaults import DATA_CHECKS, MAX_LENGTH, MAX_LENGTH_HELP
 from sftlab.errors import SftlabError, echo
 
 # Fields that change how examples are made or laid out afterwards, not what they are: not in the cache key.
@@ -77,10 +78,8 @@ class DataSettings(BaseModel):
     train_on: Literal["all_assistant", "last_assistant", "all"] = setting(
         "all_assistant", group=WHAT,
         help="Which tokens are trained: every assistant turn, only the last one, or every token.")
-    max_length: Count = setting(
-        MAX_LENGTH, group=WHAT,
-        help="Examples are truncated to this many tokens (keeping the start); one that loses its whole answer is "
-             "dropped and reported.")
+    # (2: the shortest example that trains anything, a token to predict from and the token predicted)
+    max_length: Annotated[int, Limit(ge=2)] = setting(MAX_LENGTH, group=WHAT, help=MAX_LENGTH_HELP)
     template_kwargs: Optional[dict[str, Any]] = setting(
         None, group=WHAT,
         help="Keyword arguments every render of the template gets ({enable_thinking: false} for Qwen3's non-thinking "

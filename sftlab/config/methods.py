@@ -34,7 +34,7 @@ class Method:
     # lora's, dora's, qlora's and hybrid's). Set to other than its default with a method that does not own it, a key
     # is refused (TrainConfig reads OWNERS below): nothing a config gives is silently left unused.
     own_keys: tuple[str, ...] = ()
-    quantized: bool = False  # the base's linear layers load in 4-bit NF4 (sftlab/quantize.py), frozen
+    quantized: bool = False  # the base's linear layers load in 4-bit NF4 (sftlab/models/quantize.py), frozen
     head: bool = False  # trains a task head (task: classification | reward; sftlab/training/heads.py)
 
 

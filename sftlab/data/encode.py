@@ -62,8 +62,6 @@ class Encoder:
         example says which of its tokens are reasoning, answer, tool call and tool result (for inspect)."""
         if train_on not in TRAIN_ON:
             raise SftlabError(f"train_on must be one of {', '.join(TRAIN_ON)}, got '{train_on}'")
-        if max_length < 2:
-            raise SftlabError(f"max_length must be at least 2, got {max_length}")
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length

@@ -113,7 +113,7 @@ def _read_with_datasets(path: Path, builder: str, **kwargs: Any) -> list[dict[st
 
 def datasets_cache() -> Path:
     """Where the datasets library keeps what it makes of a CSV or parquet file: $SFTLAB_HOME/datasets."""
-    from sftlab.models import sftlab_home
+    from sftlab.home import sftlab_home
 
     return sftlab_home() / "datasets"
 

@@ -1,5 +1,6 @@
-"""Files → Examples (and packed rows), with the data report: every row read is accounted for as
-converted, rejected (bad input) or dropped (no trained tokens left), with reasons and row numbers."""
+"""Files → Examples, with the data report: every row read is accounted for as converted, rejected (bad input) or
+dropped (no trained tokens left), with reasons and row numbers. Packing the examples into rows is the step after
+(`pack_examples`), taken by the caller that packs (a training run with `packing: true`, after its eval split)."""
 
 from __future__ import annotations
 
@@ -201,6 +202,17 @@ def mixture_summary(report: DataReport, sources: Sequence[Source]) -> str | None
     return "mixture — weights are shares of the examples: " + "; ".join(parts)
 
 
+def chat_template(settings: DataSettings, tokenizer: Any, conversations: Sequence[Conversation],
+                  given: ChatTemplate | None = None) -> ChatTemplate | None:
+    """The template these conversations are encoded with: `given` as it is (resolved by the caller, a run's, with
+    its default system prompt and template options applied already), else settings.template resolved with
+    settings.default_system and settings.template_kwargs applied; None when every conversation is plain text
+    and none is given. Training, inspect, data check and clean resolve it here, so each applies them once."""
+    if given is not None:
+        return given
+    return template_for(settings.template, tokenizer, conversations, settings.default_system, settings.template_kwargs)
+
+
 def build_examples(
     sources: Sequence[Source],
     tokenizer: Any,
@@ -212,12 +224,14 @@ def build_examples(
     cache: Path | None = None,
     say_system: bool = True,
     parts: bool = False,
-) -> tuple[list[Example] | list[PackedRow], DataReport]:
-    """The whole data flow: files → Conversations → Examples (→ packed rows) and the report, as `settings` (the
-    data keys of a config; default: their defaults) say.
+) -> tuple[list[Example], DataReport]:
+    """The whole data flow: files → Conversations → Examples and the report, as `settings` (the data keys of a
+    config; default: their defaults) say. `settings.packing` is the caller's step after this one
+    (`pack_examples`): a run packs after holding examples out for evaluation.
 
-    `template`: a template resolved already (a run's, its default system prompt applied), in place of
-    settings.template. `clean`: the data checks of settings.clean as a function (sftlab.quality.clean.cleaner).
+    `template`: a template resolved already (a run's), used as it is in place of settings.template,
+    settings.default_system and settings.template_kwargs (see chat_template). `clean`: the data checks of
+    settings.clean as a function (sftlab.quality.clean.cleaner).
     With `cache` (a folder), the encoded examples and the report are kept there under a key made of everything
     that determines them (the files' contents, the tokenizer, the template and settings.cache_key()); a run with
     the same key reads them back instead of loading and encoding again. The system prompt conversations get, if
@@ -226,10 +240,10 @@ def build_examples(
     if parts:
         cache = None
     settings = settings if settings is not None else DataSettings()
-    template = template if template is not None else settings.template
     key = None
     if cache is not None:
-        key = encode_cache.cache_key(sources, tokenizer, template, settings.cache_key())
+        key = encode_cache.cache_key(sources, tokenizer, template if template is not None else settings.template,
+                                     settings.cache_key())
         stored = encode_cache.read_cached(cache / f"{key}.pkl")
         if stored is not None:
             log.info("encoded examples reused from %s", cache / f"{key}.pkl")
@@ -243,7 +257,7 @@ def build_examples(
     )
     if settings.limit is not None:
         conversations = conversations[:settings.limit]
-    chat = template_for(template, tokenizer, conversations, settings.default_system, settings.template_kwargs)
+    chat = chat_template(settings, tokenizer, conversations, template)
     report.system_prompt = system_prompt_use(chat, conversations)
     if say_system and report.system_prompt:
         log.info("%s", system_prompt_line(report.system_prompt))
@@ -256,7 +270,7 @@ def build_examples(
 
 
 def _account(examples: list[Example], report: DataReport, settings: DataSettings,
-             rejects_path: str | Path | None) -> tuple[list[Example] | list[PackedRow], DataReport]:
+             rejects_path: str | Path | None) -> tuple[list[Example], DataReport]:
     if rejects_path is not None and settings.on_error == "skip":
         # Every row that does not become an example is findable here: bad input, and rows whose trained
         # tokens were all lost in encoding (truncated away, empty answer), each with its reason.
@@ -267,7 +281,7 @@ def _account(examples: list[Example], report: DataReport, settings: DataSettings
     report.trained_tokens = sum(e.trained_tokens for e in examples)
     if not examples:
         raise SftlabError(_nothing_left(report))
-    return (pack_examples(examples, settings.max_length, report) if settings.packing else examples), report
+    return examples, report
 
 
 def pack_examples(examples: list[Example], max_length: int, report: DataReport) -> list[PackedRow]:

@@ -138,7 +138,7 @@ def evaluate_head(path: str, task: str, data: str | Path, out: str | Path, optio
     from transformers import AutoModelForSequenceClassification
 
     from sftlab.data.templates import resolve_template
-    from sftlab.hardware import pick_device, use_bf16
+    from sftlab.machine.hardware import pick_device, use_bf16
     from sftlab.models import load_tokenizer
     from sftlab.training.heads import HeadCollator, head_scores
 
@@ -213,7 +213,7 @@ def _most_probable(names: Sequence[str], probabilities: Sequence[float]) -> dict
 
 def evaluate_generative_labels(model: str, data: str | Path, out: str | Path, options: Any) -> dict[str, Any]:
     """A generative model's greedy answers to labelled rows, scored as a classifier's predictions."""
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
 
     out = require_output_dir(out, "--out")
     rows, _ = read_task_rows(data, "classification")

@@ -25,7 +25,7 @@ from sftlab.evaluation.judge import Judge, summarize
 from sftlab.evaluation.metrics import lcs_length, bleu, exact_match, rouge_l, units
 
 if TYPE_CHECKING:
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
 
 log = logging.getLogger("sftlab")
 
@@ -189,7 +189,7 @@ def evaluate_model(model: str, data: str | Path, out: str | Path, options: EvalO
     if not items:
         raise SftlabError(f"{data}: no conversation with an assistant answer to evaluate")
     log.info("evaluating %s on %d conversations of %s", model, len(items), data)
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
 
     gen = load_generator(model, options.template, escape=options.escape, precision=options.precision,
                          default_system=options.default_system, template_kwargs=options.template_kwargs)

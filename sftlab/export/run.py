@@ -109,7 +109,7 @@ def _export_gguf(source: Any, arch: Architecture, out: Path, stem: str, quant: s
 def _verify(path: Path, arch: Architecture, source: Any, vocab: Any, quant: str, context: int,
             max_new_tokens: int) -> dict[str, Any]:
     from sftlab.export.verify import llama_cpp_check, reference_answers, transformers_check
-    from sftlab.generate import Generator
+    from sftlab.inference.generate import Generator
 
     exact = quant in ("f32", "f16")  # (bf16 and the integer quants change answers; their agreement is reported)
     generator = Generator(source.model, source.tokenizer, source.chat) if source.chat is not None else None

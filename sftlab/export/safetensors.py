@@ -18,7 +18,7 @@ def export_safetensors(source: Any, out: Path, verify: bool, started: float) -> 
 
     from sftlab.export.result import REPORT, ExportResult, verdict
     from sftlab.files import atomic_folder, write_text
-    from sftlab.generate import save_generation_config
+    from sftlab.inference.generate import save_generation_config
 
     report: dict[str, Any] = {"format": "safetensors", "source": source.name, "merged_adapter": source.merged_adapter,
                               "template": source.chat.name if source.chat else None, "end_of_turn": source.end_of_turn,

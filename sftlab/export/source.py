@@ -97,7 +97,7 @@ def load_source(model: str, task: str | None = None) -> Source:
 
     from sftlab.data.templates import resolve_template
     from sftlab.data.tokenize import special_token_strings
-    from sftlab.generate import stop_token_ids
+    from sftlab.inference.generate import stop_token_ids
     from sftlab.models import load_model, load_tokenizer, model_path
 
     path = model_path(model)

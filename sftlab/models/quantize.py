@@ -52,7 +52,7 @@ def require_bitsandbytes(device: str) -> None:
 
 def device_map() -> dict[str, Any]:
     """Where the 4-bit layers are made: the device the model will run on (the process's own GPU under torchrun;
-    sftlab.hardware.pick_device's order), since a quantised model is not moved afterwards."""
+    sftlab.machine.hardware.pick_device's order), since a quantised model is not moved afterwards."""
     import os
 
     import torch

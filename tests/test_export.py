@@ -382,7 +382,7 @@ def test_one_list_of_quantisations_for_the_writer_the_command_line_and_the_ui():
     import gguf
 
     from sftlab.export.quants import K_QUANTS, QUANTS
-    from sftlab.ui.tools import EXPORT_QUANTS
+    from sftlab.ui.jobs import EXPORT_QUANTS
 
     assert list(QUANTS) == ["q8_0", "f16", "bf16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k"]
     assert EXPORT_QUANTS == tuple(QUANTS) and K_QUANTS == ("q4_k_m", "q5_k_m", "q6_k")

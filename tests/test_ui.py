@@ -595,7 +595,7 @@ def test_concurrent_eval_and_export_starts_start_one_child_each(tmp_path, monkey
     from concurrent.futures import ThreadPoolExecutor
 
     from sftlab.errors import SftlabError
-    from sftlab.ui import tools
+    from sftlab.ui import jobs
 
     children = []
 
@@ -605,11 +605,11 @@ def test_concurrent_eval_and_export_starts_start_one_child_each(tmp_path, monkey
         children.append(p)
         return p.pid
 
-    monkeypatch.setattr(tools, "spawn", fake_spawn)
+    monkeypatch.setattr(jobs, "spawn", fake_spawn)
     run = tmp_path / "run"
     run.mkdir()
-    starts = [lambda: tools.start_eval(run, tmp_path, tmp_path / "d.json", None, None, 32, None, None),
-              lambda: tools.start_export(run, tmp_path, "gguf", "q8_0", True)]
+    starts = [lambda: jobs.start_eval(run, tmp_path, tmp_path / "d.json", None, None, 32, None, None),
+              lambda: jobs.start_export(run, tmp_path, "gguf", "q8_0", True)]
     try:
         for start in starts:
             def attempt(_):
@@ -633,7 +633,7 @@ def test_concurrent_eval_and_export_starts_start_one_child_each(tmp_path, monkey
     run2.mkdir()
     (run2 / "eval").symlink_to(other)
     with pytest.raises(SftlabError, match="is a link"):
-        tools.start_eval(run2, tmp_path, tmp_path / "d.json", None, None, 32, None, None)
+        jobs.start_eval(run2, tmp_path, tmp_path / "d.json", None, None, 32, None, None)
     assert list(other.iterdir()) == []
 
 
@@ -751,9 +751,9 @@ def test_an_upload_onto_a_folder_or_into_an_uploads_file_is_one_sentence(work):
 
 @pytest.mark.parametrize("kind", ["link", "fifo", "folder"])
 def test_a_link_fifo_or_folder_at_a_lock_path_is_refused_never_followed(work, monkeypatch, kind):
-    from sftlab.ui import tools
+    from sftlab.ui import jobs
 
-    monkeypatch.setattr(tools, "spawn", lambda *a, **k: pytest.fail("a child was started"))
+    monkeypatch.setattr(jobs, "spawn", lambda *a, **k: pytest.fail("a child was started"))
     export = work / "runs" / "done" / "export"
     export.mkdir()
     lock = export / ".ui_export.json.start"

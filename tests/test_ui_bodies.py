@@ -23,8 +23,8 @@ WRONG = [None, True, -1, 1e308, "abc", HUGE, [1, "a"], {"k": [1]}, math.nan, mat
 def api(work, monkeypatch):  # noqa: F811
     # Nothing a body lets through may start a process: the runner is never spawned.
     monkeypatch.setattr("sftlab.ui.manager.spawn", lambda *a, **k: 999_999)
-    monkeypatch.setattr("sftlab.ui.tools.spawn", lambda *a, **k: 999_999)
-    monkeypatch.setattr("sftlab.ui.tools.ChatModels.stream", lambda *a, **k: iter(["hi"]))
+    monkeypatch.setattr("sftlab.ui.jobs.spawn", lambda *a, **k: 999_999)
+    monkeypatch.setattr("sftlab.ui.chat_models.ChatModels.stream", lambda *a, **k: iter(["hi"]))
     return TestClient(create_app(work / "runs", work), base_url=LOCAL, raise_server_exceptions=False)
 
 

@@ -249,15 +249,15 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
 
 def labelled(model: str, data: str | Path) -> bool:
     """Whether `sftlab eval` scores labels: the model has a task head, or the data's rows carry a `label`."""
-    from sftlab.evaluation.labels import labelled_data
+    from sftlab.evaluation.heads import labelled_data
     from sftlab.models import head_task, model_path
 
     return head_task(model_path(model)) is not None or labelled_data(data)
 
 
 def evaluate_labels(model: str, data: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
-    """A head model on rows of its task, or a generative model's answers to labelled rows (evaluation/labels.py)."""
-    from sftlab.evaluation.labels import evaluate_generative_labels, evaluate_head
+    """A head model on rows of its task, or a generative model's answers to labelled rows (evaluation/heads.py)."""
+    from sftlab.evaluation.heads import evaluate_generative_labels, evaluate_head
     from sftlab.models import head_task, model_path
 
     if options.mapping:
@@ -285,7 +285,7 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     if "accuracy" in summary or "pairwise_accuracy" in summary:
-        from sftlab.evaluation.labels import print_label_summary
+        from sftlab.evaluation.heads import print_label_summary
 
         for s in [summary] + ([summary["baseline"]] if "baseline" in summary else []):
             print_label_summary(s, console)

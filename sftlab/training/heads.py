@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from sftlab import jsonsafe
 from sftlab.config import TrainConfig
-from sftlab.data.labels import (HeadData, HeadEncoder, encode_classification, encode_pairs, label_names,
-                                read_task_rows)
+from sftlab.data.heads import (HeadData, HeadEncoder, encode_classification, encode_pairs, label_names,
+                               read_task_rows)
 from sftlab.errors import SftlabError
 from sftlab.files import write_text
 from sftlab.models import DEFAULT_MODEL, adapter_base, model_path

@@ -12,6 +12,9 @@ refresh, a closed tab or a restarted UI loses nothing and runs started from the 
   routes/      one APIRouter per resource: runs, data, chat, eval, export, pages
   security.py  loopback or key, cross-site requests, same-origin redirects
   app.py       the FastAPI app: the guards, the error handlers, the routers (templates/, static/ ship inside)
-  tools.py     preview, data check, chat models, eval and export as child processes, the pickers' files and models
+  pickers.py   the data files and models the pages offer
+  preview.py   the Data page's preview and data check, in this process
+  chat_models.py  the Chat page's loaded models
+  jobs.py      a run's eval and export as child processes, started and read back
   i18n.py      English and Chinese interface text
 """

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from sftlab.config import DatasetSpec, TrainConfig
 from sftlab.files import run_name_problem
 from sftlab.config.checks import check
-from sftlab.ui.tools import EXPORT_FORMATS, EXPORT_QUANTS
+from sftlab.ui.jobs import EXPORT_FORMATS, EXPORT_QUANTS
 
 PATH_CHARS = 4096  # (PATH_MAX on Linux)
 TEXT_CHARS = 1_000_000

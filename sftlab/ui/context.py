@@ -11,7 +11,7 @@ from sftlab import jsonsafe
 from sftlab.data.templates import BUILTIN_TEMPLATES
 from sftlab.defaults import DEFAULT_MODEL
 from sftlab.errors import SftlabError
-from sftlab.ui import tools
+from sftlab.ui.chat_models import ChatModels
 from sftlab.ui.forms import ConfigError
 from sftlab.ui.manager import Runs
 from sftlab.ui.security import served_path
@@ -24,7 +24,7 @@ class UI:
     runs: Runs
     api_key: str | None = None
     has_export: bool = False
-    chat_models: tools.ChatModels = field(default_factory=tools.ChatModels)
+    chat_models: ChatModels = field(default_factory=ChatModels)
     pages: Any = None
     data_dirs: list[Path] = field(default_factory=list)  # --data-dir's folders, resolved (security.data_dirs)
 

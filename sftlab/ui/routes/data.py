@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from sftlab.errors import SftlabError
 from sftlab.files import child, require_input
-from sftlab.ui import tools
+from sftlab.ui import pickers
+from sftlab.ui import preview as data_preview  # (the routes below are named preview and data_check)
 from sftlab.ui.bodies import ConfigBody, DataCheckBody
 from sftlab.ui.context import UI
 from sftlab.ui.forms import ConfigError, config_data, form_schema, validate
@@ -33,11 +34,11 @@ def router(ui: UI) -> APIRouter:
 
     @router.get("/api/files")
     def files() -> dict[str, Any]:
-        return {"files": tools.data_files(ui.roots), "root": str(ui.runs.work_dir)}
+        return {"files": pickers.data_files(ui.roots), "root": str(ui.runs.work_dir)}
 
     @router.get("/api/models")
     def models() -> dict[str, Any]:
-        return {"models": tools.model_choices(ui.runs.listing(), ui.roots)}
+        return {"models": pickers.model_choices(ui.runs.listing(), ui.roots)}
 
     @router.post("/api/upload")
     async def upload(request: Request, name: str) -> JSONResponse:
@@ -47,7 +48,7 @@ def router(ui: UI) -> APIRouter:
             target = child(folder, name, "upload name")
         except SftlabError as e:
             raise ConfigError(str(e), "name") from None
-        if Path(name).suffix.lower() not in tools.DATA_FILE_SUFFIXES or len(name) > 255:
+        if Path(name).suffix.lower() not in pickers.DATA_FILE_SUFFIXES or len(name) > 255:
             raise ConfigError(f"upload name {name[:80]!r}: a data file is .json, .jsonl, .csv or .parquet, "
                               "its name at most 255 characters", "name")
         if folder.is_symlink():
@@ -85,7 +86,7 @@ def router(ui: UI) -> APIRouter:
     @router.post("/api/preview")
     async def preview(body: ConfigBody) -> dict[str, Any]:
         config = await run_in_threadpool(validate, config_data(body), ui.roots)
-        return await run_in_threadpool(tools.preview, config)
+        return await run_in_threadpool(data_preview.preview, config)
 
     @router.post("/api/data/check")
     async def data_check(body: DataCheckBody) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def router(ui: UI) -> APIRouter:
             require_input(path, "data file", "any")
         except SftlabError as e:
             raise ConfigError(str(e), "path") from None
-        return await run_in_threadpool(tools.data_check, path, ui.model(body.model), ui.template(body.template),
+        return await run_in_threadpool(data_preview.data_check, path, ui.model(body.model), ui.template(body.template),
                                        body.format, body.max_length, body.clusters)
 
     return router

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from sftlab.ui import tools
+from sftlab.ui import jobs
 from sftlab.ui.bodies import ExportBody
 from sftlab.ui.context import UI
 from sftlab.ui.manager import RunNotFound
@@ -17,12 +17,12 @@ def router(ui: UI) -> APIRouter:
 
     @router.get("/api/runs/{run_id:path}/export")
     def get_export(run_id: str) -> dict[str, Any]:
-        return tools.read_export(ui.runs.folder(run_id))
+        return jobs.read_export(ui.runs.folder(run_id))
 
     @router.post("/api/runs/{run_id:path}/export")
     def export(run_id: str, body: ExportBody) -> dict[str, Any]:
         if not ui.has_export:
             raise RunNotFound("this sftlab has no `sftlab export`")
-        return tools.start_export(ui.runs.folder(run_id), ui.runs.work_dir, body.format, body.quant, body.verify)
+        return jobs.start_export(ui.runs.folder(run_id), ui.runs.work_dir, body.format, body.quant, body.verify)
 
     return router

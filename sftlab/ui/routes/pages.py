@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from sftlab.defaults import DEFAULT_MODEL
-from sftlab.ui import i18n, security, tools
+from sftlab.ui import i18n, jobs, pickers, security
 from sftlab.ui.context import UI
 from sftlab.config.data import FORMAT_FIELDS
 from sftlab.ui.forms import form_layout, form_values, method_defaults
@@ -40,7 +40,7 @@ def router(ui: UI) -> APIRouter:
         return response
 
     def models() -> list[dict[str, str]]:
-        return tools.model_choices(runs.listing(), ui.roots)
+        return pickers.model_choices(runs.listing(), ui.roots)
 
     @router.get("/", response_class=HTMLResponse)
     def runs_page(request: Request) -> HTMLResponse:
@@ -63,7 +63,7 @@ def router(ui: UI) -> APIRouter:
         from_run = request.query_params.get("from") or None
         values = form_values(runs.detail(from_run)["config"], runs.work_dir) if from_run else {}
         return page(request, "new.html", essentials=[shown(f) for f in essentials], groups=groups,
-                    files=tools.data_files(ui.roots), models=models(), values=values, from_run=from_run,
+                    files=pickers.data_files(ui.roots), models=models(), values=values, from_run=from_run,
                     method_defaults=method_defaults(), formats=list(FORMAT_FIELDS))
 
     @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
@@ -73,7 +73,7 @@ def router(ui: UI) -> APIRouter:
 
     @router.get("/data", response_class=HTMLResponse)
     def data_page(request: Request) -> HTMLResponse:
-        return page(request, "data.html", files=tools.data_files(ui.roots), models=models())
+        return page(request, "data.html", files=pickers.data_files(ui.roots), models=models())
 
     @router.get("/chat", response_class=HTMLResponse)
     def chat_page(request: Request) -> HTMLResponse:
@@ -84,7 +84,7 @@ def router(ui: UI) -> APIRouter:
     def eval_page(request: Request) -> HTMLResponse:
         finished = [r for r in runs.listing() if r["status"] == "finished"]
         return page(request, "eval.html", runs=finished, run_choices=run_choices(finished),
-                    files=tools.data_files(ui.roots), models=models(), chosen=request.query_params.get("run", ""))
+                    files=pickers.data_files(ui.roots), models=models(), chosen=request.query_params.get("run", ""))
 
     if ui.has_export:
         @router.get("/export", response_class=HTMLResponse)
@@ -92,7 +92,7 @@ def router(ui: UI) -> APIRouter:
             finished = [r for r in runs.listing() if r["status"] == "finished"]
             return page(request, "export.html", runs=finished, run_choices=run_choices(finished),
                         chosen=request.query_params.get("run", ""),
-                        formats=tools.EXPORT_FORMATS, quants=tools.EXPORT_QUANTS)
+                        formats=jobs.EXPORT_FORMATS, quants=jobs.EXPORT_QUANTS)
 
     @router.get("/login", response_class=HTMLResponse)
     def login_page(request: Request) -> HTMLResponse:

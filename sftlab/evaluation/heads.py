@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sftlab import jsonsafe
-from sftlab.data.labels import HeadEncoder, encode_classification, encode_pairs, label_name, read_task_rows
+from sftlab.data.heads import HeadEncoder, encode_classification, encode_pairs, label_name, read_task_rows
 from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
 

@@ -1,10 +1,10 @@
-"""Scoring labels (sftlab/evaluation/labels.py): metrics worked by hand, and which answers count as a label."""
+"""Scoring labels (sftlab/evaluation/heads.py): metrics worked by hand, and which answers count as a label."""
 
 from __future__ import annotations
 
 import pytest
 
-from sftlab.evaluation.labels import NOT_A_LABEL, answer_label, classification_metrics, reward_metrics
+from sftlab.evaluation.heads import NOT_A_LABEL, answer_label, classification_metrics, reward_metrics
 
 
 def test_classification_metrics_by_hand():
@@ -67,7 +67,7 @@ def test_only_labels_that_occur_are_scored_and_tabled():
 
 
 def test_above_the_limit_the_confusion_table_is_left_out_with_a_sentence(tmp_path):
-    from sftlab.evaluation.labels import _write
+    from sftlab.evaluation.heads import _write
 
     labels = [f"label {i}" for i in range(10_000)]
     gold = labels[:60]
@@ -81,7 +81,7 @@ def test_above_the_limit_the_confusion_table_is_left_out_with_a_sentence(tmp_pat
 
 
 def test_a_row_keeps_the_probabilities_of_its_ten_likeliest_labels():
-    from sftlab.evaluation.labels import _most_probable, _softmax
+    from sftlab.evaluation.heads import _most_probable, _softmax
 
     names = [f"l{i}" for i in range(10_000)]
     scores = [0.0] * 10_000
@@ -96,7 +96,7 @@ def test_label_names_are_text_in_the_tables_and_the_plot(tmp_path):
 
     from rich.console import Console
 
-    from sftlab.evaluation.labels import _write, print_label_summary
+    from sftlab.evaluation.heads import _write, print_label_summary
 
     names = ["[/bold]", "$x^", "[red]hot"]
     m = {"model": "[b]m", **classification_metrics(names, names[::-1], names)}

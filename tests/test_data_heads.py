@@ -1,4 +1,4 @@
-"""Rows for task heads (sftlab/data/labels.py): labelled rows and preference pairs → token ids, with literal
+"""Rows for task heads (sftlab/data/heads.py): labelled rows and preference pairs → token ids, with literal
 expectations from the real tokenizers (helpers.py's independent builders), and one sentence per bad row."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from helpers import escaped_prompt_ids, text_ids, tokenizer
-from sftlab.data.labels import (HeadEncoder, encode_classification, encode_pairs, label_name, label_names,
-                                labelled_row, pair_row, read_task_rows)
+from sftlab.data.heads import (HeadEncoder, encode_classification, encode_pairs, label_name, label_names,
+                               labelled_row, pair_row, read_task_rows)
 from sftlab.data.templates import resolve_template
 from sftlab.errors import RowError, SftlabError
 

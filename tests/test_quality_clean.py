@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -228,7 +229,7 @@ def test_training_clean_measures_rows_with_the_runs_template(tmp_path, default_s
     given = [] if default_system is None else [f"default_system={default_system}"]
     config = load_config(None, [f"datasets=[{data}]", "template=chatml", "clean=[too_long]", "max_length=20",
                                 "encode_cache=false", *given])
-    tok = tokenizer("qwen2")
+    tok = copy.deepcopy(tokenizer("qwen2"))  # (chat_tokens sets the run's template on it: not the shared one)
     chat, _ = chat_tokens(config, tok)
     rows, _, report = prepare_data(config, tok, chat=chat)
     assert [(c["row"], r["check"], r["tokens"]) for c in report.cleaned for r in c["reasons"]] == cleaned

@@ -163,3 +163,20 @@ def test_a_cache_folder_that_cannot_be_written_is_one_sentence(tmp_path):
     with pytest.raises(SftlabError) as e:
         _publish(tmp_path / "models" / "m-1", lambda folder: Path(folder).mkdir())
     assert str(e.value).startswith(f"{tmp_path / 'models'}: sftlab's cache cannot be written there (")
+
+
+def test_the_gguf_conversion_says_how_far_it_is(monkeypatch, caplog):
+    """transformers' tqdm over the GGUF's tensors becomes sftlab's Phase: after START_AFTER seconds a line with
+    n/N tensors and the time left, and one when it is done (piped, a bar is noise; silent, a user waits blind)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from sftlab import progress
+    from sftlab.models import gguf_progress
+
+    monkeypatch.setattr(progress, "START_AFTER", 0.0)
+    original = gguf_utils.tqdm
+    with caplog.at_level("INFO", logger="sftlab"), gguf_progress():
+        assert list(gguf_utils.tqdm(iter(["a", "b", "c"]), desc="Converting")) == ["a", "b", "c"]
+    assert gguf_utils.tqdm is original
+    assert [r.getMessage() for r in caplog.records] == [
+        "converting the GGUF's tensors: 1/3 tensors, 0 s left", "converting the GGUF's tensors: 3 tensors done in 0 s"]

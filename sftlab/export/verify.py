@@ -161,11 +161,11 @@ def transformers_check(path: Path, arch: Architecture, context: int, prompts: li
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sftlab.models import _quiet_gguf_bar
+    from sftlab.models import gguf_progress
 
     extra = arch.reader_options(context)
     try:
-        with _quiet_gguf_bar():
+        with gguf_progress():
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
                                                          **extra).eval()
     except Exception as e:  # noqa: BLE001 - whatever transformers trips on, the file does not load

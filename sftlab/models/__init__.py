@@ -183,7 +183,7 @@ def converted_checkpoint(gguf: Path) -> Path:
     log = logging.getLogger("sftlab")
     log.info("converting %s into a safetensors checkpoint at %s (once)", gguf.name, target)
     try:
-        with _quiet_gguf_bar():
+        with gguf_progress():
             quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise SftlabError(f"{gguf}: cannot load the GGUF model ({first_line(e)})") from None
@@ -216,15 +216,23 @@ def _publish(target: Path, write: Any) -> None:
 
 
 @contextmanager
-def _quiet_gguf_bar() -> Iterator[None]:
-    """transformers' GGUF reader draws its own tqdm bar (not behind its progress-bar switch); the log line
-    above says what happens, so the bar is turned off for the conversion."""
-    from functools import partial
-
+def gguf_progress() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar over the tensors it dequantizes (not behind its
+    progress-bar switch; piped, a bar is noise). sftlab's Phase counts them instead: after a few seconds a line
+    says how far the conversion is (n/N tensors, time left), on a terminal, in a log file and in the UI's log."""
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
+    from sftlab.progress import Phase
+
+    def counted(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        with Phase("converting the GGUF's tensors", len(items), "tensors") as phase:
+            for item in items:
+                yield item
+                phase.advance()
+
     original = gguf_utils.tqdm
-    gguf_utils.tqdm = partial(original, disable=True)
+    gguf_utils.tqdm = counted
     try:
         yield
     finally:

@@ -393,6 +393,9 @@ Example: `sftlab train examples/identity.yaml --set method=lora --set epochs=2`
 Without a config file, --set gives everything:
 `sftlab train --set "datasets=[{path: general.json, weight: 0.3}, {path: domain.json, weight: 0.7}]"`
 
+A LLaMA-Factory, axolotl or TRL recipe is trained as `sftlab import` translates it, when every key of it maps
+(docs/coming-from.md).
+
 Values of --set are YAML. Writes config.yaml, data_report.json, metrics.jsonl, loss.png,
 checkpoint-N/ and the final model into output_dir. `resume: true` continues the newest checkpoint.""",
 )

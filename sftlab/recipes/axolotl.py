@@ -13,7 +13,8 @@ from typing import Any, Mapping, Optional
 from sftlab.errors import SftlabError, echo, echo_path
 from sftlab.recipes import files
 from sftlab.recipes.build import Data, Tool
-from sftlab.recipes.rules import Default, Item, Rule, Unmapped, choice, flatten, names, number, shown, whole
+from sftlab.recipes.rules import (Default, Item, Rule, Unmapped, choice, flatten, names, number, of_recipe, shown,
+                                  switch, whole)
 from sftlab.recipes.training_args import ADAMW, SCHEDULERS, TRAINING_ARGUMENTS
 
 NAME = "axolotl"
@@ -31,12 +32,7 @@ def method(recipe: Mapping[str, Any]) -> str:
     return "dora" if recipe.get("peft_use_dora") is True else "lora"
 
 
-def _method(value: Any, recipe: Mapping[str, Any]) -> str:
-    return method(recipe)
-
-
-def _off(on: Any, off: str = "off, as in sftlab") -> Any:
-    return choice({True: on, False: Unmapped("ignored", off)}, "{value}: true or false")
+_METHOD = of_recipe(method)
 
 
 def _targets(value: Any, recipe: Mapping[str, Any]) -> Any:
@@ -106,18 +102,18 @@ RULES: list[Rule] = [
     Rule("tokenizer_config", None, "a tokenizer from elsewhere: sftlab loads the model folder's own",
          status="unsupported"),
     Rule("strict", None, "axolotl's config checking: sftlab refuses every unknown key", status="ignored"),
-    Rule("load_in_8bit", None, "", _off(Unmapped("unsupported", "an 8-bit base: sftlab quantises the base to 4-bit "
+    Rule("load_in_8bit", None, "", switch(Unmapped("unsupported", "an 8-bit base: sftlab quantises the base to 4-bit "
                                                  "NF4 only (method qlora); the config trains the base unquantised"),
                                         "off")),
     Rule("load_in_4bit", "method", "a 4-bit NF4 base (bitsandbytes) under LoRA: sftlab's method qlora (NF4 with "
-         "double quantisation)", choice({True: _method, False: Unmapped("ignored", "off")},
+         "double quantisation)", choice({True: _METHOD, False: Unmapped("ignored", "off")},
                                                "{value}: true or false")),
     Rule("adapter", "method", "which weights train ({value}): lora → sftlab's lora (dora with peft_use_dora), qlora "
-         "→ qlora; no adapter is a full fine-tune", _method),
+         "→ qlora; no adapter is a full fine-tune", _METHOD),
     Rule("peft_use_dora", "method", "DoRA (weight-decomposed LoRA): sftlab's method dora",
-         choice({True: _method, False: Unmapped("ignored", "off")},
+         choice({True: _METHOD, False: Unmapped("ignored", "off")},
                                                "{value}: true or false")),
-    Rule("peft_use_rslora", None, "", _off(Unmapped("unsupported", "rank-stabilised LoRA scaling: sftlab's LoRA "
+    Rule("peft_use_rslora", None, "", switch(Unmapped("unsupported", "rank-stabilised LoRA scaling: sftlab's LoRA "
                                                     "scales by alpha/rank"))),
     Rule("lora_model_dir", None, "training on from an existing adapter: sftlab's lora starts a new adapter (merge it "
          "into the model first: sftlab merge)", status="unsupported"),
@@ -132,7 +128,7 @@ RULES: list[Rule] = [
          status="unsupported"),
     Rule("lora_modules_to_save", None, "modules trained in full beside the adapters: sftlab trains the adapters only",
          status="unsupported"),
-    Rule("lora_fan_in_fan_out", None, "", _off(Unmapped("unsupported", "Conv1D-style weights (GPT-2): sftlab lets "
+    Rule("lora_fan_in_fan_out", None, "", switch(Unmapped("unsupported", "Conv1D-style weights (GPT-2): sftlab lets "
                                                         "peft read the layer's own layout"))),
     Rule("unfrozen_parameters", None, "parameters trained by name pattern: sftlab's methods choose the trained "
          "parameters (freeze: the top layers)", status="unsupported"),

@@ -16,8 +16,9 @@ from sftlab.errors import SftlabError, echo, echo_path
 from sftlab.files import read_text
 from sftlab.recipes import files
 from sftlab.recipes.build import Data, Tool
-from sftlab.recipes.rules import Default, Item, Rule, Unmapped, choice, flatten, names, number, shown, whole
-from sftlab.recipes.training_args import TRAINING_ARGUMENTS
+from sftlab.recipes.rules import (Default, Item, Rule, Unmapped, choice, flatten, names, number, of_recipe, shown,
+                                  switch, whole)
+from sftlab.recipes.training_args import TRAINING_ARGUMENTS, TRAINING_DEFAULTS
 
 NAME = "LLaMA-Factory"
 STAGES = {"sft": "supervised fine-tuning", "pt": "continued pre-training on raw text", "rm": "reward modelling",
@@ -37,13 +38,7 @@ def method(recipe: Mapping[str, Any]) -> str:
     return "dora" if recipe.get("use_dora") is True else "lora"
 
 
-def _method(value: Any, recipe: Mapping[str, Any]) -> str:
-    return method(recipe)
-
-
-def _switch(on: Any, off: str) -> Any:
-    """A true/false key: true sets `on` (a value, or an Unmapped to raise), false is reported ignored with `off`."""
-    return choice({True: on, False: Unmapped("ignored", off)}, "{value}: true or false")
+_METHOD = of_recipe(method)
 
 
 def _targets(value: Any, recipe: Mapping[str, Any]) -> Any:
@@ -88,11 +83,11 @@ RULES: list[Rule] = [
                                  "token trained, EOS appended, as LLaMA-Factory's pretraining adds EOS)")},
         "{value}: not SFT")),
     Rule("finetuning_type", "method", "which weights train ({value}): lora → sftlab's lora (qlora with "
-         "quantization_bit 4, dora with use_dora), full and freeze as they are", _method),
+         "quantization_bit 4, dora with use_dora), full and freeze as they are", _METHOD),
     Rule("use_dora", "method", "DoRA (weight-decomposed LoRA): sftlab's method dora", choice({
-        True: _method, False: Unmapped("ignored", "off")}, "{value}: true or false")),
+        True: _METHOD, False: Unmapped("ignored", "off")}, "{value}: true or false")),
     Rule("quantization_bit", "method", "a 4-bit NF4 base (bitsandbytes, double quantisation) under LoRA: sftlab's "
-         "qlora", choice({4: _method}, "{value}-bit: sftlab quantises the base to 4 bits only (method qlora)")),
+         "qlora", choice({4: _METHOD}, "{value}-bit: sftlab quantises the base to 4 bits only (method qlora)")),
     Rule("quantization_method", None, "", choice({"bnb": Unmapped("mapped", "bitsandbytes, as sftlab's qlora"),
                                                   "bitsandbytes": Unmapped("mapped", "as sftlab's qlora")},
                                                  "{value}: sftlab quantises with bitsandbytes only")),
@@ -107,14 +102,14 @@ RULES: list[Rule] = [
          "layer but the output head, which is peft's all-linear, sftlab's default", _targets),
     Rule("additional_target", None, "modules trained in full beside the adapters: " + _LORA_ONLY,
          status="unsupported"),
-    Rule("use_rslora", None, "", _switch(Unmapped("unsupported", "rank-stabilised scaling (alpha/√rank): "
+    Rule("use_rslora", None, "", switch(Unmapped("unsupported", "rank-stabilised scaling (alpha/√rank): "
                                                   + _LORA_ONLY), "off, as in sftlab")),
-    Rule("pissa_init", None, "", _switch(Unmapped("unsupported", "PiSSA initialisation: " + _LORA_ONLY),
+    Rule("pissa_init", None, "", switch(Unmapped("unsupported", "PiSSA initialisation: " + _LORA_ONLY),
                                          "off, as in sftlab")),
     Rule("pissa_iter", None, "PiSSA's initialisation: " + _LORA_ONLY, status="ignored"),
     Rule("pissa_convert", None, "PiSSA's initialisation: " + _LORA_ONLY, status="ignored"),
     Rule("loraplus_lr_ratio", None, "LoRA+ (a higher learning rate for B): " + _LORA_ONLY, status="unsupported"),
-    Rule("create_new_adapter", None, "", _switch(Unmapped("unsupported", "sftlab trains one new adapter"), "off")),
+    Rule("create_new_adapter", None, "", switch(Unmapped("unsupported", "sftlab trains one new adapter"), "off")),
     Rule("adapter_name_or_path", None, "training on from an existing adapter: sftlab's lora starts a new adapter "
          "(merge it into the model first: sftlab merge)", status="unsupported"),
     Rule("freeze_trainable_layers", "freeze_trainable_layers", "method freeze: the top {value} layers train",
@@ -124,7 +119,7 @@ RULES: list[Rule] = [
                                                       "{value}: sftlab's freeze trains whole layers")),
     Rule("freeze_extra_modules", "freeze_train_embeddings", "modules trained beside the top layers ({value}): sftlab "
          "can add the input embeddings and the head (both)", lambda value, recipe: True),
-    Rule("use_llama_pro", None, "", _switch(Unmapped("unsupported", "LLaMA Pro's added blocks: sftlab trains the "
+    Rule("use_llama_pro", None, "", switch(Unmapped("unsupported", "LLaMA Pro's added blocks: sftlab trains the "
                                                      "model's own layers"), "off")),
     Rule("template", None, "LLaMA-Factory's rendering of the model's chat format ({value}). sftlab renders with the "
          "model's own chat template (its tokenizer_config.json), the one the model is prompted with at inference; "
@@ -166,7 +161,7 @@ RULES: list[Rule] = [
     Rule("overwrite_cache", None, "sftlab's encode cache is keyed by the files' contents, the tokenizer, the "
          "template and every data setting: it is never stale", status="ignored"),
     Rule("tokenized_path", None, "sftlab keeps encoded examples in $SFTLAB_HOME/encoded", status="ignored"),
-    Rule("streaming", None, "", _switch(Unmapped("unsupported", "sftlab reads the whole data before training"),
+    Rule("streaming", None, "", switch(Unmapped("unsupported", "sftlab reads the whole data before training"),
                                         "off, as in sftlab")),
     Rule("buffer_size", None, "streaming's shuffle buffer: sftlab reads the whole data", status="ignored"),
     Rule("mix_strategy", None, "", choice({"concat": Unmapped("mapped", "concat: the datasets one after the other, "
@@ -181,13 +176,13 @@ RULES: list[Rule] = [
     Rule("flash_attn", None, "the attention kernel: sftlab picks one per device (the same attention)",
          status="ignored"),
     Rule("enable_liger_kernel", None, "kernels with the same loss", status="ignored"),
-    Rule("use_unsloth", None, "", _switch(Unmapped("unsupported", "unsloth's patched model: sftlab trains the "
+    Rule("use_unsloth", None, "", switch(Unmapped("unsupported", "unsloth's patched model: sftlab trains the "
                                                    "transformers model"), "off")),
     Rule("upcast_layernorm", None, "numerics of a quantised base", status="ignored"),
     Rule("upcast_lmhead_output", None, "sftlab computes the loss in fp32", status="ignored"),
     Rule("rope_scaling", None, "a longer context by RoPE scaling: sftlab trains the model's own positions",
          status="unsupported"),
-    Rule("resize_vocab", None, "", _switch(Unmapped("unsupported", "sftlab adds tokens only for a template's "
+    Rule("resize_vocab", None, "", switch(Unmapped("unsupported", "sftlab adds tokens only for a template's "
                                                     "markers (template_tokens)"), "off")),
     Rule("new_special_tokens", None, "added tokens: sftlab adds a custom template's markers (template_tokens)",
          status="unsupported"),
@@ -195,9 +190,9 @@ RULES: list[Rule] = [
          status="unsupported"),
     Rule("add_tokens", None, "added tokens: sftlab adds a custom template's markers (template_tokens)",
          status="unsupported"),
-    Rule("pure_bf16", None, "", _switch(Unmapped("unsupported", "bf16 weights without an fp32 copy: sftlab keeps "
+    Rule("pure_bf16", None, "", switch(Unmapped("unsupported", "bf16 weights without an fp32 copy: sftlab keeps "
                                                  "fp32 weights under bf16 autocast (precision: bf16)"), "off")),
-    Rule("train_from_scratch", None, "", _switch(Unmapped("unsupported", "sftlab fine-tunes a trained model"), "off")),
+    Rule("train_from_scratch", None, "", switch(Unmapped("unsupported", "sftlab fine-tunes a trained model"), "off")),
     Rule("model_revision", None, "", choice({"main": Unmapped("ignored", "main")},
                                             "a hub revision: sftlab loads the folder or cached model given")),
     Rule("cache_dir", None, "sftlab loads from the hub cache or a folder", status="ignored"),
@@ -221,10 +216,7 @@ DEFAULTS: list[Default] = [
     Default("cutoff_len", "max_length", lambda r: 2048, "cutoff_len defaults to 2048; sftlab's max_length to 1024"),
     Default("learning_rate", "learning_rate", lambda r: 5e-5, "transformers' default learning rate; sftlab's depends "
             "on the method"),
-    Default("per_device_train_batch_size", "batch_size", lambda r: 8, "transformers' default; sftlab's is 4"),
-    Default("lr_scheduler_type", "lr_scheduler", lambda r: "linear", "transformers' default schedule; sftlab's is "
-            "cosine"),
-    Default(("warmup_ratio", "warmup_steps"), "warmup_ratio", lambda r: 0.0, "no warmup; sftlab's default is 0.03"),
+    *TRAINING_DEFAULTS,
     Default("disable_gradient_checkpointing", "gradient_checkpointing", lambda r: True,
             "it recomputes activations by default: less memory, the same gradients"),
     Default("packing", "packing", lambda r: r.get("stage") == "pt", "stage pt packs by default"),

@@ -217,6 +217,17 @@ def whole(value: Any, recipe: Mapping[str, Any]) -> int:
     return int(out)
 
 
+def switch(on: Any, off: str = "off, as in sftlab") -> Callable[[Any, Mapping[str, Any]], Any]:
+    """A true/false key: true becomes `on` (a value, a conversion, or an Unmapped to raise), false is reported
+    ignored with `off`."""
+    return choice({True: on, False: Unmapped("ignored", off)}, "{value}: true or false")
+
+
+def of_recipe(decide: Callable[[Mapping[str, Any]], Any]) -> Callable[[Any, Mapping[str, Any]], Any]:
+    """A conversion that reads the whole recipe, not the key's own value (the method several keys decide together)."""
+    return lambda value, recipe: decide(recipe)
+
+
 def choice(table: Mapping[Any, Any], otherwise: str, status: Status = "unsupported"
            ) -> Callable[[Any, Mapping[str, Any]], Any]:
     """A conversion by table: a value found there becomes the table's value (a function there is called with the

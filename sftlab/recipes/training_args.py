@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sftlab.recipes.rules import Rule, Unmapped, choice, names, number, whole
+from sftlab.recipes.rules import Default, Rule, Unmapped, choice, names, number, whole
 
 # transformers' scheduler names (SchedulerType), which sftlab's lr_scheduler takes as they are.
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -182,4 +182,14 @@ TRAINING_ARGUMENTS: list[Rule] = [
         "logging_dir", "logging_first_step", "logging_strategy", "save_only_model", "save_safetensors", "run_name",
         "disable_tqdm", "log_level", "remove_unused_columns", "ddp_find_unused_parameters", "local_rank",
         "torch_compile", "include_num_input_tokens_seen", "ddp_backend", "log_on_each_node")],
+]
+
+
+# What transformers' TrainingArguments does with these keys left out, where sftlab's defaults differ: written into
+# the config (with a note) for every tool whose recipes are TrainingArguments (LLaMA-Factory, TRL).
+TRAINING_DEFAULTS: list[Default] = [
+    Default("per_device_train_batch_size", "batch_size", lambda r: 8, "transformers' default; sftlab's is 4"),
+    Default("lr_scheduler_type", "lr_scheduler", lambda r: "linear", "transformers' default schedule; sftlab's is "
+            "cosine"),
+    Default(("warmup_ratio", "warmup_steps"), "warmup_ratio", lambda r: 0.0, "no warmup; sftlab's default is 0.03"),
 ]

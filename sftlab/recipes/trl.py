@@ -13,8 +13,9 @@ from typing import Any, Mapping, Optional
 from sftlab.errors import SftlabError, echo
 from sftlab.recipes import files
 from sftlab.recipes.build import Data, Tool
-from sftlab.recipes.rules import Default, Item, Rule, Unmapped, choice, flatten, names, number, shown, whole
-from sftlab.recipes.training_args import TRAINING_ARGUMENTS
+from sftlab.recipes.rules import (Default, Item, Rule, Unmapped, choice, flatten, names, number, of_recipe, shown,
+                                  switch, whole)
+from sftlab.recipes.training_args import TRAINING_ARGUMENTS, TRAINING_DEFAULTS
 
 NAME = "TRL"
 _COMMANDS = ("dpo", "grpo", "kto", "reward", "rloo", "orpo", "ppo", "gkd", "xpo", "nash_md", "online_dpo")
@@ -29,12 +30,7 @@ def method(recipe: Mapping[str, Any]) -> str:
     return "dora" if recipe.get("use_dora") is True else "lora"
 
 
-def _method(value: Any, recipe: Mapping[str, Any]) -> str:
-    return method(recipe)
-
-
-def _off(on: Any, off: str = "off, as in sftlab") -> Any:
-    return choice({True: on, False: Unmapped("ignored", off)}, "{value}: true or false")
+_METHOD = of_recipe(method)
 
 
 def _targets(value: Any, recipe: Mapping[str, Any]) -> Any:
@@ -61,7 +57,7 @@ RULES: list[Rule] = [
     Rule("attn_implementation", None, "the attention kernel: sftlab picks one per device (the same attention)",
          status="ignored"),
     Rule("use_peft", "method", "LoRA adapters through peft: sftlab's method lora (dora with use_dora, qlora with "
-         "load_in_4bit)", choice({True: _method, False: Unmapped("mapped", "off: a full fine-tune, sftlab's "
+         "load_in_4bit)", choice({True: _METHOD, False: Unmapped("mapped", "off: a full fine-tune, sftlab's "
                                                                                    "default method")},
                                           "{value}: true or false")),
     Rule("lora_r", "lora_r", "the LoRA rank ({value})", whole),
@@ -74,14 +70,14 @@ RULES: list[Rule] = [
          status="unsupported"),
     Rule("lora_task_type", None, "", choice({"causal_lm": Unmapped("mapped", "CAUSAL_LM, as sftlab's adapters")},
                                             "{value}: sftlab's adapters are for causal language models")),
-    Rule("use_rslora", None, "", _off(Unmapped("unsupported", "rank-stabilised LoRA scaling: sftlab's LoRA scales by "
+    Rule("use_rslora", None, "", switch(Unmapped("unsupported", "rank-stabilised LoRA scaling: sftlab's LoRA scales by "
                                                "alpha/rank"))),
     Rule("use_dora", "method", "DoRA (weight-decomposed LoRA): sftlab's method dora",
-         choice({True: _method, False: Unmapped("ignored", "off")}, "{value}: true or false")),
+         choice({True: _METHOD, False: Unmapped("ignored", "off")}, "{value}: true or false")),
     Rule("load_in_4bit", "method", "a 4-bit base (bitsandbytes) under LoRA: sftlab's method qlora (NF4 with double "
-         "quantisation)", choice({True: _method, False: Unmapped("ignored", "off")},
+         "quantisation)", choice({True: _METHOD, False: Unmapped("ignored", "off")},
                                                "{value}: true or false")),
-    Rule("load_in_8bit", None, "", _off(Unmapped("unsupported", "an 8-bit base: sftlab quantises the base to 4-bit "
+    Rule("load_in_8bit", None, "", switch(Unmapped("unsupported", "an 8-bit base: sftlab quantises the base to 4-bit "
                                                  "NF4 only (method qlora)"), "off")),
     Rule("bnb_4bit_quant_type", None, "", choice({"nf4": Unmapped("mapped", "NF4, as sftlab's qlora")},
                                                  "{value}: sftlab's qlora quantises to NF4")),
@@ -122,7 +118,7 @@ RULES: list[Rule] = [
         "nll": Unmapped("mapped", "nll: cross-entropy over the trained tokens, sftlab's loss"),
         "chunked_nll": Unmapped("mapped", "chunked_nll: the same loss computed in chunks, as sftlab computes it")},
         "{value}: sftlab's loss is cross-entropy over the trained tokens")),
-    Rule("activation_offloading", None, "", _off(Unmapped("unsupported", "activations offloaded to the CPU: "
+    Rule("activation_offloading", None, "", switch(Unmapped("unsupported", "activations offloaded to the CPU: "
                                                           "gradient_checkpointing saves memory instead"))),
     Rule("model_init_kwargs.*", None, "options for from_pretrained: sftlab loads the model itself",
          status="unsupported"),
@@ -139,10 +135,7 @@ RULES: list[Rule] = [
 
 DEFAULTS: list[Default] = [
     Default("learning_rate", "learning_rate", lambda r: 2e-5, "SFTConfig's learning rate is 2e-5 whatever the method"),
-    Default("per_device_train_batch_size", "batch_size", lambda r: 8, "transformers' default; sftlab's is 4"),
-    Default("lr_scheduler_type", "lr_scheduler", lambda r: "linear", "transformers' default schedule; sftlab's is "
-            "cosine"),
-    Default(("warmup_ratio", "warmup_steps"), "warmup_ratio", lambda r: 0.0, "no warmup; sftlab's default is 0.03"),
+    *TRAINING_DEFAULTS,
     Default("gradient_checkpointing", "gradient_checkpointing", lambda r: True,
             "SFTConfig recomputes activations by default: less memory, the same gradients"),
 ]

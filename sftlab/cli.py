@@ -437,15 +437,18 @@ def _train_config(path: Optional[Path], sets: list[str]) -> Any:
     """`sftlab train`'s config: an sftlab YAML, or another tool's recipe translated as `sftlab import` translates it
     (trained only where every key of it maps or changes nothing here; otherwise the keys that do not are named)."""
     from sftlab.config import load_config
-    from sftlab.config.load import config_from, read_yaml
+    from sftlab.config.load import config_from, config_of_file, read_yaml
     from sftlab.recipes import detect
 
-    if path is None or not detect(read_yaml(path) or {}):
-        return load_config(path, sets)
-    from sftlab.recipes import import_recipe
+    if path is None:
+        return load_config(None, sets)
+    loaded = read_yaml(path)  # (read once: a recipe or sftlab's own config)
+    if not detect(loaded or {}):
+        return config_of_file(loaded, path, sets)
+    from sftlab.recipes import import_data
     from sftlab.recipes.output import TOOL_NAMES
 
-    imported = import_recipe(path)
+    imported = import_data(loaded, str(path))
     tool = TOOL_NAMES[imported.tool]
     unsupported = [i for i in imported.report if i.status == "unsupported"]
     keep = f"`sftlab import {shlex.quote(str(path))} --out config.yaml` writes the translated config"

@@ -158,14 +158,18 @@ def _unknown_keys(locs: list[tuple[Any, ...]], origin: str, fields: dict[str, An
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, *, check_files: bool = True) -> TrainConfig:
     """The configuration of a run: YAML file (optional) + `--set` overrides, validated once."""
-    data: dict[str, Any] = {}
-    origin = echo_path(path) if path else "--set"
-    if path is not None:
-        loaded = read_yaml(path)  # (its name checked before the disk is asked, which would say "File name too long")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SftlabError(f"{origin}: the config must be a mapping of keys to values")
-        data = loaded or {}
-    return config_from(data, origin, sets, check_files=check_files)
+    if path is None:
+        return config_from({}, "--set", sets, check_files=check_files)
+    # (its name checked before the disk is asked, which would say "File name too long")
+    return config_of_file(read_yaml(path), path, sets, check_files=check_files)
+
+
+def config_of_file(loaded: Any, path: str | Path, sets: list[str] | None = None, *,
+                   check_files: bool = True) -> TrainConfig:
+    """load_config for a file's YAML already read (read_yaml): it must be a mapping of keys (or empty)."""
+    if loaded is not None and not isinstance(loaded, dict):
+        raise SftlabError(f"{echo_path(path)}: the config must be a mapping of keys to values")
+    return config_from(loaded or {}, echo_path(path), sets, check_files=check_files)
 
 
 def read_yaml(path: str | Path) -> Any:

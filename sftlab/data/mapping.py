@@ -60,7 +60,7 @@ class RowMapping:
             raise SftlabError(f"{source}: {key} are for rows of turns (format sharegpt or messages), "
                               f"not format '{fmt}'")
         for value, role in self.roles:
-            if role not in _TURNS.get(fmt, ("", {}, {}))[2]:
+            if role not in _TURNS[fmt][2]:  # (roles outside a format of turns were refused above)
                 raise SftlabError(f"{source}: roles: format '{fmt}' has no role '{role}' (a function call is an "
                                   "assistant turn's tool_calls in format messages; use format sharegpt for turns "
                                   "whose content is the call)")

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/train_speed.py                     # both recipes (about 30 min on 2 cores)
     .venv/bin/python benchmarks/train_speed.py --recipes identity  # one of them
     .venv/bin/python benchmarks/train_speed.py --rows 40           # a quicker look at the alpaca recipe
+    .venv/bin/python benchmarks/train_speed.py --method lora       # LoRA r 16 on all linear layers, TRL via peft
+    .venv/bin/python benchmarks/train_speed.py --precision fp32    # the fp32 step (what AVX2-only hosts train in)
 
 Recipes (the default model, SmolLM2-135M-Instruct, full fine-tuning):
 - alpaca: the first 200 rows of alpaca_en_demo.json, one epoch, batch 8, max_length 1024, lr 2e-5;
@@ -19,8 +21,8 @@ process, so peak memory (RSS) is its own.
 
 Printed per recipe: optimizer steps, training-loop wall time, trained tokens/s, peak RSS, mean step
 loss and both engines' step losses side by side; then the ratios (the targets: ≥ 3× TRL, peak RSS
-≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, MFU, and a per-op
-profile of sftlab's step 3 (torch profiler, self CPU time grouped: matmuls, attention, casts, norms, activations,
+≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, MFU (model FLOPs:
+`model_flops`, attention counted by example length), and a per-op profile of sftlab's step 3 (torch profiler, self CPU time grouped: matmuls, attention, casts, norms, activations,
 elementwise, head loss, optimizer, other).
 """
 
@@ -42,6 +44,7 @@ RECIPES = {
     "alpaca": {"rows": 200, "epochs": 1, "batch_size": 8, "max_length": 1024, "learning_rate": 2e-5},
     "identity": {"rows": None, "epochs": 3, "batch_size": 8, "max_length": 512, "learning_rate": 5e-5},
 }
+LORA_RANK = 16  # --method lora: rank 16, alpha 32, dropout 0.05 on all linear layers in every engine
 SCHEDULE = {"lr_scheduler": "cosine", "warmup_ratio": 0.03, "max_grad_norm": 1.0, "seed": 42}
 
 
@@ -60,7 +63,7 @@ def recipe_rows(name: str, rows: int | None, work: Path) -> Path:
     return path
 
 
-def sftlab_config(name: str, data: Path, out: Path, precision: str):
+def sftlab_config(name: str, data: Path, out: Path, precision: str, method: str = "full", extra: tuple = ()):
     from sftlab.config import load_config
 
     r = RECIPES[name]
@@ -69,8 +72,9 @@ def sftlab_config(name: str, data: Path, out: Path, precision: str):
         f"learning_rate={r['learning_rate']}", f"epochs={r['epochs']}", f"precision={precision}", "logging_steps=1",
         f"lr_scheduler={SCHEDULE['lr_scheduler']}", f"warmup_ratio={SCHEDULE['warmup_ratio']}",
         f"max_grad_norm={SCHEDULE['max_grad_norm']}", f"seed={SCHEDULE['seed']}", f"output_dir={out}",
-        "save_steps=100000", "save_total_limit=1",
-    ])
+        "save_steps=100000", "save_total_limit=1", f"method={method}",
+    ] + ([f"lora_r={LORA_RANK}", f"lora_alpha={2 * LORA_RANK}", "lora_dropout=0.05", "lora_targets=all-linear"]
+         if method == "lora" else []) + list(extra))
 
 
 def step_timer():
@@ -93,9 +97,11 @@ def step_timer():
 
 # The per-op profile of one steady-state step: torch's CPU ops by self time, grouped by what they do (first match).
 PROFILE_STEP = 3
+# bmm, baddbmm and softmax appear in these models only in attention (the two-matmul kernel of short examples).
 OP_GROUPS = (
-    ("matmuls", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn", "onednn")),
-    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
+    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention", "aten::bmm", "aten::baddbmm",
+                   "aten::_softmax", "_ShortCausal")),
+    ("matmuls", ("aten::mm", "aten::addmm", "mkldnn", "onednn")),
     ("casts and copies", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous")),
     ("optimizer", ("adam", "Optimizer.step", "aten::_foreach", "clip_grad", "aten::norm", "linalg_vector_norm")),
     ("head loss", ("cross_entropy", "log_softmax", "nll_loss")),
@@ -114,6 +120,7 @@ def step_profiler(step: int = PROFILE_STEP):
     class Profiler(TrainerCallback):
         def __init__(self):
             self.groups: dict[str, float] = {}
+            self.wall_ms = 0.0
             self._prof = None
 
         def on_step_begin(self, args, state, control, **kw):
@@ -122,11 +129,13 @@ def step_profiler(step: int = PROFILE_STEP):
 
                 self._prof = profile(activities=[ProfilerActivity.CPU])
                 self._prof.__enter__()
+                self.wall_ms = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if self._prof is None:
                 return
             self._prof.__exit__(None, None, None)
+            self.wall_ms = (time.perf_counter() - self.wall_ms) * 1000
             for event in self._prof.key_averages():
                 group = next((g for g, keys in OP_GROUPS if any(k in event.key for k in keys)), "other")
                 self.groups[group] = self.groups.get(group, 0.0) + event.self_cpu_time_total / 1000  # ms
@@ -135,35 +144,37 @@ def step_profiler(step: int = PROFILE_STEP):
     return Profiler()
 
 
-def run_sftlab(name: str, data: Path, work: Path, precision: str) -> dict:
+def run_sftlab(name: str, data: Path, work: Path, precision: str, method: str) -> dict:
     import shutil
 
     from sftlab.training import train
 
     shutil.rmtree(work / "sftlab", ignore_errors=True)
     timer, profiler = step_timer(), step_profiler()
-    result = train(sftlab_config(name, data, work / "sftlab", precision), callbacks=[timer, profiler], quiet=True)
+    result = train(sftlab_config(name, data, work / "sftlab", precision, method), callbacks=[timer, profiler],
+                   quiet=True)
     counts = [r["trained_tokens"] for r in result.metrics]
     return {"steps": result.steps, "step_seconds": timer.times,
             "step_trained_tokens": [b - a for a, b in zip([0] + counts[:-1], counts)],
             "input_tokens": result.report.tokens * RECIPES[name]["epochs"], "examples": result.report.examples,
-            "losses": [r["loss"] for r in result.metrics], "profile_ms": profiler.groups}
+            "losses": [r["loss"] for r in result.metrics], "profile_ms": profiler.groups,
+            "profile_wall_ms": profiler.wall_ms, "profile_step_seconds": timer.times[PROFILE_STEP - 1:PROFILE_STEP]}
 
 
-def print_profile(groups: dict[str, float], step_seconds: float) -> None:
+def print_profile(groups: dict[str, float], wall_ms: float, step_seconds: float) -> None:
     """The profiled step's self CPU time by group, largest first, as ms and share (the profiler's own overhead
     makes the profiled step slower than the others; the shares are what to read)."""
     total = sum(groups.values())
     if not total:
         print("profile: not taken (fewer steps than the profiled one)")
         return
-    print(f"profile of step {PROFILE_STEP} (self CPU time of torch ops, {total:.0f} ms profiled; "
-          f"a median step takes {1000 * step_seconds:.0f} ms unprofiled):")
+    print(f"profile of step {PROFILE_STEP} (self CPU time of torch ops {total:.0f} ms, of {wall_ms:.0f} ms wall "
+          f"profiled; a median step takes {1000 * step_seconds:.0f} ms unprofiled):")
     for group, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<40} {ms:>9.0f} ms  {ms / total:>6.1%}")
 
 
-def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
+def run_loop(name: str, data: Path, work: Path, precision: str, method: str) -> dict:
     """The ceiling: sftlab's own batches (its Trainer's dataloader) through a plain PyTorch loop."""
     import math
     import shutil
@@ -176,7 +187,7 @@ def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
     from sftlab.training.run import prepare_run
 
     shutil.rmtree(work / "loop", ignore_errors=True)
-    run = prepare_run(sftlab_config(name, data, work / "loop", precision), quiet=True)
+    run = prepare_run(sftlab_config(name, data, work / "loop", precision, method), quiet=True)
     trainer, config = run.trainer, run.config
     model = trainer.model
     model.train()
@@ -208,7 +219,7 @@ def run_loop(name: str, data: Path, work: Path, precision: str) -> dict:
     return {"steps": len(times), "step_seconds": times, "step_trained_tokens": tokens, "losses": losses}
 
 
-def run_trl(name: str, data: Path, work: Path, precision: str) -> dict:
+def run_trl(name: str, data: Path, work: Path, precision: str, method: str) -> dict:
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -243,8 +254,14 @@ def run_trl(name: str, data: Path, work: Path, precision: str) -> dict:
             step_tokens.append(int((inputs["labels"][:, 1:] != -100).sum()))
             return super().training_step(model, inputs, num_items_in_batch)
 
+    peft = None
+    if method == "lora":
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.05, target_modules="all-linear",
+                          task_type="CAUSAL_LM")
     trainer = Counting(model=model, args=args, train_dataset=datasets.Dataset.from_list(records), processing_class=tok,
-                       callbacks=[timer])
+                       callbacks=[timer], peft_config=peft)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"steps": trainer.state.global_step, "step_seconds": timer.times, "step_trained_tokens": step_tokens,
@@ -254,18 +271,18 @@ def run_trl(name: str, data: Path, work: Path, precision: str) -> dict:
 ENGINES = {"sftlab": run_sftlab, "trl": run_trl, "loop": run_loop}
 
 
-def _child(engine: str, name: str, data: Path, work: Path, precision: str) -> None:
+def _child(engine: str, name: str, data: Path, work: Path, precision: str, method: str) -> None:
     start = time.perf_counter()
-    result = ENGINES[engine](name, data, work, precision)
+    result = ENGINES[engine](name, data, work, precision, method)
     result["process_seconds"] = time.perf_counter() - start
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
-def _spawn(engine: str, name: str, data: Path, work: Path, precision: str) -> dict:
+def _spawn(engine: str, name: str, data: Path, work: Path, precision: str, method: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", engine, "--recipes", name, "--data", str(data), "--work", str(work),
-         "--precision", precision],
+         "--precision", precision, "--method", method],
         capture_output=True, text=True,
     )
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -290,18 +307,40 @@ def matmul_peak(dtype_name: str) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def model_flops(input_tokens: int, trained_tokens: int) -> float:
-    """Forward + backward FLOPs: 6 × non-embedding weights per input token, and the head's 6·V·d only at
-    trained tokens (where it is evaluated). Attention scores are left out (a few % at these lengths)."""
+def model_flops(input_tokens: int, trained_tokens: int, square_sum: int = 0, method: str = "full") -> float:
+    """Forward + backward FLOPs of the model's own work (none of what a kernel recomputes or throws away):
+    - full: 6 × non-embedding weights per input token (forward 2, backward 4: activations and weights), and the
+      head's 6·V·d only at trained tokens (where it is evaluated);
+    - lora: the frozen base 4 × weights per token (forward 2, backward through the activations 2), its head 4·V·d
+      at trained tokens, and each adapter (rank r on a k → n layer) 6·r·(k + n) per token;
+    - attention by example length: per layer, the causal half of q·kᵀ and of p·v (2·L²·heads·head_dim forward)
+      × 3 for forward + backward, on Σ L² over the examples (`square_sum`)."""
     from transformers import AutoConfig
 
     from sftlab.models import model_path
 
     c = AutoConfig.from_pretrained(model_path(None))
     d, L, V, ff = c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size
-    kv = d // c.num_attention_heads * c.num_key_value_heads
-    per_layer = d * d * 2 + d * kv * 2 + 3 * d * ff
-    return 6 * L * per_layer * input_tokens + 6 * V * d * trained_tokens
+    head_dim = getattr(c, "head_dim", None) or d // c.num_attention_heads
+    q, kv = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
+    shapes = [(d, q), (d, kv), (d, kv), (q, d), (d, ff), (d, ff), (ff, d)]  # q k v o gate up down: (in, out)
+    weights = sum(k * n for k, n in shapes)
+    attention = 3 * 2 * L * q * square_sum
+    if method == "lora":
+        adapters = sum(6 * LORA_RANK * (k + n) for k, n in shapes)
+        return L * (4 * weights + adapters) * input_tokens + 4 * V * d * trained_tokens + attention
+    return 6 * L * weights * input_tokens + 6 * V * d * trained_tokens + attention
+
+
+def square_sum(name: str, data: Path, epochs: float) -> int:
+    """Σ L² over the examples a run trains (each epoch's examples, as sftlab encodes them with the recipe)."""
+    from sftlab.config import DataSettings
+    from sftlab.data.pipeline import Source, build_examples
+    from sftlab.models import load_tokenizer
+
+    examples, _ = build_examples([Source(str(data))], load_tokenizer(None),
+                                 DataSettings(max_length=RECIPES[name]["max_length"]))
+    return int(round(sum(len(e.input_ids) ** 2 for e in examples) * epochs))
 
 
 def cpu_flags() -> str:
@@ -314,14 +353,15 @@ def cpu_flags() -> str:
     return f"{model}; flags {' '.join(wanted)}"
 
 
-def report(name: str, runs: dict[str, dict], precision: str, peaks: dict[str, float]) -> None:
+def report(name: str, runs: dict[str, dict], precision: str, peaks: dict[str, float], method: str) -> None:
     def seconds(r: dict) -> float:
         return sum(r["step_seconds"])
 
     def tok_s(r: dict) -> float:
         return sum(r["step_trained_tokens"]) / seconds(r)
 
-    print(f"\n== recipe {name}: {json.dumps(RECIPES[name])}, {runs['sftlab']['examples']} examples, {precision}")
+    print(f"\n== recipe {name}: {json.dumps(RECIPES[name])}, {runs['sftlab']['examples']} examples, {precision}, "
+          f"method {method}")
     print(f"{'':8} {'steps':>5} {'loop wall s':>11} {'trained tok':>11} {'trained tok/s':>13} "
           f"{'median step s':>13} {'peak RSS MiB':>12} {'mean step loss':>14}")
     for engine, r in runs.items():
@@ -339,8 +379,8 @@ def report(name: str, runs: dict[str, dict], precision: str, peaks: dict[str, fl
         diff = statistics.fmean(sft["losses"]) / statistics.fmean(trl["losses"]) - 1
         print(f"mean step loss sftlab vs TRL: {diff:+.1%} (target within 3 %)")
     print(f"sftlab / minimal loop throughput: {tok_s(sft) / tok_s(loop):.1%} (target >= 90 %)")
-    print_profile(sft.get("profile_ms", {}), statistics.median(sft["step_seconds"]))
-    flops = model_flops(sft["input_tokens"], sum(sft["step_trained_tokens"]))
+    print_profile(sft.get("profile_ms", {}), sft.get("profile_wall_ms", 0.0), statistics.median(sft["step_seconds"]))
+    flops = model_flops(sft["input_tokens"], sum(sft["step_trained_tokens"]), sft["square_sum"], method)
     achieved = flops / seconds(sft) / 1e9
     native = "bf16" if precision == "bf16" else "fp32"
     print(f"sftlab model FLOPs {achieved:.1f} GFLOP/s; MFU {achieved / peaks[native]:.1%} of the {native} matmul peak "
@@ -355,24 +395,28 @@ def main() -> None:
     ap.add_argument("--no-trl", action="store_true", help="sftlab and the loop only (TRL not installed)")
     ap.add_argument("--child")
     ap.add_argument("--data", type=Path)
-    ap.add_argument("--precision")
+    ap.add_argument("--precision", help="bf16 or fp32 (default: what precision auto picks here)")
+    ap.add_argument("--method", default="full", choices=("full", "lora"),
+                    help=f"full (default), or lora (rank {LORA_RANK} on all linear layers, TRL through peft)")
     args = ap.parse_args()
     if args.child:
-        _child(args.child, args.recipes, args.data, args.work, args.precision)
+        _child(args.child, args.recipes, args.data, args.work, args.precision, args.method)
         return
     from sftlab.machine.hardware import pick_device, use_bf16
 
-    precision = "bf16" if use_bf16("auto", pick_device()) else "fp32"
-    print(f"host: {cpu_flags()}; {os.cpu_count()} CPUs; precision auto -> {precision}")
+    auto = "bf16" if use_bf16("auto", pick_device()) else "fp32"
+    precision = args.precision or auto
+    print(f"host: {cpu_flags()}; {os.cpu_count()} CPUs; precision auto -> {auto}; measured in {precision}")
     results = {}
     for name in args.recipes.split(","):
         data = recipe_rows(name, args.rows, args.work)
         engines = ["sftlab", "loop"] + ([] if args.no_trl else ["trl"])
-        results[name] = {e: _spawn(e, name, data, args.work, precision) for e in engines}
+        results[name] = {e: _spawn(e, name, data, args.work, precision, args.method) for e in engines}
+        results[name]["sftlab"]["square_sum"] = square_sum(name, data, RECIPES[name]["epochs"])
     peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
     print(f"matmul peak (2048², best of 15): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     for name, runs in results.items():
-        report(name, runs, precision, peaks)
+        report(name, runs, precision, peaks, args.method)
     (args.work / "results.json").write_text(json.dumps({"precision": precision, "peaks": peaks, **results}, indent=1))
 
 

@@ -130,6 +130,74 @@ def test_the_fused_kernel_gets_no_mask_in_training(monkeypatch):
     assert calls == [(3, None, True), (4, None, True)]
 
 
+# --- the two-matmul path: examples that train on CPU, forward and backward against the hand-written attention ---
+
+def with_grad(*tensors):
+    return [t.detach().clone().requires_grad_() for t in tensors]
+
+
+def hand_gradients(query, key, value, bounds, scale, grad_out):
+    q, k, v = with_grad(query, key, value)
+    out = by_hand(q, k, v, bounds, scale)
+    out.backward(grad_out)
+    return out.detach(), [q.grad, k.grad, v.grad]
+
+
+def test_examples_that_train_take_two_matmuls_and_give_the_hand_written_attention_and_gradients(monkeypatch):
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: calls.append(q.shape[2]) or original(q, *a, **kw))
+    query, key, value = inputs(seed=3, heads=6, kv_heads=2)  # three query heads per key/value head
+    grad_out = torch.randn(2, 7, 6, 8, generator=torch.Generator().manual_seed(4))
+    expected, expected_grads = hand_gradients(query, key, value, BOUNDS, 0.3, grad_out)
+    q, k, v = with_grad(query, key, value)
+    out, _ = packed_attention(Attention().train(), q, k, v, None, scaling=0.3, position_ids=ROWS)
+    out.backward(grad_out)
+    assert calls == []  # no example went through sdpa
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    for got, want in zip([q.grad, k.grad, v.grad], expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_an_example_longer_than_short_takes_the_fused_kernel_in_the_same_row(monkeypatch):
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: calls.append(q.shape[2]) or original(q, *a, **kw))
+    monkeypatch.setattr(attention, "SHORT", 3)
+    query, key, value = inputs(seed=5)
+    grad_out = torch.randn(2, 7, 4, 8, generator=torch.Generator().manual_seed(6))
+    expected, expected_grads = hand_gradients(query, key, value, BOUNDS, 0.25, grad_out)
+    q, k, v = with_grad(query, key, value)
+    out, _ = packed_attention(Attention().train(), q, k, v, None, scaling=0.25, position_ids=ROWS)
+    out.backward(grad_out)
+    assert calls == [4, 4]  # the two 4-token examples; the 3-, 1- and 2-token ones took two matmuls
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    for got, want in zip([q.grad, k.grad, v.grad], expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_two_matmul_attention_in_bf16_and_under_autocast_stays_within_bf16_tolerance():
+    """bf16 inputs, and float32 inputs under bf16 autocast (what training runs: sdpa's dtype is autocast's), against
+    the float32 hand-written attention: forward and every gradient within 2e-2."""
+    query, key, value = inputs(seed=7, length=40, dim=16)
+    rows = torch.tensor([list(range(25)) + list(range(15))] * 2)
+    bounds = [[(0, 25), (25, 40)]] * 2
+    grad_out = torch.randn(2, 40, 4, 16, generator=torch.Generator().manual_seed(8))
+    expected, expected_grads = hand_gradients(query, key, value, bounds, 0.25, grad_out)
+    for autocast in (False, True):
+        q, k, v = with_grad(*(t if autocast else t.bfloat16() for t in (query, key, value)))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, _ = packed_attention(Attention().train(), q, k, v, None, scaling=0.25, position_ids=rows)
+        assert out.dtype == torch.bfloat16
+        out.backward(grad_out.bfloat16())
+        torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=0)
+        for got, want in zip([q.grad, k.grad, v.grad], expected_grads):
+            assert got.dtype == q.dtype
+            torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=0)
+
+
 # --- the kernel paths: the same attention in one call per layer ---
 
 ROWS = torch.tensor([[0, 1, 2, 0, 1, 2, 3], [0, 0, 1, 2, 3, 0, 1]])

@@ -4,8 +4,10 @@ The examples of a padding-free or packed row are the runs of its position_ids th
 handles such rows on sdpa/eager with a block-diagonal mask: exact, but it computes (and keeps for backward) the full
 row × row attention matrix, most of it on masked-out pairs. sftlab's training attention instead runs one of:
 
-- ``sftlab_packed`` (the reference and the fallback): causal sdpa per example, a Python loop over the examples,
-  which takes the fused kernel with no mask and no stored matrix;
+- ``sftlab_packed`` (the reference and the fallback): a Python loop over the examples. On CPU an example of up to
+  SHORT tokens that trains runs as two batched matmuls around a softmax (``short_causal_attention``: 1.5–3.4× the
+  CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one, or one on another
+  device, takes causal sdpa's fused kernel with no mask and no stored matrix;
 - ``sftlab_varlen``: PyTorch's variable-length flash attention (``torch.nn.attention.varlen``) over the examples'
   cumulative lengths, one call per layer (CUDA, bf16/fp16);
 - ``sftlab_flex``: FlexAttention with a document mask (the example each token belongs to), compiled (CUDA);
@@ -94,22 +96,93 @@ def _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
+# The longest example that takes the two-matmul attention. It keeps its softmax probabilities for backward (bf16:
+# 18·L² bytes a layer for the default model's 9 heads, 4.7 MB at 512 tokens); the flash kernel keeps none.
+SHORT = 512
+
+_causal: dict[torch.dtype, torch.Tensor] = {}
+
+
+def _causal_mask(length: int, dtype: torch.dtype) -> torch.Tensor:
+    """[length, length]: 0 on and below the diagonal, -inf above (a slice of one SHORT × SHORT matrix per dtype)."""
+    if dtype not in _causal:
+        _causal[dtype] = torch.full((SHORT, SHORT), float("-inf"), dtype=dtype).triu_(1)
+    return _causal[dtype][:length, :length]
+
+
+class _ShortCausal(torch.autograd.Function):
+    """Causal attention of one example, the query heads grouped under their key/value head (query head h reads
+    key/value head h // group, as transformers' repeat_kv lays them out), so that no key or value is repeated:
+
+        forward:  S = scale·Q·Kᵀ + causal mask,  P = softmax(S),  O = P·V          (P kept for backward)
+        backward: dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q
+
+    Inputs [heads, L, d] and [kv_heads, L, d], contiguous, one dtype; matmuls accumulate in fp32 and round once,
+    softmax and its backward compute in fp32 (PyTorch's CPU kernels) and round once."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, scale):  # type: ignore[override]
+        heads, length, dim = query.shape
+        kv = key.shape[0]
+        grouped = query.reshape(kv, heads // kv * length, dim)
+        scores = torch.baddbmm(torch.empty((), dtype=query.dtype), grouped, key.transpose(1, 2), beta=0, alpha=scale)
+        scores.view(kv, heads // kv, length, length).add_(_causal_mask(length, query.dtype))
+        probs = torch.softmax(scores, -1)
+        ctx.save_for_backward(grouped, key, value, probs)
+        ctx.scale = scale
+        return torch.bmm(probs, value).view(heads, length, dim)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        grouped, key, value, probs = ctx.saved_tensors
+        grad = grad_out.reshape(grouped.shape)
+        grad_value = torch.bmm(probs.transpose(1, 2), grad)
+        grad_scores = torch._softmax_backward_data(torch.bmm(grad, value.transpose(1, 2)), probs, -1, probs.dtype)
+        grad_query = torch.bmm(grad_scores, key).mul_(ctx.scale)
+        grad_key = torch.bmm(grad_scores.transpose(1, 2), grouped).mul_(ctx.scale)
+        return grad_query.view(grad_out.shape), grad_key, grad_value, None
+
+
+def _compute_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype sdpa computes in: autocast's when it is on for the query's device, else the query's."""
+    device = query.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+
+
+def _short_path(query: torch.Tensor, key: torch.Tensor, dropout: float) -> bool:
+    """Whether this layer's short examples take the two-matmul attention: on CPU, training with gradients, no
+    dropout, query heads in whole groups per key/value head."""
+    return (query.device.type == "cpu" and not dropout and query.shape[1] % key.shape[1] == 0
+            and torch.is_grad_enabled() and query.requires_grad)
+
+
+def _example(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None, dropout: float,
+             short: bool) -> torch.Tensor:
+    """Causal attention of one example, [heads, L, d] → [heads, L, d]."""
+    if short and query.shape[1] <= SHORT:
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        return _ShortCausal.apply(query.contiguous(), key.contiguous(), value.contiguous(), scale)
+    return F.scaled_dot_product_attention(query[None], key[None], value[None], is_causal=True, scale=scaling,
+                                          dropout_p=dropout, enable_gqa=query.shape[0] != key.shape[0])[0]
+
+
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
-    """The reference: causal sdpa on each example of each row."""
+    """The reference: causal attention on each example of each row. A row is cut into its examples with one split
+    (whose backward is one concatenation), cast once to the dtype sdpa would compute in."""
     if not _trains(module, query, key, kwargs):
         return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     positions = _rows(query, kwargs["position_ids"])
-    gqa = query.shape[1] != key.shape[1]
+    short = _short_path(query, key, dropout)
+    dtype = _compute_dtype(query)
     rows = []
-    for b in range(query.shape[0]):
-        parts = [
-            F.scaled_dot_product_attention(query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
-                                           is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa)
-            for s, e in segments(positions[b])
-        ]
-        rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
-    out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+    with torch.autocast(query.device.type, enabled=False):
+        for b in range(query.shape[0]):
+            lengths = [e - s for s, e in segments(positions[b])]
+            q, k, v = (t[b].to(dtype).split(lengths, dim=1) for t in (query, key, value))
+            parts = [_example(*example, scaling, dropout, short) for example in zip(q, k, v)]
+            rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+    out = torch.stack(rows) if len(rows) > 1 else rows[0][None]
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -143,7 +143,9 @@ def hand_gradients(query, key, value, bounds, scale, grad_out):
     return out.detach(), [q.grad, k.grad, v.grad]
 
 
-def test_examples_that_train_take_two_matmuls_and_give_the_hand_written_attention_and_gradients(monkeypatch):
+@pytest.mark.parametrize("block", [128, 2])  # one block per example, and blocks of 2 query rows (the last one short)
+def test_examples_that_train_take_two_matmuls_and_give_the_hand_written_attention_and_gradients(monkeypatch, block):
+    monkeypatch.setattr(attention, "BLOCK", block)
     calls = []
     original = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
@@ -178,9 +180,12 @@ def test_an_example_longer_than_short_takes_the_fused_kernel_in_the_same_row(mon
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_two_matmul_attention_in_bf16_and_under_autocast_stays_within_bf16_tolerance():
+@pytest.mark.parametrize("block", [128, 8])
+def test_two_matmul_attention_in_bf16_and_under_autocast_stays_within_bf16_tolerance(monkeypatch, block):
     """bf16 inputs, and float32 inputs under bf16 autocast (what training runs: sdpa's dtype is autocast's), against
-    the float32 hand-written attention: forward and every gradient within 2e-2."""
+    the float32 hand-written attention: forward and every gradient within 2e-2 of its largest value (torch's own
+    flash kernel in bf16 comes within 0.6 % here; per-block rounding of dK adds up to about 0.3 %)."""
+    monkeypatch.setattr(attention, "BLOCK", block)
     query, key, value = inputs(seed=7, length=40, dim=16)
     rows = torch.tensor([list(range(25)) + list(range(15))] * 2)
     bounds = [[(0, 25), (25, 40)]] * 2
@@ -192,10 +197,10 @@ def test_two_matmul_attention_in_bf16_and_under_autocast_stays_within_bf16_toler
             out, _ = packed_attention(Attention().train(), q, k, v, None, scaling=0.25, position_ids=rows)
         assert out.dtype == torch.bfloat16
         out.backward(grad_out.bfloat16())
-        torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=0)
+        torch.testing.assert_close(out.float(), expected, atol=2e-2 * expected.abs().max(), rtol=0)
         for got, want in zip([q.grad, k.grad, v.grad], expected_grads):
             assert got.dtype == q.dtype
-            torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=0)
+            torch.testing.assert_close(got.float(), want, atol=2e-2 * want.abs().max(), rtol=0)
 
 
 # --- the kernel paths: the same attention in one call per layer ---

@@ -5,9 +5,9 @@ handles such rows on sdpa/eager with a block-diagonal mask: exact, but it comput
 row × row attention matrix, most of it on masked-out pairs. sftlab's training attention instead runs one of:
 
 - ``sftlab_packed`` (the reference and the fallback): a Python loop over the examples. On CPU an example of up to
-  SHORT tokens that trains runs as two batched matmuls around a softmax (``short_causal_attention``: 1.5–3.4× the
-  CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one, or one on another
-  device, takes causal sdpa's fused kernel with no mask and no stored matrix;
+  SHORT tokens that trains runs as two batched matmuls around a softmax, by blocks of query rows (``_ShortCausal``:
+  about 1.8–3.7× the CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one,
+  or one on another device, takes causal sdpa's fused kernel with no mask and no stored matrix;
 - ``sftlab_varlen``: PyTorch's variable-length flash attention (``torch.nn.attention.varlen``) over the examples'
   cumulative lengths, one call per layer (CUDA, bf16/fp16);
 - ``sftlab_flex``: FlexAttention with a document mask (the example each token belongs to), compiled (CUDA);
@@ -96,51 +96,76 @@ def _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
-# The longest example that takes the two-matmul attention. It keeps its softmax probabilities for backward (bf16:
-# 18·L² bytes a layer for the default model's 9 heads, 4.7 MB at 512 tokens); the flash kernel keeps none.
-SHORT = 512
+# The longest example that takes the two-matmul attention. It keeps its softmax probabilities for backward, about
+# heads·L²/2 values a layer (bf16: 9.4 MB at 1,024 tokens for the default model's 9 heads, about half of what the
+# rest of the layer keeps for those tokens); the flash kernel, which longer examples take, keeps none.
+SHORT = 1024
+# Query rows per block: block i's rows attend to keys 0 … its last row, so the scores above the diagonal beyond the
+# block are never computed, and each block's scores stay small enough for the cache (measured best of 64–256).
+BLOCK = 128
 
 _causal: dict[torch.dtype, torch.Tensor] = {}
 
 
-def _causal_mask(length: int, dtype: torch.dtype) -> torch.Tensor:
-    """[length, length]: 0 on and below the diagonal, -inf above (a slice of one SHORT × SHORT matrix per dtype)."""
-    if dtype not in _causal:
-        _causal[dtype] = torch.full((SHORT, SHORT), float("-inf"), dtype=dtype).triu_(1)
-    return _causal[dtype][:length, :length]
+def _causal_mask(rows: slice, keys: int, dtype: torch.dtype) -> torch.Tensor:
+    """[rows, keys] of the causal mask: 0 on and below the diagonal, -inf above (a slice of one SHORT × SHORT matrix
+    per dtype)."""
+    if dtype not in _causal or _causal[dtype].shape[0] < keys:
+        size = max(SHORT, keys)
+        _causal[dtype] = torch.full((size, size), float("-inf"), dtype=dtype).triu_(1)
+    return _causal[dtype][rows, :keys]
 
 
 class _ShortCausal(torch.autograd.Function):
-    """Causal attention of one example, the query heads grouped under their key/value head (query head h reads
-    key/value head h // group, as transformers' repeat_kv lays them out), so that no key or value is repeated:
+    """Causal attention of one example by blocks of BLOCK query rows, each block's query heads grouped under their
+    key/value head (query head h reads key/value head h // group, as transformers' repeat_kv lays them out), so that
+    no key or value is repeated. For a block Q of rows s … e−1 and the keys and values K, V of positions 0 … e−1:
 
         forward:  S = scale·Q·Kᵀ + causal mask,  P = softmax(S),  O = P·V          (P kept for backward)
-        backward: dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q
+        backward: dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dQ = scale·dS·K,  dK += scale·dSᵀ·Q
 
-    Inputs [heads, L, d] and [kv_heads, L, d], contiguous, one dtype; matmuls accumulate in fp32 and round once,
-    softmax and its backward compute in fp32 (PyTorch's CPU kernels) and round once."""
+    Inputs [heads, L, d] and [kv_heads, L, d], contiguous, one dtype. Matmuls accumulate in fp32 and round once;
+    softmax and its backward compute in fp32 (PyTorch's CPU kernels) and round once; dK and dV are summed over the
+    blocks in fp32 and rounded once."""
 
     @staticmethod
     def forward(ctx, query, key, value, scale):  # type: ignore[override]
         heads, length, dim = query.shape
         kv = key.shape[0]
-        grouped = query.reshape(kv, heads // kv * length, dim)
-        scores = torch.baddbmm(torch.empty((), dtype=query.dtype), grouped, key.transpose(1, 2), beta=0, alpha=scale)
-        scores.view(kv, heads // kv, length, length).add_(_causal_mask(length, query.dtype))
-        probs = torch.softmax(scores, -1)
-        ctx.save_for_backward(grouped, key, value, probs)
+        group = heads // kv
+        outs, saved = [], []
+        for s in range(0, length, BLOCK):
+            e = min(s + BLOCK, length)
+            block = query[:, s:e].reshape(kv, group * (e - s), dim)
+            scores = torch.baddbmm(torch.empty((), dtype=query.dtype), block, key[:, :e].transpose(1, 2), beta=0,
+                                   alpha=scale)
+            scores.view(kv, group, e - s, e).add_(_causal_mask(slice(s, e), e, query.dtype))
+            probs = torch.softmax(scores, -1)
+            outs.append(torch.bmm(probs, value[:, :e]).view(heads, e - s, dim))
+            saved += [block, probs]
+        ctx.save_for_backward(key, value, *saved)
         ctx.scale = scale
-        return torch.bmm(probs, value).view(heads, length, dim)
+        return torch.cat(outs, 1) if len(outs) > 1 else outs[0]
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        grouped, key, value, probs = ctx.saved_tensors
-        grad = grad_out.reshape(grouped.shape)
-        grad_value = torch.bmm(probs.transpose(1, 2), grad)
-        grad_scores = torch._softmax_backward_data(torch.bmm(grad, value.transpose(1, 2)), probs, -1, probs.dtype)
-        grad_query = torch.bmm(grad_scores, key).mul_(ctx.scale)
-        grad_key = torch.bmm(grad_scores.transpose(1, 2), grouped).mul_(ctx.scale)
-        return grad_query.view(grad_out.shape), grad_key, grad_value, None
+        key, value, *saved = ctx.saved_tensors
+        kv, length, dim = key.shape
+        heads = grad_out.shape[0]
+        grad_key = torch.zeros(key.shape, dtype=torch.float32)
+        grad_value = torch.zeros(value.shape, dtype=torch.float32)
+        grad_query = []
+        for i, s in enumerate(range(0, length, BLOCK)):
+            e = min(s + BLOCK, length)
+            block, probs = saved[2 * i], saved[2 * i + 1]
+            grad = grad_out[:, s:e].reshape(block.shape)
+            grad_value[:, :e] += torch.bmm(probs.transpose(1, 2), grad)
+            grad_scores = torch._softmax_backward_data(torch.bmm(grad, value[:, :e].transpose(1, 2)), probs, -1,
+                                                       probs.dtype)
+            grad_query.append(torch.bmm(grad_scores, key[:, :e]).mul_(ctx.scale).view(heads, e - s, dim))
+            grad_key[:, :e] += torch.bmm(grad_scores.transpose(1, 2), block)
+        grad_query = torch.cat(grad_query, 1) if len(grad_query) > 1 else grad_query[0]
+        return grad_query, grad_key.mul_(ctx.scale).to(key.dtype), grad_value.to(value.dtype), None
 
 
 def _compute_dtype(query: torch.Tensor) -> torch.dtype:

@@ -183,7 +183,6 @@ def run_loop(name: str, data: Path, work: Path, precision: str, method: str) -> 
     import torch.nn.functional as F
     from transformers import get_scheduler, set_seed
 
-    from sftlab.machine.memory import keep_freed_memory
     from sftlab.training.loss import base_model
     from sftlab.training.run import prepare_run
 
@@ -199,8 +198,6 @@ def run_loop(name: str, data: Path, work: Path, precision: str, method: str) -> 
     decoder, head = base_model(model).get_decoder(), base_model(model).get_output_embeddings()
     set_seed(config.seed)
     times, tokens, losses = [], [], []
-    freed = keep_freed_memory()  # as sftlab's runs on the CPU do (sftlab/machine/memory.py)
-    freed.__enter__()
     for _ in range(int(config.epochs)):
         for batch in loader:
             start = time.perf_counter()
@@ -219,7 +216,6 @@ def run_loop(name: str, data: Path, work: Path, precision: str, method: str) -> 
             times.append(time.perf_counter() - start)
             tokens.append(int(keep.sum()))
             losses.append(float(loss))
-    freed.__exit__(None, None, None)
     return {"steps": len(times), "step_seconds": times, "step_trained_tokens": tokens, "losses": losses}
 
 

@@ -2,10 +2,8 @@
 
 import datetime
 import json
-import platform
 
 import pytest
-import torch
 
 from sftlab.machine import hardware
 from sftlab.errors import SftlabError
@@ -209,35 +207,3 @@ def test_the_measurement_reports_each_pair_of_steps():
     pairs = []
     hardware.measure_cpu_bf16_speedup(tokens=8, hidden=8, inner=8, repeats=2, on_pair=lambda: pairs.append(1))
     assert len(pairs) == 3  # the warm-up pair and the two timed ones
-
-
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
-def test_memory_a_run_frees_is_reused_inside_keep_freed_memory_and_given_back_after():
-    """Inside the block a 64 MiB block freed and allocated again, step after step, keeps its pages once the heap has
-    grown to hold it (no page fault); freed memory stays with the process until the block ends, and then goes back
-    to the kernel."""
-    import resource
-
-    from sftlab.machine.memory import keep_freed_memory
-
-    def resident_mib() -> float:
-        return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
-
-    def faults_of_a_second_allocation() -> int:
-        first = torch.ones(16 * 1024 * 1024)  # 64 MiB, every page touched
-        del first
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        second = torch.ones(16 * 1024 * 1024)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        del second
-        return faults
-
-    with keep_freed_memory() as kept:
-        assert kept
-        inside = min(faults_of_a_second_allocation() for _ in range(6))
-        big = torch.ones(64 * 1024 * 1024)  # 256 MiB
-        del big
-        held = resident_mib()
-    released = resident_mib()
-    assert inside < 64 * 1024 * 1024 // resource.getpagesize() // 10, inside
-    assert held - released > 200, (held, released)

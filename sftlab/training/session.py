@@ -25,7 +25,6 @@ from sftlab.data.templates import resolve_template, with_default_system, with_te
 from sftlab.errors import SftlabError
 from sftlab.files import require_output_dir, write_text
 from sftlab.machine.hardware import Precision, choose_precision, pick_device, process_count
-from sftlab.machine.memory import keep_freed_memory
 from sftlab.models import load_tokenizer, quantize, require_model
 from sftlab.runs import settle_checkpoints
 from sftlab.training.arguments import training_arguments
@@ -235,13 +234,12 @@ def run(config: TrainConfig, kind: RunKind, *, callbacks: Sequence[Any] = (), qu
     stop = GracefulStop()
     if single:
         trainer.add_callback(stop)
-    # On the CPU the LM head's loss buffers (training/loss.py) and the memory a step frees (machine/memory.py) are
-    # kept from step to step, where that was measured to pay, and released when training ends.
-    cpu = session.device == "cpu"
+    # The LM head's loss buffers are kept from step to step on the CPU (where that was measured to pay:
+    # training/loss.py) and released when training ends.
+    workspace = head_workspace() if session.device == "cpu" else contextlib.nullcontext()
     with stop if single else contextlib.nullcontext():
         try:
-            with head_workspace() if cpu else contextlib.nullcontext(), \
-                    keep_freed_memory() if cpu else contextlib.nullcontext():
+            with workspace:
                 outcome = trainer.train(resume_from_checkpoint=session.checkpoint)
         except KeyboardInterrupt:  # a second signal: at once
             raise _interrupted(stop.signum or signal.SIGINT, out, trainer) from None

@@ -11,7 +11,9 @@ the precision `precision: auto` picks here. One attention call is timed per batc
 layer: ×30 for a step). Every variant runs once per repeat, interleaved, and the medians over the repeats are
 printed, so that a shared machine's slow moments fall on all of them alike.
 
-Variants: `loop` (causal sdpa per example, forward + backward); `mask` (one sdpa call with the block-diagonal mask,
+Variants: `loop` (sftlab's per-example loop, forward + backward: two matmuls for examples of up to
+`attention.SHORT` tokens, the flash kernel above); `flash loop` (the same loop with the CPU flash kernel for every
+example, as before the two-matmul path); `mask` (one sdpa call with the block-diagonal mask,
 transformers' way, forward + backward); `flex` (FlexAttention with the document mask, eager) and `flex compiled`
 (torch.compile'd; its compile time printed apart) — forward only, because torch 2.13 has no FlexAttention backward
 on CPU, so on CPU neither can train; `loop fwd` is the loop's forward for comparison with them.
@@ -97,6 +99,14 @@ def main() -> None:
             if backward:
                 out.float().square().mean().backward()
 
+        def flash_loop(c):
+            """The loop as it was before the two-matmul path: the CPU flash kernel for every example."""
+            short, attention.SHORT = attention.SHORT, 0
+            try:
+                loop(c)
+            finally:
+                attention.SHORT = short
+
         def masked(c):
             q, k, v = grad_inputs(*c[1:4])
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=c[4][None, None],
@@ -119,6 +129,7 @@ def main() -> None:
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
         variants = {
             "loop": lambda: [loop(c) for c in cases],
+            "flash loop": lambda: [flash_loop(c) for c in cases],
             "mask": lambda: [masked(c) for c in cases],
             "loop fwd": lambda: [loop(c, backward=False) for c in cases],
             "flex": lambda: [flex(c, eager_flex) for c in cases],

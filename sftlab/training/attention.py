@@ -6,7 +6,7 @@ row × row attention matrix, most of it on masked-out pairs. sftlab's training a
 
 - ``sftlab_packed`` (the reference and the fallback): a Python loop over the examples. On CPU an example of up to
   SHORT tokens that trains runs as two batched matmuls around a softmax, by blocks of query rows (``_ShortCausal``:
-  about 1.8–3.7× the CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one,
+  about 1.5–3.7× the CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one,
   or one on another device, takes causal sdpa's fused kernel with no mask and no stored matrix;
 - ``sftlab_varlen``: PyTorch's variable-length flash attention (``torch.nn.attention.varlen``) over the examples'
   cumulative lengths, one call per layer (CUDA, bf16/fp16);

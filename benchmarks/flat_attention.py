@@ -31,22 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_speed import RECIPES, cpu_flags, matmul_peak, recipe_rows  # noqa: E402
+from train_speed import RECIPES, cpu_flags, example_lengths, matmul_peak, recipe_rows  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM, LAYERS = 9, 3, 64, 30  # SmolLM2-135M-Instruct
 
 
 def recipe_batches(name: str, work: Path, batches: int) -> list[list[int]]:
     """The example lengths of the recipe's first `batches` batches of 8."""
-    from sftlab.config import DataSettings
-    from sftlab.data.pipeline import Source, build_examples
-    from sftlab.models import load_tokenizer
-
-    data = recipe_rows(name, None, work)
-    examples, _ = build_examples([Source(str(data))], load_tokenizer(None),
-                                 DataSettings(max_length=RECIPES[name]["max_length"]))
+    lengths = example_lengths(name, recipe_rows(name, None, work))
     size = RECIPES[name]["batch_size"]
-    lengths = [len(e.input_ids) for e in examples]
     return [lengths[i : i + size] for i in range(0, min(len(lengths), batches * size), size)]
 
 

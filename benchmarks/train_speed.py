@@ -22,8 +22,8 @@ process, so peak memory (RSS) is its own.
 Printed per recipe: optimizer steps, training-loop wall time, trained tokens/s, peak RSS, mean step
 loss and both engines' step losses side by side; then the ratios (the targets: ≥ 3× TRL, peak RSS
 ≤ 0.5× TRL, ≥ 90 % of the loop), the CPU flags, the matmul peaks measured in the same run, MFU (model FLOPs:
-`model_flops`, attention counted by example length), and a per-op profile of sftlab's step 3 (torch profiler, self CPU time grouped: matmuls, attention, casts, norms, activations,
-elementwise, head loss, optimizer, other).
+`model_flops`, attention counted by example length), and a per-op profile of sftlab's step 3 (torch profiler,
+self CPU time grouped: matmuls, attention, casts, norms, activations, elementwise, head loss, optimizer, other).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def run_sftlab(name: str, data: Path, work: Path, precision: str, method: str) -
             "step_trained_tokens": [b - a for a, b in zip([0] + counts[:-1], counts)],
             "input_tokens": result.report.tokens * RECIPES[name]["epochs"], "examples": result.report.examples,
             "losses": [r["loss"] for r in result.metrics], "profile_ms": profiler.groups,
-            "profile_wall_ms": profiler.wall_ms, "profile_step_seconds": timer.times[PROFILE_STEP - 1:PROFILE_STEP]}
+            "profile_wall_ms": profiler.wall_ms}
 
 
 def print_profile(groups: dict[str, float], wall_ms: float, step_seconds: float) -> None:
@@ -332,15 +332,20 @@ def model_flops(input_tokens: int, trained_tokens: int, square_sum: int = 0, met
     return 6 * L * weights * input_tokens + 6 * V * d * trained_tokens + attention
 
 
-def square_sum(name: str, data: Path, epochs: float) -> int:
-    """Σ L² over the examples a run trains (each epoch's examples, as sftlab encodes them with the recipe)."""
+def example_lengths(name: str, data: Path) -> list[int]:
+    """The token count of each example of the recipe's data, in order, as sftlab encodes it with the recipe."""
     from sftlab.config import DataSettings
     from sftlab.data.pipeline import Source, build_examples
     from sftlab.models import load_tokenizer
 
     examples, _ = build_examples([Source(str(data))], load_tokenizer(None),
                                  DataSettings(max_length=RECIPES[name]["max_length"]))
-    return int(round(sum(len(e.input_ids) ** 2 for e in examples) * epochs))
+    return [len(e.input_ids) for e in examples]
+
+
+def square_sum(name: str, data: Path, epochs: float) -> int:
+    """Σ L² over the examples a run trains (each epoch's examples)."""
+    return int(round(sum(n**2 for n in example_lengths(name, data)) * epochs))
 
 
 def cpu_flags() -> str:

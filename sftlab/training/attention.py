@@ -6,8 +6,9 @@ row × row attention matrix, most of it on masked-out pairs. sftlab's training a
 
 - ``sftlab_packed`` (the reference and the fallback): a Python loop over the examples. On CPU an example of up to
   SHORT tokens that trains runs as two batched matmuls around a softmax, by blocks of query rows (``_ShortCausal``:
-  about 1.5–3.7× the CPU flash kernel's speed, forward and backward, benchmarks/flat_attention.py); a longer one,
-  or one on another device, takes causal sdpa's fused kernel with no mask and no stored matrix;
+  1.65× and 1.96× the CPU flash kernel's speed, forward and backward, on the benchmark recipes' rows,
+  benchmarks/flat_attention.py); a longer one, or one on another device, takes causal sdpa's fused kernel with no
+  mask and no stored matrix;
 - ``sftlab_varlen``: PyTorch's variable-length flash attention (``torch.nn.attention.varlen``) over the examples'
   cumulative lengths, one call per layer (CUDA, bf16/fp16);
 - ``sftlab_flex``: FlexAttention with a document mask (the example each token belongs to), compiled (CUDA);
@@ -109,8 +110,8 @@ _causal: dict[torch.dtype, torch.Tensor] = {}
 
 
 def _causal_mask(rows: slice, keys: int, dtype: torch.dtype) -> torch.Tensor:
-    """[rows, keys] of the causal mask: 0 on and below the diagonal, -inf above (a slice of one SHORT × SHORT matrix
-    per dtype)."""
+    """[rows, keys] of the causal mask: 0 on and below the diagonal, -inf above (a slice of one square matrix per
+    dtype, SHORT × SHORT unless a longer example asked for more)."""
     if dtype not in _causal or _causal[dtype].shape[0] < keys:
         size = max(SHORT, keys)
         _causal[dtype] = torch.full((size, size), float("-inf"), dtype=dtype).triu_(1)
@@ -125,7 +126,8 @@ class _ShortCausal(torch.autograd.Function):
         forward:  S = scale·Q·Kᵀ + causal mask,  P = softmax(S),  O = P·V          (P kept for backward)
         backward: dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dQ = scale·dS·K,  dK += scale·dSᵀ·Q
 
-    Inputs [heads, L, d] and [kv_heads, L, d], contiguous, one dtype. Matmuls accumulate in fp32 and round once;
+    Inputs [heads, L, d] (any layout: each block is reshaped, copied where it must be) and [kv_heads, L, d]
+    (contiguous), one dtype. Matmuls accumulate in fp32 and round once;
     softmax and its backward compute in fp32 (PyTorch's CPU kernels) and round once; dK and dV are summed over the
     blocks in fp32 and rounded once."""
 
@@ -187,7 +189,7 @@ def _example(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scalin
     """Causal attention of one example, [heads, L, d] → [heads, L, d]."""
     if short and query.shape[1] <= SHORT:
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        return _ShortCausal.apply(query.contiguous(), key.contiguous(), value.contiguous(), scale)
+        return _ShortCausal.apply(query, key.contiguous(), value.contiguous(), scale)
     return F.scaled_dot_product_attention(query[None], key[None], value[None], is_causal=True, scale=scaling,
                                           dropout_p=dropout, enable_gqa=query.shape[0] != key.shape[0])[0]
 
